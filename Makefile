@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test data bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	# torch==2.13.0 (pinned in setup.cfg) is a local CPU build on these machines.
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m server data fetch
+
+demo: data
+	$(PY) -m demo_app
+
+test: data
+	$(PY) -m pytest -q
+
+bench: data
+	$(PY) -m bench
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,141 @@
+"""`make demo`: the whole loop on real MovieLens-100k data, told as a story with figures.
+
+fetch -> train -> export -> publish -> server on loopback -> a device syncs and
+gets server recommendations -> the server goes away -> the device reranks
+locally and reacts to its own clicks -> the server comes back -> the queued
+events upload exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edge_runtime import EdgeClient, Recommendation
+
+from .localserver import LocalServer
+
+DEMO_USER = "196"  # the first user in MovieLens-100k's ratings file
+
+
+def _step(title: str, args: list[str], home: Path, out) -> float:
+    out(f"\n== {title}: pocketrank {' '.join(args)}")
+    start = time.perf_counter()
+    env = {**os.environ, "POCKETRANK_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "server", *args], env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"step '{title}' failed with exit code {proc.returncode}")
+    return time.perf_counter() - start
+
+
+def _show(rec: Recommendation, out, n: int = 5) -> None:
+    out(f"   source={rec.source} model={rec.model_version} candidates=v{rec.candidates_version} "
+        f"latency={rec.latency_ms:.1f} ms" + (f"  (server skipped: {rec.reason[:70]})" if rec.reason else ""))
+    for it in rec.items[:n]:
+        out(f"   {it.rank:2d}. {it.title[:48]:48s} {it.category:12s} {it.score:.4f}")
+
+
+def story(server: LocalServer, client: EdgeClient, user_id: str, out=print, k: int = 10) -> dict:
+    """The device's story; returns the figures and lists the test asserts on."""
+    report: dict = {}
+    sync = client.sync([user_id])
+    report["sync_bytes"] = sync.bytes_downloaded
+    out(f"\n== device syncs bundle v{sync.version}: {sync.bytes_downloaded:,} bytes "
+        f"({', '.join(sync.artifacts_fetched)})")
+
+    online = client.recommend(user_id, k)
+    report["online"] = online
+    out(f"\n== online: recommendations for user {user_id}")
+    _show(online, out)
+
+    server.stop()
+    out("\n== the server is gone (stopped)")
+    offline = client.recommend(user_id, k)
+    report["offline_before"] = offline
+    _show(offline, out)
+
+    # The user clicks three of the offline suggestions; the on-device state
+    # folds each click and the local rerank follows at once.
+    clicked = [it.item_id for it in offline.items[2:5]]
+    report["clicked"] = clicked
+    for item_id in clicked:
+        client.track(user_id, "click", item_id)
+    after = client.recommend(user_id, k)
+    report["offline_after"] = after
+    out(f"\n== offline, after clicking {', '.join(str(i) for i in clicked)} on the device")
+    _show(after, out)
+
+    times = []
+    for _ in range(50):
+        t = time.perf_counter()
+        client.recommend(user_id, k, allow_server=False)
+        times.append((time.perf_counter() - t) * 1000)
+    report["rerank_ms_median"] = statistics.median(times)
+    out(f"   local rerank of {k} from cached candidates: median {report['rerank_ms_median']:.2f} ms over 50 runs")
+    report["queued"] = client.status()["outbox"]
+    out(f"   events queued on the device: {report['queued']}")
+
+    server.start()
+    out("\n== the server is back")
+    flushed = client.flush()
+    report["flush"] = flushed
+    out(f"   uploaded {flushed.sent}, acknowledged {flushed.acknowledged}, remaining {flushed.remaining}")
+    again = client.flush()
+    report["flush_again"] = again
+    back = client.recommend(user_id, k)
+    report["online_after"] = back
+    _show(back, out)
+    return report
+
+
+def run(home: Path | None = None, epochs: int = 8, out=print) -> int:
+    total = time.perf_counter()
+    home = Path(home or Path("var") / "demo").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    timings = {
+        "fetch": _step("fetch MovieLens-100k (pinned recbole wheel, sha256-checked)", ["data", "fetch"], home, out),
+        "train": _step("train embeddings + click model", ["train", "--epochs", str(epochs)], home, out),
+        "export": _step("export fp32 + int8 ONNX, parity gates", ["export"], home, out),
+        "publish": _step("publish a signed bundle", ["publish"], home, out),
+    }
+    public_key = (home / "keys" / "signing.pub").read_text().strip()
+    with tempfile.TemporaryDirectory() as tmp, LocalServer(home) as server:
+        out(f"\n== server on {server.url} (POCKETRANK_HOME={home})")
+        client = EdgeClient(Path(tmp) / "device.sqlite", public_key, base_url=server.url, device_id="demo-phone")
+        report = story(server, client, DEMO_USER, out)
+        client.close()
+        with sqlite3.connect(home / "store.sqlite") as db:
+            ids = [e for e in report["clicked"]]
+            n = db.execute(
+                f"SELECT COUNT(*) FROM events WHERE user_id = ? AND device_id = 'demo-phone' AND item_id IN "
+                f"({','.join('?' * len(ids))})", [DEMO_USER, *ids]).fetchone()[0]
+    models = sorted((home / "models").iterdir())[-1]
+    out("\n== summary")
+    out(f"   training {timings['train']:.1f} s (incl. start-up), export {timings['export']:.1f} s, "
+        f"publish {timings['publish']:.1f} s")
+    out(f"   model sizes: torch {(models / 'model.pt').stat().st_size:,} B, "
+        f"fp32 ONNX {(models / 'ranker.fp32.onnx').stat().st_size:,} B, "
+        f"int8 ONNX {(models / 'ranker.int8.onnx').stat().st_size:,} B")
+    out(f"   first sync {report['sync_bytes']:,} B; local rerank median {report['rerank_ms_median']:.2f} ms")
+    out(f"   offline clicks stored on the server: {n} of {len(report['clicked'])} (each exactly once); "
+        f"second flush sent {report['flush_again'].sent}")
+    out(f"   whole demo: {time.perf_counter() - total:.0f} s")
+    ok = (report["online"].source == "server" and report["offline_after"].source == "edge"
+          and n == len(report["clicked"]))
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo_app", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, default=None, help="server home (default: var/demo)")
+    parser.add_argument("--epochs", type=int, default=8)
+    args = parser.parse_args(argv)
+    return run(args.home, args.epochs)

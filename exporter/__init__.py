@@ -1,0 +1,1 @@
+"""torch -> ONNX, int8 quantization, parity gates, signing."""

@@ -1,0 +1,42 @@
+"""Flask application factory. Production: `gunicorn 'server.app:create_app()'`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import PocketrankError, ValidationError
+
+from .api import events, health, recommendations, sync
+from .config import Config
+from .serving import Serving
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None, **overrides) -> Flask:
+    config = config or Config.from_env(**overrides)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["POCKETRANK"] = config
+    app.extensions["pocketrank"] = Serving(config)
+    for bp in (health.bp, events.bp, recommendations.bp, sync.bp):
+        app.register_blueprint(bp)
+
+    @app.errorhandler(ValidationError)
+    def _invalid(exc: ValidationError):
+        return jsonify(error="invalid_request", field=exc.field, message=exc.message), 400
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code
+
+    @app.errorhandler(PocketrankError)
+    def _ours(exc: PocketrankError):
+        # A missing model or bundle is the operator's to fix, not the client's.
+        log.warning("service not ready: %s", exc)
+        return jsonify(error="not_ready", message=str(exc)), 503
+
+    return app

@@ -1,0 +1,1 @@
+"""Data sets: MovieLens-100k (real) and the marketplace simulator (synthetic)."""

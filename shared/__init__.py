@@ -1,0 +1,36 @@
+"""Contracts both sides agree on: schemas, features, wire format, versions, errors.
+
+Imports only the standard library, numpy and zstandard, so the edge runtime
+and the server can both depend on it without pulling in torch or flask.
+"""
+
+from .errors import (
+    DataError,
+    IntegrityError,
+    ModelError,
+    PocketrankError,
+    SignatureError,
+    TransportError,
+    ValidationError,
+)
+from .schemas import EVENT_TYPES, Event, Item, validate_event, validate_item
+
+WIRE_VERSION = 1
+EMBEDDING_DIM = 64
+
+__all__ = [
+    "DataError",
+    "EMBEDDING_DIM",
+    "EVENT_TYPES",
+    "Event",
+    "IntegrityError",
+    "Item",
+    "ModelError",
+    "PocketrankError",
+    "SignatureError",
+    "TransportError",
+    "ValidationError",
+    "WIRE_VERSION",
+    "validate_event",
+    "validate_item",
+]

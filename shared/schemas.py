@@ -1,0 +1,164 @@
+"""Event and item schemas with validation that names the bad field.
+
+Events are what devices send and the server logs; items are catalogue entries.
+Both travel as JSON objects (see docs/wire-format.md); `validate_*` turns an
+untrusted dict into a frozen dataclass or raises ValidationError.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from .errors import ValidationError
+
+EVENT_TYPES = ("view", "click", "search", "add_to_cart", "purchase", "impression")
+
+# Identifiers are opaque to the server but must be safe to log, index and
+# put in URLs, so they are restricted to a conservative alphabet.
+ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+MAX_ITEM_ID = 2**31 - 1  # item ids are packed as int32 on the wire
+MAX_QUERY_LEN = 256
+# 2100-01-01; timestamps are unix seconds. Old data (MovieLens is 1997) is fine.
+MAX_TIMESTAMP = 4102444800.0
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: str
+    user_id: str
+    device_id: str
+    type: str
+    timestamp: float
+    item_id: int | None = None
+    query: str | None = None
+    session_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: int
+    title: str
+    category: str
+    year: int | None = None
+    price: float = 0.0
+    in_stock: bool = True
+    categories: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["categories"] = list(self.categories)
+        return d
+
+
+def _require_mapping(obj: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise ValidationError(what, f"must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def check_id(name: str, value: Any) -> str:
+    """An identifier (user, device, event, session) as a safe string, or ValidationError."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValidationError(name, "must be a string")
+    value = str(value)
+    if not ID_RE.match(value):
+        raise ValidationError(name, "must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def _id(obj: Mapping[str, Any], name: str, required: bool = True) -> str:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(name, "is required")
+        return ""
+    return check_id(name, value)
+
+
+def _item_id(value: Any, name: str = "item_id") -> int:
+    if isinstance(value, bool):
+        raise ValidationError(name, "must be an integer")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValidationError(name, "must be an integer")
+    if not 0 < value <= MAX_ITEM_ID:
+        raise ValidationError(name, f"must be between 1 and {MAX_ITEM_ID}")
+    return value
+
+
+def _timestamp(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError("timestamp", "must be a number of unix seconds")
+    value = float(value)
+    if not math.isfinite(value) or not 0 <= value <= MAX_TIMESTAMP:
+        raise ValidationError("timestamp", "must be unix seconds between 1970 and 2100")
+    return value
+
+
+def validate_event(obj: Any) -> Event:
+    """Check an untrusted event dict and return an Event, or raise ValidationError."""
+    obj = _require_mapping(obj, "event")
+    unknown = set(obj) - {f for f in Event.__dataclass_fields__}
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], "is not a known event field")
+    etype = obj.get("type")
+    if etype not in EVENT_TYPES:
+        raise ValidationError("type", f"must be one of {', '.join(EVENT_TYPES)}")
+    item_id = obj.get("item_id")
+    query = obj.get("query")
+    if etype == "search":
+        if not isinstance(query, str) or not query.strip():
+            raise ValidationError("query", "is required for a search event")
+        if len(query) > MAX_QUERY_LEN:
+            raise ValidationError("query", f"must be at most {MAX_QUERY_LEN} characters")
+        item_id = None if item_id is None else _item_id(item_id)
+    else:
+        if item_id is None:
+            raise ValidationError("item_id", f"is required for a {etype} event")
+        item_id = _item_id(item_id)
+        if query is not None:
+            raise ValidationError("query", "is only allowed on search events")
+    if "timestamp" not in obj:
+        raise ValidationError("timestamp", "is required")
+    return Event(
+        event_id=_id(obj, "event_id"),
+        user_id=_id(obj, "user_id"),
+        device_id=_id(obj, "device_id"),
+        type=etype,
+        timestamp=_timestamp(obj["timestamp"]),
+        item_id=item_id,
+        query=query.strip() if isinstance(query, str) else None,
+        session_id=_id(obj, "session_id", required=False),
+    )
+
+
+def validate_item(obj: Any) -> Item:
+    """Check an untrusted item dict and return an Item, or raise ValidationError."""
+    obj = _require_mapping(obj, "item")
+    item_id = _item_id(obj.get("item_id"))
+    title = obj.get("title")
+    if not isinstance(title, str) or not title.strip() or len(title) > 512:
+        raise ValidationError("title", "must be a non-empty string of at most 512 characters")
+    category = obj.get("category")
+    if not isinstance(category, str) or not category.strip() or len(category) > 64:
+        raise ValidationError("category", "must be a non-empty string of at most 64 characters")
+    year = obj.get("year")
+    if year is not None and (isinstance(year, bool) or not isinstance(year, int) or not 1800 <= year <= 2100):
+        raise ValidationError("year", "must be an integer year between 1800 and 2100")
+    price = obj.get("price", 0.0)
+    if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
+        raise ValidationError("price", "must be a non-negative number")
+    in_stock = obj.get("in_stock", True)
+    if not isinstance(in_stock, bool):
+        raise ValidationError("in_stock", "must be true or false")
+    cats = obj.get("categories", [category])
+    if not isinstance(cats, (list, tuple)) or not all(isinstance(c, str) and c for c in cats):
+        raise ValidationError("categories", "must be a list of non-empty strings")
+    return Item(item_id, title.strip(), category.strip(), year, float(price), in_stock, tuple(cats))
