@@ -65,8 +65,7 @@ def story(server: LocalServer, client: EdgeClient, user_id: str, out=print, k: i
     # folds each click and the local rerank follows at once.
     clicked = [it.item_id for it in offline.items[2:5]]
     report["clicked"] = clicked
-    for item_id in clicked:
-        client.track(user_id, "click", item_id)
+    report["event_ids"] = [client.track(user_id, "click", item_id) for item_id in clicked]
     after = client.recommend(user_id, k)
     report["offline_after"] = after
     out(f"\n== offline, after clicking {', '.join(str(i) for i in clicked)} on the device")
@@ -112,10 +111,9 @@ def run(home: Path | None = None, epochs: int = 8, out=print) -> int:
         report = story(server, client, DEMO_USER, out)
         client.close()
         with sqlite3.connect(home / "store.sqlite") as db:
-            ids = [e for e in report["clicked"]]
-            n = db.execute(
-                f"SELECT COUNT(*) FROM events WHERE user_id = ? AND device_id = 'demo-phone' AND item_id IN "
-                f"({','.join('?' * len(ids))})", [DEMO_USER, *ids]).fetchone()[0]
+            ids = report["event_ids"]
+            n = db.execute(f"SELECT COUNT(*) FROM events WHERE event_id IN ({','.join('?' * len(ids))})",
+                           ids).fetchone()[0]
     models = sorted((home / "models").iterdir())[-1]
     out("\n== summary")
     out(f"   training {timings['train']:.1f} s (incl. start-up), export {timings['export']:.1f} s, "

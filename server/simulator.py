@@ -146,9 +146,9 @@ class MarketplaceSimulator:
         names = [CATEGORIES[x] for x in self._item_cat.tolist()]
         self._items = [Item(i + 1, f"Sim product {i + 1} ({cat})", cat, None, p, s, (cat,)) for i, (cat, p, s)
                        in enumerate(zip(names, self._price.tolist(), self._in_stock.tolist()))]
-        # Tastes per day are recomputed on demand; keep as many days as fit in ~256 MB.
+        # Tastes per day are recomputed on demand; keep as many days as fit in ~64 MB.
         self._tastes: dict[int, np.ndarray] = {}
-        self._taste_cache = max(2, (1 << 28) // max(1, self._taste0.nbytes))
+        self._taste_cache = max(2, (1 << 26) // max(1, self._taste0.nbytes))
 
     @property
     def items(self) -> list[Item]:
@@ -350,9 +350,9 @@ class MarketplaceSimulator:
         return out
 
     def _policy_slates(self, active, users, cat, pin, t_ms, n_avail, policy) -> np.ndarray:
-        k = self.config.slate_size
         """Ask the policy for each slate; search sessions offer only the searched category."""
-        k, ok, out = self.config.slate_size, self._in_stock[:n_avail], np.full((active.size, k), -1)
+        k, ok = self.config.slate_size, self._in_stock[:n_avail]
+        out = np.full((active.size, k), -1)
         cands: dict[int, tuple[list[int], set[int]]] = {}
         for row, s in enumerate(active.tolist()):
             c = int(cat[s])

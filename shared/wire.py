@@ -38,10 +38,21 @@ def compress(data: bytes) -> bytes:
 
 
 def decompress(data: bytes) -> bytes:
+    # max_output_size is ignored when the frame header declares its size, so
+    # the declared size is checked first and undeclared sizes are read bounded.
     try:
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_DECOMPRESSED)
+        declared = zstandard.frame_content_size(data)
+        if declared > MAX_DECOMPRESSED:
+            raise IntegrityError(f"zstandard frame declares {declared} bytes, above {MAX_DECOMPRESSED}")
+        if declared >= 0:
+            return zstandard.ZstdDecompressor().decompress(data)
+        with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+            out = reader.read(MAX_DECOMPRESSED + 1)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"zstandard frame could not be decoded: {exc}") from exc
+    if len(out) > MAX_DECOMPRESSED:
+        raise IntegrityError(f"zstandard frame inflates past {MAX_DECOMPRESSED} bytes")
+    return out
 
 
 def check_digest(data: bytes, sha256: str, length: int, what: str) -> None:

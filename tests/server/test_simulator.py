@@ -7,7 +7,7 @@ import itertools
 import json
 import random
 import types
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -59,9 +59,11 @@ def slates_of(session):
     return out
 
 
-def ev(etype, item=None, query=None, ts=1.0, n=[0]):
-    n[0] += 1
-    return Event(f"e{n[0]}", "s1", "dev-s1", etype, ts, item, query, "x")
+_ids = itertools.count()
+
+
+def ev(etype, item=None, query=None):
+    return Event(f"e{next(_ids)}", "s1", "dev-s1", etype, 1.0, item, query, "x")
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ():
@@ -224,6 +226,7 @@ def test_policy_is_called_and_its_slate_is_what_gets_impressed():
     calls = {}
 
     def newest_first(user_id, candidates, t, k):
+        assert k in (10, 9)  # 9 after a product search, whose hit takes the top slot
         assert candidates == sorted(candidates) and set(candidates) <= in_stock
         assert all(sim.arrival_time(c) <= t for c in candidates)
         calls[(user_id, t)] = candidates[::-1][:k]
@@ -252,14 +255,16 @@ def test_policy_that_knows_tastes_beats_popularity():
         pool = rng.sample(candidates, min(60, len(candidates)))
         return sorted(pool, key=lambda i: -sim.true_click_prob(user_id, i, t))[:k]
 
-    def stats(policy):
+    def run(policy):
         ss = list(sim.sessions(policy))
         imps = sum(e.type == "impression" for s in ss for e in s)
-        return sum(e.type == "click" for s in ss for e in s) / imps, np.mean([is_bounce(s) for s in ss])
+        ctr = sum(e.type == "click" for s in ss for e in s) / imps
+        return ctr, np.mean([is_bounce(s) for s in ss]), [(s[0].user_id, s[0].timestamp) for s in ss]
 
-    pop_ctr, pop_bounce = stats(None)
-    ora_ctr, ora_bounce = stats(oracle)
+    pop_ctr, pop_bounce, pop_starts = run(None)
+    ora_ctr, ora_bounce, ora_starts = run(oracle)
     assert ora_ctr > 1.5 * pop_ctr and ora_bounce < pop_bounce
+    assert ora_starts == pop_starts  # same seed, same users and sessions: only the slates differ
 
 
 def test_a_policy_returning_unknown_items_is_refused():
@@ -300,5 +305,7 @@ def test_config_is_checked():
         SimConfig(n_categories=len(CATEGORIES) + 1)
     with pytest.raises(ValidationError, match="n_users"):
         SimConfig(n_users=0)
+    with pytest.raises(ValidationError, match="seed"):
+        SimConfig(seed=1.5)
     with pytest.raises(ValidationError, match="user_id"):
         MarketplaceSimulator(SimConfig(n_users=5, n_items=5, n_days=1)).true_click_prob("s6", 1, 0.0)

@@ -1,0 +1,427 @@
+"""Generate the pocketrank wire-format v1 test vectors in docs/vectors/*.json.
+
+    cd /work/main && .venv/bin/python docs/vectors/make_vectors.py
+
+Fixed inputs go through the reference implementation (shared/wire.py,
+shared/features.py, shared/schemas.py), so the files say what the reference
+produces. The signing key is derived from a fixed 32-byte seed: it is a TEST
+ONLY key, published here on purpose; never deploy it.
+
+Deterministic with the same library versions. Two outputs depend on library
+versions and may change if this script is re-run elsewhere: zstd frame bytes
+(the uncompressed payload is what is normative) and the tiny ONNX model's
+serialisation. Everything that hashes or signs them is recomputed together, so
+each generation is self-consistent. tests/shared/test_vectors.py checks the
+stored files, not a fresh run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import zstandard
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from shared import wire  # noqa: E402
+from shared.errors import ValidationError  # noqa: E402
+from shared.features import DECAY, TYPE_WEIGHTS, UserState, query_vector, update_user_state, user_vector  # noqa: E402
+from shared.schemas import Item, validate_event  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+
+# TEST ONLY: a published seed. Anyone can sign with it. Never deploy it.
+SEED_TEXT = b"pocketrank wire-format v1 test vectors -- TEST ONLY, never deploy"
+SEED = hashlib.sha256(SEED_TEXT).digest()
+
+ZSTD_NOTE = (
+    f"frame_hex was produced by python-zstandard {zstandard.__version__} (libzstd "
+    f"{'.'.join(map(str, zstandard.ZSTD_VERSION))}) at level {wire.ZSTD_LEVEL} with the content size "
+    "in the frame header. Another encoder or version may emit different frame bytes for the same payload: "
+    "decoders must accept frame_hex; the uncompressed payload is normative. Digests that the manifest and "
+    "the user index sign are over the frame bytes exactly as published, so a device never recompresses."
+)
+
+# --- fixed inputs ---------------------------------------------------------
+
+DIM = 4
+ITEM_IDS = [7, 42, 1001]
+ITEM_VECTORS = np.array(
+    [
+        [0.5, -0.25, 1.0, 0.125],
+        [-0.75, 0.5, 0.25, 1.5],
+        [0.1, 0.2, -0.3, 0.4],  # not exact in binary32: exercises rounding
+    ],
+    dtype=np.float32,
+)
+ITEMS = [
+    Item(7, "Red Shoes", "shoes", 2019, 49.9, True, ("shoes", "red")),
+    Item(42, "Blue Suede Shoes", "shoes", None, 120.0, False, ("shoes",)),
+    Item(1001, "Café Red Hat", "hats", 2024, 15.5, True, ("hats",)),
+]
+POPULAR = [1001, 7]  # the server lists in-stock items only
+
+# (type, item_id, query), oldest first
+FOLD_EVENTS = [
+    ("view", 7, None),
+    ("click", 42, None),
+    ("impression", 1001, None),
+    ("search", None, "red"),
+    ("search", None, "Green"),
+    ("add_to_cart", 1001, None),
+    ("click", 999, None),
+    ("purchase", 42, None),
+    ("search", 7, "shoes"),
+]
+
+MANIFEST_TIMES = {"created_at": 1767225600.0, "expires_at": 4102444800.0}  # 2026-01-01, 2100-01-01
+BUNDLE_VERSION = 3
+MODEL_VERSION = "m20260101-000000-test00"
+
+
+# --- helpers --------------------------------------------------------------
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def f32_list(a) -> list[float]:
+    return [float(x) for x in np.asarray(a, dtype=np.float32)]
+
+
+def f32_hex(a) -> str:
+    return np.asarray(a, dtype="<f4").tobytes().hex()
+
+
+def state_json(st: UserState) -> dict:
+    return {"s": f32_list(st.s), "s_f32le_hex": f32_hex(st.s), "w": st.w,
+            "w_f32": float(np.float32(st.w)), "n_events": st.n_events}
+
+
+def framed(frame: bytes) -> dict:
+    payload = wire.decompress(frame)
+    return {
+        "payload_hex": payload.hex(),
+        "payload_length": len(payload),
+        "payload_sha256": sha(payload),
+        "frame_hex": frame.hex(),
+        "frame_length": len(frame),
+        "frame_sha256": sha(frame),
+    }
+
+
+def write(name: str, obj: dict) -> None:
+    path = OUT / name
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{name}: {path.stat().st_size} bytes")
+
+
+def tiny_ranker() -> bytes:
+    """A self-contained ONNX ranker with the production signature: scores = sigmoid(items . user)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["items", "user"], ["prod"]),
+            helper.make_node("ReduceSum", ["prod", "axes"], ["dot"], keepdims=0),
+            helper.make_node("Sigmoid", ["dot"], ["scores"]),
+        ],
+        "pocketrank_test_ranker",
+        [helper.make_tensor_value_info("user", TensorProto.FLOAT, [1, DIM]),
+         helper.make_tensor_value_info("items", TensorProto.FLOAT, ["n", DIM])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n"])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                              producer_name="pocketrank-test-vectors", ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+# --- the vectors ----------------------------------------------------------
+
+
+def main() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(SEED)
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    write("keys.json", {
+        "WARNING": "TEST ONLY. This private seed is public; anything signed with it is untrusted. Never deploy it.",
+        "derivation": "seed = sha256(seed_text as UTF-8); ed25519 private key = seed (RFC 8032)",
+        "seed_text": SEED_TEXT.decode(),
+        "seed_hex": SEED.hex(),
+        "public_key_hex": pub.hex(),
+    })
+
+    # vector table (artifact "items")
+    items_frame = wire.pack_vectors(np.array(ITEM_IDS), ITEM_VECTORS)
+    write("vector_table.json", {
+        "description": "PRV1 vector table: the bundle artifact 'items' (items.bin.zst)",
+        "zstd": ZSTD_NOTE,
+        "decoded": {"n": len(ITEM_IDS), "dim": DIM, "item_ids": ITEM_IDS,
+                    "vectors": [f32_list(v) for v in ITEM_VECTORS]},
+        **framed(items_frame),
+    })
+
+    # the user-state fold
+    titles = {it.item_id: it.title for it in ITEMS}
+    vectors = {i: v for i, v in zip(ITEM_IDS, ITEM_VECTORS)}
+    state = UserState.empty(DIM)
+    steps = []
+    for etype, item_id, query in FOLD_EVENTS:
+        vec = vectors.get(item_id) if item_id is not None else None
+        source = "item" if vec is not None else "none"
+        if vec is None and query:
+            vec = query_vector(query, titles, vectors)
+            source = "query" if vec is not None else "none"
+        state = update_user_state(state, vec, etype)
+        steps.append({
+            "event": {"type": etype, **({"item_id": item_id} if item_id is not None else {}),
+                      **({"query": query} if query is not None else {})},
+            "weight": TYPE_WEIGHTS[etype],
+            "v_source": source,
+            "v": None if vec is None else f32_list(vec),
+            "v_f32le_hex": None if vec is None else f32_hex(vec),
+            "after": state_json(state),
+        })
+    final = state
+    uvec = user_vector(final)
+    write("fold.json", {
+        "description": "User-state fold over the vector_table.json items and catalog.json titles. "
+                       "S in binary32, W in binary64, starting from S = 0, W = 0, n = 0.",
+        "decay": DECAY,
+        "type_weights": dict(TYPE_WEIGHTS),
+        "item_ids": ITEM_IDS,
+        "item_vectors": [f32_list(v) for v in ITEM_VECTORS],
+        "titles": {str(k): v for k, v in titles.items()},
+        "steps": steps,
+        "final": state_json(final),
+        "user_vector": f32_list(uvec),
+        "user_vector_f32le_hex": f32_hex(uvec),
+    })
+
+    # live user states (PRS1, not compressed)
+    empty = UserState.empty(DIM)
+    write("user_state.json", {
+        "description": "PRS1 live user state: the values of the sync answer's 'states' map (base64 of these "
+                       "bytes; NOT zstd-compressed). W is binary32 on the wire.",
+        "cases": [
+            {"user_id": "u1", "note": "the final state of fold.json",
+             "decoded": {"dim": DIM, "s": f32_list(final.s), "w": float(np.float32(final.w)),
+                         "n_events": final.n_events},
+             "payload_hex": wire.pack_state(final).hex(), "payload_sha256": sha(wire.pack_state(final)),
+             "base64": base64.b64encode(wire.pack_state(final)).decode()},
+            {"user_id": "nobody", "note": "what the server sends for a user it has never seen",
+             "decoded": {"dim": DIM, "s": [0.0] * DIM, "w": 0.0, "n_events": 0},
+             "payload_hex": wire.pack_state(empty).hex(), "payload_sha256": sha(wire.pack_state(empty)),
+             "base64": base64.b64encode(wire.pack_state(empty)).decode()},
+        ],
+    })
+
+    # candidate records (PRC1)
+    rec_inputs = {
+        "u1": ([1001, 7, 42], [0.9, 0.625, 0.1], final),  # synthetic: a publisher would leave out consumed items
+        "u:2": ([], [], empty),
+    }
+    records, rec_cases = {}, []
+    for uid, (ids, scores, st) in rec_inputs.items():
+        frame = wire.pack_candidates(np.array(ids, dtype=np.int64), np.array(scores, dtype=np.float32), st)
+        records[uid] = frame
+        rec_cases.append({
+            "user_id": uid,
+            "inputs": {"item_ids": ids, "scores": scores},
+            "decoded": {"n": len(ids), "item_ids": ids,
+                        "scores_f16": [float(x) for x in np.asarray(scores, dtype=np.float16)],
+                        "scores_f16le_hex": np.asarray(scores, dtype="<f2").tobytes().hex(),
+                        "dim": DIM, "s": f32_list(st.s), "w": float(np.float32(st.w)), "n_events": st.n_events},
+            "base64": base64.b64encode(frame).decode(),
+            **framed(frame),
+        })
+    write("candidate_record.json", {
+        "description": "PRC1 candidate records: the values of the sync answer's 'records' map (base64 of the "
+                       "zstd frame). The user index signs sha256 of the frame.",
+        "zstd": ZSTD_NOTE,
+        "cases": rec_cases,
+    })
+
+    # user index (artifact "users")
+    digests = {uid: sha(frame) for uid, frame in records.items()}
+    users_frame = wire.pack_user_index(digests)
+    write("user_index.json", {
+        "description": "PRU1 user index: the bundle artifact 'users' (users.idx.zst). Entries are sorted by "
+                       "user id; each digest is sha256 of that user's PRC1 frame in candidate_record.json.",
+        "zstd": ZSTD_NOTE,
+        "decoded": digests,
+        **framed(users_frame),
+    })
+
+    # catalog (artifact "catalog")
+    catalog = {"items": [it.to_dict() for it in ITEMS], "popular": POPULAR}
+    catalog_frame = wire.pack_json(catalog)
+    write("catalog.json", {
+        "description": "Catalog: the bundle artifact 'catalog' (catalog.json.zst), canonical JSON in a zstd frame",
+        "zstd": ZSTD_NOTE,
+        "decoded": catalog,
+        "payload_text": wire.canonical_json(catalog).decode(),
+        **framed(catalog_frame),
+    })
+
+    # ranker (artifact "ranker"): not zstd, raw ONNX bytes
+    ranker = tiny_ranker()
+    write("ranker.json", {
+        "description": "A tiny ONNX model with the ranker's signature (inputs user float32[1,dim], items "
+                       "float32[n,dim]; output scores float32[n]) computing sigmoid(items . user). It stands in "
+                       "for ranker.int8.onnx so the bundle in manifest.json is complete. Raw bytes, no zstd.",
+        "bytes_hex": ranker.hex(),
+        "length": len(ranker),
+        "sha256": sha(ranker),
+    })
+
+    # manifest + signature
+    art_bytes = {"items": items_frame, "catalog": catalog_frame, "users": users_frame, "ranker": ranker}
+    names = {"items": "items.bin.zst", "catalog": "catalog.json.zst", "users": "users.idx.zst",
+             "ranker": "ranker.int8.onnx"}
+    manifest = {
+        "wire_version": wire.WIRE_VERSION,
+        "version": BUNDLE_VERSION,
+        **MANIFEST_TIMES,
+        "model_version": MODEL_VERSION,
+        "embedding_dim": DIM,
+        "user_state": {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)},
+        "artifacts": {k: {"file": names[k], "sha256": sha(b), "length": len(b)} for k, b in art_bytes.items()},
+        "model": {"opset": 18, "exporter": "test vector (onnx.helper)", "quantization": "none", "parity": {}},
+    }
+    body = wire.canonical_json(manifest)
+    signature = key.sign(body)
+    tampered = bytearray(body)
+    tampered[body.index(b'"version":3') + len('"version":')] = ord("4")
+    write("manifest.json", {
+        "description": "A complete signed manifest for bundle version 3 whose artifacts are the frames in "
+                       "vector_table.json, catalog.json, user_index.json and ranker.json. TEST ONLY key (keys.json).",
+        "decoded": manifest,
+        "canonical_text": body.decode(),
+        "canonical_hex": body.hex(),
+        "length": len(body),
+        "sha256": sha(body),
+        "public_key_hex": pub.hex(),
+        "signature_hex": signature.hex(),
+        "signature_base64": base64.b64encode(signature).decode(),
+        "checks": [
+            {"case": "as published", "held_version": 0, "now": MANIFEST_TIMES["created_at"], "expect": "ok"},
+            {"case": "same version held", "held_version": 3, "now": MANIFEST_TIMES["created_at"],
+             "expect": "rollback refused"},
+            {"case": "newer version held", "held_version": 9, "now": MANIFEST_TIMES["created_at"],
+             "expect": "rollback refused"},
+            {"case": "after expires_at", "held_version": 0, "now": MANIFEST_TIMES["expires_at"] + 1,
+             "expect": "expired"},
+            {"case": "at exactly expires_at", "held_version": 0, "now": MANIFEST_TIMES["expires_at"],
+             "expect": "ok"},
+            {"case": "one byte changed ('version':3 -> 4), same signature", "held_version": 0,
+             "now": MANIFEST_TIMES["created_at"], "manifest_hex": bytes(tampered).hex(),
+             "expect": "bad signature"},
+            {"case": "no signature", "held_version": 0, "now": MANIFEST_TIMES["created_at"],
+             "signature_base64": "", "expect": "unsigned"},
+        ],
+    })
+
+    # a whole sync answer
+    users = sorted({"u1", "u:2", "nobody"})
+    states = {"u1": final, "u:2": empty, "nobody": empty}
+    envelope = {
+        "version": BUNDLE_VERSION,
+        "cursor": 0,
+        "manifest": base64.b64encode(body).decode(),
+        "signature": base64.b64encode(signature).decode(),
+        "records": {u: base64.b64encode(records[u]).decode() for u in users if u in records},
+        "unknown_users": [u for u in users if u not in records],
+        "states": {u: base64.b64encode(wire.pack_state(states[u])).decode() for u in users},
+        "artifacts": {k: f"/v1/artifacts/{BUNDLE_VERSION}/{names[k]}" for k in sorted(art_bytes)},
+    }
+    # What the device's offline rerank of u1 gives with this bundle and the tiny ranker.
+    cand = np.array([1001, 7, 42])
+    cand_vecs = np.stack([vectors[int(i)] for i in cand])
+    scores = 1.0 / (1.0 + np.exp(-(cand_vecs.astype(np.float64) @ uvec.astype(np.float64))))
+    order = sorted(zip(cand.tolist(), scores.tolist()), key=lambda p: (-p[1], p[0]))
+    write("sync_response.json", {
+        "description": "GET /v1/sync?cursor=0&users=u1,u:2,nobody answered 200 with ETag \"v3\". The artifact "
+                       "URLs serve the frame/bytes of the named vector files.",
+        "request": {"path": "/v1/sync", "params": {"cursor": "0", "users": "u1,u:2,nobody"}},
+        "etag": f'"v{BUNDLE_VERSION}"',
+        "body": envelope,
+        "artifact_sources": {envelope["artifacts"][k]: {"items": "vector_table.json#frame_hex",
+                                                       "catalog": "catalog.json#frame_hex",
+                                                       "users": "user_index.json#frame_hex",
+                                                       "ranker": "ranker.json#bytes_hex"}[k]
+                             for k in envelope["artifacts"]},
+        "after_apply": {
+            "bundle_version": BUNDLE_VERSION,
+            "offline_recommendation_u1": {"source": "edge", "item_ids": [i for i, _ in order],
+                                          "scores": [round(s, 6) for _, s in order]},
+            "offline_recommendation_u:2": {"source": "cache", "item_ids": []},
+            "offline_recommendation_nobody": {"source": "popular", "item_ids": POPULAR},
+        },
+    })
+
+    # event validation
+    ok = {"event_id": "e-0001", "user_id": "u1", "device_id": "phone-1", "type": "click",
+          "timestamp": 1767225600.5, "item_id": 42, "session_id": "s1"}
+    no_item = {k: v for k, v in ok.items() if k != "item_id"}
+    cases = [
+        ("valid click", ok),
+        ("valid search: query trimmed, item_id optional",
+         {**no_item, "type": "search", "query": "  red shoes "}),
+        ("valid: session_id optional, integer timestamp", {k: v for k, v in ok.items() if k != "session_id"}
+         | {"timestamp": 1767225600}),
+        ("lenient: item_id as a string of digits", {**ok, "item_id": "0042"}),
+        ("lenient: user_id as an integer", {**ok, "user_id": 1234}),
+        ("valid: impression moves no state but is logged", {**ok, "type": "impression"}),
+        ("not an object", ["click"]),
+        ("unknown field (first in sorted order is named)", {**ok, "price": 3, "extra": 1}),
+        ("missing type", {k: v for k, v in ok.items() if k != "type"}),
+        ("unknown type", {**ok, "type": "like"}),
+        ("click without item_id", no_item),
+        ("item_id 0", {**ok, "item_id": 0}),
+        ("item_id above int32", {**ok, "item_id": 2147483648}),
+        ("item_id a float", {**ok, "item_id": 42.0}),
+        ("item_id a boolean", {**ok, "item_id": True}),
+        ("search without query", {**no_item, "type": "search"}),
+        ("search with blank query", {**no_item, "type": "search", "query": "   "}),
+        ("search query of 257 characters", {**no_item, "type": "search", "query": "a" * 257}),
+        ("query on a view", {**ok, "type": "view", "query": "red"}),
+        ("missing timestamp", {k: v for k, v in ok.items() if k != "timestamp"}),
+        ("timestamp as a string", {**ok, "timestamp": "1767225600"}),
+        ("timestamp negative", {**ok, "timestamp": -1}),
+        ("timestamp after 2100", {**ok, "timestamp": 4102444801}),
+        ("missing event_id", {k: v for k, v in ok.items() if k != "event_id"}),
+        ("event_id with a space", {**ok, "event_id": "e 1"}),
+        ("event_id of 65 characters", {**ok, "event_id": "e" * 65}),
+        ("user_id null", {**ok, "user_id": None}),
+        ("device_id missing", {k: v for k, v in ok.items() if k != "device_id"}),
+        ("session_id empty string", {**ok, "session_id": ""}),
+    ]
+    out = []
+    for name, obj in cases:
+        try:
+            expect = {"valid": True, "event": validate_event(obj).to_dict()}
+        except ValidationError as exc:
+            expect = {"valid": False, "field": exc.field, "message": exc.message}
+        out.append({"case": name, "input": obj, "expect": expect})
+    write("events.json", {
+        "description": "validate_event: each input and what the reference does with it. On the server a "
+                       "rejected event becomes {event_id, status: rejected, field, reason: message}.",
+        "cases": out,
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Shared fixtures: one small model trained on the real MovieLens-100k, exported and published."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+TEST_EPOCHS = 2  # enough for meaningful rankings; quality is measured by the benchmark, not here
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory) -> Path:
+    from server.home import Home
+    from server.pipeline import export_job, train_job
+    from server.publish import publish_job
+
+    root = tmp_path_factory.mktemp("home")
+    home = Home(root)
+    train_job(home, epochs=TEST_EPOCHS, progress=False)
+    export_job(home, n_users=100)
+    publish_job(home, progress=False)
+    return root
+
+
+@pytest.fixture
+def home(trained_home, tmp_path) -> Path:
+    """A private copy of the trained home, so a test may change it freely."""
+    dst = tmp_path / "home"
+    shutil.copytree(trained_home, dst)
+    return dst
+
+
+@pytest.fixture
+def public_key(trained_home) -> str:
+    return (trained_home / "keys" / "signing.pub").read_text().strip()
+
+
+@pytest.fixture
+def app(home):
+    from server.app import create_app
+    from server.config import Config
+
+    return create_app(Config(home=home))
+
+
+@pytest.fixture
+def api(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def device(app, home, tmp_path):
+    """An EdgeClient wired to the Flask app in-process (httpx's WSGI transport)."""
+    import httpx
+
+    from edge_runtime import EdgeClient
+    from edge_runtime.transport import Transport
+
+    transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://test"))
+    key = (home / "keys" / "signing.pub").read_text().strip()
+    client = EdgeClient(tmp_path / "device.sqlite", key, transport=transport, device_id="test-phone")
+    yield client
+    client.close()

@@ -1,0 +1,78 @@
+import pytest
+from hypothesis import given, strategies as st
+
+from shared.errors import PocketrankError, ValidationError
+from shared.schemas import validate_event, validate_item
+
+GOOD = {"event_id": "e1", "user_id": "u1", "device_id": "d1", "type": "click", "item_id": 7,
+        "timestamp": 1_700_000_000, "session_id": "s1"}
+
+
+def test_a_valid_event_round_trips():
+    ev = validate_event(GOOD)
+    assert ev.item_id == 7 and ev.type == "click"
+    assert validate_event(ev.to_dict()) == ev
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"type": "like"}, "type"),
+    ({"item_id": None}, "item_id"),
+    ({"item_id": 0}, "item_id"),
+    ({"item_id": 2**31}, "item_id"),
+    ({"item_id": True}, "item_id"),
+    ({"user_id": "has space"}, "user_id"),
+    ({"user_id": "x" * 65}, "user_id"),
+    ({"event_id": None}, "event_id"),
+    ({"timestamp": float("nan")}, "timestamp"),
+    ({"timestamp": "yesterday"}, "timestamp"),
+    ({"timestamp": -1}, "timestamp"),
+    ({"query": "shoes"}, "query"),
+    ({"colour": "red"}, "colour"),
+])
+def test_validation_names_the_bad_field(change, field):
+    obj = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    with pytest.raises(ValidationError) as err:
+        validate_event(obj)
+    assert err.value.field == field
+
+
+def test_search_needs_a_query_and_not_an_item():
+    ev = validate_event({**{k: v for k, v in GOOD.items() if k != "item_id"}, "type": "search", "query": " red shoes "})
+    assert ev.query == "red shoes" and ev.item_id is None
+    with pytest.raises(ValidationError, match="query"):
+        validate_event({**GOOD, "type": "search"})
+
+
+def test_missing_timestamp_is_named():
+    obj = dict(GOOD)
+    del obj["timestamp"]
+    with pytest.raises(ValidationError) as err:
+        validate_event(obj)
+    assert err.value.field == "timestamp"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.sampled_from(sorted(GOOD) + ["query", "x"]), json_values, max_size=9) | json_values)
+def test_any_json_is_either_an_event_or_a_validation_error(obj):
+    try:
+        validate_event(obj)
+    except ValidationError:
+        pass
+
+
+def test_items_validate_too():
+    item = validate_item({"item_id": 3, "title": "Lamp", "category": "Home", "price": 9.5})
+    assert item.in_stock and item.categories == ("Home",)
+    with pytest.raises(ValidationError) as err:
+        validate_item({"item_id": 3, "title": "Lamp", "category": "Home", "price": -1})
+    assert err.value.field == "price"
+
+
+def test_one_hierarchy():
+    assert issubclass(ValidationError, PocketrankError)
