@@ -117,9 +117,21 @@ def framed(frame: bytes) -> dict:
     }
 
 
+def _line(value) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
 def write(name: str, obj: dict) -> None:
+    """One top-level key per line; lists of objects one element per line (small, still diffable)."""
+    rows = []
+    for key, value in obj.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            text = "[\n  " + ",\n  ".join(_line(v) for v in value) + "\n ]"
+        else:
+            text = _line(value)
+        rows.append(f" {_line(key)}: {text}")
     path = OUT / name
-    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text("{\n" + ",\n".join(rows) + "\n}\n", encoding="utf-8")
     print(f"{name}: {path.stat().st_size} bytes")
 
 

@@ -1,0 +1,421 @@
+"""The wire-format v1 test vectors in docs/vectors/ still hold for the reference implementation.
+
+Each stored vector must decode to its documented values, the uncompressed
+payloads must re-encode byte for byte, and the manifest signature must verify
+with the stored TEST ONLY public key. Small independent readers written from
+docs/wire-format.md's byte tables check that the tables say what the code does.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared import wire
+from shared.errors import IntegrityError, SignatureError, TransportError, ValidationError
+from shared.features import DECAY, TYPE_WEIGHTS, UserState, query_vector, update_user_state, user_vector
+from shared.schemas import validate_event
+
+VECTORS = Path(__file__).resolve().parents[2] / "docs" / "vectors"
+
+
+def load(name: str) -> dict:
+    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def f32_hex(a) -> str:
+    return np.asarray(a, dtype="<f4").tobytes().hex()
+
+
+def framed_cases() -> list[tuple[str, dict]]:
+    out = [(name, load(name)) for name in ("vector_table.json", "user_index.json", "catalog.json")]
+    out += [(f"candidate_record.json:{c['user_id']}", c) for c in load("candidate_record.json")["cases"]]
+    return out
+
+
+# --- frames and digests ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name,vec", framed_cases(), ids=[n for n, _ in framed_cases()])
+def test_frame_decodes_to_the_normative_payload(name, vec):
+    frame, payload = bytes.fromhex(vec["frame_hex"]), bytes.fromhex(vec["payload_hex"])
+    assert frame[:4] == b"\x28\xb5\x2f\xfd"  # zstd frame magic
+    assert wire.decompress(frame) == payload
+    assert (len(frame), sha(frame)) == (vec["frame_length"], vec["frame_sha256"])
+    assert (len(payload), sha(payload)) == (vec["payload_length"], vec["payload_sha256"])
+    # Whatever this zstd version emits for the payload must round-trip to the same payload.
+    assert wire.decompress(wire.compress(payload)) == payload
+
+
+# --- PRV1 vector table ----------------------------------------------------
+
+
+def read_prv1(raw: bytes):
+    """Independent reader from the doc's PRV1 table."""
+    assert raw[0:4] == b"PRV1"
+    n, dim = struct.unpack_from("<IH", raw, 4)
+    ids = list(struct.unpack_from(f"<{n}i", raw, 10))
+    flat = struct.unpack_from(f"<{n * dim}f", raw, 10 + 4 * n)
+    assert len(raw) == 10 + 4 * n + 4 * n * dim
+    return ids, [list(flat[i * dim : (i + 1) * dim]) for i in range(n)]
+
+
+def test_vector_table():
+    vec = load("vector_table.json")
+    d = vec["decoded"]
+    ids, vectors = wire.unpack_vectors(bytes.fromhex(vec["frame_hex"]))
+    assert ids.tolist() == d["item_ids"]
+    assert vectors.shape == (d["n"], d["dim"])
+    assert vectors.tolist() == d["vectors"]
+    payload = bytes.fromhex(vec["payload_hex"])
+    assert read_prv1(payload) == (d["item_ids"], d["vectors"])
+    again = wire.pack_vectors(np.array(d["item_ids"]), np.array(d["vectors"], dtype=np.float32))
+    assert wire.decompress(again) == payload
+
+
+# --- PRC1 candidate records -----------------------------------------------
+
+
+def read_prc1(raw: bytes):
+    """Independent reader from the doc's PRC1 table."""
+    assert raw[0:4] == b"PRC1"
+    (n,) = struct.unpack_from("<I", raw, 4)
+    ids = list(struct.unpack_from(f"<{n}i", raw, 8))
+    scores = list(struct.unpack_from(f"<{n}e", raw, 8 + 4 * n))
+    (dim,) = struct.unpack_from("<H", raw, 8 + 6 * n)
+    s = list(struct.unpack_from(f"<{dim}f", raw, 10 + 6 * n))
+    w, count = struct.unpack_from("<fI", raw, 10 + 6 * n + 4 * dim)
+    assert len(raw) == 18 + 6 * n + 4 * dim
+    return ids, scores, s, w, count
+
+
+@pytest.mark.parametrize("case", load("candidate_record.json")["cases"], ids=lambda c: c["user_id"])
+def test_candidate_record(case):
+    d = case["decoded"]
+    frame, payload = bytes.fromhex(case["frame_hex"]), bytes.fromhex(case["payload_hex"])
+    assert base64.b64decode(case["base64"]) == frame
+    ids, scores, state = wire.unpack_candidates(frame)
+    assert ids.tolist() == d["item_ids"]
+    assert scores.tolist() == d["scores_f16"]
+    assert np.asarray(d["scores_f16"], dtype="<f2").tobytes().hex() == d["scores_f16le_hex"]
+    assert state.s.tolist() == d["s"] and len(state.s) == d["dim"]
+    assert (state.w, state.n_events) == (d["w"], d["n_events"])
+    assert read_prc1(payload) == (d["item_ids"], d["scores_f16"], d["s"], d["w"], d["n_events"])
+    # Re-encode from the documented inputs (scores round to binary16 on the way in).
+    st = UserState(np.array(d["s"], dtype=np.float32), d["w"], d["n_events"])
+    again = wire.pack_candidates(np.array(case["inputs"]["item_ids"], dtype=np.int64),
+                                 np.array(case["inputs"]["scores"], dtype=np.float32), st)
+    assert wire.decompress(again) == payload
+
+
+# --- PRS1 live user state -------------------------------------------------
+
+
+@pytest.mark.parametrize("case", load("user_state.json")["cases"], ids=lambda c: c["user_id"])
+def test_user_state(case):
+    d = case["decoded"]
+    payload = bytes.fromhex(case["payload_hex"])
+    assert base64.b64decode(case["base64"]) == payload and sha(payload) == case["payload_sha256"]
+    assert len(payload) == 14 + 4 * d["dim"]
+    assert payload[:4] == b"PRS1" and struct.unpack_from("<H", payload, 4) == (d["dim"],)
+    st = wire.unpack_state(payload)
+    assert st.s.tolist() == d["s"]
+    assert (st.w, st.n_events) == (d["w"], d["n_events"])
+    assert wire.pack_state(UserState(np.array(d["s"], dtype=np.float32), d["w"], d["n_events"])) == payload
+
+
+# --- PRU1 user index ------------------------------------------------------
+
+
+def read_pru1(raw: bytes) -> dict[str, str]:
+    assert raw[0:4] == b"PRU1"
+    (n,) = struct.unpack_from("<I", raw, 4)
+    off, out = 8, {}
+    for _ in range(n):
+        ln = raw[off]
+        out[raw[off + 1 : off + 1 + ln].decode("utf-8")] = raw[off + 1 + ln : off + 33 + ln].hex()
+        off += 33 + ln
+    assert off == len(raw)
+    return out
+
+
+def test_user_index_signs_each_record_frame():
+    vec = load("user_index.json")
+    payload = bytes.fromhex(vec["payload_hex"])
+    assert wire.unpack_user_index(bytes.fromhex(vec["frame_hex"])) == vec["decoded"]
+    assert read_pru1(payload) == vec["decoded"]
+    assert list(read_pru1(payload)) == sorted(vec["decoded"])
+    assert wire.decompress(wire.pack_user_index(vec["decoded"])) == payload
+    for case in load("candidate_record.json")["cases"]:
+        assert vec["decoded"][case["user_id"]] == sha(bytes.fromhex(case["frame_hex"]))
+
+
+# --- catalog (canonical JSON) ---------------------------------------------
+
+
+def test_catalog_is_canonical_json():
+    vec = load("catalog.json")
+    payload = bytes.fromhex(vec["payload_hex"])
+    assert wire.unpack_json(bytes.fromhex(vec["frame_hex"])) == vec["decoded"]
+    assert wire.canonical_json(vec["decoded"]) == payload
+    assert payload.decode("utf-8") == vec["payload_text"]
+    assert "Café".encode() in payload  # UTF-8, not \u escapes
+    assert b" " not in payload.replace(b"Red Shoes", b"").replace(b"Blue Suede Shoes", b"").replace(
+        b"Caf\xc3\xa9 Red Hat", b"")
+
+
+# --- manifest and signature -----------------------------------------------
+
+
+def test_test_key_derives_from_the_published_seed():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    keys = load("keys.json")
+    assert "TEST ONLY" in keys["WARNING"]
+    seed = hashlib.sha256(keys["seed_text"].encode()).digest()
+    assert seed.hex() == keys["seed_hex"]
+    pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert pub.hex() == keys["public_key_hex"] == load("manifest.json")["public_key_hex"]
+
+
+def test_manifest_is_canonical_and_signed():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    vec = load("manifest.json")
+    body = bytes.fromhex(vec["canonical_hex"])
+    assert body.decode("utf-8") == vec["canonical_text"]
+    assert (len(body), sha(body)) == (vec["length"], vec["sha256"])
+    assert wire.canonical_json(json.loads(body)) == body
+    assert json.loads(body) == vec["decoded"]
+    assert wire.parse_manifest(body) == vec["decoded"]
+    signature = bytes.fromhex(vec["signature_hex"])
+    assert base64.b64decode(vec["signature_base64"]) == signature and len(signature) == 64
+    Ed25519PublicKey.from_public_bytes(bytes.fromhex(vec["public_key_hex"])).verify(signature, body)
+    # ed25519 is deterministic: the TEST ONLY seed signs these bytes to exactly this signature.
+    seed = bytes.fromhex(load("keys.json")["seed_hex"])
+    assert Ed25519PrivateKey.from_private_bytes(seed).sign(body) == signature
+
+
+EXPECTED_ERRORS = {
+    "rollback refused": "rollback refused",
+    "expired": "expired",
+    "bad signature": "does not match",
+    "unsigned": "unsigned",
+}
+
+
+@pytest.mark.parametrize("check", load("manifest.json")["checks"], ids=lambda c: c["case"])
+def test_device_manifest_checks(check):
+    from edge_runtime.trust import load_public_key, verify_manifest
+
+    vec = load("manifest.json")
+    body = bytes.fromhex(check.get("manifest_hex", vec["canonical_hex"]))
+    sig = check.get("signature_base64", vec["signature_base64"])
+    key = load_public_key(vec["public_key_hex"])
+    if check["expect"] == "ok":
+        assert verify_manifest(body, sig, key, check["held_version"], now=check["now"]) == vec["decoded"]
+    else:
+        with pytest.raises(SignatureError, match=EXPECTED_ERRORS[check["expect"]]):
+            verify_manifest(body, sig, key, check["held_version"], now=check["now"])
+
+
+def artifact_bytes() -> dict[str, bytes]:
+    return {
+        "items": bytes.fromhex(load("vector_table.json")["frame_hex"]),
+        "catalog": bytes.fromhex(load("catalog.json")["frame_hex"]),
+        "users": bytes.fromhex(load("user_index.json")["frame_hex"]),
+        "ranker": bytes.fromhex(load("ranker.json")["bytes_hex"]),
+    }
+
+
+def test_manifest_lists_the_vector_artifacts():
+    manifest = load("manifest.json")["decoded"]
+    arts = artifact_bytes()
+    assert set(manifest["artifacts"]) == set(arts)
+    for name, data in arts.items():
+        wire.check_digest(data, manifest["artifacts"][name]["sha256"], manifest["artifacts"][name]["length"], name)
+    with pytest.raises(IntegrityError, match="expected"):
+        wire.check_digest(arts["items"][:-1], manifest["artifacts"]["items"]["sha256"],
+                          manifest["artifacts"]["items"]["length"], "items")
+    flipped = bytes([arts["items"][0]]) + bytes([arts["items"][1] ^ 1]) + arts["items"][2:]
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        wire.check_digest(flipped, manifest["artifacts"]["items"]["sha256"], len(flipped), "items")
+    assert manifest["user_state"] == {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)}
+
+
+# --- the user-state fold --------------------------------------------------
+
+
+def replay_reference(fold: dict):
+    vectors = {i: np.array(v, dtype=np.float32) for i, v in zip(fold["item_ids"], fold["item_vectors"])}
+    titles = {int(k): v for k, v in fold["titles"].items()}
+    state = UserState.empty(len(fold["item_vectors"][0]))
+    for step in fold["steps"]:
+        ev = step["event"]
+        vec = vectors.get(ev["item_id"]) if "item_id" in ev else None
+        if vec is None and ev.get("query"):
+            vec = query_vector(ev["query"], titles, vectors)
+        state = update_user_state(state, vec, ev["type"])
+        yield step, vec, state
+
+
+def test_fold_matches_the_reference_bit_for_bit():
+    fold = load("fold.json")
+    assert fold["decay"] == DECAY and fold["type_weights"] == dict(TYPE_WEIGHTS)
+    for step, vec, state in replay_reference(fold):
+        assert (None if vec is None else f32_hex(vec)) == step["v_f32le_hex"], step["event"]
+        assert f32_hex(state.s) == step["after"]["s_f32le_hex"], step["event"]
+        assert (state.w, state.n_events) == (step["after"]["w"], step["after"]["n_events"])
+    assert f32_hex(user_vector(state)) == fold["user_vector_f32le_hex"]
+
+
+def test_fold_as_documented_for_other_clients():
+    """A scalar port of the doc's formulas (what a Kotlin/Swift client writes) gives the same bits."""
+    f32 = np.float32
+    fold = load("fold.json")
+    dim = len(fold["item_vectors"][0])
+    vectors = {i: [f32(x) for x in v] for i, v in zip(fold["item_ids"], fold["item_vectors"])}
+    titles = {int(k): v for k, v in fold["titles"].items()}
+
+    def toks(text: str) -> set[str]:
+        return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+    def qvec(query: str):
+        wanted = toks(query)
+        hits = sorted(i for i, t in titles.items() if i in vectors and wanted and wanted <= toks(t))[:20]
+        if not hits:
+            return None
+        acc = [f32(0)] * dim
+        for i in hits:  # ascending item id, binary32 adds
+            acc = [f32(a + b) for a, b in zip(acc, vectors[i])]
+        return [f32(a / f32(len(hits))) for a in acc]
+
+    s, w, n = [f32(0)] * dim, 0.0, 0
+    for step in fold["steps"]:
+        ev = step["event"]
+        v = vectors.get(ev["item_id"]) if "item_id" in ev else None
+        if v is None and ev.get("query"):
+            v = qvec(ev["query"])
+        weight = fold["type_weights"][ev["type"]]
+        if v is not None and weight != 0.0:
+            d32, w32 = f32(fold["decay"]), f32(weight)
+            s = [f32(f32(d32 * si) + f32(w32 * vi)) for si, vi in zip(s, v)]  # binary32, no FMA
+            w = fold["decay"] * w + weight  # binary64
+        n += 1
+        assert f32_hex(s) == step["after"]["s_f32le_hex"] and w == step["after"]["w"] and n == step["after"]["n_events"]
+    u = [f32(si / f32(w)) for si in s] if w > 1e-9 else [f32(0)] * dim
+    assert f32_hex(u) == fold["user_vector_f32le_hex"]
+
+
+# --- events ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", load("events.json")["cases"], ids=lambda c: c["case"])
+def test_event_validation(case):
+    expect = case["expect"]
+    if expect["valid"]:
+        assert validate_event(case["input"]).to_dict() == expect["event"]
+    else:
+        with pytest.raises(ValidationError) as info:
+            validate_event(case["input"])
+        assert (info.value.field, info.value.message) == (expect["field"], expect["message"])
+
+
+# --- a whole sync on the reference device ---------------------------------
+
+
+class VectorTransport:
+    """Serves sync_response.json and the artifact bytes; can truncate the first artifact download."""
+
+    def __init__(self, body: dict, truncate_once: str | None = None):
+        vec = load("sync_response.json")
+        arts = artifact_bytes()
+        self.body = body
+        self.files = {url: arts[name] for name, url in vec["body"]["artifacts"].items()}
+        self.truncate_once = truncate_once
+        self.ranges: list[tuple[str, int]] = []
+
+    def get_json(self, url, timeout, params=None, headers=None):
+        assert url == "/v1/sync" and params["users"]
+        return 200, copy.deepcopy(self.body)
+
+    def get_bytes(self, url, timeout, start=0):
+        self.ranges.append((url, start))
+        data = self.files[url]
+        if url == self.truncate_once:
+            self.truncate_once = None
+            return data[: len(data) // 2], False
+        return (data[start:], True) if start else (data, False)
+
+    def post_json(self, url, body, timeout):
+        raise TransportError("offline")
+
+    def close(self):
+        pass
+
+
+def device(tmp_path, transport):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("sqlite_utils")
+    from edge_runtime.client import EdgeClient
+
+    return EdgeClient(tmp_path / "device.sqlite", load("manifest.json")["public_key_hex"], transport=transport)
+
+
+def test_sync_response_applies_on_the_reference_device(tmp_path):
+    vec = load("sync_response.json")
+    users = vec["request"]["params"]["users"].split(",")
+    client = device(tmp_path, VectorTransport(vec["body"]))
+    result = client.sync(users)
+    assert result.version == vec["after_apply"]["bundle_version"] and result.changed
+    assert sorted(result.artifacts_fetched) == ["catalog", "items", "ranker", "users"]
+    for uid in users:
+        want = vec["after_apply"][f"offline_recommendation_{uid}"]
+        rec = client.recommend(uid, k=10, allow_server=False)
+        assert (rec.source, rec.item_ids) == (want["source"], want["item_ids"]), uid
+        if "scores" in want:
+            assert [i.score for i in rec.items] == pytest.approx(want["scores"], abs=1e-5)
+    with pytest.raises(SignatureError, match="rollback refused"):
+        client.sync(users)  # the same version again
+    client.close()
+
+
+def test_tampered_record_leaves_the_device_untouched(tmp_path):
+    vec = load("sync_response.json")
+    body = copy.deepcopy(vec["body"])
+    blob = bytearray(base64.b64decode(body["records"]["u1"]))
+    blob[-1] ^= 0x01
+    body["records"]["u1"] = base64.b64encode(bytes(blob)).decode()
+    client = device(tmp_path, VectorTransport(body))
+    with pytest.raises(IntegrityError, match="u1"):
+        client.sync(["u1"])
+    assert client.cache.version == 0 and client.cache.candidates("u1") is None
+    client.close()
+
+
+def test_truncated_artifact_resumes_with_a_range_request(tmp_path):
+    vec = load("sync_response.json")
+    url = vec["body"]["artifacts"]["catalog"]
+    transport = VectorTransport(vec["body"], truncate_once=url)
+    client = device(tmp_path, transport)
+    with pytest.raises(TransportError, match="resume"):
+        client.sync(["u1"])
+    assert client.cache.version == 0
+    assert client.sync(["u1"]).version == 3
+    half = len(artifact_bytes()["catalog"]) // 2
+    assert (url, half) in transport.ranges
+    client.close()
