@@ -1,0 +1,34 @@
+"""Run every benchmark module in bench/ (or the ones named on the command line)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+
+def available() -> list[str]:
+    here = Path(__file__).parent
+    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+
+
+def main(argv: list[str]) -> int:
+    names = argv or available()
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())}")
+        return 2
+    failed = 0
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"\n##### bench {name}")
+        start = time.perf_counter()
+        rc = module.main([]) or 0
+        failed += rc != 0
+        print(f"##### bench {name}: {'ok' if rc == 0 else f'exit {rc}'} in {time.perf_counter() - start:.0f} s")
+    return 1 if failed else 0
+
+
+sys.exit(main(sys.argv[1:]))
