@@ -18,7 +18,7 @@ EVENT_TYPES = ("view", "click", "search", "add_to_cart", "purchase", "impression
 
 # Identifiers are opaque to the server but must be safe to log, index and
 # put in URLs, so they are restricted to a conservative alphabet.
-ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")  # used with fullmatch: "$" would let a trailing newline in
 MAX_ITEM_ID = 2**31 - 1  # item ids are packed as int32 on the wire
 MAX_QUERY_LEN = 256
 # 2100-01-01; timestamps are unix seconds. Old data (MovieLens is 1997) is fine.
@@ -37,7 +37,8 @@ class Event:
     session_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The wire form: absent optional fields are left out, so it validates again."""
+        return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def check_id(name: str, value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValidationError(name, "must be a string")
     value = str(value)
-    if not ID_RE.match(value):
+    if not ID_RE.fullmatch(value):
         raise ValidationError(name, "must be 1-64 characters of A-Z a-z 0-9 _ . : -")
     return value
 
@@ -84,7 +85,9 @@ def _id(obj: Mapping[str, Any], name: str, required: bool = True) -> str:
 def _item_id(value: Any, name: str = "item_id") -> int:
     if isinstance(value, bool):
         raise ValidationError(name, "must be an integer")
-    if isinstance(value, str) and value.isdigit():
+    # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and
+    # other scripts' digits, which would make one id spellable many ways.
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if not isinstance(value, int):
         raise ValidationError(name, "must be an integer")

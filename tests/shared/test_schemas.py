@@ -76,3 +76,22 @@ def test_items_validate_too():
 
 def test_one_hierarchy():
     assert issubclass(ValidationError, PocketrankError)
+
+
+@pytest.mark.parametrize("item_id", ["²", "١٢٣", " 12", "12\n"])
+def test_only_ascii_digit_strings_are_item_ids(item_id):
+    with pytest.raises(ValidationError) as err:
+        validate_event({**GOOD, "item_id": item_id})
+    assert err.value.field == "item_id"
+
+
+def test_ids_cannot_end_in_a_newline():
+    with pytest.raises(ValidationError) as err:
+        validate_event({**GOOD, "user_id": "abc\n"})
+    assert err.value.field == "user_id"
+
+
+def test_an_event_without_a_session_round_trips():
+    ev = validate_event({k: v for k, v in GOOD.items() if k != "session_id"})
+    assert "session_id" not in ev.to_dict()
+    assert validate_event(ev.to_dict()) == ev
