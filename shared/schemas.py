@@ -21,6 +21,8 @@ EVENT_TYPES = ("view", "click", "search", "add_to_cart", "purchase", "impression
 ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")  # used with fullmatch: "$" would let a trailing newline in
 MAX_ITEM_ID = 2**31 - 1  # item ids are packed as int32 on the wire
 MAX_QUERY_LEN = 256
+CONTEXT_KEYS = ("source", "model_version", "candidates_version", "platform", "connectivity", "segment")
+SOURCES = ("server", "edge", "cache", "popular")
 # 2100-01-01; timestamps are unix seconds. Old data (MovieLens is 1997) is fine.
 MAX_TIMESTAMP = 4102444800.0
 
@@ -35,10 +37,17 @@ class Event:
     item_id: int | None = None
     query: str | None = None
     session_id: str = ""
+    # Where the event happened, for monitoring per segment: which path served
+    # the list (server/edge/cache/popular), the model version, the platform,
+    # the connectivity state. Sorted (key, value) pairs so the event stays hashable.
+    context: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form: absent optional fields are left out, so it validates again."""
-        return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
+        d = {k: v for k, v in asdict(self).items() if v is not None and v != "" and k != "context"}
+        if self.context:
+            d["context"] = dict(self.context)
+        return d
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,25 @@ def validate_event(obj: Any) -> Event:
         item_id=item_id,
         query=query.strip() if isinstance(query, str) else None,
         session_id=_id(obj, "session_id", required=False),
+        context=_context(obj.get("context")),
     )
+
+
+def _context(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ValidationError("context", "must be a JSON object")
+    out = []
+    for key, val in value.items():
+        if key not in CONTEXT_KEYS:
+            raise ValidationError(f"context.{key}", f"is not a known context key ({', '.join(CONTEXT_KEYS)})")
+        if isinstance(val, bool) or not isinstance(val, (str, int)) or not 0 < len(str(val)) <= 64:
+            raise ValidationError(f"context.{key}", "must be a string of 1-64 characters")
+        if key == "source" and val not in SOURCES:
+            raise ValidationError("context.source", f"must be one of {', '.join(SOURCES)}")
+        out.append((key, str(val)))
+    return tuple(sorted(out))
 
 
 def validate_item(obj: Any) -> Item:

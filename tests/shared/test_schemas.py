@@ -95,3 +95,14 @@ def test_an_event_without_a_session_round_trips():
     ev = validate_event({k: v for k, v in GOOD.items() if k != "session_id"})
     assert "session_id" not in ev.to_dict()
     assert validate_event(ev.to_dict()) == ev
+
+
+def test_context_is_validated_and_round_trips():
+    ev = validate_event({**GOOD, "context": {"source": "edge", "model_version": "m1", "connectivity": "offline"}})
+    assert dict(ev.context) == {"source": "edge", "model_version": "m1", "connectivity": "offline"}
+    assert validate_event(ev.to_dict()) == ev
+    for bad, field in (({"colour": "x"}, "context.colour"), ({"source": "tv"}, "context.source"),
+                       ({"platform": ""}, "context.platform"), ("edge", "context")):
+        with pytest.raises(ValidationError) as err:
+            validate_event({**GOOD, "context": bad})
+        assert err.value.field == field
