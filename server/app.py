@@ -7,10 +7,12 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import PocketrankError, ValidationError
+from shared.errors import AuthError, PocketrankError, ValidationError
 
-from .api import events, health, recommendations, sync
+from . import auth
+from .api import devices, events, health, recommendations, sync
 from .config import Config
+from .devices import DeviceRegistry
 from .serving import Serving
 
 log = logging.getLogger(__name__)
@@ -22,8 +24,18 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["POCKETRANK"] = config
     app.extensions["pocketrank"] = Serving(config)
-    for bp in (health.bp, events.bp, recommendations.bp, sync.bp):
+    auth.init_app(app, DeviceRegistry(config.home / "devices.sqlite"))
+    for bp in (health.bp, events.bp, recommendations.bp, sync.bp, devices.bp):
         app.register_blueprint(bp)
+
+    @app.errorhandler(AuthError)
+    def _auth(exc: AuthError):
+        return jsonify(error="unauthorized" if exc.status == 401 else "forbidden", message=str(exc)), exc.status
+
+    @app.errorhandler(auth.RateLimited)
+    def _limited(exc: auth.RateLimited):
+        retry = max(1, int(exc.retry_after + 0.999))
+        return jsonify(error="too_many_requests", message=f"slow down; retry in {retry} s"), 429, {"Retry-After": str(retry)}
 
     @app.errorhandler(ValidationError)
     def _invalid(exc: ValidationError):

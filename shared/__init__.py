@@ -5,6 +5,7 @@ and the server can both depend on it without pulling in torch or flask.
 """
 
 from .errors import (
+    AuthError,
     DataError,
     IntegrityError,
     ModelError,
@@ -19,6 +20,7 @@ WIRE_VERSION = 1
 EMBEDDING_DIM = 64
 
 __all__ = [
+    "AuthError",
     "DataError",
     "EMBEDDING_DIM",
     "EVENT_TYPES",

@@ -34,5 +34,13 @@ class ModelError(PocketrankError):
     """A model that is missing, malformed, or fails a parity gate."""
 
 
+class AuthError(PocketrankError):
+    """A missing, unknown or revoked device token (401), or a user the device may not see (403)."""
+
+    def __init__(self, message: str, status: int = 401):
+        self.status = status
+        super().__init__(message)
+
+
 class TransportError(PocketrankError):
     """The server could not be reached, timed out, or answered with an error."""

@@ -15,6 +15,7 @@ from shared.errors import ValidationError
 from shared.schemas import check_id
 from shared.wire import pack_state, parse_manifest
 
+from ..auth import current_device, rate_limit
 from .params import int_arg
 
 bp = Blueprint("sync", __name__)
@@ -36,6 +37,10 @@ def get_sync():
     serving = current_app.extensions["pocketrank"]
     cursor = int_arg("cursor", 0, 0, 2**31 - 1)
     users = _users(config.max_users_per_sync)
+    device = current_device()
+    if device is not None:
+        device.check_users(users)  # a device only ever receives its own users' lists
+    rate_limit(device.device_id if device else f"ip:{request.remote_addr}")
     version = serving.bundle_version
     if version == 0:
         abort(503, description="nothing published yet; run `pocketrank publish`")
