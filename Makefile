@@ -27,3 +27,12 @@ bench: data
 
 clean:
 	rm -rf var .pytest_cache
+
+.PHONY: demo-app screenshots
+# The clickable phone app and operator page (sets up var/demo first if it has no bundle).
+demo-app: data
+	$(PY) -m demo_app --serve
+
+# docs/screenshots/*.png for the README, from headless Debian Chromium.
+screenshots: data
+	$(PY) -m demo_app.screenshots

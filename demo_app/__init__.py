@@ -1,1 +1,1 @@
-"""The offline demo: a scripted end-to-end scenario (and, later, a phone-shaped page)."""
+"""The offline demo: a scripted end-to-end scenario and a phone-shaped device app (demo_app.stack)."""

@@ -1,5 +1,8 @@
 """`make demo`: the whole loop on real MovieLens-100k data, told as a story with figures.
 
+Run from a terminal, the story then starts the clickable phone app (see
+demo_app/stack.py); `--serve` goes straight to the app, `--no-serve` never does.
+
 fetch -> train -> export -> publish -> server on loopback -> a device syncs and
 gets server recommendations -> the server goes away -> the device reranks
 locally and reacts to its own clicks -> the server comes back -> the queued
@@ -83,6 +86,10 @@ def story(server: LocalServer, client: EdgeClient, user_id: str, out=print, k: i
 
     server.start()
     out("\n== the server is back")
+    # What an app does on the OS's "network is back" signal: retry now, not after the backoff.
+    reset = getattr(client, "reset_backoff", None)  # SDKs whose backoff outlives a successful upload
+    if reset is not None:
+        reset()
     flushed = client.flush()
     report["flush"] = flushed
     out(f"   uploaded {flushed.sent}, acknowledged {flushed.acknowledged}, remaining {flushed.remaining}")
@@ -94,16 +101,29 @@ def story(server: LocalServer, client: EdgeClient, user_id: str, out=print, k: i
     return report
 
 
+def published(home: Path) -> bool:
+    return (home / "keys" / "signing.pub").exists() and any((home / "bundles").glob("*/manifest.json"))
+
+
+def prepare(home: Path | None = None, epochs: int = 8, out=print, only_if_missing: bool = False,
+            timings: dict | None = None) -> Path:
+    """fetch -> train -> export -> publish into `home` (default var/demo); returns its absolute path."""
+    home = Path(home or Path("var") / "demo").resolve()
+    if only_if_missing and published(home):
+        return home
+    home.mkdir(parents=True, exist_ok=True)
+    timings = {} if timings is None else timings
+    timings["fetch"] = _step("fetch MovieLens-100k (pinned recbole wheel, sha256-checked)", ["data", "fetch"], home, out)
+    timings["train"] = _step("train embeddings + click model", ["train", "--epochs", str(epochs)], home, out)
+    timings["export"] = _step("export fp32 + int8 ONNX, parity gates", ["export"], home, out)
+    timings["publish"] = _step("publish a signed bundle", ["publish"], home, out)
+    return home
+
+
 def run(home: Path | None = None, epochs: int = 8, out=print) -> int:
     total = time.perf_counter()
-    home = Path(home or Path("var") / "demo").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    timings = {
-        "fetch": _step("fetch MovieLens-100k (pinned recbole wheel, sha256-checked)", ["data", "fetch"], home, out),
-        "train": _step("train embeddings + click model", ["train", "--epochs", str(epochs)], home, out),
-        "export": _step("export fp32 + int8 ONNX, parity gates", ["export"], home, out),
-        "publish": _step("publish a signed bundle", ["publish"], home, out),
-    }
+    timings: dict = {}
+    home = prepare(home, epochs, out, timings=timings)
     public_key = (home / "keys" / "signing.pub").read_text().strip()
     with tempfile.TemporaryDirectory() as tmp, LocalServer(home) as server:
         out(f"\n== server on {server.url} (POCKETRANK_HOME={home})")
@@ -135,5 +155,22 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=None, help="server home (default: var/demo)")
     parser.add_argument("--epochs", type=int, default=8)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--serve", action="store_true",
+                      help="skip the story: start the server and the phone-shaped device app (set up the home "
+                           "first if it has no bundle) and run until Ctrl-C")
+    mode.add_argument("--no-serve", action="store_true",
+                      help="after the story, exit even when run from a terminal")
+    parser.add_argument("--port", type=int, default=None, help="device app port (default 8765, else any free one)")
     args = parser.parse_args(argv)
-    return run(args.home, args.epochs)
+    from .stack import DEFAULT_PORT, serve
+
+    port = DEFAULT_PORT if args.port is None else args.port
+    if args.serve:
+        return serve(prepare(args.home, args.epochs, only_if_missing=True), port=port)
+    code = run(args.home, args.epochs)
+    # From a terminal, the story hands over to the clickable app; CI (no TTY) is done here.
+    if code == 0 and not args.no_serve and sys.stdin.isatty():
+        return serve(prepare(args.home, args.epochs, only_if_missing=True), port=port)
+    print("\n   the clickable phone app: .venv/bin/python -m demo_app --serve   (or: make demo-app)")
+    return code

@@ -1,13 +1,16 @@
-"""The on-device reranker: the int8 ONNX model from the cache, checked before use.
+"""The on-device reranker: the int8 ONNX model, checked before use, one session reused.
 
-Only onnxruntime is needed here (not the onnx package), so the edge install
-stays small.
+Only onnxruntime is needed here (not the onnx package), and it is imported on
+first use, so a process that only tracks events or reads its status starts
+without it.
 """
 
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
 import numpy as np
-import onnxruntime as ort
 
 from shared.errors import ModelError
 from shared.features import ranker_inputs
@@ -84,7 +87,11 @@ class LocalRanker:
             raise ModelError(f"ranker could not be loaded: not a valid ONNX protobuf ({exc})") from exc
         if external:
             raise ModelError("ranker uses ONNX external data; the device only loads self-contained models")
+        import onnxruntime as ort
+
         opts = ort.SessionOptions()
+        # One thread: a phone's rerank competes with its UI, and at 200
+        # candidates a thread pool's hand-off costs more than it saves.
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         try:
@@ -100,3 +107,36 @@ class LocalRanker:
         if len(item_vectors) == 0:
             return np.zeros(0, dtype=np.float32)
         return self.session.run(None, ranker_inputs(user_vec, item_vectors))[0]
+
+
+class ModelSlot:
+    """The loaded ranker, keyed by its sha256; loads a new one only when the held bundle's changes.
+
+    If the new model cannot be loaded, the error is kept (`error`) and None is
+    returned, so the caller falls back to the server's cached order instead of
+    failing the rerank.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sha: str | None = None
+        self.ranker: LocalRanker | None = None
+        self.error: str | None = None
+
+    def get(self, sha: str | None, load: Callable[[str], LocalRanker]) -> LocalRanker | None:
+        if sha is None:
+            return None
+        if sha == self.sha:
+            return self.ranker
+        with self._lock:
+            if sha != self.sha:
+                try:
+                    ranker, error = load(sha), None
+                except Exception as exc:  # ModelError, IntegrityError (file damaged), StorageError
+                    ranker, error = None, str(exc)
+                self.sha, self.ranker, self.error = sha, ranker, error
+        return self.ranker
+
+    def put(self, sha: str, ranker: LocalRanker) -> None:
+        with self._lock:
+            self.sha, self.ranker, self.error = sha, ranker, None

@@ -1,12 +1,32 @@
-"""HTTP transport with explicit timeouts; tests point it at Flask in-process or on loopback."""
+"""HTTP transport with explicit timeouts; tests point it at Flask in-process or at a server on loopback.
+
+`timeout` is a deadline for the whole call, not for each network phase: a
+server that trickles a response byte by byte is cut off at the deadline like
+one that never answers. That is what lets recommend() promise its latency
+budget. A download cut off part-way raises TransportError with the bytes that
+did arrive in `partial`, so the caller can keep them and resume with Range.
+"""
 
 from __future__ import annotations
 
+import email.utils
+import json
+import time
 from typing import Any
 
 import httpx
 
 from shared.errors import TransportError
+
+
+def _error(message: str, status_code: int | None = None, retry_after: float | None = None,
+           partial: bytes = b"", ranged: bool = False) -> TransportError:
+    err = TransportError(message)
+    err.status_code = status_code
+    err.retry_after = retry_after
+    err.partial = partial
+    err.ranged = ranged
+    return err
 
 
 class Transport:
@@ -18,49 +38,68 @@ class Transport:
         if client is not None and headers:
             self.client.headers.update(headers)
 
-    def _call(self, method: str, url: str, timeout: float, **kwargs) -> httpx.Response:
+    def _call(self, method: str, url: str, timeout: float, **kwargs) -> tuple[int, httpx.Headers, bytes]:
+        deadline = time.monotonic() + timeout
+        got: list[bytes] = []
+        status, headers = 0, httpx.Headers()
         try:
-            resp = self.client.request(method, url, timeout=timeout, **kwargs)
+            with self.client.stream(method, url, timeout=httpx.Timeout(timeout), **kwargs) as resp:
+                status, headers = resp.status_code, resp.headers
+                for chunk in resp.iter_bytes():
+                    got.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise _error(f"{method} {url} took longer than its {timeout * 1000:.0f} ms deadline",
+                                     partial=b"".join(got), ranged=status == 206)
         except httpx.HTTPError as exc:
-            raise TransportError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code >= 400:
-            detail = resp.text[:300]
-            err = TransportError(f"{method} {url} answered {resp.status_code}: {detail}")
-            err.status_code = resp.status_code
-            err.retry_after = _retry_after(resp)
-            raise err
-        return resp
+            raise _error(f"{method} {url} failed: {type(exc).__name__}: {exc}", partial=b"".join(got),
+                         ranged=status == 206) from exc
+        body = b"".join(got)
+        if status >= 400:
+            hint = "; the server refused this device: check its token and users" if status in (401, 403) else ""
+            raise _error(f"{method} {url} answered {status}: {body[:300].decode(errors='replace')}{hint}", status,
+                         _retry_after(headers.get("Retry-After")))
+        return status, headers, body
 
     def get_json(self, url: str, timeout: float, params: dict | None = None,
                  headers: dict | None = None) -> tuple[int, Any]:
-        resp = self._call("GET", url, timeout, params=params, headers=headers)
-        if resp.status_code == 304:
+        status, _, body = self._call("GET", url, timeout, params=params, headers=headers)
+        if status == 304:
             return 304, None
-        try:
-            return resp.status_code, resp.json()
-        except ValueError as exc:
-            raise TransportError(f"GET {url} answered non-JSON") from exc
+        return status, _json(body, f"GET {url}")
 
-    def post_json(self, url: str, body: Any, timeout: float) -> Any:
-        resp = self._call("POST", url, timeout, json=body)
-        try:
-            return resp.json()
-        except ValueError as exc:
-            raise TransportError(f"POST {url} answered non-JSON") from exc
+    def post_json(self, url: str, body: Any, timeout: float, headers: dict | None = None) -> Any:
+        _, _, answer = self._call("POST", url, timeout, json=body, headers=headers)
+        return _json(answer, f"POST {url}")
 
     def get_bytes(self, url: str, timeout: float, start: int = 0) -> tuple[bytes, bool]:
-        """Fetch bytes from `start`; returns (data, ranged) where ranged means the server honoured Range."""
+        """Fetch bytes from `start`; returns (data, ranged), ranged meaning the server honoured Range."""
         headers = {"Range": f"bytes={start}-"} if start else None
-        resp = self._call("GET", url, timeout, headers=headers)
-        return resp.content, resp.status_code == 206
+        status, resp_headers, body = self._call("GET", url, timeout, headers=headers)
+        if status == 206 and not resp_headers.get("Content-Range", "").startswith(f"bytes {start}-"):
+            raise _error(f"GET {url}: asked for bytes from {start}, got {resp_headers.get('Content-Range')!r}")
+        return body, status == 206
 
     def close(self) -> None:
         self.client.close()
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    raw = resp.headers.get("Retry-After")
+def _json(body: bytes, what: str) -> Any:
     try:
-        return float(raw) if raw is not None else None
-    except ValueError:
+        return json.loads(body)
+    except ValueError as exc:
+        raise _error(f"{what} answered non-JSON") from exc
+
+
+def _retry_after(raw: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if raw is None:
         return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,8 +1,9 @@
-"""Flask application factory. Production: `gunicorn 'server.app:create_app()'`."""
+"""Flask application factory. Production: `gunicorn -c python:server.gunicorn_conf server.wsgi:app`."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
@@ -10,7 +11,8 @@ from werkzeug.exceptions import HTTPException
 from shared.errors import AuthError, PocketrankError, ValidationError
 
 from . import auth
-from .api import devices, events, health, recommendations, sync
+from .api import devices, events, health, items, openapi, recommendations, sync, users
+from .api import metrics as metrics_api
 from .config import Config
 from .devices import DeviceRegistry
 from .serving import Serving
@@ -24,8 +26,9 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["POCKETRANK"] = config
     app.extensions["pocketrank"] = Serving(config)
-    auth.init_app(app, DeviceRegistry(config.home / "devices.sqlite"))
-    for bp in (health.bp, events.bp, recommendations.bp, sync.bp, devices.bp):
+    auth.init_app(app, DeviceRegistry(Path(config.home) / "devices.sqlite"))
+    for bp in (health.bp, events.bp, recommendations.bp, sync.bp, devices.bp, openapi.bp, metrics_api.bp,
+               items.bp, users.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(AuthError)

@@ -71,10 +71,31 @@ def keys_init(home: Path | None, force: bool) -> None:
 @_home_option
 @click.option("--epochs", default=8, show_default=True, help="Training epochs.")
 @click.option("--seed", default=42, show_default=True)
-def train(home: Path | None, epochs: int, seed: int) -> None:
-    """Train embeddings and the click model on MovieLens-100k; seed the online store."""
+@click.option("--interactions", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Your own CSV (user_id,item_id,timestamp[,rating]); trains the hybrid into --out instead.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model directory for --interactions.")
+@click.option("--seq-epochs", type=int, default=None, help="With --interactions: sequence-tower epochs (default: tuned).")
+def train(home: Path | None, epochs: int, seed: int, interactions: Path | None, out: Path | None,
+          seq_epochs: int | None) -> None:
+    """Train embeddings and the click model on MovieLens-100k; seed the online store.
+
+    With --interactions FILE.csv --out MODEL_DIR: train the quality hybrid on your own data instead.
+    """
     from shared.errors import PocketrankError
 
+    if interactions is not None:
+        from .quality import byo
+
+        if out is None:
+            _fail(click.UsageError("--interactions needs --out MODEL_DIR"))
+        try:
+            r = byo.train(interactions, out, seq_epochs=seq_epochs, seed=seed)
+        except PocketrankError as exc:
+            _fail(exc)
+        click.echo(f"trained on {r['interactions']} interactions ({r['users']} users, {r['items']} items) "
+                   f"in {r['seconds']:.1f}s -> {r['out']}")
+        return
     from .pipeline import train_job
 
     try:
@@ -86,6 +107,27 @@ def train(home: Path | None, epochs: int, seed: int) -> None:
                f"on {result['users']} users")
     for name, m in ev.items():
         click.echo(f"  test {name:9s} HR@10 {m['HR@10']:.4f}  nDCG@10 {m['nDCG@10']:.4f}")
+
+
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A directory written by `train --interactions ... --out`.")
+@click.option("--users", "users_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="User ids, one per line.")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV with columns user_id,item_id,rank,score.")
+def recommend(model_dir: Path, users_file: Path, k: int, out: Path) -> None:
+    """Top-k items per user from a BYO-data model; items the user already has are excluded."""
+    from shared.errors import PocketrankError
+
+    from .quality import byo
+
+    try:
+        n = byo.recommend(model_dir, users_file, k, out)
+    except PocketrankError as exc:
+        _fail(exc)
+    click.echo(f"wrote recommendations for {n} users to {out}")
 
 
 @main.command()
@@ -133,6 +175,65 @@ def serve(home: Path | None, host: str, port: int) -> None:
     config = Config.from_env(**({"home": _home(home).root} if home else {}))
     app = create_app(config)
     app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@main.command()
+@_home_option
+@click.option("--port", default=8765, show_default=True, help="Device app port (any free one if taken).")
+def demo(home: Path | None, port: int) -> None:
+    """Start the server and the phone-shaped device app on loopback; print their addresses; Ctrl-C stops."""
+    from demo_app.stack import serve as serve_demo  # imported here: the server never needs demo_app
+
+    sys.exit(serve_demo(_home(home).root.resolve(), port=port))
+
+
+@main.command()
+@_home_option
+@click.option("--idle-wait", default=1.0, show_default=True, help="Seconds to wait for new events between polls.")
+def updater(home: Path | None, idle_wait: float) -> None:
+    """Fold the event log into user embeddings, as its own process (POCKETRANK_UPDATER=external on the workers)."""
+    import signal
+    import threading
+
+    from .serving import Serving
+    from .config import Config
+
+    config = Config.from_env(updater="external", **({"home": _home(home).root} if home else {}))
+    serving = Serving(config)  # loads the catalogue and its lookups before the first event
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"updater on {serving.store.backend}: {serving.store.pending_count()} events pending", err=True)
+    serving.updater.run(stop, idle_wait)
+    click.echo(f"updater stopped after folding {serving.updater.applied} events", err=True)
+
+
+@main.command()
+@_home_option
+@click.option("--as-of", default="now", show_default=True,
+              help="Window end: 'now', 'latest' (the newest logged event; for replayed logs) or unix seconds.")
+@click.option("--profiles", default="movielens", show_default=True,
+              help="User attributes for segment vectors: 'movielens', 'none', or a JSON file {user: {attr: value}}.")
+def features(home: Path | None, as_of: str, profiles: str) -> None:
+    """Batch job: 1/7/30-day window aggregates per user, item exposures, segment vectors."""
+    from shared.errors import PocketrankError
+
+    from .config import Config
+    from .features_job import features_job, latest_timestamp, movielens_profiles
+    from .stores import open_store
+
+    store = open_store(Config.from_env(**({"home": _home(home).root} if home else {})))
+    try:
+        when = None if as_of == "now" else latest_timestamp(store) if as_of == "latest" else float(as_of)
+        prof = (None if profiles == "none" else movielens_profiles() if profiles == "movielens"
+                else json.loads(Path(profiles).read_text()))
+        result = features_job(store, when, prof)
+    except (PocketrankError, ValueError, OSError) as exc:
+        _fail(exc)
+    click.echo(json.dumps(result, indent=2))
+
+
+main.add_command(__import__("edge_runtime.cli", fromlist=["device"]).device)  # `pocketrank device`: the SDK, no torch
 
 
 if __name__ == "__main__":

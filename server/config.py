@@ -1,4 +1,8 @@
-"""Server configuration, from keyword arguments or POCKETRANK_* environment variables."""
+"""Server configuration, from keyword arguments or POCKETRANK_* environment variables.
+
+Every field is one setting; its environment variable is POCKETRANK_ plus the
+name in capitals. The README's "Command line" section has the table.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,80 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from shared.errors import ValidationError
+
 from . import default_home
 
 
-def _env(name: str, default, cast):
-    raw = os.environ.get(f"POCKETRANK_{name.upper()}")
-    return default if raw is None else cast(raw)
+def _int_list(raw: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in raw.replace(" ", "").split(",") if x)
+
+
+def _boosts(raw: str) -> dict[int, float]:
+    out = {}
+    for part in raw.replace(" ", "").split(","):
+        if part:
+            item, factor = part.split(":")
+            out[int(item)] = float(factor)
+    return out
+
+
+def _optional_int(raw: str) -> int | None:
+    return None if raw.strip().lower() in ("", "none", "off") else int(raw)
+
+
+_PARSERS = {
+    "Path": lambda raw: Path(raw).resolve(),
+    "int": int,
+    "float": float,
+    "str": str.strip,
+    "bool": lambda raw: {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[
+        raw.strip().lower()],
+    "int | None": _optional_int,
+    "tuple[int, ...]": _int_list,
+    "dict[int, float]": _boosts,
+}
+_FORMATS = {"bool": "1/0, true/false or yes/no", "tuple[int, ...]": "a comma-separated list of item ids",
+            "dict[int, float]": "comma-separated item_id:factor pairs, e.g. 12:1.5,40:2"}
 
 
 @dataclass
 class Config:
     home: Path = field(default_factory=default_home)
+    # requests
     max_body_bytes: int = 1 << 20  # 1 MiB per request body
     max_events_per_batch: int = 500
+    max_items_per_batch: int = 500
     max_users_per_sync: int = 50
+    max_clock_skew: float = 86_400.0  # s an event may lie in the future (device clocks drift)
+    # stores
+    store: str = "sqlite"  # or "redis"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "pocketrank:"
+    dedupe_ttl_days: float = 35.0  # Redis keeps each event id this long; a device outbox keeps 30 days
+    # real-time updater
+    updater: str = "embedded"  # or "external": a separate `pocketrank updater` process folds events
+    updater_batch: int = 2000  # events folded per store transaction
+    recent_length: int = 50  # events kept in each user's recent sequence
+    # serving
+    refresh_seconds: float = 1.0  # how often a worker looks for a new model, bundle or catalogue
+    stats_refresh_seconds: float = 10.0  # how often it rereads exposures and popularity
     default_k: int = 10
     max_k: int = 100
     n_candidates: int = 200
-    max_per_category: int | None = None  # business rule; None means no cap
+    # business rules
+    max_per_category: int | None = None  # None: no cap
+    exposure_cap: int = 1000  # impressions per item per day before the penalty starts
+    exposure_penalty: float = 0.05  # score taken off per doubling past the cap
+    explore_position: int = 0  # 1-based slot for one exploration item; 0 turns it off
+    pinned_items: tuple[int, ...] = ()
+    boosts: dict[int, float] = field(default_factory=dict)
+    category_weight: float = 0.05  # weight of the user's 7-day category share (window features)
+    # devices and operators
+    operator_key: str = ""  # guards device registration/revocation and catalogue writes; "" = open (dev)
+    require_device_token: bool = False
+    sync_rate: float = 5.0  # sync requests per second per device, sustained
+    sync_burst: int = 20
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
@@ -31,10 +91,24 @@ class Config:
         for f in fields(cls):
             if f.name in overrides:
                 values[f.name] = overrides[f.name]
-            elif f.name == "home":
-                values["home"] = Path(_env("home", default_home(), str))
-            elif f.name == "max_per_category":
-                values[f.name] = _env(f.name, None, int)
-            else:
-                values[f.name] = _env(f.name, f.default, int)
-        return cls(**values)
+                continue
+            var = f"POCKETRANK_{f.name.upper()}"
+            raw = os.environ.get(var)
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _PARSERS[f.type](raw)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValidationError(var, f"must be {_FORMATS.get(f.type, f.type)}, got {raw!r}") from exc
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.store not in ("sqlite", "redis"):
+            raise ValidationError("POCKETRANK_STORE", "must be sqlite or redis")
+        if self.updater not in ("embedded", "external"):
+            raise ValidationError("POCKETRANK_UPDATER", "must be embedded or external")
+        if self.explore_position < 0:
+            raise ValidationError("POCKETRANK_EXPLORE_POSITION", "must be 0 (off) or a 1-based slot")
+

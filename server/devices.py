@@ -59,8 +59,8 @@ class DeviceRegistry:
             self._local.conn = conn
         return conn
 
-    def register(self, device_id: str, users: list[str]) -> str:
-        """Create or rotate the device's token; returns the token (shown only now)."""
+    def register(self, device_id: str, users: list[str]) -> tuple[Device, str]:
+        """Create or rotate the device's token; returns the device and its token (shown only now)."""
         device_id = check_id("device_id", device_id)
         if not isinstance(users, list) or not users:
             raise ValidationError("users", "must be a non-empty list of user ids")
@@ -73,7 +73,7 @@ class DeviceRegistry:
             "token_sha256=excluded.token_sha256, users=excluded.users, revoked_at=NULL",
             (device_id, _digest(token), json.dumps(users), time.time()),
         )
-        return token
+        return Device(device_id, frozenset(users)), token
 
     def revoke(self, device_id: str) -> bool:
         cur = self.db.execute("UPDATE devices SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",

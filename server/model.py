@@ -4,7 +4,8 @@ User vector = shared.features' decayed, type-weighted mean of the item vectors
 in the user's history, so the real-time updater and the device fold the same
 function event by event. The click model is the product brief's:
 concat(user 64, item 64) -> Linear(128, hidden) -> ReLU -> Linear(hidden, 1)
--> sigmoid, trained with binary cross-entropy.
+-> sigmoid, trained with binary cross-entropy (its first layer is stored as
+its user and item halves; see ClickModel).
 """
 
 from __future__ import annotations
@@ -36,24 +37,63 @@ class ModelConfig:
 class ClickModel(nn.Module):
     """P(click | user vector, item vector); scores every candidate row for one user row.
 
-    logit = MLP(concat(u, p)) + a * <u, p>. The inner product is the cross
-    feature retrieval already learned; without it the MLP alone ranked worse
-    than retrieval on MovieLens validation (HR@10 0.099 against 0.167).
+    logit = w2 . ReLU(W1 [u; p] + b1) + b2 + a * <u, p>. The inner product is
+    the cross feature retrieval already learned; without it the MLP alone
+    ranked worse than retrieval on MovieLens validation (HR@10 0.099 against
+    0.167).
+
+    W1 is kept as its two halves, W1 = [Wu | Wi]: when one user is scored
+    against n candidates, u @ Wu^T + b1 is the same for every row, so
+    `forward` computes it once and the per-candidate work is items @ Wi^T
+    alone, half the multiply-adds of the concatenated layer.
     """
 
     def __init__(self, dim: int = 64, hidden: int = 128):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        # Initialised as the brief's Linear(2 * dim, hidden) and Linear(hidden, 1)
+        # and then split, so the initial weights (and the random stream that
+        # draws them) are the same as the concatenated layer's.
+        first, last = nn.Linear(2 * dim, hidden), nn.Linear(hidden, 1)
+        self.user_proj = nn.utils.skip_init(nn.Linear, dim, hidden)
+        self.item_proj = nn.utils.skip_init(nn.Linear, dim, hidden, bias=False)
+        self.out = last
+        with torch.no_grad():
+            self.user_proj.weight.copy_(first.weight[:, :dim])
+            self.user_proj.bias.copy_(first.bias)
+            self.item_proj.weight.copy_(first.weight[:, dim:])
         self.dot_weight = nn.Parameter(torch.ones(1))
 
     def forward(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        # user is (1, dim) or (n, dim); broadcasting one user over n candidates
-        # is what the device does, so the exported graph takes (1, dim).
-        return torch.sigmoid(self.logits(user.expand(items.shape[0], -1), items))
+        """Scores (n,) of n candidate rows (n, dim) for one user row (1, dim).
+
+        Written as addmm calls because each becomes one ONNX Gemm: the user
+        half rides in the first one's bias (and, after quantization, in the
+        int8 op's), and the output layer and the inner product come out as a
+        (1, n) row. As a (n, 1) column they took onnxruntime's single-column
+        path: 27 us a call at 200 candidates against 23 us (fp32, one thread).
+        """
+        hu = self.user_proj(user).squeeze(0)  # (hidden,), once per request; a row bias for the int8 op
+        h = torch.relu(torch.addmm(hu, items, self.item_proj.weight.t()))
+        cross = torch.addmm(self.out.bias.unsqueeze(0), user * self.dot_weight, items.t())
+        return torch.sigmoid(torch.addmm(cross, self.out.weight, h.t())).squeeze(0)
 
     def logits(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        mlp = self.mlp(torch.cat([user, items], dim=1)).squeeze(1)
-        return mlp + self.dot_weight * (user * items).sum(dim=1)
+        """Logits (B,) of B paired (user, item) rows, both (B, dim): the training path."""
+        h = torch.relu(self.user_proj(user) + self.item_proj(items))
+        return self.out(h).squeeze(1) + self.dot_weight * (user * items).sum(dim=1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Models saved before the split hold the concatenated layer as
+        # mlp.0 / mlp.2; they load unchanged into the split one.
+        old = prefix + "mlp.0.weight"
+        if old in state_dict:
+            w, dim = state_dict.pop(old), self.item_proj.in_features
+            state_dict[prefix + "user_proj.weight"] = w[:, :dim]
+            state_dict[prefix + "item_proj.weight"] = w[:, dim:]
+            state_dict[prefix + "user_proj.bias"] = state_dict.pop(prefix + "mlp.0.bias")
+            state_dict[prefix + "out.weight"] = state_dict.pop(prefix + "mlp.2.weight")
+            state_dict[prefix + "out.bias"] = state_dict.pop(prefix + "mlp.2.bias")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class Recommender(nn.Module):

@@ -68,9 +68,12 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         }),
         "users": wire.pack_user_index(digests),
         "ranker": (model_dir / "ranker.int8.onnx").read_bytes(),
+        # The user tower as a graph (fp32: it has no weights to quantize), for
+        # devices that fold their own state without shared.features.
+        "encoder": (model_dir / "encoder.onnx").read_bytes(),
     }
     names = {"items": "items.bin.zst", "catalog": "catalog.json.zst", "users": "users.idx.zst",
-             "ranker": "ranker.int8.onnx"}
+             "ranker": "ranker.int8.onnx", "encoder": "encoder.onnx"}
     for key, data in artifacts.items():
         (out / names[key]).write_bytes(data)
     now = time.time()
@@ -85,7 +88,8 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         "artifacts": {key: {"file": names[key], "sha256": wire.sha256_hex(d), "length": len(d)}
                       for key, d in artifacts.items()},
         "model": {"opset": export["opset"], "exporter": export["exporter"],
-                  "quantization": export["quantization"]["method"], "parity": export["parity"]},
+                  "quantization": export["quantization"]["method"], "parity": export["parity"],  # gates within
+                  "encoder": {k: export["encoder"][k] for k in ("inputs", "outputs", "precision", "parity")}},
     }
     body = wire.canonical_json(manifest)
     init_keys(home.keys)

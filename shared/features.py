@@ -70,11 +70,14 @@ def sequence_weights(event_types: Sequence[str], decay: float = DECAY) -> np.nda
 
     update_user_state folded over the same events gives S = sum(w_i * v_i) with
     these w_i, which is what training uses to pool a history in one step.
+    Zero-weight events (impressions) are not a decay step, as in the fold; the
+    history is assumed to have a vector for every event.
     """
-    n = len(event_types)
     base = np.array([TYPE_WEIGHTS.get(t, 0.0) for t in event_types], dtype=np.float64)
-    powers = decay ** np.arange(n - 1, -1, -1, dtype=np.float64)
-    return (base * powers).astype(np.float32)
+    steps = (base > 0).astype(np.int64)
+    # Steps taken after event i = number of weighted events after it.
+    later = np.concatenate([np.cumsum(steps[::-1])[::-1][1:], [0]]) if len(steps) else steps
+    return (base * decay ** later.astype(np.float64)).astype(np.float32)
 
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
@@ -118,3 +121,53 @@ def fold_events(
     for etype, vec in events:
         state = update_user_state(state, vec, etype, decay)
     return state
+
+
+# --- historical features: per-user aggregates over time windows ---
+
+WINDOW_DAYS = (1, 7, 30)
+_DAY = 86_400.0
+_COUNTED = ("view", "click", "search", "add_to_cart", "purchase", "impression")
+
+
+def window_aggregates(
+    events: Iterable[tuple[float, str, str | None, float]], as_of: float, windows: Sequence[int] = WINDOW_DAYS
+) -> dict[str, dict]:
+    """A user's aggregates over the last 1, 7 and 30 days before `as_of`.
+
+    `events` are (timestamp, type, item category or None, item price). Events at
+    or after `as_of` are left out, so training can compute the features as of
+    each example's time without seeing its future. Per window: counts by type,
+    click-through rate (clicks / impressions, None without impressions), spend
+    (sum of purchased prices), and category interest (TYPE_WEIGHTS summed per
+    category, the same weights the user vector uses).
+    """
+    out = {f"{d}d": {"counts": dict.fromkeys(_COUNTED, 0), "spend": 0.0, "categories": {}} for d in windows}
+    spans = [(f"{d}d", d * _DAY) for d in windows]
+    for ts, etype, category, price in events:
+        age = as_of - ts
+        if age <= 0:
+            continue
+        weight = TYPE_WEIGHTS.get(etype, 0.0)
+        for key, span in spans:
+            if age > span:
+                continue
+            w = out[key]
+            if etype in w["counts"]:
+                w["counts"][etype] += 1
+            if etype == "purchase":
+                w["spend"] += float(price)
+            if category and weight:
+                w["categories"][category] = w["categories"].get(category, 0.0) + weight
+    for w in out.values():
+        c = w["counts"]
+        w["ctr"] = c["click"] / c["impression"] if c["impression"] else None
+        w["spend"] = round(w["spend"], 2)
+    return out
+
+
+def category_shares(aggregates: Mapping[str, dict] | None, window: str = "7d") -> dict[str, float]:
+    """Each category's share of the user's weighted interest in `window` (sums to 1, or empty)."""
+    cats = ((aggregates or {}).get(window) or {}).get("categories") or {}
+    total = sum(cats.values())
+    return {c: v / total for c, v in cats.items()} if total > 0 else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Mapping, Sequence
 
 
@@ -41,3 +42,79 @@ def top_by_score(item_ids: Sequence[int], scores: Sequence[float]) -> list[tuple
     """Best first; ties broken by item id so server and device agree exactly."""
     pairs = sorted(zip((int(i) for i in item_ids), (float(s) for s in scores)), key=lambda p: (-p[1], p[0]))
     return pairs
+
+
+# --- score adjustments and slots (server side; the device applies apply_rules only) ---
+
+
+def exposure_penalty(shown: float, cap: float, strength: float) -> float:
+    """Score taken off an item shown `shown` times: nothing up to `cap`, then
+    `strength` per doubling past it, so the most-shown items give way to others
+    without dropping out (popularity bias is a tilt, not a ban)."""
+    if cap <= 0 or strength <= 0 or shown <= cap:
+        return 0.0
+    return strength * math.log2(shown / cap)
+
+
+def adjust_scores(
+    item_ids: Sequence[int],
+    scores: Sequence[float],
+    boosts: Mapping[int, float] | None = None,
+    exposures: Mapping[int, float] | None = None,
+    exposure_cap: float = 0.0,
+    exposure_strength: float = 0.0,
+    category: Mapping[int, str] | None = None,
+    category_share: Mapping[str, float] | None = None,
+    category_weight: float = 0.0,
+) -> list[float]:
+    """Model scores after business adjustments, in this order: multiply by the
+    item's boost, add `category_weight` times the user's recent share of
+    interactions in the item's category, subtract the exposure penalty."""
+    out = []
+    for item_id, score in zip(item_ids, scores):
+        s = float(score) * (boosts.get(item_id, 1.0) if boosts else 1.0)
+        if category_share and category is not None and category_weight:
+            s += category_weight * category_share.get(category.get(item_id, ""), 0.0)
+        if exposures:
+            s -= exposure_penalty(exposures.get(item_id, 0.0), exposure_cap, exposure_strength)
+        out.append(s)
+    return out
+
+
+def place_pins(
+    ranked: Sequence[tuple[int, float]], pins: Sequence[tuple[int, float]], k: int
+) -> list[tuple[int, float]]:
+    """Put the pinned items first, in the given order, then the ranked list
+    without them, cut to k. Pins must already have passed the filtering rules."""
+    pinned = {i for i, _ in pins}
+    return (list(pins) + [p for p in ranked if p[0] not in pinned])[:k]
+
+
+def place_exploration(
+    ranked: Sequence[tuple[int, float]], item: tuple[int, float] | None, position: int, k: int
+) -> list[tuple[int, float]]:
+    """Put one exploration item at the 1-based `position` (or last, if the list
+    is shorter), keeping k items. Nothing changes if `item` is None or already listed."""
+    out = list(ranked)
+    if item is None or position < 1 or any(i == item[0] for i, _ in out):
+        return out[:k]
+    at = min(position, k, len(out) + 1) - 1
+    out.insert(at, item)
+    return out[:k]
+
+
+def pick_exploration(
+    pool: Sequence[int], provisional: Iterable[int], exposures: Mapping[int, float] | None, u: float
+) -> int | None:
+    """Choose the exploration item from `pool` (candidates not already shown),
+    with u uniform in [0, 1): a new product with a provisional vector if the pool
+    has one, else one of the least-shown quarter of the pool."""
+    if not pool:
+        return None
+    provisional = set(provisional)
+    new = [i for i in pool if i in provisional]
+    if new:
+        return new[min(int(u * len(new)), len(new) - 1)]
+    shown = exposures or {}
+    least = sorted(pool, key=lambda i: (shown.get(i, 0.0), i))[: max(1, len(pool) // 4)]
+    return least[min(int(u * len(least)), len(least) - 1)]

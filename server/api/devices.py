@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify
 
 from shared.errors import ValidationError
 
-from ..auth import check_registration_key, registry
+from ..auth import check_operator_key, registry
 from .params import json_body
 
 bp = Blueprint("devices", __name__)
@@ -14,17 +14,17 @@ bp = Blueprint("devices", __name__)
 
 @bp.post("/v1/devices")
 def register_device():
-    check_registration_key()
+    check_operator_key("registering a device")
     body = json_body()
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object with device_id and users")
-    token = registry().register(body.get("device_id"), body.get("users"))
-    return jsonify(device_id=body["device_id"], token=token, users=sorted(set(map(str, body["users"])))), 201
+    device, token = registry().register(body.get("device_id"), body.get("users"))
+    return jsonify(device_id=device.device_id, token=token, users=sorted(device.users)), 201
 
 
 @bp.delete("/v1/devices/<device_id>")
 def revoke_device(device_id: str):
-    check_registration_key()
+    check_operator_key("revoking a device")
     if not registry().revoke(device_id):
         return jsonify(error="not_found", message=f"no active device {device_id!r}"), 404
     return "", 204

@@ -1,6 +1,9 @@
 """EdgeClient against the real Flask app in-process (httpx's WSGI transport)."""
 
 import base64
+import socket
+import time
+import threading
 
 import numpy as np
 import onnx
@@ -8,32 +11,62 @@ import pytest
 from onnx import TensorProto, helper
 
 from edge_runtime import EdgeClient, IntegrityError, SignatureError, TransportError, ValidationError
-from edge_runtime.outbox import Outbox
 from edge_runtime.rerank import LocalRanker
-from server.publish import publish_job
 from server.home import Home
+from server.publish import publish_job
 from shared.errors import ModelError
 from shared.features import user_vector
+from shared.rules import top_by_score
 
 USER = "196"
 
 
 def test_sync_then_offline_recommend_reranks_on_the_device(device):
     result = device.sync([USER])
-    assert result.changed and result.version == 1
-    assert set(result.artifacts_fetched) == {"items", "catalog", "users", "ranker"}
+    assert result.changed and result.version == 1 and result.users_updated == [USER]
+    assert {"items", "catalog", "users", "ranker"} <= set(result.artifacts_fetched)  # and any others (encoder)
     assert device.sync([USER]).changed is False  # 304: nothing new
     rec = device.recommend(USER, 10, allow_server=False)
     assert rec.source == "edge" and len(rec.items) == 10 and rec.candidates_version == 1
-    assert all(it.title for it in rec.items)
+    assert rec.model_version and not rec.stale and rec.reason == "server not asked"
+    assert all(it.title and it.source == "edge" for it in rec.items)
+    assert [it.rank for it in rec.items] == list(range(1, 11))
     scores = [it.score for it in rec.items]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_the_local_order_is_shared_top_by_score_over_the_int8_ranker(device):
+    device.sync([USER])
+    rec = device.recommend(USER, 20, allow_server=False)
+    cands = device.cache.packed(USER)
+    ranker = LocalRanker(device.cache.artifact("ranker")[1])
+    scores = ranker.score(user_vector(device.cache.user_state(USER)), cands.vectors)
+    expected = top_by_score(cands.ids, scores)[:20]
+    assert [(it.item_id, pytest.approx(it.score, abs=1e-6)) for it in rec.items] == expected
 
 
 def test_server_answers_when_reachable(device):
     device.sync([USER])
     rec = device.recommend(USER, 5)
     assert rec.source == "server" and len(rec.items) == 5 and rec.model_version
+    assert all(it.title and it.source == "server" for it in rec.items)
+
+
+def test_context_excludes_items_and_caps_categories(device):
+    device.sync([USER])
+    base = device.recommend(USER, 10, allow_server=False)
+    shown = base.item_ids[:2]
+    rec = device.recommend(USER, 10, context={"exclude": shown}, allow_server=False)
+    assert not set(shown) & set(rec.item_ids) and len(rec.items) == 10
+    capped = device.recommend(USER, 20, context={"max_per_category": 1}, allow_server=False)
+    cats = [it.category for it in capped.items if it.source == "edge"]
+    assert len(cats) == len(set(cats))  # one per category, then popular items fill up
+    assert len(capped.items) == 20
+    online = device.recommend(USER, 5, context={"exclude": shown})
+    assert online.source == "server" and not set(shown) & set(online.item_ids)
+    for bad in ({"nope": 1}, {"exclude": ["x"]}, {"max_per_category": 0}, "x"):
+        with pytest.raises(ValidationError, match="context"):
+            device.recommend(USER, 5, context=bad, allow_server=False)
 
 
 def test_a_click_on_the_device_changes_the_local_ranking(device):
@@ -48,23 +81,39 @@ def test_a_click_on_the_device_changes_the_local_ranking(device):
 
 def test_device_and_server_fold_the_same_events_to_the_same_vector(device, app):
     device.sync([USER])
-    for etype, item in (("view", 1), ("click", 50), ("search", None), ("purchase", 181)):
+    rng = np.random.default_rng(7)
+    items = [int(i) for i in device.cache.packed(USER).ids]
+    events = [("view", 1), ("click", 50), ("search", "star wars"), ("purchase", 181), ("impression", 7)]
+    events += [(str(t), int(rng.choice(items))) for t in rng.choice(["view", "click", "add_to_cart"], 30)]
+    for etype, what in events:
         if etype == "search":
-            device.track(USER, "search", query="star wars")
+            device.track(USER, "search", query=what)
         else:
-            device.track(USER, etype, item)
-    on_device = device.cache.user_state(USER, 64)
-    assert device.flush().acknowledged == 4
+            device.track(USER, etype, what)
+    on_device = device.cache.user_state(USER)
+    assert device.flush().acknowledged == len(events)
     on_server = app.extensions["pocketrank"].store.user_state(USER, 64)
     assert on_device.n_events == on_server.n_events
     np.testing.assert_allclose(user_vector(on_device), user_vector(on_server), atol=1e-5)
+    # After the next publish the device starts from the server's state, and agrees again.
+    publish_job(Home(app.config["POCKETRANK"].home), progress=False)
+    device.sync([USER])
+    np.testing.assert_allclose(user_vector(device.cache.user_state(USER)), user_vector(on_server), atol=1e-5)
 
 
-class FlakyTransport:
-    """Wraps the real transport and misbehaves on purpose, once."""
+def test_a_user_added_later_gets_records_of_the_held_version(device):
+    device.sync([USER])
+    result = device.sync([USER, "186", "no-such-user"])
+    assert result.version == 1 and result.users_updated == ["186"] and result.unknown_users == ["no-such-user"]
+    assert device.recommend("186", 5, allow_server=False).source == "edge"
+    assert device.sync([USER, "186", "no-such-user"]).changed is False  # nothing asked again
+
+
+class ByteTamperingTransport:
+    """A man in the middle: the real transport underneath, bytes changed on the way."""
 
     def __init__(self, inner, mode):
-        self.inner, self.mode, self.calls = inner, mode, []
+        self.inner, self.mode = inner, mode
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -77,89 +126,64 @@ class FlakyTransport:
         return status, body
 
     def get_bytes(self, url, timeout, start=0):
-        self.calls.append((url, start))
         data, ranged = self.inner.get_bytes(url, timeout, start)
-        if self.mode == "truncate" and "items" in url and start == 0:
-            return data[: len(data) // 2], ranged
         if self.mode == "corrupt" and "users" in url:
             return data[:-1] + bytes([data[-1] ^ 1]), ranged
         return data, ranged
-
-    def post_json(self, url, body, timeout):
-        answer = self.inner.post_json(url, body, timeout)
-        if self.mode == "lose_ack":
-            self.mode = None
-            raise TransportError("connection reset before the answer arrived")
-        return answer
-
-
-def _swap(device, mode):
-    flaky = FlakyTransport(device.transport, mode)
-    device.transport = flaky
-    return flaky
 
 
 @pytest.mark.parametrize("mode, error", [("tamper", SignatureError), ("corrupt", IntegrityError)])
 def test_a_bad_sync_leaves_the_device_on_its_previous_version(device, home, mode, error):
     device.sync([USER])
-    before = device.recommend(USER, 10, allow_server=False).item_ids
     device.track(USER, "click", 1)
     device.flush()  # the user's state changes, so v2's user index differs from v1's
     publish_job(Home(home), progress=False)
     before = device.recommend(USER, 10, allow_server=False).item_ids
-    _swap(device, mode)
+    device.transport = ByteTamperingTransport(device.transport, mode)
     with pytest.raises(error):
         device.sync([USER])
     assert device.cache.version == 1
     assert device.recommend(USER, 10, allow_server=False).item_ids == before
 
 
-def test_an_interrupted_download_resumes_with_a_range_request(device):
-    flaky = _swap(device, "truncate")
-    with pytest.raises(TransportError, match="resume"):
-        device.sync([USER])
-    assert device.cache.version == 0
-    assert device.sync([USER]).version == 1
-    starts = [s for url, s in flaky.calls if "items" in url]
-    assert starts[0] == 0 and starts[-1] > 0
-
-
-def test_a_lost_acknowledgement_never_counts_an_event_twice(device, app):
+def test_a_new_bundle_swaps_the_model_file_and_removes_the_old_one(device, home):
     device.sync([USER])
-    ids = [device.track(USER, "click", item) for item in (1, 2, 3)]
-    _swap(device, "lose_ack")
-    first = device.flush()
-    assert first.error and first.remaining == 3  # the server stored them; the device does not know
-    second = device.flush()
-    assert second.acknowledged == 3 and second.remaining == 0
-    assert app.extensions["pocketrank"].store.count_events(ids) == 3
+    old = device.cache.artifact_shas()["ranker"]
+    h = Home(home)
+    model_dir = h.model_dir(h.current_model())
+    (model_dir / "ranker.int8.onnx").write_bytes((model_dir / "ranker.fp32.onnx").read_bytes())
+    publish_job(h, progress=False)
+    fetched = device.sync([USER]).artifacts_fetched
+    assert "ranker" in fetched and not {"items", "catalog"} & set(fetched)  # unchanged: not downloaded again
+    new = device.cache.artifact_shas()["ranker"]
+    assert new != old and device.slot.sha == new
+    assert device.cache.files.has(new) and not device.cache.files.has(old)
+    assert not [p for p in device.cache.files.dir.iterdir() if ".tmp" in p.name]
+    assert device.recommend(USER, 5, allow_server=False).source == "edge"
+
+
+def test_a_damaged_model_file_falls_back_to_the_cached_order(device):
+    device.sync([USER])
+    sha = device.cache.artifact_shas()["ranker"]
+    path = device.cache.files.path(sha)
+    path.write_bytes(path.read_bytes()[:-10])
+    fresh = EdgeClient(device.cache.path, None, base_url="http://127.0.0.1:9")
+    rec = fresh.recommend(USER, 10, allow_server=False)
+    assert rec.source == "cache" and len(rec.items) == 10
+    assert "damaged" in fresh.status()["ranker"]["error"]
+    fresh.close()
 
 
 def test_rejected_events_are_kept_aside_with_the_reason(device):
     device.sync([USER])
     device.track(USER, "click", 1)
     # An event the server will refuse (an item id the schema rejects once on the wire).
-    device.cache.db.execute("UPDATE outbox SET body = replace(body, '\"item_id\": 1', '\"item_id\": -1')")
-    device.cache.db.conn.commit()
+    device.cache.conn.execute("UPDATE outbox SET body = replace(body, '\"item_id\":1', '\"item_id\":-1')")
     result = device.flush()
     assert result.rejected == 1 and result.remaining == 0
-    reason = device.cache.db.execute("SELECT reason FROM rejected").fetchone()[0]
+    reason = device.cache.conn.execute("SELECT reason FROM rejected").fetchone()[0]
     assert reason.startswith("item_id:")
-
-
-def test_the_outbox_drops_views_before_purchases(tmp_path, public_key):
-    client = EdgeClient(tmp_path / "d.sqlite", public_key, base_url="http://127.0.0.1:9")
-    client.outbox = Outbox(client.cache, max_events=4)
-    for i in range(3):
-        client.track("u", "purchase", 100 + i)
-    for i in range(3):
-        client.track("u", "view", 200 + i)
-    kinds = [e["type"] for e in client.outbox.batch(10)]
-    assert kinds.count("purchase") == 3 and kinds.count("view") == 1
-    assert client.status()["dropped"] == {"view": 2}
-    for i in range(3):
-        client.track("u", "purchase", 300 + i)
-    assert [e["type"] for e in client.outbox.batch(10)].count("purchase") == 6  # never dropped silently
+    assert device.status()["rejected"] == 1
 
 
 def test_offline_before_any_sync_is_an_empty_answer_not_a_crash(tmp_path, public_key):
@@ -169,6 +193,70 @@ def test_offline_before_any_sync_is_an_empty_answer_not_a_crash(tmp_path, public
     assert client.recommend("u", 5).reason.startswith("server in backoff")
     with pytest.raises(ValidationError):
         client.recommend("u", 0)
+    with pytest.raises(ValidationError, match="user_id"):
+        client.recommend("not a valid id", 5)
+    with pytest.raises(TransportError):
+        client.sync(["u"])
+    client.close()
+
+
+def test_every_popular_item_fills_a_list_the_rules_emptied(device):
+    device.sync([USER])
+    for item in device.cache.packed(USER).ids[:195]:
+        device.track(USER, "click", int(item))
+    rec = device.recommend(USER, 10, allow_server=False)
+    assert rec.source == "edge" and len(rec.items) == 10
+    assert [it.source for it in rec.items].count("popular") >= 5
+
+
+def test_stale_candidates_are_still_shown_but_marked(tmp_path, app, home, public_key):
+    import httpx
+
+    from edge_runtime.transport import Transport
+
+    now = [time.time()]
+    transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://test"))
+    client = EdgeClient(tmp_path / "d.sqlite", public_key, transport=transport, stale_after=86400,
+                        clock=lambda: now[0])
+    client.sync([USER])
+    assert not client.recommend(USER, 5, allow_server=False).stale
+    now[0] += 2 * 86400
+    rec = client.recommend(USER, 5, allow_server=False)
+    assert rec.stale and all(it.stale for it in rec.items) and len(rec.items) == 5
+    client.close()
+
+
+class ConnectionCounter:
+    """A loopback listener that counts connection attempts and answers none."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+
+def test_no_network_call_the_caller_did_not_ask_for(device, tmp_path, public_key):
+    device.sync([USER])
+    counter = ConnectionCounter()
+    client = EdgeClient(device.cache.path, public_key, base_url=f"http://127.0.0.1:{counter.port}")
+    client.track(USER, "click", 1)
+    client.recommend(USER, 5, allow_server=False)
+    client.status()
+    assert counter.accepted == 0
+    client.flush()
+    assert counter.accepted >= 1
+    client.close()
+    counter.sock.close()
 
 
 def _tiny_model(input_name="user", size=0):

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -10,7 +11,7 @@ from shared.wire import parse_manifest
 
 def ev(event_id, user="t-1", item=50, etype="click", **kw):
     return {"event_id": event_id, "user_id": user, "device_id": "d1", "type": etype, "item_id": item,
-            "timestamp": 1_800_000_000, **kw}
+            "timestamp": time.time() - 60, **kw}
 
 
 def test_healthz(api):

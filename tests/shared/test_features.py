@@ -43,3 +43,13 @@ def test_query_vector_matches_every_token():
     assert query_vector("shoes", titles, vectors).tolist() == [0.5, 0.5]
     assert query_vector("sofa", titles, vectors) is None
     assert query_vector("!!!", titles, vectors) is None
+
+
+def test_impressions_in_a_history_are_not_a_decay_step():
+    rng = np.random.default_rng(2)
+    types = ["click", "impression", "view", "impression", "impression", "purchase"]
+    vecs = rng.normal(size=(len(types), 4)).astype(np.float32)
+    state = fold_events(zip(types, vecs), 4)
+    w = sequence_weights(types)
+    assert w[1] == w[3] == w[4] == 0
+    np.testing.assert_allclose(user_vector(state), (w[:, None] * vecs).sum(0) / w.sum(), rtol=1e-5)

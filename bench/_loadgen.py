@@ -1,0 +1,169 @@
+"""Loopback load generation for bench/server.py: keep-alive HTTP clients, open and closed loops.
+
+Open-loop latencies are measured from each request's scheduled send time, not
+from when a client thread got to it, so a saturated server shows its queueing
+delay instead of hiding it (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+class Client:
+    """One keep-alive connection per thread."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self._local = threading.local()
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        return conn
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        for attempt in (0, 1):
+            conn = self._conn()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def post_json(self, path: str, body: bytes) -> dict:
+        status, data = self.request("POST", path, body)
+        if status != 200:
+            raise RuntimeError(f"POST {path} answered {status}: {data[:200]!r}")
+        return json.loads(data)
+
+
+def pct(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+@dataclass
+class LoadResult:
+    offered: float
+    sent: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def achieved(self) -> float:
+        return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> dict:
+        return {"offered": self.offered, "achieved": round(self.achieved, 1), "errors": self.errors,
+                "p50_ms": round(pct(self.latencies_ms, 50), 2), "p99_ms": round(pct(self.latencies_ms, 99), 2)}
+
+
+def open_loop(rate: float, seconds: float, call: Callable[[int], None], threads: int = 48) -> LoadResult:
+    """Start call(i) at `rate` per second for `seconds`; latency from the scheduled start."""
+    res = LoadResult(rate)
+    lock = threading.Lock()
+    n = int(rate * seconds)
+    start = time.perf_counter() + 0.05
+
+    def run(i: int, due: float) -> None:
+        try:
+            call(i)
+            ok = True
+        except Exception:
+            ok = False
+        done = time.perf_counter()
+        with lock:
+            if ok:
+                res.latencies_ms.append((done - due) * 1000)
+            else:
+                res.errors += 1
+
+    with ThreadPoolExecutor(threads) as pool:
+        for i in range(n):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(run, i, due)
+            res.sent += 1
+    res.seconds = max(time.perf_counter() - start, 1e-9)
+    return res
+
+
+def closed_loop(workers: int, seconds: float, call: Callable[[int, int], int]) -> tuple[int, float, list[float]]:
+    """`workers` threads call(worker, i) back to back for `seconds`; call returns units done.
+    Returns (units, elapsed seconds, per-call latencies in ms)."""
+    stop = time.perf_counter() + seconds
+    units, lats = [0] * workers, [[] for _ in range(workers)]
+
+    def loop(w: int) -> None:
+        i = 0
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            units[w] += call(w, i)
+            lats[w].append((time.perf_counter() - t0) * 1000)
+            i += 1
+
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=loop, args=(w,)) for w in range(workers)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(units), time.perf_counter() - t0, [x for l in lats for x in l]
+
+
+class FreshnessProbe:
+    """Polls the store until each registered user's record has folded the expected events."""
+
+    def __init__(self, store, dim: int):
+        self.store, self.dim = store, dim
+        self.pending: dict[str, tuple[float, int]] = {}  # user -> (answer time, n_events expected)
+        self.latencies_ms: list[float] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def expect(self, user_id: str, answered_at: float, n_events: int = 1) -> None:
+        with self.lock:
+            self.pending[user_id] = (answered_at, n_events)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                users = list(self.pending)
+            if users:
+                records = self.store.user_records(users, self.dim)
+                now = time.perf_counter()
+                with self.lock:
+                    for u in users:
+                        at, want = self.pending[u]
+                        if records[u].state.n_events >= want:
+                            self.latencies_ms.append(max(0.0, (now - at) * 1000))
+                            del self.pending[u]
+            time.sleep(0.0005)
+
+    def finish(self, timeout: float = 10.0) -> int:
+        deadline = time.perf_counter() + timeout
+        while self.pending and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        self.stop.set()
+        self.thread.join()
+        return len(self.pending)

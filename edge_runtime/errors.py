@@ -1,0 +1,28 @@
+"""The SDK's errors: the project's one hierarchy (shared.errors) plus what only a device meets.
+
+Every error an EdgeClient raises on purpose derives from PocketrankError, so an
+app can catch that one type.
+"""
+
+from __future__ import annotations
+
+from shared.errors import (  # re-exported: the SDK's whole hierarchy in one place
+    IntegrityError,
+    ModelError,
+    PocketrankError,
+    SignatureError,
+    TransportError,
+    ValidationError,
+)
+
+
+class StorageError(PocketrankError):
+    """The device's storage refused a write (disk full, read-only, corrupt database).
+
+    Whatever the write belonged to did not happen: a sync leaves the previous
+    version serving, a track() that raises this did not record the event.
+    """
+
+
+__all__ = ["IntegrityError", "ModelError", "PocketrankError", "SignatureError", "StorageError", "TransportError",
+           "ValidationError"]

@@ -1,0 +1,111 @@
+"""The local answer: rerank the user's cached candidates on the device, or fall back without a blank screen.
+
+In order: `edge` (the int8 ranker over the cached candidates with the
+on-device user state), `cache` (the candidates in the server's order, when
+there is no usable ranker or state), `popular` (no candidates for this user).
+Business rules (shared.rules, as on the server) drop items this user consumed
+on the device and cap items per category; dropping out-of-stock items is an
+option (off by default: the stock flags are as old as the bundle, and
+docs/wire-format.md §12 specifies the device without it). If the rules leave
+fewer than k, popular items fill the list, each marked as such.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from shared.features import ranker_inputs, user_vector
+from shared.rules import apply_rules
+
+from .cache import DeviceCache, Snapshot
+from .rerank import LocalRanker, ModelSlot
+from .results import Recommendation, RecommendedItem
+
+STAGES = ("read", "features", "model", "rules")
+
+
+class LocalRecommender:
+    def __init__(self, cache: DeviceCache, slot: ModelSlot, max_model_bytes: int, stale_after: float,
+                 clock: Callable[[], float] = time.time, max_per_category: int | None = None,
+                 drop_out_of_stock: bool = False):
+        self.cache, self.slot = cache, slot
+        self.drop_out_of_stock = drop_out_of_stock
+        self.max_model_bytes = max_model_bytes
+        self.stale_after = stale_after
+        self.clock = clock
+        self.max_per_category = max_per_category
+        # Seconds spent in each stage of the last call: what `bench edge` reports.
+        self.stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+
+    def _load(self, sha: str) -> LocalRanker:
+        return LocalRanker(self.cache.files.read(sha), self.max_model_bytes)
+
+    def _cap(self, snap: Snapshot, override: int | None) -> int | None:
+        if override is not None:
+            return override
+        if self.max_per_category is not None:
+            return self.max_per_category
+        return (snap.manifest.get("rules") or {}).get("max_per_category")
+
+    def recommend(self, user_id: str, k: int, exclude: set[int] = frozenset(),
+                  max_per_category: int | None = None) -> Recommendation:
+        t0 = time.perf_counter()
+        snap = self.cache.snapshot()
+        now = self.clock()
+        expired = bool(snap.manifest) and snap.manifest.get("expires_at", now) < now
+        consumed = self.cache.consumed(user_id) | set(exclude)
+        cands = self.cache.packed(user_id)
+        cap = self._cap(snap, max_per_category)
+        stages = self.stages
+        if cands is None:
+            t1 = time.perf_counter()
+            stages.update(read=t1 - t0, features=0.0, model=0.0)
+            stale = expired or snap.synced_at is None or now - snap.synced_at > self.stale_after
+            picked = self._top_up([], k, consumed)
+            stages["rules"] = time.perf_counter() - t1
+            return self._answer(picked, "popular", snap, snap.version or None, stale)
+        ranker = self.slot.get(snap.ranker_sha, self._load)
+        state = self.cache.user_state(user_id)
+        t1 = time.perf_counter()
+        model = 0.0
+        if (ranker is not None and state is not None and state.w > 0 and len(cands.ids)
+                and len(state.s) == cands.vectors.shape[1]):
+            inputs = ranker_inputs(user_vector(state), cands.vectors)
+            t2 = time.perf_counter()
+            scores = ranker.session.run(None, inputs)[0]
+            model = time.perf_counter() - t2
+            order = np.lexsort((cands.ids, -scores))  # best first, ties by id: as shared.rules.top_by_score
+            source = "edge"
+        else:
+            scores, order, source = cands.scores, np.arange(len(cands.ids)), "cache"
+        t3 = time.perf_counter()
+        ids = cands.ids.tolist()
+        ranked = list(zip(cands.ids[order].tolist(), scores[order].tolist()))
+        stock = dict(zip(ids, cands.in_stock.tolist())) if self.drop_out_of_stock else None
+        category = None
+        if cap is not None:
+            category = dict(zip(ids, (snap.categories[c] if c < len(snap.categories) else "" for c in cands.cats.tolist())))
+        picked = [(i, s, source) for i, s in apply_rules(ranked, k, consumed, stock, category, cap)]
+        if len(picked) < k and len(ranked):  # an empty list published for this user is the server's answer
+            picked = self._top_up(picked, k, consumed)
+        stale = expired or now - cands.received_at > self.stale_after
+        rec = self._answer(picked, source, snap, cands.version, stale)
+        stages.update(read=t1 - t0, features=t3 - t1 - model, model=model, rules=time.perf_counter() - t3)
+        return rec
+
+    def _top_up(self, picked: list[tuple[int, float, str]], k: int, consumed: set[int]) -> list[tuple[int, float, str]]:
+        """Fill up to k with popular items, so a user never sees a short (or empty) list while any are left."""
+        have = consumed | {i for i, _, _ in picked}
+        extra = apply_rules([(i, 0.0) for i in self.cache.popular()], k - len(picked), have)
+        return picked + [(i, s, "popular") for i, s in extra]
+
+    def _answer(self, picked: list[tuple[int, float, str]], source: str, snap: Snapshot, version: int | None,
+                stale: bool) -> Recommendation:
+        meta = self.cache.item_meta([i for i, _, _ in picked])
+        items = [RecommendedItem(i, float(s), r + 1, meta.get(i, {}).get("title", ""),
+                                 meta.get(i, {}).get("category", ""), src, stale)
+                 for r, (i, s, src) in enumerate(picked)]
+        return Recommendation(items, source, snap.model_version, version, stale)

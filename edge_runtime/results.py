@@ -1,0 +1,57 @@
+"""What the SDK's calls return: plain dataclasses an app can log, compare or turn into JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+SOURCES = ("server", "edge", "cache", "popular")
+
+
+@dataclass
+class RecommendedItem:
+    item_id: int
+    score: float
+    rank: int
+    title: str = ""
+    category: str = ""
+    source: str = ""  # which of SOURCES produced this item; top-ups from popular say "popular"
+    stale: bool = False  # from a candidate list older than the client's stale_after
+
+
+@dataclass
+class Recommendation:
+    items: list[RecommendedItem]
+    source: str  # server | edge | cache | popular: where the list as a whole came from
+    model_version: str | None = None
+    candidates_version: int | None = None
+    stale: bool = False
+    latency_ms: float = 0.0
+    reason: str = ""  # why the server was not used, when it was not
+
+    @property
+    def item_ids(self) -> list[int]:
+        return [i.item_id for i in self.items]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "item_ids": self.item_ids}
+
+
+@dataclass
+class SyncResult:
+    version: int
+    changed: bool
+    bytes_downloaded: int = 0
+    artifacts_fetched: list[str] = field(default_factory=list)
+    users_updated: list[str] = field(default_factory=list)
+    unknown_users: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FlushResult:
+    sent: int = 0
+    acknowledged: int = 0
+    rejected: int = 0
+    remaining: int = 0
+    batches: int = 0
+    error: str | None = None
+    retry_in: float | None = None  # seconds until uploads may be tried again, when backing off

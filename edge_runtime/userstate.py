@@ -1,0 +1,65 @@
+"""The device's real-time user state: every tracked event folded in at once, offline too.
+
+The fold is shared.features.update_user_state, the function the server's
+real-time layer runs on the same events, so the device and the server hold
+the same vector for the same history. Items the user clicked, carted or bought
+are remembered so the local rerank can leave them out.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable, Iterable
+
+import numpy as np
+
+from shared.features import UserState, query_vector, update_user_state
+
+from .cache import DeviceCache
+
+CONSUMED_TYPES = ("click", "add_to_cart", "purchase")
+
+
+class SearchIndex:
+    """Titles and vectors for folding search events, loaded once per bundle version, on the first search."""
+
+    def __init__(self, cache: DeviceCache):
+        self.cache = cache
+        self._version: int | None = None
+        self._titles: dict[int, str] = {}
+        self._vectors: dict[int, np.ndarray] = {}
+
+    def vector(self, query: str, conn: sqlite3.Connection) -> np.ndarray | None:
+        version = int((conn.execute("SELECT value FROM meta WHERE key = 'bundle_version'").fetchone() or ["0"])[0])
+        if version != self._version:
+            rows = conn.execute("SELECT item_id, title, vector FROM items").fetchall()
+            self._titles = {r[0]: r[1] for r in rows}
+            self._vectors = {r[0]: np.frombuffer(r[2], dtype="<f4") for r in rows}
+            self._version = version
+        return query_vector(query, self._titles, self._vectors)
+
+
+def fold(conn: sqlite3.Connection, user_id: str, events: Iterable[dict], dim: int,
+         search: Callable[[str, sqlite3.Connection], np.ndarray | None], base: UserState | None = None) -> UserState:
+    """Fold `events` (oldest first) into the user's state and consumed items, inside the caller's transaction."""
+    state = base
+    if state is None:
+        row = conn.execute("SELECT s, w, n_events FROM user_state WHERE user_id = ?", (user_id,)).fetchone()
+        state = UserState(np.frombuffer(row[0], dtype="<f4").astype(np.float32), row[1], row[2]) if row \
+            else UserState.empty(dim)
+    for ev in events:
+        item_id = ev.get("item_id")
+        vec = None
+        if item_id is not None:
+            row = conn.execute("SELECT vector FROM items WHERE item_id = ?", (item_id,)).fetchone()
+            vec = np.frombuffer(row[0], dtype="<f4") if row else None
+        if vec is None and ev.get("query"):
+            vec = search(ev["query"], conn)
+        state = update_user_state(state, vec, ev["type"])
+        if ev["type"] in CONSUMED_TYPES and item_id is not None:
+            conn.execute("INSERT OR REPLACE INTO consumed (user_id, item_id, type) VALUES (?, ?, ?)",
+                         (user_id, item_id, ev["type"]))
+    conn.execute("INSERT OR REPLACE INTO user_state (user_id, s, w, n_events, updated_at) VALUES (?, ?, ?, ?, "
+                 "strftime('%s', 'now'))", (user_id, np.asarray(state.s, dtype="<f4").tobytes(), float(state.w),
+                                            state.n_events))
+    return state

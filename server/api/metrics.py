@@ -1,0 +1,76 @@
+"""GET /metrics (Prometheus text) and GET /v1/metrics/summary (JSON for the dashboard).
+
+Both are computed from the event log at request time over a window ending at the newest event
+(`window` seconds, default a day; `bucket` seconds per time-series point, default an hour), from
+at most `limit` recent events. Operators scrape these; they carry aggregates only, no user ids.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from shared.errors import ValidationError
+
+from ..monitoring import collector, prom, source
+from ..monitoring.registry import Registry
+
+bp = Blueprint("metrics", __name__)
+
+DEFAULT_WINDOW, DEFAULT_BUCKET, DEFAULT_LIMIT = 86_400.0, 3_600.0, 50_000
+
+
+def _number(name: str, default: float, low: float, high: float) -> float:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError(name, "must be a number") from None
+    if not low <= value <= high:
+        raise ValidationError(name, f"must be between {low:g} and {high:g}")
+    return value
+
+
+def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET, limit: int = DEFAULT_LIMIT) -> dict:
+    serving = current_app.extensions["pocketrank"]
+    store = serving.store
+    events = source.recent_events(store, limit=limit)
+    until = max((e.timestamp for e in events), default=0.0)
+    since = until - window
+    events = [e for e in events if e.timestamp >= since]
+    prices = {it.item_id: it.price for it in store.items()}
+    summary = collector.summarize(events, prices)
+    registry = Registry(serving.home.root)
+    rollout = registry.rollout()
+    return {
+        "window": {"since": since, "until": until, "seconds": window, "events": len(events)},
+        **summary,
+        "timeseries": collector.timeseries(events, bucket, prices),
+        "events_per_second": source.events_per_second(store, time.time()),
+        "models": {"current": store.get_meta("current_model"), "live": registry.live(),
+                   "canary": rollout["version"] if rollout else None},
+        "canary": {k: rollout[k] for k in ("rollout_id", "version", "share", "control")} if rollout else None,
+        "registry": {v: rec["state"] for v, rec in registry.versions().items()},
+    }
+
+
+def _args() -> tuple[float, float, int]:
+    window = _number("window", DEFAULT_WINDOW, 1, 90 * 86_400)
+    bucket = _number("bucket", DEFAULT_BUCKET, 1, 90 * 86_400)
+    if window / bucket > 10_000:
+        raise ValidationError("bucket", "gives more than 10,000 buckets for this window; make it larger")
+    return window, bucket, int(_number("limit", DEFAULT_LIMIT, 1, source.MAX_EVENTS))
+
+
+@bp.get("/v1/metrics/summary")
+def summary():
+    return jsonify(build_summary(*_args()))
+
+
+@bp.get("/metrics")
+def metrics():
+    body = prom.render(build_summary(*_args()))
+    return Response(body, mimetype=None, content_type=prom.CONTENT_TYPE)

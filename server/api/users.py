@@ -1,0 +1,35 @@
+"""GET /v1/users/<user_id>: the online store's record for one user (embedding freshness, recent sequence)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, jsonify
+
+from shared.features import user_vector
+from shared.schemas import check_id
+
+from ..auth import current_device
+from .params import int_arg
+
+bp = Blueprint("users", __name__)
+
+
+@bp.get("/v1/users/<user_id>")
+def get_user(user_id: str):
+    serving = current_app.extensions["pocketrank"]
+    user_id = check_id("user_id", user_id)
+    device = current_device()
+    if device is not None:
+        device.check_users([user_id])  # a device reads only its own users
+    if not serving.store.has_user(user_id):
+        abort(404, description=f"no events folded for user {user_id!r} yet")
+    recent = int_arg("recent", 10, 0, 1000)
+    rec = serving.store.user_records([user_id], serving.dim)[user_id]
+    return jsonify(
+        user_id=user_id,
+        n_events=rec.state.n_events,
+        updated_at=rec.updated_at,
+        log_position=rec.last_pos,
+        embedding=[round(float(x), 6) for x in user_vector(rec.state)],
+        recent=rec.recent_events()[-recent:] if recent else [],
+        features=serving.store.features(user_id),
+    )

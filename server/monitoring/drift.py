@@ -1,0 +1,184 @@
+"""Drift: the population stability index, made sample-size aware, and the decision it drives.
+
+PSI = sum_i (a_i - e_i) * ln(a_i / e_i) over bins, e the reference (training window) shares and
+a the current window's. Binning: numeric values go into the reference's deciles (10 bins, edges
+from its quantiles, ties merged, the outer bins open-ended, so every current value has a bin);
+categorical values get one bin each over the union of both windows. Shares are smoothed by half a
+count per bin (Jeffreys), so an empty bin gives a large but finite term.
+
+The customary thresholds (0.1: watch, 0.25: act) are effect sizes and say nothing about noise:
+for two samples of n and m drawn from the same distribution PSI / (1/n + 1/m) is approximately
+chi-squared with B - 1 degrees of freedom (PSI is, to second order, the chi-squared distance), so
+identical populations score (B - 1)(1/n + 1/m) on average: 0.0036 for two windows of 5,000 events
+and 10 bins, but 0.18 for two of 100. A PSI therefore triggers only if it is over the threshold
+AND its p-value under that null is below `alpha` (0.001 by default): large windows are not
+retrained on immaterial shifts, small windows not on noise. tests/server/test_monitoring_drift.py
+measures both, and the injected drift (a category's popularity tripled in the simulator).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+WATCH, ACT = 0.1, 0.25
+ALPHA = 1e-3
+N_BINS = 10
+
+
+def quantile_edges(reference: Sequence[float], n_bins: int = N_BINS) -> np.ndarray:
+    """Inner bin edges: the reference's quantiles, duplicates merged (ties make fewer bins)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    ref = ref[np.isfinite(ref)]
+    if ref.size == 0:
+        return np.zeros(0)
+    return np.unique(np.quantile(ref, np.linspace(0, 1, n_bins + 1)[1:-1]))
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    counts = counts.astype(np.float64) + 0.5
+    return counts / counts.sum()
+
+
+def psi_from_counts(expected: Sequence[float], actual: Sequence[float]) -> float:
+    e, a = _shares(np.asarray(expected)), _shares(np.asarray(actual))
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def chi2_sf(x: float, df: int) -> float:
+    """P(X > x) for X ~ chi-squared(df), integer df, exact (series in the regularised gamma)."""
+    if x <= 0:
+        return 1.0
+    if df <= 0:
+        return 0.0
+    h = x / 2.0
+    if df % 2 == 0:
+        term = total = 1.0
+        for i in range(1, df // 2):
+            term *= h / i
+            total += term
+        return min(1.0, math.exp(-h) * total)
+    total = math.erfc(math.sqrt(h))
+    term = math.sqrt(h) * 2.0 / math.sqrt(math.pi)
+    for i in range(1, (df - 1) // 2 + 1):
+        total += math.exp(-h) * term
+        term *= h / (i + 0.5)
+    return min(1.0, total)
+
+
+@dataclass
+class DriftFigure:
+    """One signal's comparison: its PSI, the noise floor for these sample sizes, the p-value."""
+
+    name: str
+    kind: str  # numeric | categorical
+    psi: float
+    n_reference: int
+    n_current: int
+    bins: int
+    noise_floor: float
+    p_value: float
+    level: str  # ok | watch | act
+    top_shifts: list = field(default_factory=list)  # categorical: the largest share changes
+
+
+def _judge(name: str, kind: str, ref_counts: np.ndarray, cur_counts: np.ndarray, watch: float, act: float,
+           alpha: float, top: list | None = None) -> DriftFigure:
+    n, m, b = int(ref_counts.sum()), int(cur_counts.sum()), int(ref_counts.size)
+    if n == 0 or m == 0 or b < 2:
+        return DriftFigure(name, kind, 0.0, n, m, b, 0.0, 1.0, "ok", top or [])
+    value = psi_from_counts(ref_counts, cur_counts)
+    scale = 1.0 / n + 1.0 / m
+    p = chi2_sf(value / scale, b - 1)
+    level = "ok"
+    if p < alpha:
+        level = "act" if value >= act else "watch" if value >= watch else "ok"
+    return DriftFigure(name, kind, round(value, 5), n, m, b, round((b - 1) * scale, 5), p, level, top or [])
+
+
+def numeric_drift(name: str, reference: Sequence[float], current: Sequence[float], n_bins: int = N_BINS,
+                  watch: float = WATCH, act: float = ACT, alpha: float = ALPHA) -> DriftFigure:
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
+    edges = quantile_edges(ref, n_bins)
+    nb = edges.size + 1
+    rc = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=nb)
+    cc = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=nb)
+    return _judge(name, "numeric", rc, cc, watch, act, alpha)
+
+
+def categorical_drift(name: str, reference: Mapping[Hashable, float] | Iterable[Hashable],
+                      current: Mapping[Hashable, float] | Iterable[Hashable], watch: float = WATCH,
+                      act: float = ACT, alpha: float = ALPHA, n_top: int = 3) -> DriftFigure:
+    ref = reference if isinstance(reference, Mapping) else Counter(reference)
+    cur = current if isinstance(current, Mapping) else Counter(current)
+    keys = sorted(set(ref) | set(cur), key=str)
+    rc = np.array([ref.get(k, 0) for k in keys], dtype=np.float64)
+    cc = np.array([cur.get(k, 0) for k in keys], dtype=np.float64)
+    top = []
+    if rc.sum() and cc.sum():
+        d = cc / cc.sum() - rc / rc.sum()
+        top = [{"value": str(keys[i]), "reference_share": round(float(rc[i] / rc.sum()), 4),
+                "current_share": round(float(cc[i] / cc.sum()), 4)} for i in np.argsort(-np.abs(d))[:n_top]]
+    return _judge(name, "categorical", rc, cc, watch, act, alpha, top)
+
+
+@dataclass
+class DriftDecision:
+    """The record a retraining trigger logs: what was compared, every figure, and the verdict."""
+
+    retrain: bool
+    level: str  # ok | watch | act: the worst signal's
+    reasons: list[str]
+    figures: list[DriftFigure]
+    reference_window: tuple[float, float] | None = None
+    current_window: tuple[float, float] | None = None
+    thresholds: dict = field(default_factory=lambda: {"watch": WATCH, "act": ACT, "alpha": ALPHA})
+    decided_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(figures: list[DriftFigure], reference_window: tuple[float, float] | None = None,
+           current_window: tuple[float, float] | None = None, watch: float = WATCH, act: float = ACT,
+           alpha: float = ALPHA) -> DriftDecision:
+    """Retrain if any signal is at `act`: over the act threshold and beyond the noise floor."""
+    order = {"ok": 0, "watch": 1, "act": 2}
+    level = max((f.level for f in figures), key=order.__getitem__, default="ok")
+    reasons = [f"{f.name}: PSI {f.psi:.3f} (noise floor {f.noise_floor:.4f}, p={f.p_value:.2g}) -> {f.level}"
+               for f in figures if f.level != "ok"]
+    return DriftDecision(level == "act", level, reasons, figures, reference_window, current_window,
+                         {"watch": watch, "act": act, "alpha": alpha})
+
+
+def category_mix(events: Iterable, item_category: Mapping[int, str],
+                 types: tuple[str, ...] = ("click", "add_to_cart", "purchase")) -> Counter:
+    """Counts of events per category of their item: what users engage with (not what was shown)."""
+    return Counter(item_category.get(e.item_id, "unknown") for e in events
+                   if e.type in types and e.item_id is not None)
+
+
+def check_drift(reference_events: Sequence, current_events: Sequence, item_category: Mapping[int, str],
+                reference_scores: Sequence[float] | None = None, current_scores: Sequence[float] | None = None,
+                features: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+                watch: float = WATCH, act: float = ACT, alpha: float = ALPHA) -> DriftDecision:
+    """Category mix of engagement, score distribution and named features, current window vs reference."""
+    figs = [categorical_drift("category_mix", category_mix(reference_events, item_category),
+                              category_mix(current_events, item_category), watch, act, alpha)]
+    if reference_scores is not None and current_scores is not None:
+        figs.append(numeric_drift("scores", reference_scores, current_scores, watch=watch, act=act, alpha=alpha))
+    for name, (ref, cur) in (features or {}).items():
+        figs.append(numeric_drift(f"feature:{name}", ref, cur, watch=watch, act=act, alpha=alpha))
+
+    def span(evs: Sequence) -> tuple[float, float] | None:
+        ts = [e.timestamp for e in evs]
+        return (min(ts), max(ts)) if ts else None
+
+    return decide(figs, span(reference_events), span(current_events), watch, act, alpha)

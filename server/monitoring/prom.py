@@ -1,0 +1,68 @@
+"""The collector's figures as Prometheus metrics, on a private CollectorRegistry.
+
+A custom collector renders a summary (from `collector.summarize`) at scrape time, so nothing is
+held in the process-global registry and two apps in one process (as in the tests) never clash.
+Every figure is a gauge over the summary's window, labelled `key`/`value` for per-segment series
+(`key="all"` for the overall one): CTR, bounce rate, conversion and revenue per user are rates
+over the window, not ever-increasing counters, so they are not Prometheus counters either.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FIGURES = {
+    "ctr": "Clicks per impression over the window",
+    "bounce_rate": "Share of sessions that showed items and got no click, cart or purchase",
+    "conversion": "Share of sessions with a purchase",
+    "revenue_per_user": "Revenue over distinct users with a session",
+    "impressions": "Impressions in the window",
+    "clicks": "Clicks in the window",
+    "sessions": "Sessions in the window",
+    "users": "Distinct users in the window",
+}
+
+
+class SummaryCollector:
+    def __init__(self, summary_fn: Callable[[], dict]):
+        self.summary_fn = summary_fn
+
+    def collect(self):
+        summary = self.summary_fn()
+        for name, doc in FIGURES.items():
+            g = GaugeMetricFamily(f"pocketrank_{name}", doc, labels=["key", "value"])
+            rows = [("all", "all", summary.get("overall", {}))]
+            rows += [(k, v, f) for k, vals in summary.get("by_segment", {}).items() for v, f in vals.items()]
+            for key, value, figs in rows:
+                x = figs.get(name)
+                if x is not None:
+                    g.add_metric([key, value], float(x))
+            yield g
+        eps = GaugeMetricFamily("pocketrank_events_per_second", "Events received per second, last minute")
+        eps.add_metric([], float(summary.get("events_per_second") or 0.0))
+        yield eps
+        info = GaugeMetricFamily("pocketrank_model_info", "1 for each served model version and its role",
+                                 labels=["version", "role"])
+        for role, version in (summary.get("models") or {}).items():
+            if isinstance(version, str) and version:
+                info.add_metric([version, role], 1.0)
+        yield info
+        canary = summary.get("canary") or {}
+        share = GaugeMetricFamily("pocketrank_canary_share", "Share of users served the canary model")
+        share.add_metric([], float(canary.get("share") or 0.0))
+        yield share
+
+
+def registry_for(summary_fn: Callable[[], dict]) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SummaryCollector(summary_fn))
+    return reg
+
+
+def render(summary: dict) -> bytes:
+    """Prometheus text exposition of one summary."""
+    return generate_latest(registry_for(lambda: summary))

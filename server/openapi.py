@@ -1,0 +1,187 @@
+"""The OpenAPI 3.0 document of the REST API, served at /openapi.json.
+
+Written by hand beside the blueprints (not generated) so it is the contract a
+Kotlin or Swift client is built from; tests/server/test_openapi.py runs
+schemathesis against it in-process to keep the two honest.
+"""
+
+from __future__ import annotations
+
+ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}$", "maxLength": 64, "minLength": 1}
+ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+}
+EVENT = {
+    "type": "object",
+    "required": ["event_id", "user_id", "device_id", "type", "timestamp"],
+    "additionalProperties": False,
+    "properties": {
+        "event_id": ID, "user_id": ID, "device_id": ID, "session_id": ID,
+        "type": {"type": "string", "enum": ["view", "click", "search", "add_to_cart", "purchase", "impression"]},
+        "item_id": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+        "query": {"type": "string", "minLength": 1, "maxLength": 256},
+        "timestamp": {"type": "number", "minimum": 0, "maximum": 4102444800},
+        "context": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 64}},
+    },
+}
+ITEM = {
+    "type": "object",
+    "required": ["item_id", "score", "rank"],
+    "properties": {"item_id": {"type": "integer"}, "score": {"type": "number"}, "rank": {"type": "integer"}},
+}
+
+
+METRICS_PARAMS = [
+    {"name": "window", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 90 * 86400}},
+    {"name": "bucket", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 90 * 86400}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+]
+
+
+def _errors(*codes: int) -> dict:
+    return {str(c): {"description": "error", "content": {"application/json": {"schema": ERROR}}} for c in codes}
+
+
+def _json(schema: dict, description: str = "ok") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def document() -> dict:
+    bearer = [{"device": []}, {}]  # a device token, optional unless POCKETRANK_REQUIRE_DEVICE_TOKEN is set
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "pocketrank", "version": "1",
+                 "description": "Recommendations and delta sync for devices; byte layouts in docs/wire-format.md."},
+        "components": {"securitySchemes": {
+            "device": {"type": "http", "scheme": "bearer", "description": "token from POST /v1/devices"},
+            "operator": {"type": "apiKey", "in": "header", "name": "X-Operator-Key"},
+        }},
+        "paths": {
+            "/healthz": {"get": {"operationId": "health", "responses": {"200": _json({
+                "type": "object", "required": ["status"],
+                "properties": {"status": {"type": "string"}, "model_version": {"type": "string", "nullable": True},
+                               "bundle_version": {"type": "integer"}}})}}},
+            "/v1/events": {"post": {
+                "operationId": "postEvents", "security": bearer,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["events"],
+                    "properties": {"events": {"type": "array", "maxItems": 500, "items": EVENT}}}}}},
+                "responses": {"200": _json({"type": "object", "required": ["results", "accepted", "duplicate", "rejected"],
+                                            "properties": {"results": {"type": "array", "items": {"type": "object"}},
+                                                           "accepted": {"type": "integer"},
+                                                           "duplicate": {"type": "integer"},
+                                                           "rejected": {"type": "integer"}}}),
+                              **_errors(400, 401, 403, 413, 503)}}},
+            "/v1/recommendations": {"get": {
+                "operationId": "getRecommendations",
+                "parameters": [{"name": "user_id", "in": "query", "required": True, "schema": ID},
+                               {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+                "responses": {"200": _json({"type": "object", "required": ["user_id", "items", "source", "path"],
+                                            "properties": {"user_id": {"type": "string"},
+                                                           "items": {"type": "array", "items": ITEM},
+                                                           "source": {"type": "string"}, "path": {"type": "string"},
+                                                           "model_version": {"type": "string"},
+                                                           "bundle_version": {"type": "integer"}}}),
+                              **_errors(400, 503)}}},
+            "/v1/sync": {"get": {
+                "operationId": "sync", "security": bearer,
+                "parameters": [
+                    {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
+                    {"name": "users", "in": "query", "required": True,
+                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}(,[A-Za-z0-9_.:\-]{1,64}){0,49}$"}},
+                ],
+                "responses": {"200": _json({"type": "object",
+                                            "required": ["version", "manifest", "signature", "records", "artifacts"],
+                                            "properties": {"version": {"type": "integer"},
+                                                           "manifest": {"type": "string", "format": "byte"},
+                                                           "signature": {"type": "string", "format": "byte"},
+                                                           "records": {"type": "object"}, "states": {"type": "object"},
+                                                           "unknown_users": {"type": "array"},
+                                                           "artifacts": {"type": "object"}}}),
+                              "304": {"description": "nothing changed since the cursor"},
+                              **_errors(400, 401, 403, 429, 503)}}},
+            "/v1/artifacts/{version}/{name}": {"get": {
+                "operationId": "getArtifact",
+                "parameters": [{"name": "version", "in": "path", "required": True,
+                                "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
+                               {"name": "name", "in": "path", "required": True, "schema": ID},
+                               {"name": "Range", "in": "header", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the artifact's bytes",
+                                      "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                          "format": "binary"}}}},
+                              "206": {"description": "a byte range of the artifact"},
+                              "304": {"description": "not modified"},
+                              "416": {"description": "range not satisfiable"},
+                              **_errors(404)}}},
+            "/v1/items": {"post": {
+                "operationId": "upsertItems", "security": [{"operator": []}, {}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": {"type": "object"}}}}}}},
+                "responses": {"200": _json({"type": "object", "required": ["results", "created", "updated", "rejected"],
+                                            "properties": {"results": {"type": "array", "items": {"type": "object"}},
+                                                           "created": {"type": "integer"},
+                                                           "updated": {"type": "integer"},
+                                                           "rejected": {"type": "integer"}}}),
+                              **_errors(400, 401, 413, 503)}}},
+            "/v1/items/{item_id}": {"get": {
+                "operationId": "getItem",
+                "parameters": [{"name": "item_id", "in": "path", "required": True,
+                                "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}}],
+                "responses": {"200": _json({"type": "object", "required": ["item_id", "title", "category"],
+                                            "properties": {"item_id": {"type": "integer"},
+                                                           "title": {"type": "string"},
+                                                           "category": {"type": "string"},
+                                                           "provisional": {"type": "boolean"},
+                                                           "has_vector": {"type": "boolean"}}}),
+                              **_errors(404, 503)}}},
+            "/v1/users/{user_id}": {"get": {
+                "operationId": "getUser", "security": bearer,
+                "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": ID},
+                               {"name": "recent", "in": "query",
+                                "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}],
+                "responses": {"200": _json({"type": "object", "required": ["user_id", "n_events", "embedding"],
+                                            "properties": {"user_id": {"type": "string"},
+                                                           "n_events": {"type": "integer"},
+                                                           "updated_at": {"type": "number"},
+                                                           "embedding": {"type": "array",
+                                                                         "items": {"type": "number"}},
+                                                           "recent": {"type": "array"},
+                                                           "features": {"type": "object", "nullable": True}}}),
+                              **_errors(400, 401, 403, 404, 503)}}},
+            "/metrics": {"get": {
+                "operationId": "prometheusMetrics",
+                "parameters": METRICS_PARAMS,
+                "responses": {"200": {"description": "Prometheus text exposition",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              **_errors(400)}}},
+            "/v1/metrics/summary": {"get": {
+                "operationId": "metricsSummary",
+                "parameters": METRICS_PARAMS,
+                "responses": {"200": _json({"type": "object", "required": ["overall", "by_segment", "timeseries"],
+                                            "properties": {"overall": {"type": "object"},
+                                                           "by_segment": {"type": "object"},
+                                                           "timeseries": {"type": "array", "items": {"type": "object"}},
+                                                           "events_per_second": {"type": "number"},
+                                                           "models": {"type": "object"},
+                                                           "canary": {"type": "object", "nullable": True}}}),
+                              **_errors(400)}}},
+            "/v1/devices": {"post": {
+                "operationId": "registerDevice", "security": [{"operator": []}, {}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["device_id", "users"],
+                    "properties": {"device_id": ID, "users": {"type": "array", "minItems": 1, "maxItems": 50,
+                                                              "items": ID}}}}}},
+                "responses": {"201": _json({"type": "object", "required": ["device_id", "token", "users"],
+                                            "properties": {"device_id": {"type": "string"},
+                                                           "token": {"type": "string"},
+                                                           "users": {"type": "array", "items": {"type": "string"}}}}),
+                              **_errors(400, 401, 413)}}},
+            "/v1/devices/{device_id}": {"delete": {
+                "operationId": "revokeDevice", "security": [{"operator": []}, {}],
+                "parameters": [{"name": "device_id", "in": "path", "required": True, "schema": ID}],
+                "responses": {"204": {"description": "revoked"}, **_errors(401, 404)}}},
+        },
+    }

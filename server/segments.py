@@ -1,0 +1,83 @@
+"""Segment embeddings: what a user with no events of their own starts from.
+
+A segment is a set of profile attributes (age band, gender, occupation,
+region). Its vector is the mean user vector of the known users in it. A new
+user who states some attributes gets the vector of their exact combination if
+enough users share it, else the mean of the single-attribute segments they
+named; with none of those, popular items answer instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Mapping
+
+import numpy as np
+
+from shared.errors import ValidationError
+
+SEGMENT_FIELDS = ("age_band", "gender", "occupation", "region")
+META_KEY = "segments"
+# Like ids, plus "+" for bands such as "55+" (send it as %2B in a URL).
+VALUE_RE = re.compile(r"^[A-Za-z0-9_.:+\-]{1,64}$")
+
+
+def segment_key(attrs: Mapping[str, str]) -> str:
+    return "&".join(f"{k}={attrs[k]}" for k in sorted(attrs))
+
+
+def compute_segments(user_vectors: Mapping[str, np.ndarray], profiles: Mapping[str, Mapping[str, str]],
+                     min_users: int = 5) -> dict[str, np.ndarray]:
+    """Mean user vector per exact attribute combination and per single attribute,
+    for segments with at least `min_users` users."""
+    sums: dict[str, tuple[np.ndarray, int]] = {}
+    for user_id, attrs in profiles.items():
+        vec = user_vectors.get(user_id)
+        if vec is None:
+            continue
+        attrs = {k: v for k, v in attrs.items() if k in SEGMENT_FIELDS}
+        keys = {segment_key(attrs)} | {segment_key({k: v}) for k, v in attrs.items()}
+        for key in keys:
+            s, n = sums.get(key, (np.zeros_like(vec, dtype=np.float64), 0))
+            sums[key] = (s + vec, n + 1)
+    return {k: (s / n).astype(np.float32) for k, (s, n) in sums.items() if n >= min_users}
+
+
+def lookup(segments: Mapping[str, np.ndarray], attrs: Mapping[str, str]) -> tuple[np.ndarray, str] | None:
+    """The vector for these attributes and the segment(s) it came from, or None."""
+    if not attrs or not segments:
+        return None
+    exact = segment_key(attrs)
+    if exact in segments:
+        return segments[exact], exact
+    singles = [segment_key({k: v}) for k, v in sorted(attrs.items())]
+    found = [s for s in singles if s in segments]
+    if not found:
+        return None
+    return np.mean([segments[s] for s in found], axis=0).astype(np.float32), "|".join(found)
+
+
+def parse_attrs(args: Mapping[str, str]) -> dict[str, str]:
+    """Segment attributes from a request's query parameters, checked like ids."""
+    out = {}
+    for name in SEGMENT_FIELDS:
+        value = args.get(name)
+        if value is None or value == "":
+            continue
+        if not VALUE_RE.match(value):
+            raise ValidationError(name, "must be 1-64 characters of A-Z a-z 0-9 _ . : + -")
+        out[name] = value
+    return out
+
+
+def dumps(segments: Mapping[str, np.ndarray]) -> str:
+    return json.dumps({k: base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
+                       for k, v in sorted(segments.items())})
+
+
+def loads(raw: str | None) -> dict[str, np.ndarray]:
+    if not raw:
+        return {}
+    return {k: np.frombuffer(base64.b64decode(v), dtype="<f4").astype(np.float32) for k, v in json.loads(raw).items()}

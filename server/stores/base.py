@@ -1,0 +1,281 @@
+"""The one interface every store implements, and the records that cross it.
+
+Four things live behind it: the item catalogue (metadata and vectors), the
+append-only event log with the updater's position in it, each user's online
+record (folded state, recent sequence, position of the last event applied)
+and the small derived tables the ranker reads (item stats, window features,
+bundle records, meta). SQLite is the embedded default; Redis is the
+scale-out path. tests/server/test_store_contract.py runs one suite against both.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from shared.features import UserState
+from shared.schemas import EVENT_TYPES, Event, Item
+
+# Actions after which an item is not recommended to that user again.
+CONSUMED_TYPES = ("click", "add_to_cart", "purchase")
+
+# One entry of a user's recent sequence: 13 bytes, so 50 events fit in 650.
+RECENT_DTYPE = np.dtype([("ts", "<f8"), ("item", "<i4"), ("type", "u1")])
+TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
+NO_ITEM = 0  # item ids start at 1 (shared.schemas), so 0 marks "no item" (a search)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """An event and its position in the log (monotonic, unique per event)."""
+
+    pos: int
+    event: Event
+
+
+@dataclass
+class UserRecord:
+    """What the online store keeps per user: the folded state and the recent sequence."""
+
+    state: UserState
+    last_pos: int = 0  # log position of the last event folded in: replays below it are skipped
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(0, RECENT_DTYPE))
+    updated_at: float = 0.0
+
+    @classmethod
+    def empty(cls, dim: int) -> "UserRecord":
+        return cls(UserState.empty(dim))
+
+    def recent_events(self) -> list[dict]:
+        return [{"type": EVENT_TYPES[int(r["type"])], "item_id": int(r["item"]) or None, "timestamp": float(r["ts"])}
+                for r in self.recent]
+
+
+def push_recent(recent: np.ndarray, event: Event, keep: int) -> np.ndarray:
+    if keep <= 0:
+        return recent[:0]
+    kept = recent[len(recent) - keep + 1:] if len(recent) >= keep else recent
+    out = np.empty(len(kept) + 1, dtype=RECENT_DTYPE)
+    out[:-1] = kept
+    out[-1] = (event.timestamp, event.item_id or NO_ITEM, TYPE_CODE[event.type])
+    return out
+
+
+def pack_recent(recent: np.ndarray) -> bytes:
+    return np.ascontiguousarray(recent, dtype=RECENT_DTYPE).tobytes()
+
+
+def unpack_recent(blob: bytes | None) -> np.ndarray:
+    return np.frombuffer(blob, dtype=RECENT_DTYPE).copy() if blob else np.zeros(0, RECENT_DTYPE)
+
+
+@dataclass
+class UserContext:
+    """Everything a ranking request needs about one user, read in one go."""
+
+    record: UserRecord
+    consumed: set[int]
+    features: dict | None
+
+
+@dataclass
+class Updates:
+    """What one updater step writes: records, and the item counters it moved."""
+
+    records: dict[str, UserRecord] = field(default_factory=dict)
+    consumed: dict[str, set[int]] = field(default_factory=dict)
+    popularity: dict[int, int] = field(default_factory=dict)  # + consumed-type events per item
+    exposures: dict[int, int] = field(default_factory=dict)  # + impressions per item
+
+
+class Store(ABC):
+    """The online store. Implementations must be safe to share between threads."""
+
+    backend: str = ""
+
+    # --- meta ---
+
+    @abstractmethod
+    def get_meta(self, key: str, default: str | None = None) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    # --- catalogue ---
+
+    @abstractmethod
+    def put_items(self, items: Iterable[Item], vectors: dict[int, np.ndarray] | None = None,
+                  provisional: Iterable[int] = ()) -> None:
+        """Insert or update items. A given vector replaces the stored one; items
+        named in `provisional` are marked as carrying a content-only vector, and
+        any other item given a vector is marked trained. Bumps catalogue_version."""
+
+    @abstractmethod
+    def items(self) -> list[Item]: ...
+
+    @abstractmethod
+    def get_items(self, item_ids: Iterable[int]) -> dict[int, Item]: ...
+
+    @abstractmethod
+    def item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every item that has a vector, ordered by id."""
+
+    @abstractmethod
+    def provisional_items(self) -> set[int]: ...
+
+    def catalogue_version(self) -> int:
+        return int(self.get_meta("catalogue_version", "0") or 0)
+
+    # --- event log ---
+
+    @abstractmethod
+    def append_events(self, events: list[Event]) -> list[bool]:
+        """Log events durably before returning; per event True if new, False if
+        its event_id was seen before (then nothing changes)."""
+
+    @abstractmethod
+    def import_events(self, events: Iterable[Event]) -> None:
+        """Bulk-load a history without answers (call rebuild_states after)."""
+
+    @abstractmethod
+    def count_events(self, event_ids: list[str] | None = None) -> int: ...
+
+    @abstractmethod
+    def iter_log(self, after: int = 0) -> Iterator[LogEntry]:
+        """Every logged event after position `after`, in log order."""
+
+    # --- the updater's consumer position ---
+
+    def updater_session(self, timeout: float = 30.0) -> AbstractContextManager:
+        """Held while an updater drains (many steps), so only one process folds at
+        a time and every user's events are applied in log order."""
+        return nullcontext()
+
+    def updater_step(self) -> AbstractContextManager:
+        """Held around one step, from claim_events to commit_updates."""
+        return nullcontext()
+
+    def ingest_tx(self) -> AbstractContextManager:
+        """Spans a request's append and its fold, where the store can make them one
+        transaction (SQLite: one commit, one fsync per request)."""
+        return nullcontext()
+
+    def savepoint(self) -> AbstractContextManager:
+        """Inside ingest_tx: a failure in here undoes only what happened in here."""
+        return nullcontext()
+
+    @contextmanager
+    def updater_lock(self, timeout: float = 30.0) -> Iterator[None]:
+        """A session of one step."""
+        with self.updater_session(timeout), self.updater_step():
+            yield
+
+    # True if claim_events can wait for new events itself (a Redis consumer group can).
+    claim_blocks: bool = False
+
+    @abstractmethod
+    def claim_events(self, limit: int, block: float = 0.0) -> list[LogEntry]:
+        """The next events the updater has not acknowledged, oldest first. After a
+        crash the unacknowledged ones come back first. Call inside updater_step.
+        Stores with claim_blocks wait up to `block` s for new events; others ignore it."""
+
+    @abstractmethod
+    def commit_updates(self, updates: Updates, entries: list[LogEntry]) -> None:
+        """Write an updater step and acknowledge `entries`, atomically."""
+
+    @abstractmethod
+    def pending_count(self) -> int:
+        """Events logged but not yet acknowledged by the updater."""
+
+    @abstractmethod
+    def wait_for_events(self, timeout: float) -> bool:
+        """Block up to `timeout` s until unacknowledged events exist; True if so."""
+
+    # --- users ---
+
+    @abstractmethod
+    def user_records(self, user_ids: Iterable[str], dim: int) -> dict[str, UserRecord]:
+        """Records of the given users; unknown users get an empty record."""
+
+    @abstractmethod
+    def has_user(self, user_id: str) -> bool: ...
+
+    @abstractmethod
+    def put_user_records(self, records: dict[str, UserRecord]) -> None:
+        """Write records as they are (bulk seeding; the updater uses commit_updates)."""
+
+    @abstractmethod
+    def user_ids(self) -> list[str]: ...
+
+    @abstractmethod
+    def consumed_items(self, user_id: str) -> set[int]: ...
+
+    @abstractmethod
+    def user_context(self, user_id: str, dim: int) -> UserContext: ...
+
+    def user_state(self, user_id: str, dim: int) -> UserState:
+        return self.user_records([user_id], dim)[user_id].state
+
+    @abstractmethod
+    def reset_derived(self, records: dict[str, UserRecord], consumed: dict[str, set[int]],
+                      popularity: dict[int, int], position: int) -> None:
+        """Replace every user record and item counter, and set the updater's
+        position (used by rebuild_states after retraining changes vectors)."""
+
+    # --- item stats, window features, segments ---
+
+    @abstractmethod
+    def item_counts(self) -> dict[int, int]:
+        """Consumed-type events per item (popularity)."""
+
+    @abstractmethod
+    def exposures(self) -> dict[int, int]:
+        """Impressions per item since the features job last reset them."""
+
+    @abstractmethod
+    def set_exposures(self, counts: dict[int, int]) -> None: ...
+
+    @abstractmethod
+    def put_features(self, features: dict[str, dict]) -> None:
+        """Replace every user's window aggregates (the features job's output)."""
+
+    @abstractmethod
+    def features(self, user_id: str) -> dict | None: ...
+
+    # --- bundle records (the publisher's per-user candidate lists) ---
+
+    @abstractmethod
+    def put_records(self, version: int, records: dict[str, bytes]) -> None: ...
+
+    @abstractmethod
+    def records(self, version: int, user_ids: list[str]) -> dict[str, bytes]: ...
+
+    def close(self) -> None:
+        """Release connections held by the calling thread."""
+
+    # --- shared behaviour ---
+
+    def rebuild_states(self, vectors: dict[int, np.ndarray], titles: dict[int, str], dim: int,
+                       keep_recent: int = 50) -> int:
+        """Recompute every user record from the whole log (after retraining changes vectors)."""
+        from ..titles import TitleIndex
+        from ..updater import fold_entries
+
+        index = TitleIndex(titles, vectors)
+        updates = Updates()
+        last = 0
+        records: dict[str, UserRecord] = {}
+        batch: list[LogEntry] = []
+        for entry in self.iter_log():
+            batch.append(entry)
+            last = entry.pos
+            if len(batch) >= 10_000:
+                fold_entries(batch, records, updates, vectors, index, dim, keep_recent)
+                batch = []
+        fold_entries(batch, records, updates, vectors, index, dim, keep_recent)
+        self.reset_derived(records, updates.consumed, updates.popularity, last)
+        return len(records)

@@ -1,0 +1,140 @@
+"""The real-time updater: folds the event log into each user's embedding, in log order.
+
+It claims the next unacknowledged events, loads their users' records, folds
+each event with the user tower (shared.features.update_user_state, the same
+function the device runs), appends it to the user's recent sequence, and
+writes the records back while acknowledging the events, in one store
+transaction. A record remembers the position of the last event folded into it,
+so an event delivered again after a crash is skipped, never applied twice.
+
+It runs inside the server by default (POCKETRANK_UPDATER=embedded: the POST
+that logged events folds them before it answers) and as its own process at
+scale (`pocketrank updater`, with POCKETRANK_UPDATER=external on the workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from shared.features import update_user_state
+
+from .catalogue import Catalogue
+from .stores.base import CONSUMED_TYPES, LogEntry, Store, Updates, UserRecord, push_recent
+from .titles import TitleIndex
+
+log = logging.getLogger(__name__)
+
+
+def fold_entries(entries: list[LogEntry], records: dict[str, UserRecord], updates: Updates,
+                 vectors: dict[int, np.ndarray], titles: TitleIndex, dim: int, keep_recent: int,
+                 now: float | None = None) -> None:
+    """Fold log entries into `records` (users missing there start empty) and note what changed."""
+    now = time.time() if now is None else now
+    for entry in entries:
+        ev = entry.event
+        rec = records.get(ev.user_id)
+        if rec is None:
+            rec = records[ev.user_id] = UserRecord.empty(dim)
+        if entry.pos <= rec.last_pos:
+            continue  # folded before a crash cut the acknowledgement short
+        vec = vectors.get(ev.item_id) if ev.item_id is not None else None
+        if vec is None and ev.query:
+            vec = titles.query_vector(ev.query)
+        rec.state = update_user_state(rec.state, vec, ev.type)
+        rec.recent = push_recent(rec.recent, ev, keep_recent)
+        rec.last_pos, rec.updated_at = entry.pos, now
+        updates.records[ev.user_id] = rec
+        if ev.item_id is None:
+            continue
+        if ev.type in CONSUMED_TYPES:
+            updates.consumed.setdefault(ev.user_id, set()).add(ev.item_id)
+            updates.popularity[ev.item_id] = updates.popularity.get(ev.item_id, 0) + 1
+        elif ev.type == "impression":
+            updates.exposures[ev.item_id] = updates.exposures.get(ev.item_id, 0) + 1
+
+
+class Updater:
+    def __init__(self, store: Store, catalogue: Callable[[], Catalogue], batch: int = 2000, keep_recent: int = 50):
+        self.store = store
+        self.catalogue = catalogue
+        self.batch = batch
+        self.keep_recent = keep_recent
+        self.applied = 0
+        self._lock = threading.Lock()  # threads of one process queue here, not at the store's lock
+
+    def step(self, lock_timeout: float = 30.0) -> int:
+        """Fold the next batch of events; returns how many were claimed (0: caught up)."""
+        with self._lock, self.store.updater_lock(lock_timeout):
+            return self._step()
+
+    def drain(self, max_seconds: float = 10.0, lock_timeout: float = 30.0) -> int:
+        """Fold until caught up, holding the lock throughout (or until `max_seconds`
+        passed, so a huge backlog cannot hold a request or the lock for long)."""
+        with self._lock, self.store.updater_session(lock_timeout):
+            return self._steps(max_seconds)
+
+    def ingest(self, events: list, max_seconds: float = 10.0, lock_timeout: float = 5.0) -> list[bool]:
+        """Log events, then fold everything pending before returning (the embedded mode).
+
+        On SQLite both happen in one transaction, so a request costs one commit.
+        The events are logged even if folding fails or another updater holds the
+        lock too long: then the fold happens later, and the error is logged.
+        """
+        with self._lock, self.store.ingest_tx():
+            new = self.store.append_events(events)
+            if any(new):
+                try:
+                    with self.store.savepoint(), self.store.updater_session(lock_timeout):
+                        self._steps(max_seconds)
+                except Exception as exc:  # noqa: BLE001  the events are durable; folding can wait
+                    log.warning("events logged but not folded yet: %s: %s", type(exc).__name__, exc)
+        return new
+
+    def _steps(self, max_seconds: float) -> int:
+        total, deadline = 0, time.monotonic() + max_seconds
+        while time.monotonic() < deadline:
+            with self.store.updater_step():
+                n = self._step()
+            total += n
+            if n < self.batch:
+                break
+        return total
+
+    def _step(self, block: float = 0.0) -> int:
+        entries = self.store.claim_events(self.batch, block)
+        if not entries:
+            return 0
+        cat = self.catalogue()
+        records = self.store.user_records({e.event.user_id for e in entries}, cat.dim)
+        updates = Updates()
+        fold_entries(entries, records, updates, cat.vector_map(), cat.title_index(), cat.dim, self.keep_recent)
+        self.store.commit_updates(updates, entries)
+        self.applied += len(entries)
+        return len(entries)
+
+    def run(self, stop: threading.Event, idle_wait: float = 1.0) -> None:
+        """Fold continuously until `stop` is set; between bursts wait for new events."""
+        while not stop.is_set():
+            try:
+                if self.store.claim_blocks:
+                    self._consume(stop, idle_wait)
+                elif self.drain() == 0:
+                    self.store.wait_for_events(idle_wait)
+            except Exception:  # a store hiccup must not end the loop; it resumes from its position
+                log.exception("updater step failed; retrying in 1 s")
+                stop.wait(1.0)
+
+    def _consume(self, stop: threading.Event, idle_wait: float) -> None:
+        # A consumer-group claim waits for new entries itself, so one call both
+        # sleeps and wakes on the next event. The lock is let go every 2 s, well
+        # inside its expiry, so a second updater can take over if this one dies.
+        with self._lock, self.store.updater_session():
+            until = time.monotonic() + 2.0
+            while not stop.is_set() and time.monotonic() < until:
+                with self.store.updater_step():
+                    self._step(block=min(idle_wait, 0.5))

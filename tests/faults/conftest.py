@@ -1,0 +1,24 @@
+"""Fixtures for fault tests: a real server on loopback and a misbehaving proxy in front of it."""
+
+from __future__ import annotations
+
+import pytest
+
+from .liveserver import LiveServer
+from .netproxy import FaultProxy
+
+
+@pytest.fixture
+def live_server(home, monkeypatch):
+    # Many short syncs from one loopback address: the per-device rate limit is not under test here.
+    monkeypatch.setenv("POCKETRANK_SYNC_RATE", "0")
+    server = LiveServer(home)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def proxy(live_server):
+    p = FaultProxy(("127.0.0.1", live_server.port))
+    yield p
+    p.close()

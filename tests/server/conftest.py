@@ -1,0 +1,150 @@
+"""Fixtures for the server's stores and real-time layer: a real redis-server and small synthetic homes.
+
+The synthetic home has a seeded catalogue of random vectors and an ONNX ranker
+that scores sigmoid(<user, item>), so these tests need no training run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.schemas import Item
+
+DIM = 64
+CATEGORIES = ("Books", "Garden", "Music", "Toys", "Tools", "Pets")
+MODEL = "synthetic-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_dot_ranker(path: Path, dim: int = DIM) -> None:
+    """An ONNX model with the ranker's signature: scores = sigmoid(items @ user^T)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["user"], ["ut"], perm=[1, 0]),
+         helper.make_node("MatMul", ["items", "ut"], ["logit2d"]),
+         helper.make_node("Flatten", ["logit2d"], ["flat"], axis=0),
+         helper.make_node("Squeeze", ["flat", "zero"], ["logit"]),
+         helper.make_node("Sigmoid", ["logit"], ["scores"])],
+        "dot_ranker",
+        [helper.make_tensor_value_info("user", TensorProto.FLOAT, [1, dim]),
+         helper.make_tensor_value_info("items", TensorProto.FLOAT, ["candidates", dim])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["candidates"])],
+        [helper.make_tensor("zero", TensorProto.INT64, [1], [0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def synthetic_catalogue(n_items: int = 300, seed: int = 0) -> tuple[list[Item], dict[int, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(CATEGORIES), DIM))
+    items, vectors = [], {}
+    for i in range(1, n_items + 1):
+        c = i % len(CATEGORIES)
+        items.append(Item(i, f"{CATEGORIES[c]} thing {i}", CATEGORIES[c], None, float(5 + i % 50), True,
+                          (CATEGORIES[c],)))
+        v = centres[c] + 0.5 * rng.normal(size=DIM)
+        vectors[i] = (v / np.linalg.norm(v)).astype(np.float32)
+    return items, vectors
+
+
+def seed_store(store, home: Path, n_items: int = 300) -> tuple[list[Item], dict[int, np.ndarray]]:
+    items, vectors = synthetic_catalogue(n_items)
+    store.put_items(items, vectors)
+    store.set_meta("current_model", MODEL)
+    write_dot_ranker(Path(home) / "models" / MODEL / "ranker.fp32.onnx")
+    return items, vectors
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """A real redis-server: CI's (POCKETRANK_TEST_REDIS_URL, started by .ci/run) or a private one."""
+    url = os.environ.get("POCKETRANK_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary on this machine (apt-get install redis-server); CI installs it")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+                             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_config(backend, tmp_path, request):
+    """A Config for a fresh, empty store of each backend (a unique Redis key prefix per test)."""
+    from server.config import Config
+
+    if backend == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"
+        yield Config(home=tmp_path / "home", store="redis", redis_url=url, redis_prefix=prefix)
+        from server.stores.redis import RedisStore
+
+        r = RedisStore(url, prefix).r
+        keys = list(r.scan_iter(match=prefix.encode() + b"*", count=10_000))
+        for i in range(0, len(keys), 10_000):
+            r.unlink(*keys[i:i + 10_000])
+        r.close()
+    else:
+        yield Config(home=tmp_path / "home")
+
+
+@pytest.fixture
+def store(store_config):
+    from server.stores import open_store
+
+    s = open_store(store_config)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def synthetic_app(store_config):
+    """A Flask app on a seeded synthetic catalogue, on each backend."""
+    from server.app import create_app
+    from server.stores import open_store
+
+    s = open_store(store_config)
+    seed_store(s, store_config.home)
+    s.close()
+    return create_app(store_config)

@@ -1,0 +1,61 @@
+"""GET /metrics and GET /v1/metrics/summary through Flask's test client."""
+
+from __future__ import annotations
+
+import time
+
+from server.monitoring.registry import Registry
+
+T0 = int(time.time()) - 600  # the server refuses events from the future
+
+
+def ev(event_id, user, etype, item, t, session, **context):
+    return {"event_id": event_id, "user_id": user, "device_id": f"d-{user}", "type": etype, "item_id": item,
+            "timestamp": T0 + t, "session_id": session, **({"context": context} if context else {})}
+
+
+def post_sessions(api):
+    batch = [
+        ev("mon-1", "mu1", "impression", 1, 0, "ms1", source="server", platform="android"),
+        ev("mon-2", "mu1", "impression", 2, 1, "ms1", source="server", platform="android"),
+        ev("mon-3", "mu1", "click", 1, 2, "ms1", source="server", platform="android"),
+        ev("mon-4", "mu1", "purchase", 1, 3, "ms1"),
+        ev("mon-5", "mu2", "impression", 3, 10, "ms2", source="edge", connectivity="offline"),
+        ev("mon-6", "mu2", "impression", 4, 11, "ms2", source="edge", connectivity="offline"),
+    ]
+    body = api.post("/v1/events", json={"events": batch}).get_json()
+    assert body["accepted"] == len(batch), body
+
+
+def test_summary_has_overall_segments_timeseries_and_models(api, home):
+    post_sessions(api)
+    Registry(home).register("m-next", {"hr@10": 0.1}, {"parent": "current"})
+    resp = api.get("/v1/metrics/summary?window=3600&bucket=60")
+    assert resp.status_code == 200
+    s = resp.get_json()
+    o = s["overall"]
+    assert (o["impressions"], o["clicks"], o["sessions"], o["bounces"], o["purchases"]) == (4, 1, 2, 1, 1)
+    assert o["ctr"] == 0.25 and o["bounce_rate"] == 0.5 and o["revenue"] > 0
+    assert s["by_segment"]["source"]["edge"]["bounce_rate"] == 1.0
+    assert s["by_segment"]["source"]["server"]["ctr"] == 0.5
+    assert s["by_segment"]["connectivity"]["offline"]["impressions"] == 2
+    assert sum(b["sessions"] for b in s["timeseries"]) == 2
+    assert s["models"]["current"] and s["registry"] == {"m-next": "candidate"} and s["canary"] is None
+    assert s["events_per_second"] > 0 and s["window"]["events"] == 6
+
+
+def test_metrics_is_prometheus_text(api):
+    post_sessions(api)
+    resp = api.get("/metrics?window=3600")
+    assert resp.status_code == 200 and resp.content_type.startswith("text/plain")
+    text = resp.get_data(as_text=True)
+    assert 'pocketrank_ctr{key="all",value="all"} 0.25' in text
+    assert 'pocketrank_bounce_rate{key="source",value="edge"} 1.0' in text
+    assert "# TYPE pocketrank_revenue_per_user gauge" in text
+    assert "pocketrank_model_info{" in text
+
+
+def test_bad_parameters_get_a_400(api):
+    for query in ("window=abc", "window=-1", "bucket=0", "window=86400&bucket=1"):
+        resp = api.get(f"/v1/metrics/summary?{query}")
+        assert resp.status_code == 400 and resp.get_json()["field"] in ("window", "bucket")

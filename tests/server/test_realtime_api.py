@@ -1,0 +1,188 @@
+"""Ingestion, fresh embeddings, recommendations with business rules and new products, on both stores."""
+
+import json
+import random
+import time
+
+import pytest
+
+from .conftest import CATEGORIES, MODEL
+
+
+def ev(event_id, user="u-1", item=7, etype="click", **kw):
+    return {"event_id": event_id, "user_id": user, "device_id": "d1", "type": etype, "item_id": item,
+            "timestamp": time.time() - 5, **kw}
+
+
+@pytest.fixture
+def api(synthetic_app):
+    return synthetic_app.test_client()
+
+
+@pytest.fixture
+def serving(synthetic_app):
+    return synthetic_app.extensions["pocketrank"]
+
+
+def post(api, events):
+    resp = api.post("/v1/events", json={"events": events})
+    assert resp.status_code == 200, resp.data
+    return resp.get_json()
+
+
+def test_an_accepted_event_is_in_the_embedding_when_the_answer_arrives(api, serving):
+    assert api.get("/v1/users/u-1").status_code == 404
+    post(api, [ev("a"), ev("b", item=13, etype="purchase")])
+    body = api.get("/v1/users/u-1?recent=5").get_json()
+    assert body["n_events"] == 2 and body["log_position"] > 0
+    assert [r["item_id"] for r in body["recent"]] == [7, 13] and len(body["embedding"]) == 64
+    assert post(api, [ev("b", item=13, etype="purchase")])["duplicate"] == 1
+    assert api.get("/v1/users/u-1").get_json()["n_events"] == 2  # a retry is not folded twice
+
+
+def test_each_kind_of_bad_input_is_named_and_nothing_accepted_is_lost(api, serving):
+    good = [ev("ok-1"), ev("ok-2", item=8)]
+    bad = [
+        {**ev("bad-type"), "type": "like"},
+        {k: v for k, v in ev("no-user").items() if k != "user_id"},
+        {k: v for k, v in ev("no-ts").items() if k != "timestamp"},
+        ev("unknown-item", item=999_999),
+        {**ev("future"), "timestamp": time.time() + 3 * 86_400},
+        "not an object",
+    ]
+    body = post(api, [good[0], *bad, good[1]])
+    assert body["accepted"] == 2 and body["rejected"] == 6
+    fields = [r.get("field") for r in body["results"][1:-1]]
+    assert fields == ["type", "user_id", "timestamp", "item_id", "timestamp", "event"]
+    assert all(r["reason"] for r in body["results"][1:-1])
+    assert "not in the catalogue" in body["results"][4]["reason"]
+    assert "future" in body["results"][5]["reason"]
+    # Whole-request problems are 4xx with a message; the accepted events stay.
+    for kwargs, status, field in [
+        ({"data": "{not json", "content_type": "application/json"}, 400, "body"),
+        ({"json": {"events": [ev(f"x{i}") for i in range(501)]}}, 400, "events"),
+        ({"json": {"events": {"a": 1}}}, 400, "events"),
+        ({"data": "x" * (2 << 20), "content_type": "application/json"}, 413, None),
+    ]:
+        resp = api.post("/v1/events", **kwargs)
+        assert resp.status_code == status and resp.get_json()["message"]
+        assert resp.get_json().get("field") == field
+    assert serving.store.count_events(["ok-1", "ok-2", "x0"]) == 2
+    assert api.get("/v1/users/u-1").get_json()["n_events"] == 2
+    assert api.get("/v1/users/nobody").status_code == 404
+    assert api.get("/v1/items/999999").status_code == 404
+    assert api.get("/v1/users/bad%20id").status_code == 400
+
+
+def test_paths_personal_segment_and_popular_say_who_answered(api, serving):
+    from server import segments
+    from server.features_job import features_job
+
+    for u, cat in (("a1", 0), ("a2", 0), ("b1", 1)):
+        post(api, [ev(f"{u}-{i}", user=u, item=6 * i + cat + 6) for i in range(5)])
+    features_job(serving.store, profiles={"a1": {"gender": "F"}, "a2": {"gender": "F"}, "b1": {"gender": "M"}},
+                 min_segment_users=1)
+    serving.refresh_stats()
+    personal = api.get("/v1/recommendations?user_id=a1&k=5").get_json()
+    seg = api.get("/v1/recommendations?user_id=new-1&k=5&gender=F").get_json()
+    pop = api.get("/v1/recommendations?user_id=new-2&k=5").get_json()
+    unknown_seg = api.get("/v1/recommendations?user_id=new-3&k=5&gender=X").get_json()
+    assert (personal["path"], seg["path"], pop["path"], unknown_seg["path"]) == (
+        "personal", "segment", "popular", "popular")
+    assert seg["segment"] == "gender=F" and personal["model_version"] == seg["model_version"] == MODEL
+    # The F segment is the a-users' mean, who like category 0: its list leans there.
+    cats = [serving.catalogue.category[i["item_id"]] for i in seg["items"]]
+    assert cats.count(CATEGORIES[0]) >= 4
+    assert [i["score"] for i in pop["items"]] == [0.0] * 5
+    assert api.get("/v1/recommendations?user_id=x&gender=a%20b").status_code == 400
+    assert segments.lookup({}, {"gender": "F"}) is None
+
+
+def test_out_of_stock_and_purchased_items_are_dropped(api, serving):
+    post(api, [ev(f"p{i}", user="s1", item=6 * i + 6) for i in range(4)])
+    first = [i["item_id"] for i in api.get("/v1/recommendations?user_id=s1&k=10").get_json()["items"]]
+    bought, gone = first[0], first[1]
+    post(api, [ev("buy", user="s1", item=bought, etype="purchase")])
+    resp = api.post("/v1/items", json={"items": [{"item_id": gone, "in_stock": False}]})
+    assert resp.get_json()["results"] == [{"item_id": gone, "status": "updated", "provisional": False}]
+    after = [i["item_id"] for i in api.get("/v1/recommendations?user_id=s1&k=10").get_json()["items"]]
+    assert bought not in after and gone not in after and len(after) == 10
+    assert api.get(f"/v1/items/{gone}").get_json()["in_stock"] is False
+
+
+def test_rules_cap_categories_pin_boost_explore_and_penalise_exposure(synthetic_app, api, serving):
+    from server.ranking import Rules
+
+    post(api, [ev(f"r{i}", user="r1", item=6 * i + 6) for i in range(4)])
+    base = api.get("/v1/recommendations?user_id=r1&k=10").get_json()["items"]
+    base_ids = [i["item_id"] for i in base]
+
+    def ranked(**rules):
+        serving.rules = Rules(**rules)
+        serving._ranker_key = None  # rebuild the ranker with these rules
+        return api.get("/v1/recommendations?user_id=r1&k=10").get_json()["items"]
+
+    capped = ranked(max_per_category=2)
+    per_cat = {}
+    for i in capped:
+        c = serving.catalogue.category[i["item_id"]]
+        per_cat[c] = per_cat.get(c, 0) + 1
+    assert max(per_cat.values()) <= 2 and len(capped) == 10
+
+    pinned = ranked(pinned=(299, 6))  # 6 was clicked: a pin never shows a consumed item
+    assert pinned[0]["item_id"] == 299 and pinned[0]["slot"] == "pinned" and 6 not in [i["item_id"] for i in pinned]
+
+    boosted = ranked(boosts={base_ids[9]: 5.0})
+    assert boosted[0]["item_id"] == base_ids[9]
+
+    serving.rng = random.Random(1)
+    explored = ranked(explore_position=3)
+    assert explored[2].get("slot") == "explore" and explored[2]["item_id"] not in base_ids
+    assert [i["item_id"] for i in explored[:2]] == base_ids[:2]
+
+    post(api, [ev(f"imp{n}", user=f"viewer{n % 7}", item=base_ids[0], etype="impression") for n in range(40)])
+    serving.refresh_stats()
+    assert serving.exposures[base_ids[0]] == 40
+    penalised = ranked(exposure_cap=10, exposure_penalty=1.0)
+    assert base_ids[0] not in [i["item_id"] for i in penalised[:3]]
+
+
+def test_a_new_product_gets_a_provisional_vector_and_is_recommended_at_once(api, serving):
+    user_items = [6 * i + 12 for i in range(6)]  # all in CATEGORIES[0]
+    post(api, [ev(f"n{i}", user="n1", item=it) for i, it in enumerate(user_items)])
+    new = {"item_id": 5001, "title": "Books special edition", "category": CATEGORIES[0], "price": 12.5}
+    resp = api.post("/v1/items", json={"items": [new, {"item_id": "x"}, {"item_id": 5002}]})
+    body = resp.get_json()
+    assert body["created"] == 1 and body["rejected"] == 2
+    assert body["results"][0] == {"item_id": 5001, "status": "created", "provisional": True}
+    assert [r["field"] for r in body["results"][1:]] == ["item_id", "title"]
+    info = api.get("/v1/items/5001").get_json()
+    assert info["provisional"] is True and info["has_vector"] is True
+    recs = [i["item_id"] for i in api.get("/v1/recommendations?user_id=n1&k=20").get_json()["items"]]
+    assert 5001 in recs
+    # Events may name it now, and it moves the user's embedding.
+    assert post(api, [ev("n-new", user="n1", item=5001)])["accepted"] == 1
+    assert api.post("/v1/items", json={"items": [new] * 501}).status_code == 400
+
+
+def test_window_features_feed_the_ranker(api, serving):
+    from server.features_job import features_job
+
+    post(api, [ev(f"w{i}", user="w1", item=6 * i + 6 + (i % 2)) for i in range(6)])
+    before = api.get("/v1/recommendations?user_id=w1&k=10").get_json()["items"]
+    features_job(serving.store, as_of=time.time() + 1)
+    feats = api.get("/v1/users/w1").get_json()["features"]
+    assert feats["1d"]["counts"]["click"] == 6 and feats["30d"]["counts"]["click"] == 6
+    assert set(feats["7d"]["categories"]) == {CATEGORIES[0], CATEGORIES[1]}
+    from server.ranking import Rules
+
+    serving.rules, serving._ranker_key = Rules(category_weight=1.0), None
+    after = api.get("/v1/recommendations?user_id=w1&k=10").get_json()["items"]
+    cats = {serving.catalogue.category[i["item_id"]] for i in after}
+    assert cats <= {CATEGORIES[0], CATEGORIES[1]} and after != before
+
+
+def test_recommendation_answers_are_json_with_rank_and_model(api):
+    post(api, [ev("j1", user="j")])
+    body = json.loads(api.get("/v1/recommendations?user_id=j&k=3").data)
+    assert [i["rank"] for i in body["items"]] == [1, 2, 3] and body["source"] == "server"
