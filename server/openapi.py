@@ -136,7 +136,7 @@ def document() -> dict:
                                                            "category": {"type": "string"},
                                                            "provisional": {"type": "boolean"},
                                                            "has_vector": {"type": "boolean"}}}),
-                              **_errors(404, 503)}}},
+                              **_errors(400, 404, 503)}}},
             "/v1/users/{user_id}": {"get": {
                 "operationId": "getUser", "security": bearer,
                 "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": ID},

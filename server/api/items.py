@@ -72,6 +72,7 @@ def post_items():
 
 @bp.get("/v1/items/<int:item_id>")
 def get_item(item_id: int):
+    item_id = _item_id(item_id)  # the URL converter takes any size; SQLite's integers do not
     serving = current_app.extensions["pocketrank"]
     item = serving.store.get_items([item_id]).get(item_id)
     if item is None:

@@ -111,3 +111,10 @@ def test_unknown_routes_and_methods_answer_json_4xx(api):
     assert api.get("/nope").status_code == 404
     resp = api.get("/v1/events")
     assert resp.status_code == 405 and json.loads(resp.data)["error"]
+
+
+def test_ids_past_int32_in_paths_are_4xx_not_5xx(api):
+    # Found by schemathesis: Flask's int converter takes any size, SQLite's integers do not.
+    resp = api.get("/v1/items/763266374972478062592")
+    assert resp.status_code == 400 and resp.get_json()["field"] == "item_id"
+    assert api.get("/v1/artifacts/763266374972478062592/items.bin.zst").status_code == 404

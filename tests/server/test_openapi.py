@@ -1,5 +1,6 @@
 """Schemathesis against the OpenAPI document and a real server on loopback: no 5xx, responses match."""
 
+import os
 import shutil
 
 import pytest
@@ -24,7 +25,8 @@ def live(trained_home, tmp_path_factory):
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("POCKETRANK_FUZZ_EXAMPLES", "25")), deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
 def test_api_conforms(case, live):
     case.call_and_validate(base_url=live.url, timeout=10,
                            checks=[not_a_server_error, status_code_conformance, response_schema_conformance])
