@@ -90,6 +90,9 @@ class EdgeClient:
         self.local = LocalRecommender(self.cache, self.slot, max_model_bytes, stale_after, clock, max_per_category,
                                       drop_out_of_stock)
         self.session_id = uuid.uuid4().hex[:16]
+        # What each user was last shown, so an event on one of those items can say which path
+        # (server / edge / cache / popular) and which versions served it: monitoring per segment.
+        self._served: dict[str, tuple[frozenset[int], dict[str, str]]] = {}
         # Files a crash left unreferenced (a sync that died before its commit).
         self.cache.files.gc(set(self.cache.artifact_shas().values()))
 
@@ -100,18 +103,24 @@ class EdgeClient:
     # --- events ---
 
     def track(self, user_id: str, type: str, item_id: int | None = None, query: str | None = None,
-              timestamp: float | None = None) -> str:
+              timestamp: float | None = None, context: dict | None = None) -> str:
         """Record an event; it is in the outbox on disk before this returns, and the user's state has moved.
 
         Purchases are fsynced (they survive power loss, not only the app being
         killed). Raises ValidationError for a bad event and StorageError if it
-        could not be stored; then nothing was recorded.
+        could not be stored; then nothing was recorded. `context` (source,
+        model_version, candidates_version, platform, connectivity, segment) is
+        filled in from the last recommend() for this user when the item was in it.
         """
+        if context is None and item_id is not None:
+            shown, served = self._served.get(str(user_id), (frozenset(), {}))
+            context = served if item_id in shown else None
         event = validate_event({
             "event_id": uuid.uuid4().hex, "user_id": user_id, "device_id": self.device_id, "type": type,
             "timestamp": self.clock() if timestamp is None else timestamp, "session_id": self.session_id,
             **({"item_id": item_id} if item_id is not None else {}),
             **({"query": query} if query is not None else {}),
+            **({"context": context} if context else {}),
         })
         dim = self.cache.snapshot().dim
         with self.cache.tx(durable=type == "purchase") as conn:
@@ -208,7 +217,7 @@ class EdgeClient:
             try:
                 rec = self._from_server(user_id, k, exclude)
                 self.connectivity.success()
-                return _timed(rec, start)
+                return self._remember(user_id, _timed(rec, start))
             except TransportError as exc:
                 self.connectivity.failure(getattr(exc, "retry_after", None), str(exc))
                 reason = str(exc)
@@ -216,7 +225,16 @@ class EdgeClient:
             reason = f"server in backoff after recent failures (next try in {self.connectivity.delay():.1f} s)"
         rec = self.local.recommend(user_id, k, exclude, cap)
         rec.reason = reason
-        return _timed(rec, start)
+        return self._remember(user_id, _timed(rec, start))
+
+    def _remember(self, user_id: str, rec: Recommendation) -> Recommendation:
+        served = {"source": rec.source, "connectivity": "online" if rec.source == "server" else "offline"}
+        if rec.model_version:
+            served["model_version"] = str(rec.model_version)[:64]
+        if rec.candidates_version is not None:
+            served["candidates_version"] = str(rec.candidates_version)
+        self._served[user_id] = (frozenset(rec.item_ids), served)
+        return rec
 
     def _from_server(self, user_id: str, k: int, exclude: set[int]) -> Recommendation:
         _, body = self.transport.get_json("/v1/recommendations", timeout=self.latency_budget,

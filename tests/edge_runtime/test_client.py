@@ -283,3 +283,15 @@ def test_the_device_refuses_bad_models(tmp_path):
                     location="m.data", size_threshold=0)
     with pytest.raises(ModelError, match="external data"):
         LocalRanker((tmp_path / "m.onnx").read_bytes())
+
+
+def test_events_on_recommended_items_say_which_path_served_them(device, app):
+    device.sync([USER])
+    rec = device.recommend(USER, 5, allow_server=False)
+    device.track(USER, "click", rec.items[0].item_id)
+    device.track(USER, "view", 99_999 if 99_999 not in rec.item_ids else 1)  # not shown: no context
+    device.track(USER, "click", rec.items[1].item_id, context={"platform": "android"})  # explicit wins
+    bodies = [e.get("context") for e in device.outbox.batch(10)]
+    assert bodies[0]["source"] == "edge" and bodies[0]["connectivity"] == "offline"
+    assert bodies[0]["model_version"] == rec.model_version
+    assert bodies[1] is None and bodies[2] == {"platform": "android"}
