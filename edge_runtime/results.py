@@ -43,6 +43,7 @@ class SyncResult:
     bytes_downloaded: int = 0
     artifacts_fetched: list[str] = field(default_factory=list)
     users_updated: list[str] = field(default_factory=list)
+    users_unchanged: list[str] = field(default_factory=list)  # held records confirmed by the new index, not re-sent
     unknown_users: list[str] = field(default_factory=list)
 
 

@@ -116,6 +116,22 @@ class Syncer:
             raise IntegrityError("manifest embedding_dim must be a positive integer")
         return manifest_bytes, manifest, same
 
+    def _carried(self, body: dict, index: dict[str, str], records: dict[str, bytes]) -> list[str]:
+        """Users whose held record the server says is unchanged, and whose bytes match the new signed index.
+
+        A held record that does not match stays on its old version, so the
+        next round asks for it in full: a wrong "unchanged" costs a request,
+        never a wrong list.
+        """
+        out = []
+        for uid in body.get("unchanged") or []:
+            if not isinstance(uid, str) or uid in records or uid not in index:
+                continue
+            row = self.cache.query_one("SELECT blob FROM candidates WHERE user_id = ?", (uid,))
+            if row is not None and wire.sha256_hex(row[0]) == index[uid]:
+                out.append(uid)
+        return out
+
     def _records(self, body: dict, index: dict[str, str]) -> dict[str, bytes]:
         records = {}
         for uid, b64 in (body.get("records") or {}).items():
@@ -194,7 +210,9 @@ class Syncer:
                     raise IntegrityError(f"manifest artifact {name!r} is malformed")
                 parts[name] = self._artifact(name, art, body.get("artifacts"), result)
         users_blob = parts.get("users") or self.cache.files.read(arts["users"]["sha256"])
-        records = self._records(body, wire.unpack_user_index(users_blob))
+        index = wire.unpack_user_index(users_blob)
+        records = self._records(body, index)
+        carried = self._carried(body, index, records)
         states = self._states(body, dim)
         rebuild = not same and (arts["items"]["sha256"] != held_shas.get("items")
                                 or arts["catalog"]["sha256"] != held_shas.get("catalog"))
@@ -238,6 +256,9 @@ class Syncer:
             conn.executemany("INSERT OR REPLACE INTO unknown_users (user_id, version) VALUES (?, ?)",
                              [(u, version) for u in unknown])
             conn.executemany("DELETE FROM unknown_users WHERE user_id = ?", [(u,) for u in records])
+            # Confirmed current by the new signed index: as fresh as a re-sent record.
+            conn.executemany("UPDATE candidates SET version = ?, received_at = ? WHERE user_id = ?",
+                             [(version, now, u) for u in carried])
             repack(conn, None if rebuild else sorted(records), table)
             # The live state holds every event the server acknowledged; events
             # still in the outbox are folded again on top of it.
@@ -250,5 +271,6 @@ class Syncer:
             self.cache.files.path(sha).unlink(missing_ok=True)
         result.version, result.changed = version, True
         result.users_updated += sorted(records)
+        result.users_unchanged += sorted(carried)
         result.unknown_users += unknown
         result.bytes_downloaded += len(json.dumps(body))

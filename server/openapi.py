@@ -99,6 +99,7 @@ def document() -> dict:
                                                            "signature": {"type": "string", "format": "byte"},
                                                            "records": {"type": "object"}, "states": {"type": "object"},
                                                            "unknown_users": {"type": "array"},
+                                                           "unchanged": {"type": "array"},
                                                            "artifacts": {"type": "object"}}}),
                               "304": {"description": "nothing changed since the cursor"},
                               **_errors(400, 401, 403, 429, 503)}}},

@@ -52,13 +52,23 @@ def get_sync():
     manifest_bytes = (bundle / "manifest.json").read_bytes()
     manifest = parse_manifest(manifest_bytes)
     records = serving.store.records(version, users)
+    # Only what changed: a record byte-identical to the one the device holds
+    # (the cursor's version) is not sent again; the device checks its held
+    # record against the new signed user index and carries it forward.
+    unchanged = []
+    if cursor > 0 and records:
+        held = serving.store.records(cursor, sorted(records))
+        unchanged = sorted(u for u, blob in held.items() if records.get(u) == blob)
+        for u in unchanged:
+            del records[u]
     resp = jsonify(
         version=version,
         cursor=cursor,
         manifest=base64.b64encode(manifest_bytes).decode(),
         signature=(bundle / "manifest.sig").read_text().strip(),
         records={u: base64.b64encode(b).decode() for u, b in records.items()},
-        unknown_users=[u for u in users if u not in records],
+        unknown_users=[u for u in users if u not in records and u not in unchanged],
+        unchanged=unchanged,
         # Live states: the real-time layer's latest vector for each user, so a
         # device starts from every event the server has folded since publish.
         states={u: base64.b64encode(pack_state(serving.store.user_state(u, serving.dim))).decode()

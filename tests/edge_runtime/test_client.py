@@ -295,3 +295,25 @@ def test_events_on_recommended_items_say_which_path_served_them(device, app):
     assert bodies[0]["source"] == "edge" and bodies[0]["connectivity"] == "offline"
     assert bodies[0]["model_version"] == rec.model_version
     assert bodies[1] is None and bodies[2] == {"platform": "android"}
+
+
+def test_a_record_that_did_not_change_is_not_sent_again(device, home, app):
+    first = device.sync(["196", "186"])
+    assert sorted(first.users_updated) == ["186", "196"]
+    device.track("186", "click", 1)
+    device.flush()  # 186's state moves, so only 186's list changes in the next bundle
+    publish_job(Home(home), progress=False)
+    second = device.sync(["196", "186"])
+    assert second.version == 2 and second.users_updated == ["186"] and second.users_unchanged == ["196"]
+    rec = device.recommend("196", 10, allow_server=False)
+    assert rec.source == "edge" and rec.candidates_version == 2 and len(rec.items) == 10
+
+
+def test_a_wrong_unchanged_claim_costs_a_request_not_a_wrong_list(device, home):
+    device.sync(["196"])
+    # The held record is damaged on the device; the server's "unchanged" must not carry it forward.
+    with device.cache.tx() as conn:
+        conn.execute("UPDATE candidates SET blob = ? WHERE user_id = '196'", (b"damaged",))
+    publish_job(Home(home), progress=False)
+    result = device.sync(["196"])
+    assert result.version == 2 and "196" in result.users_updated
