@@ -103,6 +103,17 @@ def create_device_app(device: Device, proxy: NetProxy, server_url: str) -> Flask
         """Every event this session tracked, with its id: what the server must hold exactly once."""
         return jsonify(device_id=device.device_id, events=device.tracked())
 
+    def _server_summary() -> dict:
+        """The server's own monitoring over its event log (every device), the last hour of it."""
+        try:
+            body = httpx.get(server_url + "/v1/metrics/summary", params={"window": 3600, "limit": 20000},
+                             timeout=2.0).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"overall": body.get("overall"), "by_source": (body.get("by_segment") or {}).get("source", {}),
+                "events_per_second": body.get("events_per_second"), "canary": body.get("canary"),
+                "models": body.get("models"), "window": body.get("window")}
+
     @app.get("/api/metrics")
     def operator_metrics():
         log = device.snapshot()
@@ -118,6 +129,7 @@ def create_device_app(device: Device, proxy: NetProxy, server_url: str) -> Flask
                        "synced_at": status.get("synced_at"), "expires_at": status.get("expires_at")},
         }
         data["device"] = {k: status.get(k) for k in ("outbox", "dropped", "rejected", "connectivity", "users")}
+        data["server_monitoring"] = _server_summary()
         data["network"] = proxy.stats()
         return jsonify(data)
 

@@ -121,11 +121,32 @@ function render(m) {
   ]);
 }
 
+function renderServer(sm) {
+  const table = document.getElementById("server-table");
+  const info = document.getElementById("server-info");
+  if (!sm || sm.error || !sm.overall) {
+    table.innerHTML = "";
+    info.textContent = "server monitoring unreachable" + (sm && sm.error ? ": " + sm.error : "");
+    return;
+  }
+  const fmt = (v, f) => (v === null || v === undefined ? "–" : f(v));
+  const row = (name, f) => `<tr><td>${name}</td><td>${f.impressions}</td><td>${f.clicks}</td>` +
+    `<td>${fmt(f.ctr, pct)}</td><td>${fmt(f.bounce_rate, pct)}</td><td>${fmt(f.revenue_per_user, money)}</td></tr>`;
+  const rows = Object.entries(sm.by_source || {}).map(([k, f]) => row(SOURCE_LABEL[k] || k, f));
+  table.innerHTML = `<tr><th>served by</th><th>shown</th><th>clicks</th><th>CTR</th><th>bounce</th><th>revenue/user</th></tr>` +
+    rows.join("") + row("<b>all</b>", sm.overall);
+  const eps = sm.events_per_second;
+  info.textContent = `${sm.window ? sm.window.events : 0} events in the window` +
+    (typeof eps === "number" ? ` · ${perSec(eps)} now` : "") +
+    ` · canary: ${sm.canary ? sm.canary.version + " at " + pct(sm.canary.share) : "none running"}`;
+}
+
 async function poll() {
   try {
     const resp = await fetch("/api/metrics");
     last = await resp.json();
     render(last);
+    renderServer(last.server_monitoring);
   } catch (err) { /* next poll */ }
 }
 
@@ -134,7 +155,7 @@ document.addEventListener("DOMContentLoaded", () => {
     b.addEventListener("click", () => {
       segment = b.dataset.seg;
       for (const o of document.querySelectorAll(".toolbar .segmented button")) o.setAttribute("aria-checked", String(o === b));
-      if (last) render(last);
+      if (last) { render(last); renderServer(last.server_monitoring); }
     });
   }
   poll();

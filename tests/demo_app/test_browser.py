@@ -105,3 +105,7 @@ def test_search_cart_buy_and_the_operator_page(stack, page, home):
     assert metrics["totals"]["purchases"] == 1 and metrics["totals"]["revenue"] > 0
     assert set(metrics["ctr"]["user"]) == {"196", "186"}
     assert metrics["versions"]["server"]["model_version"] == metrics["versions"]["device"]["model_version"]
+    # The server's own monitoring sees the uploaded impressions under the path that served them.
+    expect(page.locator("#server-table")).to_contain_text("server", timeout=15_000)
+    by_source = httpx.get(stack.url + "/api/metrics").json()["server_monitoring"]["by_source"]
+    assert by_source["server"]["impressions"] >= 10 and by_source["server"]["clicks"] == 0
