@@ -139,7 +139,7 @@ def report(res: dict, meta: dict) -> str:
         f"- Real-time minus batch-only: CTR {100 * d['ctr'][0]:+.3f} points [{100 * d['ctr'][1]:+.3f}, "
         f"{100 * d['ctr'][2]:+.3f}], bounce {100 * d['bounce'][0]:+.3f} points [{100 * d['bounce'][1]:+.3f}, "
         f"{100 * d['bounce'][2]:+.3f}], revenue per user {d['rpu'][0]:+.3f} [{d['rpu'][1]:+.3f}, {d['rpu'][2]:+.3f}].",
-        f"- On the sessions the edge arm served offline, CTR as a share of the real-time arm's CTR on the same",
+        "- On the sessions the edge arm served offline, CTR as a share of the real-time arm's CTR on the same",
         f"  sessions: edge-offline {100 * res['ratio_edge_offline'][0]:.1f}% "
         f"[{100 * res['ratio_edge_offline'][1]:.1f}, {100 * res['ratio_edge_offline'][2]:.1f}], popular-items "
         f"{100 * res['ratio_popular_offline'][0]:.1f}% [{100 * res['ratio_popular_offline'][1]:.1f}, "

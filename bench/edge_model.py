@@ -280,7 +280,7 @@ def main(argv: list[str]) -> int:
         blob = variants[SHIP][0].read_bytes()
         s_med, s_max = session_ms(blob)
         set_bytes = len(blob) + encoder.stat().st_size
-        enc_sess, (vectors, _types) = session(encoder), sequences[0]
+        enc_sess, vectors = session(encoder), sequences[0][0]
         enc_feed = {"items": np.ascontiguousarray(vectors[-50:]), "weights": np.ones(len(vectors[-50:]), np.float32)}
         enc_t = interleaved({"encoder": lambda: enc_sess.run(None, enc_feed)}, args.calls)["encoder"]
         print(f"\nuser encoder: {encoder.stat().st_size:,} B fp32, {np.median(enc_t):.1f} us median at 50 events; "

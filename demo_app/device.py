@@ -10,7 +10,6 @@ answers and what this session measured, never invented figures.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,10 +18,6 @@ from pathlib import Path
 from edge_runtime import EdgeClient, PocketrankError
 
 SOURCE_LABELS = {"server": "server", "edge": "on-device rerank", "cache": "cache", "popular": "popular"}
-
-
-def _takes_context(client: EdgeClient) -> bool:
-    return "context" in inspect.signature(client.track).parameters
 
 
 class Device:
@@ -38,7 +33,6 @@ class Device:
         self.client: EdgeClient = self._run(EdgeClient, db_path, public_key, base_url=base_url,
                                             device_id=device_id, latency_budget=latency_budget)
         # Events carry where they happened (list source, model) when the SDK can send it.
-        self._context = _takes_context(self.client)
         self.started_at = time.time()
         self._lock = threading.Lock()
         self.lists: list[dict] = []
@@ -64,8 +58,7 @@ class Device:
 
     def _track(self, user_id: str, type: str, item_id: int | None = None, query: str | None = None,
                context: dict | None = None) -> str:
-        extra = {"context": context} if context and self._context else {}
-        return self.client.track(user_id, type, item_id, query=query, **extra)
+        return self.client.track(user_id, type, item_id, query=query, context=context)
 
     def _refresh_status(self) -> dict:
         status = self.client.status()
@@ -172,9 +165,7 @@ class Device:
 
     def _reconnect(self) -> dict:
         before = self.client.outbox.count()
-        reset = getattr(self.client, "reset_backoff", None)  # SDKs with an upload backoff of their own
-        if reset is not None:
-            reset()
+        self.client.reset_backoff()
         flushed = self._flush("network back")
         return {"outbox_before": before, "flush": flushed, "sync": self._sync()}
 
@@ -237,8 +228,8 @@ class Device:
                 self._pending = self._pool.submit(self._auto_flush)
 
     def _upload_policy(self):
-        """The SDK's backoff for uploads (its own policy where it has one)."""
-        return getattr(self.client, "uploads", None) or self.client.connectivity
+        """The SDK's backoff for uploads."""
+        return self.client.uploads
 
     def _auto_flush(self) -> None:
         if self._upload_policy().allow():

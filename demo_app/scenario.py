@@ -87,9 +87,7 @@ def story(server: LocalServer, client: EdgeClient, user_id: str, out=print, k: i
     server.start()
     out("\n== the server is back")
     # What an app does on the OS's "network is back" signal: retry now, not after the backoff.
-    reset = getattr(client, "reset_backoff", None)  # SDKs whose backoff outlives a successful upload
-    if reset is not None:
-        reset()
+    client.reset_backoff()
     flushed = client.flush()
     report["flush"] = flushed
     out(f"   uploaded {flushed.sent}, acknowledged {flushed.acknowledged}, remaining {flushed.remaining}")

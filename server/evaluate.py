@@ -18,6 +18,17 @@ def pooled_user(item_vecs: np.ndarray, history: np.ndarray, length: int) -> np.n
     return (item_vecs[idx[keep] - 1] * w[keep, None]).sum(0) / w[keep].sum()
 
 
+def retrieve_and_rank(model: Recommender, vecs: np.ndarray, uv: np.ndarray, exclude: np.ndarray,
+                      n_candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n item indices by inner product (history excluded), then the same reranked by the click model."""
+    s = vecs @ uv
+    s[exclude] = -np.inf
+    top = np.argsort(-s, kind="stable")[:n_candidates]
+    with torch.no_grad():
+        p = model.click(torch.from_numpy(uv[None]), torch.from_numpy(vecs[top])).numpy()
+    return top, top[np.argsort(-p, kind="stable")]
+
+
 def leave_last_out(model: Recommender, split: Split, which: str = "test", k: int = 10,
                    n_candidates: int = 200) -> dict[str, dict[str, float]]:
     """HR@k and nDCG@k of retrieval alone, retrieval + click model, and popularity.
@@ -34,12 +45,7 @@ def leave_last_out(model: Recommender, split: Split, which: str = "test", k: int
             continue
         hist = split.train[u] if which == "val" else np.append(split.train[u], split.val[u])
         uv = pooled_user(vecs, hist, model.config.history)
-        s = vecs @ uv
-        s[hist] = -np.inf
-        top = np.argsort(-s, kind="stable")[:n_candidates]
-        with torch.no_grad():
-            p = model.click(torch.from_numpy(uv[None]), torch.from_numpy(vecs[top])).numpy()
-        reranked = top[np.argsort(-p, kind="stable")]
+        top, reranked = retrieve_and_rank(model, vecs, uv, hist, n_candidates)
         ps = pop.copy()
         ps[hist] = -1
         lists = {"retrieval": top, "ranker": reranked, "popular": np.argsort(-ps, kind="stable")[:k]}

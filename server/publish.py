@@ -20,16 +20,10 @@ from shared import wire
 from shared.features import DECAY, TYPE_WEIGHTS, user_vector
 
 from .home import Home
-from .ranking import Catalogue, Ranker, popular
+from .catalogue import load_catalogue
+from .ranking import Ranker, popular
 
 DEFAULT_EXPIRY_DAYS = 30
-
-
-def load_catalogue(store) -> Catalogue:
-    ids, vecs = store.item_vectors()
-    items = store.items()
-    return Catalogue(ids, vecs, {it.item_id: it.in_stock for it in items},
-                     {it.item_id: it.category for it in items})
 
 
 def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAULT_EXPIRY_DAYS,

@@ -20,7 +20,7 @@ import onnxruntime as ort
 from shared.features import category_shares, ranker_inputs
 from shared.rules import adjust_scores, apply_rules, pick_exploration, place_exploration, place_pins, top_by_score
 
-from .catalogue import Catalogue, load_catalogue  # noqa: F401  (publish imports Catalogue from here)
+from .catalogue import Catalogue
 
 
 def onnx_session(path: Path) -> ort.InferenceSession:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -258,8 +259,13 @@ class MarketplaceSimulator:
         while heap:
             yield pop()
 
-    def _plan_day(self, day: int, policy: Policy | None) -> dict[str, Any]:
-        """Everything random about one day, as arrays; only the assembly into Events is left."""
+    def _day_prelude(self, day: int) -> SimpleNamespace:
+        """The day's sessions and every coin, drawn before any slate is chosen.
+
+        Shared by every way of running a day (here, and monitoring's feedback
+        simulator), so a policy changes only which items are shown, never who
+        comes, when, or the coins their clicks are decided by.
+        """
         c, k = self.config, self.config.slate_size
         rs, ro, rslate, rt = (np.random.default_rng([c.seed, tag, day]) for tag in (2, 3, 4, 5))
         taste = self._taste(day)
@@ -288,30 +294,44 @@ class MarketplaceSimulator:
         u_click, u_cart, u_buy = (ro.random((S, _MAX_SLATES, k)) for _ in range(3))
         u_cont = ro.random((S, _MAX_SLATES))
         pos_bias = -_POS_DECAY * np.log2(1.0 + np.arange(k))
+        return SimpleNamespace(rslate=rslate, rt=rt, taste=taste, n_avail=n_avail, base=base, users=users, S=S,
+                               start=start, kind=kind, cat=cat, pin=pin, slate_ms=slate_ms, u_click=u_click,
+                               u_cart=u_cart, u_buy=u_buy, u_cont=u_cont, pos_bias=pos_bias)
+
+    def _outcomes(self, items, valid, aff, pos_bias, u_click, u_cart, u_buy):
+        """Clicks, carts and buys of shown slots, decided by the pre-drawn coins."""
+        p_click = _sigmoid(_BASE_LOGIT + _AFFINITY * aff + self._pop_bias[items] + pos_bias)
+        click = valid & (u_click < p_click)
+        lp = self._log_price[items]
+        cart = click & (u_cart < _sigmoid(_CART[0] + _CART[1] * aff - _CART[2] * lp))
+        buy = cart & (u_buy < _sigmoid(_BUY[0] + _BUY[1] * aff - _BUY[2] * lp))
+        return click, cart, buy
+
+    def _plan_day(self, day: int, policy: Policy | None) -> dict[str, Any]:
+        """Everything random about one day, as arrays; only the assembly into Events is left."""
+        d = self._day_prelude(day)
+        users, S, cat, pin, taste, slate_ms = d.users, d.S, d.cat, d.pin, d.taste, d.slate_ms
         levels, active = [], np.arange(S)
         for j in range(_MAX_SLATES):
             if active.size == 0:
                 break
             if policy is None:
-                slates = self._popular_slates(active, cat, pin if j == 0 else None, base, rslate)
+                slates = self._popular_slates(active, cat, pin if j == 0 else None, d.base, d.rslate)
             else:
                 slates = self._policy_slates(active, users, cat, pin if j == 0 else None,
-                                             slate_ms[:, j], n_avail, policy)
+                                             slate_ms[:, j], d.n_avail, policy)
             valid = slates >= 0
             items = np.where(valid, slates, 0)
             aff = np.einsum("mkd,md->mk", self._item_vec[items], taste[users[active]])
-            p_click = _sigmoid(_BASE_LOGIT + _AFFINITY * aff + self._pop_bias[items] + pos_bias)
-            click = valid & (u_click[active, j] < p_click)
-            lp = self._log_price[items]
-            cart = click & (u_cart[active, j] < _sigmoid(_CART[0] + _CART[1] * aff - _CART[2] * lp))
-            buy = cart & (u_buy[active, j] < _sigmoid(_BUY[0] + _BUY[1] * aff - _BUY[2] * lp))
+            click, cart, buy = self._outcomes(items, valid, aff, d.pos_bias, d.u_click[active, j],
+                                              d.u_cart[active, j], d.u_buy[active, j])
             rows = np.full(S, -1)
             rows[active] = np.arange(active.size)
             levels.append((rows, slates, click, cart, buy))
-            active = active[u_cont[active, j] < np.where(click.any(axis=1), _CONTINUE_P[1], _CONTINUE_P[0])]
+            active = active[d.u_cont[active, j] < np.where(click.any(axis=1), _CONTINUE_P[1], _CONTINUE_P[0])]
         n_steps = sum(int(cl.sum() + ca.sum() + bu.sum()) for _, _, cl, ca, bu in levels)
-        return {"users": users, "start": start, "kind": kind, "pin": pin, "cat": cat,
-                "slate_ms": slate_ms, "levels": levels, "steps": rt.integers(*_STEP_MS, n_steps)}
+        return {"users": users, "start": d.start, "kind": d.kind, "pin": pin, "cat": cat,
+                "slate_ms": slate_ms, "levels": levels, "steps": d.rt.integers(*_STEP_MS, n_steps)}
 
     def _popular_slates(self, active, cat, pin, base, rng) -> np.ndarray:
         """Popularity-weighted slates without replacement, O(k log n) each: the first k distinct

@@ -91,7 +91,8 @@ def _id(obj: Mapping[str, Any], name: str, required: bool = True) -> str:
     return check_id(name, value)
 
 
-def _item_id(value: Any, name: str = "item_id") -> int:
+def check_item_id(value: Any, name: str = "item_id") -> int:
+    """An item id as a positive int32 (the wire packs ids as int32), or ValidationError."""
     if isinstance(value, bool):
         raise ValidationError(name, "must be an integer")
     # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and
@@ -119,7 +120,8 @@ def validate_event(obj: Any) -> Event:
     obj = _require_mapping(obj, "event")
     unknown = set(obj) - {f for f in Event.__dataclass_fields__}
     if unknown:
-        raise ValidationError(sorted(unknown)[0], "is not a known event field")
+        first = sorted(map(str, unknown))[0]
+        raise ValidationError(first or '""', "is not a known event field")  # an empty key is named visibly
     etype = obj.get("type")
     if etype not in EVENT_TYPES:
         raise ValidationError("type", f"must be one of {', '.join(EVENT_TYPES)}")
@@ -130,11 +132,11 @@ def validate_event(obj: Any) -> Event:
             raise ValidationError("query", "is required for a search event")
         if len(query) > MAX_QUERY_LEN:
             raise ValidationError("query", f"must be at most {MAX_QUERY_LEN} characters")
-        item_id = None if item_id is None else _item_id(item_id)
+        item_id = None if item_id is None else check_item_id(item_id)
     else:
         if item_id is None:
             raise ValidationError("item_id", f"is required for a {etype} event")
-        item_id = _item_id(item_id)
+        item_id = check_item_id(item_id)
         if query is not None:
             raise ValidationError("query", "is only allowed on search events")
     if "timestamp" not in obj:
@@ -172,7 +174,7 @@ def _context(value: Any) -> tuple[tuple[str, str], ...]:
 def validate_item(obj: Any) -> Item:
     """Check an untrusted item dict and return an Item, or raise ValidationError."""
     obj = _require_mapping(obj, "item")
-    item_id = _item_id(obj.get("item_id"))
+    item_id = check_item_id(obj.get("item_id"))
     title = obj.get("title")
     if not isinstance(title, str) or not title.strip() or len(title) > 512:
         raise ValidationError("title", "must be a non-empty string of at most 512 characters")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, jsonify
 
 from shared.errors import ValidationError
-from shared.schemas import _item_id, validate_item
+from shared.schemas import check_item_id, validate_item
 
 from ..auth import check_operator_key
 from ..catalogue import provisional_vector
@@ -39,7 +39,7 @@ def post_items():
     ids = []
     for obj in raw:
         try:
-            ids.append(_item_id(obj.get("item_id")) if isinstance(obj, dict) else None)
+            ids.append(check_item_id(obj.get("item_id")) if isinstance(obj, dict) else None)
         except ValidationError:
             ids.append(None)
     existing = serving.store.get_items(i for i in ids if i is not None)
@@ -72,7 +72,7 @@ def post_items():
 
 @bp.get("/v1/items/<int:item_id>")
 def get_item(item_id: int):
-    item_id = _item_id(item_id)  # the URL converter takes any size; SQLite's integers do not
+    item_id = check_item_id(item_id)  # the URL converter takes any size; SQLite's integers do not
     serving = current_app.extensions["pocketrank"]
     item = serving.store.get_items([item_id]).get(item_id)
     if item is None:

@@ -9,29 +9,17 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 
 from shared.errors import ValidationError
 
 from ..monitoring import collector, prom, source
 from ..monitoring.registry import Registry
+from .params import number_arg
 
 bp = Blueprint("metrics", __name__)
 
 DEFAULT_WINDOW, DEFAULT_BUCKET, DEFAULT_LIMIT = 86_400.0, 3_600.0, 50_000
-
-
-def _number(name: str, default: float, low: float, high: float) -> float:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValidationError(name, "must be a number") from None
-    if not low <= value <= high:
-        raise ValidationError(name, f"must be between {low:g} and {high:g}")
-    return value
 
 
 def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET, limit: int = DEFAULT_LIMIT) -> dict:
@@ -58,11 +46,11 @@ def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET
 
 
 def _args() -> tuple[float, float, int]:
-    window = _number("window", DEFAULT_WINDOW, 1, 90 * 86_400)
-    bucket = _number("bucket", DEFAULT_BUCKET, 1, 90 * 86_400)
+    window = number_arg("window", DEFAULT_WINDOW, 1, 90 * 86_400)
+    bucket = number_arg("bucket", DEFAULT_BUCKET, 1, 90 * 86_400)
     if window / bucket > 10_000:
         raise ValidationError("bucket", "gives more than 10,000 buckets for this window; make it larger")
-    return window, bucket, int(_number("limit", DEFAULT_LIMIT, 1, source.MAX_EVENTS))
+    return window, bucket, int(number_arg("limit", DEFAULT_LIMIT, 1, source.MAX_EVENTS))
 
 
 @bp.get("/v1/metrics/summary")

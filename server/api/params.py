@@ -10,17 +10,23 @@ from shared.errors import ValidationError
 from shared.schemas import check_id
 
 
-def int_arg(name: str, default: int, lo: int, hi: int) -> int:
+def number_arg(name: str, default, lo, hi, cast=float):
+    """A query parameter parsed with `cast` (int or float) and bounded to [lo, hi], else `default`."""
     raw = request.args.get(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError as exc:
-        raise ValidationError(name, "must be an integer") from exc
-    if not lo <= value <= hi:
-        raise ValidationError(name, f"must be between {lo} and {hi}")
+        raise ValidationError(name, "must be an integer" if cast is int else "must be a number") from exc
+    if not lo <= value <= hi:  # also refuses nan
+        show = str if cast is int else "{:g}".format
+        raise ValidationError(name, f"must be between {show(lo)} and {show(hi)}")
     return value
+
+
+def int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    return number_arg(name, default, lo, hi, cast=int)
 
 
 def id_arg(name: str) -> str:

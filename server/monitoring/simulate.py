@@ -81,36 +81,11 @@ class FeedbackSimulator(MarketplaceSimulator):
         return self._plan_feedback_day(day, policy)
 
     def _plan_feedback_day(self, day: int, policy: Any) -> dict[str, Any]:
-        # The prelude mirrors MarketplaceSimulator._plan_day draw for draw, so the sessions and
-        # coins are the simulator's own; only the order of the slates differs (time, not level).
-        c, k = self.config, self.config.slate_size
-        rs, ro, rslate, rt = (np.random.default_rng([c.seed, tag, day]) for tag in (2, 3, 4, 5))
-        taste = self._taste(day)
-        n_avail = c.n_items + day * c.new_items_per_day
-        base = np.where(self._in_stock[:n_avail], self._logw[:n_avail], -np.inf)
-        users = np.repeat(np.arange(c.n_users), rs.poisson(c.sessions_per_user_per_day * self._activity))
-        S = users.size
-        offset = rs.integers(0, simmod.DAY_MS - simmod._max_session_ms(k), S)
-        order = np.argsort(offset, kind="stable")
-        users, offset = users[order], offset[order]
-        start = int(round(c.start_time * 1000)) + day * simmod.DAY_MS + offset
-        kind = np.where(rs.random(S) < simmod._SEARCH_P, np.where(rs.random(S) < simmod._PRODUCT_SEARCH_P, 2, 1), 0)
-        cat_keys = 4.0 * taste[users] @ self._cat_centre.T.astype(np.float32) + rs.gumbel(size=(S, c.n_categories))
-        cat = np.where(kind > 0, cat_keys.argmax(axis=1), -1)
-        pin = np.full(S, -1)
-        prod = np.nonzero(kind == 2)[0]
-        if prod.size:
-            aff = taste[users[prod]] @ self._item_vec[:n_avail].T
-            pin[prod] = (simmod._AFFINITY * aff + base + rs.gumbel(size=aff.shape)).argmax(axis=1)
-            cat[prod] = self._item_cat[pin[prod]]
-        M = simmod._MAX_SLATES
-        gaps = simmod._slate_gap_min(k) + np.minimum(rs.exponential(30_000, (S, M)), 120_000).astype(np.int64)
-        gaps[:, 0] = np.where(kind > 0, rs.integers(1_000, 5_000, S), 0)
-        slate_ms = start[:, None] + np.cumsum(gaps, axis=1)
-        u_click, u_cart, u_buy = (ro.random((S, M, k)) for _ in range(3))
-        u_cont = ro.random((S, M))
-        pos_bias = -simmod._POS_DECAY * np.log2(1.0 + np.arange(k))
-
+        # The simulator's own prelude: the same sessions and coins as _plan_day; only the order
+        # in which slates are chosen differs (time, not level).
+        d = self._day_prelude(day)
+        users, S, cat, pin, taste, slate_ms, kind = d.users, d.S, d.cat, d.pin, d.taste, d.slate_ms, d.kind
+        M, n_avail = simmod._MAX_SLATES, d.n_avail
         first = self._n_planned
         self._n_planned += S
         rows_by_level = [[] for _ in range(M)]
@@ -138,11 +113,8 @@ class FeedbackSimulator(MarketplaceSimulator):
             valid = slate >= 0
             items = np.where(valid, slate, 0)
             aff = self._item_vec[items] @ taste[users[s]]
-            p_click = simmod._sigmoid(simmod._BASE_LOGIT + simmod._AFFINITY * aff + self._pop_bias[items] + pos_bias)
-            click = valid & (u_click[s, j] < p_click)
-            lp = self._log_price[items]
-            cart = click & (u_cart[s, j] < simmod._sigmoid(simmod._CART[0] + simmod._CART[1] * aff - simmod._CART[2] * lp))
-            buy = cart & (u_buy[s, j] < simmod._sigmoid(simmod._BUY[0] + simmod._BUY[1] * aff - simmod._BUY[2] * lp))
+            click, cart, buy = self._outcomes(items, valid, aff, d.pos_bias, d.u_click[s, j], d.u_cart[s, j],
+                                              d.u_buy[s, j])
             rows_by_level[j].append(s)
             out_by_level[j].append((slate, click, cart, buy))
             if observe:
@@ -155,7 +127,7 @@ class FeedbackSimulator(MarketplaceSimulator):
                         observe(ctx, "add_to_cart", item)
                     if buy[q]:
                         buys[s].append(item)
-            go_on = u_cont[s, j] < simmod._CONTINUE_P[1 if click.any() else 0]
+            go_on = d.u_cont[s, j] < simmod._CONTINUE_P[1 if click.any() else 0]
             if go_on and j + 1 < M:
                 heapq.heappush(heap, (int(slate_ms[s, j + 1]), s, j + 1))
             elif observe:
@@ -170,8 +142,8 @@ class FeedbackSimulator(MarketplaceSimulator):
             sl, cl, ca, bu = (np.stack([o[i] for o in out_by_level[j]]) for i in range(4))
             levels.append((rows, sl, cl, ca, bu))
         n_steps = sum(int(cl.sum() + ca.sum() + bu.sum()) for _, _, cl, ca, bu in levels)
-        return {"users": users, "start": start, "kind": kind, "pin": pin, "cat": cat,
-                "slate_ms": slate_ms, "levels": levels, "steps": rt.integers(*simmod._STEP_MS, n_steps)}
+        return {"users": users, "start": d.start, "kind": kind, "pin": pin, "cat": cat,
+                "slate_ms": slate_ms, "levels": levels, "steps": d.rt.integers(*simmod._STEP_MS, n_steps)}
 
     def session_number(self, session_id: str) -> int:
         return int(session_id.rsplit("-s", 1)[1])

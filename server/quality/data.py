@@ -15,6 +15,8 @@ import numpy as np
 
 from shared.errors import DataError
 
+from ..sequences import user_sequences
+
 
 @dataclass
 class Interactions:
@@ -100,7 +102,4 @@ def read_csv(path: Path) -> Interactions:
 def time_sorted_sequences(data: Interactions) -> list[np.ndarray]:
     """One item-index array per user, oldest first (ties: by item index, as server.data.movielens)."""
     order = np.lexsort((data.items, data.users, data.timestamps))
-    u, i = data.users[order], data.items[order]
-    by_user = np.argsort(u, kind="stable")
-    bounds = np.searchsorted(u[by_user], np.arange(data.n_users + 1))
-    return [i[by_user[bounds[k] : bounds[k + 1]]] for k in range(data.n_users)]
+    return user_sequences(data.users[order], data.items[order], data.n_users)

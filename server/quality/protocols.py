@@ -221,7 +221,7 @@ def protocol4(data: Interactions, seed: int, k: int = 10, n_users: int = 300, n_
     fit_seqs = [np.append(t, v) if v >= 0 else t for t, v in zip(train, val)]
     model = _fold_model(fit_seqs, data.n_items, seed)  # protocol 2's model: all but the last item
     vecs = model.item_vectors().detach().numpy()
-    from server.evaluate import pooled_user
+    from server.evaluate import pooled_user, retrieve_and_rank
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "r.onnx", Path(tmp) / "r8.onnx"
@@ -235,12 +235,7 @@ def protocol4(data: Interactions, seed: int, k: int = 10, n_users: int = 300, n_
         for u in users:
             hist = np.append(train[u], val[u])
             uv = pooled_user(vecs, hist, model.config.history)
-            s = vecs @ uv
-            s[hist] = -np.inf
-            top = np.argsort(-s, kind="stable")[:n_candidates]
-            with torch.no_grad():
-                p = model.click(torch.from_numpy(uv[None]), torch.from_numpy(vecs[top])).numpy()
-            ranked = top[np.argsort(-p, kind="stable")][:k]
+            ranked = retrieve_and_rank(model, vecs, uv, hist, n_candidates)[1][:k]
             server_nd.append(_ndcg1(ranked, test[u]))
             for st in staleness:
                 old = hist[: len(hist) - st] if st else hist

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import sequences
 from .data import Interactions
 
 
@@ -45,16 +46,11 @@ def python_stratified_split(users: np.ndarray, items: np.ndarray, ratio: float =
 def leave_last_out(seqs: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Protocol 2: per user, train = all but the last two, val = one before last, test = last.
 
+    The same split training uses (server.sequences.leave_last_out), as a tuple.
     Users with fewer than three events keep them all in training (val/test = -1).
     """
-    train, val, test = [], np.full(len(seqs), -1), np.full(len(seqs), -1)
-    for u, s in enumerate(seqs):
-        if len(s) >= 3:
-            train.append(s[:-2])
-            val[u], test[u] = s[-2], s[-1]
-        else:
-            train.append(s)
-    return train, val, test
+    split = sequences.leave_last_out(seqs)
+    return split.train, split.val, split.test
 
 
 def global_time_split(data: Interactions, quantile: float = 0.8) -> np.ndarray:

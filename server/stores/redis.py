@@ -28,7 +28,7 @@ from shared.errors import PocketrankError
 from shared.features import UserState
 from shared.schemas import Event, Item
 
-from .base import (CONSUMED_TYPES, LogEntry, Store, Updates, UserContext, UserRecord, pack_recent,
+from .base import (LogEntry, Store, Updates, UserContext, UserRecord, pack_recent,
                    unpack_recent)
 
 log = logging.getLogger(__name__)

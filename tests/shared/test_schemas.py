@@ -61,9 +61,11 @@ json_values = st.recursive(
 @given(st.dictionaries(st.sampled_from(sorted(GOOD) + ["query", "x"]), json_values, max_size=9) | json_values)
 def test_any_json_is_either_an_event_or_a_validation_error(obj):
     try:
-        validate_event(obj)
-    except ValidationError:
-        pass
+        ev = validate_event(obj)
+    except ValidationError as exc:
+        assert exc.field and exc.message  # any other exception type fails the test
+    else:
+        assert validate_event(ev.to_dict()) == ev
 
 
 def test_items_validate_too():
