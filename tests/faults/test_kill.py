@@ -32,7 +32,8 @@ from server.publish import publish_job
 from .liveserver import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
-REPEATS = int(os.environ.get("POCKETRANK_KILL_REPEATS", "50"))
+REPEATS = int(os.environ.get("POCKETRANK_KILL_REPEATS", "50"))  # kills that land, per kill point
+MAX_RUNS_PER_KILL = 4  # runs allowed per landed kill before the aim is called broken
 USERS = ["186", "196"]
 DB = "device.sqlite"
 
@@ -184,7 +185,11 @@ def test_a_kill_at_a_random_point_loses_nothing_and_mixes_nothing(world, scenari
     window, commit = kill_window(world, scenario, marker)
     rng = random.Random(f"{scenario}-{marker}")
     outcomes: Counter = Counter()
-    for i in range(REPEATS):
+    # Runs go on until REPEATS kills have landed inside the marked stretch (a kill that comes
+    # after the run finished is still checked, but does not count): a machine faster or slower
+    # than the calibration changes how many runs that takes, not how many kills are tested.
+    killed, i = 0, 0
+    while killed < REPEATS and i < MAX_RUNS_PER_KILL * REPEATS:
         device_id = f"kill-{marker}-{i}"
         db = world.fresh_device(device_id)
         n_events = 2 if scenario == "sync" else 5
@@ -200,12 +205,11 @@ def test_a_kill_at_a_random_point_loses_nothing_and_mixes_nothing(world, scenari
         assert len(res["events"]) == n_events
         left_on = check_after_kill(world, db, device_id, res["events"], new_base)
         outcomes[("killed" if res["killed"] else "finished", left_on)] += 1
+        killed += bool(res["killed"])
+        i += 1
         shutil.rmtree(db.parent)
     print(f"\n{scenario}/{marker}: window {window * 1000:.1f} ms"
-          + (f", commit at {commit * 1000:.1f} ms" if commit else "") + f", {REPEATS} runs: {dict(outcomes)}")
-    killed = sum(n for (how, _), n in outcomes.items() if how == "killed")
-    # The kills must really land inside the marked stretch; timing on a shared machine varies,
-    # so this asks for a clear share of them rather than nearly all.
-    assert killed >= 0.4 * REPEATS
+          + (f", commit at {commit * 1000:.1f} ms" if commit else "") + f", {i} runs: {dict(outcomes)}")
+    assert killed >= REPEATS, f"only {killed} of {i} kills landed inside the marked stretch"
     if marker == "apply":
         assert {left for how, left in outcomes if how == "killed"} == {"old", "new"}  # both sides of the commit
