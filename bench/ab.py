@@ -244,7 +244,10 @@ def main(argv: list[str]) -> int:
     meta["seconds"] = time.perf_counter() - start
     DOCS.mkdir(exist_ok=True)
     plot(res, DOCS / "ab.png")
-    (DOCS / "ab.md").write_text(report(res, meta))
+    from bench._sections import kept_sections
+
+    page = DOCS / "ab.md"
+    page.write_text(report(res, meta) + kept_sections(page))  # bench/drift's section stays
     print(f"wrote {DOCS / 'ab.md'} and {DOCS / 'ab.png'} in {meta['seconds']:.0f} s")
     return 0
 

@@ -49,7 +49,7 @@ def _ranker(directory: Path) -> bytes:
 
 def synthetic_bundle(directory: Path) -> tuple[dict, dict[str, bytes], str]:
     """(sync answer for every user, artifact bytes by URL, public key hex), signed like a real publish."""
-    from exporter.signing import init_keys, public_key_hex, sign
+    from exporter.signing import init_keys, load_private, public_key_hex, sign
     from shared import wire
     from shared.features import DECAY, TYPE_WEIGHTS, UserState
 
@@ -66,10 +66,9 @@ def synthetic_bundle(directory: Path) -> tuple[dict, dict[str, bytes], str]:
         state = UserState(s.astype(np.float32), 8.0, 8)
         scores = vecs @ (s / 8)
         top = np.argsort(-scores)[:N_CANDIDATES]
-        records[f"u{u}"] = wire.pack_candidates(ids[top], 1 / (1 + np.exp(-scores[top])), state)
+        records[f"u{u}"] = wire.pack_candidates(ids[top], 1 / (1 + np.exp(-scores[top])))
         states[f"u{u}"] = base64.b64encode(wire.pack_state(state)).decode()
     artifacts = {"items": wire.pack_vectors(ids, vecs), "catalog": wire.pack_json(catalog),
-                 "users": wire.pack_user_index({u: wire.sha256_hex(b) for u, b in records.items()}),
                  "ranker": _ranker(directory)}
     now = time.time()
     manifest = {"wire_version": wire.WIRE_VERSION, "version": 1, "created_at": now, "expires_at": now + 30 * 86400,
@@ -80,9 +79,14 @@ def synthetic_bundle(directory: Path) -> tuple[dict, dict[str, bytes], str]:
     body = wire.canonical_json(manifest)
     keys = directory / "keys"
     init_keys(keys)
+    signer = load_private(keys)  # each record signed for version 1, as a publish does (wire v2)
+    digests = {u: wire.sha256_digest(wire.decompress(b)) for u, b in records.items()}
+    entries = {u: {"kind": "full", "sha256": digests[u].hex(), "data": base64.b64encode(b).decode(),
+                   "sig": base64.b64encode(signer.sign(wire.record_message(1, u, digests[u]))).decode()}
+               for u, b in records.items()}
     answer = {"version": 1, "manifest": base64.b64encode(body).decode(),
               "signature": base64.b64encode(sign(body, keys)).decode(),
-              "records": {u: base64.b64encode(b).decode() for u, b in records.items()}, "states": states,
+              "records": entries, "states": states,
               "unknown_users": [], "artifacts": {n: f"/v1/artifacts/1/{n}" for n in artifacts}}
     return answer, {f"/v1/artifacts/1/{n}": b for n, b in artifacts.items()}, public_key_hex(keys)
 

@@ -265,9 +265,9 @@ def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, qui
     return out
 
 
-def report(results: dict) -> None:
+def report(results: dict, load_at_start: float) -> None:
     log("\n== summary (loopback; load generator on the same 2 cores; "
-        f"load average {os.getloadavg()[0]:.1f} at the end)")
+        f"load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)")
     log(f"{'':44s}" + "".join(f"{b:>14s}" for b in results) + "      target")
 
     def row(label, get, target=""):
@@ -297,6 +297,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from server.stores import SQLiteStore
 
+    load_at_start = os.getloadavg()[0]  # the figures mean little on a busy machine: say how busy it was
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -330,7 +331,7 @@ def main(argv: list[str]) -> int:
                 if redis_proc:
                     redis_proc.terminate()
                     redis_proc.wait(10)
-        report(results)
+        report(results, load_at_start)
     return 0
 
 

@@ -225,7 +225,10 @@ class DeviceCache:
         return Candidates.from_row(row) if row else None
 
     def candidates(self, user_id: str) -> tuple[bytes, int, float] | None:
-        """The user's candidate record as the server signed it: (PRC1 frame, version, received_at)."""
+        """The user's candidate record: (zstd frame of the PRC1 record, version it is confirmed at, received_at).
+
+        The frame is the server's, or a local recompression of a record rebuilt from a delta: the
+        record signature covers the uncompressed record, so both verify alike."""
         row = self.query_one("SELECT blob, version, received_at FROM candidates WHERE user_id = ?", (user_id,))
         return (row[0], row[1], row[2]) if row else None
 

@@ -87,13 +87,19 @@ def device(ctx, db, server, public_key, device_id, token, budget) -> None:
 
 @device.command()
 @click.argument("users", nargs=-1)
+@click.option("--wifi-only", is_flag=True,
+              help="Act as an app with wifi_only on a metered network: no new model is downloaded, and a "
+                   "version that needs one waits (the held version keeps serving).")
 @click.pass_obj
-def sync(dev: _Device, users) -> None:
+def sync(dev: _Device, users, wifi_only) -> None:
     """Pull the newest signed bundle for USERS (default: every user on this device)."""
-    result = _run(lambda: dev.client.sync(list(users) or None))
+    dev.client.wifi_only = wifi_only
+    result = _run(lambda: dev.client.sync(list(users) or None, on_wifi=False))
     click.echo(f"bundle v{result.version} ({'changed' if result.changed else 'unchanged'}), "
                f"{result.bytes_downloaded:,} bytes" + (f"; fetched {', '.join(result.artifacts_fetched)}"
                                                       if result.artifacts_fetched else ""))
+    if result.deferred:
+        click.echo(f"pending: {result.deferred}")
     if result.unknown_users:
         click.echo(f"unknown to the server: {', '.join(result.unknown_users)}")
 

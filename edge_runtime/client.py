@@ -40,6 +40,11 @@ class EdgeClient:
     Timeouts: `latency_budget` bounds the server's part of recommend(),
     `sync_timeout` each sync request and artifact download, `upload_timeout`
     each upload batch. Each bounds the whole call, not each network phase.
+
+    `wifi_only`: model files (ranker, encoder) download only in a sync told
+    `on_wifi=True`; candidate lists always. A version that needs a new model is
+    left pending as a whole until then, and the held version keeps serving
+    (docs/sync-protocol.md, "wifi_only").
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class EdgeClient:
         max_per_category: int | None = None,
         drop_out_of_stock: bool = False,
         durability: str = "crash",
+        wifi_only: bool = False,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -79,6 +85,7 @@ class EdgeClient:
         self.sync_timeout = sync_timeout
         self.upload_timeout = upload_timeout
         self.max_model_bytes = max_model_bytes
+        self.wifi_only = wifi_only
         self.connectivity = connectivity or Connectivity()
         self.uploads = uploads or Connectivity()
         self.outbox = Outbox(self.cache, max_outbox_events, max_outbox_bytes, max_outbox_age_days, clock)
@@ -151,8 +158,10 @@ class EdgeClient:
             if not batch:
                 break
             try:
+                # 422: some events were rejected; its results are handled like a 200's (the
+                # rejected ones set aside, the rest acknowledged), never retried as a failure.
                 answer = self.transport.post_json("/v1/events", {"events": batch.events}, timeout=self.upload_timeout,
-                                                  headers={"Idempotency-Key": batch.key})
+                                                  headers={"Idempotency-Key": batch.key}, answers=(422,))
             except TransportError as exc:
                 if getattr(exc, "status_code", None) == 413 and len(batch) > 1:
                     self.batch_size = max(1, len(batch) // 2)  # the server's body limit is lower than we assumed
@@ -178,18 +187,21 @@ class EdgeClient:
 
     # --- sync ---
 
-    def sync(self, users: list[str] | None = None) -> SyncResult:
+    def sync(self, users: list[str] | None = None, on_wifi: bool = False) -> SyncResult:
         """Pull the newest bundle for `users` (default: every user known on this device).
 
         Verified (signature, version, expiry, every sha256 and length) before
         anything is written; then applied in one SQLite transaction. On any
-        error the device stays on its previous version.
+        error the device stays on its previous version. With `wifi_only`, pass
+        `on_wifi=True` when the OS reports an unmetered network: only then is a
+        new model downloaded (result.deferred says when a version waits for it).
         """
         users = sorted({check_id("users", u) for u in (users or self.cache.users())})
         if not users:
             raise ValidationError("users", "name at least one user to sync for")
         syncer = Syncer(self.cache, self.transport, self.public_key, self.slot, self.outbox, self.search,
-                        self.sync_timeout, self.max_model_bytes, self.clock, sleep=self._sleep)
+                        self.sync_timeout, self.max_model_bytes, self.clock, sleep=self._sleep,
+                        models_allowed=not self.wifi_only or on_wifi)
         try:
             result = syncer.run(users)
         except TransportError as exc:

@@ -59,7 +59,7 @@ def pack(table: ItemTable, record: bytes) -> tuple[bytes, bytes, bytes, bytes, b
     Candidates whose item is not in the table are left out: they cannot be
     scored, shown with a title, or checked against the rules.
     """
-    ids, scores, _ = wire.unpack_candidates(record)
+    ids, scores = wire.unpack_candidates(record)
     pos = table.positions(ids)
     keep = pos >= 0
     pos = pos[keep]

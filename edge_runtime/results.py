@@ -43,8 +43,11 @@ class SyncResult:
     bytes_downloaded: int = 0
     artifacts_fetched: list[str] = field(default_factory=list)
     users_updated: list[str] = field(default_factory=list)
-    users_unchanged: list[str] = field(default_factory=list)  # held records confirmed by the new index, not re-sent
+    users_unchanged: list[str] = field(default_factory=list)  # held records confirmed by a new signature, not re-sent
     unknown_users: list[str] = field(default_factory=list)
+    users_delta: list[str] = field(default_factory=list)  # of users_updated, those that came as a delta
+    snapshot: bool = False  # the server sent every record whole (first sync, or a cursor past its history)
+    deferred: str | None = None  # why a newer version was left pending (wifi_only: its model waits for wifi)
 
 
 @dataclass

@@ -1,23 +1,32 @@
 """Pulling a bundle: fetch, verify everything, then apply it in one SQLite transaction.
 
-Nothing is written to the database until every byte is verified (signature,
-rollback, expiry, each artifact's length and sha256, each user's record
-against the signed user index) and the new ranker has loaded. Then the item
+Nothing is written to the database until every byte is verified (manifest
+signature, rollback, expiry, each artifact's length and sha256, each user's
+record signature and sha256) and the new ranker has loaded. Then the item
 table, the artifact pointers, the users' records and packed rows, the live
 user states (with the outbox's pending events folded on top) and the version
 are written in one transaction: an interrupted sync leaves the device wholly on
-its previous version. See edge_runtime/artifacts.py for the model files.
+its previous version. See edge_runtime/artifacts.py for the model files and
+docs/sync-protocol.md for the protocol.
 
-Users added after the held version was fetched: the server answers 304 for the
-held version whatever the users, so their records are asked for with cursor=0.
-The answer then carries the held version again; it is accepted, for records
-and states only, when its manifest is byte for byte the held, signed one.
+The cursor of a request is the version at which the device holds the listed
+users' records, so the server answers each with a delta against that record,
+or only a new signature when it did not change. Users are grouped by the
+version of their held record; users without one (added later, or whose held
+record did not match what the server assumed) are asked for with cursor=0,
+whole. Such an answer may carry the held version again; it is accepted, for
+records and states only, when its manifest is byte for byte the held, signed one.
+
+wifi_only: a newer version whose model (ranker or encoder) the device does not
+hold is left pending as a whole while models may not be downloaded; the held
+version, model and lists together, keeps serving (docs/sync-protocol.md, "wifi_only").
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import time
 from typing import Callable
@@ -32,48 +41,70 @@ from .packed import ItemTable, repack
 from .rerank import LocalRanker, ModelSlot
 from .results import SyncResult
 from .transport import Transport
-from .trust import verify_manifest
+from .trust import verify_manifest, verify_record
 from .userstate import SearchIndex, fold
 
-REQUIRED_ARTIFACTS = ("items", "catalog", "users", "ranker")
+REQUIRED_ARTIFACTS = ("items", "catalog", "ranker")
+MODEL_ARTIFACTS = ("ranker", "encoder")  # what wifi_only defers
+RECORD_KINDS = ("full", "delta", "same")
 
 
 class Syncer:
     def __init__(self, cache: DeviceCache, transport: Transport, public_key, slot: ModelSlot, outbox: Outbox,
                  search: SearchIndex, timeout: float, max_model_bytes: int, clock: Callable[[], float] = time.time,
-                 users_per_request: int = 50, sleep: Callable[[float], None] = time.sleep):
+                 users_per_request: int = 50, sleep: Callable[[float], None] = time.sleep,
+                 models_allowed: bool = True):
         self.cache, self.transport, self.public_key = cache, transport, public_key
         self.slot, self.outbox, self.search = slot, outbox, search
         self.timeout, self.max_model_bytes, self.clock = timeout, max_model_bytes, clock
         self.users_per_request = users_per_request
         self.sleep = sleep
+        self.models_allowed = models_allowed
+        self._need_full: set[str] = set()  # users whose held record the server's answer did not match
+        self._asked: set[str] = set()  # the users of the request being answered
 
     def run(self, users: list[str]) -> SyncResult:
         if self.public_key is None:
             raise SignatureError("no public key configured: pass the server's keys/signing.pub to EdgeClient")
         held = self.cache.version
         result = SyncResult(held, False)
-        answer = self._request(users[: self.users_per_request], cursor=held)
-        if answer is not None:
-            self._apply(answer, result, same_version_ok=False)
-        # Each round either gives the chunk its records or marks its users unknown
-        # at this version; a newer version arriving mid-way starts the rounds over.
+        # First round, cursor = held: the users held at it, and the users held at no version, named in
+        # `without` so the server answers them whole (one request and one transaction for both).
+        # Users unknown at the held version go as held ones: the server has no record of theirs at
+        # the cursor either, so it answers them whole (or unknown again), and a 304 stays possible.
+        unknown = self._unknown_since(held)
+        versions = self._held_versions(users)
+        first = [u for u, v in versions.items() if v == held or v == 0 or u in unknown][: self.users_per_request]
+        without = [u for u in first if held and versions[u] == 0 and u not in unknown]
+        if first:
+            answer = self._request(first, cursor=held, without=without)
+            if answer is not None:
+                self._apply(answer, result, same_version_ok=bool(without))
+        # Each round either gives a chunk its records or marks its users unknown at
+        # this version; a newer version arriving mid-way starts the rounds over.
         for _ in range(4 * (len(users) // self.users_per_request + 1)):
+            if result.deferred:
+                break
             lagging = self._lagging(users)
             if not lagging:
                 break
-            answer = self._request(lagging[: self.users_per_request], cursor=0)
+            cursor = max(lagging.values())
+            chunk = [u for u, v in lagging.items() if v == cursor][: self.users_per_request]
+            answer = self._request(chunk, cursor=cursor)
             if answer is None:
                 break
             self._apply(answer, result, same_version_ok=True)
         return result
 
-    def _request(self, users: list[str], cursor: int) -> dict | None:
-        headers = {"If-None-Match": f'"v{cursor}"'} if cursor else None
+    def _request(self, users: list[str], cursor: int, without: list[str] = ()) -> dict | None:
+        held = self.cache.version
+        # With `without`, the server never answers 304 (those users need their records).
+        headers = {"If-None-Match": f'"v{cursor}"'} if cursor and cursor == held and not without else None
+        params = {"cursor": cursor, "users": ",".join(users), **({"without": ",".join(without)} if without else {})}
         for attempt in range(3):
             try:
                 status, body = self.transport.get_json("/v1/sync", timeout=self.timeout, headers=headers,
-                                                       params={"cursor": cursor, "users": ",".join(users)})
+                                                       params=params)
                 break
             except TransportError as exc:
                 # A rate limit of a second or two is waited out here, so a
@@ -82,17 +113,31 @@ class Syncer:
                 if getattr(exc, "status_code", None) not in (429, 503) or wait is None or wait > 2.0 or attempt == 2:
                     raise
                 self.sleep(wait)
+        self._asked = set(users)
         if status == 304:
             return None
         if not isinstance(body, dict):
             raise IntegrityError("sync answer is not a JSON object")
         return body
 
-    def _lagging(self, users: list[str]) -> list[str]:
+    def _held_versions(self, users: list[str]) -> dict[str, int]:
+        """The version each user's held record was last confirmed at; 0 when none is held."""
+        held: dict[str, int] = {}
+        for i in range(0, len(users), 500):
+            part = users[i : i + 500]
+            held.update(self.cache.query(f"SELECT user_id, version FROM candidates WHERE user_id IN "
+                                         f"({','.join('?' * len(part))})", part))
+        return {u: int(held.get(u) or 0) for u in users}
+
+    def _unknown_since(self, version: int) -> set[str]:
+        return {r[0] for r in self.cache.query("SELECT user_id FROM unknown_users WHERE version >= ?", (version,))}
+
+    def _lagging(self, users: list[str]) -> dict[str, int]:
+        """Users not yet at the held version, each with the cursor to ask for them with."""
         held = self.cache.version
-        done = {r[0] for r in self.cache.query("SELECT user_id FROM candidates WHERE version >= ? UNION "
-                                               "SELECT user_id FROM unknown_users WHERE version >= ?", (held, held))}
-        return [u for u in users if u not in done]
+        unknown = self._unknown_since(held)
+        return {u: 0 if u in self._need_full else v for u, v in self._held_versions(users).items()
+                if v < held and u not in unknown}
 
     # --- verify ---
 
@@ -116,39 +161,71 @@ class Syncer:
             raise IntegrityError("manifest embedding_dim must be a positive integer")
         return manifest_bytes, manifest, same
 
-    def _carried(self, body: dict, index: dict[str, str], records: dict[str, bytes]) -> list[str]:
-        """Users whose held record the server says is unchanged, and whose bytes match the new signed index.
+    def _held_raw(self, user_id: str) -> bytes | None:
+        """The raw PRC2 record the device holds for the user; None if none, or if it no longer decodes."""
+        row = self.cache.query_one("SELECT blob FROM candidates WHERE user_id = ?", (user_id,))
+        if row is None:
+            return None
+        try:
+            return wire.decompress(row[0], wire.MAX_RECORD_BYTES)
+        except IntegrityError:
+            return None
 
-        A held record that does not match stays on its old version, so the
-        next round asks for it in full: a wrong "unchanged" costs a request,
-        never a wrong list.
+    def _records(self, body: dict, version: int, asked: set[str]) -> tuple[dict[str, bytes], list[str], list[str]]:
+        """(new records as zstd frames, users whose held record is confirmed, users to ask for whole).
+
+        Per record: the signature over (version, user, sha256) first, then the
+        bytes: a full frame or a delta inflated to at most MAX_RECORD_BYTES, its
+        sha256 against the signed one, and its layout. A delta or "same" whose
+        base is not the record the device holds is not applied; the user is
+        asked for again with cursor 0 (a wrong claim costs a request, never a
+        wrong list). Anything else that fails rejects the whole answer.
         """
-        out = []
-        for uid in body.get("unchanged") or []:
-            if not isinstance(uid, str) or uid in records or uid not in index:
+        entries = body.get("records") or {}
+        if not isinstance(entries, dict):
+            raise IntegrityError("sync answer's records must be an object")
+        records, same, need_full = {}, [], []
+        for uid, e in entries.items():
+            if uid not in asked:  # not this request's: never stored (the device would gain a user)
                 continue
-            row = self.cache.query_one("SELECT blob FROM candidates WHERE user_id = ?", (uid,))
-            if row is not None and wire.sha256_hex(row[0]) == index[uid]:
-                out.append(uid)
-        return out
-
-    def _records(self, body: dict, index: dict[str, str]) -> dict[str, bytes]:
-        records = {}
-        for uid, b64 in (body.get("records") or {}).items():
+            if not isinstance(e, dict) or e.get("kind") not in RECORD_KINDS:
+                raise IntegrityError(f"record of user {uid!r} must be an object with kind full, delta or same")
             try:
-                blob = base64.b64decode(b64, validate=True)
-            except (TypeError, binascii.Error) as exc:
-                raise IntegrityError(f"record of user {uid!r} is not base64") from exc
-            if uid not in index:
-                raise IntegrityError(f"record for user {uid!r} is not in the signed user index")
-            wire.check_digest(blob, index[uid], len(blob), f"candidates of user {uid}")
-            wire.unpack_candidates(blob)  # decodes, or raises IntegrityError
-            records[uid] = blob
-        return records
+                sha = bytes.fromhex(e["sha256"])
+                sig = base64.b64decode(e["sig"], validate=True)
+                data = base64.b64decode(e["data"], validate=True) if e["kind"] != "same" else b""
+                base_sha = bytes.fromhex(e["base_sha256"]) if e["kind"] == "delta" else b""
+            except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+                raise IntegrityError(f"record of user {uid!r} is malformed: {exc!r}") from exc
+            if len(sha) != 32 or len(sig) != 64:
+                raise IntegrityError(f"record of user {uid!r}: sha256 must be 32 bytes and sig 64")
+            verify_record(self.public_key, version, uid, sha, sig)
+            if e["kind"] != "full":
+                held = self._held_raw(uid)
+                want = sha if e["kind"] == "same" else base_sha
+                if held is None or hashlib.sha256(held).digest() != want:
+                    need_full.append(uid)
+                    continue
+                if e["kind"] == "same":
+                    same.append(uid)
+                    continue
+            try:
+                raw = (wire.decompress(data, wire.MAX_RECORD_BYTES) if e["kind"] == "full"
+                       else wire.apply_delta(held, data, wire.MAX_RECORD_BYTES))
+                if hashlib.sha256(raw).digest() != sha:
+                    raise IntegrityError(f"sha256 of the {e['kind']} record does not match the signed one; "
+                                         "corrupted or tampered")
+                wire.unpack_candidates_raw(raw)  # decodes, or raises IntegrityError
+            except IntegrityError as exc:
+                raise IntegrityError(f"record of user {uid!r}: {exc}") from exc
+            records[uid] = data if e["kind"] == "full" else wire.compress(raw)
+        return records, same, need_full
 
     def _states(self, body: dict, dim: int) -> dict[str, UserState]:
         states = {}
         for uid, b64 in (body.get("states") or {}).items():
+            if uid not in self._asked:
+                continue
             try:
                 state = wire.unpack_state(base64.b64decode(b64, validate=True))
             except (TypeError, binascii.Error) as exc:
@@ -203,16 +280,25 @@ class Syncer:
         version, dim = manifest["version"], manifest["embedding_dim"]
         arts = manifest["artifacts"]
         held_shas = self.cache.artifact_shas()
+        for name, art in arts.items():
+            if not isinstance(art, dict) or not isinstance(art.get("length"), int):
+                raise IntegrityError(f"manifest artifact {name!r} is malformed")
+        # Records are checked before any download: a tampered answer costs no artifact bytes.
+        records, carried, need_full = self._records(body, version, self._asked)
+        if not same and not self.models_allowed:
+            models = [n for n in MODEL_ARTIFACTS if n in arts and arts[n]["sha256"] != held_shas.get(n)
+                      and not self.cache.files.has(arts[n]["sha256"], arts[n]["length"])]
+            if models:
+                # The manifest binds this version's lists to its model: applying them
+                # with the held model would mix two versions, so none of it applies.
+                result.deferred = (f"bundle {version} needs a new {' and '.join(models)}, which waits for an "
+                                   f"allowed network (wifi_only); version {self.cache.version} keeps serving")
+                result.bytes_downloaded += len(json.dumps(body))
+                return
         parts: dict[str, bytes] = {}
         if not same:
             for name, art in arts.items():
-                if not isinstance(art, dict) or not isinstance(art.get("length"), int):
-                    raise IntegrityError(f"manifest artifact {name!r} is malformed")
                 parts[name] = self._artifact(name, art, body.get("artifacts"), result)
-        users_blob = parts.get("users") or self.cache.files.read(arts["users"]["sha256"])
-        index = wire.unpack_user_index(users_blob)
-        records = self._records(body, index)
-        carried = self._carried(body, index, records)
         states = self._states(body, dim)
         rebuild = not same and (arts["items"]["sha256"] != held_shas.get("items")
                                 or arts["catalog"]["sha256"] != held_shas.get("catalog"))
@@ -252,11 +338,12 @@ class Syncer:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('synced_at', ?)", (str(now),))
             conn.executemany("INSERT OR REPLACE INTO candidates (user_id, blob, version, received_at) "
                              "VALUES (?, ?, ?, ?)", [(u, b, version, now) for u, b in records.items()])
-            unknown = [u for u in body.get("unknown_users") or [] if isinstance(u, str) and u not in records]
+            unknown = [u for u in body.get("unknown_users") or []
+                       if isinstance(u, str) and u in self._asked and u not in records]
             conn.executemany("INSERT OR REPLACE INTO unknown_users (user_id, version) VALUES (?, ?)",
                              [(u, version) for u in unknown])
             conn.executemany("DELETE FROM unknown_users WHERE user_id = ?", [(u,) for u in records])
-            # Confirmed current by the new signed index: as fresh as a re-sent record.
+            # Confirmed current by this version's record signature: as fresh as a re-sent record.
             conn.executemany("UPDATE candidates SET version = ?, received_at = ? WHERE user_id = ?",
                              [(version, now, u) for u in carried])
             repack(conn, None if rebuild else sorted(records), table)
@@ -265,6 +352,8 @@ class Syncer:
             for uid, state in states.items():
                 fold(conn, uid, self.outbox.pending_for(uid, conn), dim, self.search.vector, base=state)
         self.cache.invalidate()
+        self._need_full.difference_update(records)
+        self._need_full.update(need_full)
         if ranker is not None:
             self.slot.put(arts["ranker"]["sha256"], ranker)
         for sha in superseded:  # only now: the previous version is no longer referenced
@@ -272,5 +361,8 @@ class Syncer:
         result.version, result.changed = version, True
         result.users_updated += sorted(records)
         result.users_unchanged += sorted(carried)
+        result.users_delta += sorted(u for u, e in (body.get("records") or {}).items()
+                                     if u in records and isinstance(e, dict) and e.get("kind") == "delta")
+        result.snapshot = result.snapshot or bool(body.get("snapshot"))
         result.unknown_users += unknown
         result.bytes_downloaded += len(json.dumps(body))

@@ -38,7 +38,8 @@ class Transport:
         if client is not None and headers:
             self.client.headers.update(headers)
 
-    def _call(self, method: str, url: str, timeout: float, **kwargs) -> tuple[int, httpx.Headers, bytes]:
+    def _call(self, method: str, url: str, timeout: float, answers: tuple[int, ...] = (),
+              **kwargs) -> tuple[int, httpx.Headers, bytes]:
         deadline = time.monotonic() + timeout
         got: list[bytes] = []
         status, headers = 0, httpx.Headers()
@@ -54,7 +55,7 @@ class Transport:
             raise _error(f"{method} {url} failed: {type(exc).__name__}: {exc}", partial=b"".join(got),
                          ranged=status == 206) from exc
         body = b"".join(got)
-        if status >= 400:
+        if status >= 400 and status not in answers:
             hint = "; the server refused this device: check its token and users" if status in (401, 403) else ""
             raise _error(f"{method} {url} answered {status}: {body[:300].decode(errors='replace')}{hint}", status,
                          _retry_after(headers.get("Retry-After")))
@@ -67,8 +68,11 @@ class Transport:
             return 304, None
         return status, _json(body, f"GET {url}")
 
-    def post_json(self, url: str, body: Any, timeout: float, headers: dict | None = None) -> Any:
-        _, _, answer = self._call("POST", url, timeout, json=body, headers=headers)
+    def post_json(self, url: str, body: Any, timeout: float, headers: dict | None = None,
+                  answers: tuple[int, ...] = ()) -> Any:
+        """The JSON answer; statuses >= 400 raise TransportError, except those in `answers`,
+        whose body is an answer too (POST /v1/events' 422 carries per-event results)."""
+        _, _, answer = self._call("POST", url, timeout, answers, json=body, headers=headers)
         return _json(answer, f"POST {url}")
 
     def get_bytes(self, url: str, timeout: float, start: int = 0) -> tuple[bytes, bool]:

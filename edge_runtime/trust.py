@@ -1,4 +1,4 @@
-"""Manifest verification: signature, rollback and expiry (TUF's lessons, small)."""
+"""Manifest and record verification: signatures, rollback and expiry (TUF's lessons, small)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.errors import SignatureError
-from shared.wire import parse_manifest
+from shared.wire import parse_manifest, record_message
 
 
 def load_public_key(hex_key: str) -> Ed25519PublicKey:
@@ -42,3 +42,16 @@ def verify_manifest(manifest_bytes: bytes, signature_b64: str, public_key: Ed255
     if manifest["expires_at"] < now:
         raise SignatureError(f"bundle version {manifest['version']} expired; the server must republish")
     return manifest
+
+
+def verify_record(public_key: Ed25519PublicKey, version: int, user_id: str, raw_sha256: bytes, signature: bytes) -> None:
+    """Raise SignatureError unless `signature` signs (version, user_id, raw_sha256) as shared.wire.record_message.
+
+    `version` is the verified manifest's: a record signed for another version
+    (a replayed or mixed-in list) or for another user does not verify.
+    """
+    try:
+        public_key.verify(signature, record_message(version, user_id, raw_sha256))
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError(f"the record signature of user {user_id!r} does not verify for bundle {version}: "
+                             "tampered, or signed for another version or user") from exc

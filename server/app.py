@@ -46,7 +46,11 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
-        return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code
+        message = exc.description
+        if exc.code == 413:  # werkzeug's text names no limit; say which one and what to do
+            message = (f"request body larger than {config.max_body_bytes} bytes (POCKETRANK_MAX_BODY_BYTES); "
+                       "send smaller batches")
+        return jsonify(error=exc.name.lower().replace(" ", "_"), message=message), exc.code
 
     @app.errorhandler(PocketrankError)
     def _ours(exc: PocketrankError):

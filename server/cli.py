@@ -16,10 +16,21 @@ def _home_option(f):
                         help="Server home (store, models, bundles, keys). Default: $POCKETRANK_HOME or ./var")(f)
 
 
-def _home(path: Path | None):
+def _store_option(f):
+    return click.option("--store", type=click.Choice(["sqlite", "redis"]), default=None,
+                        help="Store to write: the home's SQLite file or Redis (POCKETRANK_REDIS_URL). "
+                             "Default: $POCKETRANK_STORE or sqlite, as the server reads it.")(f)
+
+
+def _home(path: Path | None, store: str | None = None):
     from .home import Home
 
-    return Home(path or default_home())
+    if store is None:
+        return Home(path or default_home())  # the store comes from POCKETRANK_* when a job opens it
+    from .config import Config
+
+    root = (path or default_home()).resolve()
+    return Home(root, Config.from_env(home=root, store=store))
 
 
 def _fail(exc: Exception) -> None:
@@ -69,6 +80,7 @@ def keys_init(home: Path | None, force: bool) -> None:
 
 @main.command()
 @_home_option
+@_store_option
 @click.option("--epochs", default=8, show_default=True, help="Training epochs.")
 @click.option("--seed", default=42, show_default=True)
 @click.option("--interactions", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -76,8 +88,8 @@ def keys_init(home: Path | None, force: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Model directory for --interactions.")
 @click.option("--seq-epochs", type=int, default=None, help="With --interactions: sequence-tower epochs (default: tuned).")
-def train(home: Path | None, epochs: int, seed: int, interactions: Path | None, out: Path | None,
-          seq_epochs: int | None) -> None:
+def train(home: Path | None, store: str | None, epochs: int, seed: int, interactions: Path | None,
+          out: Path | None, seq_epochs: int | None) -> None:
     """Train embeddings and the click model on MovieLens-100k; seed the online store.
 
     With --interactions FILE.csv --out MODEL_DIR: train the quality hybrid on your own data instead.
@@ -99,7 +111,7 @@ def train(home: Path | None, epochs: int, seed: int, interactions: Path | None, 
     from .pipeline import train_job
 
     try:
-        result = train_job(_home(home), epochs=epochs, seed=seed)
+        result = train_job(_home(home, store), epochs=epochs, seed=seed)
     except PocketrankError as exc:
         _fail(exc)
     ev = result["evaluation"]["test"]
@@ -132,14 +144,15 @@ def recommend(model_dir: Path, users_file: Path, k: int, out: Path) -> None:
 
 @main.command()
 @_home_option
-def export(home: Path | None) -> None:
+@_store_option
+def export(home: Path | None, store: str | None) -> None:
     """Export the ranker to fp32 and int8 ONNX; fail if parity gates fail."""
     from shared.errors import PocketrankError
 
     from .pipeline import export_job
 
     try:
-        result = export_job(_home(home))
+        result = export_job(_home(home, store))
     except PocketrankError as exc:
         _fail(exc)
     p, b = result["parity"], result["bytes"]
@@ -149,15 +162,16 @@ def export(home: Path | None) -> None:
 
 @main.command()
 @_home_option
+@_store_option
 @click.option("--candidates", default=200, show_default=True, help="Candidates per user in the bundle.")
-def publish(home: Path | None, candidates: int) -> None:
+def publish(home: Path | None, store: str | None, candidates: int) -> None:
     """Write a signed, versioned bundle for devices."""
     from shared.errors import PocketrankError
 
     from .publish import publish_job
 
     try:
-        result = publish_job(_home(home), n_candidates=candidates)
+        result = publish_job(_home(home, store), n_candidates=candidates)
     except PocketrankError as exc:
         _fail(exc)
     click.echo(json.dumps(result, indent=2))
@@ -174,6 +188,10 @@ def serve(home: Path | None, host: str, port: int) -> None:
 
     config = Config.from_env(**({"home": _home(home).root} if home else {}))
     app = create_app(config)
+    if config.canary_check_seconds > 0:  # one process here, so one watcher; gunicorn: cron `canary check`
+        from .monitoring.rollout import Watcher, parse_stages
+
+        Watcher(config, config.canary_check_seconds, parse_stages(config.canary_stages)).start()
     app.run(host=host, port=port, threaded=True, use_reloader=False)
 
 
@@ -231,6 +249,183 @@ def features(home: Path | None, as_of: str, profiles: str) -> None:
     except (PocketrankError, ValueError, OSError) as exc:
         _fail(exc)
     click.echo(json.dumps(result, indent=2))
+
+
+@main.command()
+@_home_option
+@click.option("--window-days", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Train on this many days of the event log, ending at --as-of.")
+@click.option("--as-of", default="latest", show_default=True,
+              help="Window end: 'latest' (the newest logged event), 'now' or unix seconds.")
+@click.option("--margin", default=0.05, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Gate: the candidate's HR@10 and nDCG@10 on the hold-out must reach (1 - margin) x the live model's.")
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(0, 1000))
+@click.option("--seed", default=42, show_default=True)
+@click.option("--if-drift", is_flag=True, help="Check drift first; retrain only if the decision is 'act'.")
+@click.option("--current-days", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="With --if-drift: the current window compared with the live model's training window.")
+@_store_option
+def retrain(home: Path | None, window_days: float, as_of: str, margin: float, epochs: int, seed: int,
+            if_drift: bool, current_days: float, store: str | None) -> None:
+    """Train on a recent window of the event log, gate on its hold-out, register a candidate (or rejected).
+
+    Safe to run from cron: a run with no new events finds its version registered and does nothing.
+    """
+    from shared.errors import PocketrankError
+
+    from .retrain import retrain_if_drift, retrain_job
+
+    kw = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed)
+    try:
+        if if_drift:
+            out = retrain_if_drift(_home(home, store), current_days=current_days, **kw)
+            d = out["drift"]
+            click.echo(f"drift: {d['level']}" + "".join(f"\n  {r}" for r in d["reasons"]))
+            rec = out["retrained"]
+            if rec is None:
+                click.echo("no retrain (decision logged in drift_log.jsonl)")
+                return
+        else:
+            rec = retrain_job(_home(home, store), **kw)
+    except PocketrankError as exc:
+        _fail(exc)
+    if rec["status"] == "unchanged":
+        click.echo(rec["message"])
+        return
+    h = rec["metrics"]["holdout"]
+    live = h["live"] or {}
+    click.echo(f"{rec['version']}: {rec['state']}" + (f" ({rec.get('retired_reason')})" if rec["state"] != "candidate" else ""))
+    click.echo(f"  hold-out {h['candidate']['users']} users: HR@10 {h['candidate']['HR@10']:.4f} "
+               f"(live {live.get('HR@10', float('nan')):.4f}), nDCG@10 {h['candidate']['nDCG@10']:.4f} "
+               f"(live {live.get('nDCG@10', float('nan')):.4f}); parent {rec['lineage']['parent']}")
+
+
+@main.command("refresh-items")
+@_home_option
+@click.option("--shrink", default=None, type=click.FloatRange(min=0),
+              help="Pseudo-count of the content vector against each engagement (default: the measured one).")
+@_store_option
+def refresh_items(home: Path | None, shrink: float | None, store: str | None) -> None:
+    """Refresh new products' vectors from the users who engaged with them, without retraining."""
+    from shared.errors import PocketrankError
+
+    from .refresh_items import DEFAULT_SHRINK, refresh_items_job
+
+    try:
+        out = refresh_items_job(_home(home, store), shrink=DEFAULT_SHRINK if shrink is None else shrink)
+    except PocketrankError as exc:
+        _fail(exc)
+    click.echo(f"refreshed {out['refreshed']} of {out['provisional']} provisional items "
+               f"({out['engagements']} engagements); {out['unchanged']} without engagements keep their content vector")
+
+
+@main.group()
+def canary() -> None:
+    """Model versions: register, canary rollouts with automatic promotion or rollback (docs/canary.md)."""
+
+
+def _store(home: Path | None):
+    from .config import Config
+    from .stores import open_store
+
+    return open_store(Config.from_env(**({"home": _home(home).root} if home else {})))
+
+
+@canary.command("register")
+@_home_option
+@click.argument("version")
+@click.option("--parent", default=None, help="The version it was trained from (lineage).")
+def canary_register(home: Path | None, version: str, parent: str | None) -> None:
+    """Register an exported model in <home>/models/VERSION as a candidate (metrics from its metrics.json)."""
+    from shared.errors import PocketrankError
+
+    from .monitoring.registry import Registry
+
+    h = _home(home)
+    try:
+        if not (h.model_dir(version) / "ranker.fp32.onnx").exists():
+            raise click.UsageError(f"{h.model_dir(version)} has no ranker.fp32.onnx; export it first")
+        metrics_file = h.model_dir(version) / "metrics.json"
+        metrics = h.read_json(metrics_file).get("evaluation", {}) if metrics_file.exists() else {}
+        rec = Registry(h.root).register(version, metrics, {"parent": parent} if parent else {})
+    except (PocketrankError, click.UsageError) as exc:
+        _fail(exc)
+    click.echo(f"{version} registered as {rec['state']}")
+
+
+@canary.command("start")
+@_home_option
+@click.argument("version")
+@click.option("--share", default=0.05, show_default=True, type=float, help="Share of users served VERSION.")
+def canary_start(home: Path | None, version: str, share: float) -> None:
+    """Serve VERSION to a share of users (stable hashing); `canary check` then decides."""
+    from shared.errors import PocketrankError
+
+    from .monitoring import rollout
+
+    try:
+        ro = rollout.start(_home(home).root, _store(home), version, share)
+    except PocketrankError as exc:
+        _fail(exc)
+    click.echo(f"rollout {ro['rollout_id']}: {version} to {share:.1%} of users, control {ro['control']}")
+
+
+@canary.command("check")
+@_home_option
+def canary_check(home: Path | None) -> None:
+    """One look at the running canary: promote, widen, roll back or continue; prints the figures."""
+    from shared.errors import PocketrankError
+
+    from .config import Config
+    from .monitoring import rollout
+
+    try:
+        config = Config.from_env(**({"home": _home(home).root} if home else {}))
+        result = rollout.check(config.home, _store(home), stages=rollout.parse_stages(config.canary_stages))
+    except PocketrankError as exc:
+        _fail(exc)
+    click.echo(json.dumps(result, indent=2) if result else "no canary is running")
+
+
+@canary.command("status")
+@_home_option
+def canary_status(home: Path | None) -> None:
+    """The running rollout and its looks, recent finished rollouts, the shadow, every version's state."""
+    from .monitoring import rollout
+
+    click.echo(json.dumps(rollout.status(_home(home).root), indent=2))
+
+
+@main.group()
+def shadow() -> None:
+    """Shadow mode: a candidate scores a sample of requests, never served; GET /v1/metrics/shadow reports."""
+
+
+@shadow.command("start")
+@_home_option
+@click.argument("version")
+@click.option("--sample", default=0.1, show_default=True, type=float, help="Share of users whose personal requests it scores.")
+def shadow_start(home: Path | None, version: str, sample: float) -> None:
+    """Shadow a registered candidate (replaces any shadow)."""
+    from shared.errors import PocketrankError
+
+    from .monitoring import rollout
+
+    try:
+        sh = rollout.start_shadow(_home(home).root, _store(home), version, sample)
+    except PocketrankError as exc:
+        _fail(exc)
+    click.echo(f"shadow {sh['version']} on {sh['sample']:.0%} of users")
+
+
+@shadow.command("stop")
+@_home_option
+def shadow_stop(home: Path | None) -> None:
+    """Stop shadowing."""
+    from .monitoring.registry import Registry
+
+    old = Registry(_home(home).root).stop_shadow()
+    click.echo(f"shadow {old['version']} stopped" if old else "no shadow was running")
 
 
 main.add_command(__import__("edge_runtime.cli", fromlist=["device"]).device)  # `pocketrank device`: the SDK, no torch

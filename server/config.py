@@ -61,6 +61,7 @@ class Config:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "pocketrank:"
     dedupe_ttl_days: float = 35.0  # Redis keeps each event id this long; a device outbox keeps 30 days
+    sqlite_synchronous: str = "full"  # "full": an acknowledged event survives a power cut; "normal": a process crash
     # real-time updater
     updater: str = "embedded"  # or "external": a separate `pocketrank updater` process folds events
     updater_batch: int = 2000  # events folded per store transaction
@@ -79,11 +80,15 @@ class Config:
     pinned_items: tuple[int, ...] = ()
     boosts: dict[int, float] = field(default_factory=dict)
     category_weight: float = 0.05  # weight of the user's 7-day category share (window features)
+    # canary rollouts (server/monitoring/rollout.py)
+    canary_check_seconds: float = 0.0  # `pocketrank serve` looks at a running canary this often; 0 = off
+    canary_stages: str = "0.05,0.25,0.5"  # shares a healthy canary widens through before it is promoted
     # devices and operators
     operator_key: str = ""  # guards device registration/revocation and catalogue writes; "" = open (dev)
     require_device_token: bool = False
     sync_rate: float = 5.0  # sync requests per second per device, sustained
     sync_burst: int = 20
+    sync_history: int = 10  # bundle versions whose record history is kept; older cursors get a full snapshot
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
@@ -107,8 +112,17 @@ class Config:
     def check(self) -> None:
         if self.store not in ("sqlite", "redis"):
             raise ValidationError("POCKETRANK_STORE", "must be sqlite or redis")
+        if self.sqlite_synchronous not in ("full", "normal"):
+            raise ValidationError("POCKETRANK_SQLITE_SYNCHRONOUS", "must be full or normal")
         if self.updater not in ("embedded", "external"):
             raise ValidationError("POCKETRANK_UPDATER", "must be embedded or external")
+        if self.sync_history < 1:
+            raise ValidationError("POCKETRANK_SYNC_HISTORY", "must be at least 1 (bundle versions kept)")
         if self.explore_position < 0:
             raise ValidationError("POCKETRANK_EXPLORE_POSITION", "must be 0 (off) or a 1-based slot")
+        if self.canary_check_seconds < 0:
+            raise ValidationError("POCKETRANK_CANARY_CHECK_SECONDS", "must be 0 (off) or a number of seconds")
+        from .monitoring.rollout import parse_stages  # raises for a malformed POCKETRANK_CANARY_STAGES
+
+        parse_stages(self.canary_stages)
 

@@ -1,19 +1,31 @@
-"""The server's home directory layout: store, models, bundles, keys."""
+"""The server's home directory layout: store, models, bundles, keys.
+
+The store is the one the configuration selects (POCKETRANK_STORE and friends,
+server/config.py), so `pocketrank train`, `export` and `publish` write where
+the server reads: the home's SQLite file by default, Redis when configured.
+Models, bundles and keys stay files in the home either way.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.errors import ModelError
 
-from .store import Store
+from .stores.base import Store
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 @dataclass
 class Home:
     root: Path
+    config: "Config | None" = None  # None: read POCKETRANK_* from the environment when a store is opened
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -21,6 +33,7 @@ class Home:
 
     @property
     def store_path(self) -> Path:
+        """Where the SQLite store lives (when the configuration selects SQLite)."""
         return self.root / "store.sqlite"
 
     @property
@@ -28,7 +41,14 @@ class Home:
         return self.root / "keys"
 
     def store(self) -> Store:
-        return Store(self.store_path)
+        """Open the configured store (SQLite in this home, or Redis)."""
+        from .config import Config
+        from .stores import open_store
+
+        config = self.config or Config.from_env(home=self.root)
+        if Path(config.home).resolve() != self.root.resolve():
+            config = dataclasses.replace(config, home=self.root)  # the home names the SQLite file
+        return open_store(config)
 
     def model_dir(self, version: str) -> Path:
         return self.root / "models" / version

@@ -26,6 +26,17 @@ EVENT = {
         "context": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 64}},
     },
 }
+EVENT_RESULT = {
+    "type": "object", "required": ["event_id", "status"],
+    "properties": {"event_id": {"type": "string", "nullable": True},
+                   "status": {"type": "string", "enum": ["accepted", "duplicate", "rejected"]},
+                   "field": {"type": "string"}, "reason": {"type": "string"}},
+}
+EVENT_RESULTS = {
+    "type": "object", "required": ["results", "accepted", "duplicate", "rejected"],
+    "properties": {"results": {"type": "array", "items": EVENT_RESULT}, "accepted": {"type": "integer"},
+                   "duplicate": {"type": "integer"}, "rejected": {"type": "integer"}},
+}
 ITEM = {
     "type": "object",
     "required": ["item_id", "score", "rank"],
@@ -33,6 +44,16 @@ ITEM = {
 }
 
 
+# One user's part of a sync answer (docs/sync-protocol.md, "Record entries").
+RECORD_ENTRY = {
+    "type": "object", "required": ["kind", "sha256", "sig"],
+    "properties": {"kind": {"type": "string", "enum": ["full", "delta", "same"]},
+                   "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                   "sig": {"type": "string", "format": "byte"},
+                   "data": {"type": "string", "format": "byte"},
+                   "base_version": {"type": "integer"},
+                   "base_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+}
 METRICS_PARAMS = [
     {"name": "window", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 90 * 86400}},
     {"name": "bucket", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 90 * 86400}},
@@ -68,11 +89,11 @@ def document() -> dict:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["events"],
                     "properties": {"events": {"type": "array", "maxItems": 500, "items": EVENT}}}}}},
-                "responses": {"200": _json({"type": "object", "required": ["results", "accepted", "duplicate", "rejected"],
-                                            "properties": {"results": {"type": "array", "items": {"type": "object"}},
-                                                           "accepted": {"type": "integer"},
-                                                           "duplicate": {"type": "integer"},
-                                                           "rejected": {"type": "integer"}}}),
+                "responses": {"200": _json(EVENT_RESULTS, "every event accepted or duplicate"),
+                              "422": _json({**EVENT_RESULTS, "required": [*EVENT_RESULTS["required"], "error", "message"],
+                                            "properties": {**EVENT_RESULTS["properties"], **ERROR["properties"]}},
+                                           "some events rejected (named in `message` and `results`); the "
+                                           "others are logged as in a 200"),
                               **_errors(400, 401, 403, 413, 503)}}},
             "/v1/recommendations": {"get": {
                 "operationId": "getRecommendations",
@@ -91,17 +112,30 @@ def document() -> dict:
                     {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
                     {"name": "users", "in": "query", "required": True,
                      "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}(,[A-Za-z0-9_.:\-]{1,64}){0,49}$"}},
+                    {"name": "without", "in": "query", "required": False,
+                     "description": "users (also in users) the device holds no record for: answered whole",
+                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}(,[A-Za-z0-9_.:\-]{1,64}){0,49}$"}},
+                    {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
                 ],
                 "responses": {"200": _json({"type": "object",
-                                            "required": ["version", "manifest", "signature", "records", "artifacts"],
+                                            "required": ["version", "cursor", "snapshot", "history_from", "manifest",
+                                                         "signature", "records", "unknown_users", "states",
+                                                         "artifacts"],
                                             "properties": {"version": {"type": "integer"},
+                                                           "cursor": {"type": "integer"},
+                                                           "snapshot": {"type": "boolean"},
+                                                           "snapshot_reason": {"type": "string", "nullable": True},
+                                                           "history_from": {"type": "integer"},
                                                            "manifest": {"type": "string", "format": "byte"},
                                                            "signature": {"type": "string", "format": "byte"},
-                                                           "records": {"type": "object"}, "states": {"type": "object"},
-                                                           "unknown_users": {"type": "array"},
-                                                           "unchanged": {"type": "array"},
+                                                           "records": {"type": "object",
+                                                                       "additionalProperties": RECORD_ENTRY},
+                                                           "states": {"type": "object"},
+                                                           "unknown_users": {"type": "array",
+                                                                             "items": {"type": "string"}},
                                                            "artifacts": {"type": "object"}}}),
-                              "304": {"description": "nothing changed since the cursor"},
+                              "304": {"description": "nothing changed since the cursor (or If-None-Match matched "
+                                                     "the ETag); no body"},
                               **_errors(400, 401, 403, 429, 503)}}},
             "/v1/artifacts/{version}/{name}": {"get": {
                 "operationId": "getArtifact",
@@ -167,7 +201,28 @@ def document() -> dict:
                                                            "timeseries": {"type": "array", "items": {"type": "object"}},
                                                            "events_per_second": {"type": "number"},
                                                            "models": {"type": "object"},
-                                                           "canary": {"type": "object", "nullable": True}}}),
+                                                           "canary": {"type": "object", "nullable": True},
+                                                           "shadow": {"type": "object", "nullable": True}}}),
+                              **_errors(400)}}},
+            "/v1/metrics/shadow": {"get": {
+                "operationId": "metricsShadow",
+                "description": "The shadow model's agreement with the served one (this process's sample) and "
+                               "hit rates of later clicks; `shadow` is null when none is set "
+                               "(pocketrank shadow start).",
+                "parameters": [METRICS_PARAMS[2]],
+                "responses": {"200": _json({"type": "object", "required": ["shadow"], "properties": {"shadow": {
+                    "type": "object", "nullable": True,
+                    "required": ["version", "sample", "compared", "dropped", "overlap", "kendall_tau", "hit_rate"],
+                    "properties": {"version": {"type": "string"}, "sample": {"type": "number"},
+                                   "started_at": {"type": "number"}, "served_model": {"type": "string"},
+                                   "compared": {"type": "integer"}, "dropped": {"type": "integer"},
+                                   "failed": {"type": "integer"},
+                                   "overlap": {"type": "number", "nullable": True},
+                                   "kendall_tau": {"type": "number", "nullable": True},
+                                   "hit_rate": {"type": "object", "required": ["clicks", "served", "shadow"],
+                                                "properties": {"clicks": {"type": "integer"},
+                                                               "served": {"type": "number", "nullable": True},
+                                                               "shadow": {"type": "number", "nullable": True}}}}}}}),
                               **_errors(400)}}},
             "/v1/devices": {"post": {
                 "operationId": "registerDevice", "security": [{"operator": []}, {}],

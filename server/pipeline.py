@@ -101,7 +101,8 @@ def export_inputs(m, n_candidates: int = 200, seed: int = 0) -> tuple[HeldOut, H
     return held(calib), held(gate), sequences
 
 
-def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200) -> dict:
+def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200, version: str | None = None,
+               inputs: tuple[HeldOut, HeldOut, list] | None = None) -> dict:
     """fp32 and int8 ONNX ranker and the fp32 user encoder, each step gated.
 
     The ranker's export must match torch and its int8 version must keep the
@@ -109,10 +110,11 @@ def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200) 
     shared.features' fold on the same users' real event sequences. `n_users`
     caps the gate users (default: all of them, about 630 users asking 1,260
     queries; the relative nDCG gate needs that many to be steadier than one
-    user's hit moving a rank).
+    user's hit moving a rank). `version` exports another model than the
+    current one and `inputs` replaces the MovieLens gate inputs (export_inputs'
+    shape): `pocketrank retrain` gates a candidate on its own hold-out.
     """
-    store = home.store()
-    version = home.current_model(store)
+    version = version or home.current_model(home.store())
     out = home.model_dir(version)
     m, _meta = model_io.load(out)
     dim = m.config.dim
@@ -121,7 +123,7 @@ def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200) 
     quant = quantize_ranker(fp32, int8)
     enc_info = export_encoder(encoder, dim)
 
-    _calib, gate, sequences = export_inputs(m, n_candidates)
+    _calib, gate, sequences = inputs if inputs is not None else export_inputs(m, n_candidates)
     if n_users is not None:
         q = 2 * n_users
         gate = HeldOut(gate.users[:q], gate.candidates[:q], gate.labels[:q])

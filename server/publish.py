@@ -1,25 +1,35 @@
 """The publisher: a signed, versioned bundle of candidates, item vectors and the int8 ranker.
 
 A bundle is the unit a device syncs to. Its manifest (canonical JSON, signed
-with ed25519) lists every artifact's sha256 and length; per-user candidate
-records are listed by digest in the `users` index artifact, so a device can
-verify the records of just its own users.
+with ed25519) lists every artifact's sha256 and length. Each user's candidate
+record is signed on its own (shared.wire.record_message: version, user id and
+sha256 of the raw record), so a device verifies just its own users' records
+without an index of every user; the version in the signed message ties a
+record to the one manifest (and model) of that version.
+
+The record store is a change log: a row only when a user's record changed,
+plus every user's 64-byte signature for each version. History older than the
+last `keep_versions` bundle versions is compacted away; a device whose cursor
+is older gets a full snapshot (docs/sync-protocol.md).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-from exporter.signing import init_keys, sign
+from exporter.signing import init_keys, load_private, sign
 from shared import wire
 from shared.features import DECAY, TYPE_WEIGHTS, user_vector
 
+from .config import Config
 from .home import Home
+from .stores.base import RecordRow
 from .catalogue import load_catalogue
 from .ranking import Ranker, popular
 
@@ -27,8 +37,13 @@ DEFAULT_EXPIRY_DAYS = 30
 
 
 def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAULT_EXPIRY_DAYS,
-                progress: bool = True) -> dict:
+                progress: bool = True, keep_versions: int | None = None) -> dict:
+    """Publish the next bundle version; `keep_versions` (default: the sync_history setting) bounds history."""
     store = home.store()
+    if keep_versions is None:
+        keep_versions = (home.config or Config.from_env(home=home.root)).sync_history
+    if keep_versions < 1:
+        raise ValueError("keep_versions must be at least 1")
     model_version = home.current_model(store)
     model_dir = home.model_dir(model_version)
     export = home.read_json(model_dir / "export.json")
@@ -41,17 +56,29 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     catalogue = load_catalogue(store)
     ranker = Ranker(catalogue, model_dir / "ranker.fp32.onnx", n_candidates=n_candidates)
     dim = catalogue.vectors.shape[1]
-    records, digests = {}, {}
+    init_keys(home.keys)
+    signer = load_private(home.keys)
+    heads = store.record_heads()
+    changed: dict[str, RecordRow] = {}
+    sigs: dict[str, bytes] = {}
+    sizes = []
+    sign_seconds = 0.0
     for user_id in tqdm(store.user_ids(), desc="candidates", unit="user", disable=not progress):
         state = store.user_state(user_id, dim)
         uv = user_vector(state)
         ids = ranker.retrieve(uv, store.consumed_items(user_id))
         scores = ranker.score(uv, ids)
         order = np.lexsort((ids, -scores))  # best first, ties by id
-        blob = wire.pack_candidates(ids[order], scores[order], state)
-        records[user_id] = blob
-        digests[user_id] = wire.sha256_hex(blob)
-    store.put_records(version, records)
+        raw = wire.pack_candidates_raw(ids[order], scores[order])
+        digest = hashlib.sha256(raw).digest()
+        t0 = time.perf_counter()
+        sigs[user_id] = signer.sign(wire.record_message(version, user_id, digest))
+        sign_seconds += time.perf_counter() - t0
+        if heads.get(user_id) != digest:  # a row only when the record changed
+            blob = wire.compress(raw)
+            changed[user_id] = RecordRow(version, blob, digest, sigs[user_id])
+            sizes.append(len(blob))
+    store.put_records(version, changed, sigs)
 
     items = store.items()
     artifacts = {
@@ -60,13 +87,12 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
             "items": [it.to_dict() for it in items],
             "popular": popular(store.item_counts(), catalogue.in_stock),
         }),
-        "users": wire.pack_user_index(digests),
         "ranker": (model_dir / "ranker.int8.onnx").read_bytes(),
         # The user tower as a graph (fp32: it has no weights to quantize), for
         # devices that fold their own state without shared.features.
         "encoder": (model_dir / "encoder.onnx").read_bytes(),
     }
-    names = {"items": "items.bin.zst", "catalog": "catalog.json.zst", "users": "users.idx.zst",
+    names = {"items": "items.bin.zst", "catalog": "catalog.json.zst",
              "ranker": "ranker.int8.onnx", "encoder": "encoder.onnx"}
     for key, data in artifacts.items():
         (out / names[key]).write_bytes(data)
@@ -86,13 +112,23 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
                   "encoder": {k: export["encoder"][k] for k in ("inputs", "outputs", "precision", "parity")}},
     }
     body = wire.canonical_json(manifest)
-    init_keys(home.keys)
     (out / "manifest.json").write_bytes(body)
     (out / "manifest.sig").write_text(base64.b64encode(sign(body, home.keys)).decode() + "\n")
     store.set_meta("bundle_version", str(version))
+    # Compaction only after the version moved: until then the previous version's signatures are
+    # served. A cursor older than keep_from gets a snapshot; one in [keep_from, version] finds its base
+    # (and a cursor caught mid-compaction finds its base or none, never a wrong one: then it gets the
+    # record whole).
+    keep_from = max(1, version - keep_versions + 1)
+    store.set_meta("records_history_from", str(keep_from))
+    compacted = store.compact_records(keep_from)
     return {
         "version": version,
-        "users": len(records),
-        "bytes": {key: len(d) for key, d in artifacts.items()},
-        "record_bytes_mean": float(np.mean([len(b) for b in records.values()])) if records else 0.0,
+        "users": len(sigs),
+        "records_changed": len(changed),
+        "records_compacted": compacted,
+        "history_from": keep_from,
+        "sign_us_per_record": sign_seconds / len(sigs) * 1e6 if sigs else 0.0,
+        "bytes": {name: len(d) for name, d in artifacts.items()},
+        "record_bytes_mean": float(np.mean(sizes)) if sizes else 0.0,
     }

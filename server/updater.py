@@ -24,7 +24,7 @@ import numpy as np
 from shared.features import update_user_state
 
 from .catalogue import Catalogue
-from .stores.base import CONSUMED_TYPES, LogEntry, Store, Updates, UserRecord, push_recent
+from .stores.base import NO_ITEM, TYPE_CODE, CONSUMED_TYPES, LogEntry, Store, Updates, UserRecord, append_recent
 from .titles import TitleIndex
 
 log = logging.getLogger(__name__)
@@ -35,27 +35,47 @@ def fold_entries(entries: list[LogEntry], records: dict[str, UserRecord], update
                  now: float | None = None) -> None:
     """Fold log entries into `records` (users missing there start empty) and note what changed."""
     now = time.time() if now is None else now
+    pushed: dict[str, list[tuple[float, int, int]]] = {}  # per user, the recent-sequence rows to add
+    consumed, popularity, exposures = updates.consumed, updates.popularity, updates.exposures
     for entry in entries:
         ev = entry.event
-        rec = records.get(ev.user_id)
+        user = ev.user_id
+        rec = records.get(user)
         if rec is None:
-            rec = records[ev.user_id] = UserRecord.empty(dim)
+            rec = records[user] = UserRecord.empty(dim)
         if entry.pos <= rec.last_pos:
             continue  # folded before a crash cut the acknowledgement short
-        vec = vectors.get(ev.item_id) if ev.item_id is not None else None
+        item = ev.item_id
+        vec = vectors.get(item) if item is not None else None
         if vec is None and ev.query:
             vec = titles.query_vector(ev.query)
         rec.state = update_user_state(rec.state, vec, ev.type)
-        rec.recent = push_recent(rec.recent, ev, keep_recent)
+        rows = pushed.get(user)
+        if rows is None:
+            rows = pushed[user] = []
+        rows.append((ev.timestamp, item or NO_ITEM, TYPE_CODE[ev.type]))
         rec.last_pos, rec.updated_at = entry.pos, now
-        updates.records[ev.user_id] = rec
-        if ev.item_id is None:
+        updates.records[user] = rec
+        if item is None:
             continue
         if ev.type in CONSUMED_TYPES:
-            updates.consumed.setdefault(ev.user_id, set()).add(ev.item_id)
-            updates.popularity[ev.item_id] = updates.popularity.get(ev.item_id, 0) + 1
+            consumed.setdefault(user, set()).add(item)
+            popularity[item] = popularity.get(item, 0) + 1
         elif ev.type == "impression":
-            updates.exposures[ev.item_id] = updates.exposures.get(ev.item_id, 0) + 1
+            exposures[item] = exposures.get(item, 0) + 1
+    # One new array per user per batch, not one per event.
+    for user, rows in pushed.items():
+        rec = records[user]
+        rec.recent = append_recent(rec.recent, rows, keep_recent)
+
+
+class _Request:
+    """One ingest call waiting in the group-commit queue."""
+
+    __slots__ = ("events", "fold", "new", "error", "done")
+
+    def __init__(self, events: list, fold: bool):
+        self.events, self.fold, self.new, self.error, self.done = events, fold, [], None, False
 
 
 class Updater:
@@ -66,6 +86,8 @@ class Updater:
         self.keep_recent = keep_recent
         self.applied = 0
         self._lock = threading.Lock()  # threads of one process queue here, not at the store's lock
+        self._queue: list[_Request] = []  # ingest requests waiting for a commit
+        self._queue_guard = threading.Lock()
 
     def step(self, lock_timeout: float = 30.0) -> int:
         """Fold the next batch of events; returns how many were claimed (0: caught up)."""
@@ -78,22 +100,56 @@ class Updater:
         with self._lock, self.store.updater_session(lock_timeout):
             return self._steps(max_seconds)
 
-    def ingest(self, events: list, max_seconds: float = 10.0, lock_timeout: float = 5.0) -> list[bool]:
-        """Log events, then fold everything pending before returning (the embedded mode).
+    def ingest(self, events: list, max_seconds: float = 10.0, lock_timeout: float = 5.0,
+               fold: bool = True) -> list[bool]:
+        """Log events, then fold everything pending before returning (the embedded mode;
+        with fold=False only log them, for an updater process to fold: the external mode).
 
-        On SQLite both happen in one transaction, so a request costs one commit.
+        On SQLite both happen in one transaction, so a request costs one commit, and
+        requests of other threads that arrive meanwhile share it (group commit).
         The events are logged even if folding fails or another updater holds the
         lock too long: then the fold happens later, and the error is logged.
         """
-        with self._lock, self.store.ingest_tx():
-            new = self.store.append_events(events)
-            if any(new):
-                try:
-                    with self.store.savepoint(), self.store.updater_session(lock_timeout):
-                        self._steps(max_seconds)
-                except Exception as exc:  # noqa: BLE001  the events are durable; folding can wait
-                    log.warning("events logged but not folded yet: %s: %s", type(exc).__name__, exc)
-        return new
+        if not events:
+            return []
+        mine = _Request(events, fold)
+        with self._queue_guard:
+            self._queue.append(mine)
+        with self._lock:
+            # Group commit: whoever holds the lock takes every request queued meanwhile (up to
+            # `batch` events) into one transaction, one fold and one fsync. A request another
+            # thread already committed is done by the time this thread gets the lock.
+            while not mine.done:
+                with self._queue_guard:
+                    group, size = [], 0
+                    while self._queue and (not group or (size + len(self._queue[0].events) <= self.batch
+                                                         and self._queue[0].fold == group[0].fold)):
+                        group.append(self._queue.pop(0))
+                        size += len(group[-1].events)
+                self._ingest_group(group, max_seconds, lock_timeout)
+        if mine.error is not None:
+            raise mine.error
+        return mine.new
+
+    def _ingest_group(self, group: list["_Request"], max_seconds: float, lock_timeout: float) -> None:
+        try:
+            with self.store.ingest_tx():
+                # One append for the whole group: a repeat across two requests is a duplicate too.
+                new = self.store.append_events([e for r in group for e in r.events])
+                if any(new) and group[0].fold:
+                    try:
+                        with self.store.savepoint(), self.store.updater_session(lock_timeout):
+                            self._steps(max_seconds)
+                    except Exception as exc:  # noqa: BLE001  the events are durable; folding can wait
+                        log.warning("events logged but not folded yet: %s: %s", type(exc).__name__, exc)
+        except BaseException as exc:  # nothing of the group was committed: each request fails alike
+            for r in group:
+                r.error, r.done = exc, True
+            return
+        at = 0
+        for r in group:
+            r.new, r.done = new[at:at + len(r.events)], True
+            at += len(r.events)
 
     def _steps(self, max_seconds: float) -> int:
         total, deadline = 0, time.monotonic() + max_seconds

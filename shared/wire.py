@@ -1,4 +1,4 @@
-"""Wire format v1: packed binary records, zstandard frames and the manifest.
+"""Wire format v2: packed binary records, zstandard frames, record signatures, deltas and the manifest.
 
 Documented for other clients in docs/wire-format.md; this module is the
 reference implementation. All integers are little-endian.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import zstandard
@@ -17,42 +17,98 @@ import zstandard
 from .errors import IntegrityError, ValidationError
 from .features import UserState
 
-WIRE_VERSION = 1
+# 2: per-record signatures (PRR1) and list deltas replace v1's `users` index artifact.
+# 3: candidate records are PRC2 (no user state, shuffled ids, quantized scores).
+WIRE_VERSION = 3
 ZSTD_LEVEL = 3
 # A decompressed part larger than this is refused: protects the device from
 # a zstd bomb in a corrupted or hostile frame.
 MAX_DECOMPRESSED = 64 * 1024 * 1024
+# One user's raw PRC2 record: 200 candidates take ~1 KB, so 2 MiB leaves room
+# for 400k candidates and still bounds what a hostile record or delta inflates to.
+MAX_RECORD_BYTES = 2 * 1024 * 1024
 
-CANDIDATES_MAGIC = b"PRC1"
+CANDIDATES_MAGIC = b"PRC2"
+CANDIDATES_MAGIC_V1 = b"PRC1"  # wire 2; still read (see unpack_candidates_raw)
 VECTORS_MAGIC = b"PRV1"
-USER_INDEX_MAGIC = b"PRU1"
 STATE_MAGIC = b"PRS1"
+RECORD_SIG_MAGIC = b"PRR1"
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 def compress(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(data)
 
 
-def decompress(data: bytes) -> bytes:
+def decompress(data: bytes, cap: int | None = None, base: bytes | None = None) -> bytes:
+    """Inflate one zstd frame to at most `cap` bytes (default MAX_DECOMPRESSED); `base` is the
+    raw-content dictionary of a delta."""
+    cap = MAX_DECOMPRESSED if cap is None else cap
     # max_output_size is ignored when the frame header declares its size, so
     # the declared size is checked first and undeclared sizes are read bounded.
     try:
+        dctx = (zstandard.ZstdDecompressor(dict_data=_raw_dict(base)) if base is not None
+                else zstandard.ZstdDecompressor())
         declared = zstandard.frame_content_size(data)
-        if declared > MAX_DECOMPRESSED:
-            raise IntegrityError(f"zstandard frame declares {declared} bytes, above {MAX_DECOMPRESSED}")
+        if declared > cap:
+            raise IntegrityError(f"zstandard frame declares {declared} bytes, above the cap of {cap}")
         if declared >= 0:
-            return zstandard.ZstdDecompressor().decompress(data)
-        with zstandard.ZstdDecompressor().stream_reader(data) as reader:
-            out = reader.read(MAX_DECOMPRESSED + 1)
+            return dctx.decompress(data)
+        with dctx.stream_reader(data) as reader:
+            out = reader.read(cap + 1)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"zstandard frame could not be decoded: {exc}") from exc
-    if len(out) > MAX_DECOMPRESSED:
-        raise IntegrityError(f"zstandard frame inflates past {MAX_DECOMPRESSED} bytes")
+    if len(out) > cap:
+        raise IntegrityError(f"zstandard frame inflates past the cap of {cap} bytes")
     return out
+
+
+def _raw_dict(base: bytes) -> zstandard.ZstdCompressionDict:
+    return zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+# --- list deltas: the new raw record compressed against the held one ---
+
+
+def make_delta(base_raw: bytes, new_raw: bytes) -> bytes:
+    """A zstd frame of `new_raw` whose window starts with `base_raw` (a raw-content dictionary).
+
+    Unchanged runs of ids and scores become back-references into the held
+    record, so a list in which 1% of candidates moved costs a few dozen bytes.
+    The frame declares its content size (the device's cap check) and carries no
+    dictionary id (raw-content dictionaries have none): the base is named by
+    the sync answer's base_version and base_sha256 instead.
+    """
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=_raw_dict(base_raw), write_content_size=True,
+                                    write_dict_id=False)
+    return cctx.compress(new_raw)
+
+
+def apply_delta(base_raw: bytes, frame: bytes, cap: int = MAX_RECORD_BYTES) -> bytes:
+    """The new raw record, or IntegrityError (bad frame, or above `cap`). The caller checks its sha256."""
+    return decompress(frame, cap, base=base_raw)
+
+
+# --- record signatures: each user's record, signed per bundle version ---
+
+
+def record_message(version: int, user_id: str, raw_sha256: bytes) -> bytes:
+    """The bytes ed25519 signs for one record: "PRR1", u32 version, u8 len, utf-8 user id, sha256(raw PRC2).
+
+    The version binds the record to one signed manifest (and so to its model):
+    a record signature from another version or another user never verifies.
+    """
+    uid = user_id.encode()
+    if not 0 < len(uid) <= 255 or len(raw_sha256) != 32 or not 0 <= version < 2**32:
+        raise ValidationError("record", "user id must be 1-255 bytes, sha256 32 bytes, version a u32")
+    return RECORD_SIG_MAGIC + struct.pack("<IB", version, len(uid)) + uid + raw_sha256
 
 
 def check_digest(data: bytes, sha256: str, length: int, what: str) -> None:
@@ -63,55 +119,122 @@ def check_digest(data: bytes, sha256: str, length: int, what: str) -> None:
         raise IntegrityError(f"{what}: sha256 mismatch; the bytes were corrupted or tampered with")
 
 
-# --- candidate record: one user's ranked candidates plus their user state ---
+# --- candidate record: one user's ranked candidates (PRC2) ---
+#
+# PRC1 (wire 2) carried the 64-dim user state (~270 B) and f16 scores; a device
+# never used that state (the sync answer's `states` carries the live one) and
+# the scores only label the cached fallback order. PRC2 drops the state,
+# byte-shuffles the ids and quantizes the non-increasing scores to u8 steps:
+# 200 candidates over a 50,000-product Zipf catalogue take ~480 B compressed
+# (PRC1: ~1,130 B). Measured in docs/benchmarks.md ("Delta sync").
+
+# Score levels: each score is within half a step, range / (2 * (SCORE_LEVELS - 1)),
+# of the server's. The rank order is carried exactly by position; the device
+# reranks with its model and shows these scores only on the cached fallback.
+SCORE_LEVELS = 32
+PRC2_HEADER = struct.Struct("<4sIff")  # magic, n, top score, step
 
 
-def pack_candidates(item_ids: np.ndarray, scores: np.ndarray, state: UserState) -> bytes:
-    """One user's record, zstd-compressed.
+def pack_candidates(item_ids: np.ndarray, scores: np.ndarray) -> bytes:
+    """One user's record, zstd-compressed (see pack_candidates_raw)."""
+    return compress(pack_candidates_raw(item_ids, scores))
 
-    Layout: magic "PRC1", u32 n, n x i32 item ids (rank order), n x f16 scores,
-    u16 dim, dim x f32 state S, f32 state W, u32 state event count.
+
+def quantize_scores(scores: np.ndarray, levels: int = SCORE_LEVELS) -> tuple[float, float, np.ndarray]:
+    """(top, step, codes): score i is decoded as top - step * codes[i], codes non-decreasing in [0, levels-1].
+
+    Codes come from each score alone (not from the previous one), so errors do not accumulate.
     """
-    ids = np.asarray(item_ids, dtype="<i4")
-    sc = np.asarray(scores, dtype="<f2")
+    if not 2 <= levels <= 256:
+        raise ValidationError("levels", "must be 2-256: a step count is one byte")
+    sc = np.asarray(scores, dtype=np.float64)
+    if len(sc) == 0:
+        return 0.0, 0.0, np.zeros(0, np.int64)
+    if not np.all(np.isfinite(sc)):
+        raise ValidationError("scores", "must be finite")
+    if np.any(np.diff(sc) > 0):
+        raise ValidationError("scores", "must be non-increasing: a record lists candidates best first")
+    top = float(np.float32(sc[0]))
+    spread = top - float(sc[-1])
+    step = float(np.float32(spread / (levels - 1))) if spread > 0 else 0.0
+    if step == 0.0:
+        return top, 0.0, np.zeros(len(sc), np.int64)
+    codes = np.clip(np.round((top - sc) / step), 0, levels - 1).astype(np.int64)
+    return top, step, np.maximum.accumulate(codes)
+
+
+def decode_scores(top: float, step: float, codes: np.ndarray) -> np.ndarray:
+    """float32(top - step * code), computed in float64: the exact values every client must produce."""
+    return (np.float64(top) - np.float64(step) * codes.astype(np.float64)).astype(np.float32)
+
+
+def _shuffle(a: np.ndarray) -> bytes:
+    """Byte-shuffle: every element's byte 0, then every byte 1, ... (zstd then finds the zero high bytes)."""
+    return np.ascontiguousarray(a).view(np.uint8).reshape(len(a), a.dtype.itemsize).T.tobytes()
+
+
+def _unshuffle(data: bytes, dtype: str, n: int) -> np.ndarray:
+    size = np.dtype(dtype).itemsize
+    return np.frombuffer(data, dtype=np.uint8, count=n * size).reshape(size, n).T.copy().view(dtype).reshape(n)
+
+
+def pack_candidates_raw(item_ids: np.ndarray, scores: np.ndarray, levels: int = SCORE_LEVELS) -> bytes:
+    """One user's record, uncompressed: what record signatures and deltas are computed over.
+
+    Layout (docs/wire-format.md, PRC2): magic "PRC2", u32 n, f32 top score,
+    f32 step, n x i32 item ids in rank order byte-shuffled (n low bytes, then
+    n second bytes, ...), n x u8 score step counts (code[i] - code[i-1],
+    code[-1] = 0). Scores must be non-increasing (best first).
+    """
+    ids = np.asarray(item_ids)
+    sc = np.asarray(scores)
     if ids.shape != sc.shape or ids.ndim != 1:
         raise ValidationError("candidates", "item_ids and scores must be 1-d and the same length")
-    s = np.asarray(state.s, dtype="<f4")
-    raw = b"".join(
-        [
-            CANDIDATES_MAGIC,
-            struct.pack("<I", len(ids)),
-            ids.tobytes(),
-            sc.tobytes(),
-            struct.pack("<H", len(s)),
-            s.tobytes(),
-            struct.pack("<fI", state.w, state.n_events),
-        ]
-    )
-    return compress(raw)
+    if len(ids) and (ids.min() < -(2**31) or ids.max() >= 2**31):
+        raise ValidationError("candidates", "item ids must fit in a signed 32-bit integer")
+    top, step, codes = quantize_scores(sc, levels)
+    steps = np.diff(codes, prepend=0).astype(np.uint8)
+    return (PRC2_HEADER.pack(CANDIDATES_MAGIC, len(ids), top, step)
+            + _shuffle(ids.astype("<i4")) + steps.tobytes())
 
 
-def unpack_candidates(blob: bytes) -> tuple[np.ndarray, np.ndarray, UserState]:
-    raw = decompress(blob)
+def unpack_candidates(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    return unpack_candidates_raw(decompress(blob, MAX_RECORD_BYTES))
+
+
+def unpack_candidates_raw(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids int64, scores float32) of a raw PRC2 record; a PRC1 record (wire 2) is read too, its state dropped,
+    so a device holding PRC1 records from before an upgrade still repacks them."""
+    if raw[:4] == CANDIDATES_MAGIC_V1:
+        return _unpack_prc1(raw)
     try:
         if raw[:4] != CANDIDATES_MAGIC:
             raise IntegrityError("candidate record: bad magic")
+        _, n, top, step = PRC2_HEADER.unpack_from(raw, 0)
+        off = PRC2_HEADER.size
+        if len(raw) != off + 5 * n:
+            raise IntegrityError(f"candidate record: {len(raw)} bytes, {off + 5 * n} expected for {n} candidates")
+        if not (np.isfinite(top) and np.isfinite(step) and step >= 0):
+            raise IntegrityError("candidate record: top score and step must be finite, step >= 0")
+        ids = _unshuffle(raw[off : off + 4 * n], "<i4", n).astype(np.int64)
+        codes = np.cumsum(np.frombuffer(raw, dtype=np.uint8, count=n, offset=off + 4 * n), dtype=np.int64)
+    except (struct.error, ValueError) as exc:
+        raise IntegrityError(f"candidate record is truncated: {exc}") from exc
+    return ids, decode_scores(top, step, codes)
+
+
+def _unpack_prc1(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """PRC1: "PRC1", u32 n, n x i32 ids, n x f16 scores, u16 dim, dim x f32, f32, u32 (the state, ignored)."""
+    try:
         (n,) = struct.unpack_from("<I", raw, 4)
-        off = 8
-        ids = np.frombuffer(raw, dtype="<i4", count=n, offset=off).astype(np.int64)
-        off += 4 * n
-        scores = np.frombuffer(raw, dtype="<f2", count=n, offset=off).astype(np.float32)
-        off += 2 * n
-        (dim,) = struct.unpack_from("<H", raw, off)
-        off += 2
-        s = np.frombuffer(raw, dtype="<f4", count=dim, offset=off).astype(np.float32)
-        off += 4 * dim
-        w, n_events = struct.unpack_from("<fI", raw, off)
-        if off + 8 != len(raw):
+        ids = np.frombuffer(raw, dtype="<i4", count=n, offset=8).astype(np.int64)
+        scores = np.frombuffer(raw, dtype="<f2", count=n, offset=8 + 4 * n).astype(np.float32)
+        (dim,) = struct.unpack_from("<H", raw, 8 + 6 * n)
+        if len(raw) != 18 + 6 * n + 4 * dim:
             raise IntegrityError("candidate record: trailing bytes")
     except (struct.error, ValueError) as exc:
         raise IntegrityError(f"candidate record is truncated: {exc}") from exc
-    return ids, scores, UserState(s, float(w), int(n_events))
+    return ids, scores
 
 
 # --- a live user state, pushed beside the bundle on every sync ---
@@ -164,38 +287,6 @@ def unpack_vectors(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     except (struct.error, ValueError) as exc:
         raise IntegrityError(f"vector table is truncated: {exc}") from exc
     return ids, vec.astype(np.float32)
-
-
-# --- user index: which record belongs to which user, with its digest ---
-
-
-def pack_user_index(digests: Mapping[str, str]) -> bytes:
-    """Layout: magic "PRU1", u32 n, then n x (u8 len, utf-8 user_id, 32-byte sha256)."""
-    parts = [USER_INDEX_MAGIC, struct.pack("<I", len(digests))]
-    for user_id in sorted(digests):
-        uid = user_id.encode()
-        parts.append(struct.pack("<B", len(uid)) + uid + bytes.fromhex(digests[user_id]))
-    return compress(b"".join(parts))
-
-
-def unpack_user_index(blob: bytes) -> dict[str, str]:
-    raw = decompress(blob)
-    try:
-        if raw[:4] != USER_INDEX_MAGIC:
-            raise IntegrityError("user index: bad magic")
-        (n,) = struct.unpack_from("<I", raw, 4)
-        off, out = 8, {}
-        for _ in range(n):
-            (ln,) = struct.unpack_from("<B", raw, off)
-            uid = raw[off + 1 : off + 1 + ln].decode()
-            digest = raw[off + 1 + ln : off + 33 + ln]
-            if len(digest) != 32:
-                raise IntegrityError("user index: truncated digest")
-            out[uid] = digest.hex()
-            off += 33 + ln
-    except (struct.error, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"user index is truncated: {exc}") from exc
-    return out
 
 
 # --- item metadata and manifest: canonical JSON ---

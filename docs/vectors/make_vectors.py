@@ -1,4 +1,4 @@
-"""Generate the pocketrank wire-format v1 test vectors in docs/vectors/*.json.
+"""Generate the pocketrank wire-format v2 test vectors in docs/vectors/*.json (wire 3: PRC2 candidate records).
 
     cd /work/main && .venv/bin/python docs/vectors/make_vectors.py
 
@@ -44,8 +44,9 @@ ZSTD_NOTE = (
     f"frame_hex was produced by python-zstandard {zstandard.__version__} (libzstd "
     f"{'.'.join(map(str, zstandard.ZSTD_VERSION))}) at level {wire.ZSTD_LEVEL} with the content size "
     "in the frame header. Another encoder or version may emit different frame bytes for the same payload: "
-    "decoders must accept frame_hex; the uncompressed payload is normative. Digests that the manifest and "
-    "the user index sign are over the frame bytes exactly as published, so a device never recompresses."
+    "decoders must accept frame_hex; the uncompressed payload is normative. Artifact digests in the manifest "
+    "are over the frame bytes exactly as published; record signatures are over sha256 of the uncompressed "
+    "PRC2 payload, so a device may store a record recompressed."
 )
 
 # --- fixed inputs ---------------------------------------------------------
@@ -240,41 +241,54 @@ def main() -> None:
         ],
     })
 
-    # candidate records (PRC1)
+    # candidate records (PRC2)
     rec_inputs = {
-        "u1": ([1001, 7, 42], [0.9, 0.625, 0.1], final),  # synthetic: a publisher would leave out consumed items
-        "u:2": ([], [], empty),
+        "u1": ([1001, 7, 42, 70000], [0.9, 0.625, 0.6, 0.1]),  # synthetic: a publisher would leave out consumed items
+        "u:2": ([], []),
     }
     records, rec_cases = {}, []
-    for uid, (ids, scores, st) in rec_inputs.items():
-        frame = wire.pack_candidates(np.array(ids, dtype=np.int64), np.array(scores, dtype=np.float32), st)
+    for uid, (ids, scores) in rec_inputs.items():
+        frame = wire.pack_candidates(np.array(ids, dtype=np.int64), np.array(scores, dtype=np.float32))
         records[uid] = frame
+        top, step, codes = wire.quantize_scores(np.array(scores, dtype=np.float32))
         rec_cases.append({
             "user_id": uid,
             "inputs": {"item_ids": ids, "scores": scores},
-            "decoded": {"n": len(ids), "item_ids": ids,
-                        "scores_f16": [float(x) for x in np.asarray(scores, dtype=np.float16)],
-                        "scores_f16le_hex": np.asarray(scores, dtype="<f2").tobytes().hex(),
-                        "dim": DIM, "s": f32_list(st.s), "w": float(np.float32(st.w)), "n_events": st.n_events},
+            "decoded": {"n": len(ids), "item_ids": ids, "top": top, "step": step,
+                        "codes": codes.tolist(), "steps": np.diff(codes, prepend=0).tolist(),
+                        "ids_shuffled_hex": wire._shuffle(np.array(ids, dtype="<i4")).hex(),
+                        "scores": [float(x) for x in wire.decode_scores(top, step, codes)]},
             "base64": base64.b64encode(frame).decode(),
             **framed(frame),
         })
     write("candidate_record.json", {
-        "description": "PRC1 candidate records: the values of the sync answer's 'records' map (base64 of the "
-                       "zstd frame). The user index signs sha256 of the frame.",
+        "description": "PRC2 candidate records (wire 3): the 'data' of a 'full' entry of the sync answer's 'records' "
+                       "map (base64 of the zstd frame). Record signatures (record_signature.json) cover "
+                       "sha256 of the uncompressed payload (payload_sha256).",
         "zstd": ZSTD_NOTE,
         "cases": rec_cases,
     })
 
-    # user index (artifact "users")
-    digests = {uid: sha(frame) for uid, frame in records.items()}
-    users_frame = wire.pack_user_index(digests)
-    write("user_index.json", {
-        "description": "PRU1 user index: the bundle artifact 'users' (users.idx.zst). Entries are sorted by "
-                       "user id; each digest is sha256 of that user's PRC1 frame in candidate_record.json.",
-        "zstd": ZSTD_NOTE,
-        "decoded": digests,
-        **framed(users_frame),
+    # record signatures (PRR1 messages): what replaced wire v1's user index
+    sig_cases = []
+    for uid, frame in records.items():
+        digest = hashlib.sha256(wire.decompress(frame)).digest()
+        msg = wire.record_message(BUNDLE_VERSION, uid, digest)
+        sig_cases.append({"user_id": uid, "version": BUNDLE_VERSION, "payload_sha256": digest.hex(),
+                          "message_hex": msg.hex(), "signature_hex": key.sign(msg).hex(),
+                          "signature_base64": base64.b64encode(key.sign(msg)).decode()})
+    write("record_signature.json", {
+        "description": "Record signatures: ed25519 (TEST ONLY key, keys.json) over the PRR1 message "
+                       "'PRR1' | u32le version | u8 len | utf-8 user_id | sha256(uncompressed PRC2 payload). "
+                       "The 'sig' of each entry of the sync answer's 'records' map. A signature verifies only "
+                       "for the version and user it was made for.",
+        "cases": sig_cases,
+        "checks": [
+            {"case": "as signed", "user_id": "u1", "version": BUNDLE_VERSION, "expect": "ok"},
+            {"case": "another version", "user_id": "u1", "version": BUNDLE_VERSION + 1, "expect": "bad signature"},
+            {"case": "another user", "user_id": "u:2", "version": BUNDLE_VERSION, "signature_of": "u1",
+             "expect": "bad signature"},
+        ],
     })
 
     # catalog (artifact "catalog")
@@ -300,9 +314,8 @@ def main() -> None:
     })
 
     # manifest + signature
-    art_bytes = {"items": items_frame, "catalog": catalog_frame, "users": users_frame, "ranker": ranker}
-    names = {"items": "items.bin.zst", "catalog": "catalog.json.zst", "users": "users.idx.zst",
-             "ranker": "ranker.int8.onnx"}
+    art_bytes = {"items": items_frame, "catalog": catalog_frame, "ranker": ranker}
+    names = {"items": "items.bin.zst", "catalog": "catalog.json.zst", "ranker": "ranker.int8.onnx"}
     manifest = {
         "wire_version": wire.WIRE_VERSION,
         "version": BUNDLE_VERSION,
@@ -319,7 +332,7 @@ def main() -> None:
     tampered[body.index(b'"version":3') + len('"version":')] = ord("4")
     write("manifest.json", {
         "description": "A complete signed manifest for bundle version 3 whose artifacts are the frames in "
-                       "vector_table.json, catalog.json, user_index.json and ranker.json. TEST ONLY key (keys.json).",
+                       "vector_table.json, catalog.json and ranker.json. TEST ONLY key (keys.json).",
         "decoded": manifest,
         "canonical_text": body.decode(),
         "canonical_hex": body.hex(),
@@ -354,7 +367,12 @@ def main() -> None:
         "cursor": 0,
         "manifest": base64.b64encode(body).decode(),
         "signature": base64.b64encode(signature).decode(),
-        "records": {u: base64.b64encode(records[u]).decode() for u in users if u in records},
+        "snapshot": True,
+        "snapshot_reason": "no cursor: a first sync gets every record whole",
+        "history_from": 1,
+        "records": {c["user_id"]: {"kind": "full", "sha256": c["payload_sha256"], "sig": c["signature_base64"],
+                                   "data": base64.b64encode(records[c["user_id"]]).decode()}
+                    for c in sig_cases if c["user_id"] in users},
         "unknown_users": [u for u in users if u not in records],
         "states": {u: base64.b64encode(wire.pack_state(states[u])).decode() for u in users},
         "artifacts": {k: f"/v1/artifacts/{BUNDLE_VERSION}/{names[k]}" for k in sorted(art_bytes)},
@@ -372,7 +390,6 @@ def main() -> None:
         "body": envelope,
         "artifact_sources": {envelope["artifacts"][k]: {"items": "vector_table.json#frame_hex",
                                                        "catalog": "catalog.json#frame_hex",
-                                                       "users": "user_index.json#frame_hex",
                                                        "ranker": "ranker.json#bytes_hex"}[k]
                              for k in envelope["artifacts"]},
         "after_apply": {

@@ -2,11 +2,25 @@
 
 The batch is checked as a whole first (a JSON object with an `events` list of at
 most max_events_per_batch); a bad batch is a 400 and nothing is logged. Then each
-event on its own: the schema, an item the catalogue knows, and a timestamp no
-further in the future than max_clock_skew. Good events are appended to the log
-in one transaction, durable before the answer; a rejected neighbour never costs
-them. With the embedded updater they are folded into their users' embeddings
-before the answer too, so a client reads its own writes.
+event on its own: the schema, an item the catalogue knows, a timestamp no
+further in the future than max_clock_skew and, for a device with a token, one
+of the device's users. Good events are appended to the log in one
+transaction, durable before the answer; a rejected neighbour never costs them.
+With the embedded updater they are folded into their users' embeddings before
+the answer too, so a client reads its own writes.
+
+The status says whether everything went in: 200 when no event was rejected,
+422 when at least one was. Both carry the same per-event results, so a client
+acknowledges the accepted and duplicate ones and sets aside exactly the
+rejected ones; neither is worth retrying unchanged.
+
+What "unknown" means here:
+- an item id the catalogue does not hold is rejected, naming the item (add it
+  with POST /v1/items first): folding it would have no vector to fold;
+- a user id the server has never seen is accepted: users have no registration
+  step, their first event is how they arrive (cold start, then personal). Only
+  a malformed user id is rejected, and, for a device holding a token, a user
+  the device was not registered for (the same scoping sync applies).
 """
 
 from __future__ import annotations
@@ -18,24 +32,42 @@ from flask import Blueprint, current_app, jsonify
 from shared.errors import ValidationError
 from shared.schemas import validate_event
 
+from ..auth import current_device
 from .params import json_body
 
 bp = Blueprint("events", __name__)
 
+MAX_PROBLEMS_NAMED = 3  # in the 422's message; every problem is in `results`
 
-def check_event(obj, known_items, horizon: float):
+
+def check_event(obj, known_items, now: float, skew: float, users: frozenset[str] | None = None):
     ev = validate_event(obj)
     if ev.item_id is not None and ev.item_id not in known_items:
         raise ValidationError("item_id", f"{ev.item_id} is not in the catalogue; add it with POST /v1/items first")
-    if ev.timestamp > horizon:
-        raise ValidationError("timestamp", "is in the future beyond the allowed clock skew; check the device clock")
+    if ev.timestamp > now + skew:
+        raise ValidationError("timestamp", f"is {ev.timestamp - now:.0f} s in the future, beyond the allowed clock "
+                                           f"skew of {skew:g} s (POCKETRANK_MAX_CLOCK_SKEW); check the device clock")
+    if users is not None and ev.user_id not in users:
+        raise ValidationError("user_id", f"{ev.user_id} is not a user of this device; register it with "
+                                         "POST /v1/devices first")
     return ev
+
+
+def summary(results: list[dict]) -> str:
+    """The 422's message: how many were rejected, and the first few problems by position."""
+    bad = [(pos, r) for pos, r in enumerate(results) if r["status"] == "rejected"]
+    named = "; ".join(f"events[{pos}]{' (' + r['event_id'] + ')' if r['event_id'] else ''} {r['field']}: "
+                      f"{r['reason']}" for pos, r in bad[:MAX_PROBLEMS_NAMED])
+    more = f"; and {len(bad) - MAX_PROBLEMS_NAMED} more" if len(bad) > MAX_PROBLEMS_NAMED else ""
+    return (f"{len(bad)} of {len(results)} events rejected (the others are logged; see results): "
+            f"{named}{more}")
 
 
 @bp.post("/v1/events")
 def post_events():
     config = current_app.config["POCKETRANK"]
     serving = current_app.extensions["pocketrank"]
+    device = current_device()  # 401 without a token when POCKETRANK_REQUIRE_DEVICE_TOKEN is set
     body = json_body()
     raw = body.get("events") if isinstance(body, dict) else None
     if not isinstance(raw, list):
@@ -43,24 +75,28 @@ def post_events():
     if len(raw) > config.max_events_per_batch:
         raise ValidationError("events", f"at most {config.max_events_per_batch} events per request")
     known = serving.catalogue.in_stock  # every item in the catalogue, in stock or not
-    horizon = time.time() + config.max_clock_skew
+    now = time.time()
+    users = device.users if device is not None else None
     results: list[dict] = [{} for _ in raw]
     valid, positions = [], []
     for pos, obj in enumerate(raw):
         try:
-            ev = check_event(obj, known, horizon)
+            ev = check_event(obj, known, now, config.max_clock_skew, users)
         except ValidationError as exc:
             event_id = obj.get("event_id") if isinstance(obj, dict) and isinstance(obj.get("event_id"), str) else None
             results[pos] = {"event_id": event_id, "status": "rejected", "field": exc.field, "reason": exc.message}
             continue
         valid.append(ev)
         positions.append(pos)
-    # Durable (committed) when this returns; with the embedded updater, folded too.
-    if config.updater == "embedded":
-        new = serving.updater.ingest(valid)
-    else:
-        new = serving.store.append_events(valid)
+    # Durable (committed) when this returns; with the embedded updater, folded too. Requests
+    # of this worker's other threads that arrive meanwhile share the commit (group commit).
+    new = serving.updater.ingest(valid, fold=config.updater == "embedded")
     for pos, ev, is_new in zip(positions, valid, new):
         results[pos] = {"event_id": ev.event_id, "status": "accepted" if is_new else "duplicate"}
-    counts = {s: sum(r["status"] == s for r in results) for s in ("accepted", "duplicate", "rejected")}
+    rejected = len(raw) - len(valid)
+    accepted = sum(new)
+    counts = {"accepted": accepted, "duplicate": len(valid) - accepted, "rejected": rejected}
+    if rejected:
+        return jsonify(error="invalid_events", field="events", message=summary(results), results=results,
+                       **counts), 422
     return jsonify(results=results, **counts)

@@ -1,8 +1,10 @@
-"""GET /metrics (Prometheus text) and GET /v1/metrics/summary (JSON for the dashboard).
+"""GET /metrics (Prometheus text), GET /v1/metrics/summary and GET /v1/metrics/shadow (JSON).
 
-Both are computed from the event log at request time over a window ending at the newest event
-(`window` seconds, default a day; `bucket` seconds per time-series point, default an hour), from
-at most `limit` recent events. Operators scrape these; they carry aggregates only, no user ids.
+The first two are computed from the event log at request time over a window ending at the newest
+event (`window` seconds, default a day; `bucket` seconds per time-series point, default an hour),
+from at most `limit` recent events. The shadow report is this process's comparisons of the shadow
+model against the served one (server/monitoring/shadow.py), with hit rates over the clicks logged
+since the shadow started. Operators scrape these; they carry aggregates only, no user ids.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from shared.errors import ValidationError
 
-from ..monitoring import collector, prom, source
+from ..monitoring import collector, prom, shadow, source
 from ..monitoring.registry import Registry
 from .params import number_arg
 
@@ -40,9 +42,25 @@ def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET
         "events_per_second": source.events_per_second(store, time.time()),
         "models": {"current": store.get_meta("current_model"), "live": registry.live(),
                    "canary": rollout["version"] if rollout else None},
-        "canary": {k: rollout[k] for k in ("rollout_id", "version", "share", "control")} if rollout else None,
+        "canary": ({**{k: rollout[k] for k in ("rollout_id", "version", "share", "control", "started_at")},
+                    "looks": sum(1 for d in rollout["decisions"] if "look" in d),
+                    "last_decision": rollout["decisions"][-1] if rollout["decisions"] else None}
+                   if rollout else None),
         "registry": {v: rec["state"] for v, rec in registry.versions().items()},
+        "shadow": build_shadow(events_limit=limit),
     }
+
+
+def build_shadow(events_limit: int = DEFAULT_LIMIT) -> dict | None:
+    """The shadow report, or None when no shadow is set."""
+    serving = current_app.extensions["pocketrank"]
+    sh = serving.routing().get("shadow")
+    if not sh:
+        return None
+    shadow_log = serving.shadow.log_for((sh["version"], sh["started_at"]))
+    events = source.events_after(serving.store, sh.get("log_from", 0), limit=events_limit)
+    return {"version": sh["version"], "sample": sh["sample"], "started_at": sh["started_at"],
+            "served_model": serving.live_version(), **shadow.report(shadow_log, events)}
 
 
 def _args() -> tuple[float, float, int]:
@@ -56,6 +74,12 @@ def _args() -> tuple[float, float, int]:
 @bp.get("/v1/metrics/summary")
 def summary():
     return jsonify(build_summary(*_args()))
+
+
+@bp.get("/v1/metrics/shadow")
+def shadow_report():
+    limit = int(number_arg("limit", DEFAULT_LIMIT, 1, source.MAX_EVENTS))
+    return jsonify({"shadow": build_shadow(limit)})
 
 
 @bp.get("/metrics")

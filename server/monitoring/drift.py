@@ -14,6 +14,17 @@ and 10 bins, but 0.18 for two of 100. A PSI therefore triggers only if it is ove
 AND its p-value under that null is below `alpha` (0.001 by default): large windows are not
 retrained on immaterial shifts, small windows not on noise. tests/server/test_monitoring_drift.py
 measures both, and the injected drift (a category's popularity tripled in the simulator).
+
+PSI over the category mix is blind to a small category: a category at 2% of engagement that
+becomes three times as popular moves to about 6%, a PSI near 0.06, far below `act`, however
+significant. So the mix is joined by a second signal, `category_ctr`: each category's CTR
+(clicks / impressions of its products) relative to the window's overall CTR, current over
+reference. It acts when some category's relative CTR has at least doubled or halved (`CTR_ACT`;
+1.5x is `watch`) AND that change is significant: z on the log ratio (variance 1/clicks -
+1/impressions per window, Jeffreys-smoothed), two-sided, Bonferroni over the categories, below
+`alpha`. Being relative to exposure and to the overall CTR, it does not fire when a new model only
+shows a different mix, and it names the category whose appeal changed (bench/drift measures it).
+In its DriftFigure `psi` holds the largest |ln ratio| and `measure` says so.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from typing import Hashable, Iterable, Mapping, Sequence
 import numpy as np
 
 WATCH, ACT = 0.1, 0.25
+CTR_WATCH, CTR_ACT = 1.5, 2.0  # a category's relative CTR, current / reference (or its inverse)
 ALPHA = 1e-3
 N_BINS = 10
 
@@ -85,6 +97,7 @@ class DriftFigure:
     p_value: float
     level: str  # ok | watch | act
     top_shifts: list = field(default_factory=list)  # categorical: the largest share changes
+    measure: str = "PSI"  # what `psi` holds: the PSI, or for category_ctr the largest |ln CTR ratio|
 
 
 def _judge(name: str, kind: str, ref_counts: np.ndarray, cur_counts: np.ndarray, watch: float, act: float,
@@ -152,7 +165,8 @@ def decide(figures: list[DriftFigure], reference_window: tuple[float, float] | N
     """Retrain if any signal is at `act`: over the act threshold and beyond the noise floor."""
     order = {"ok": 0, "watch": 1, "act": 2}
     level = max((f.level for f in figures), key=order.__getitem__, default="ok")
-    reasons = [f"{f.name}: PSI {f.psi:.3f} (noise floor {f.noise_floor:.4f}, p={f.p_value:.2g}) -> {f.level}"
+    reasons = [f"{f.name}: {f.measure} {f.psi:.3f} (noise floor {f.noise_floor:.4f}, p={f.p_value:.2g}) -> {f.level}"
+               + (f" [{f.top_shifts[0]['value']}]" if f.kind == "ctr_ratio" and f.top_shifts else "")
                for f in figures if f.level != "ok"]
     return DriftDecision(level == "act", level, reasons, figures, reference_window, current_window,
                          {"watch": watch, "act": act, "alpha": alpha})
@@ -165,13 +179,56 @@ def category_mix(events: Iterable, item_category: Mapping[int, str],
                    if e.type in types and e.item_id is not None)
 
 
+def category_ctr_drift(name: str, reference_events: Iterable, current_events: Iterable,
+                       item_category: Mapping[int, str], watch: float = CTR_WATCH, act: float = CTR_ACT,
+                       alpha: float = ALPHA, n_top: int = 3) -> DriftFigure:
+    """Each category's CTR relative to its window's, current over reference; see the module docstring."""
+
+    def tally(events) -> tuple[Counter, Counter]:
+        clicks, imps = Counter(), Counter()
+        for e in events:
+            if e.item_id is None:
+                continue
+            if e.type == "impression":
+                imps[item_category.get(e.item_id, "unknown")] += 1
+            elif e.type == "click":
+                clicks[item_category.get(e.item_id, "unknown")] += 1
+        return clicks, imps
+
+    rc, ri = tally(reference_events)
+    cc, ci = tally(current_events)
+    n, m = sum(ri.values()), sum(ci.values())
+    keys = sorted(k for k in set(ri) & set(ci) if ri[k] and ci[k])
+    if not keys or not sum(rc.values()) or not sum(cc.values()):
+        return DriftFigure(name, "ctr_ratio", 0.0, n, m, len(keys), 0.0, 1.0, "ok", [], "max |ln CTR ratio|")
+    base_r, base_c = sum(rc.values()) / n, sum(cc.values()) / m
+    rows = []
+    for k in keys:
+        a, b, c, d = rc[k] + 0.5, ri[k] + 1.0, cc[k] + 0.5, ci[k] + 1.0
+        lr = math.log((c / d / base_c) / (a / b / base_r))
+        se = math.sqrt(max(1 / a - 1 / b + 1 / c - 1 / d, 1e-12))
+        p = min(1.0, math.erfc(abs(lr) / se / math.sqrt(2)) * len(keys))  # two-sided, Bonferroni
+        level = "ok"
+        if p < alpha:
+            level = "act" if abs(lr) >= math.log(act) else "watch" if abs(lr) >= math.log(watch) else "ok"
+        rows.append((k, lr, se, p, level, a / b, c / d))
+    order = {"ok": 0, "watch": 1, "act": 2}
+    rows.sort(key=lambda r: (-order[r[4]], -abs(r[1])))
+    k, lr, se, p, level, _, _ = rows[0]
+    top = [{"value": str(r[0]), "reference_ctr": round(r[5], 5), "current_ctr": round(r[6], 5),
+            "relative_ratio": round(math.exp(r[1]), 3), "p_value": r[3], "level": r[4]} for r in rows[:n_top]]
+    return DriftFigure(name, "ctr_ratio", round(abs(lr), 5), n, m, len(keys), round(se, 5), p, level, top,
+                       "max |ln CTR ratio|")
+
+
 def check_drift(reference_events: Sequence, current_events: Sequence, item_category: Mapping[int, str],
                 reference_scores: Sequence[float] | None = None, current_scores: Sequence[float] | None = None,
                 features: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
                 watch: float = WATCH, act: float = ACT, alpha: float = ALPHA) -> DriftDecision:
-    """Category mix of engagement, score distribution and named features, current window vs reference."""
+    """Category mix of engagement, category CTR, score distribution and named features, current vs reference."""
     figs = [categorical_drift("category_mix", category_mix(reference_events, item_category),
-                              category_mix(current_events, item_category), watch, act, alpha)]
+                              category_mix(current_events, item_category), watch, act, alpha),
+            category_ctr_drift("category_ctr", reference_events, current_events, item_category, alpha=alpha)]
     if reference_scores is not None and current_scores is not None:
         figs.append(numeric_drift("scores", reference_scores, current_scores, watch=watch, act=act, alpha=alpha))
     for name, (ref, cur) in (features or {}).items():

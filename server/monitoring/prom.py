@@ -55,6 +55,33 @@ class SummaryCollector:
         share = GaugeMetricFamily("pocketrank_canary_share", "Share of users served the canary model")
         share.add_metric([], float(canary.get("share") or 0.0))
         yield share
+        looks = GaugeMetricFamily("pocketrank_canary_looks", "Looks the canary rule has taken at the running rollout")
+        looks.add_metric([], float(canary.get("looks") or 0))
+        yield looks
+        yield from _shadow(summary.get("shadow") or {})
+
+
+def _shadow(sh: dict):
+    """Shadow agreement and hit rates, labelled with the shadow's version (nothing when none is set)."""
+    if not sh:
+        return
+    version = str(sh.get("version", ""))
+    for name, key, doc in (("compared", "compared", "Requests the shadow model also ranked (this process)"),
+                           ("dropped", "dropped", "Shadow comparisons dropped because the queue was full"),
+                           ("overlap", "overlap", "Mean share of the served top k also in the shadow's top k"),
+                           ("kendall_tau", "kendall_tau", "Mean Kendall tau-b of served and shadow scores "
+                                                          "over the served list")):
+        if sh.get(key) is not None:
+            g = GaugeMetricFamily(f"pocketrank_shadow_{name}", doc, labels=["version"])
+            g.add_metric([version], float(sh[key]))
+            yield g
+    hits = sh.get("hit_rate") or {}
+    g = GaugeMetricFamily("pocketrank_shadow_hit_rate", "Share of later clicks in each model's list",
+                          labels=["version", "model"])
+    for model in ("served", "shadow"):
+        if hits.get(model) is not None:
+            g.add_metric([version, model], float(hits[model]))
+    yield g
 
 
 def registry_for(summary_fn: Callable[[], dict]) -> CollectorRegistry:

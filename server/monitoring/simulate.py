@@ -25,6 +25,7 @@ import numpy as np
 
 from server import simulator as simmod
 from server.simulator import CATEGORIES, MarketplaceSimulator, SimConfig
+from shared.errors import ValidationError
 from shared.features import UserState, update_user_state, user_vector
 from shared.schemas import Event
 
@@ -47,12 +48,16 @@ class FeedbackSimulator(MarketplaceSimulator):
     first_day: days before it are skipped (their sessions are not planned).
     shock: (day, category index, factor): from that day on, the category's products are `factor`
     times as popular: their weight in the popularity feed and their click odds are multiplied.
+    conserve: demand moves rather than grows: every other category's click odds are scaled by the
+    one f < 1 that keeps the catalogue's mean popularity odds (mean of exp(popularity bias)) as it
+    was. Without it, a tripled category only adds clicks, and a stale model cannot lose CTR to it.
     """
 
     def __init__(self, config: SimConfig = SimConfig(), first_day: int = 0,
-                 shock: tuple[int, int, float] | None = None):
+                 shock: tuple[int, int, float] | None = None, conserve: bool = False):
         super().__init__(config)
-        self.first_day, self.shock, self._shocked = first_day, shock, False
+        self.first_day, self.shock, self._shocked, self.conserve = first_day, shock, False, conserve
+        self.shock_other_factor = 1.0  # f, once the shock applies with conserve
         self._day_offset: dict[int, int] = {}
         self._n_planned = 0
         self.slate_meta: dict[tuple[int, int], dict] = {}  # (session, slate) -> context the policy gave
@@ -62,7 +67,14 @@ class FeedbackSimulator(MarketplaceSimulator):
             _, cat, factor = self.shock
             mask = self._item_cat == cat
             self._logw = np.where(mask, self._logw + math.log(factor), self._logw)
-            self._pop_bias = np.where(mask, self._pop_bias + math.log(factor), self._pop_bias)
+            other = 0.0
+            if self.conserve:
+                odds = np.exp(self._pop_bias)
+                f = (odds.sum() - factor * odds[mask].sum()) / odds[~mask].sum()
+                if f <= 0:
+                    raise ValidationError("shock", f"category {cat} cannot be {factor}x as popular with demand conserved")
+                self.shock_other_factor, other = float(f), math.log(f)
+            self._pop_bias = np.where(mask, self._pop_bias + math.log(factor), self._pop_bias + other)
             self._shocked = True
 
     def _plan_day(self, day: int, policy: Any) -> dict[str, Any]:

@@ -48,6 +48,34 @@ def recent_events(store: Any, since: float | None = None, limit: int = MAX_EVENT
     return [Event(r[0], r[1], r[2], r[3], float(r[4]), r[5], r[6], r[7] or "", _context(r[8])) for r in reversed(rows)]
 
 
+def log_head(store: Any) -> int:
+    """The event log's newest position (0 when empty): where a rollout's or a shadow's evidence starts."""
+    db = getattr(store, "db", None)
+    if db is not None:
+        return int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+    r, stream = getattr(store, "r", None), getattr(store, "stream", None)
+    if r is not None and stream is not None:
+        from ..stores.redis import pos_of
+
+        last = r.xrevrange(stream, count=1)
+        return pos_of(last[0][0]) if last else 0
+    pos = 0
+    for entry in store.iter_log(0):
+        pos = entry.pos
+    return pos
+
+
+def events_after(store: Any, position: int, limit: int = MAX_EVENTS) -> list[Event]:
+    """The newest `limit` events logged after `position`, in log order.
+
+    Unlike `recent_events` this reads only the log's tail, so a canary check costs what the
+    rollout logged, not the whole history."""
+    keep: deque[Event] = deque(maxlen=limit)
+    for entry in store.iter_log(int(position)):
+        keep.append(entry.event)
+    return list(keep)
+
+
 def events_per_second(store: Any, now: float, window: float = 60.0) -> float:
     """Events received in the last `window` seconds, per second (by the server's clock when stored)."""
     db = getattr(store, "db", None)

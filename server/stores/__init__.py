@@ -24,7 +24,7 @@ def open_store(config=None, *, home: Path | None = None) -> Store:
     if config.store != "sqlite":
         raise ValidationError("POCKETRANK_STORE", f"must be one of {', '.join(BACKENDS)}")
     Path(config.home).mkdir(parents=True, exist_ok=True)
-    return SQLiteStore(Path(config.home) / "store.sqlite")
+    return SQLiteStore(Path(config.home) / "store.sqlite", synchronous=config.sqlite_synchronous)
 
 
 __all__ = ["CONSUMED_TYPES", "LogEntry", "SQLiteStore", "Store", "Updates", "UserContext", "UserRecord",

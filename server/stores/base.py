@@ -10,6 +10,7 @@ scale-out path. tests/server/test_store_contract.py runs one suite against both.
 
 from __future__ import annotations
 
+import struct
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -70,7 +71,32 @@ def pack_recent(recent: np.ndarray) -> bytes:
 
 
 def unpack_recent(blob: bytes | None) -> np.ndarray:
-    return np.frombuffer(blob, dtype=RECENT_DTYPE).copy() if blob else np.zeros(0, RECENT_DTYPE)
+    """A read-only view of the stored bytes (push_recent and append_recent build new arrays)."""
+    return np.frombuffer(blob, dtype=RECENT_DTYPE) if blob else np.zeros(0, RECENT_DTYPE)
+
+
+_RECENT_ROW = struct.Struct("<diB")  # RECENT_DTYPE's packed layout, 13 bytes
+
+
+def append_recent(recent: np.ndarray, rows: list[tuple[float, int, int]], keep: int) -> np.ndarray:
+    """push_recent for several events at once: rows of (timestamp, item id or NO_ITEM, TYPE_CODE).
+
+    Works on the packed bytes (a few times faster than numpy's structured-array copies,
+    and the updater runs it for every user of every batch)."""
+    if keep <= 0:
+        return recent[:0]
+    blob = recent.tobytes() + b"".join([_RECENT_ROW.pack(*r) for r in rows])
+    return np.frombuffer(blob[-keep * RECENT_DTYPE.itemsize:], dtype=RECENT_DTYPE)
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """One entry of the record change log: a user's candidate record as of the bundle version it changed in."""
+
+    version: int
+    blob: bytes  # zstd frame of the raw PRC1 record
+    sha256: bytes  # 32 bytes: sha256 of the raw (uncompressed) record, what record signatures cover
+    sig: bytes  # ed25519 over shared.wire.record_message(version, user_id, sha256)
 
 
 @dataclass
@@ -246,13 +272,31 @@ class Store(ABC):
     @abstractmethod
     def features(self, user_id: str) -> dict | None: ...
 
-    # --- bundle records (the publisher's per-user candidate lists) ---
+    # --- bundle records: the publisher's change log of per-user candidate lists ---
+    # A row is stored only when a user's record changed; every user present in
+    # a version also gets that version's record signature (64 bytes), which is
+    # all a device holding the unchanged record needs.
 
     @abstractmethod
-    def put_records(self, version: int, records: dict[str, bytes]) -> None: ...
+    def put_records(self, version: int, changed: dict[str, RecordRow], sigs: dict[str, bytes]) -> None:
+        """Write the rows of users whose record changed in `version`, and every user's signature for it."""
 
     @abstractmethod
-    def records(self, version: int, user_ids: list[str]) -> dict[str, bytes]: ...
+    def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:
+        """Each user's record as of `version` (the newest row at or before it); users without one are left out."""
+
+    @abstractmethod
+    def record_sigs(self, version: int, user_ids: list[str]) -> dict[str, bytes]:
+        """The record signatures of `version` for the users it has a record for."""
+
+    @abstractmethod
+    def record_heads(self) -> dict[str, bytes]:
+        """Every user's newest record sha256 (what the next publish compares against)."""
+
+    @abstractmethod
+    def compact_records(self, keep_from: int) -> int:
+        """Drop history no cursor >= keep_from needs: signatures of older versions, and rows older than
+        keep_from that a newer row at or before keep_from supersedes. Returns the rows deleted."""
 
     def close(self) -> None:
         """Release connections held by the calling thread."""

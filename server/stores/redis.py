@@ -28,7 +28,7 @@ from shared.errors import PocketrankError
 from shared.features import UserState
 from shared.schemas import Event, Item
 
-from .base import (LogEntry, Store, Updates, UserContext, UserRecord, pack_recent,
+from .base import (LogEntry, RecordRow, Store, Updates, UserContext, UserRecord, pack_recent,
                    unpack_recent)
 
 log = logging.getLogger(__name__)
@@ -397,15 +397,58 @@ class RedisStore(Store):
 
     # --- bundle records ---
 
-    def put_records(self, version: int, records: dict[str, bytes]) -> None:
-        if records:
-            self.r.hset(self.k("records", version), mapping=records)
+    # Layout: rlog:<user> is a hash version -> sha256 (32) | sig (64) | blob; rhead maps each user to
+    # u32 version | sha256 of its newest row; rsig:<version> maps user -> sig; rsigv lists those versions.
 
-    def records(self, version: int, user_ids: list[str]) -> dict[str, bytes]:
+    def put_records(self, version: int, changed: dict[str, RecordRow], sigs: dict[str, bytes]) -> None:
+        items = list(changed.items())
+        for i in range(0, len(items), 1000):
+            with self.r.pipeline(transaction=False) as p:
+                for u, row in items[i : i + 1000]:
+                    p.hset(self.k("rlog", u), str(row.version), row.sha256 + row.sig + row.blob)
+                    p.hset(self.k("rhead"), u, row.version.to_bytes(4, "little") + row.sha256)
+                p.execute()
+        if sigs:
+            self.r.hset(self.k("rsig", version), mapping=sigs)
+            self.r.sadd(self.k("rsigv"), version)
+
+    def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:
+        with self.r.pipeline(transaction=False) as p:
+            for u in user_ids:
+                p.hkeys(self.k("rlog", u))
+            keys = p.execute()
+        wanted = {u: max((int(v) for v in ks if int(v) <= version), default=None) for u, ks in zip(user_ids, keys)}
+        wanted = {u: v for u, v in wanted.items() if v is not None}
+        with self.r.pipeline(transaction=False) as p:
+            for u, v in wanted.items():
+                p.hget(self.k("rlog", u), str(v))
+            vals = p.execute()
+        return {u: RecordRow(v, val[96:], val[:32], val[32:96]) for (u, v), val in zip(wanted.items(), vals)
+                if val is not None}
+
+    def record_sigs(self, version: int, user_ids: list[str]) -> dict[str, bytes]:
         if not user_ids:
             return {}
-        vals = self.r.hmget(self.k("records", version), user_ids)
+        vals = self.r.hmget(self.k("rsig", version), user_ids)
         return {u: v for u, v in zip(user_ids, vals) if v is not None}
+
+    def record_heads(self) -> dict[str, bytes]:
+        return {u.decode(): v[4:] for u, v in self.r.hgetall(self.k("rhead")).items()}
+
+    def compact_records(self, keep_from: int) -> int:
+        for v in self.r.smembers(self.k("rsigv")):
+            if int(v) < keep_from:
+                self.r.delete(self.k("rsig", int(v)))
+                self.r.srem(self.k("rsigv"), v)
+        deleted = 0
+        for u in self.r.hkeys(self.k("rhead")):
+            key = self.k("rlog", u.decode())
+            versions = sorted(int(v) for v in self.r.hkeys(key))
+            floor = max((v for v in versions if v <= keep_from), default=None)
+            old = [str(v) for v in versions if floor is not None and v < floor]
+            if old:
+                deleted += self.r.hdel(key, *old)
+        return deleted
 
 
 def flush_prefix(store: RedisStore) -> None:

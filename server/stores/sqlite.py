@@ -1,9 +1,16 @@
 """The embedded default store: one SQLite file in WAL mode.
 
-synchronous=FULL means a committed transaction is on disk, so an event is
-durable before POST /v1/events answers and survives a crash or restart. The
-updater's position is a meta row written in the same transaction as the
-records it folded, so a crash never applies an event twice or skips one.
+synchronous=FULL means a committed transaction is on disk (the WAL is fsynced
+at COMMIT), so an event is durable before POST /v1/events answers and survives
+a process crash, a restart and a power loss alike. That is the default because
+a device deletes an event once it is acknowledged, and Redis runs with
+appendfsync always. POCKETRANK_SQLITE_SYNCHRONOUS=normal skips the fsync at
+COMMIT (the checkpoint thread's fsyncs remain): an acknowledged event still
+survives the server process being killed, since it is in the WAL the OS holds,
+but not a power cut or kernel crash in the moments before the next checkpoint. The updater's position is a meta row written in the same
+transaction as the records it folded, so a crash never applies an event twice
+or skips one. WAL checkpoints run in a background thread (checkpoint.py), not
+inside a request's COMMIT.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ import numpy as np
 from shared.features import UserState
 from shared.schemas import Event, Item
 
-from .base import (LogEntry, Store, Updates, UserContext, UserRecord, pack_recent,
+from .base import (LogEntry, RecordRow, Store, Updates, UserContext, UserRecord, pack_recent,
                    unpack_recent)
+from .checkpoint import checkpointer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -49,10 +57,16 @@ CREATE TABLE IF NOT EXISTS item_stats (
     item_id INTEGER PRIMARY KEY, popularity INTEGER NOT NULL DEFAULT 0, exposures INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS user_features (user_id TEXT PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS bundle_records (
-    version INTEGER NOT NULL, user_id TEXT NOT NULL, blob BLOB NOT NULL,
-    PRIMARY KEY (version, user_id)
+-- A rowid table: its ~1.3 KB rows would spill to overflow pages in a WITHOUT ROWID b-tree.
+CREATE TABLE IF NOT EXISTS record_log (
+    user_id TEXT NOT NULL, version INTEGER NOT NULL, blob BLOB NOT NULL, sha256 BLOB NOT NULL, sig BLOB NOT NULL,
+    PRIMARY KEY (user_id, version)
 );
+CREATE TABLE IF NOT EXISTS record_sigs (
+    version INTEGER NOT NULL, user_id TEXT NOT NULL, sig BLOB NOT NULL, PRIMARY KEY (version, user_id)
+) WITHOUT ROWID;
+-- wire v1's full copy of every record per version; v2 devices cannot use it (record_log replaces it)
+DROP TABLE IF EXISTS bundle_records;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first release; a store made before gets them on open.
@@ -131,8 +145,9 @@ def _entry(row: tuple) -> LogEntry:
 
 def _record(row: tuple) -> UserRecord:
     s, w, n, updated_at, last_pos, recent = row
-    return UserRecord(UserState(np.frombuffer(s, dtype="<f4").astype(np.float32), w, n), last_pos,
-                      unpack_recent(recent), updated_at)
+    # Read-only views of the row's bytes, no copies: a fold replaces the arrays, never writes into them.
+    return UserRecord(UserState(np.frombuffer(s, dtype=np.float32), w, n), last_pos, unpack_recent(recent),
+                      updated_at)
 
 
 def _user_row(user_id: str, r: UserRecord) -> tuple:
@@ -145,10 +160,14 @@ class SQLiteStore(Store):
 
     backend = "sqlite"
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, synchronous: str = "full"):
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be full or normal, not {synchronous!r}")
         self.path = str(path)
+        self.synchronous = synchronous
         self._local = threading.local()
         self._lock = _write_lock(self.path)
+        self._checkpoints = checkpointer(self.path, self._lock)
         with self._lock:
             self._migrate_layout()
             self.db.executescript(SCHEMA)  # executescript manages its own transaction
@@ -175,7 +194,12 @@ class SQLiteStore(Store):
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it, off the request path
+            conn.execute(f"PRAGMA journal_size_limit={64 << 20}")  # a restarted WAL is cut back to 64 MiB
+            # Reads of user records (random rows of a large table) come from the OS page cache through
+            # the mapping, shared by every connection and worker, instead of each connection's own copy.
+            conn.execute(f"PRAGMA mmap_size={1 << 30}")
             self._local.conn = conn
         return conn
 
@@ -196,8 +220,10 @@ class SQLiteStore(Store):
                 raise
             else:
                 db.execute("COMMIT")
+                self._checkpoints.committed()
             finally:
                 self._local.in_tx = False
+                self._local.appended = None
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -275,14 +301,22 @@ class SQLiteStore(Store):
                 chunk = ids[i:i + 500]
                 seen.update(r[0] for r in db.execute(
                     f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))})", chunk))
-            out, rows = [], []
+            out, rows, fresh = [], [], []
             for e in events:
                 new = e.event_id not in seen
                 seen.add(e.event_id)  # a repeat inside the same batch is a duplicate too
                 out.append(new)
                 if new:
                     rows.append(_event_row(e, now))
+                    fresh.append(e)
+            before = db.total_changes
             db.executemany(_INSERT_EVENT, rows)
+            if rows and db.total_changes - before == len(rows):
+                # Under the write lock the new rows got consecutive positions ending at the last
+                # rowid: an updater step in this same transaction takes them from here instead of
+                # reading back and re-parsing what it was just handed (claim_events).
+                last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                self._local.appended = [LogEntry(last - len(fresh) + 1 + k, e) for k, e in enumerate(fresh)]
         return out
 
     def import_events(self, events: Iterable[Event]) -> None:
@@ -333,8 +367,14 @@ class SQLiteStore(Store):
         return int(self.get_meta(POSITION, "0") or 0)
 
     def claim_events(self, limit: int, block: float = 0.0) -> list[LogEntry]:
+        position = self._position()
+        fresh, self._local.appended = getattr(self._local, "appended", None), None
+        if fresh and fresh[0].pos == position + 1 and len(fresh) <= limit:
+            # This transaction appended them and holds the write lock: they are exactly what is
+            # pending (nothing before them, nothing after).
+            return fresh
         rows = self.db.execute(f"SELECT seq, {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                               (self._position(), limit)).fetchall()
+                               (position, limit)).fetchall()
         return [_entry(r) for r in rows]
 
     def commit_updates(self, updates: Updates, entries: list[LogEntry]) -> None:
@@ -433,17 +473,39 @@ class SQLiteStore(Store):
 
     # --- bundle records ---
 
-    def put_records(self, version: int, records: dict[str, bytes]) -> None:
+    def put_records(self, version: int, changed: dict[str, RecordRow], sigs: dict[str, bytes]) -> None:
         with self.tx() as db:
-            db.executemany("INSERT OR REPLACE INTO bundle_records VALUES (?, ?, ?)",
-                           [(version, u, b) for u, b in records.items()])
+            db.executemany("INSERT OR REPLACE INTO record_log VALUES (?, ?, ?, ?, ?)",
+                           [(u, r.version, r.blob, r.sha256, r.sig) for u, r in changed.items()])
+            db.executemany("INSERT OR REPLACE INTO record_sigs VALUES (?, ?, ?)",
+                           [(version, u, s) for u, s in sigs.items()])
 
-    def records(self, version: int, user_ids: list[str]) -> dict[str, bytes]:
+    def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:
+        out = {}
+        for u in user_ids:  # one primary-key seek each: (user_id, version DESC)
+            row = self.db.execute("SELECT version, blob, sha256, sig FROM record_log WHERE user_id = ? AND "
+                                  "version <= ? ORDER BY version DESC LIMIT 1", (u, version)).fetchone()
+            if row is not None:
+                out[u] = RecordRow(row[0], bytes(row[1]), bytes(row[2]), bytes(row[3]))
+        return out
+
+    def record_sigs(self, version: int, user_ids: list[str]) -> dict[str, bytes]:
         if not user_ids:
             return {}
         marks = ",".join("?" * len(user_ids))
-        rows = self.db.execute(
-            f"SELECT user_id, blob FROM bundle_records WHERE version = ? AND user_id IN ({marks})",
-            (version, *user_ids),
-        )
-        return dict(rows.fetchall())
+        rows = self.db.execute(f"SELECT user_id, sig FROM record_sigs WHERE version = ? AND user_id IN ({marks})",
+                               (version, *user_ids)).fetchall()
+        return {u: bytes(s) for u, s in rows}
+
+    def record_heads(self) -> dict[str, bytes]:
+        # SQLite takes the bare column (sha256) from the row that holds MAX(version).
+        rows = self.db.execute("SELECT user_id, sha256, MAX(version) FROM record_log GROUP BY user_id").fetchall()
+        return {u: bytes(s) for u, s, _ in rows}
+
+    def compact_records(self, keep_from: int) -> int:
+        with self.tx() as db:
+            db.execute("DELETE FROM record_sigs WHERE version < ?", (keep_from,))
+            cur = db.execute("DELETE FROM record_log AS r WHERE version < ? AND EXISTS (SELECT 1 FROM record_log n "
+                             "WHERE n.user_id = r.user_id AND n.version > r.version AND n.version <= ?)",
+                             (keep_from, keep_from))
+            return cur.rowcount

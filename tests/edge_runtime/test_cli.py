@@ -47,6 +47,15 @@ def test_sync_recommend_track_flush_status(run):
     assert online.exit_code == 0 and online.output.startswith("source=server")
 
 
+def test_sync_with_wifi_only_leaves_a_version_that_needs_a_model_pending(run):
+    out = run("sync", "--wifi-only", "196")
+    # A first sync needs the model too: nothing applied, the reason printed.
+    assert out.exit_code == 0 and "bundle v0 (unchanged)" in out.output and "pending: bundle 1 needs" in out.output
+    assert "ranker" in out.output
+    out = run("sync", "196")
+    assert out.exit_code == 0 and "bundle v1 (changed)" in out.output and "ranker" in out.output
+
+
 def test_errors_are_one_line_and_exit_1(run):
     result = run("recommend", "196", "-k", "0")
     assert result.exit_code == 1 and result.output.strip() == "error: k: must be an integer between 1 and 100"

@@ -59,3 +59,24 @@ def test_bad_parameters_get_a_400(api):
     for query in ("window=abc", "window=-1", "bucket=0", "window=86400&bucket=1"):
         resp = api.get(f"/v1/metrics/summary?{query}")
         assert resp.status_code == 400 and resp.get_json()["field"] in ("window", "bucket")
+
+
+def test_a_running_canary_is_in_the_summary_and_in_prometheus(api, home):
+    from server.config import Config
+    from server.monitoring import rollout
+    from server.stores import open_store
+
+    from .served_models import derive_version
+
+    store = open_store(Config(home=home))
+    derive_version(home, store, "m-next")
+    Registry(home).register("m-next")
+    ro = rollout.start(home, store, "m-next", 0.05)
+    store.close()
+    s = api.get("/v1/metrics/summary").get_json()
+    assert s["canary"]["rollout_id"] == ro["rollout_id"] and s["canary"]["share"] == 0.05
+    assert s["canary"]["looks"] == 0 and s["canary"]["last_decision"] is None
+    assert s["models"]["canary"] == "m-next" and s["registry"]["m-next"] == "canary"
+    text = api.get("/metrics").get_data(as_text=True)
+    assert "pocketrank_canary_share 0.05" in text and "pocketrank_canary_looks 0.0" in text
+    assert 'pocketrank_model_info{role="canary",version="m-next"} 1.0' in text

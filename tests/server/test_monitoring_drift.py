@@ -69,3 +69,50 @@ def test_a_tripled_category_is_detected_within_one_window():
     assert shock.retrain, shock.figures
     top = shock.figures[0].top_shifts[0]
     assert top["value"] == CATEGORIES[shocked] and top["current_share"] > 2 * top["reference_share"]
+
+
+def _ctr_events(imps: dict[str, int], clicks: dict[str, int], tag: str) -> tuple[list, dict]:
+    """Impressions and clicks of one product per category, as Events; and the item -> category map."""
+    from shared.schemas import Event
+
+    cats = {n + 1: c for n, c in enumerate(sorted(imps))}
+    ids = {c: i for i, c in cats.items()}
+    events = []
+    for c in imps:
+        events += [Event(f"{tag}{c}i{k}", "u", "d", "impression", 0.0, ids[c]) for k in range(imps[c])]
+        events += [Event(f"{tag}{c}c{k}", "u", "d", "click", 0.0, ids[c]) for k in range(clicks[c])]
+    return events, cats
+
+
+def test_category_ctr_sees_a_small_category_tripled_where_the_mix_psi_cannot():
+    big = [f"c{n}" for n in range(11)]
+    imps = {"small": 1000, **{c: 5000 for c in big}}
+    ref, cats = _ctr_events(imps, {"small": 50, **{c: 250 for c in big}}, "r")
+    cur, _ = _ctr_events(imps, {"small": 150, **{c: 205 for c in big}}, "c")  # demand moved to "small"
+    d = drift.check_drift(ref, cur, cats)
+    mix, ctr = d.figures[0], d.figures[1]
+    assert mix.name == "category_mix" and mix.psi < drift.ACT and mix.level != "act"
+    assert ctr.name == "category_ctr" and ctr.level == "act" and d.retrain
+    assert ctr.top_shifts[0]["value"] == "small" and ctr.top_shifts[0]["relative_ratio"] > 3
+    assert "category_ctr" in d.reasons[-1] and "[small]" in d.reasons[-1]
+
+
+def test_category_ctr_ignores_a_new_exposure_mix_at_the_same_click_rates():
+    big = [f"c{n}" for n in range(11)]
+    ref, cats = _ctr_events({"small": 1000, **{c: 5000 for c in big}}, {"small": 50, **{c: 250 for c in big}}, "r")
+    # a new model shows "small" three times as often; each category's CTR is what it was
+    cur, _ = _ctr_events({"small": 3000, **{c: 5000 for c in big}}, {"small": 150, **{c: 250 for c in big}}, "c")
+    f = drift.category_ctr_drift("category_ctr", ref, cur, cats)
+    assert f.level == "ok" and f.psi < 0.1
+
+
+def test_a_conserved_shock_moves_demand_without_growing_it():
+    cfg = SimConfig(n_users=50, n_items=300, n_days=2, seed=1)
+    sim = FeedbackSimulator(cfg, shock=(1, 3, 3.0), conserve=True)
+    before = np.exp(sim._pop_bias.copy())
+    sim._apply_shock(1)
+    after = np.exp(sim._pop_bias)
+    mask = sim._item_cat == 3
+    assert after.mean() == pytest.approx(before.mean(), rel=1e-9)
+    assert after[mask] == pytest.approx(3 * before[mask]) and 0 < sim.shock_other_factor < 1
+    assert after[~mask] == pytest.approx(sim.shock_other_factor * before[~mask])

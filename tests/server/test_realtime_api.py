@@ -40,38 +40,82 @@ def test_an_accepted_event_is_in_the_embedding_when_the_answer_arrives(api, serv
     assert api.get("/v1/users/u-1").get_json()["n_events"] == 2  # a retry is not folded twice
 
 
-def test_each_kind_of_bad_input_is_named_and_nothing_accepted_is_lost(api, serving):
-    good = [ev("ok-1"), ev("ok-2", item=8)]
-    bad = [
-        {**ev("bad-type"), "type": "like"},
-        {k: v for k, v in ev("no-user").items() if k != "user_id"},
-        {k: v for k, v in ev("no-ts").items() if k != "timestamp"},
-        ev("unknown-item", item=999_999),
-        {**ev("future"), "timestamp": time.time() + 3 * 86_400},
-        "not an object",
-    ]
-    body = post(api, [good[0], *bad, good[1]])
-    assert body["accepted"] == 2 and body["rejected"] == 6
-    fields = [r.get("field") for r in body["results"][1:-1]]
-    assert fields == ["type", "user_id", "timestamp", "item_id", "timestamp", "event"]
-    assert all(r["reason"] for r in body["results"][1:-1])
-    assert "not in the catalogue" in body["results"][4]["reason"]
-    assert "future" in body["results"][5]["reason"]
-    # Whole-request problems are 4xx with a message; the accepted events stay.
-    for kwargs, status, field in [
-        ({"data": "{not json", "content_type": "application/json"}, 400, "body"),
-        ({"json": {"events": [ev(f"x{i}") for i in range(501)]}}, 400, "events"),
-        ({"json": {"events": {"a": 1}}}, 400, "events"),
-        ({"data": "x" * (2 << 20), "content_type": "application/json"}, 413, None),
-    ]:
-        resp = api.post("/v1/events", **kwargs)
-        assert resp.status_code == status and resp.get_json()["message"]
-        assert resp.get_json().get("field") == field
-    assert serving.store.count_events(["ok-1", "ok-2", "x0"]) == 2
+def _without(event, key):
+    return {k: v for k, v in event.items() if k != key}
+
+
+# Bad events inside an otherwise good batch: (kind, the bad event, the field named, words in the reason).
+BAD_EVENTS = [
+    ("unknown event type", {**ev("bad"), "type": "like"}, "type", "must be one of"),
+    ("missing user_id", _without(ev("bad"), "user_id"), "user_id", "required"),
+    ("missing timestamp", _without(ev("bad"), "timestamp"), "timestamp", "required"),
+    ("missing item_id", _without(ev("bad"), "item_id"), "item_id", "required"),
+    ("unknown item", ev("bad", item=999_999), "item_id", "999999 is not in the catalogue"),
+    ("malformed user id", ev("bad", user="no spaces allowed"), "user_id", ""),
+    ("far-future timestamp", {**ev("bad"), "timestamp": time.time() + 3 * 86_400}, "timestamp", "in the future"),
+    ("not an object", "not an object", "event", "JSON object"),
+]
+
+
+@pytest.mark.parametrize("kind, bad, field, words", BAD_EVENTS, ids=[b[0] for b in BAD_EVENTS])
+def test_a_batch_with_a_bad_event_is_422_naming_it_and_keeps_the_good_ones(api, serving, kind, bad, field, words):
+    assert post(api, [ev("early-1"), ev("early-2", item=8)])["accepted"] == 2
+    batch = [ev("early-1"), ev("late-1", item=9), bad]
+    resp = api.post("/v1/events", json={"events": batch})
+    assert resp.status_code == 422, kind
+    body = resp.get_json()
+    assert body["error"] == "invalid_events" and body["field"] == "events"
+    assert (body["accepted"], body["duplicate"], body["rejected"]) == (1, 1, 1)
+    assert [r["status"] for r in body["results"]] == ["duplicate", "accepted", "rejected"]
+    assert body["results"][2]["field"] == field and words in body["results"][2]["reason"]
+    assert f"events[2]" in body["message"] and f"{field}: " in body["message"] and words in body["message"]
+    # The accepted events are logged and folded exactly once, also when the client retries the batch.
+    assert api.post("/v1/events", json={"events": batch}).get_json()["accepted"] == 0
+    assert serving.store.count_events(["early-1", "early-2", "late-1", "bad"]) == 3
+    assert api.get("/v1/users/u-1").get_json()["n_events"] == 3
+
+
+# Whole-request problems: nothing in the request is logged. (kind, request, status, field, words in the message)
+BAD_REQUESTS = [
+    ("malformed JSON", {"data": "{not json", "content_type": "application/json"}, 400, "body", "JSON"),
+    ("wrong content type", {"data": "{}", "content_type": "text/plain"}, 400, "body", "Content-Type"),
+    ("events not a list", {"json": {"events": {"a": 1}}}, 400, "events", "must be a list"),
+    ("no events key", {"json": {"event": []}}, 400, "events", "must be a list"),
+    ("oversized batch", {"json": {"events": [ev(f"x{i}") for i in range(501)]}}, 400, "events", "at most 500"),
+    ("body over the byte limit", {"data": "x" * (2 << 20), "content_type": "application/json"}, 413, None, "large"),
+]
+
+
+@pytest.mark.parametrize("kind, kwargs, status, field, words", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_a_bad_request_is_4xx_naming_the_problem_and_logs_nothing(api, serving, kind, kwargs, status, field, words):
+    assert post(api, [ev("early-1"), ev("early-2", item=8)])["accepted"] == 2
+    resp = api.post("/v1/events", **kwargs)
+    assert resp.status_code == status, kind
+    body = resp.get_json()
+    assert body.get("field") == field and words.lower() in body["message"].lower()
+    assert serving.store.count_events(["early-1", "early-2", "x0"]) == 2
     assert api.get("/v1/users/u-1").get_json()["n_events"] == 2
-    assert api.get("/v1/users/nobody").status_code == 404
+
+
+def test_a_user_never_seen_before_is_how_a_new_user_arrives(api):
+    assert api.get("/v1/users/brand-new").status_code == 404
+    assert post(api, [ev("new-user-1", user="brand-new")])["accepted"] == 1
+    assert api.get("/v1/users/brand-new").get_json()["n_events"] == 1
     assert api.get("/v1/items/999999").status_code == 404
     assert api.get("/v1/users/bad%20id").status_code == 400
+
+
+def test_a_device_token_limits_events_to_the_devices_users(api, serving):
+    token = api.post("/v1/devices", json={"device_id": "phone-9", "users": ["u-1"]}).get_json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    resp = api.post("/v1/events", json={"events": [ev("mine"), ev("theirs", user="u-2")]}, headers=auth)
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+    assert body["results"][1]["field"] == "user_id" and "u-2 is not a user of this device" in body["message"]
+    assert api.post("/v1/events", json={"events": [ev("x")]}, headers={"Authorization": "Bearer nope"}
+                    ).status_code == 401
+    assert serving.store.count_events(["mine", "theirs", "x"]) == 1
 
 
 def test_paths_personal_segment_and_popular_say_who_answered(api, serving):

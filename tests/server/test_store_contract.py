@@ -132,8 +132,11 @@ def test_meta_features_exposures_and_bundle_records(store):
     store.set_exposures({1: 5, 2: 7})
     store.set_exposures({2: 1})
     assert store.exposures() == {2: 1}
-    store.put_records(3, {"a": b"\x00\x01", "b": b"x"})
-    assert store.records(3, ["a", "c"]) == {"a": b"\x00\x01"} and store.records(4, ["a"]) == {}
+    from server.stores.base import RecordRow  # the record change log (more in test_record_log.py)
+
+    row = RecordRow(3, b"\x00\x01", b"s" * 32, b"g" * 64)
+    store.put_records(3, {"a": row}, {"a": b"g" * 64})
+    assert store.records_at(3, ["a", "c"]) == {"a": row} and store.records_at(2, ["a"]) == {}
 
 
 def test_rebuild_states_equals_folding_event_by_event(store):

@@ -135,3 +135,60 @@ def test_the_updater_process_killed_mid_backlog_resumes_without_skipping_or_doub
         _, err = proc.communicate(timeout=10)
     assert proc.returncode in (0, -signal.SIGTERM), err.decode()[-2000:]
     assert_states_match(store, expected_states(events + more, vectors, {}))
+
+
+def test_ingest_folds_what_was_pending_before_its_own_events_in_log_order(store, tmp_path):
+    """The embedded path: events another process appended (not yet folded) go first, then the request's own."""
+    items, vectors = seed_store(store, tmp_path)
+    events = events_for(120, n_users=5)
+    store.append_events(events[:50])  # e.g. appended by a worker in external mode
+    updater = Updater(store, lambda: load_catalogue(store), batch=64)
+    assert updater.ingest(events[50:90]) == [True] * 40
+    assert updater.ingest([*events[90:], events[95], events[10]]) == [True] * 30 + [False, False]
+    assert store.pending_count() == 0
+    assert_states_match(store, expected_states(events, vectors, {}))
+    rec = store.user_records(["u3"], DIM)["u3"]
+    assert [r["timestamp"] for r in rec.recent_events()] == [e.timestamp for e in events if e.user_id == "u3"]
+
+
+def test_the_recent_sequence_keeps_the_newest_events_across_batches():
+    from server.stores.base import RECENT_DTYPE, append_recent, push_recent
+    from shared.schemas import EVENT_TYPES
+
+    rows = [(1_700_000_000.0 + i, i + 1, i % len(EVENT_TYPES)) for i in range(70)]
+    one_by_one = np.zeros(0, RECENT_DTYPE)
+    for ts, item, code in rows:
+        one_by_one = push_recent(one_by_one, Event(f"e{item}", "u", "d", EVENT_TYPES[code], ts, item, None, "s"), 50)
+    batched = np.zeros(0, RECENT_DTYPE)
+    for lo, hi in ((0, 3), (3, 40), (40, 41), (41, 70)):  # batches of the updater, the last one overflowing
+        batched = append_recent(batched, rows[lo:hi], 50)
+    assert batched.tobytes() == one_by_one.tobytes() and len(batched) == 50
+    assert append_recent(batched, rows[:2], 0).size == 0
+
+
+def test_concurrent_ingest_calls_share_commits_and_each_gets_its_own_answer(store, tmp_path):
+    import threading
+
+    items, vectors = seed_store(store, tmp_path)
+    events = events_for(400, n_users=9)
+    shared = Event("shared", "u0", "d", "click", 1_700_001_000.0, 5, None, "s")  # sent by every request
+    updater = Updater(store, lambda: load_catalogue(store), batch=120)
+    answers, start = {}, threading.Barrier(8)
+
+    def client(k):
+        start.wait()
+        for j in range(5):
+            answers[(k, j)] = updater.ingest(events[k * 50 + j * 10:k * 50 + j * 10 + 10] + [shared])
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count_events() == 401 and store.pending_count() == 0
+    assert all(len(a) == 11 and all(a[:10]) for a in answers.values())  # each request's own events: new
+    assert sum(a[10] for a in answers.values()) == 1  # the shared one was new for exactly one request
+    # Folded in log order, whichever thread committed which group.
+    position = {e.event.event_id: e.pos for e in store.iter_log()}
+    logged = sorted([*events, shared], key=lambda e: position[e.event_id])
+    assert_states_match(store, expected_states(logged, vectors, {}))

@@ -1,4 +1,4 @@
-"""The wire-format v1 test vectors in docs/vectors/ still hold for the reference implementation.
+"""The wire-format v2 test vectors in docs/vectors/ still hold for the reference implementation.
 
 Each stored vector must decode to its documented values, the uncompressed
 payloads must re-encode byte for byte, and the manifest signature must verify
@@ -40,7 +40,7 @@ def f32_hex(a) -> str:
 
 
 def framed_cases() -> list[tuple[str, dict]]:
-    out = [(name, load(name)) for name in ("vector_table.json", "user_index.json", "catalog.json")]
+    out = [(name, load(name)) for name in ("vector_table.json", "catalog.json")]
     out += [(f"candidate_record.json:{c['user_id']}", c) for c in load("candidate_record.json")["cases"]]
     return out
 
@@ -85,20 +85,23 @@ def test_vector_table():
     assert wire.decompress(again) == payload
 
 
-# --- PRC1 candidate records -----------------------------------------------
+# --- PRC2 candidate records -----------------------------------------------
 
 
-def read_prc1(raw: bytes):
-    """Independent reader from the doc's PRC1 table."""
-    assert raw[0:4] == b"PRC1"
-    (n,) = struct.unpack_from("<I", raw, 4)
-    ids = list(struct.unpack_from(f"<{n}i", raw, 8))
-    scores = list(struct.unpack_from(f"<{n}e", raw, 8 + 4 * n))
-    (dim,) = struct.unpack_from("<H", raw, 8 + 6 * n)
-    s = list(struct.unpack_from(f"<{dim}f", raw, 10 + 6 * n))
-    w, count = struct.unpack_from("<fI", raw, 10 + 6 * n + 4 * dim)
-    assert len(raw) == 18 + 6 * n + 4 * dim
-    return ids, scores, s, w, count
+def read_prc2(raw: bytes):
+    """Independent reader from the doc's PRC2 table (plain struct, no numpy)."""
+    assert raw[0:4] == b"PRC2"
+    n, top, step = struct.unpack_from("<Iff", raw, 4)
+    assert len(raw) == 16 + 5 * n
+    planes = [raw[16 + k * n : 16 + (k + 1) * n] for k in range(4)]  # byte k of every id
+    ids = [struct.unpack("<i", bytes(planes[k][i] for k in range(4)))[0] for i in range(n)]
+    codes, c = [], 0
+    for d in raw[16 + 4 * n :]:
+        c += d
+        codes.append(c)
+    # Decode in float64, then round to float32 (struct's "f" does exactly that round trip).
+    scores = [struct.unpack("<f", struct.pack("<f", top - step * q))[0] for q in codes]
+    return ids, top, step, codes, scores
 
 
 @pytest.mark.parametrize("case", load("candidate_record.json")["cases"], ids=lambda c: c["user_id"])
@@ -106,17 +109,16 @@ def test_candidate_record(case):
     d = case["decoded"]
     frame, payload = bytes.fromhex(case["frame_hex"]), bytes.fromhex(case["payload_hex"])
     assert base64.b64decode(case["base64"]) == frame
-    ids, scores, state = wire.unpack_candidates(frame)
+    ids, scores = wire.unpack_candidates(frame)
     assert ids.tolist() == d["item_ids"]
-    assert scores.tolist() == d["scores_f16"]
-    assert np.asarray(d["scores_f16"], dtype="<f2").tobytes().hex() == d["scores_f16le_hex"]
-    assert state.s.tolist() == d["s"] and len(state.s) == d["dim"]
-    assert (state.w, state.n_events) == (d["w"], d["n_events"])
-    assert read_prc1(payload) == (d["item_ids"], d["scores_f16"], d["s"], d["w"], d["n_events"])
-    # Re-encode from the documented inputs (scores round to binary16 on the way in).
-    st = UserState(np.array(d["s"], dtype=np.float32), d["w"], d["n_events"])
+    assert scores.tolist() == d["scores"]
+    assert read_prc2(payload) == (d["item_ids"], d["top"], d["step"], d["codes"], d["scores"])
+    assert payload[16 : 16 + 4 * d["n"]].hex() == d["ids_shuffled_hex"]
+    assert list(payload[16 + 4 * d["n"] :]) == d["steps"]
+    # Each decoded score is within half a step of its input; re-encoding the inputs gives the payload.
+    assert all(abs(a - b) <= d["step"] / 2 + 1e-7 for a, b in zip(scores.tolist(), case["inputs"]["scores"]))
     again = wire.pack_candidates(np.array(case["inputs"]["item_ids"], dtype=np.int64),
-                                 np.array(case["inputs"]["scores"], dtype=np.float32), st)
+                                 np.array(case["inputs"]["scores"], dtype=np.float32))
     assert wire.decompress(again) == payload
 
 
@@ -136,30 +138,34 @@ def test_user_state(case):
     assert wire.pack_state(UserState(np.array(d["s"], dtype=np.float32), d["w"], d["n_events"])) == payload
 
 
-# --- PRU1 user index ------------------------------------------------------
+# --- PRR1 record signatures ------------------------------------------------
 
 
-def read_pru1(raw: bytes) -> dict[str, str]:
-    assert raw[0:4] == b"PRU1"
-    (n,) = struct.unpack_from("<I", raw, 4)
-    off, out = 8, {}
-    for _ in range(n):
-        ln = raw[off]
-        out[raw[off + 1 : off + 1 + ln].decode("utf-8")] = raw[off + 1 + ln : off + 33 + ln].hex()
-        off += 33 + ln
-    assert off == len(raw)
-    return out
+def test_record_signatures_cover_the_uncompressed_record_for_one_version_and_user():
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-
-def test_user_index_signs_each_record_frame():
-    vec = load("user_index.json")
-    payload = bytes.fromhex(vec["payload_hex"])
-    assert wire.unpack_user_index(bytes.fromhex(vec["frame_hex"])) == vec["decoded"]
-    assert read_pru1(payload) == vec["decoded"]
-    assert list(read_pru1(payload)) == sorted(vec["decoded"])
-    assert wire.decompress(wire.pack_user_index(vec["decoded"])) == payload
-    for case in load("candidate_record.json")["cases"]:
-        assert vec["decoded"][case["user_id"]] == sha(bytes.fromhex(case["frame_hex"]))
+    vec = load("record_signature.json")
+    pub = Ed25519PublicKey.from_public_bytes(bytes.fromhex(load("keys.json")["public_key_hex"]))
+    payloads = {c["user_id"]: bytes.fromhex(c["payload_hex"]) for c in load("candidate_record.json")["cases"]}
+    by_user = {c["user_id"]: c for c in vec["cases"]}
+    for uid, c in by_user.items():
+        digest = hashlib.sha256(payloads[uid]).digest()
+        assert c["payload_sha256"] == digest.hex()
+        # Independent encoder from the doc: "PRR1" | u32le version | u8 len | user id | sha256.
+        msg = b"PRR1" + struct.pack("<IB", c["version"], len(uid.encode())) + uid.encode() + digest
+        assert msg.hex() == c["message_hex"] == wire.record_message(c["version"], uid, digest).hex()
+        pub.verify(bytes.fromhex(c["signature_hex"]), msg)
+        assert base64.b64decode(c["signature_base64"]).hex() == c["signature_hex"]
+    for check in vec["checks"]:
+        sig = bytes.fromhex(by_user[check.get("signature_of", check["user_id"])]["signature_hex"])
+        digest = bytes.fromhex(by_user[check["user_id"]]["payload_sha256"])
+        msg = wire.record_message(check["version"], check["user_id"], digest)
+        if check["expect"] == "ok":
+            pub.verify(sig, msg)
+        else:
+            with pytest.raises(InvalidSignature):
+                pub.verify(sig, msg)
 
 
 # --- catalog (canonical JSON) ---------------------------------------------
@@ -237,7 +243,6 @@ def artifact_bytes() -> dict[str, bytes]:
     return {
         "items": bytes.fromhex(load("vector_table.json")["frame_hex"]),
         "catalog": bytes.fromhex(load("catalog.json")["frame_hex"]),
-        "users": bytes.fromhex(load("user_index.json")["frame_hex"]),
         "ranker": bytes.fromhex(load("ranker.json")["bytes_hex"]),
     }
 
@@ -382,7 +387,7 @@ def test_sync_response_applies_on_the_reference_device(tmp_path):
     client = device(tmp_path, VectorTransport(vec["body"]))
     result = client.sync(users)
     assert result.version == vec["after_apply"]["bundle_version"] and result.changed
-    assert sorted(result.artifacts_fetched) == ["catalog", "items", "ranker", "users"]
+    assert sorted(result.artifacts_fetched) == ["catalog", "items", "ranker"]
     for uid in users:
         want = vec["after_apply"][f"offline_recommendation_{uid}"]
         rec = client.recommend(uid, k=10, allow_server=False)
@@ -397,9 +402,9 @@ def test_sync_response_applies_on_the_reference_device(tmp_path):
 def test_tampered_record_leaves_the_device_untouched(tmp_path):
     vec = load("sync_response.json")
     body = copy.deepcopy(vec["body"])
-    blob = bytearray(base64.b64decode(body["records"]["u1"]))
+    blob = bytearray(base64.b64decode(body["records"]["u1"]["data"]))
     blob[-1] ^= 0x01
-    body["records"]["u1"] = base64.b64encode(bytes(blob)).decode()
+    body["records"]["u1"]["data"] = base64.b64encode(bytes(blob)).decode()
     client = device(tmp_path, VectorTransport(body))
     with pytest.raises(IntegrityError, match="u1"):
         client.sync(["u1"])

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from shared import wire
-from shared.errors import IntegrityError
+from shared.errors import IntegrityError, ValidationError
 from shared.features import UserState
 
 
@@ -13,22 +13,47 @@ def _state(dim=8):
 
 def test_candidate_record_round_trip():
     ids = np.array([10, 3, 99], dtype=np.int64)
-    blob = wire.pack_candidates(ids, np.array([0.9, 0.5, 0.25]), _state())
-    got_ids, scores, state = wire.unpack_candidates(blob)
+    blob = wire.pack_candidates(ids, np.array([0.9, 0.5, 0.25]))
+    got_ids, scores = wire.unpack_candidates(blob)
     assert got_ids.tolist() == [10, 3, 99]
-    assert scores.tolist() == [pytest.approx(0.9, abs=1e-3), 0.5, 0.25]
-    assert state.w == 2.5 and state.n_events == 7 and state.s.tolist() == list(range(8))
+    # The ends of the list are exact; inner scores within half a step of (top - bottom) / 31.
+    assert scores[0] == np.float32(0.9) and scores[2] == pytest.approx(0.25, abs=1e-6)
+    assert abs(scores[1] - 0.5) <= 0.65 / 31 / 2 + 1e-6
+    raw = wire.decompress(blob)
+    assert raw[:4] == b"PRC2" and len(raw) == 16 + 5 * 3
 
 
-@given(st.lists(st.integers(1, 2**31 - 1), max_size=300), st.integers(1, 128))
-def test_candidate_records_round_trip_any_ids(ids, dim):
+@given(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=300),
+       st.lists(st.floats(-1e6, 1e6), min_size=300, max_size=300), st.integers(2, 256))
+def test_candidate_records_round_trip_any_ids_and_scores(ids, raw_scores, levels):
     ids = np.array(ids, dtype=np.int64)
-    blob = wire.pack_candidates(ids, np.linspace(0, 1, len(ids)), UserState.empty(dim))
-    assert wire.unpack_candidates(blob)[0].tolist() == ids.tolist()
+    scores = np.sort(np.array(raw_scores[: len(ids)]))[::-1]
+    raw = wire.pack_candidates_raw(ids, scores, levels)
+    got_ids, got = wire.unpack_candidates_raw(raw)
+    assert got_ids.tolist() == ids.tolist()
+    assert np.all(np.diff(got) <= 0)  # the order stays best first
+    if len(ids):
+        step = np.float32((np.float32(scores[0]) - scores[-1]) / (levels - 1))
+        assert np.all(np.abs(got - scores) <= step / 2 + 1e-3 * (1 + np.abs(scores)))
+
+
+def test_increasing_or_non_finite_scores_are_refused():
+    with pytest.raises(ValidationError, match="non-increasing"):
+        wire.pack_candidates_raw(np.array([1, 2]), np.array([0.1, 0.2]))
+    with pytest.raises(ValidationError, match="finite"):
+        wire.pack_candidates_raw(np.array([1, 2]), np.array([np.nan, 0.2]))
+
+
+def test_a_prc1_record_from_wire_2_still_reads():
+    ids, sc = np.array([7, 3]), np.array([0.5, 0.25], dtype="<f2")
+    prc1 = (b"PRC1" + (2).to_bytes(4, "little") + ids.astype("<i4").tobytes() + sc.tobytes()
+            + (2).to_bytes(2, "little") + np.zeros(2, "<f4").tobytes() + np.zeros(2, "<u4").tobytes())
+    got_ids, got = wire.unpack_candidates_raw(prc1)
+    assert got_ids.tolist() == [7, 3] and got.tolist() == [0.5, 0.25]
 
 
 def test_truncated_or_corrupt_frames_raise_integrity_error():
-    blob = wire.pack_candidates(np.array([1, 2]), np.array([0.1, 0.2]), _state())
+    blob = wire.pack_candidates(np.array([1, 2]), np.array([0.2, 0.1]))
     raw = wire.decompress(blob)
     for bad in (blob[:-3], b"garbage", wire.compress(raw[:-5]), wire.compress(b"XXXX" + raw[4:])):
         with pytest.raises(IntegrityError):
@@ -41,8 +66,31 @@ def test_vectors_and_state_and_index_round_trip():
     assert got_ids.tolist() == [1, 5] and np.array_equal(got, vec)
     st_ = wire.unpack_state(wire.pack_state(_state(4)))
     assert st_.s.tolist() == [0, 1, 2, 3] and st_.w == 2.5
-    digests = {"u1": "a" * 64, "user-2": "b" * 64}
-    assert wire.unpack_user_index(wire.pack_user_index(digests)) == digests
+
+
+def test_record_message_binds_version_user_and_digest():
+    sha = bytes(range(32))
+    msg = wire.record_message(3, "u:2", sha)
+    assert msg == b"PRR1" + (3).to_bytes(4, "little") + bytes([3]) + b"u:2" + sha
+    assert len({wire.record_message(3, "u:2", sha), wire.record_message(4, "u:2", sha),
+                wire.record_message(3, "u:3", sha)}) == 3
+    with pytest.raises(ValidationError):
+        wire.record_message(3, "u", sha[:31])
+
+
+def test_a_delta_rebuilds_the_new_record_from_the_held_one_and_nothing_else():
+    ids = np.random.default_rng(0).permutation(50_000)[:200] + 1  # rank order: not sorted
+    old = wire.pack_candidates_raw(ids, np.linspace(1, 0, 200))
+    ids2 = ids.copy()
+    ids2[[5, 105]] = [900, 901]
+    new = wire.pack_candidates_raw(ids2, np.linspace(1, 0, 200))
+    delta = wire.make_delta(old, new)
+    assert wire.apply_delta(old, delta) == new and len(delta) < len(wire.compress(new)) / 10
+    # Against another base the back-references copy the wrong bytes: hence the device checks the
+    # base's sha256 before, and the signed sha256 of the result after.
+    assert wire.apply_delta(bytes(len(old)), delta) != new
+    with pytest.raises(IntegrityError, match="above the cap"):
+        wire.apply_delta(old, delta, cap=len(new) - 1)
 
 
 def test_check_digest():

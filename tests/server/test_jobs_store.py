@@ -1,0 +1,63 @@
+"""The batch jobs write the store the configuration selects: train, export and publish into Redis, then serve."""
+
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from server.cli import main
+
+
+@pytest.fixture
+def redis_env(redis_url, monkeypatch):
+    """POCKETRANK_STORE=redis with a private key prefix, the way an operator configures a deployment."""
+    from server.stores.redis import RedisStore
+
+    prefix = f"test-jobs-{uuid.uuid4().hex[:8]}:"
+    monkeypatch.setenv("POCKETRANK_STORE", "redis")
+    monkeypatch.setenv("POCKETRANK_REDIS_URL", redis_url)
+    monkeypatch.setenv("POCKETRANK_REDIS_PREFIX", prefix)
+    yield prefix
+    r = RedisStore(redis_url, prefix).r
+    keys = list(r.scan_iter(match=prefix.encode() + b"*", count=10_000))
+    if keys:
+        r.unlink(*keys)
+    r.close()
+
+
+def test_train_export_publish_write_redis_and_the_server_serves_from_it(redis_env, tmp_path, monkeypatch):
+    from server.app import create_app
+    from server.home import Home
+    from server.pipeline import export_job, train_job
+    from server.publish import publish_job
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("POCKETRANK_HOME", str(home))
+    # The jobs as `pocketrank train/export/publish` run them (small settings: this is about where they write).
+    train_job(Home(home), epochs=1, progress=False)
+    export_job(Home(home), n_users=20)
+    publish_job(Home(home), n_candidates=50, progress=False)
+    assert not (home / "store.sqlite").exists()  # nothing went to the SQLite default
+
+    store = Home(home).store()
+    assert store.backend == "redis"
+    assert store.get_meta("current_model") and store.get_meta("bundle_version") == "1"
+    assert len(store.items()) == 1682 and store.has_user("196")
+
+    api = create_app().test_client()  # the server, configured from the same environment
+    body = api.get("/v1/recommendations?user_id=196&k=5").get_json()
+    assert body["path"] == "personal" and len(body["items"]) == 5
+    assert body["model_version"] == store.get_meta("current_model")
+    assert api.get("/v1/sync?users=196").status_code == 200
+
+
+def test_the_store_option_overrides_the_environment(tmp_path, monkeypatch):
+    from server.cli import _home
+
+    monkeypatch.setenv("POCKETRANK_STORE", "redis")
+    assert _home(tmp_path, "sqlite").store().backend == "sqlite"
+    monkeypatch.setenv("POCKETRANK_STORE", "nosql")
+    result = CliRunner().invoke(main, ["publish", "--home", str(tmp_path)])
+    assert result.exit_code == 1 and "POCKETRANK_STORE" in result.output
+    result = CliRunner().invoke(main, ["publish", "--home", str(tmp_path), "--store", "sqlite"])
+    assert "no trained model" in result.output  # it got past the store: sqlite, whatever the environment says

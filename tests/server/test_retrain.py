@@ -1,0 +1,159 @@
+"""`pocketrank retrain` on a small simulated home: gated candidates, rejections, drift-triggered runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from server import retrain
+from server.cli import main as cli
+from server.home import Home
+from server.monitoring.registry import Registry
+from server.monitoring.simulate import FeedbackSimulator
+from server.simulator import CATEGORIES, SimConfig
+from shared.schemas import Event, Item
+
+CFG = SimConfig(n_users=1500, n_items=400, n_categories=6, n_days=6, seed=4)
+SHOCKED = 2  # the category whose popularity triples on the last day
+
+
+def _log(shock: bool) -> tuple[list, list]:
+    sim = FeedbackSimulator(CFG, shock=(CFG.n_days - 1, SHOCKED, 3.0) if shock else None)
+    return sim.items, [e for s in sim.sessions() for e in s]
+
+
+def _taste_log(n_users: int = 250, n_items: int = 120, n_cats: int = 6, picks: int = 14, seed: int = 0):
+    """Users who pick products from their one favourite category, a pick every ~16 hours: a log the
+    model can learn in a couple of epochs (the simulator's popularity-feed logs teach it little;
+    bench/drift runs the gated retrain on those with the simulator's own item model)."""
+    rng = np.random.default_rng(seed)
+    cats = [CATEGORIES[c] for c in range(n_cats)]
+    items = [Item(i, f"{cats[i % n_cats]} product {i}", cats[i % n_cats], None, 10.0, True, (cats[i % n_cats],))
+             for i in range(1, n_items + 1)]
+    t0, events = 1_700_000_000.0, []
+    for u in range(n_users):
+        fav = rng.integers(n_cats)
+        pool = [it.item_id for it in items if it.item_id % n_cats == fav]
+        chosen = rng.choice(pool, size=picks, replace=False)
+        for n, item in enumerate(chosen.tolist()):
+            t = t0 + n * 57_600 + rng.uniform(0, 3_600)
+            events.append(Event(f"t{u}-{n}", f"u{u}", "d", "click", t, int(item), session_id=f"s{u}-{n}"))
+    return items, sorted(events, key=lambda e: e.timestamp)
+
+
+@pytest.fixture(scope="module")
+def logs():
+    return {"calm": _log(False), "shock": _log(True), "taste": _taste_log()}
+
+
+def _home(tmp_path, logs, which="calm") -> Home:
+    home = Home(tmp_path / which)
+    items, events = logs[which]
+    store = home.store()
+    store.put_items(items)
+    store.import_events(events)
+    return home
+
+
+def _make_live(home: Home, version: str) -> None:
+    reg = Registry(home.root)
+    reg.start_canary(version, share=0.05)
+    reg.promote(version, reason="test")
+
+
+def test_retrain_registers_a_candidate_with_metrics_and_lineage(tmp_path, logs):
+    home = _home(tmp_path, logs, "taste")
+    rec = retrain.retrain_job(home, window_days=10, epochs=5, progress=False)
+    assert rec["status"] == "candidate" and rec["state"] == "candidate"
+    assert Registry(home.root).get(rec["version"])["state"] == "candidate"
+    lin, met = rec["lineage"], rec["metrics"]
+    events = logs["taste"][1]
+    assert lin["parent"] is None and lin["events_in_window"] == len(events)
+    assert lin["window"][1] == max(e.timestamp for e in events)
+    assert lin["window"][1] - lin["window"][0] == pytest.approx(10 * 86_400)
+    assert lin["holdout_users"] == lin["users"] == 250 and lin["held_out_events"] == 250
+    assert lin["train_events"] + lin["held_out_events"] == len(events)
+    cand = met["holdout"]["candidate"]
+    assert cand["users"] == 250 and 0 < cand["nDCG@10"] < cand["HR@10"] and cand["HR@10"] > 0.5  # random: ~0.09
+    assert met["gates"]["accuracy"]["passed"] and "no live model" in met["gates"]["accuracy"]["reasons"][0]
+    assert all(g["passed"] for g in met["gates"]["parity"]["ranker"]["gates"].values())
+    assert (home.model_dir(rec["version"]) / "ranker.int8.onnx").stat().st_size > 0
+
+    # the same run again, through the CLI: nothing new, nothing done (safe under cron)
+    out = CliRunner().invoke(cli, ["retrain", "--home", str(home.root), "--window-days", "10", "--epochs", "5"])
+    assert out.exit_code == 0, out.output
+    assert "already trained on this window" in out.output
+    assert len(Registry(home.root).versions()) == 1
+
+    # with it live, a new run is gated against it on the same hold-out and names it as parent
+    _make_live(home, rec["version"])
+    again = retrain.retrain_job(home, window_days=10, epochs=5, seed=7, progress=False)
+    assert again["lineage"]["parent"] == rec["version"]
+    live = again["metrics"]["holdout"]["live"]
+    assert live["users"] == again["metrics"]["holdout"]["candidate"]["users"] and live["nDCG@10"] > 0
+    checks = again["metrics"]["gates"]["accuracy"]["checks"]
+    assert set(checks) == {"HR@10", "nDCG@10"} and checks["nDCG@10"]["floor"] == pytest.approx(0.95 * live["nDCG@10"])
+
+
+def test_a_failed_gate_registers_the_model_as_rejected_with_the_reason(tmp_path, logs):
+    home = _home(tmp_path, logs, "taste")
+    first = retrain.retrain_job(home, window_days=10, epochs=5, progress=False)
+    _make_live(home, first["version"])
+    # an untrained candidate (0 epochs: random vectors) is far worse than the live model
+    rec = retrain.retrain_job(home, window_days=10, epochs=0, progress=False)
+    assert rec["status"] == "rejected" and rec["state"] == "retired"
+    assert rec["retired_reason"].startswith("rejected: ") and "nDCG@10" in rec["retired_reason"]
+    stored = Registry(home.root).get(rec["version"])
+    assert stored["state"] == "retired" and not stored["metrics"]["gates"]["accuracy"]["passed"]
+    assert stored["metrics"]["gates"]["parity"] == "not run"  # the accuracy gate failed first
+    assert stored["lineage"]["parent"] == first["version"]
+    assert Registry(home.root).live() == first["version"]  # the live model is untouched
+    assert any(h["event"].startswith("rejected") for h in Registry(home.root).load()["history"])
+
+
+def test_bad_options_get_a_clear_error(tmp_path, logs):
+    home = _home(tmp_path, logs)
+    out = CliRunner().invoke(cli, ["retrain", "--home", str(home.root), "--window-days", "0"])
+    assert out.exit_code == 2 and "window-days" in out.output
+    empty = Home(tmp_path / "empty")
+    out = CliRunner().invoke(cli, ["retrain", "--home", str(empty.root)])
+    assert out.exit_code == 1 and "event log is empty" in out.output
+
+
+def test_drift_triggered_retrain_does_nothing_without_drift(tmp_path, logs):
+    home = _home(tmp_path, logs, "calm")
+    out = retrain.retrain_if_drift(home, current_days=1, window_days=10, epochs=1, progress=False)
+    assert out["retrained"] is None and not out["drift"]["retrain"]
+    assert Registry(home.root).versions() == {}
+    log = [json.loads(x) for x in (home.root / "drift_log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["action"] == "none"
+    fig = log[0]["decision"]["figures"][0]
+    assert fig["name"] == "category_mix" and fig["n_current"] > 300 and fig["level"] == "ok"
+
+
+def test_drift_triggered_retrain_runs_when_a_category_is_tripled(tmp_path, logs):
+    home = _home(tmp_path, logs, "shock")
+    out = CliRunner().invoke(cli, ["retrain", "--home", str(home.root), "--if-drift", "--window-days", "10",
+                                   "--epochs", "1"])
+    assert out.exit_code == 0, out.output
+    assert "drift: act" in out.output and "category_mix" in out.output
+    (version,) = Registry(home.root).versions()
+    rec = Registry(home.root).get(version)
+    assert rec["lineage"]["trigger"]["kind"] == "drift" and rec["lineage"]["trigger"]["reasons"]
+    log = [json.loads(x) for x in (home.root / "drift_log.jsonl").read_text().splitlines()]
+    assert log[-1]["action"] == "retrain" and log[-1]["version"] == version
+    top = log[-1]["decision"]["figures"][0]["top_shifts"][0]
+    assert top["value"] == CATEGORIES[SHOCKED] and top["current_share"] > 2 * top["reference_share"]
+
+
+def test_a_second_run_while_one_holds_the_lock_is_refused(tmp_path, logs):
+    from shared.errors import ModelError
+
+    home = _home(tmp_path, logs, "taste")
+    with retrain.job_lock(home.root):
+        with pytest.raises(ModelError, match="another retrain is running"):
+            retrain.retrain_job(home, window_days=10, epochs=1, progress=False)
+    assert Registry(home.root).versions() == {}
