@@ -225,7 +225,7 @@ class DeviceCache:
         return Candidates.from_row(row) if row else None
 
     def candidates(self, user_id: str) -> tuple[bytes, int, float] | None:
-        """The user's candidate record: (zstd frame of the PRC1 record, version it is confirmed at, received_at).
+        """The user's candidate record: (zstd frame of the PRC2 record, version it is confirmed at, received_at).
 
         The frame is the server's, or a local recompression of a record rebuilt from a delta: the
         record signature covers the uncompressed record, so both verify alike."""

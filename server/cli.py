@@ -264,9 +264,13 @@ def features(home: Path | None, as_of: str, profiles: str) -> None:
 @click.option("--if-drift", is_flag=True, help="Check drift first; retrain only if the decision is 'act'.")
 @click.option("--current-days", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="With --if-drift: the current window compared with the live model's training window.")
+@click.option("--half-life-days", default=None, type=click.FloatRange(min=0),
+              show_default="none",
+              help="Recency weighting: a training event's loss weight is 0.5 ** (age in days / this); 0: none. "
+                   "bench/drift validated 1 day for the simulator's sudden shift.")
 @_store_option
 def retrain(home: Path | None, window_days: float, as_of: str, margin: float, epochs: int, seed: int,
-            if_drift: bool, current_days: float, store: str | None) -> None:
+            if_drift: bool, current_days: float, half_life_days: float | None, store: str | None) -> None:
     """Train on a recent window of the event log, gate on its hold-out, register a candidate (or rejected).
 
     Safe to run from cron: a run with no new events finds its version registered and does nothing.
@@ -276,6 +280,8 @@ def retrain(home: Path | None, window_days: float, as_of: str, margin: float, ep
     from .retrain import retrain_if_drift, retrain_job
 
     kw = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed)
+    if half_life_days is not None:
+        kw["half_life_days"] = half_life_days
     try:
         if if_drift:
             out = retrain_if_drift(_home(home, store), current_days=current_days, **kw)

@@ -24,6 +24,7 @@ def retrieve_and_rank(model: Recommender, vecs: np.ndarray, uv: np.ndarray, excl
     s = vecs @ uv
     s[exclude] = -np.inf
     top = np.argsort(-s, kind="stable")[:n_candidates]
+    top = top[np.isfinite(s[top])]  # a catalogue of n_candidates or fewer would bring the history back last
     with torch.no_grad():
         p = model.click(torch.from_numpy(uv[None]), torch.from_numpy(vecs[top])).numpy()
     return top, top[np.argsort(-p, kind="stable")]

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from shared.errors import DataError
+from shared.errors import DataError, ValidationError
 from shared.features import TYPE_WEIGHTS
 from shared.schemas import Event
 
@@ -25,6 +25,7 @@ DEFAULT_MARGIN = 0.05
 MIN_EVENTS = 3  # distinct items a user must engage with in the window to be held out (two train, one judges)
 K = 10
 GATED_METRICS = (f"HR@{K}", f"nDCG@{K}")
+DAY = 86_400.0
 
 
 def engaged(e: Event) -> bool:
@@ -34,6 +35,22 @@ def engaged(e: Event) -> bool:
 def in_window(events: Iterable[Event], start: float, end: float) -> list[Event]:
     """Events with start <= timestamp <= end, in timestamp order."""
     return sorted((e for e in events if start <= e.timestamp <= end), key=lambda e: (e.timestamp, e.event_id))
+
+
+def recency_weights(events: Sequence[Event], end: float, half_life_days: float | None) -> np.ndarray | None:
+    """0.5 ** (age / half_life) per event, age in days before `end` (the window's end); None: no weighting.
+
+    An event a half-life old counts half as much in the loss (or is sampled half as often) as one at
+    the window's end: after a shift the model follows the new behaviour within a couple of
+    half-lives instead of waiting for the window to fill with it, while the window still bounds
+    what the job reads and the hold-out still judges it. Events after `end` count as age 0.
+    """
+    if half_life_days is None:
+        return None
+    if not half_life_days > 0:
+        raise ValidationError("half_life_days", "must be a positive number of days (omit it for no weighting)")
+    age = np.maximum(end - np.array([e.timestamp for e in events], dtype=np.float64), 0.0) / DAY
+    return 0.5 ** (age / half_life_days)
 
 
 @dataclass
@@ -134,24 +151,32 @@ class Outcome:
     extra: dict = field(default_factory=dict)
 
 
-def gated_retrain(events: Sequence[Event], window: tuple[float, float], fit: Callable[[list[Event]], Any],
+def gated_retrain(events: Sequence[Event], window: tuple[float, float],
+                  fit: Callable[[list[Event], np.ndarray | None], Any],
                   top_k: Callable[[Any, list[int], int, list[int] | None], Sequence[int]], live: Any = None,
-                  margin: float = DEFAULT_MARGIN, min_items: int = MIN_EVENTS) -> Outcome:
-    """Window -> leave-last-out -> fit on the rest -> both models on the hold-out -> accuracy gate."""
+                  margin: float = DEFAULT_MARGIN, min_items: int = MIN_EVENTS,
+                  half_life_days: float | None = None) -> Outcome:
+    """Window -> leave-last-out -> fit on the rest -> both models on the hold-out -> accuracy gate.
+
+    `fit(train_events, weights)`: weights are recency_weights of the training events against the
+    window's end (aligned with them), None without a half-life; each model kind applies them its way.
+    """
     win = in_window(events, *window)
     split = leave_last_out(win, min_items)
     if not split.cases:
         raise DataError(f"no user engaged with {min_items} distinct items in the window "
                         f"{_iso(window[0])} .. {_iso(window[1])}; widen it (--window-days)")
+    weights = recency_weights(split.train, window[1], half_life_days)
     t0 = time.perf_counter()
-    model = fit(split.train)
+    model = fit(split.train, weights)
     took = time.perf_counter() - t0
     cand = rank_metrics(lambda h, k, shown: top_k(model, h, k, shown), split.cases)
     old = rank_metrics(lambda h, k, shown: top_k(live, h, k, shown), split.cases) if live is not None else None
     counts = {"events_in_window": len(win), "train_events": len(split.train),
               "train_engagements": sum(engaged(e) for e in split.train), "held_out_events": split.held_out_events,
               "users": len({e.user_id for e in win}), "items": len({e.item_id for e in win if e.item_id is not None}),
-              "holdout_users": len(split.cases), "holdout_within_shown": sum(c.shown is not None for c in split.cases)}
+              "holdout_users": len(split.cases), "holdout_within_shown": sum(c.shown is not None for c in split.cases),
+              "train_weight": float(weights.sum()) if weights is not None else float(len(split.train))}
     return Outcome(model, window, counts, {"candidate": cand, "live": old}, gate(cand, old, margin), took,
                    {"split": split})
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from shared.errors import ValidationError
+
 from .model import ModelConfig, Recommender
 from .sequences import training_examples
 
@@ -30,10 +32,23 @@ class TrainResult:
     losses: list[float]
 
 
-def train(train_seqs: list[np.ndarray], config: ModelConfig, progress: bool = True) -> TrainResult:
+def _mean(loss: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    return loss.mean() if w is None else (loss * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def train(train_seqs: list[np.ndarray], config: ModelConfig, progress: bool = True,
+          sample_weights: list[np.ndarray] | None = None) -> TrainResult:
+    """sample_weights: one per item of each sequence (server.retrain's recency weighting); an
+    example's loss is weighted by its target's weight. None: every example counts the same."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     hist, weights, targets = training_examples(train_seqs, config.history)
+    ex_w = None
+    if sample_weights is not None:  # training_examples' rows: each sequence's targets s[1:], in order
+        ex_w = torch.from_numpy(np.concatenate([np.zeros(0, np.float32)] + [
+            np.asarray(w, dtype=np.float32)[1:] for w in sample_weights]))
+        if len(sample_weights) != len(train_seqs) or ex_w.numel() != len(targets):
+            raise ValidationError("sample_weights", "needs one weight per item of each training sequence")
     counts = np.bincount(np.concatenate(train_seqs), minlength=config.n_items).astype(np.float64) + 1.0
     log_q = torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
 
@@ -57,7 +72,8 @@ def train(train_seqs: list[np.ndarray], config: ModelConfig, progress: bool = Tr
             logits = user @ pos.T - log_q[tgt].unsqueeze(0)
             same = tgt.unsqueeze(0) == tgt.unsqueeze(1)
             logits = logits.masked_fill(same & ~torch.eye(len(b), dtype=torch.bool), -1e9)
-            retrieval = F.cross_entropy(logits, torch.arange(len(b)))
+            wb = None if ex_w is None else ex_w[b]
+            retrieval = _mean(F.cross_entropy(logits, torch.arange(len(b)), reduction="none"), wb)
             # Click model: the chosen item against other rows' targets, which
             # are drawn by popularity, so the head must learn taste rather
             # than just popularity (uniform negatives teach mostly the latter).
@@ -66,10 +82,10 @@ def train(train_seqs: list[np.ndarray], config: ModelConfig, progress: bool = Tr
             user_rep = user.repeat_interleave(config.negatives, dim=0)
             pos_logit = model.click.logits(user, pos)
             neg_logit = model.click.logits(user_rep, neg_vec)
-            click = F.binary_cross_entropy_with_logits(
+            click = _mean(F.binary_cross_entropy_with_logits(
                 torch.cat([pos_logit, neg_logit]),
-                torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)]),
-            )
+                torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)]), reduction="none",
+            ), None if wb is None else torch.cat([wb, wb.repeat_interleave(config.negatives)]))
             loss = retrieval + click
             opt.zero_grad()
             loss.backward()

@@ -24,7 +24,7 @@ import numpy as np
 from shared.features import update_user_state
 
 from .catalogue import Catalogue
-from .stores.base import NO_ITEM, TYPE_CODE, CONSUMED_TYPES, LogEntry, Store, Updates, UserRecord, append_recent
+from .stores.base import CONSUMED_TYPES, NO_ITEM, TYPE_CODE, LogEntry, Store, Updates, UserRecord, append_recent
 from .titles import TitleIndex
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ class Updater:
         """
         if not events:
             return []
+        if not fold and not self.store.serial_writes:
+            return self.store.append_events(events)  # Redis takes concurrent appends as they come
         mine = _Request(events, fold)
         with self._queue_guard:
             self._queue.append(mine)

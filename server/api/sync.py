@@ -11,10 +11,12 @@ the device holds. The protocol is docs/sync-protocol.md.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
-from flask import Blueprint, abort, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, abort, current_app, request, send_file
 
 from shared import wire
 from shared.errors import IntegrityError, ValidationError
@@ -66,8 +68,7 @@ def get_sync():
         return "", 304, {"ETag": etag}
     if cursor >= version:  # the device is current: only the users it holds nothing for need an answer
         users = sorted(without)
-    serving.refresh()
-    manifest_bytes, signature, manifest = _manifest(serving.home.bundle_dir(version), version)
+    mkey, pre = _manifest(serving.home.bundle_dir(version), version)
     history_from = int(serving.store.get_meta("records_history_from", "1") or 1)
     if cursor == 0:
         reason = "no cursor: a first sync gets every record whole"
@@ -76,28 +77,28 @@ def get_sync():
                   "every record is sent whole")
     else:
         reason = None
-    current = serving.store.records_at(version, users)
-    sigs = serving.store.record_sigs(version, sorted(current))
-    held = serving.store.records_at(cursor, sorted(set(sigs) - without)) if reason is None else {}
-    records = {u: _entry(u, current[u], sig, held.get(u), version) for u, sig in sigs.items()}
-    resp = jsonify(
-        version=version,
-        cursor=cursor,
-        snapshot=reason is not None,
-        snapshot_reason=reason,
-        history_from=history_from,
-        manifest=base64.b64encode(manifest_bytes).decode(),
-        signature=signature,
-        records=records,
-        unknown_users=[u for u in users if u not in records],
-        # Live states: the real-time layer's latest vector for each user, so a
-        # device starts from every event the server has folded since publish.
-        states={u: base64.b64encode(pack_state(serving.store.user_state(u, serving.dim))).decode()
-                for u in users},
-        artifacts={k: f"/v1/artifacts/{version}/{a['file']}" for k, a in manifest["artifacts"].items()},
-    )
-    resp.headers["ETag"] = etag
-    return resp
+    frags = _entries(serving.store, (mkey, serving.store.get_meta("records_epoch", "")), version, users,
+                     {u: 0 if reason is not None or u in without else cursor for u in users})
+    records = [f for f in frags.values() if f is not None]
+    # Live states: the real-time layer's latest vector for each user, so a
+    # device starts from every event the server has folded since publish.
+    states = {u: base64.b64encode(pack_state(serving.store.user_state(u, serving.dim))).decode() for u in users}
+    # The answer is assembled from pre-encoded JSON (sorted keys, no spaces): the records' and the
+    # manifest's parts are encoded once per version, not per request.
+    body = b"".join([
+        b'{"artifacts":', pre.artifacts, b',"cursor":', str(cursor).encode(),
+        b',"history_from":', str(history_from).encode(), b',"manifest":', pre.manifest,
+        b',"records":{', b",".join(records), b'},"signature":', pre.signature,
+        b',"snapshot":', b"false" if reason is None else b"true",
+        b',"snapshot_reason":', _dumps(reason), b',"states":', _dumps(states),
+        b',"unknown_users":', _dumps([u for u in users if frags[u] is None]),
+        b',"version":', str(version).encode(), b"}",
+    ])
+    return Response(body, 200, {"ETag": etag}, mimetype="application/json")
+
+
+def _dumps(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _entry(user_id: str, row: RecordRow, sig: bytes, held: RecordRow | None, version: int) -> dict:
@@ -106,38 +107,70 @@ def _entry(user_id: str, row: RecordRow, sig: bytes, held: RecordRow | None, ver
     if held is not None and held.sha256 == row.sha256:
         return {"kind": "same", **out}
     if held is not None:
-        delta = _delta(user_id, held, row)
+        # The server's own rows: bounded by the general cap, not the device's record cap
+        # (a record past that is the device's to refuse, with a clear reason).
+        delta = wire.make_delta(wire.decompress(held.blob), wire.decompress(row.blob))
         if len(delta) < len(row.blob):
             return {"kind": "delta", **out, "base_version": held.version, "base_sha256": held.sha256.hex(),
                     "data": base64.b64encode(delta).decode()}
     return {"kind": "full", **out, "data": base64.b64encode(row.blob).decode()}
 
 
-# Deltas and manifests are computed once per (user, base, version) / version and
-# then served from memory: most devices of one publish ask for the same pairs.
-_DELTAS: OrderedDict[tuple, bytes] = OrderedDict()
-_MANIFESTS: dict[tuple, tuple[bytes, str, dict]] = {}
+# Each user's answer for a (version, cursor) pair, as its JSON fragment `"user":{...}` (None: no
+# record at this version), is computed once, then served from memory: every device of one publish
+# asks for the same pairs, and the delta (zstd) work is the costly part. Keyed by the manifest file
+# (a store reset and republished under the same version is not confused with the old one) and the
+# store's records_epoch (any write to the record log, e.g. a republished record, starts afresh).
+_ENTRIES: OrderedDict[tuple, bytes | None] = OrderedDict()
+_MANIFESTS: dict[tuple, "_Manifest"] = {}
 _LOCK = threading.Lock()
-MAX_CACHED_DELTAS = 100_000
+# First in, first out. A full entry is ~850 B of JSON (a 480 B record in base64, sha256, signature), a
+# delta's ~350 B: 100k users' snapshot and delta answers take ~120 MB per worker.
+MAX_CACHED_ENTRIES = 200_000
 
 
-def _delta(user_id: str, held: RecordRow, row: RecordRow) -> bytes:
-    key = (user_id, held.sha256, row.sha256)
+def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[str, int]) -> dict[str, bytes | None]:
+    """Each user's fragment: from the cache, else built from the store (and cached)."""
+    out: dict[str, bytes | None] = {}
+    missing = []
     with _LOCK:
-        hit = _DELTAS.get(key)
-    if hit is not None:
-        return hit
-    # The server's own rows: bounded by the general cap, not the device's record cap
-    # (a record past that is the device's to refuse, with a clear reason).
-    delta = wire.make_delta(wire.decompress(held.blob), wire.decompress(row.blob))
+        for u in users:
+            k = (key, u, cursors[u])
+            if k in _ENTRIES:
+                out[u] = _ENTRIES[k]
+            else:
+                missing.append(u)
+    if not missing:
+        return out
+    current = store.records_at(version, missing)
+    sigs = store.record_sigs(version, sorted(current))
+    by_cursor: dict[int, list[str]] = {}
+    for u in sigs:
+        by_cursor.setdefault(cursors[u], []).append(u)
+    held: dict[str, RecordRow] = {}
+    for c, us in by_cursor.items():
+        if c:
+            held.update(store.records_at(c, us))
+    built = {u: (_dumps(u) + b":" + _dumps(_entry(u, current[u], sigs[u], held.get(u), version)) if u in sigs
+                 else None) for u in missing}
     with _LOCK:
-        _DELTAS[key] = delta
-        while len(_DELTAS) > MAX_CACHED_DELTAS:
-            _DELTAS.popitem(last=False)
-    return delta
+        for u, frag in built.items():
+            _ENTRIES[(key, u, cursors[u])] = frag
+        while len(_ENTRIES) > MAX_CACHED_ENTRIES:
+            _ENTRIES.popitem(last=False)
+    out.update(built)
+    return out
 
 
-def _manifest(bundle, version: int) -> tuple[bytes, str, dict]:
+@dataclass(frozen=True)
+class _Manifest:
+    """A version's manifest, parsed, and its parts of the answer already JSON-encoded."""
+    manifest: bytes  # JSON string: base64 of the manifest file
+    signature: bytes  # JSON string
+    artifacts: bytes  # JSON object: name -> URL
+
+
+def _manifest(bundle, version: int) -> tuple[tuple, _Manifest]:
     try:  # the file's mtime in the key: a store reset and republished under the same version is reread
         key = (str(bundle), version, (bundle / "manifest.json").stat().st_mtime_ns)
     except FileNotFoundError:
@@ -146,14 +179,16 @@ def _manifest(bundle, version: int) -> tuple[bytes, str, dict]:
     if hit is None:
         body = (bundle / "manifest.json").read_bytes()
         try:
-            hit = (body, (bundle / "manifest.sig").read_text().strip(), parse_manifest(body))
-        except IntegrityError as exc:  # e.g. a wire v1 bundle published before an upgrade
+            manifest = parse_manifest(body)
+        except IntegrityError as exc:  # e.g. a wire v2 bundle published before an upgrade
             abort(503, description=f"bundle {version} cannot be served ({exc}); run `pocketrank publish`")
+        hit = _Manifest(_dumps(base64.b64encode(body).decode()), _dumps((bundle / "manifest.sig").read_text().strip()),
+                        _dumps({k: f"/v1/artifacts/{version}/{a['file']}" for k, a in manifest["artifacts"].items()}))
         with _LOCK:
             if len(_MANIFESTS) > 64:
                 _MANIFESTS.clear()
             _MANIFESTS[key] = hit
-    return hit
+    return key, hit
 
 
 @bp.get("/v1/artifacts/<int:version>/<name>")

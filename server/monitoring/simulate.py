@@ -210,7 +210,8 @@ def _scatter(idx: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def fit_item_model(events: list[Event], item_category: dict[int, int], n_categories: int, dim: int = 16,
-                   steps: int = 150, lr: float = 0.05, l2: float = 1e-4, seed: int = 0) -> ItemModel:
+                   steps: int = 150, lr: float = 0.05, l2: float = 1e-4, seed: int = 0,
+                   weights: np.ndarray | None = None, category_bias: bool = False) -> ItemModel:
     """Item vectors trained for the way they are served, full-batch Adam in numpy.
 
     Serving scores an item by b_i + V_i . u with u the fold (weighted mean) of the vectors of the
@@ -220,12 +221,23 @@ def fit_item_model(events: list[Event], item_category: dict[int, int], n_categor
     C is shared by a category's items (catalogue content), R is the item's own, regularised
     harder, so a new product starts from its category's vector. Logged events and the catalogue's
     categories are all it reads.
+
+    weights (aligned with events; server.holdout.recency_weights): each impression's loss term and
+    each click's count in the popularity feature are weighted by its event's weight, so recent
+    behaviour dominates; the user folds stay unweighted (serving folds the history unweighted too).
+    category_bias: a popularity term per category (lightly regularised) on top of the item's own,
+    so a category's shift in click odds is learned from all its items' impressions at once rather
+    than item by item against the per-item shrinkage.
     """
     from shared.features import TYPE_WEIGHTS
 
     clicked = {(e.session_id, e.item_id) for e in events if e.type == "click"}
     sessions = {sid: n for n, sid in enumerate(sorted({e.session_id for e in events}))}
     users = {u: n for n, u in enumerate(sorted({e.user_id for e in events}))}
+    wt = np.ones(len(events)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if wt.shape != (len(events),):
+        raise ValidationError("weights", f"needs one weight per event ({len(events)}), got shape {wt.shape}")
+    imp_w = np.array([w for e, w in zip(events, wt) if e.type == "impression"])
     imps = [e for e in events if e.type == "impression"]
     engs = [e for e in events if TYPE_WEIGHTS.get(e.type, 0) > 0 and e.item_id is not None]
     max_id = max(item_category)
@@ -247,35 +259,41 @@ def fit_item_model(events: list[Event], item_category: dict[int, int], n_categor
     rng = np.random.default_rng(seed)
     # Popularity: b_i = b0 + gamma * log1p(logged clicks) + d_i, d_i shrunk to 0 as if by
     # `prior` impressions, so an item clicked once out of two impressions does not top every list.
-    pop = np.log1p(np.bincount([e.item_id for e in events if e.type == "click"], minlength=max_id + 1)[: max_id + 1])
+    clicks = [(e.item_id, w) for e, w in zip(events, wt) if e.type == "click"]
+    pop = np.log1p(np.bincount([i for i, _ in clicks], [w for _, w in clicks], minlength=max_id + 1)[: max_id + 1])
     pop = (pop - pop.mean()) / (pop.std() or 1.0)
     prior = 50.0
     params = {"C": rng.normal(0, 0.3, (n_categories, dim)), "R": np.zeros((max_id + 1, dim)),
-              "b": np.zeros(max_id + 1), "b0": np.array([math.log(max(y.mean(), 1e-3))]), "gamma": np.zeros(1)}
+              "b": np.zeros(max_id + 1), "b0": np.array([math.log(max(float(y @ imp_w) / max(imp_w.sum(), 1e-12), 1e-3))]),
+              "gamma": np.zeros(1), "cb": np.zeros(n_categories)}
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v2 = {k: np.zeros_like(v) for k, v in params.items()}
-    n = len(y)
+    n = imp_w.sum()  # the weighted mean loss: with no weights, the plain mean over impressions
     for step in range(1, steps + 1):
         C, R, b = params["C"], params["R"], params["b"]
         V = C[cat] + R
         ev = ew[:, None] * V[ej]
         pool = (_scatter(eu, ev, nu)[iu] - _scatter(es, ev, ns)[isess]) / Wn[:, None] * has[:, None]
         z = params["b0"][0] + params["gamma"][0] * pop[ii] + b[ii] + np.einsum("nd,nd->n", pool, V[ii])
-        g = (1.0 / (1.0 + np.exp(-z)) - y) / n
+        if category_bias:
+            z = z + params["cb"][cat[ii]]
+        g = imp_w * (1.0 / (1.0 + np.exp(-z)) - y) / n
         gV = _scatter(ii, g[:, None] * pool, max_id + 1)  # through the scored item
         gp = g[:, None] * V[ii] / Wn[:, None] * has[:, None]  # through the pool, to its engagements
         back = _scatter(iu, gp, nu)[eu] - _scatter(isess, gp, ns)[es]
         gV += _scatter(ej, ew[:, None] * back, max_id + 1)
         grads = {"R": gV + 10 * l2 * R, "C": _scatter(cat, gV, n_categories) + l2 * C,
                  "b": np.bincount(ii, g, minlength=max_id + 1) + prior / n * b,
-                 "b0": np.array([g.sum()]), "gamma": np.array([(g * pop[ii]).sum()])}
+                 "b0": np.array([g.sum()]), "gamma": np.array([(g * pop[ii]).sum()]),
+                 "cb": np.bincount(cat[ii], g, minlength=n_categories) + l2 * params["cb"] if category_bias
+                 else np.zeros(n_categories)}
         for key in params:
             m[key] = 0.9 * m[key] + 0.1 * grads[key]
             v2[key] = 0.999 * v2[key] + 0.001 * grads[key] ** 2
             mh, vh = m[key] / (1 - 0.9 ** step), v2[key] / (1 - 0.999 ** step)
             params[key] -= lr * mh / (np.sqrt(vh) + 1e-8)
     vectors = (params["C"][cat] + params["R"]).astype(np.float32)
-    bias = (params["b0"][0] + params["gamma"][0] * pop + params["b"]).astype(np.float32)
+    bias = (params["b0"][0] + params["gamma"][0] * pop + params["b"] + params["cb"][cat]).astype(np.float32)
     return ItemModel(vectors, bias, params["C"].astype(np.float32), cat)
 
 

@@ -94,7 +94,7 @@ class RecordRow:
     """One entry of the record change log: a user's candidate record as of the bundle version it changed in."""
 
     version: int
-    blob: bytes  # zstd frame of the raw PRC1 record
+    blob: bytes  # zstd frame of the raw PRC2 record (PRC1 in rows published before wire 3)
     sha256: bytes  # 32 bytes: sha256 of the raw (uncompressed) record, what record signatures cover
     sig: bytes  # ed25519 over shared.wire.record_message(version, user_id, sha256)
 
@@ -203,6 +203,10 @@ class Store(ABC):
     # True if claim_events can wait for new events itself (a Redis consumer group can).
     claim_blocks: bool = False
 
+    # True if writers take turns at one lock anyway (SQLite): then concurrent requests of a
+    # process gain by sharing one commit, even when they only append (Updater.ingest).
+    serial_writes: bool = False
+
     @abstractmethod
     def claim_events(self, limit: int, block: float = 0.0) -> list[LogEntry]:
         """The next events the updater has not acknowledged, oldest first. After a
@@ -279,7 +283,8 @@ class Store(ABC):
 
     @abstractmethod
     def put_records(self, version: int, changed: dict[str, RecordRow], sigs: dict[str, bytes]) -> None:
-        """Write the rows of users whose record changed in `version`, and every user's signature for it."""
+        """Write the rows of users whose record changed in `version`, and every user's signature for it;
+        and set meta "records_epoch" to a fresh token (what cached sync answers are keyed by)."""
 
     @abstractmethod
     def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -411,6 +412,8 @@ class RedisStore(Store):
         if sigs:
             self.r.hset(self.k("rsig", version), mapping=sigs)
             self.r.sadd(self.k("rsigv"), version)
+        # Sync answers are cached per epoch (server/api/sync.py): any write to the log starts a new one.
+        self.set_meta("records_epoch", os.urandom(8).hex())
 
     def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:
         with self.r.pipeline(transaction=False) as p:

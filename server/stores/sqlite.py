@@ -159,6 +159,7 @@ class SQLiteStore(Store):
     """One SQLite file. Thread-safe: each thread gets its own connection."""
 
     backend = "sqlite"
+    serial_writes = True
 
     def __init__(self, path: Path | str, synchronous: str = "full"):
         if synchronous not in ("full", "normal"):
@@ -479,6 +480,8 @@ class SQLiteStore(Store):
                            [(u, r.version, r.blob, r.sha256, r.sig) for u, r in changed.items()])
             db.executemany("INSERT OR REPLACE INTO record_sigs VALUES (?, ?, ?)",
                            [(version, u, s) for u, s in sigs.items()])
+            # Sync answers are cached per epoch (server/api/sync.py): any write to the log starts a new one.
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('records_epoch', ?)", (os.urandom(8).hex(),))
 
     def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:
         out = {}

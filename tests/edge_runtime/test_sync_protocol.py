@@ -54,6 +54,21 @@ class Rewriting:
         return status, body
 
 
+def test_cached_answers_follow_the_record_log(api, home):
+    """Answers are cached per version and cursor; a record rewritten under the same version is served."""
+    url = f"/v1/sync?cursor=0&users={USER},nobody"
+    first = api.get(url)
+    assert first.status_code == 200 and first.mimetype == "application/json"
+    assert api.get(url).data == first.data  # the cached answer, byte for byte
+    body = first.get_json()
+    assert body["unknown_users"] == ["nobody"] and set(body["records"]) == {USER} and set(body["states"]) == {USER, "nobody"}
+    new = one_percent_changed(wire.decompress(base64.b64decode(body["records"][USER]["data"])))
+    put_record(home, body["version"], USER, new)
+    entry = api.get(url).get_json()["records"][USER]
+    assert entry["sha256"] == hashlib.sha256(new).hexdigest()
+    assert wire.decompress(base64.b64decode(entry["data"])) == new
+
+
 @pytest.fixture
 def at_v2_with_delta(device, home):
     """The device holds v1; v2 changes 1% of USER's list (and nothing else)."""

@@ -68,7 +68,7 @@ def test_a_batch_with_a_bad_event_is_422_naming_it_and_keeps_the_good_ones(api, 
     assert (body["accepted"], body["duplicate"], body["rejected"]) == (1, 1, 1)
     assert [r["status"] for r in body["results"]] == ["duplicate", "accepted", "rejected"]
     assert body["results"][2]["field"] == field and words in body["results"][2]["reason"]
-    assert f"events[2]" in body["message"] and f"{field}: " in body["message"] and words in body["message"]
+    assert "events[2]" in body["message"] and f"{field}: " in body["message"] and words in body["message"]
     # The accepted events are logged and folded exactly once, also when the client retries the batch.
     assert api.post("/v1/events", json={"events": batch}).get_json()["accepted"] == 0
     assert serving.store.count_events(["early-1", "early-2", "late-1", "bad"]) == 3
