@@ -378,19 +378,45 @@ def canary_start(home: Path | None, version: str, share: float) -> None:
 
 @canary.command("check")
 @_home_option
-def canary_check(home: Path | None) -> None:
-    """One look at the running canary: promote, widen, roll back or continue; prints the figures."""
+@click.option("--profiles", default="movielens", show_default=True,
+              help="On a promotion, user attributes for the re-based segment vectors: 'movielens', 'none' or a JSON file.")
+def canary_check(home: Path | None, profiles: str) -> None:
+    """One look at the running canary: promote (and re-base the store), widen, roll back or continue."""
     from shared.errors import PocketrankError
 
     from .config import Config
     from .monitoring import rollout
+    from .rebase import load_profiles
 
     try:
         config = Config.from_env(**({"home": _home(home).root} if home else {}))
-        result = rollout.check(config.home, _store(home), stages=rollout.parse_stages(config.canary_stages))
+        result = rollout.check(config.home, _store(home), stages=rollout.parse_stages(config.canary_stages),
+                               profiles=lambda: load_profiles(profiles), progress=True)
     except PocketrankError as exc:
         _fail(exc)
     click.echo(json.dumps(result, indent=2) if result else "no canary is running")
+    if result and (result.get("rebase") or {}).get("status") == "failed":
+        _fail(PocketrankError(f"promoted, but the store was not re-based: {result['rebase']['error']}; "
+                              f"run `pocketrank rebase {result['version']}`"))
+
+
+@main.command()
+@_home_option
+@click.argument("version")
+@click.option("--profiles", default="movielens", show_default=True,
+              help="User attributes for segment vectors: 'movielens', 'none' (segments cleared) or a JSON file.")
+@click.option("--force", is_flag=True, help="Refold even if the store is already on VERSION.")
+def rebase(home: Path | None, version: str, profiles: str, force: bool) -> None:
+    """Make the live VERSION the store's model: item vectors, user states refolded, segments (docs/canary.md)."""
+    from shared.errors import PocketrankError
+
+    from .rebase import load_profiles, rebase as rebase_job
+
+    try:
+        out = rebase_job(_home(home), _store(home), version, load_profiles(profiles), force=force)
+    except PocketrankError as exc:
+        _fail(exc)
+    click.echo(json.dumps(out, indent=2))
 
 
 @canary.command("status")

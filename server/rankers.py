@@ -3,9 +3,10 @@
 The store's catalogue holds the current model's item vectors (and provisional vectors for new
 products), and the store's user states are folded with them: the store's current model ranks from
 those, exactly as a single-model server does ("native"). Any other version (a canary, a shadow, a
-promoted model the store was not rebuilt for) ranks with its own item vectors, and its user vector
-is its own fold of the user's recent events (the store keeps the last `recent_length`, 50 by
-default; older events weigh under 0.9**50 in the fold, so the two agree to about 0.5%).
+promoted model until server/rebase.py has re-based the store on it) ranks with its own item
+vectors, and its user vector is its own fold of the user's recent events (the store keeps the last
+`recent_length`, 50 by default; older events weigh under 0.9**50 in the fold, so the two agree to
+about 0.5%).
 
 A version's item vectors come from `<home>/models/<version>/item_vectors.npz` (arrays `ids` and
 `vectors`) when it exists, else from its `model.pt` with the item ids in `config.json`, as

@@ -55,7 +55,7 @@ class Serving:
         self.home = Home(config.home)
         self.store = open_store(config)
         self.catalogues = CatalogueCache(self.store, config.refresh_seconds)
-        self.updater = Updater(self.store, self.catalogues.get, config.updater_batch, config.recent_length)
+        self.updater = Updater(self.store, self._fold_catalogue, config.updater_batch, config.recent_length)
         self.rules = Rules.from_config(config)
         self.rng = random.Random()
         self.model_version = ""
@@ -90,6 +90,13 @@ class Serving:
         except (PocketrankError, TimeoutError) as exc:
             log.warning("updater could not catch up: %s", exc)
             return 0
+
+    def _fold_catalogue(self) -> Catalogue:
+        # The updater's catalogue is checked against the store on every step (two meta reads), not
+        # every refresh_seconds: a re-base (server/rebase.py) swaps vectors and user states at once,
+        # and a step folding into the new states with the old vectors would mix two spaces.
+        self.catalogues.invalidate()
+        return self.catalogues.get()
 
     @property
     def catalogue(self) -> Catalogue:

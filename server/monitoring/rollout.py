@@ -13,7 +13,9 @@ check` (from cron, or every POCKETRANK_CANARY_CHECK_SECONDS inside `pocketrank s
 4. act: rollback -> the canary is retired and the live model serves everyone on the next request;
    promote at a stage short of the last -> widen to the next share (POCKETRANK_CANARY_STAGES,
    default 5% -> 25% -> 50%), which starts a new stage, since users between the two shares switch
-   arms; promote at the last stage -> the canary becomes live; continue -> nothing.
+   arms; promote at the last stage -> the canary becomes live and the store is re-based on it
+   (server/rebase.py: its item vectors, every user state refolded, segment vectors, the store's
+   current_model); continue -> nothing.
 
 Every look is logged (the logger and the registry's rollout record) with its figures. A look with
 fewer than two users in either arm is not counted: no test could fire on it, so it spends none of
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from shared.errors import ValidationError
 
@@ -84,8 +86,15 @@ def start_shadow(root: Path | str, store: Any, version: str, sample: float) -> d
 
 
 def check(root: Path | str, store: Any, rule: canary.Rule = canary.Rule(),
-          stages: tuple[float, ...] = STAGES) -> dict | None:
-    """One look at the running rollout; None when no canary is running. Returns what was done."""
+          stages: tuple[float, ...] = STAGES, profiles: Callable[[], Any] | None = None,
+          progress: bool = False) -> dict | None:
+    """One look at the running rollout; None when no canary is running. Returns what was done.
+
+    On a promotion the store is re-based on the promoted version; `profiles` returns the user
+    profiles its segment vectors are recomputed from (None: segments are cleared). A re-base that
+    fails leaves the old store intact and the promotion standing (serving already ranks with the
+    live version from its own vectors): the result carries the error under "rebase", and
+    `pocketrank rebase VERSION` finishes it."""
     reg = Registry(root)
     ro = reg.rollout()
     if not ro:
@@ -115,6 +124,7 @@ def check(root: Path | str, store: Any, rule: canary.Rule = canary.Rule(),
         else:
             reg.record_decision(figures)
             reg.promote(version, d.reason)
+            base["rebase"] = _rebase(root, store, version, profiles, progress)
     else:
         reg.record_decision(figures)
     (log.warning if action == "rollback" else log.info)(
@@ -122,6 +132,23 @@ def check(root: Path | str, store: Any, rule: canary.Rule = canary.Rule(),
         "users %d/%d", ro["rollout_id"], look, action, d.reason, d.ctr_canary, d.ctr_control, d.z_ctr,
         d.bounce_canary, d.bounce_control, d.z_bounce, d.z_crit, d.users_canary, d.users_control)
     return {**base, "action": action, "decision": figures}
+
+
+def _load_profiles(spec: str):
+    from ..rebase import load_profiles
+
+    return load_profiles(spec)
+
+
+def _rebase(root: Path | str, store: Any, version: str, profiles: Callable[[], Any] | None,
+            progress: bool) -> dict:
+    from ..rebase import rebase
+
+    try:
+        return rebase(root, store, version, profiles() if profiles else None, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - the promotion stands; the error is reported, rerun by hand
+        log.exception("re-basing the store on %s failed; run `pocketrank rebase %s`", version, version)
+        return {"model_version": version, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def status(root: Path | str) -> dict:
@@ -134,8 +161,11 @@ def status(root: Path | str) -> dict:
 class Watcher:
     """Runs `check` every `seconds` on its own store connection, until stopped (inside `pocketrank serve`)."""
 
-    def __init__(self, config, seconds: float, stages: tuple[float, ...]):
-        self.config, self.seconds, self.stages = config, seconds, stages
+    def __init__(self, config, seconds: float, stages: tuple[float, ...],
+                 profiles: Callable[[], Any] | None = lambda: _load_profiles("movielens")):
+        # The profiles a promotion's re-base recomputes segment vectors from: by default
+        # MovieLens's, the default of `pocketrank features` too.
+        self.config, self.seconds, self.stages, self.profiles = config, seconds, stages, profiles
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="pocketrank-canary", daemon=True)
 
@@ -150,7 +180,7 @@ class Watcher:
         try:
             while not self.stop.wait(self.seconds):
                 try:
-                    check(self.config.home, store, stages=self.stages)
+                    check(self.config.home, store, stages=self.stages, profiles=self.profiles)
                 except Exception:  # noqa: BLE001 - a failed look is logged; the next one tries again
                     log.exception("canary check failed")
         finally:
