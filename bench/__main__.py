@@ -1,4 +1,9 @@
-"""Run every benchmark module in bench/ (or the ones named on the command line)."""
+"""Run every benchmark module in bench/ (or the ones named on the command line).
+
+    python -m bench                       # all of them (`make bench`)
+    python -m bench sync drift            # just these
+    python -m bench sync -- --scale       # arguments after `--` go to each named benchmark
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ def available() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    extra: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, extra = argv[:at], argv[at + 1:]
     names = argv or available()
     unknown = sorted(set(names) - set(available()))
     if unknown:
@@ -25,7 +34,7 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(f"bench.{name}")
         print(f"\n##### bench {name}")
         start = time.perf_counter()
-        rc = module.main([]) or 0
+        rc = module.main(list(extra)) or 0
         failed += rc != 0
         print(f"##### bench {name}: {'ok' if rc == 0 else f'exit {rc}'} in {time.perf_counter() - start:.0f} s")
     return 1 if failed else 0

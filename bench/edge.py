@@ -68,18 +68,24 @@ def synthetic_bundle(directory: Path) -> tuple[dict, dict[str, bytes], str]:
         top = np.argsort(-scores)[:N_CANDIDATES]
         records[f"u{u}"] = wire.pack_candidates(ids[top], 1 / (1 + np.exp(-scores[top])))
         states[f"u{u}"] = base64.b64encode(wire.pack_state(state)).decode()
-    artifacts = {"items": wire.pack_vectors(ids, vecs), "catalog": wire.pack_json(catalog),
-                 "ranker": _ranker(directory)}
+    artifacts = {"ranker": _ranker(directory)}
     now = time.time()
     manifest = {"wire_version": wire.WIRE_VERSION, "version": 1, "created_at": now, "expires_at": now + 30 * 86400,
                 "model_version": "bench-untrained", "embedding_dim": DIM,
                 "user_state": {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)},
+                "popular": catalog["popular"], "items": {"count": len(ids), "precision": "f16"},
                 "artifacts": {n: {"file": n, "sha256": wire.sha256_hex(b), "length": len(b)}
                               for n, b in artifacts.items()}}
     body = wire.canonical_json(manifest)
     keys = directory / "keys"
     init_keys(keys)
     signer = load_private(keys)  # each record signed for version 1, as a publish does (wire v2)
+    from server.item_entries import build_entries
+
+    # Item entries (wire 4), as a publish signs them; BundleAnswers sends each user's candidates' entries.
+    items = build_entries(ids, vecs, {it["item_id"]: it for it in catalog["items"]}, "bench-untrained", 1, signer.sign)
+    item_json = {str(i): {"data": base64.b64encode(e.raw).decode(), "sig": base64.b64encode(e.sig).decode()}
+                 for i, e in items.items()}
     digests = {u: wire.sha256_digest(wire.decompress(b)) for u, b in records.items()}
     entries = {u: {"kind": "full", "sha256": digests[u].hex(), "data": base64.b64encode(b).decode(),
                    "sig": base64.b64encode(signer.sign(wire.record_message(1, u, digests[u]))).decode()}
@@ -87,7 +93,10 @@ def synthetic_bundle(directory: Path) -> tuple[dict, dict[str, bytes], str]:
     answer = {"version": 1, "manifest": base64.b64encode(body).decode(),
               "signature": base64.b64encode(sign(body, keys)).decode(),
               "records": entries, "states": states,
-              "unknown_users": [], "artifacts": {n: f"/v1/artifacts/1/{n}" for n in artifacts}}
+              "unknown_users": [], "artifacts": {n: f"/v1/artifacts/1/{n}" for n in artifacts},
+              "items": item_json,
+              "candidates": {u: wire.unpack_candidates(b)[0].tolist() for u, b in records.items()},
+              "popular": catalog["popular"]}
     return answer, {f"/v1/artifacts/1/{n}": b for n, b in artifacts.items()}, public_key_hex(keys)
 
 
@@ -101,8 +110,12 @@ class BundleAnswers:
         if int(params["cursor"]) >= self.answer["version"]:
             return 304, None
         users = params["users"].split(",")
-        return 200, {**self.answer, "records": {u: self.answer["records"][u] for u in users},
-                     "states": {u: self.answer["states"][u] for u in users}}
+        want = set(self.answer["popular"]).union(*(self.answer["candidates"][u] for u in users))
+        want |= {int(i) for i in params.get("items", "").split(",") if i}
+        body = {k: v for k, v in self.answer.items() if k not in ("candidates", "popular")}
+        return 200, {**body, "records": {u: self.answer["records"][u] for u in users},
+                     "states": {u: self.answer["states"][u] for u in users},
+                     "items": {str(i): self.answer["items"][str(i)] for i in sorted(want)}}
 
     def get_bytes(self, url, timeout, start=0):
         return self.files[url][start:], bool(start)

@@ -11,8 +11,10 @@ docs/benchmarks.md ("Delta sync"):
    after 1% of the list changed (2 of 200 ids replaced).
 2. On MovieLens-100k (943 users, 1,682 films; a 2-epoch model trained into a
    scratch home, nothing of yours changes): the first sync of one user split
-   by part, the 304 when nothing changed, an unchanged record (a signature
-   only) and a 1% change (a delta).
+   by part (record, item entries for its candidates and the popular list,
+   model), a publish in which 1% of the catalogue's items changed (the
+   entries re-sent to the user), the 304 when nothing changed, an unchanged
+   record (a signature only) and a 1% change (a delta).
 3. Sync requests per second with p50/p99 against the server run as in
    production: gunicorn (server/gunicorn_conf.py, gthread) with 2 workers on
    the scratch home, answering from per-version caches of pre-encoded answer
@@ -36,7 +38,9 @@ Last run (2026-11-26, 2-core machine shared with other jobs, load average 4.5-6;
     candidate part per user, 200 of 50k Zipf   482 B mean, 495 B p99   target <= 500 B (PRC1: 1,156 B)
     delta after 1% of the list changed         31 B = 6.5% of it       target <= 10%
     nothing changed                            304, 0 body bytes       target: 304 with no body
-    MovieLens first sync, user 196             389 B record, 270 B state, 2,184 B manifest+sig, 463 KB artifacts
+    MovieLens first sync, user 196             389 B record, 270 B state, 2,356 B manifest+sig, 21.5 KB model,
+                                               231 item entries 53.4 KB (wire 3: the 463 KB catalogue artifacts)
+    publish with 1% of items changed           3 entries (of 196's 231) sent, 696 B
     answers/s closed loop (cursor 0 / deltas / 304)   3,728 / 3,358 / 5,226, p99 19 / 16 / 12 ms   target 2,000/s
     open loop at 2,000/s                       p50 0.8-1.9 ms, p99 9-67 ms (median of 3 runs; noisy neighbours)
     100k users: first publish record work      17.6 s (signing 2.4 s), change log 78.7 MB
@@ -143,7 +147,24 @@ def _sizes(body: dict) -> dict[str, int]:
         "records: candidate data": sum(len(base64.b64decode(e.get("data", ""))) for e in entries),
         "records: sha256+sig": sum(32 + 64 for _ in entries),
         "states": sum(len(base64.b64decode(v)) for v in body["states"].values()),
+        # Wire 4: one signed PRI1 entry (f16 vector, metadata) per item of the list and the popular list.
+        "item entries: data": sum(len(base64.b64decode(e["data"])) for e in body.get("items", {}).values()),
+        "item entries: sig": 64 * len(body.get("items", {})),
     }
+
+
+def _change_items(root: Path, share: float = 0.01, seed: int = 3) -> list[int]:
+    """Change the price of `share` of the catalogue's items (their vectors and the lists stay as they are)."""
+    import dataclasses
+
+    from server.home import Home
+
+    store = Home(root).store()
+    items = store.items()
+    rng = np.random.default_rng(seed)
+    picked = [items[i] for i in sorted(rng.choice(len(items), max(1, int(len(items) * share)), replace=False))]
+    store.put_items([dataclasses.replace(it, price=round(it.price + 1.0, 2)) for it in picked])
+    return [it.item_id for it in picked]
 
 
 def _change_one_percent(root: Path, version: int, users: list[str]) -> dict[str, int]:
@@ -443,10 +464,13 @@ def main(argv: list[str]) -> int:
             for name, n in sorted({**parts, **{f"artifact {k}": v for k, v in art_bytes.items()}}.items()):
                 print(f"  {name:28s} {n:>9,}")
             print(f"  {'total (client)':28s} {first.bytes_downloaded:>9,}")
+            print(f"  item entries: {len(raw['items'])} items (the user's candidates and the popular list) of "
+                  f"{json.loads(base64.b64decode(raw['manifest']))['items']['count']:,} in the catalogue")
             cand = parts["records: candidate data"]
             print(f"  candidate list part: {cand:,} B (MovieLens ids < 1,683; target <= {TARGET_CANDIDATE_BYTES} B)")
             out["first_sync"] = {**parts, **{f"artifact {k}": v for k, v in art_bytes.items()},
                                  "total": first.bytes_downloaded}
+            out["first_items"] = len(raw["items"])
 
             same = httpx.get(server.url + "/v1/sync", params={"cursor": first.version, "users": "196"},
                              headers={"If-None-Match": f'"v{first.version}"'})
@@ -455,6 +479,18 @@ def main(argv: list[str]) -> int:
             print(f"\nnothing published since: {same.status_code}, {len(same.content)} body bytes, "
                   f"{out['not_modified']['headers']} header bytes")
 
+            # A publish in which 1% of the catalogue's items changed (their price): the device is sent the
+            # entries of those among its candidates and the popular list only, nothing else of the catalogue.
+            changed_items = _change_items(root)
+            pub = publish_job(Home(root), progress=False)
+            body = httpx.get(server.url + "/v1/sync", params={"cursor": first.version, "users": "196"}).json()
+            item_bytes = sum(len(base64.b64decode(e["data"])) + 64 for e in body["items"].values())
+            out["items_republish"] = {"changed": len(changed_items), "changed_ever": pub["items_changed"],
+                                      "sent": len(body["items"]), "bytes": item_bytes,
+                                      "first": parts["item entries: data"] + parts["item entries: sig"]}
+            print(f"a publish with 1% of items changed ({len(changed_items)} prices): {len(body['items'])} item "
+                  f"entries sent to 196, {item_bytes:,} B with signatures (first sync: "
+                  f"{out['items_republish']['first']:,} B)")
             pub = publish_job(Home(root), progress=False)
             version = pub["version"]
             unchanged = httpx.get(server.url + "/v1/sync", params={"cursor": first.version, "users": "196"}).json()
@@ -529,8 +565,8 @@ def _write_docs(out: dict, args) -> None:
     lines = [
         "## Delta sync",
         "",
-        f"`python -m bench sync` (bench/sync.py; `python -m bench.sync --scale` adds the 100k-user publish). "
-        "Wire 3: PRC2 candidate records (docs/wire-format.md).",
+        "`python -m bench sync` (bench/sync.py; `python -m bench.sync --scale` adds the 100k-user publish). "
+        "Wire 4: PRC2 candidate records and PRI1 item entries (docs/wire-format.md).",
         "",
         f"Candidate record per user, {rec['users']} synthetic users x 200 candidates over a 50,000-product Zipf "
         "catalogue, one record compressed alone (zstd 3):",
@@ -554,6 +590,12 @@ def _write_docs(out: dict, args) -> None:
         "|---|---:|",
         *[f"| {k} | {v:,} |" for k, v in sorted(fs.items()) if k != "total"],
         f"| total downloaded by the client | {fs['total']:,} |",
+        "",
+        f"Item entries (wire 4): {out['first_items']} signed PRI1 entries (f16 vectors, metadata) for 196's "
+        "candidates and the popular list, instead of the whole catalogue's `items` and `catalog` artifacts "
+        f"(wire 3: 463 KB on MovieLens). A publish with 1% of the catalogue's items changed "
+        f"({out['items_republish']['changed']} prices): {out['items_republish']['sent']} entries sent to 196, "
+        f"{out['items_republish']['bytes']:,} B with signatures; the rest of the catalogue is never sent.",
         "",
         f"After 1% of 196's candidates changed: a {d['kind']} of {d['bytes']} B against {d['full']} B whole "
         f"({d['bytes'] / d['full']:.1%}; {d['bytes'] / d['first_candidate']:.1%} of the first sync's candidate "

@@ -108,12 +108,13 @@ class Device:
 
     def _feed(self, user_id: str) -> dict:
         rec = self.client.recommend(user_id, self.k)
-        meta = self.client.cache.item_meta(rec.item_ids)  # price and stock are not on RecommendedItem
+        meta = self.client.cache.item_meta(rec.item_ids)  # stock is not on RecommendedItem
         now = time.time()
         with self._lock:
             list_id = len(self.lists) + 1
         items = [{"item_id": it.item_id, "rank": it.rank, "title": it.title, "category": it.category,
-                  "score": round(it.score, 4), "price": round(meta.get(it.item_id, {}).get("price", 0.0), 2)}
+                  "score": round(it.score, 4),
+                  "price": round(it.price if it.price is not None else meta.get(it.item_id, {}).get("price", 0.0), 2)}
                  for it in rec.items]
         shown = {"list_id": list_id, "t": now, "user_id": user_id, "source": rec.source,
                  "source_label": SOURCE_LABELS.get(rec.source, rec.source), "model_version": rec.model_version,
@@ -185,7 +186,8 @@ class Device:
         return record
 
     def search(self, query: str, limit: int = 6) -> list[dict]:
-        """Titles in the cached catalogue that contain every word of the query (works offline)."""
+        """Titles of the held items (the users' candidates and the popular list) containing every word of the
+        query (works offline)."""
         words = [w for w in query.lower().split() if w]
         titles = self._run(self.client.cache.titles)
         hits = [i for i, t in sorted(titles.items(), key=lambda kv: kv[1])

@@ -253,12 +253,19 @@ class EdgeClient:
                                           params={"user_id": user_id, "k": min(100, k + len(exclude))})
         try:
             ranked = [(int(i["item_id"]), float(i["score"])) for i in body["items"]]
+            sent = {int(i["item_id"]): i for i in body["items"]}
         except (KeyError, TypeError, ValueError) as exc:
             raise TransportError(f"GET /v1/recommendations answered a malformed body: {exc!r}") from exc
         ranked = [(i, s) for i, s in ranked if i not in exclude][:k]
+        # The held entry's metadata (signed) first; for an item the device holds no entry for (it holds only
+        # its lists' items), the answer's own fields.
         meta = self.cache.item_meta([i for i, _ in ranked])
-        items = [RecommendedItem(i, s, r + 1, meta.get(i, {}).get("title", ""), meta.get(i, {}).get("category", ""),
-                                 "server") for r, (i, s) in enumerate(ranked)]
+        items = []
+        for r, (i, s) in enumerate(ranked):
+            m = meta.get(i) or sent[i]
+            price = m.get("price")
+            items.append(RecommendedItem(i, s, r + 1, str(m.get("title") or ""), str(m.get("category") or ""),
+                                         "server", price=float(price) if isinstance(price, (int, float)) else None))
         return Recommendation(items, "server", body.get("model_version"), body.get("bundle_version"))
 
     # --- status ---

@@ -106,6 +106,6 @@ class LocalRecommender:
                 stale: bool) -> Recommendation:
         meta = self.cache.item_meta([i for i, _, _ in picked])
         items = [RecommendedItem(i, float(s), r + 1, meta.get(i, {}).get("title", ""),
-                                 meta.get(i, {}).get("category", ""), src, stale)
+                                 meta.get(i, {}).get("category", ""), src, stale, meta.get(i, {}).get("price"))
                  for r, (i, s, src) in enumerate(picked)]
         return Recommendation(items, source, snap.model_version, version, stale)

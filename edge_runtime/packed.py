@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared import wire
+from shared.errors import IntegrityError
 
 
 @dataclass
@@ -68,10 +69,12 @@ def pack(table: ItemTable, record: bytes) -> tuple[bytes, bytes, bytes, bytes, b
             table.in_stock[pos].tobytes(), table.cats[pos].astype("<u2").tobytes())
 
 
-def repack(conn: sqlite3.Connection, user_ids: list[str] | None = None, table: ItemTable | None = None) -> None:
+def repack(conn: sqlite3.Connection, user_ids: list[str] | None = None, table: ItemTable | None = None,
+           skip_damaged: bool = False) -> None:
     """Rebuild the packed columns of `user_ids` (every user when None) from their records.
 
-    Runs inside the caller's transaction.
+    Runs inside the caller's transaction. With `skip_damaged` (a sync, which replaces such records
+    in its next round), a record that no longer decodes gets empty packed columns instead of an error.
     """
     table = table or ItemTable.load(conn)
     if user_ids is None:
@@ -82,8 +85,16 @@ def repack(conn: sqlite3.Connection, user_ids: list[str] | None = None, table: I
             part = user_ids[i : i + 500]
             rows += conn.execute(f"SELECT user_id, blob FROM candidates WHERE user_id IN ({','.join('?' * len(part))})",
                                  part).fetchall()
+    def packed(blob: bytes) -> tuple[bytes, ...]:
+        try:
+            return pack(table, blob)
+        except IntegrityError:
+            if not skip_damaged:
+                raise
+            return (b"",) * 5
+
     conn.executemany("UPDATE candidates SET ids = ?, scores = ?, vectors = ?, stock = ?, cats = ? WHERE user_id = ?",
-                     [(*pack(table, blob), uid) for uid, blob in rows])
+                     [(*packed(blob), uid) for uid, blob in rows])
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('categories', ?)", (json.dumps(table.categories),))
 
 

@@ -16,6 +16,7 @@ class RecommendedItem:
     category: str = ""
     source: str = ""  # which of SOURCES produced this item; top-ups from popular say "popular"
     stale: bool = False  # from a candidate list older than the client's stale_after
+    price: float | None = None  # from the item's entry, or the server's answer; None when neither has it
 
 
 @dataclass
@@ -48,6 +49,8 @@ class SyncResult:
     users_delta: list[str] = field(default_factory=list)  # of users_updated, those that came as a delta
     snapshot: bool = False  # the server sent every record whole (first sync, or a cursor past its history)
     deferred: str | None = None  # why a newer version was left pending (wifi_only: its model waits for wifi)
+    items_received: list[int] = field(default_factory=list)  # item entries applied (new, changed, or asked for)
+    items_dropped: list[int] = field(default_factory=list)  # held items no list references any more
 
 
 @dataclass

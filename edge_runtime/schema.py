@@ -61,6 +61,15 @@ CREATE TABLE unknown_users (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
 """
 
 
+# v3: items arrive as signed per-item entries (wire 4); each held item keeps the sha256 of its entry and
+# the model version it was signed for. Items held from wire 3's whole-catalogue artifacts have neither:
+# the next sync drops them and asks for the ones the held lists reference.
+V3 = """
+ALTER TABLE items ADD COLUMN sha256 BLOB;
+ALTER TABLE items ADD COLUMN model TEXT;
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Statement by statement: executescript() would commit the migration's open transaction."""
     pending = ""
@@ -88,7 +97,11 @@ def _v2(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
     repack(conn)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection, ArtifactFiles], None]] = [_v1, _v2]
+def _v3(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
+    _run_script(conn, V3)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection, ArtifactFiles], None]] = [_v1, _v2, _v3]
 LATEST = len(MIGRATIONS)
 
 

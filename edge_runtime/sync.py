@@ -2,10 +2,11 @@
 
 Nothing is written to the database until every byte is verified (manifest
 signature, rollback, expiry, each artifact's length and sha256, each user's
-record signature and sha256) and the new ranker has loaded. Then the item
-table, the artifact pointers, the users' records and packed rows, the live
-user states (with the outbox's pending events folded on top) and the version
-are written in one transaction: an interrupted sync leaves the device wholly on
+record signature and sha256, each item entry's signature for the model) and
+the new ranker has loaded. Then the item entries (only the items the held lists
+and the popular list reference; the others dropped), the artifact pointers, the
+users' records and packed rows, the live user states (with the outbox's pending
+events folded on top) and the version are written in one transaction: an interrupted sync leaves the device wholly on
 its previous version. See edge_runtime/artifacts.py for the model files and
 docs/sync-protocol.md for the protocol.
 
@@ -36,6 +37,7 @@ from shared.features import DECAY, TYPE_WEIGHTS, UserState
 
 from .cache import DeviceCache
 from .errors import IntegrityError, SignatureError, TransportError
+from .items import held_lists, verify_items
 from .outbox import Outbox
 from .packed import ItemTable, repack
 from .rerank import LocalRanker, ModelSlot
@@ -44,7 +46,9 @@ from .transport import Transport
 from .trust import verify_manifest, verify_record
 from .userstate import SearchIndex, fold
 
-REQUIRED_ARTIFACTS = ("items", "catalog", "ranker")
+REQUIRED_ARTIFACTS = ("ranker",)
+# Lacking item ids named in one request (the server's limit).
+MAX_LACKING_ITEMS = 2000
 MODEL_ARTIFACTS = ("ranker", "encoder")  # what wifi_only defers
 RECORD_KINDS = ("full", "delta", "same")
 
@@ -62,6 +66,8 @@ class Syncer:
         self.models_allowed = models_allowed
         self._need_full: set[str] = set()  # users whose held record the server's answer did not match
         self._asked: set[str] = set()  # the users of the request being answered
+        self._lacking: set[int] = set()  # items the held lists reference but the device holds no current entry for
+        self._lacking_asked: set[int] = set()  # asked for once this run: not asked again if the server has none
 
     def run(self, users: list[str]) -> SyncResult:
         if self.public_key is None:
@@ -94,13 +100,25 @@ class Syncer:
             if answer is None:
                 break
             self._apply(answer, result, same_version_ok=True)
+        # Items the held lists reference without a current entry (entries held under an older model,
+        # a damaged copy, a list that arrived before its items): named once, with a held user.
+        held_users = [u for u, v in self._held_versions(users).items() if v == self.cache.version]
+        if self._lacking - self._lacking_asked and held_users and not result.deferred:
+            answer = self._request(held_users[:1], cursor=self.cache.version)
+            if answer is not None:
+                self._apply(answer, result, same_version_ok=True)
         return result
 
     def _request(self, users: list[str], cursor: int, without: list[str] = ()) -> dict | None:
         held = self.cache.version
         # With `without`, the server never answers 304 (those users need their records).
         headers = {"If-None-Match": f'"v{cursor}"'} if cursor and cursor == held and not without else None
-        params = {"cursor": cursor, "users": ",".join(users), **({"without": ",".join(without)} if without else {})}
+        lacking = sorted(self._lacking - self._lacking_asked)[:MAX_LACKING_ITEMS]
+        self._lacking_asked.update(lacking)
+        if lacking:  # the server never answers 304 to a request naming lacking items
+            headers = None
+        params = {"cursor": cursor, "users": ",".join(users), **({"without": ",".join(without)} if without else {}),
+                  **({"items": ",".join(map(str, lacking))} if lacking else {})}
         for attempt in range(3):
             try:
                 status, body = self.transport.get_json("/v1/sync", timeout=self.timeout, headers=headers,
@@ -285,6 +303,9 @@ class Syncer:
                 raise IntegrityError(f"manifest artifact {name!r} is malformed")
         # Records are checked before any download: a tampered answer costs no artifact bytes.
         records, carried, need_full = self._records(body, version, self._asked)
+        # Each item entry is checked (signature under this manifest's model, layout, dim, caps) before
+        # anything is downloaded or written; one bad entry refuses the answer.
+        items = verify_items(body.get("items"), str(manifest["model_version"]), dim, self.public_key)
         if not same and not self.models_allowed:
             models = [n for n in MODEL_ARTIFACTS if n in arts and arts[n]["sha256"] != held_shas.get(n)
                       and not self.cache.files.has(arts[n]["sha256"], arts[n]["length"])]
@@ -300,16 +321,6 @@ class Syncer:
             for name, art in arts.items():
                 parts[name] = self._artifact(name, art, body.get("artifacts"), result)
         states = self._states(body, dim)
-        rebuild = not same and (arts["items"]["sha256"] != held_shas.get("items")
-                                or arts["catalog"]["sha256"] != held_shas.get("catalog"))
-        table = catalog = None
-        if rebuild:
-            ids, vecs = wire.unpack_vectors(parts["items"])
-            if len(ids) and vecs.shape[1] != dim:
-                raise IntegrityError(f"item vectors have dim {vecs.shape[1]}, the manifest says {dim}")
-            catalog = wire.unpack_json(parts["catalog"])
-            if not isinstance(catalog, dict) or not isinstance(catalog.get("items"), list):
-                raise IntegrityError("catalog must be an object with an items list")
         ranker = None
         if not same and arts["ranker"]["sha256"] != self.slot.sha:
             # Refuse a bad model before anything is applied; the one in use stays.
@@ -317,19 +328,16 @@ class Syncer:
 
         now = self.clock()
         superseded = set(held_shas.values()) - {a["sha256"] for a in arts.values()}
+        table = None
         with self.cache.tx(large=True) as conn:
-            if rebuild:
-                meta = {it.get("item_id"): it for it in catalog["items"] if isinstance(it, dict)}
-                conn.execute("DELETE FROM items")
-                conn.executemany(
-                    "INSERT INTO items (item_id, vector, title, category, price, in_stock) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(int(i), v.astype("<f4").tobytes(), str(meta.get(int(i), {}).get("title", "")),
-                      str(meta.get(int(i), {}).get("category", "")), float(meta.get(int(i), {}).get("price", 0.0)),
-                      int(bool(meta.get(int(i), {}).get("in_stock", True)))) for i, v in zip(ids, vecs)])
-                table = ItemTable.load(conn)
-                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('popular', ?)",
-                             (json.dumps([int(i) for i in catalog.get("popular", [])]),))
+            conn.executemany(
+                "INSERT OR REPLACE INTO items (item_id, vector, title, category, price, in_stock, sha256, model) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(i, it.vector.astype("<f4").tobytes(), it.title, it.category, it.price, int(it.in_stock), it.sha256,
+                  str(manifest["model_version"])) for i, it in items.items()])
             if not same:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('popular', ?)",
+                             (json.dumps([int(i) for i in manifest["popular"]]),))
                 conn.execute("DELETE FROM artifacts")
                 conn.executemany("INSERT INTO artifacts (name, sha256, length) VALUES (?, ?, ?)",
                                  [(n, a["sha256"], a["length"]) for n, a in arts.items()])
@@ -346,13 +354,31 @@ class Syncer:
             # Confirmed current by this version's record signature: as fresh as a re-sent record.
             conn.executemany("UPDATE candidates SET version = ?, received_at = ? WHERE user_id = ?",
                              [(version, now, u) for u in carried])
-            repack(conn, None if rebuild else sorted(records), table)
+            # Items no held list (nor the popular list) references are dropped; entries held under another
+            # model than this version's mean nothing to its ranker and are dropped too (asked for again).
+            lists = held_lists(conn.execute("SELECT user_id, blob FROM candidates").fetchall())
+            needed = set(int(i) for i in manifest["popular"]).union(*lists.values())
+            held_items = dict(conn.execute("SELECT item_id, model FROM items").fetchall())
+            drop = [(i,) for i, m in held_items.items() if i not in needed or m != str(manifest["model_version"])]
+            conn.executemany("DELETE FROM items WHERE item_id = ?", drop)
+            touched = set(items) | {i for (i,) in drop}
+            if touched:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('items_revision', ?)",
+                             (str(int((conn.execute("SELECT value FROM meta WHERE key = 'items_revision'").fetchone()
+                                       or ["0"])[0]) + 1),))
+                table = ItemTable.load(conn)
+            # Packed rows are rebuilt for the users whose record arrived and those whose list holds an item
+            # that arrived, changed or went: no other row can differ from what a full rebuild would give.
+            repack(conn, sorted(set(records) | {u for u, ids in lists.items() if touched & ids}), table,
+                   skip_damaged=True)
+            lacking = needed - {i for i, m in held_items.items() if m == str(manifest["model_version"])} - set(items)
             # The live state holds every event the server acknowledged; events
             # still in the outbox are folded again on top of it.
             for uid, state in states.items():
                 fold(conn, uid, self.outbox.pending_for(uid, conn), dim, self.search.vector, base=state)
         self.cache.invalidate()
         self._need_full.difference_update(records)
+        self._lacking = lacking
         self._need_full.update(need_full)
         if ranker is not None:
             self.slot.put(arts["ranker"]["sha256"], ranker)
@@ -364,5 +390,7 @@ class Syncer:
         result.users_delta += sorted(u for u, e in (body.get("records") or {}).items()
                                      if u in records and isinstance(e, dict) and e.get("kind") == "delta")
         result.snapshot = result.snapshot or bool(body.get("snapshot"))
+        result.items_received += sorted(items)
+        result.items_dropped += sorted(i for (i,) in drop)
         result.unknown_users += unknown
         result.bytes_downloaded += len(json.dumps(body))

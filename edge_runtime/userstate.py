@@ -21,7 +21,7 @@ CONSUMED_TYPES = ("click", "add_to_cart", "purchase")
 
 
 class SearchIndex:
-    """Titles and vectors for folding search events, loaded once per bundle version, on the first search."""
+    """Titles and vectors of the held items for folding search events, reloaded when the held items change."""
 
     def __init__(self, cache: DeviceCache):
         self.cache = cache
@@ -30,7 +30,8 @@ class SearchIndex:
         self._vectors: dict[int, np.ndarray] = {}
 
     def vector(self, query: str, conn: sqlite3.Connection) -> np.ndarray | None:
-        version = int((conn.execute("SELECT value FROM meta WHERE key = 'bundle_version'").fetchone() or ["0"])[0])
+        # Items change with every sync that brings or drops entries, not only with the bundle version.
+        version = int((conn.execute("SELECT value FROM meta WHERE key = 'items_revision'").fetchone() or ["0"])[0])
         if version != self._version:
             rows = conn.execute("SELECT item_id, title, vector FROM items").fetchall()
             self._titles = {r[0]: r[1] for r in rows}

@@ -40,9 +40,16 @@ EVENT_RESULTS = {
 ITEM = {
     "type": "object",
     "required": ["item_id", "score", "rank"],
-    "properties": {"item_id": {"type": "integer"}, "score": {"type": "number"}, "rank": {"type": "integer"}},
+    "properties": {"item_id": {"type": "integer"}, "score": {"type": "number"}, "rank": {"type": "integer"},
+                   # display metadata, for devices that hold no entry for the item (wire 4)
+                   "title": {"type": "string"}, "category": {"type": "string"}, "price": {"type": "number"},
+                   "in_stock": {"type": "boolean"}},
 }
 
+
+# One item's signed PRI1 entry in a sync answer (docs/sync-protocol.md, "Item entries").
+ITEM_ENTRY = {"type": "object", "required": ["data", "sig"], "additionalProperties": False,
+              "properties": {"data": {"type": "string", "format": "byte"}, "sig": {"type": "string", "format": "byte"}}}
 
 # One user's part of a sync answer (docs/sync-protocol.md, "Record entries").
 RECORD_ENTRY = {
@@ -115,12 +122,15 @@ def document() -> dict:
                     {"name": "without", "in": "query", "required": False,
                      "description": "users (also in users) the device holds no record for: answered whole",
                      "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}(,[A-Za-z0-9_.:\-]{1,64}){0,49}$"}},
+                    {"name": "items", "in": "query", "required": False,
+                     "description": "item ids the device lacks (at most 2,000): their entries are sent whatever the cursor",
+                     "schema": {"type": "string", "pattern": r"^-?[0-9]{1,10}(,-?[0-9]{1,10}){0,1999}$"}},
                     {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
                 ],
                 "responses": {"200": _json({"type": "object",
                                             "required": ["version", "cursor", "snapshot", "history_from", "manifest",
                                                          "signature", "records", "unknown_users", "states",
-                                                         "artifacts"],
+                                                         "artifacts", "items"],
                                             "properties": {"version": {"type": "integer"},
                                                            "cursor": {"type": "integer"},
                                                            "snapshot": {"type": "boolean"},
@@ -130,6 +140,8 @@ def document() -> dict:
                                                            "signature": {"type": "string", "format": "byte"},
                                                            "records": {"type": "object",
                                                                        "additionalProperties": RECORD_ENTRY},
+                                                           "items": {"type": "object",
+                                                                     "additionalProperties": ITEM_ENTRY},
                                                            "states": {"type": "object"},
                                                            "unknown_users": {"type": "array",
                                                                              "items": {"type": "string"}},

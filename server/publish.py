@@ -7,6 +7,9 @@ sha256 of the raw record), so a device verifies just its own users' records
 without an index of every user; the version in the signed message ties a
 record to the one manifest (and model) of that version.
 
+Item vectors and metadata travel as signed per-item entries (server/item_entries.py),
+kept in the bundle directory and sent only for the items a device's lists reference.
+
 The record store is a change log: a row only when a user's record changed,
 plus every user's 64-byte signature for each version. History older than the
 last `keep_versions` bundle versions is compacted away; a device whose cursor
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 import time
 
@@ -30,6 +34,7 @@ from shared.features import DECAY, TYPE_WEIGHTS, user_vector
 from .config import Config
 from .home import Home
 from .stores.base import RecordRow
+from . import item_entries
 from .catalogue import load_catalogue
 from .ranking import Ranker, popular
 
@@ -80,20 +85,26 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
             sizes.append(len(blob))
     store.put_records(version, changed, sigs)
 
-    items = store.items()
+    # Item entries: one signed PRI1 entry per catalogue item, sent to a device only for the items its
+    # lists (and the popular list) reference. An entry unchanged since the previous bundle of the same
+    # model keeps its signature and `changed` version, so devices that hold it are not sent it again.
+    prev_dir = home.bundle_dir(version - 1)
+    try:
+        prev_model = parse_prev_model(prev_dir)
+    except (OSError, ValueError):
+        prev_model = None
+    meta = {it.item_id: it.to_dict() for it in store.items()}
+    entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, version, signer.sign,
+                                         item_entries.load(prev_dir / item_entries.ITEMS_FILE), prev_model)
+    item_entries.save(out / item_entries.ITEMS_FILE, entries)
+    items_changed = sum(1 for e in entries.values() if e.changed == version)
     artifacts = {
-        "items": wire.pack_vectors(catalogue.ids, catalogue.vectors),
-        "catalog": wire.pack_json({
-            "items": [it.to_dict() for it in items],
-            "popular": popular(store.item_counts(), catalogue.in_stock),
-        }),
         "ranker": (model_dir / "ranker.int8.onnx").read_bytes(),
         # The user tower as a graph (fp32: it has no weights to quantize), for
         # devices that fold their own state without shared.features.
         "encoder": (model_dir / "encoder.onnx").read_bytes(),
     }
-    names = {"items": "items.bin.zst", "catalog": "catalog.json.zst",
-             "ranker": "ranker.int8.onnx", "encoder": "encoder.onnx"}
+    names = {"ranker": "ranker.int8.onnx", "encoder": "encoder.onnx"}
     for key, data in artifacts.items():
         (out / names[key]).write_bytes(data)
     now = time.time()
@@ -105,6 +116,9 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         "model_version": model_version,
         "embedding_dim": dim,
         "user_state": {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)},
+        # The cold-start list, signed here; its items' entries come like any candidate list's.
+        "popular": popular(store.item_counts(), catalogue.in_stock),
+        "items": {"count": len(entries), "precision": "f16"},
         "artifacts": {key: {"file": names[key], "sha256": wire.sha256_hex(d), "length": len(d)}
                       for key, d in artifacts.items()},
         "model": {"opset": export["opset"], "exporter": export["exporter"],
@@ -127,8 +141,15 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         "users": len(sigs),
         "records_changed": len(changed),
         "records_compacted": compacted,
+        "items_changed": items_changed,
         "history_from": keep_from,
         "sign_us_per_record": sign_seconds / len(sigs) * 1e6 if sigs else 0.0,
         "bytes": {name: len(d) for name, d in artifacts.items()},
         "record_bytes_mean": float(np.mean(sizes)) if sizes else 0.0,
     }
+
+
+def parse_prev_model(bundle) -> str | None:
+    """The model version of a published bundle (None if it has no manifest)."""
+    path = bundle / "manifest.json"
+    return json.loads(path.read_bytes()).get("model_version") if path.exists() else None

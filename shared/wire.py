@@ -19,7 +19,9 @@ from .features import UserState
 
 # 2: per-record signatures (PRR1) and list deltas replace v1's `users` index artifact.
 # 3: candidate records are PRC2 (no user state, shuffled ids, quantized scores).
-WIRE_VERSION = 3
+# 4: signed per-item entries (PRI1) in the sync answer replace the `items` and `catalog` artifacts;
+#    the manifest carries the popular list.
+WIRE_VERSION = 4
 ZSTD_LEVEL = 3
 # A decompressed part larger than this is refused: protects the device from
 # a zstd bomb in a corrupted or hostile frame.
@@ -317,6 +319,7 @@ MANIFEST_FIELDS = {
     "embedding_dim",
     "user_state",
     "artifacts",
+    "popular",
 }
 
 
@@ -326,6 +329,11 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
         manifest = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IntegrityError(f"manifest is not JSON: {exc}") from exc
+    # The wire version first: an older or newer server's manifest has other fields, and the fix is the app's.
+    if isinstance(manifest, dict) and "wire_version" in manifest and manifest["wire_version"] != WIRE_VERSION:
+        raise IntegrityError(
+            f"manifest wire version {manifest['wire_version']} is not {WIRE_VERSION}; update the app"
+        )
     if not isinstance(manifest, dict) or not MANIFEST_FIELDS <= set(manifest):
         missing = MANIFEST_FIELDS - set(manifest if isinstance(manifest, dict) else {})
         raise IntegrityError(f"manifest lacks fields: {', '.join(sorted(missing))}")
@@ -333,7 +341,121 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
         raise IntegrityError(
             f"manifest wire version {manifest['wire_version']} is not {WIRE_VERSION}; update the app"
         )
+    if not isinstance(manifest["popular"], list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in manifest["popular"]):
+        raise IntegrityError("manifest popular must be a list of item ids")
     for name, art in manifest["artifacts"].items():
         if not isinstance(art, dict) or not {"sha256", "length"} <= set(art):
             raise IntegrityError(f"manifest artifact {name!r} lacks sha256 or length")
     return manifest
+
+
+# --- item entries: one item's vector and metadata, signed on its own (PRI1) ---
+#
+# Only the items a device's candidate lists (and the popular list) reference are
+# sent, each signed on its own (item_message). Vectors travel as f16:
+# bench/item_precision.py measured the on-device rerank's agreement with f32.
+
+ITEM_MAGIC = b"PRI1"
+ITEM_SIG_MAGIC = b"PRIS"
+ITEM_PRECISIONS = {"f32": 0, "f16": 1, "i8": 2}
+ITEM_HEADER = struct.Struct("<4siBHfB")  # magic, item id, precision, dim, price, in_stock
+MAX_ITEM_TEXT = 255  # bytes of UTF-8 title or category; longer ones are cut at a character boundary
+# One raw entry: 19 B of header, a 65,535-dim f32 vector and two 255 B texts at most; anything longer is hostile.
+MAX_ITEM_ENTRY_BYTES = ITEM_HEADER.size + 4 * 65535 + 2 * (1 + MAX_ITEM_TEXT)
+
+
+def _short_text(text: str) -> bytes:
+    raw = str(text).encode()
+    return raw if len(raw) <= MAX_ITEM_TEXT else raw[:MAX_ITEM_TEXT].decode(errors="ignore").encode()
+
+
+def quantize_vector(vector: np.ndarray, precision: str) -> bytes:
+    """The vector's bytes in `precision`: f32, f16, or i8 (f32 scale = max|v| / 127, then dim x i8)."""
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if precision == "f32":
+        return v.astype("<f4").tobytes()
+    if precision == "f16":
+        return v.astype("<f2").tobytes()
+    if precision == "i8":
+        scale = np.float32(float(np.abs(v).max()) / 127.0 if len(v) else 0.0)
+        codes = np.zeros(len(v), np.int8) if scale == 0 else np.clip(np.round(v / scale), -127, 127).astype(np.int8)
+        return struct.pack("<f", scale) + codes.tobytes()
+    raise ValidationError("precision", f"must be one of {sorted(ITEM_PRECISIONS)}")
+
+
+def dequantize_vector(data: bytes, precision: str, dim: int) -> np.ndarray:
+    """float32 (dim,) from quantize_vector's bytes; IntegrityError when the length does not match."""
+    size = {"f32": 4 * dim, "f16": 2 * dim, "i8": 4 + dim}[precision]
+    if len(data) != size:
+        raise IntegrityError(f"item vector: {len(data)} bytes, {size} expected for {precision} x {dim}")
+    if precision == "f32":
+        return np.frombuffer(data, dtype="<f4").astype(np.float32)
+    if precision == "f16":
+        return np.frombuffer(data, dtype="<f2").astype(np.float32)
+    (scale,) = struct.unpack_from("<f", data)
+    return (np.frombuffer(data, dtype=np.int8, offset=4).astype(np.float32) * np.float32(scale)).astype(np.float32)
+
+
+def pack_item_entry(item_id: int, vector: np.ndarray, title: str = "", category: str = "", price: float = 0.0,
+                    in_stock: bool = True, precision: str = "f16") -> bytes:
+    """One item, uncompressed: what item signatures are computed over.
+
+    Layout: magic "PRI1", i32 item id, u8 precision (0 f32, 1 f16, 2 i8), u16 dim,
+    f32 price, u8 in_stock, the vector (f32/f16: dim values; i8: f32 scale then
+    dim x i8), u8 title length + UTF-8 title, u8 category length + UTF-8 category.
+    """
+    if not -(2**31) <= int(item_id) < 2**31:
+        raise ValidationError("item_id", "must fit in a signed 32-bit integer")
+    if precision not in ITEM_PRECISIONS:
+        raise ValidationError("precision", f"must be one of {sorted(ITEM_PRECISIONS)}")
+    vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if not 0 < len(vec) < 2**16 or not np.all(np.isfinite(vec)):
+        raise ValidationError("vector", "must have 1-65535 finite values")
+    t, c = _short_text(title), _short_text(category)
+    return (ITEM_HEADER.pack(ITEM_MAGIC, int(item_id), ITEM_PRECISIONS[precision], len(vec), float(price),
+                             1 if in_stock else 0)
+            + quantize_vector(vec, precision) + bytes([len(t)]) + t + bytes([len(c)]) + c)
+
+
+def unpack_item_entry(raw: bytes) -> dict[str, Any]:
+    """{item_id, vector (float32), title, category, price, in_stock} of a raw PRI1 entry, or IntegrityError."""
+    try:
+        magic, item_id, prec, dim, price, stock = ITEM_HEADER.unpack_from(raw, 0)
+        if magic != ITEM_MAGIC:
+            raise IntegrityError("item entry: bad magic")
+        names = {v: k for k, v in ITEM_PRECISIONS.items()}
+        if prec not in names or dim == 0 or stock > 1:
+            raise IntegrityError("item entry: unknown precision, zero dim or bad stock flag")
+        off = ITEM_HEADER.size
+        size = {"f32": 4 * dim, "f16": 2 * dim, "i8": 4 + dim}[names[prec]]
+        vector = dequantize_vector(raw[off : off + size], names[prec], dim)
+        off += size
+        texts = []
+        for _ in range(2):
+            n = raw[off]
+            if off + 1 + n > len(raw):
+                raise IntegrityError("item entry: text runs past the end")
+            texts.append(raw[off + 1 : off + 1 + n].decode())
+            off += 1 + n
+        if off != len(raw):
+            raise IntegrityError(f"item entry: {len(raw) - off} trailing bytes")
+        if not (np.isfinite(price) and np.all(np.isfinite(vector))):
+            raise IntegrityError("item entry: price and vector must be finite")
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"item entry is truncated or malformed: {exc}") from exc
+    return {"item_id": int(item_id), "vector": vector, "title": texts[0], "category": texts[1],
+            "price": float(price), "in_stock": bool(stock)}
+
+
+def item_message(model_version: str, item_id: int, raw_sha256: bytes) -> bytes:
+    """The bytes ed25519 signs for one item entry: "PRIS", u8 len, UTF-8 model version, i32 item id, sha256(raw).
+
+    The model version, not the bundle version: a vector only means something
+    under the model that made it, and an entry stays valid (is not re-sent)
+    across bundle versions of the same model.
+    """
+    mv = str(model_version).encode()
+    if not 0 < len(mv) <= 255 or len(raw_sha256) != 32 or not -(2**31) <= int(item_id) < 2**31:
+        raise ValidationError("item", "model version must be 1-255 bytes, sha256 32 bytes, item id an i32")
+    return ITEM_SIG_MAGIC + bytes([len(mv)]) + mv + struct.pack("<i", int(item_id)) + raw_sha256

@@ -179,7 +179,8 @@ def main() -> None:
     # vector table (artifact "items")
     items_frame = wire.pack_vectors(np.array(ITEM_IDS), ITEM_VECTORS)
     write("vector_table.json", {
-        "description": "PRV1 vector table: the bundle artifact 'items' (items.bin.zst)",
+        "description": "PRV1 vector table: wire 3's bundle artifact 'items' (items.bin.zst); since wire 4 items "
+                       "travel as item_entry.json entries. Kept: fold.json uses these vectors.",
         "zstd": ZSTD_NOTE,
         "decoded": {"n": len(ITEM_IDS), "dim": DIM, "item_ids": ITEM_IDS,
                     "vectors": [f32_list(v) for v in ITEM_VECTORS]},
@@ -295,7 +296,8 @@ def main() -> None:
     catalog = {"items": [it.to_dict() for it in ITEMS], "popular": POPULAR}
     catalog_frame = wire.pack_json(catalog)
     write("catalog.json", {
-        "description": "Catalog: the bundle artifact 'catalog' (catalog.json.zst), canonical JSON in a zstd frame",
+        "description": "Catalog: wire 3's bundle artifact 'catalog' (catalog.json.zst), canonical JSON in a zstd "
+                       "frame; since wire 4 metadata travels in item_entry.json entries and 'popular' in the manifest.",
         "zstd": ZSTD_NOTE,
         "decoded": catalog,
         "payload_text": wire.canonical_json(catalog).decode(),
@@ -313,9 +315,35 @@ def main() -> None:
         "sha256": sha(ranker),
     })
 
+    # item entries (PRI1, wire 4): what the sync answer's 'items' map carries, one signed entry per item
+    meta = {it.item_id: it for it in ITEMS}
+    item_cases, entries = [], {}
+    for item_id, vec in zip(ITEM_IDS, ITEM_VECTORS):
+        it = meta[item_id]
+        raw = wire.pack_item_entry(item_id, vec, it.title, it.category, it.price, it.in_stock, "f16")
+        digest = hashlib.sha256(raw).digest()
+        msg = wire.item_message(MODEL_VERSION, item_id, digest)
+        entries[item_id] = (raw, key.sign(msg))
+        item_cases.append({
+            "item_id": item_id,
+            "decoded": {"item_id": item_id, "precision": "f16", "dim": DIM, "price": float(np.float32(it.price)),
+                        "in_stock": it.in_stock, "title": it.title, "category": it.category,
+                        "vector": f32_list(vec.astype(np.float16).astype(np.float32))},
+            "payload_hex": raw.hex(), "payload_length": len(raw), "payload_sha256": digest.hex(),
+            "model_version": MODEL_VERSION, "message_hex": msg.hex(),
+            "signature_base64": base64.b64encode(entries[item_id][1]).decode(),
+        })
+    write("item_entry.json", {
+        "description": "PRI1 item entries (wire 4): the 'data' of each entry of the sync answer's 'items' map "
+                       "(base64 of these raw bytes, not compressed), and its 'sig': ed25519 (TEST ONLY key) over "
+                       "'PRIS' | u8 len | utf-8 model_version | i32le item_id | sha256(payload). A signature "
+                       "verifies only for the model version and item it was made for.",
+        "cases": item_cases,
+    })
+
     # manifest + signature
-    art_bytes = {"items": items_frame, "catalog": catalog_frame, "ranker": ranker}
-    names = {"items": "items.bin.zst", "catalog": "catalog.json.zst", "ranker": "ranker.int8.onnx"}
+    art_bytes = {"ranker": ranker}
+    names = {"ranker": "ranker.int8.onnx"}
     manifest = {
         "wire_version": wire.WIRE_VERSION,
         "version": BUNDLE_VERSION,
@@ -323,6 +351,8 @@ def main() -> None:
         "model_version": MODEL_VERSION,
         "embedding_dim": DIM,
         "user_state": {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)},
+        "popular": POPULAR,
+        "items": {"count": len(ITEM_IDS), "precision": "f16"},
         "artifacts": {k: {"file": names[k], "sha256": sha(b), "length": len(b)} for k, b in art_bytes.items()},
         "model": {"opset": 18, "exporter": "test vector (onnx.helper)", "quantization": "none", "parity": {}},
     }
@@ -331,8 +361,8 @@ def main() -> None:
     tampered = bytearray(body)
     tampered[body.index(b'"version":3') + len('"version":')] = ord("4")
     write("manifest.json", {
-        "description": "A complete signed manifest for bundle version 3 whose artifacts are the frames in "
-                       "vector_table.json, catalog.json and ranker.json. TEST ONLY key (keys.json).",
+        "description": "A complete signed manifest for bundle version 3 whose artifact is the model in "
+                       "ranker.json (items come as item_entry.json entries). TEST ONLY key (keys.json).",
         "decoded": manifest,
         "canonical_text": body.decode(),
         "canonical_hex": body.hex(),
@@ -376,10 +406,14 @@ def main() -> None:
         "unknown_users": [u for u in users if u not in records],
         "states": {u: base64.b64encode(wire.pack_state(states[u])).decode() for u in users},
         "artifacts": {k: f"/v1/artifacts/{BUNDLE_VERSION}/{names[k]}" for k in sorted(art_bytes)},
+        # u1's candidates that are in the catalogue (70000 is not) and the popular list
+        "items": {str(i): {"data": base64.b64encode(entries[i][0]).decode(),
+                           "sig": base64.b64encode(entries[i][1]).decode()} for i in sorted(entries)},
     }
     # What the device's offline rerank of u1 gives with this bundle and the tiny ranker.
     cand = np.array([1001, 7, 42])
-    cand_vecs = np.stack([vectors[int(i)] for i in cand])
+    # The device holds the f16 vectors of the item entries.
+    cand_vecs = np.stack([vectors[int(i)].astype(np.float16).astype(np.float32) for i in cand])
     scores = 1.0 / (1.0 + np.exp(-(cand_vecs.astype(np.float64) @ uvec.astype(np.float64))))
     order = sorted(zip(cand.tolist(), scores.tolist()), key=lambda p: (-p[1], p[0]))
     write("sync_response.json", {
@@ -388,9 +422,7 @@ def main() -> None:
         "request": {"path": "/v1/sync", "params": {"cursor": "0", "users": "u1,u:2,nobody"}},
         "etag": f'"v{BUNDLE_VERSION}"',
         "body": envelope,
-        "artifact_sources": {envelope["artifacts"][k]: {"items": "vector_table.json#frame_hex",
-                                                       "catalog": "catalog.json#frame_hex",
-                                                       "ranker": "ranker.json#bytes_hex"}[k]
+        "artifact_sources": {envelope["artifacts"][k]: {"ranker": "ranker.json#bytes_hex"}[k]
                              for k in envelope["artifacts"]},
         "after_apply": {
             "bundle_version": BUNDLE_VERSION,

@@ -18,8 +18,14 @@ def get_recommendations():
     k = int_arg("k", config.default_k, 1, config.max_k)
     rec = serving.recommend(user_id, k, parse_attrs(request.args))
     items = []
+    # Display metadata with each item: a device holds entries only for its own lists' items (wire 4),
+    # not the catalogue, so it shows a server-ranked item it holds no entry for from these fields.
+    meta = serving.store.get_items([int(i) for i, _ in rec.items])
     for rank, (item_id, score) in enumerate(rec.items, 1):
         item = {"item_id": item_id, "score": round(float(score), 6), "rank": rank}
+        if int(item_id) in meta:
+            it = meta[int(item_id)]
+            item.update(title=it.title, category=it.category, price=float(it.price), in_stock=bool(it.in_stock))
         if item_id in rec.slots:
             item["slot"] = rec.slots[item_id]
         items.append(item)

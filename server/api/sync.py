@@ -3,7 +3,9 @@
 The answer names the signed manifest and carries, for each of the device's
 users, what it needs to reach this version's record: the whole record, a delta
 against the record it holds at its cursor, or (unchanged) only this version's
-signature over the record it holds. Large artifacts are fetched separately
+signature over the record it holds. Item vectors and metadata come with it, one
+signed entry per item, only for the items of the users' lists (and the popular
+list) that the device does not hold at their current revision. The model files are fetched separately
 (with HTTP Range, so they resume) and only when their sha256 differs from what
 the device holds. The protocol is docs/sync-protocol.md.
 """
@@ -23,6 +25,7 @@ from shared.errors import IntegrityError, ValidationError
 from shared.schemas import check_id
 from shared.wire import pack_state, parse_manifest
 
+from .. import item_entries
 from ..auth import current_device, rate_limit
 from ..stores.base import RecordRow
 from .params import int_arg
@@ -49,6 +52,24 @@ def _without(users: list[str]) -> set[str]:
     return without
 
 
+# Item ids a device may name as lacking in one request (it asks again for more).
+MAX_LACKING_ITEMS = 2000
+
+
+def _lacking() -> list[int]:
+    """Items the device says it lacks (a damaged copy, or entries held under an older model): sent whatever the cursor."""
+    raw = request.args.get("items", "")
+    try:
+        ids = sorted({int(i) for i in raw.split(",") if i})
+    except ValueError:
+        raise ValidationError("items", "must be comma-separated integer item ids") from None
+    if len(ids) > MAX_LACKING_ITEMS:
+        raise ValidationError("items", f"at most {MAX_LACKING_ITEMS} item ids per sync")
+    if ids and (ids[0] < -(2**31) or ids[-1] >= 2**31):
+        raise ValidationError("items", "item ids must fit in a signed 32-bit integer")
+    return ids
+
+
 @bp.get("/v1/sync")
 def get_sync():
     config = current_app.config["POCKETRANK"]
@@ -56,6 +77,7 @@ def get_sync():
     cursor = int_arg("cursor", 0, 0, 2**31 - 1)
     users = _users(config.max_users_per_sync)
     without = _without(users)
+    lacking = _lacking()
     device = current_device()
     if device is not None:
         device.check_users(users)  # a device only ever receives its own users' lists
@@ -64,11 +86,12 @@ def get_sync():
     if version == 0:
         abort(503, description="nothing published yet; run `pocketrank publish`")
     etag = f'"v{version}"'
-    if (cursor >= version or request.headers.get("If-None-Match") == etag) and not without:
+    if (cursor >= version or request.headers.get("If-None-Match") == etag) and not without and not lacking:
         return "", 304, {"ETag": etag}
-    if cursor >= version:  # the device is current: only the users it holds nothing for need an answer
+    if cursor >= version and without:  # the device is current: only the users it holds nothing for need an answer
         users = sorted(without)
     mkey, pre = _manifest(serving.home.bundle_dir(version), version)
+    items = _items(serving.home.bundle_dir(version), mkey)
     history_from = int(serving.store.get_meta("records_history_from", "1") or 1)
     if cursor == 0:
         reason = "no cursor: a first sync gets every record whole"
@@ -77,9 +100,16 @@ def get_sync():
                   "every record is sent whole")
     else:
         reason = None
-    frags = _entries(serving.store, (mkey, serving.store.get_meta("records_epoch", "")), version, users,
-                     {u: 0 if reason is not None or u in without else cursor for u in users})
-    records = [f for f in frags.values() if f is not None]
+    cursors = {u: 0 if reason is not None or u in without else min(cursor, version) for u in users}
+    frags = _entries(serving.store, (mkey, serving.store.get_meta("records_epoch", "")), version, users, cursors,
+                     items.entries)
+    records = [f[0] for f in frags.values() if f is not None]
+    # Item entries: each listed user's candidates the device lacks at this revision, the popular list's
+    # likewise (against the popular list of the cursor's bundle), and the items it names as lacking.
+    send = {i for f in frags.values() if f is not None for i in f[1]}
+    pop_cursor = 0 if reason is not None else min(cursor, version)
+    send.update(item_entries.select(items.entries, pre.popular, _popular_at(serving.home, pop_cursor),
+                                    pop_cursor, lacking))
     # Live states: the real-time layer's latest vector for each user, so a
     # device starts from every event the server has folded since publish.
     states = {u: base64.b64encode(pack_state(serving.store.user_state(u, serving.dim))).decode() for u in users}
@@ -87,7 +117,9 @@ def get_sync():
     # manifest's parts are encoded once per version, not per request.
     body = b"".join([
         b'{"artifacts":', pre.artifacts, b',"cursor":', str(cursor).encode(),
-        b',"history_from":', str(history_from).encode(), b',"manifest":', pre.manifest,
+        b',"history_from":', str(history_from).encode(),
+        b',"items":{', b",".join(items.frags[i] for i in sorted(send)), b'}',
+        b',"manifest":', pre.manifest,
         b',"records":{', b",".join(records), b'},"signature":', pre.signature,
         b',"snapshot":', b"false" if reason is None else b"true",
         b',"snapshot_reason":', _dumps(reason), b',"states":', _dumps(states),
@@ -121,7 +153,7 @@ def _entry(user_id: str, row: RecordRow, sig: bytes, held: RecordRow | None, ver
 # asks for the same pairs, and the delta (zstd) work is the costly part. Keyed by the manifest file
 # (a store reset and republished under the same version is not confused with the old one) and the
 # store's records_epoch (any write to the record log, e.g. a republished record, starts afresh).
-_ENTRIES: OrderedDict[tuple, bytes | None] = OrderedDict()
+_ENTRIES: OrderedDict[tuple, tuple[bytes, tuple[int, ...]] | None] = OrderedDict()
 _MANIFESTS: dict[tuple, "_Manifest"] = {}
 _LOCK = threading.Lock()
 # First in, first out. A full entry is ~850 B of JSON (a 480 B record in base64, sha256, signature), a
@@ -129,9 +161,10 @@ _LOCK = threading.Lock()
 MAX_CACHED_ENTRIES = 200_000
 
 
-def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[str, int]) -> dict[str, bytes | None]:
-    """Each user's fragment: from the cache, else built from the store (and cached)."""
-    out: dict[str, bytes | None] = {}
+def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[str, int],
+             items: dict) -> dict[str, tuple[bytes, tuple[int, ...]] | None]:
+    """Each user's fragment and the item ids to send with it: from the cache, else built from the store (and cached)."""
+    out: dict[str, tuple[bytes, tuple[int, ...]] | None] = {}
     missing = []
     with _LOCK:
         for u in users:
@@ -151,8 +184,14 @@ def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[st
     for c, us in by_cursor.items():
         if c:
             held.update(store.records_at(c, us))
-    built = {u: (_dumps(u) + b":" + _dumps(_entry(u, current[u], sigs[u], held.get(u), version)) if u in sigs
-                 else None) for u in missing}
+    built = {}
+    for u in missing:
+        if u not in sigs:
+            built[u] = None
+            continue
+        built[u] = (_dumps(u) + b":" + _dumps(_entry(u, current[u], sigs[u], held.get(u), version)),
+                    tuple(item_entries.select(items, _list(current[u]), _list(held[u]) if u in held else None,
+                                              cursors[u] if u in held else 0)))
     with _LOCK:
         for u, frag in built.items():
             _ENTRIES[(key, u, cursors[u])] = frag
@@ -162,12 +201,72 @@ def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[st
     return out
 
 
+def _list(row: RecordRow) -> list[int]:
+    """A stored record's item ids; none when it does not decode (the device refuses such a record anyway)."""
+    try:
+        return wire.unpack_candidates_raw(wire.decompress(row.blob))[0].tolist()
+    except IntegrityError:
+        return []
+
+
 @dataclass(frozen=True)
 class _Manifest:
     """A version's manifest, parsed, and its parts of the answer already JSON-encoded."""
     manifest: bytes  # JSON string: base64 of the manifest file
     signature: bytes  # JSON string
     artifacts: bytes  # JSON object: name -> URL
+    popular: tuple[int, ...]  # the signed cold-start list
+
+
+@dataclass(frozen=True)
+class _Items:
+    """A version's item entries and each one's JSON fragment `"id":{"data":...,"sig":...}`, encoded once."""
+    entries: dict
+    frags: dict
+
+
+_ITEMS: dict[tuple, _Items] = {}
+
+
+def _items(bundle, key: tuple) -> _Items:
+    hit = _ITEMS.get(key)
+    if hit is None:
+        entries = item_entries.load(bundle / item_entries.ITEMS_FILE)
+        frags = {i: _dumps(str(i)) + b":" + _dumps({"data": base64.b64encode(e.raw).decode(),
+                                                     "sig": base64.b64encode(e.sig).decode()})
+                 for i, e in entries.items()}
+        hit = _Items(entries, frags)
+        with _LOCK:
+            if len(_ITEMS) > 4:
+                _ITEMS.clear()
+            _ITEMS[key] = hit
+    return hit
+
+
+_POPULAR: dict[tuple, list[int] | None] = {}
+
+
+def _popular_at(home, version: int) -> list[int] | None:
+    """The popular list of an older bundle (None when it is gone or there is none: every popular item is sent).
+
+    Read once per bundle file (its mtime in the key, as for manifests), not per request."""
+    if version <= 0:
+        return None
+    path = home.bundle_dir(version) / "manifest.json"
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return None
+    if key not in _POPULAR:
+        try:
+            popular = json.loads(path.read_bytes()).get("popular")
+        except (OSError, ValueError):
+            popular = None
+        with _LOCK:
+            if len(_POPULAR) > 64:
+                _POPULAR.clear()
+            _POPULAR[key] = popular if isinstance(popular, list) else None
+    return _POPULAR[key]
 
 
 def _manifest(bundle, version: int) -> tuple[tuple, _Manifest]:
@@ -183,7 +282,8 @@ def _manifest(bundle, version: int) -> tuple[tuple, _Manifest]:
         except IntegrityError as exc:  # e.g. a wire v2 bundle published before an upgrade
             abort(503, description=f"bundle {version} cannot be served ({exc}); run `pocketrank publish`")
         hit = _Manifest(_dumps(base64.b64encode(body).decode()), _dumps((bundle / "manifest.sig").read_text().strip()),
-                        _dumps({k: f"/v1/artifacts/{version}/{a['file']}" for k, a in manifest["artifacts"].items()}))
+                        _dumps({k: f"/v1/artifacts/{version}/{a['file']}" for k, a in manifest["artifacts"].items()}),
+                        tuple(manifest["popular"]))
         with _LOCK:
             if len(_MANIFESTS) > 64:
                 _MANIFESTS.clear()

@@ -86,7 +86,7 @@ def test_a_failed_migration_leaves_the_database_on_its_version(device, tmp_path,
         EdgeClient(old, public_key, base_url=DEAD)
     conn = sqlite3.connect(old)
     assert conn.execute("PRAGMA user_version").fetchone() == (1,)
-    assert conn.execute("SELECT COUNT(*) FROM artifacts WHERE blob IS NOT NULL").fetchone()[0] >= 4
+    assert conn.execute("SELECT COUNT(*) FROM artifacts WHERE blob IS NOT NULL").fetchone()[0] >= 2  # ranker, encoder
     conn.execute("UPDATE candidates SET blob = ? WHERE user_id = ?", (good, USER))
     conn.commit()
     conn.close()

@@ -24,7 +24,11 @@ USER = "196"
 def test_sync_then_offline_recommend_reranks_on_the_device(device):
     result = device.sync([USER])
     assert result.changed and result.version == 1 and result.users_updated == [USER]
-    assert {"items", "catalog", "ranker"} <= set(result.artifacts_fetched)  # and any others (encoder)
+    assert {"ranker"} <= set(result.artifacts_fetched)  # and any others (encoder)
+    # Item entries for the user's candidates and the popular list only, not the catalogue.
+    manifest = device.cache.manifest()
+    assert 200 <= len(result.items_received) < manifest["items"]["count"]
+    assert set(manifest["popular"]) <= set(result.items_received)
     assert device.sync([USER]).changed is False  # 304: nothing new
     rec = device.recommend(USER, 10, allow_server=False)
     assert rec.source == "edge" and len(rec.items) == 10 and rec.candidates_version == 1
@@ -94,7 +98,9 @@ def test_device_and_server_fold_the_same_events_to_the_same_vector(device, app):
     assert device.flush().acknowledged == len(events)
     on_server = app.extensions["pocketrank"].store.user_state(USER, 64)
     assert on_device.n_events == on_server.n_events
-    np.testing.assert_allclose(user_vector(on_device), user_vector(on_server), atol=1e-5)
+    # The device folds with the f16 vectors of its item entries, the server with f32: within f16's rounding
+    # (~5e-4 relative per value; measured 4e-5 absolute here), and the next sync replaces the device's state.
+    np.testing.assert_allclose(user_vector(on_device), user_vector(on_server), atol=2e-4)
     # After the next publish the device starts from the server's state, and agrees again.
     publish_job(Home(app.config["POCKETRANK"].home), progress=False)
     device.sync([USER])
@@ -153,7 +159,7 @@ def test_a_new_bundle_swaps_the_model_file_and_removes_the_old_one(device, home)
     (model_dir / "ranker.int8.onnx").write_bytes((model_dir / "ranker.fp32.onnx").read_bytes())
     publish_job(h, progress=False)
     fetched = device.sync([USER]).artifacts_fetched
-    assert "ranker" in fetched and not {"items", "catalog"} & set(fetched)  # unchanged: not downloaded again
+    assert "ranker" in fetched and "encoder" not in fetched  # unchanged: not downloaded again
     new = device.cache.artifact_shas()["ranker"]
     assert new != old and device.slot.sha == new
     assert device.cache.files.has(new) and not device.cache.files.has(old)
@@ -316,3 +322,11 @@ def test_a_wrong_unchanged_claim_costs_a_request_not_a_wrong_list(device, home):
     publish_job(Home(home), progress=False)
     result = device.sync(["196"])
     assert result.version == 2 and "196" in result.users_updated
+
+
+def test_server_ranked_items_the_device_holds_no_entry_for_keep_their_titles(device):
+    device.sync([USER])  # the device holds entries for 196's candidates and the popular list only
+    rec = device.recommend("186", 10)
+    held = set(device.cache.item_meta(rec.item_ids))
+    assert rec.source == "server" and len(rec.items) == 10 and set(rec.item_ids) - held
+    assert all(it.title and it.category and it.price is not None for it in rec.items)

@@ -2,6 +2,7 @@
 list deltas, snapshots after compaction, wifi_only, and the tampering cases of issue 7."""
 
 import base64
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -240,3 +241,135 @@ def test_users_held_at_no_version_are_answered_whole_in_the_same_request(api):
     assert api.get("/v1/sync?cursor=1&users=196,186", headers={"If-None-Match": '"v1"'}).status_code == 304
     assert api.get("/v1/sync?cursor=1&users=196,186&without=186",
                    headers={"If-None-Match": '"v1"'}).status_code == 200  # never a 304 with `without`
+
+
+# --- item entries (wire 4): only the items the device's lists reference, each signed for its model ---
+
+
+def held_items(device) -> dict[int, bytes]:
+    return dict(device.cache.query("SELECT item_id, sha256 FROM items"))
+
+
+def referenced_items(device, uid=USER) -> set[int]:
+    return set(wire.unpack_candidates_raw(held_raw(device, uid))[0].tolist()) | set(device.cache.manifest()["popular"])
+
+
+def test_a_first_sync_brings_the_candidates_and_popular_items_only(device, home):
+    result = device.sync([USER])
+    held = held_items(device)
+    assert set(held) == referenced_items(device) == set(result.items_received)
+    assert len(held) < len(Home(home).store().items())  # not the catalogue
+    rec = device.recommend(USER, 10, allow_server=False)
+    assert rec.source == "edge" and all(it.title for it in rec.items)
+    assert device.recommend("someone-new", 5, allow_server=False).source == "popular"
+
+
+def test_a_republish_sends_only_the_changed_items_and_drops_those_that_left_every_list(device, home):
+    device.sync([USER])
+    h = Home(home)
+    ids = wire.unpack_candidates_raw(held_raw(device))[0]
+    store = h.store()
+    changed = store.get_items([int(ids[5])])[int(ids[5])]
+    store.put_items([dataclasses.replace(changed, title=changed.title + " (restored)")])
+    publish_job(h, progress=False)
+    new = one_percent_changed(held_raw(device))
+    put_record(home, 2, USER, new)
+    left = set(ids[[17, 117]].tolist()) - set(device.cache.manifest()["popular"])
+    seen = Rewriting(device.transport, lambda body: None)
+    device.transport = seen
+    result = device.sync([USER])
+    assert result.version == 2
+    # The changed item, and the two that entered the list; not the other 197.
+    assert set(seen.bodies[0]["items"]) == {str(int(ids[5])), "1681", "1682"}
+    assert set(result.items_dropped) == left and not left & set(held_items(device))
+    assert device.cache.item_meta([int(ids[5])])[int(ids[5])]["title"].endswith("(restored)")
+    assert set(held_items(device)) == referenced_items(device)
+
+
+def test_entries_held_under_another_model_are_dropped_and_asked_for_again(device, home):
+    device.sync([USER])
+    with device.cache.tx() as conn:  # as items held from wire 3's artifacts: no model
+        conn.execute("UPDATE items SET model = NULL")
+    publish_job(Home(home), progress=False)  # nothing changed: the answer carries no item entries
+    seen = Rewriting(device.transport, lambda body: None)
+    device.transport = seen
+    device.sync([USER])
+    assert seen.bodies[0]["items"] == {}
+    assert len(seen.bodies) == 2 and len(seen.bodies[1]["items"]) == len(referenced_items(device))
+    assert set(held_items(device)) == referenced_items(device)
+    assert device.recommend(USER, 10, allow_server=False).source == "edge"
+
+
+def _first_item(body):
+    return next(iter(body["items"]))
+
+
+def _resign(home, body, model=None, data=None):
+    """Replace the first item entry with `data` (raw PRI1), signed by the server's key for `model`."""
+    key = _first_item(body)
+    manifest = __import__("json").loads(base64.b64decode(body["manifest"]))
+    raw = data if data is not None else base64.b64decode(body["items"][key]["data"])
+    msg = wire.item_message(model or manifest["model_version"], int(key), hashlib.sha256(raw).digest())
+    body["items"][key] = {"data": base64.b64encode(raw).decode(),
+                          "sig": base64.b64encode(load_private(Home(home).keys).sign(msg)).decode()}
+
+
+def _flip_sig(body):
+    e = body["items"][_first_item(body)]
+    sig = bytearray(base64.b64decode(e["sig"]))
+    sig[0] ^= 1
+    e["sig"] = base64.b64encode(bytes(sig)).decode()
+
+
+def _flip_data(body):
+    e = body["items"][_first_item(body)]
+    data = bytearray(base64.b64decode(e["data"]))
+    data[-1] ^= 1
+    e["data"] = base64.b64encode(bytes(data)).decode()
+
+
+ITEM_TAMPERING = {
+    "forged signature": (_flip_sig, SignatureError, "signature of item"),
+    "tampered entry": (_flip_data, SignatureError, "signature of item"),
+    "signed for another model": (lambda h, b: _resign(h, b, model="m-other"), SignatureError, "for model"),
+    "another item's id inside": (lambda h, b: _resign(h, b, data=wire.pack_item_entry(
+        -7, np.ones(64, np.float32))), IntegrityError, "carries item id"),
+    "another dim": (lambda h, b: _resign(h, b, data=wire.pack_item_entry(
+        int(_first_item(b)), np.ones(3, np.float32))), IntegrityError, "dim"),
+    "too many entries": (lambda h, b: b["items"].update({str(10**6 + i): {"data": "", "sig": ""} for i in range(20_000)}),
+                         IntegrityError, "above the cap"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ITEM_TAMPERING))
+def test_a_bad_item_entry_is_refused_and_the_previous_state_kept(device, home, case):
+    device.sync([USER])
+    h = Home(home)
+    ids = wire.unpack_candidates_raw(held_raw(device))[0]
+    store = h.store()
+    item = store.get_items([int(ids[0])])[int(ids[0])]
+    store.put_items([dataclasses.replace(item, price=item.price + 1)])
+    publish_job(h, progress=False)
+    before = device.recommend(USER, 10, allow_server=False).item_ids
+    items_before = held_items(device)
+    edit, error, match = ITEM_TAMPERING[case]
+    device.transport = Rewriting(device.transport, lambda body: (
+        edit(body) if case in ("forged signature", "tampered entry") else edit(home, body)))
+    with pytest.raises(error, match=match):
+        device.sync([USER])
+    _keeps_v1(device, before)
+    assert held_items(device) == items_before
+
+
+@pytest.mark.parametrize("items", ["x", "1,,2x", ",".join(str(i) for i in range(2001)), "3000000000"])
+def test_bad_lacking_item_lists_are_400(api, items):
+    resp = api.get(f"/v1/sync?cursor=0&users={USER}&items={items}")
+    assert resp.status_code == 400 and resp.get_json()["field"] == "items"
+
+
+def test_lacking_items_are_sent_and_rule_out_a_304(api):
+    v = api.get(f"/v1/sync?cursor=0&users={USER}").get_json()["version"]
+    assert api.get(f"/v1/sync?cursor={v}&users={USER}").status_code == 304
+    body = api.get(f"/v1/sync?cursor={v}&users={USER}&items=1,2,999999").get_json()
+    assert set(body["items"]) == {"1", "2"}  # an id the catalogue lacks is left out
+    assert api.get(f"/v1/artifacts/{v}/items.pri").status_code == 404  # the server's item file is not an artifact

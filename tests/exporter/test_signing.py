@@ -8,7 +8,7 @@ from shared.errors import SignatureError
 from shared.wire import WIRE_VERSION, canonical_json
 
 MANIFEST = {"wire_version": WIRE_VERSION, "version": 3, "created_at": 0, "expires_at": 2e9, "model_version": "m",
-            "embedding_dim": 64, "user_state": {}, "artifacts": {}}
+            "embedding_dim": 64, "user_state": {}, "artifacts": {}, "popular": []}
 
 
 def test_keys_are_made_once_and_the_private_key_is_private(tmp_path):

@@ -98,7 +98,7 @@ def test_bad_sync_queries_are_400(api, query):
 
 def test_artifacts_download_in_ranges(api):
     body = api.get("/v1/sync?cursor=0&users=196").get_json()
-    url = body["artifacts"]["items"]
+    url = body["artifacts"]["ranker"]
     whole = api.get(url).data
     part = api.get(url, headers={"Range": "bytes=100-"})
     assert part.status_code == 206 and part.data == whole[100:]

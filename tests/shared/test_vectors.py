@@ -240,11 +240,7 @@ def test_device_manifest_checks(check):
 
 
 def artifact_bytes() -> dict[str, bytes]:
-    return {
-        "items": bytes.fromhex(load("vector_table.json")["frame_hex"]),
-        "catalog": bytes.fromhex(load("catalog.json")["frame_hex"]),
-        "ranker": bytes.fromhex(load("ranker.json")["bytes_hex"]),
-    }
+    return {"ranker": bytes.fromhex(load("ranker.json")["bytes_hex"])}  # wire 4: items come as entries
 
 
 def test_manifest_lists_the_vector_artifacts():
@@ -254,11 +250,11 @@ def test_manifest_lists_the_vector_artifacts():
     for name, data in arts.items():
         wire.check_digest(data, manifest["artifacts"][name]["sha256"], manifest["artifacts"][name]["length"], name)
     with pytest.raises(IntegrityError, match="expected"):
-        wire.check_digest(arts["items"][:-1], manifest["artifacts"]["items"]["sha256"],
-                          manifest["artifacts"]["items"]["length"], "items")
-    flipped = bytes([arts["items"][0]]) + bytes([arts["items"][1] ^ 1]) + arts["items"][2:]
+        wire.check_digest(arts["ranker"][:-1], manifest["artifacts"]["ranker"]["sha256"],
+                          manifest["artifacts"]["ranker"]["length"], "ranker")
+    flipped = bytes([arts["ranker"][0]]) + bytes([arts["ranker"][1] ^ 1]) + arts["ranker"][2:]
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
-        wire.check_digest(flipped, manifest["artifacts"]["items"]["sha256"], len(flipped), "items")
+        wire.check_digest(flipped, manifest["artifacts"]["ranker"]["sha256"], len(flipped), "ranker")
     assert manifest["user_state"] == {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)}
 
 
@@ -387,7 +383,9 @@ def test_sync_response_applies_on_the_reference_device(tmp_path):
     client = device(tmp_path, VectorTransport(vec["body"]))
     result = client.sync(users)
     assert result.version == vec["after_apply"]["bundle_version"] and result.changed
-    assert sorted(result.artifacts_fetched) == ["catalog", "items", "ranker"]
+    assert sorted(result.artifacts_fetched) == ["ranker"]
+    # 70000 (in u1's list, not in the catalogue) is asked for once more by id; this transport answers the same body.
+    assert set(result.items_received) == {int(i) for i in vec["body"]["items"]}
     for uid in users:
         want = vec["after_apply"][f"offline_recommendation_{uid}"]
         rec = client.recommend(uid, k=10, allow_server=False)
@@ -414,13 +412,56 @@ def test_tampered_record_leaves_the_device_untouched(tmp_path):
 
 def test_truncated_artifact_resumes_with_a_range_request(tmp_path):
     vec = load("sync_response.json")
-    url = vec["body"]["artifacts"]["catalog"]
+    url = vec["body"]["artifacts"]["ranker"]
     transport = VectorTransport(vec["body"], truncate_once=url)
     client = device(tmp_path, transport)
     with pytest.raises(TransportError, match="resume"):
         client.sync(["u1"])
     assert client.cache.version == 0
     assert client.sync(["u1"]).version == 3
-    half = len(artifact_bytes()["catalog"]) // 2
+    half = len(artifact_bytes()["ranker"]) // 2
     assert (url, half) in transport.ranges
     client.close()
+
+
+# --- item entries (PRI1, wire 4) ---------------------------------------------
+
+
+def read_pri1(raw: bytes) -> dict:
+    """An independent reader written from docs/wire-format.md's PRI1 table."""
+    magic, item_id, prec, dim, price, stock = struct.unpack_from("<4siBHfB", raw, 0)
+    assert magic == b"PRI1" and prec == 1  # f16
+    off = 4 + 4 + 1 + 2 + 4 + 1
+    vector = np.frombuffer(raw, dtype="<f2", count=dim, offset=off).astype(np.float32)
+    off += 2 * dim
+    texts = []
+    for _ in range(2):
+        n = raw[off]
+        texts.append(raw[off + 1 : off + 1 + n].decode())
+        off += 1 + n
+    assert off == len(raw)
+    return {"item_id": item_id, "precision": "f16", "dim": dim, "price": price, "in_stock": bool(stock),
+            "title": texts[0], "category": texts[1], "vector": vector.tolist()}
+
+
+def test_item_entries_decode_re_encode_and_verify():
+    from edge_runtime.items import verify_items
+    from edge_runtime.trust import load_public_key
+
+    vec = load("item_entry.json")
+    key = load_public_key(load("keys.json")["public_key_hex"])
+    entries = {}
+    for case in vec["cases"]:
+        raw = bytes.fromhex(case["payload_hex"])
+        assert read_pri1(raw) == case["decoded"]
+        d = case["decoded"]
+        assert wire.pack_item_entry(d["item_id"], np.array(d["vector"], np.float32), d["title"], d["category"],
+                                    d["price"], d["in_stock"], "f16") == raw
+        assert sha(raw) == case["payload_sha256"]
+        assert wire.item_message(case["model_version"], case["item_id"], bytes.fromhex(sha(raw))).hex() == \
+            case["message_hex"]
+        entries[str(case["item_id"])] = {"data": base64.b64encode(raw).decode(), "sig": case["signature_base64"]}
+    model = vec["cases"][0]["model_version"]
+    assert sorted(verify_items(entries, model, 4, key)) == sorted(c["item_id"] for c in vec["cases"])
+    with pytest.raises(SignatureError, match="for model"):
+        verify_items(entries, model + "x", 4, key)

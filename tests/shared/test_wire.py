@@ -122,3 +122,50 @@ def test_manifest_shape_is_checked():
         wire.parse_manifest(b'{"version": 1}')
     with pytest.raises(IntegrityError, match="not JSON"):
         wire.parse_manifest(b"\xff")
+
+
+# --- PRI1 item entries (wire 4) ---
+
+
+@pytest.mark.parametrize("precision,atol", [("f32", 0.0), ("f16", 1e-3), ("i8", 2e-2)])
+def test_item_entries_round_trip_in_each_precision(precision, atol):
+    vec = np.random.default_rng(1).normal(size=64).astype(np.float32)
+    raw = wire.pack_item_entry(1682, vec, "Scream of Stone (Schrei aus Stein) (1991)", "Drama", 3.5, False, precision)
+    got = wire.unpack_item_entry(raw)
+    assert (got["item_id"], got["title"], got["category"], got["price"], got["in_stock"]) == (
+        1682, "Scream of Stone (Schrei aus Stein) (1991)", "Drama", 3.5, False)
+    np.testing.assert_allclose(got["vector"], vec, atol=atol * float(np.abs(vec).max()) + 1e-7)
+    assert raw[:4] == b"PRI1" and len(raw) == 16 + {"f32": 256, "f16": 128, "i8": 68}[precision] + 2 + 41 + 5
+
+
+def test_long_titles_are_cut_at_a_character_boundary():
+    raw = wire.pack_item_entry(1, np.ones(4, np.float32), "é" * 200)
+    assert wire.unpack_item_entry(raw)["title"] == "é" * 127
+
+
+@pytest.mark.parametrize("damage", ["truncated", "trailing", "magic", "precision", "text past the end"])
+def test_damaged_item_entries_are_refused(damage):
+    raw = bytearray(wire.pack_item_entry(7, np.ones(4, np.float32), "Red Shoes", "shoes"))
+    if damage == "truncated":
+        raw = raw[:-3]
+    elif damage == "trailing":
+        raw += b"\0"
+    elif damage == "magic":
+        raw[:4] = b"PRX1"
+    elif damage == "precision":
+        raw[8] = 9
+    else:
+        raw[-len("shoes") - 1] = 200
+    with pytest.raises(IntegrityError):
+        wire.unpack_item_entry(bytes(raw))
+
+
+def test_item_messages_bind_model_item_and_digest():
+    digest = bytes(range(32))
+    msg = wire.item_message("m1", 7, digest)
+    assert msg == b"PRIS" + bytes([2]) + b"m1" + (7).to_bytes(4, "little") + digest
+    assert msg != wire.item_message("m2", 7, digest) and msg != wire.item_message("m1", 8, digest)
+    with pytest.raises(ValidationError):
+        wire.item_message("", 7, digest)
+    with pytest.raises(ValidationError):
+        wire.pack_item_entry(2**31, np.ones(4, np.float32))

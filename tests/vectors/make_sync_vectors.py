@@ -1,4 +1,4 @@
-"""Generate the sync-protocol v2 golden vectors in tests/vectors/sync/*.json.
+"""Generate the sync-protocol v2 (wire 4) golden vectors in tests/vectors/sync/*.json.
 
     cd /work/main && .venv/bin/python tests/vectors/make_sync_vectors.py
 
@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from server import item_entries  # noqa: E402
 from server.api.sync import _entry  # noqa: E402
 from server.stores.base import RecordRow  # noqa: E402
 from shared import wire  # noqa: E402
@@ -92,9 +93,12 @@ class World:
         catalog = {"items": [{"item_id": int(i), "title": f"Item {i}", "category": ("a", "b", "c")[i % 3],
                               "price": float(i % 20 + 1), "in_stock": bool(i % 7)} for i in ids],
                    "popular": [1, 2, 3]}
-        self.artifacts = {"items": wire.pack_vectors(ids, vecs), "catalog": wire.pack_json(catalog),
-                          "ranker": tiny_ranker()}
-        self.files = {"items": "items.bin.zst", "catalog": "catalog.json.zst", "ranker": "ranker.int8.onnx"}
+        self.popular = catalog["popular"]
+        # Item entries (wire 4): every item signed once, for the model, at version 1; none changes later.
+        self.items = item_entries.build_entries(ids, vecs, {it["item_id"]: it for it in catalog["items"]},
+                                                MODEL_VERSION, 1, self.key.sign)
+        self.artifacts = {"ranker": tiny_ranker()}
+        self.files = {"ranker": "ranker.int8.onnx"}
         state = UserState(np.array([0.5, -0.25, 1.0, 0.125], dtype=np.float32), 2.5, 7)
         order1 = rng.permutation(200) + 1
         order2 = rng.permutation(200) + 21
@@ -126,6 +130,7 @@ class World:
             "wire_version": wire.WIRE_VERSION, "version": version, "created_at": CREATED_AT,
             "expires_at": expires_at, "model_version": MODEL_VERSION, "embedding_dim": DIM,
             "user_state": {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)},
+            "popular": self.popular, "items": {"count": len(self.items), "precision": "f16"},
             "artifacts": {k: {"file": self.files[k], "sha256": sha(b), "length": len(b)}
                           for k, b in self.artifacts.items()},
             "model": {"opset": 18, "exporter": "test vector (onnx.helper)", "quantization": "none", "parity": {}},
@@ -144,7 +149,7 @@ class World:
                       "every record is sent whole")
         else:
             reason = None
-        records = {}
+        records, send = {}, set()
         for uid in users:
             row = self.record_at(uid, version)
             if row is None:
@@ -152,9 +157,16 @@ class World:
             sig = self.sign(version, uid, row.sha256)
             held = self.record_at(uid, cursor) if reason is None and uid not in without else None
             records[uid] = _entry(uid, row, sig, held, version)
+            ids = lambda r: wire.unpack_candidates_raw(wire.decompress(r.blob))[0].tolist()  # noqa: E731
+            send.update(item_entries.select(self.items, ids(row), ids(held) if held else None,
+                                            cursor if held else 0))
+        pop_cursor = 0 if reason is not None else min(cursor, version)
+        send.update(item_entries.select(self.items, self.popular, self.popular if pop_cursor else None, pop_cursor))
         manifest, signature = self.manifest(version, expires_at)
         return {"version": version, "cursor": cursor, "snapshot": reason is not None, "snapshot_reason": reason,
                 "history_from": history_from, "manifest": b64(manifest), "signature": signature,
+                "items": {str(i): {"data": b64(self.items[i].raw), "sig": b64(self.items[i].sig)}
+                          for i in sorted(send)},
                 "records": records, "unknown_users": [u for u in users if u not in records],
                 "states": {u: b64(wire.pack_state(self.states.get(u, UserState.empty(DIM)))) for u in users},
                 "artifacts": {k: f"/v1/artifacts/{version}/{self.files[k]}" for k in sorted(self.artifacts)}}
@@ -176,8 +188,11 @@ def state(world: World, version: int, held: dict[str, int], unknown: list[str]) 
         raw = wire.decompress(row.blob)
         ids, _ = wire.unpack_candidates_raw(raw)
         recs[uid] = {"confirmed_version": at, "payload_sha256": sha(raw), "item_ids": ids.tolist()}
+    # The items held: those the held lists and the popular list reference, each at its entry's sha256.
+    items = set(world.popular).union(*(r["item_ids"] for r in recs.values()))
     return {"bundle_version": version, "records": recs, "unknown_users": unknown,
-            "artifacts": {k: sha(b) for k, b in world.artifacts.items()}}
+            "artifacts": {k: sha(b) for k, b in world.artifacts.items()},
+            "items": {str(i): world.items[i].sha256.hex() for i in sorted(items)}}
 
 
 def result(version, changed=True, updated=(), delta=(), unchanged=(), unknown=(), snapshot=False) -> dict:
@@ -288,6 +303,21 @@ def scenarios(w: World) -> dict[str, dict]:
         m[len(m) // 2] ^= 0x01
         b["manifest"] = b64(bytes(m))
 
+    def flip_item(b):
+        key = sorted(b["items"], key=int)[0]
+        data = bytearray(base64.b64decode(b["items"][key]["data"]))
+        data[-1] ^= 0x01
+        b["items"][key]["data"] = b64(bytes(data))
+
+    def item_of_another_model(b):
+        key = sorted(b["items"], key=int)[0]
+        e = w.items[int(key)]
+        b["items"][key]["sig"] = b64(w.key.sign(wire.item_message("m-another-model", int(key), e.sha256)))
+
+    tampered("tamper_item_entry_bit_flip", "One bit flipped in the first item entry (201, entering u1's list).",
+             flip_item, "SignatureError", "signature of item 201")
+    tampered("tamper_item_signed_for_another_model", "The first item entry is signed for another model version.",
+             item_of_another_model, "SignatureError", "signature of item 201 does not verify for model")
     tampered("tamper_manifest_bit_flip", "One bit flipped in the manifest.", flip_manifest,
              "SignatureError", "does not match the manifest")
     tampered("rollback_to_an_older_version", "The answer carries version 1 again to a device holding 1.",

@@ -64,8 +64,9 @@ def held_state(client) -> dict:
         records[uid] = {"confirmed_version": version, "payload_sha256": hashlib.sha256(raw).hexdigest(),
                         "item_ids": wire.unpack_candidates_raw(raw)[0].tolist()}
     unknown = sorted(r[0] for r in client.cache.query("SELECT user_id FROM unknown_users"))
+    items = {str(i): bytes(h).hex() for i, h in client.cache.query("SELECT item_id, sha256 FROM items")}
     return {"bundle_version": snap.version, "records": records, "unknown_users": unknown,
-            "artifacts": client.cache.artifact_shas()}
+            "artifacts": client.cache.artifact_shas(), "items": dict(sorted(items.items(), key=lambda kv: int(kv[0])))}
 
 
 def steps(name: str) -> list[dict]:

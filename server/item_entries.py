@@ -1,0 +1,101 @@
+"""Signed per-item entries (PRI1) and which of them a sync answer carries (docs/sync-protocol.md §5.3).
+
+- At publish, every catalogue item gets a raw PRI1 entry (shared.wire.pack_item_entry,
+  f16 vector: bench/item_precision.py measured it within the exporter's int8 parity
+  gates) signed over shared.wire.item_message(model version, item id, sha256).
+  An entry whose bytes and model did not change keeps its signature and the
+  version it last changed at (`changed`), so it is never re-sent to a device
+  that already holds it.
+- Items need no history: a device holding every item of a user's list at cursor
+  C needs, for that user at V, the items of its list changed after C plus the
+  items that entered the list since C (select()). Items leaving every held list
+  are dropped by the device itself (edge_runtime/items.to_drop), so removals
+  need no message: an item leaving the catalogue leaves every list at the next publish.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from shared import wire
+
+
+@dataclass(frozen=True)
+class ItemEntry:
+    raw: bytes  # the PRI1 entry
+    sha256: bytes
+    sig: bytes  # ed25519 over wire.item_message(model_version, item id, sha256)
+    changed: int  # the bundle version this entry (or its model) last changed at
+
+
+def build_entries(ids: np.ndarray, vectors: np.ndarray, meta: Mapping[int, dict], model_version: str,
+                  version: int, sign: Callable[[bytes], bytes], previous: Mapping[int, ItemEntry] | None = None,
+                  previous_model: str | None = None, precision: str = "f16") -> dict[int, ItemEntry]:
+    """Every item's entry at `version`; entries equal to `previous` ones (same model) keep their signature and `changed`."""
+    same_model = previous is not None and previous_model == model_version
+    out: dict[int, ItemEntry] = {}
+    for item_id, vec in zip(ids, vectors):
+        item_id = int(item_id)
+        m = meta.get(item_id, {})
+        raw = wire.pack_item_entry(item_id, vec, m.get("title", ""), m.get("category", ""),
+                                   float(m.get("price", 0.0) or 0.0), bool(m.get("in_stock", True)), precision)
+        sha = wire.sha256_digest(raw)
+        old = previous.get(item_id) if same_model else None
+        if old is not None and old.sha256 == sha:
+            out[item_id] = old
+        else:
+            out[item_id] = ItemEntry(raw, sha, sign(wire.item_message(model_version, item_id, sha)), version)
+    return out
+
+
+def select(entries: Mapping[int, ItemEntry], now: Iterable[int], before: Iterable[int] | None, cursor: int,
+           lacking: Iterable[int] = ()) -> list[int]:
+    """Item ids to send for one list (a user's candidates, or the popular list): sorted, known items only.
+
+    `now` is the list at the answer's version, `before` the list the device holds
+    at `cursor` (None, or cursor 0: it holds none of them, so all are sent);
+    `lacking` the ids the device says it does not hold.
+    """
+    now = {int(i) for i in now}
+    if before is None or cursor == 0:
+        want = now
+    else:
+        held = {int(i) for i in before}
+        want = {i for i in now if i not in held or (i in entries and entries[i].changed > cursor)}
+    want |= {int(i) for i in lacking}
+    return sorted(i for i in want if i in entries)
+
+
+# The bundle's item file (server-side only, never sent whole): per item i32 id, u32 changed,
+# 64 B signature, u32 length, the raw entry. Reread by the next publish to keep unchanged signatures.
+ITEMS_FILE = "items.pri"
+_ROW = struct.Struct("<iI64sI")
+
+
+def save(path: Path, entries: Mapping[int, ItemEntry]) -> None:
+    parts = []
+    for item_id in sorted(entries):
+        e = entries[item_id]
+        parts.append(_ROW.pack(item_id, e.changed, e.sig, len(e.raw)) + e.raw)
+    path.write_bytes(b"".join(parts))
+
+
+def load(path: Path) -> dict[int, ItemEntry]:
+    """The entries of a bundle's item file; {} when there is none (a bundle published before item entries)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    out, off = {}, 0
+    while off < len(data):
+        item_id, changed, sig, n = _ROW.unpack_from(data, off)
+        off += _ROW.size
+        raw = data[off : off + n]
+        off += n
+        out[item_id] = ItemEntry(raw, wire.sha256_digest(raw), sig, changed)
+    return out
