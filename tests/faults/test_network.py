@@ -112,6 +112,36 @@ def test_a_download_cut_part_way_resumes_where_it_stopped(client, proxy, home):
     assert client.recommend(USER, 5, allow_server=False).source == "edge"
 
 
+def _device_state(c):
+    """What a device holds that a sync decides: version, model files, records and item table, offline answers."""
+    files = sorted(p.name for p in c.cache.files.dir.iterdir() if not p.name.endswith(".part"))
+    rec = c.recommend(USER, 20, allow_server=False)
+    return c.cache.version, files, rec.source, rec.item_ids, [round(i.score, 6) for i in rec.items]
+
+
+def test_downloads_cut_at_random_offsets_end_in_the_uninterrupted_state(client, proxy, home, live_server,
+                                                                         public_key, tmp_path):
+    h = Home(home)
+    model_dir = h.model_dir(h.current_model())
+    # A ranker big enough (the fp32 file, ~70 KB) for several cuts part-way through it.
+    (model_dir / "ranker.int8.onnx").write_bytes((model_dir / "ranker.fp32.onnx").read_bytes())
+    publish_job(h, progress=False)
+    straight = EdgeClient(tmp_path / "straight.sqlite", public_key, base_url=live_server.url, device_id="other",
+                          sync_timeout=5.0)
+    straight.sync([USER])
+    rng = random.Random(11)
+    for cut in (rng.randrange(500, 20_000) for _ in range(3)):  # each response cut after `cut` bytes
+        proxy.set("cut", cut_path="/v1/artifacts/2/ranker", cut_after=cut)
+        with pytest.raises(TransportError, match="resume"):
+            client.sync([USER])
+        assert client.cache.version == 1  # nothing of version 2 applied half-way
+    proxy.set("pass")
+    assert client.sync([USER]).version == 2
+    assert not list(client.cache.files.dir.glob("*.part"))
+    assert _device_state(client) == _device_state(straight)
+    straight.close()
+
+
 def test_a_flapping_link_never_blanks_the_screen_or_loses_an_event(client, proxy, live_server):
     rng = random.Random(5)
     client.connectivity = Connectivity(base_backoff=0.05, max_backoff=0.4)
