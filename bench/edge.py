@@ -117,7 +117,7 @@ class BundleAnswers:
                      "states": {u: self.answer["states"][u] for u in users},
                      "items": {str(i): self.answer["items"][str(i)] for i in sorted(want)}}
 
-    def get_bytes(self, url, timeout, start=0):
+    def get_bytes(self, url, timeout, start=0, limit=None):
         return self.files[url][start:], bool(start)
 
     def post_json(self, url, body, timeout, headers=None):

@@ -271,7 +271,9 @@ class Syncer:
         if len(have) >= length:
             have = b""
         try:
-            data, ranged = self.transport.get_bytes(url, timeout=self.timeout, start=len(have))
+            # At most the declared length: a server that ignores Range sends it whole, and more than
+            # that is never a valid answer (no endless data).
+            data, ranged = self.transport.get_bytes(url, timeout=self.timeout, start=len(have), limit=length)
         except TransportError as exc:
             if getattr(exc, "status_code", None) == 416:
                 files.drop_partial(sha)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from shared.errors import TransportError
+from shared.errors import IntegrityError, TransportError
 
 
 def _error(message: str, status_code: int | None = None, retry_after: float | None = None,
@@ -39,14 +39,21 @@ class Transport:
             self.client.headers.update(headers)
 
     def _call(self, method: str, url: str, timeout: float, answers: tuple[int, ...] = (),
-              **kwargs) -> tuple[int, httpx.Headers, bytes]:
+              limit: int | None = None, **kwargs) -> tuple[int, httpx.Headers, bytes]:
+        """One request; the body is read as it streams and refused past `limit` bytes (a declared
+        length), so a forged or endless body costs at most that much memory and a timeout."""
         deadline = time.monotonic() + timeout
         got: list[bytes] = []
+        size = 0
         status, headers = 0, httpx.Headers()
         try:
             with self.client.stream(method, url, timeout=httpx.Timeout(timeout), **kwargs) as resp:
                 status, headers = resp.status_code, resp.headers
                 for chunk in resp.iter_bytes():
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        raise IntegrityError(f"{method} {url}: the body runs past the declared {limit} bytes; "
+                                             "refused (a tampered or endless answer)")
                     got.append(chunk)
                     if time.monotonic() > deadline:
                         raise _error(f"{method} {url} took longer than its {timeout * 1000:.0f} ms deadline",
@@ -75,10 +82,11 @@ class Transport:
         _, _, answer = self._call("POST", url, timeout, answers, json=body, headers=headers)
         return _json(answer, f"POST {url}")
 
-    def get_bytes(self, url: str, timeout: float, start: int = 0) -> tuple[bytes, bool]:
-        """Fetch bytes from `start`; returns (data, ranged), ranged meaning the server honoured Range."""
+    def get_bytes(self, url: str, timeout: float, start: int = 0, limit: int | None = None) -> tuple[bytes, bool]:
+        """Fetch bytes from `start`; returns (data, ranged), ranged meaning the server honoured Range.
+        `limit`: the most bytes the answer may carry (the artifact's declared length); more is refused."""
         headers = {"Range": f"bytes={start}-"} if start else None
-        status, resp_headers, body = self._call("GET", url, timeout, headers=headers)
+        status, resp_headers, body = self._call("GET", url, timeout, headers=headers, limit=limit)
         if status == 206 and not resp_headers.get("Content-Range", "").startswith(f"bytes {start}-"):
             raise _error(f"GET {url}: asked for bytes from {start}, got {resp_headers.get('Content-Range')!r}")
         return body, status == 206

@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from edge_runtime import IntegrityError, SignatureError
+from edge_runtime import IntegrityError, SignatureError, TransportError
 from exporter.signing import load_private
 from server.home import Home
 from server.publish import publish_job
@@ -373,3 +373,57 @@ def test_lacking_items_are_sent_and_rule_out_a_304(api):
     body = api.get(f"/v1/sync?cursor={v}&users={USER}&items=1,2,999999").get_json()
     assert set(body["items"]) == {"1", "2"}  # an id the catalogue lacks is left out
     assert api.get(f"/v1/artifacts/{v}/items.pri").status_code == 404  # the server's item file is not an artifact
+
+
+
+class SwappedModel:
+    """A man in the middle who answers one version's ranker download with another bundle's ranker:
+    a real model, signed in its own manifest, but not the one this version binds."""
+
+    def __init__(self, inner, version: int, other: bytes):
+        self.inner, self.prefix, self.other = inner, f"/v1/artifacts/{version}/", other
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def get_bytes(self, url, timeout, start=0, limit=None):
+        if url.startswith(self.prefix) and "ranker" in url:
+            if limit is not None and len(self.other) > limit:  # what the real transport does past the limit
+                raise IntegrityError(f"GET {url}: the body runs past the declared {limit} bytes; refused")
+            return self.other, False
+        return self.inner.get_bytes(url, timeout, start, limit)
+
+
+def test_a_model_from_another_manifest_is_refused_and_the_held_one_keeps_serving(device, home):
+    h = Home(home)
+    ranker = h.model_dir(h.current_model()) / "ranker.int8.onnx"
+    int8, fp32 = ranker.read_bytes(), (ranker.parent / "ranker.fp32.onnx").read_bytes()
+    ranker.write_bytes(fp32)  # version 2 ships a bigger model ...
+    publish_job(h, progress=False)
+    assert device.sync([USER]).version == 2
+    ranker.write_bytes(int8)  # ... and version 3 the small one again
+    publish_job(h, progress=False)
+    before = device.recommend(USER, 10, allow_server=False)
+    honest = device.transport
+    # Longer than version 3 declares: refused as the bytes run over.
+    device.transport = SwappedModel(honest, 3, fp32)
+    with pytest.raises(IntegrityError, match="past the declared"):
+        device.sync([USER])
+    assert device.cache.version == 2
+    # Shorter than declared: kept as a partial download, and the resumed download then fails its sha256,
+    # so the partial is dropped and the next sync starts over; at no point is anything of version 3 applied.
+    device.transport = SwappedModel(honest, 3, int8[: len(int8) // 2] + fp32[:100])
+    with pytest.raises(TransportError):
+        device.sync([USER])
+    assert device.cache.version == 2
+    after = device.recommend(USER, 10, allow_server=False)
+    assert after.source == before.source == "edge" and after.item_ids == before.item_ids
+    device.transport = honest
+    for _ in range(2):
+        try:
+            if device.sync([USER]).version == 3:
+                break
+        except IntegrityError as exc:
+            assert "sha256 mismatch" in str(exc)  # the poisoned partial, dropped
+            assert device.cache.version == 2
+    assert device.cache.version == 3

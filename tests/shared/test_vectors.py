@@ -354,7 +354,7 @@ class VectorTransport:
         assert url == "/v1/sync" and params["users"]
         return 200, copy.deepcopy(self.body)
 
-    def get_bytes(self, url, timeout, start=0):
+    def get_bytes(self, url, timeout, start=0, limit=None):
         self.ranges.append((url, start))
         data = self.files[url]
         if url == self.truncate_once:

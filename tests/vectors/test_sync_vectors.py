@@ -45,7 +45,7 @@ class Replay:
         assert body == ex["response"]["body"]
         return ex["response"]["status"], body
 
-    def get_bytes(self, url, timeout, start=0):
+    def get_bytes(self, url, timeout, start=0, limit=None):
         data = self.artifacts[url]
         return (data[start:], True) if start else (data, False)
 
