@@ -33,7 +33,7 @@ from shared.errors import ValidationError
 from shared.schemas import validate_event
 
 from ..auth import current_device
-from .params import json_body
+from .params import json_batch
 
 bp = Blueprint("events", __name__)
 
@@ -68,12 +68,7 @@ def post_events():
     config = current_app.config["POCKETRANK"]
     serving = current_app.extensions["pocketrank"]
     device = current_device()  # 401 without a token when POCKETRANK_REQUIRE_DEVICE_TOKEN is set
-    body = json_body()
-    raw = body.get("events") if isinstance(body, dict) else None
-    if not isinstance(raw, list):
-        raise ValidationError("events", "must be a list of event objects")
-    if len(raw) > config.max_events_per_batch:
-        raise ValidationError("events", f"at most {config.max_events_per_batch} events per request")
+    raw = json_batch("events", config.max_events_per_batch)
     known = serving.catalogue.in_stock  # every item in the catalogue, in stock or not
     now = time.time()
     users = device.users if device is not None else None

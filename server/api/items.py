@@ -15,7 +15,7 @@ from shared.schemas import check_item_id, validate_item
 
 from ..auth import check_operator_key
 from ..catalogue import provisional_vector
-from .params import json_body
+from .params import json_batch
 
 bp = Blueprint("items", __name__)
 
@@ -30,12 +30,7 @@ def post_items():
     check_operator_key("changing the catalogue")
     config = current_app.config["POCKETRANK"]
     serving = current_app.extensions["pocketrank"]
-    body = json_body()
-    raw = body.get("items") if isinstance(body, dict) else None
-    if not isinstance(raw, list):
-        raise ValidationError("items", "must be a list of item objects")
-    if len(raw) > config.max_items_per_batch:
-        raise ValidationError("items", f"at most {config.max_items_per_batch} items per request")
+    raw = json_batch("items", config.max_items_per_batch)
     ids = []
     for obj in raw:
         try:

@@ -41,3 +41,14 @@ def json_body() -> Any:
     if body is None:
         raise ValidationError("body", "must be a JSON document with Content-Type: application/json")
     return body
+
+
+def json_batch(key: str, limit: int) -> list:
+    """The body's `key` list (a batch of objects), at most `limit` long; else a 400 naming `key`."""
+    body = json_body()
+    raw = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(raw, list):
+        raise ValidationError(key, f"must be a list of {key[:-1]} objects")
+    if len(raw) > limit:
+        raise ValidationError(key, f"at most {limit} {key} per request")
+    return raw

@@ -70,6 +70,16 @@ def _lacking() -> list[int]:
     return ids
 
 
+def snapshot_reason(cursor: int, history_from: int, version: int) -> str | None:
+    """Why this answer is a snapshot (every record whole), or None when deltas against the cursor can go."""
+    if cursor == 0:
+        return "no cursor: a first sync gets every record whole"
+    if cursor < history_from:
+        return (f"cursor {cursor} is older than the kept history (versions {history_from}-{version}): "
+                "every record is sent whole")
+    return None
+
+
 @bp.get("/v1/sync")
 def get_sync():
     config = current_app.config["POCKETRANK"]
@@ -93,13 +103,7 @@ def get_sync():
     mkey, pre = _manifest(serving.home.bundle_dir(version), version)
     items = _items(serving.home.bundle_dir(version), mkey)
     history_from = int(serving.store.get_meta("records_history_from", "1") or 1)
-    if cursor == 0:
-        reason = "no cursor: a first sync gets every record whole"
-    elif cursor < history_from:
-        reason = (f"cursor {cursor} is older than the kept history (versions {history_from}-{version}): "
-                  "every record is sent whole")
-    else:
-        reason = None
+    reason = snapshot_reason(cursor, history_from, version)
     cursors = {u: 0 if reason is not None or u in without else min(cursor, version) for u in users}
     frags = _entries(serving.store, (mkey, serving.store.get_meta("records_epoch", "")), version, users, cursors,
                      items.entries)

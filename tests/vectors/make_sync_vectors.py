@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from server import item_entries  # noqa: E402
-from server.api.sync import _entry  # noqa: E402
+from server.api.sync import _entry, snapshot_reason  # noqa: E402
 from server.stores.base import RecordRow  # noqa: E402
 from shared import wire  # noqa: E402
 from shared.features import DECAY, TYPE_WEIGHTS, UserState  # noqa: E402
@@ -142,13 +142,7 @@ class World:
         """What GET /v1/sync answers (server/api/sync.py), for the users that exist in `version`."""
         if cursor >= version:  # only the users the device holds nothing for need an answer
             users = sorted(without)
-        if cursor == 0:
-            reason = "no cursor: a first sync gets every record whole"
-        elif cursor < history_from:
-            reason = (f"cursor {cursor} is older than the kept history (versions {history_from}-{version}): "
-                      "every record is sent whole")
-        else:
-            reason = None
+        reason = snapshot_reason(cursor, history_from, version)
         records, send = {}, set()
         for uid in users:
             row = self.record_at(uid, version)
