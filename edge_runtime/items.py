@@ -98,7 +98,7 @@ def held_lists(rows: Iterable[tuple[str, bytes]]) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
     for uid, blob in rows:
         try:
-            out[uid] = set(wire.unpack_candidates_raw(wire.decompress(blob, wire.MAX_RECORD_BYTES))[0].tolist())
+            out[uid] = set(wire.unpack_candidates(blob)[0].tolist())
         except (IntegrityError, TypeError):
             out[uid] = set()
     return out

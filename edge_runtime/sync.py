@@ -373,7 +373,8 @@ class Syncer:
             # that arrived, changed or went: no other row can differ from what a full rebuild would give.
             repack(conn, sorted(set(records) | {u for u, ids in lists.items() if touched & ids}), table,
                    skip_damaged=True)
-            lacking = needed - {i for i, m in held_items.items() if m == str(manifest["model_version"])} - set(items)
+            # (entries that arrived are in held_items already, inserted above under this manifest's model)
+            lacking = needed - {i for i, m in held_items.items() if m == str(manifest["model_version"])}
             # The live state holds every event the server acknowledged; events
             # still in the outbox are folded again on top of it.
             for uid, state in states.items():

@@ -19,7 +19,6 @@ is older gets a full snapshot (docs/sync-protocol.md).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import shutil
 import time
@@ -27,7 +26,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from exporter.signing import init_keys, load_private, sign
+from exporter.signing import init_keys, load_private
 from shared import wire
 from shared.features import DECAY, TYPE_WEIGHTS, user_vector
 
@@ -75,7 +74,7 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         scores = ranker.score(uv, ids)
         order = np.lexsort((ids, -scores))  # best first, ties by id
         raw = wire.pack_candidates_raw(ids[order], scores[order])
-        digest = hashlib.sha256(raw).digest()
+        digest = wire.sha256_digest(raw)
         t0 = time.perf_counter()
         sigs[user_id] = signer.sign(wire.record_message(version, user_id, digest))
         sign_seconds += time.perf_counter() - t0
@@ -127,7 +126,7 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     }
     body = wire.canonical_json(manifest)
     (out / "manifest.json").write_bytes(body)
-    (out / "manifest.sig").write_text(base64.b64encode(sign(body, home.keys)).decode() + "\n")
+    (out / "manifest.sig").write_text(base64.b64encode(signer.sign(body)).decode() + "\n")
     store.set_meta("bundle_version", str(version))
     # Compaction only after the version moved: until then the previous version's signatures are
     # served. A cursor older than keep_from gets a snapshot; one in [keep_from, version] finds its base

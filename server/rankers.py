@@ -101,6 +101,9 @@ class VersionRanker:
     ranker: Ranker
     native: bool  # the store's catalogue and user states are this version's
     vectors: dict[int, np.ndarray] | None = None  # by item id, to fold recent events (not native)
+    # The store catalogue it was built on: held so that catalogue's id() cannot be reused by a newer
+    # one while this entry is cached, and checked on each hit.
+    base: Catalogue | None = None
 
     def user_vector(self, ctx) -> np.ndarray | None:
         """The user's vector in this version's space; None for a user with no weighted event yet."""
@@ -132,11 +135,11 @@ class Rankers:
         rules = rules or self.rules
         key = (version, id(catalogue), native, id(rules))
         vr = self._rankers.get(key)
-        if vr is not None:
+        if vr is not None and vr.base is catalogue:
             return vr
         with self._lock:
             vr = self._rankers.get(key)
-            if vr is None:
+            if vr is None or vr.base is not catalogue:
                 vr = self._build(version, catalogue, native, rules)
                 self._rankers[key] = vr
                 while len(self._rankers) > self.keep:
@@ -151,10 +154,11 @@ class Rankers:
         if session is None:
             session = self._sessions[str(path)] = onnx_session(path)
         if native:
-            return VersionRanker(version, Ranker(catalogue, session, self.n_candidates, rules=rules), True)
+            return VersionRanker(version, Ranker(catalogue, session, self.n_candidates, rules=rules), True,
+                                 base=catalogue)
         if version not in self._vectors:
             self._vectors[version] = version_vectors(self.home.model_dir(version))
         ids, vecs = self._vectors[version]
         cat = catalogue_for(catalogue, ids, vecs)
         return VersionRanker(version, Ranker(cat, session, self.n_candidates, rules=rules), False,
-                             {int(i): v for i, v in zip(ids, vecs)})
+                             {int(i): v for i, v in zip(ids, vecs)}, base=catalogue)

@@ -31,6 +31,7 @@ from .catalogue import Catalogue, CatalogueCache
 from .config import Config
 from .home import Home
 from .monitoring import shadow as shadow_mod
+from .monitoring.canary import in_canary
 from .monitoring.registry import Registry
 from .rankers import Rankers, VersionRanker
 from .ranking import Ranker, Ranking, Rules, Signals, popular
@@ -144,22 +145,22 @@ class Serving:
             self._routing, self._registry_stamp = data, stamp
         return self._routing
 
-    def live_version(self) -> str:
+    def live_version(self, data: dict | None = None) -> str:
         """The registry's live version when it has one this server can load, else the store's model."""
-        live = Registry.route({"versions": self.routing().get("versions", {})}, "")
+        live = Registry.live_of(self.routing() if data is None else data)
         if live and live != self.model_version and not self.rankers.available(live):
             log.warning("registry's live model %s has no exported ranker here; serving %s", live, self.model_version)
             return self.model_version
         return live or self.model_version
 
-    def model_for(self, user_id: str) -> str:
-        """The version that answers this user: the rollout's canary if they hash into it, else live."""
-        data = self.routing()
-        version = Registry.route(data, user_id, None)
+    def model_for(self, user_id: str, data: dict | None = None) -> str:
+        """The version that answers this user: the rollout's canary if they hash into it, else live.
+        `data`: the registry as `routing()` last read it (a request passes what `refresh` read)."""
+        data = self.routing() if data is None else data
         ro = data.get("rollout")
-        if ro and version == ro["version"] and self.rankers.available(version):
-            return version
-        return self.live_version()
+        if ro and in_canary(user_id, ro["rollout_id"], ro["share"]) and self.rankers.available(ro["version"]):
+            return ro["version"]
+        return self.live_version(data)
 
     def version_ranker(self, version: str) -> VersionRanker:
         cat = self.catalogues.get()
@@ -177,7 +178,7 @@ class Serving:
     def recommend(self, user_id: str, k: int, attrs: dict[str, str] | None = None) -> Recommendation:
         """Personal ranking if the user has a state; else their segment's vector; else popular items."""
         self.refresh()
-        version = self.model_for(user_id)
+        version = self.model_for(user_id, self._routing)  # refresh() has just read the registry
         vr = self.version_ranker(version)
         ranker = vr.ranker
         ctx = self.store.user_context(user_id, self.catalogue.dim)

@@ -137,15 +137,14 @@ def _dumps(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _entry(user_id: str, row: RecordRow, sig: bytes, held: RecordRow | None, version: int) -> dict:
-    """One user's part of the answer: "same", "delta" or "full", each with this version's signature."""
+def _entry(row: RecordRow, sig: bytes, held: RecordRow | None, raw: bytes | None, held_raw: bytes | None) -> dict:
+    """One user's part of the answer: "same", "delta" or "full", each with this version's signature.
+    `raw`, `held_raw`: the two records decompressed (None when one does not decode: then no delta)."""
     out = {"sha256": row.sha256.hex(), "sig": base64.b64encode(sig).decode()}
     if held is not None and held.sha256 == row.sha256:
         return {"kind": "same", **out}
-    if held is not None:
-        # The server's own rows: bounded by the general cap, not the device's record cap
-        # (a record past that is the device's to refuse, with a clear reason).
-        delta = wire.make_delta(wire.decompress(held.blob), wire.decompress(row.blob))
+    if held is not None and raw is not None and held_raw is not None:
+        delta = wire.make_delta(held_raw, raw)
         if len(delta) < len(row.blob):
             return {"kind": "delta", **out, "base_version": held.version, "base_sha256": held.sha256.hex(),
                     "data": base64.b64encode(delta).decode()}
@@ -193,8 +192,9 @@ def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[st
         if u not in sigs:
             built[u] = None
             continue
-        built[u] = (_dumps(u) + b":" + _dumps(_entry(u, current[u], sigs[u], held.get(u), version)),
-                    tuple(item_entries.select(items, _list(current[u]), _list(held[u]) if u in held else None,
+        raw, held_raw = _raw(current[u]), _raw(held[u]) if u in held else None  # each decompressed once
+        built[u] = (_dumps(u) + b":" + _dumps(_entry(current[u], sigs[u], held.get(u), raw, held_raw)),
+                    tuple(item_entries.select(items, _ids(raw), _ids(held_raw) if u in held else None,
                                               cursors[u] if u in held else 0)))
     with _LOCK:
         for u, frag in built.items():
@@ -205,10 +205,21 @@ def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[st
     return out
 
 
-def _list(row: RecordRow) -> list[int]:
-    """A stored record's item ids; none when it does not decode (the device refuses such a record anyway)."""
+def _raw(row: RecordRow) -> bytes | None:
+    """A stored record decompressed; None when it does not decode. The server's own rows: bounded by
+    the general cap, not the device's record cap (a record past that is the device's to refuse)."""
     try:
-        return wire.unpack_candidates_raw(wire.decompress(row.blob))[0].tolist()
+        return wire.decompress(row.blob)
+    except IntegrityError:
+        return None
+
+
+def _ids(raw: bytes | None) -> list[int]:
+    """A record's item ids; none when it does not decode (the device refuses such a record anyway)."""
+    if raw is None:
+        return []
+    try:
+        return wire.unpack_candidates_raw(raw)[0].tolist()
     except IntegrityError:
         return []
 

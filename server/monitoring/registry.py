@@ -32,6 +32,8 @@ from pathlib import Path
 
 from shared.errors import ValidationError
 
+from .canary import in_canary
+
 STATES = ("candidate", "canary", "live", "retired")
 _LOCK = threading.Lock()
 
@@ -136,7 +138,7 @@ class Registry:
             n = sum(1 for h in data["history"] if h["version"] == version and h["event"].startswith("canary"))
             rec["state"], rec["updated_at"] = "canary", time.time()
             data["rollout"] = {"rollout_id": f"{version}-canary-{n + 1}", "version": version, "share": share,
-                               "control": next((k for k, v in data["versions"].items() if v["state"] == "live"), None),
+                               "control": self.live_of(data),
                                "started_at": time.time(), "decisions": [],
                                "stage_started_at": time.time(), "stage_from": int(log_position)}
             data["history"].append({"at": time.time(), "version": version, "event": f"canary at {share:.0%}"})
@@ -245,11 +247,14 @@ class Registry:
     def route(data: dict, user_id: str, default: str | None = None) -> str | None:
         """The version to serve this user from a loaded registry: the canary's if the user hashes
         into it, else the live one (`default` when none is registered)."""
-        from .canary import in_canary
-
         ro = data.get("rollout")
         if ro and in_canary(user_id, ro["rollout_id"], ro["share"]):
             return ro["version"]
+        return Registry.live_of(data, default)
+
+    @staticmethod
+    def live_of(data: dict, default: str | None = None) -> str | None:
+        """The live version of a loaded registry (`default` when none is)."""
         return next((k for k, v in data.get("versions", {}).items() if v["state"] == "live"), default)
 
     def model_for(self, user_id: str) -> str | None:

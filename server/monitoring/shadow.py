@@ -40,6 +40,8 @@ import numpy as np
 from exporter.agreement import kendall_tau
 from shared.schemas import Event
 
+from .canary import bucket
+
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 64  # comparisons waiting for the shadow thread before new ones are dropped
@@ -145,8 +147,6 @@ class ShadowRunner:
     @staticmethod
     def sampled(user_id: str, salt: str, share: float) -> bool:
         """Is this user in the shadow's sample (stable for the shadow's life, like a canary arm)?"""
-        from .canary import bucket
-
         return share >= 1 or bucket(user_id, salt) < share
 
     def submit(self, target: ShadowLog, job: Callable[[], Comparison | None]) -> bool:

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from server import item_entries  # noqa: E402
-from server.api.sync import _entry, snapshot_reason  # noqa: E402
+from server.api.sync import _entry, _ids, _raw, snapshot_reason  # noqa: E402
 from server.stores.base import RecordRow  # noqa: E402
 from shared import wire  # noqa: E402
 from shared.features import DECAY, TYPE_WEIGHTS, UserState  # noqa: E402
@@ -150,9 +150,9 @@ class World:
                 continue
             sig = self.sign(version, uid, row.sha256)
             held = self.record_at(uid, cursor) if reason is None and uid not in without else None
-            records[uid] = _entry(uid, row, sig, held, version)
-            ids = lambda r: wire.unpack_candidates_raw(wire.decompress(r.blob))[0].tolist()  # noqa: E731
-            send.update(item_entries.select(self.items, ids(row), ids(held) if held else None,
+            raw, held_raw = _raw(row), _raw(held) if held else None
+            records[uid] = _entry(row, sig, held, raw, held_raw)
+            send.update(item_entries.select(self.items, _ids(raw), _ids(held_raw) if held else None,
                                             cursor if held else 0))
         pop_cursor = 0 if reason is not None else min(cursor, version)
         send.update(item_entries.select(self.items, self.popular, self.popular if pop_cursor else None, pop_cursor))
