@@ -170,11 +170,16 @@ def parity_inputs(tm: TorchModel, cases: Sequence[Case], n_candidates: int = 200
     return held, held, [(r[3], ["click"] * len(r[3])) for r in rows]
 
 
+def live_version(store, registry: Registry) -> str | None:
+    """The live version: the registry's, else the store's current model."""
+    return registry.live() or store.get_meta("current_model")
+
+
 def live_model(home, store, registry: Registry) -> tuple[str | None, TorchModel | None, dict]:
     """The live version (registry, else the store's current model), loaded, and its registry record."""
     from . import model as model_io
 
-    version = registry.live() or store.get_meta("current_model")
+    version = live_version(store, registry)
     if not version:
         return None, None, {}
     try:
@@ -316,7 +321,10 @@ def drift_check(home, current_days: float = DEFAULT_CURRENT_DAYS, window_days: f
     store = store or home.store()
     events = read_log(store) if events is None else events
     end = resolve_end(events, as_of)
-    _parent, _live, rec = live_model(home, store, Registry(home.root))
+    # Only the live version's registry record (its training window) is needed: no model load.
+    registry = Registry(home.root)
+    version = live_version(store, registry)
+    rec = registry.versions().get(version, {}) if version else {}
     ref_w, cur_w = drift_windows(end, current_days, window_days, rec)
     cats = {it.item_id: it.category for it in store.items()}
     return drift.check_drift(in_window(events, *ref_w), in_window(events, *cur_w), cats)

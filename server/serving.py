@@ -118,7 +118,9 @@ class Serving:
         if (model_version, id(cat)) != self._ranker_key:
             with self._lock:
                 if (model_version, id(cat)) != self._ranker_key:
-                    version = self.home.current_model(self.store)  # ModelError (503) when none is trained
+                    # The catalogue's own model, so version and catalogue cannot come from two reads
+                    # a re-base fell between; with none, current_model raises ModelError (503).
+                    version = model_version or self.home.current_model(self.store)
                     self.ranker = self.rankers.get(version, cat, True, self.rules).ranker
                     self.model_version, self._ranker_key = version, (model_version, id(cat))
         self.routing()

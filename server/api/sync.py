@@ -27,7 +27,7 @@ from shared.wire import pack_state, parse_manifest
 
 from .. import item_entries
 from ..auth import current_device, rate_limit
-from ..stores.base import RecordRow
+from ..stores.base import RECORDS_EPOCH, RecordRow
 from .params import int_arg
 
 bp = Blueprint("sync", __name__)
@@ -105,7 +105,7 @@ def get_sync():
     history_from = int(serving.store.get_meta("records_history_from", "1") or 1)
     reason = snapshot_reason(cursor, history_from, version)
     cursors = {u: 0 if reason is not None or u in without else min(cursor, version) for u in users}
-    frags = _entries(serving.store, (mkey, serving.store.get_meta("records_epoch", "")), version, users, cursors,
+    frags = _entries(serving.store, (mkey, serving.store.get_meta(RECORDS_EPOCH, "")), version, users, cursors,
                      items.entries)
     records = [f[0] for f in frags.values() if f is not None]
     # Item entries: each listed user's candidates the device lacks at this revision, the popular list's

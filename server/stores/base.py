@@ -28,6 +28,7 @@ CONSUMED_TYPES = ("click", "add_to_cart", "purchase")
 RECENT_DTYPE = np.dtype([("ts", "<f8"), ("item", "<i4"), ("type", "u1")])
 TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
 NO_ITEM = 0  # item ids start at 1 (shared.schemas), so 0 marks "no item" (a search)
+RECORDS_EPOCH = "records_epoch"  # meta key renewed by every put_records: what cached sync answers are keyed by
 
 
 @dataclass(frozen=True)

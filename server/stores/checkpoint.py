@@ -82,7 +82,10 @@ class Checkpointer:
         except sqlite3.Error as exc:
             log.warning("WAL checkpointer for %s stopped: %s", self.path, exc)
         finally:
-            os.close(fd)  # releases the flock
+            # Unlock before closing: a child forked meanwhile holds a copy of this descriptor, and
+            # closing ours alone would leave the flock held until that child exits.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def _loop(self, conn: sqlite3.Connection) -> None:
         seen, idle_since = None, time.monotonic()

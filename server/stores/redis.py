@@ -29,7 +29,7 @@ from shared.errors import PocketrankError
 from shared.features import UserState
 from shared.schemas import Event, Item
 
-from .base import (LogEntry, RecordRow, Store, Updates, UserContext, UserRecord, pack_recent,
+from .base import (RECORDS_EPOCH, LogEntry, RecordRow, Store, Updates, UserContext, UserRecord, pack_recent,
                    unpack_recent)
 
 log = logging.getLogger(__name__)
@@ -413,7 +413,7 @@ class RedisStore(Store):
             self.r.hset(self.k("rsig", version), mapping=sigs)
             self.r.sadd(self.k("rsigv"), version)
         # Sync answers are cached per epoch (server/api/sync.py): any write to the log starts a new one.
-        self.set_meta("records_epoch", os.urandom(8).hex())
+        self.set_meta(RECORDS_EPOCH, os.urandom(8).hex())
 
     def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:
         with self.r.pipeline(transaction=False) as p:

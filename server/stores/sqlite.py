@@ -30,7 +30,7 @@ import numpy as np
 from shared.features import UserState
 from shared.schemas import Event, Item
 
-from .base import (LogEntry, RecordRow, Store, Updates, UserContext, UserRecord, pack_recent,
+from .base import (RECORDS_EPOCH, LogEntry, RecordRow, Store, Updates, UserContext, UserRecord, pack_recent,
                    unpack_recent)
 from .checkpoint import checkpointer
 
@@ -484,7 +484,7 @@ class SQLiteStore(Store):
             db.executemany("INSERT OR REPLACE INTO record_sigs VALUES (?, ?, ?)",
                            [(version, u, s) for u, s in sigs.items()])
             # Sync answers are cached per epoch (server/api/sync.py): any write to the log starts a new one.
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('records_epoch', ?)", (os.urandom(8).hex(),))
+            self.set_meta(RECORDS_EPOCH, os.urandom(8).hex(), db)
 
     def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:
         out = {}
