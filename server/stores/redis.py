@@ -443,14 +443,27 @@ class RedisStore(Store):
             if int(v) < keep_from:
                 self.r.delete(self.k("rsig", int(v)))
                 self.r.srem(self.k("rsigv"), v)
+        # Two pipelined round trips per chunk of users (their version lists, then the deletions),
+        # not two per user: at 100,000 users the per-user loop was ~200,000 round trips.
         deleted = 0
-        for u in self.r.hkeys(self.k("rhead")):
-            key = self.k("rlog", u.decode())
-            versions = sorted(int(v) for v in self.r.hkeys(key))
-            floor = max((v for v in versions if v <= keep_from), default=None)
-            old = [str(v) for v in versions if floor is not None and v < floor]
-            if old:
-                deleted += self.r.hdel(key, *old)
+        users = [u.decode() for u in self.r.hkeys(self.k("rhead"))]
+        for at in range(0, len(users), 1000):
+            keys = [self.k("rlog", u) for u in users[at:at + 1000]]
+            pipe = self.r.pipeline(transaction=False)
+            for key in keys:
+                pipe.hkeys(key)
+            drops = []
+            for key, raw in zip(keys, pipe.execute()):
+                versions = sorted(int(v) for v in raw)
+                floor = max((v for v in versions if v <= keep_from), default=None)
+                old = [str(v) for v in versions if floor is not None and v < floor]
+                if old:
+                    drops.append((key, old))
+            if drops:
+                pipe = self.r.pipeline(transaction=False)
+                for key, old in drops:
+                    pipe.hdel(key, *old)
+                deleted += sum(pipe.execute())
         return deleted
 
 
