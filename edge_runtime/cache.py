@@ -59,6 +59,9 @@ class Snapshot:
     popular: list[int] = field(default_factory=list)
     synced_at: float | None = None
     ranker_sha: str | None = None
+    # (version, model) it was read at: two variants of one version (docs/sync-protocol.md, "Canary variants")
+    # differ in model, so a switch by another process (the CLI) is seen too.
+    key: tuple = ()
 
     @property
     def dim(self) -> int | None:
@@ -203,17 +206,19 @@ class DeviceCache:
 
     def snapshot(self) -> Snapshot:
         """The held bundle's manifest and derived facts; reloaded when the held version changes,
-        also when another process (the CLI) synced the same database."""
-        version = self.version
+        also when another process (the CLI) synced the same database, or switched it to another variant."""
+        held = dict(self.query("SELECT key, value FROM meta WHERE key IN ('bundle_version', 'bundle_model')"))
+        version = int(held.get("bundle_version") or 0)
+        key = (version, held.get("bundle_model"))
         snap = self._snapshot
-        if snap is not None and snap.version == version:
+        if snap is not None and snap.key == key:
             return snap
         meta = dict(self.query(
             "SELECT key, value FROM meta WHERE key IN ('manifest', 'categories', 'popular', 'synced_at')"))
         row = self.query_one("SELECT sha256 FROM artifacts WHERE name = 'ranker'")
         snap = Snapshot(version, json.loads(meta.get("manifest") or "{}"), json.loads(meta.get("categories") or "[]"),
                         json.loads(meta.get("popular") or "[]"),
-                        float(meta["synced_at"]) if meta.get("synced_at") else None, row[0] if row else None)
+                        float(meta["synced_at"]) if meta.get("synced_at") else None, row[0] if row else None, key)
         self._snapshot = snap
         return snap
 

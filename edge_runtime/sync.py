@@ -21,6 +21,13 @@ records and states only, when its manifest is byte for byte the held, signed one
 wifi_only: a newer version whose model (ranker or encoder) the device does not
 hold is left pending as a whole while models may not be downloaded; the held
 version, model and lists together, keeps serving (docs/sync-protocol.md, "wifi_only").
+
+Canary variants (docs/sync-protocol.md, "Canary variants"): a version may come in variants that differ
+in model (a canary's). A device holding a variant names its model (`model=`); the first answer of a
+sync may switch it to another variant of the held version (a canary starting, a rollback, a promotion):
+a manifest of the held version is accepted when it is signed and names another model, and applied
+whole. A later round's answer with another variant of the held version (its users route otherwise:
+a mixed device) gives its records only: its item entries and states are another model's.
 """
 
 from __future__ import annotations
@@ -85,7 +92,7 @@ class Syncer:
         if first:
             answer = self._request(first, cursor=held, without=without)
             if answer is not None:
-                self._apply(answer, result, same_version_ok=bool(without))
+                self._apply(answer, result, same_version_ok=bool(without), switch_ok=True)
         # Each round either gives a chunk its records or marks its users unknown at
         # this version; a newer version arriving mid-way starts the rounds over.
         for _ in range(4 * (len(users) // self.users_per_request + 1)):
@@ -119,6 +126,11 @@ class Syncer:
             headers = None
         params = {"cursor": cursor, "users": ",".join(users), **({"without": ",".join(without)} if without else {}),
                   **({"items": ",".join(map(str, lacking))} if lacking else {})}
+        snap = self.cache.snapshot()
+        if snap.manifest.get("rollout") and snap.model_version:
+            # A canary variant held: the server cannot tell it from the live model of the cursor's bundle
+            # (which it assumes when `model` is absent), so the device names it.
+            params["model"] = str(snap.model_version)
         for attempt in range(3):
             try:
                 status, body = self.transport.get_json("/v1/sync", timeout=self.timeout, headers=headers,
@@ -159,15 +171,29 @@ class Syncer:
 
     # --- verify ---
 
-    def _verify_manifest(self, body: dict, same_version_ok: bool) -> tuple[bytes, dict, bool]:
+    def _verify_manifest(self, body: dict, same_version_ok: bool, switch_ok: bool = False) -> tuple[bytes, dict, str]:
+        """(manifest bytes, manifest, how it applies): "new" (a newer version), "same" (the held manifest again:
+        records and states), "switch" (another variant of the held version, first round: applied whole) or
+        "foreign" (another variant of the held version in a later round: its records only)."""
         try:
             manifest_bytes = base64.b64decode(body["manifest"], validate=True)
         except (KeyError, TypeError, binascii.Error) as exc:
             raise IntegrityError("sync answer has no readable manifest") from exc
         held = self.cache.version
-        same = same_version_ok and held > 0 and manifest_bytes == (self.cache.get("manifest") or "").encode()
-        manifest = verify_manifest(manifest_bytes, body.get("signature", ""), self.public_key,
-                                   held - 1 if same else held, now=self.clock())
+        held_bytes = (self.cache.get("manifest") or "").encode()
+        same = same_version_ok and held > 0 and manifest_bytes == held_bytes
+        try:  # unverified, only to pick the rollback floor; what is accepted is decided after the signature
+            peeked = wire.parse_manifest(manifest_bytes).get("version")
+        except IntegrityError:
+            peeked = None
+        floor = held - 1 if held > 0 and (same or peeked == held) else held
+        manifest = verify_manifest(manifest_bytes, body.get("signature", ""), self.public_key, floor, now=self.clock())
+        mode = "same" if same else "new"
+        if manifest["version"] == held and not same:
+            # The held version again, signed: another variant of it when it names another model, else a replay.
+            if manifest_bytes == held_bytes or manifest.get("model_version") == self.cache.snapshot().model_version:
+                raise SignatureError(f"bundle version {held} is not newer than the held {held}: rollback refused")
+            mode = "switch" if switch_ok else "foreign"
         missing = [n for n in REQUIRED_ARTIFACTS if n not in manifest["artifacts"]]
         if missing:
             raise IntegrityError(f"bundle {manifest['version']} lacks artifacts {missing}; the server must republish")
@@ -177,7 +203,7 @@ class Syncer:
                                  f"decay {DECAY} and {dict(TYPE_WEIGHTS)}: update the app")
         if not isinstance(manifest.get("embedding_dim"), int) or manifest["embedding_dim"] <= 0:
             raise IntegrityError("manifest embedding_dim must be a positive integer")
-        return manifest_bytes, manifest, same
+        return manifest_bytes, manifest, mode
 
     def _held_raw(self, user_id: str) -> bytes | None:
         """The raw PRC2 record the device holds for the user; None if none, or if it no longer decodes."""
@@ -295,9 +321,15 @@ class Syncer:
 
     # --- apply ---
 
-    def _apply(self, body: dict, result: SyncResult, same_version_ok: bool) -> None:
-        manifest_bytes, manifest, same = self._verify_manifest(body, same_version_ok)
+    def _apply(self, body: dict, result: SyncResult, same_version_ok: bool, switch_ok: bool = False) -> None:
+        manifest_bytes, manifest, mode = self._verify_manifest(body, same_version_ok, switch_ok)
+        # "foreign": another variant's answer in a later round; its records are the held version's (they carry
+        # no model), its item entries and states another model's: only the records are taken.
+        same, foreign = mode in ("same", "foreign"), mode == "foreign"
+        model = str(self.cache.snapshot().model_version if foreign else manifest["model_version"])
         version, dim = manifest["version"], manifest["embedding_dim"]
+        if foreign:
+            dim = self.cache.snapshot().dim or dim
         arts = manifest["artifacts"]
         held_shas = self.cache.artifact_shas()
         for name, art in arts.items():
@@ -307,7 +339,7 @@ class Syncer:
         records, carried, need_full = self._records(body, version, self._asked)
         # Each item entry is checked (signature under this manifest's model, layout, dim, caps) before
         # anything is downloaded or written; one bad entry refuses the answer.
-        items = verify_items(body.get("items"), str(manifest["model_version"]), dim, self.public_key)
+        items = {} if foreign else verify_items(body.get("items"), model, dim, self.public_key)
         if not same and not self.models_allowed:
             models = [n for n in MODEL_ARTIFACTS if n in arts and arts[n]["sha256"] != held_shas.get(n)
                       and not self.cache.files.has(arts[n]["sha256"], arts[n]["length"])]
@@ -322,7 +354,7 @@ class Syncer:
         if not same:
             for name, art in arts.items():
                 parts[name] = self._artifact(name, art, body.get("artifacts"), result)
-        states = self._states(body, dim)
+        states = {} if foreign else self._states(body, dim)
         ranker = None
         if not same and arts["ranker"]["sha256"] != self.slot.sha:
             # Refuse a bad model before anything is applied; the one in use stays.
@@ -336,14 +368,15 @@ class Syncer:
                 "INSERT OR REPLACE INTO items (item_id, vector, title, category, price, in_stock, sha256, model) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i, it.vector.astype("<f4").tobytes(), it.title, it.category, it.price, int(it.in_stock), it.sha256,
-                  str(manifest["model_version"])) for i, it in items.items()])
+                  model) for i, it in items.items()])
             if not same:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('popular', ?)",
                              (json.dumps([int(i) for i in manifest["popular"]]),))
                 conn.execute("DELETE FROM artifacts")
                 conn.executemany("INSERT INTO artifacts (name, sha256, length) VALUES (?, ?, ?)",
                                  [(n, a["sha256"], a["length"]) for n, a in arts.items()])
-                for key, value in (("bundle_version", str(version)), ("manifest", manifest_bytes.decode())):
+                for key, value in (("bundle_version", str(version)), ("manifest", manifest_bytes.decode()),
+                                   ("bundle_model", model)):  # the snapshot's key with the version (cache.py)
                     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('synced_at', ?)", (str(now),))
             conn.executemany("INSERT OR REPLACE INTO candidates (user_id, blob, version, received_at) "
@@ -361,7 +394,7 @@ class Syncer:
             lists = held_lists(conn.execute("SELECT user_id, blob FROM candidates").fetchall())
             needed = set(int(i) for i in manifest["popular"]).union(*lists.values())
             held_items = dict(conn.execute("SELECT item_id, model FROM items").fetchall())
-            drop = [(i,) for i, m in held_items.items() if i not in needed or m != str(manifest["model_version"])]
+            drop = [(i,) for i, m in held_items.items() if i not in needed or m != model]
             conn.executemany("DELETE FROM items WHERE item_id = ?", drop)
             touched = set(items) | {i for (i,) in drop}
             if touched:
@@ -374,7 +407,7 @@ class Syncer:
             repack(conn, sorted(set(records) | {u for u, ids in lists.items() if touched & ids}), table,
                    skip_damaged=True)
             # (entries that arrived are in held_items already, inserted above under this manifest's model)
-            lacking = needed - {i for i, m in held_items.items() if m == str(manifest["model_version"])}
+            lacking = needed - {i for i, m in held_items.items() if m == model}
             # The live state holds every event the server acknowledged; events
             # still in the outbox are folded again on top of it.
             for uid, state in states.items():

@@ -263,7 +263,10 @@ def features(home: Path | None, as_of: str, profiles: str) -> None:
 @click.option("--seed", default=42, show_default=True)
 @click.option("--if-drift", is_flag=True, help="Check drift first; retrain only if the decision is 'act'.")
 @click.option("--current-days", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="With --if-drift: the current window compared with the live model's training window.")
+              help="With --if-drift: the current window (the trailing days) compared with the live model's "
+                   "training window. Run the job more often than that (say every 6 h) to act as soon as the "
+                   "evidence suffices; a window overlapping the training window of the live model (or of a "
+                   "drift candidate awaiting its canary) is skipped.")
 @click.option("--half-life-days", default=None, type=click.FloatRange(min=0),
               show_default="none",
               help="Recency weighting: a training event's loss weight is 0.5 ** (age in days / this); 0: none. "
@@ -374,6 +377,10 @@ def canary_start(home: Path | None, version: str, share: float) -> None:
     except PocketrankError as exc:
         _fail(exc)
     click.echo(f"rollout {ro['rollout_id']}: {version} to {share:.1%} of users, control {ro['control']}")
+    built = ro.get("device_variant")
+    if built:  # devices get the canary through bundle N's canary variant (docs/sync-protocol.md, "Canary variants")
+        click.echo(f"devices: bundle {built['bundle_version']}'s canary variant "
+                   + (f"failed: {built['error']}" if built.get("status") == "failed" else "built"))
 
 
 @canary.command("check")

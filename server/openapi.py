@@ -125,6 +125,10 @@ def document() -> dict:
                     {"name": "items", "in": "query", "required": False,
                      "description": "item ids the device lacks (at most 2,000): their entries are sent whatever the cursor",
                      "schema": {"type": "string", "pattern": r"^-?[0-9]{1,10}(,-?[0-9]{1,10}){0,1999}$"}},
+                    {"name": "model", "in": "query", "required": False,
+                     "description": "the model_version of the manifest the device holds; sent when it holds a "
+                                    "canary variant (absent: the live model of the cursor's bundle)",
+                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.:+@\-]{0,254}$"}},
                     {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
                 ],
                 "responses": {"200": _json({"type": "object",
@@ -162,6 +166,21 @@ def document() -> dict:
                               "304": {"description": "not modified"},
                               "416": {"description": "range not satisfiable"},
                               **_errors(404)}}},
+            "/v1/artifacts/{version}/canary/{model}/{name}": {"get": {
+                "operationId": "getVariantArtifact",
+                "description": "an artifact of bundle version's canary variant for model (docs/sync-protocol.md)",
+                "parameters": [{"name": "version", "in": "path", "required": True,
+                                "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
+                               {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "name", "in": "path", "required": True, "schema": ID},
+                               {"name": "Range", "in": "header", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the artifact's bytes",
+                                      "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                          "format": "binary"}}}},
+                              "206": {"description": "a byte range of the artifact"},
+                              "304": {"description": "not modified"},
+                              "416": {"description": "range not satisfiable"},
+                              **_errors(400, 404)}}},
             "/v1/items": {"post": {
                 "operationId": "upsertItems", "security": [{"operator": []}, {}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {

@@ -19,7 +19,6 @@ is older gets a full snapshot (docs/sync-protocol.md).
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import time
 
@@ -33,7 +32,7 @@ from shared.features import DECAY, TYPE_WEIGHTS, user_vector
 from .config import Config
 from .home import Home
 from .stores.base import RecordRow
-from . import item_entries
+from . import item_entries, variants
 from .catalogue import load_catalogue
 from .ranking import Ranker, popular
 
@@ -87,14 +86,12 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     # Item entries: one signed PRI1 entry per catalogue item, sent to a device only for the items its
     # lists (and the popular list) reference. An entry unchanged since the previous bundle of the same
     # model keeps its signature and `changed` version, so devices that hold it are not sent it again.
-    prev_dir = home.bundle_dir(version - 1)
-    try:
-        prev_model = parse_prev_model(prev_dir)
-    except (OSError, ValueError):
-        prev_model = None
+    # (After a canary's promotion, the previous bundle's variant of this model is the previous bundle:
+    # the devices that held it keep their entries; server/variants.py.)
+    previous, prev_model = variants.previous_live_entries(home, version, model_version)
     meta = {it.item_id: it.to_dict() for it in store.items()}
     entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, version, signer.sign,
-                                         item_entries.load(prev_dir / item_entries.ITEMS_FILE), prev_model)
+                                         previous, prev_model)
     item_entries.save(out / item_entries.ITEMS_FILE, entries)
     items_changed = sum(1 for e in entries.values() if e.changed == version)
     artifacts = {
@@ -127,6 +124,9 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     body = wire.canonical_json(manifest)
     (out / "manifest.json").write_bytes(body)
     (out / "manifest.sig").write_text(base64.b64encode(signer.sign(body)).decode() + "\n")
+    # A running canary gets its variant of this version before the version is served, so canary users'
+    # devices move from the canary at version - 1 to the canary at version, never through the live model.
+    variant = variants.build_for_rollout(home, version, store=store, signer=signer)
     store.set_meta("bundle_version", str(version))
     # Compaction only after the version moved: until then the previous version's signatures are
     # served. A cursor older than keep_from gets a snapshot; one in [keep_from, version] finds its base
@@ -145,10 +145,5 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         "sign_us_per_record": sign_seconds / len(sigs) * 1e6 if sigs else 0.0,
         "bytes": {name: len(d) for name, d in artifacts.items()},
         "record_bytes_mean": float(np.mean(sizes)) if sizes else 0.0,
+        **({"canary_variant": variant} if variant else {}),
     }
-
-
-def parse_prev_model(bundle) -> str | None:
-    """The model version of a published bundle (None if it has no manifest)."""
-    path = bundle / "manifest.json"
-    return json.loads(path.read_bytes()).get("model_version") if path.exists() else None

@@ -106,9 +106,11 @@ function render(m) {
   document.getElementById("sync-table").innerHTML =
     `<tr><th>at</th><th>sync</th><th>downloaded</th><th>took</th></tr>` + rows.join("");
   const same = srv.model_version && srv.model_version === dev.model_version && srv.bundle_version === dev.bundle_version;
-  const canary = srv.canary
-    ? pill(typeof srv.canary === "string" ? srv.canary : JSON.stringify(srv.canary), "warn")
-    : pill("not reported: the server has no canary releases yet");
+  // The rollout as the server's own monitoring reports it (/v1/metrics/summary), not /healthz.
+  const ro = (m.server_monitoring || {}).canary;
+  const canary = ro
+    ? pill(`${ro.version} to ${Math.round(ro.share * 100)}% of users, ${ro.looks} look(s)`, "warn")
+    : pill(m.server_monitoring && !m.server_monitoring.error ? "none running" : "unknown: server monitoring unreachable");
   dl(document.getElementById("versions"), [
     ["server", srv.status === "ok" ? pill("healthy", "ok") : pill(srv.status || "unknown", "warn")],
     ["server model", srv.model_version || "–"],

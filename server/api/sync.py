@@ -8,12 +8,19 @@ signed entry per item, only for the items of the users' lists (and the popular
 list) that the device does not hold at their current revision. The model files are fetched separately
 (with HTTP Range, so they resume) and only when their sha256 differs from what
 the device holds. The protocol is docs/sync-protocol.md.
+
+While a canary runs, a bundle version may have canary variants (server/variants.py): the answer's
+manifest, item entries and live states are those of the variant chosen for the listed users, and the
+device says which model it holds (`model=`), so a switch between variants of one version (a canary
+starting, a rollback, a promotion) reaches it without waiting for the next publish.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,16 +28,19 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, abort, current_app, request, send_file
 
 from shared import wire
-from shared.errors import IntegrityError, ValidationError
+from shared.errors import IntegrityError, PocketrankError, ValidationError
 from shared.schemas import check_id
 from shared.wire import pack_state, parse_manifest
 
-from .. import item_entries
+from shared.features import fold_events
+
+from .. import item_entries, variants
 from ..auth import current_device, rate_limit
 from ..stores.base import RECORDS_EPOCH, RecordRow
 from .params import int_arg
 
 bp = Blueprint("sync", __name__)
+log = logging.getLogger(__name__)
 
 
 def _users(limit: int) -> list[str]:
@@ -70,6 +80,12 @@ def _lacking() -> list[int]:
     return ids
 
 
+def _held_model() -> str | None:
+    """The model the device holds (`model=`); None when it does not say (then: its cursor's bundle's live one)."""
+    raw = request.args.get("model")
+    return None if raw is None else variants.check_model("model", raw)
+
+
 def snapshot_reason(cursor: int, history_from: int, version: int) -> str | None:
     """Why this answer is a snapshot (every record whole), or None when deltas against the cursor can go."""
     if cursor == 0:
@@ -88,6 +104,7 @@ def get_sync():
     users = _users(config.max_users_per_sync)
     without = _without(users)
     lacking = _lacking()
+    held_model = _held_model()
     device = current_device()
     if device is not None:
         device.check_users(users)  # a device only ever receives its own users' lists
@@ -95,28 +112,43 @@ def get_sync():
     version = serving.bundle_version
     if version == 0:
         abort(503, description="nothing published yet; run `pocketrank publish`")
-    etag = f'"v{version}"'
-    if (cursor >= version or request.headers.get("If-None-Match") == etag) and not without and not lacking:
+    # The variant: the canary's when a rollout runs, this version has its variant, and every listed user
+    # hashes into it (or the variant of the registry's live model, after a promotion); else the live bundle.
+    bundle = serving.home.bundle_dir(version)
+    mkey, pre = _manifest(bundle, version)
+    vdir, variant_model, live_model = bundle, None, pre.model_version
+    model = variants.choose(serving.routing(), users, live_model)
+    if model != pre.model_version and variants.exists(bundle, model):
+        vdir, variant_model = variants.variant_dir(bundle, model), model
+        mkey, pre = _manifest(vdir, version, model)
+    etag = variants.etag(version, variant_model)
+    if held_model is None and cursor > 0:  # a device that does not name its model holds its cursor's live one
+        held_model = live_model if cursor >= version else _bundle_facts(serving.home, cursor)[1]
+    # The device holds another model than this answer's (a variant switch, or a new live model): every item
+    # entry its lists and popular reference comes again, under this answer's model; its records do not
+    # depend on the model and are answered against its cursor as usual.
+    switch = held_model is not None and held_model != pre.model_version
+    if ((cursor >= version or request.headers.get("If-None-Match") in (etag, f'"v{version}"'))
+            and not without and not lacking and not switch):
         return "", 304, {"ETag": etag}
-    if cursor >= version and without:  # the device is current: only the users it holds nothing for need an answer
+    if cursor >= version and without and not switch:  # the device is current: only the users it holds nothing for
         users = sorted(without)
-    mkey, pre = _manifest(serving.home.bundle_dir(version), version)
-    items = _items(serving.home.bundle_dir(version), mkey)
+    items = _items(vdir, mkey)
     history_from = int(serving.store.get_meta("records_history_from", "1") or 1)
     reason = snapshot_reason(cursor, history_from, version)
     cursors = {u: 0 if reason is not None or u in without else min(cursor, version) for u in users}
     frags = _entries(serving.store, (mkey, serving.store.get_meta(RECORDS_EPOCH, "")), version, users, cursors,
-                     items.entries)
+                     items.entries, every_item=switch)
     records = [f[0] for f in frags.values() if f is not None]
     # Item entries: each listed user's candidates the device lacks at this revision, the popular list's
     # likewise (against the popular list of the cursor's bundle), and the items it names as lacking.
     send = {i for f in frags.values() if f is not None for i in f[1]}
-    pop_cursor = 0 if reason is not None else min(cursor, version)
-    send.update(item_entries.select(items.entries, pre.popular, _popular_at(serving.home, pop_cursor),
+    pop_cursor = 0 if reason is not None or switch else min(cursor, version)
+    send.update(item_entries.select(items.entries, pre.popular, _bundle_facts(serving.home, pop_cursor)[0],
                                     pop_cursor, lacking))
     # Live states: the real-time layer's latest vector for each user, so a
     # device starts from every event the server has folded since publish.
-    states = {u: base64.b64encode(pack_state(serving.store.user_state(u, serving.dim))).decode() for u in users}
+    states = _states(serving, users, pre.model_version)
     # The answer is assembled from pre-encoded JSON (sorted keys, no spaces): the records' and the
     # manifest's parts are encoded once per version, not per request.
     body = b"".join([
@@ -131,6 +163,29 @@ def get_sync():
         b',"version":', str(version).encode(), b"}",
     ])
     return Response(body, 200, {"ETag": etag}, mimetype="application/json")
+
+
+def _states(serving, users: list[str], model: str) -> dict[str, str]:
+    """Each user's live state (PRS1, base64) in `model`'s space. The store's states are its current model's;
+    for another model (a canary variant), the user's recent events folded with that model's item vectors,
+    as the server ranks a canary user (server/rankers.VersionRanker)."""
+    cat = serving.catalogues.get()
+    current = serving.catalogues.model_version
+    vr = None
+    if current and model != current:
+        try:
+            vr = serving.rankers.get(model, cat, False)
+        except PocketrankError as exc:  # its files are gone: the store's states, as before variants
+            log.warning("no item vectors of model %s here (%s); sync answers carry the store's states", model, exc)
+    if vr is None:
+        return {u: base64.b64encode(pack_state(serving.store.user_state(u, cat.dim))).decode() for u in users}
+    vecs, dim = vr.vectors or {}, vr.ranker.catalogue.dim
+    out = {}
+    for u in users:
+        events = serving.store.user_context(u, cat.dim).record.recent_events()
+        state = fold_events(((e["type"], vecs.get(e["item_id"]) if e["item_id"] else None) for e in events), dim)
+        out[u] = base64.b64encode(pack_state(state)).decode()
+    return out
 
 
 def _dumps(obj) -> bytes:
@@ -165,13 +220,14 @@ MAX_CACHED_ENTRIES = 200_000
 
 
 def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[str, int],
-             items: dict) -> dict[str, tuple[bytes, tuple[int, ...]] | None]:
-    """Each user's fragment and the item ids to send with it: from the cache, else built from the store (and cached)."""
+             items: dict, every_item: bool = False) -> dict[str, tuple[bytes, tuple[int, ...]] | None]:
+    """Each user's fragment and the item ids to send with it: from the cache, else built from the store (and cached).
+    `every_item`: the device holds entries of another model, so every item of the list goes."""
     out: dict[str, tuple[bytes, tuple[int, ...]] | None] = {}
     missing = []
     with _LOCK:
         for u in users:
-            k = (key, u, cursors[u])
+            k = (key, u, cursors[u], every_item)
             if k in _ENTRIES:
                 out[u] = _ENTRIES[k]
             else:
@@ -194,11 +250,12 @@ def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[st
             continue
         raw, held_raw = _raw(current[u]), _raw(held[u]) if u in held else None  # each decompressed once
         built[u] = (_dumps(u) + b":" + _dumps(_entry(current[u], sigs[u], held.get(u), raw, held_raw)),
-                    tuple(item_entries.select(items, _ids(raw), _ids(held_raw) if u in held else None,
-                                              cursors[u] if u in held else 0)))
+                    tuple(item_entries.select(items, _ids(raw),
+                                              _ids(held_raw) if u in held and not every_item else None,
+                                              cursors[u] if u in held and not every_item else 0)))
     with _LOCK:
         for u, frag in built.items():
-            _ENTRIES[(key, u, cursors[u])] = frag
+            _ENTRIES[(key, u, cursors[u], every_item)] = frag
         while len(_ENTRIES) > MAX_CACHED_ENTRIES:
             _ENTRIES.popitem(last=False)
     out.update(built)
@@ -231,6 +288,7 @@ class _Manifest:
     signature: bytes  # JSON string
     artifacts: bytes  # JSON object: name -> URL
     popular: tuple[int, ...]  # the signed cold-start list
+    model_version: str
 
 
 @dataclass(frozen=True)
@@ -258,35 +316,39 @@ def _items(bundle, key: tuple) -> _Items:
     return hit
 
 
-_POPULAR: dict[tuple, list[int] | None] = {}
+_FACTS: dict[tuple, tuple[list[int] | None, str | None]] = {}
 
 
-def _popular_at(home, version: int) -> list[int] | None:
-    """The popular list of an older bundle (None when it is gone or there is none: every popular item is sent).
+def _bundle_facts(home, version: int) -> tuple[list[int] | None, str | None]:
+    """(popular list, model version) of an older bundle's live manifest; (None, None) when it is gone (every
+    popular item is sent; the device's model is taken as unknown, so its entries are selected as before).
 
     Read once per bundle file (its mtime in the key, as for manifests), not per request."""
     if version <= 0:
-        return None
+        return None, None
     path = home.bundle_dir(version) / "manifest.json"
     try:
         key = (str(path), path.stat().st_mtime_ns)
     except OSError:
-        return None
-    if key not in _POPULAR:
+        return None, None
+    if key not in _FACTS:
         try:
-            popular = json.loads(path.read_bytes()).get("popular")
-        except (OSError, ValueError):
-            popular = None
+            manifest = json.loads(path.read_bytes())
+            popular, model = manifest.get("popular"), manifest.get("model_version")
+        except (OSError, ValueError, AttributeError):
+            popular, model = None, None
         with _LOCK:
-            if len(_POPULAR) > 64:
-                _POPULAR.clear()
-            _POPULAR[key] = popular if isinstance(popular, list) else None
-    return _POPULAR[key]
+            if len(_FACTS) > 64:
+                _FACTS.clear()
+            _FACTS[key] = (popular if isinstance(popular, list) else None, model if isinstance(model, str) else None)
+    return _FACTS[key]
 
 
-def _manifest(bundle, version: int) -> tuple[tuple, _Manifest]:
+def _manifest(bundle, version: int, variant_model: str | None = None) -> tuple[tuple, _Manifest]:
+    """A bundle's (or, with `variant_model`, its canary variant's) manifest, parsed and encoded once per file."""
+    where = str(bundle)
     try:  # the file's mtime in the key: a store reset and republished under the same version is reread
-        key = (str(bundle), version, (bundle / "manifest.json").stat().st_mtime_ns)
+        key = (where, version, os.stat(where + "/manifest.json").st_mtime_ns)
     except FileNotFoundError:
         abort(503, description=f"bundle {version} is missing its manifest; publish again")
     hit = _MANIFESTS.get(key)
@@ -296,9 +358,10 @@ def _manifest(bundle, version: int) -> tuple[tuple, _Manifest]:
             manifest = parse_manifest(body)
         except IntegrityError as exc:  # e.g. a wire v2 bundle published before an upgrade
             abort(503, description=f"bundle {version} cannot be served ({exc}); run `pocketrank publish`")
+        prefix = f"/v1/artifacts/{version}/" + (f"canary/{variant_model}/" if variant_model else "")
         hit = _Manifest(_dumps(base64.b64encode(body).decode()), _dumps((bundle / "manifest.sig").read_text().strip()),
-                        _dumps({k: f"/v1/artifacts/{version}/{a['file']}" for k, a in manifest["artifacts"].items()}),
-                        tuple(manifest["popular"]))
+                        _dumps({k: prefix + a["file"] for k, a in manifest["artifacts"].items()}),
+                        tuple(manifest["popular"]), str(manifest["model_version"]))
         with _LOCK:
             if len(_MANIFESTS) > 64:
                 _MANIFESTS.clear()
@@ -308,15 +371,25 @@ def _manifest(bundle, version: int) -> tuple[tuple, _Manifest]:
 
 @bp.get("/v1/artifacts/<int:version>/<name>")
 def get_artifact(version: int, name: str):
-    serving = current_app.extensions["pocketrank"]
-    bundle = serving.home.bundle_dir(version)
+    return _artifact(current_app.extensions["pocketrank"].home.bundle_dir(version), version, name)
+
+
+@bp.get("/v1/artifacts/<int:version>/canary/<model>/<name>")
+def get_variant_artifact(version: int, model: str, name: str):
+    """An artifact of bundle `version`'s canary variant for `model` (server/variants.py)."""
+    variants.check_model("model", model)
+    bundle = current_app.extensions["pocketrank"].home.bundle_dir(version)
+    return _artifact(variants.variant_dir(bundle, model), version, name, f" canary variant {model}")
+
+
+def _artifact(bundle, version: int, name: str, what: str = ""):
     try:
         manifest = parse_manifest((bundle / "manifest.json").read_bytes())
     except FileNotFoundError:
-        abort(404, description=f"no bundle version {version}")
+        abort(404, description=f"no bundle version {version}{what}")
     files = {a["file"] for a in manifest["artifacts"].values()}
     if name not in files:
-        abort(404, description=f"bundle {version} has no artifact {name!r}")
+        abort(404, description=f"bundle {version}{what} has no artifact {name!r}")
     # conditional=True gives Range / If-Range support: interrupted downloads resume.
     return send_file(bundle / name, mimetype="application/octet-stream", conditional=True,
                      etag=True, max_age=86400)

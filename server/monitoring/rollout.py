@@ -69,6 +69,14 @@ def start(root: Path | str, store: Any, version: str, share: float) -> dict:
     reg.get(version)  # registered, or a clear error before any file is written
     ensure_vectors(model_dir)
     ro = reg.start_canary(version, share, log_position=source.log_head(store))
+    # Devices too: the current bundle's canary variant, so canary users' devices get the canary on their
+    # next sync rather than at the next publish (server/variants.py; a failure is reported, not raised).
+    from ..home import Home
+    from ..variants import build_for_rollout
+
+    built = build_for_rollout(Home(root), int(store.get_meta("bundle_version", "0") or 0), ro, store=store)
+    if built is not None:
+        ro = {**ro, "device_variant": built}
     log.info("canary %s started: %s to %.1f%% of users against %s", ro["rollout_id"], version, 100 * share,
              ro["control"])
     return ro
