@@ -37,8 +37,10 @@ class DLAE:
         return np.asarray(rows @ self.B)
 
 
-def content_features(item_text: dict, item_ids: np.ndarray, min_token_count: int = 2) -> np.ndarray:
-    """(n_items, f) float features: genre multi-hot, year (scaled + decade one-hot), title tokens."""
+def content_features(item_text: dict, item_ids: np.ndarray, min_token_count: int = 2,
+                     title_weight: float = 0.5) -> np.ndarray:
+    """(n_items, f) float features: genre multi-hot, year (scaled + decade one-hot), title tokens
+    (each present token = title_weight: under a ridge, a smaller weight shrinks titles harder)."""
     from shared.features import tokens
 
     rows = [item_text.get(str(i), ([], None, "")) for i in item_ids]
@@ -64,7 +66,7 @@ def content_features(item_text: dict, item_ids: np.ndarray, min_token_count: int
             F[r, len(genres) + 1] = 1.0
         for t in set(tokens(title)):
             if t in t_idx:
-                F[r, base_t + t_idx[t]] = 0.5
+                F[r, base_t + t_idx[t]] = title_weight
     return F
 
 

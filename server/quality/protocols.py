@@ -19,6 +19,8 @@ import torch
 from . import beyond, peers
 from .data import Interactions, time_sorted_sequences
 from .hybrid import DLAE, ContentMap, LinearHybrid, SegmentPrior, content_features, zscore
+from .content_rank import RankingContentMap, blend_vectors, content_profile
+from .demographic import DemographicRidge
 from .seqrec import SeqConfig, fit as fit_seq, score as seq_score
 from .splits import global_time_split, held_out, leave_last_out, python_stratified_split
 from .tuning import DEFAULTS
@@ -62,9 +64,21 @@ def protocol1(data: Interactions, seed: int, k: int = 10, with_beyond: bool = Tr
     knob = h["mmr_knob"]
     out["pocketrank hybrid"] = _p1_row(beyond.mmr(s, m.B.T, k, knob, pool=50, counts=counts, exposure=knob * 0.5),
                                        T, counts, k)
+    out["pocketrank two-stage"] = _p1_row(_two_stage(data, tr, seed).recommend(users, k), T, counts, k)
     if with_beyond:
         out["_tradeoff"] = tradeoff(s, m.B.T, T, counts, k)
     return out
+
+
+def _two_stage(data: Interactions, tr: np.ndarray, seed: int):
+    """Hybrid retrieval -> learned ranker (server/quality/stacking.py), fitted on the training rows only."""
+    from .stacking import BaseModels, RankerConfig, TwoStage, item_side
+
+    genres, years = item_side(data.item_text, data.item_ids)
+    base = BaseModels(DEFAULTS["p1"], DEFAULTS["ease_lambda"], DEFAULTS["als"], seed=seed,
+                      n_candidates=DEFAULTS["p1_candidates"])
+    two = TwoStage(base, RankerConfig(seed=seed, **DEFAULTS["p1_ranker"]), genres, years, DEFAULTS["p1_carves"])
+    return two.fit(data.users[tr], data.items[tr], data.timestamps[tr], data.n_users, data.n_items)
 
 
 def _p1_row(top: np.ndarray, T: sp.csr_matrix, counts: np.ndarray, k: int) -> dict:
@@ -151,6 +165,16 @@ def protocol2(data: Interactions, seed: int, k: int = 10) -> dict:
     lin = DLAE(DEFAULTS["dlae_lambda"], DEFAULTS["dlae_p"]).fit(X).scores(users)
     s = zscore(s_seq) + DEFAULTS["p2_linear_weight"] * zscore(lin)
     out["pocketrank seq tower + DLAE"] = _next_item_metrics(_mask_history(s, X[users]), test[users], k)
+    # optional extra towers from other inits, averaged with the first (DEFAULTS["p2_towers"]; 1 = off: a
+    # second dim-128 tower gained little on validation for double the cost, see tuning.py)
+    ens = zscore(s_seq)
+    for extra in range(1, DEFAULTS["p2_towers"]):
+        c2 = SeqConfig(n_items=data.n_items, seed=seed + 1000 * extra, **DEFAULTS["seq"])
+        ens = ens + zscore(seq_score(fit_seq(fit_seqs, c2)[0], [fit_seqs[u] for u in users]))
+    if DEFAULTS["p2_towers"] > 1:
+        s = zscore(ens) + DEFAULTS["p2_linear_weight"] * zscore(lin)
+        out[f"pocketrank {DEFAULTS['p2_towers']} seq towers + DLAE"] = _next_item_metrics(
+            _mask_history(s, X[users]), test[users], k)
     return out
 
 
@@ -273,18 +297,33 @@ def cold_users(data: Interactions, seed: int, k: int = 10) -> dict:
     S = np.stack([seg.scores_for(data.user_features.get(str(data.user_ids[u]), {})) for u in cu])
     out = {"popularity": beyond.accuracy(beyond.top_k(np.tile(pop, (len(cu), 1)), k), T[cu], k),
            "pocketrank segment prior": beyond.accuracy(beyond.top_k(S, k), T[cu], k)}
+    warm = np.flatnonzero(~cold)
+    profile = [data.user_features.get(str(data.user_ids[u]), {}) for u in range(data.n_users)]
+    c = DEFAULTS["cold_ridge"]
+    ridge = DemographicRidge(c["lam"], c["fields"], c["crosses"]).fit([profile[u] for u in warm], X[warm])
+    out["pocketrank demographic ridge"] = beyond.accuracy(beyond.top_k(ridge.scores([profile[u] for u in cu]), k),
+                                                         T[cu], k)
     return out
 
 
 def new_items(data: Interactions, seed: int, k: int = 10, beta: float | None = None,
-              new: np.ndarray | None = None) -> dict:
+              new: np.ndarray | None = None, rank_lam: float | None = None,
+              profile_weight: float | None = None, blend: float | None = None,
+              bias_weight: float | None = None, title_weight: float | None = None) -> dict:
     """10% of items held out of training; rank only them, with content-only vectors.
 
     Users = those with at least one held-out item; their user vector is the
-    device's fold over their (warm) history. Each new item's score is
-    z(<user, content vector>) + beta * z(content-predicted log popularity): both
-    are functions of the item's content alone. Random = the expected nDCG@k of a
-    random order of the held-out items (averaged over 20 seeded shuffles).
+    device's fold over their (warm) history. Rows:
+    - "ridge to item vectors" (the previous default): z(<user, ContentMap vector>)
+      + beta * z(content-predicted log popularity);
+    - "pocketrank content-only": <user, item vector> (+ bias_weight x the map's
+      content bias); the item vector is RankingContentMap's (content_rank.py: the
+      map fitted to rank warm items as the users did) plus `blend` x the ContentMap
+      vector, scaled on warm items (both fitted on content whose title tokens weigh title_weight);
+    - "+ content profile": z(that) + profile_weight * z(<user's content profile,
+      item content>), which needs content features on the scorer.
+    Every score is a function of the new item's content alone. Random = the
+    expected nDCG@k of a random order of the held-out items (20 seeded shuffles).
     """
     from server.evaluate import pooled_user
 
@@ -296,9 +335,12 @@ def new_items(data: Interactions, seed: int, k: int = 10, beta: float | None = N
     seqs = time_sorted_sequences(data.subset(warm_rows))
     vecs = _fold_model(seqs, data.n_items, seed).item_vectors().detach().numpy()
     F = content_features(data.item_text, data.item_ids)
-    content = ContentMap(DEFAULTS["content_alpha"]).fit(F[~new], vecs[~new]).transform(F)
     log_pop = np.log1p(np.bincount(data.items[warm_rows], minlength=data.n_items)).astype(np.float32)[:, None]
-    pop_hat = ContentMap(DEFAULTS["content_alpha"]).fit(F[~new], log_pop[~new]).transform(F).ravel()
+    # items with at least one warm interaction (on MovieLens every item not held out; in a tuning carve
+    # the benchmark's own new items are absent and their untrained vectors must not be fitted)
+    warm_idx = np.flatnonzero(~new & (log_pop.ravel() > 0))
+    content = ContentMap(DEFAULTS["content_alpha"]).fit(F[warm_idx], vecs[warm_idx]).transform(F)
+    pop_hat = ContentMap(DEFAULTS["content_alpha"]).fit(F[warm_idx], log_pop[warm_idx]).transform(F).ravel()
     T = peers.binary_matrix(data.users[~warm_rows], data.items[~warm_rows], data.n_users, data.n_items)
     users = np.flatnonzero(np.diff(T.indptr) > 0)
     users = users[[len(seqs[u]) > 0 for u in users]]
@@ -310,6 +352,23 @@ def new_items(data: Interactions, seed: int, k: int = 10, beta: float | None = N
     s_pop = np.broadcast_to((p - p.mean()) / (p.std() + 1e-9), s_user.shape)
     rng = np.random.default_rng(seed)
     rand = [beyond.accuracy(beyond.top_k(rng.random(s_user.shape), k), Tn, k)[f"nDCG@{k}"] for _ in range(20)]
+    U_all = np.stack([pooled_user(vecs, s, 50) if len(s) else np.zeros(vecs.shape[1], np.float32) for s in seqs])
+    Xw = peers.binary_matrix(data.users[warm_rows], data.items[warm_rows], data.n_users, data.n_items)[:, warm_idx]
+    rank_map = RankingContentMap(DEFAULTS["content_rank_lam"] if rank_lam is None else rank_lam)
+    tw = DEFAULTS["content_rank_title_weight"] if title_weight is None else title_weight
+    Fr = content_features(data.item_text, data.item_ids, title_weight=tw)
+    rank_map.fit(U_all, Xw, Fr[warm_idx])
+    content_r = ContentMap(DEFAULTS["content_alpha"]).fit(Fr[warm_idx], vecs[warm_idx]).transform(Fr)
+    a = DEFAULTS["content_rank_blend"] if blend is None else blend
+    active = np.flatnonzero(np.diff(Xw.tocsr().indptr) > 0)
+    item_vecs = blend_vectors(U_all[active], rank_map.item_vectors(Fr), content_r, a, fit_rows=warm_idx)
+    bw = DEFAULTS["content_rank_bias"] if bias_weight is None else bias_weight
+    s_rank = U @ item_vecs[new_idx].T + bw * rank_map.bias(Fr[new_idx])[None, :]
+    pw = DEFAULTS["content_profile_weight"] if profile_weight is None else profile_weight
+    s_prof = zscore(content_profile(F, [seqs[u] for u in users]) @ F[new_idx].T)
     return {"random": {f"nDCG@{k}": float(np.mean(rand)), "users": len(users)},
-            "pocketrank content-only, user x content": beyond.accuracy(beyond.top_k(s_user, k), Tn, k),
-            "pocketrank content-only": beyond.accuracy(beyond.top_k(s_user + beta * s_pop, k), Tn, k)}
+            "content-only, ridge to item vectors (before)": beyond.accuracy(beyond.top_k(s_user + beta * s_pop, k),
+                                                                           Tn, k),
+            "pocketrank content-only": beyond.accuracy(beyond.top_k(s_rank, k), Tn, k),
+            "pocketrank content-only + content profile": beyond.accuracy(
+                beyond.top_k(zscore(s_rank) + pw * s_prof, k), Tn, k)}
