@@ -165,7 +165,7 @@ def gated_retrain(events: Sequence[Event], window: tuple[float, float],
     split = leave_last_out(win, min_items)
     if not split.cases:
         raise DataError(f"no user engaged with {min_items} distinct items in the window "
-                        f"{_iso(window[0])} .. {_iso(window[1])}; widen it (--window-days)")
+                        f"{iso(window[0])} .. {iso(window[1])}; widen it (--window-days)")
     weights = recency_weights(split.train, window[1], half_life_days)
     t0 = time.perf_counter()
     model = fit(split.train, weights)
@@ -181,5 +181,5 @@ def gated_retrain(events: Sequence[Event], window: tuple[float, float],
                    {"split": split})
 
 
-def _iso(t: float) -> str:
+def iso(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))

@@ -148,6 +148,28 @@ def test_drift_triggered_retrain_runs_when_a_category_is_tripled(tmp_path, logs)
     assert log[-1]["action"] == "retrain" and log[-1]["version"] == version
     top = log[-1]["decision"]["figures"][0]["top_shifts"][0]
     assert top["value"] == CATEGORIES[SHOCKED] and top["current_share"] > 2 * top["reference_share"]
+    # The next run (a 6-hourly cron's) retrains no second time on the drift that candidate learnt:
+    # while it waits for its canary, and once it is live (its training window covers the current day).
+    for expect in ("is a candidate; its canary decides", "skipped: the live model"):
+        if expect.startswith("skipped: the live"):
+            _make_live(home, version)
+        again = CliRunner().invoke(cli, ["retrain", "--home", str(home.root), "--if-drift", "--window-days", "10",
+                                         "--epochs", "1"])
+        assert again.exit_code == 0, again.output
+        assert expect in again.output and "no retrain" in again.output
+        assert list(Registry(home.root).versions()) == [version]
+        log = [json.loads(x) for x in (home.root / "drift_log.jsonl").read_text().splitlines()]
+        assert log[-1]["action"] == "skipped" and log[-1]["decision"]["figures"] == []
+
+
+def test_the_drift_check_never_compares_a_window_the_live_model_was_trained_on():
+    lineage = {"lineage": {"window": [0.0, 10 * retrain.DAY]}}
+    ref, cur = retrain.drift_windows(11 * retrain.DAY, 1.0, 30.0, lineage)
+    assert ref == (0.0, 10 * retrain.DAY) and cur == (10 * retrain.DAY, 11 * retrain.DAY)
+    ref, cur = retrain.drift_windows(10.75 * retrain.DAY, 1.0, 30.0, lineage)  # 6 h after the retrain's data
+    assert ref is None and cur == (9.75 * retrain.DAY, 10.75 * retrain.DAY)
+    ref, _ = retrain.drift_windows(11 * retrain.DAY, 1.0, 30.0, {})  # no lineage: the days before
+    assert ref == (-20 * retrain.DAY, 10 * retrain.DAY)
 
 
 def test_a_second_run_while_one_holds_the_lock_is_refused(tmp_path, logs):
