@@ -151,7 +151,8 @@ class ServingPolicy:
     def __init__(self, model, history, cats, log: list, watch_drift: bool, act: bool = True):
         self.history, self.cats, self.log, self.watch_drift, self.act = history, cats, log, watch_drift, act
         self.names = {i: CATEGORIES[c] for i, c in cats.items()}
-        self.live, self.reference, self.reference_end = model, None, None
+        # the live model's training window: (start, the moment of its retrain; it saw the events before it)
+        self.live, self.reference, self.trained = model, None, None
         self.inner = PersonalPolicy(model, history, realtime=True, model_version="m0")
         self.checks, self.retrains = [], []
         self.today: list[Event] = []
@@ -173,15 +174,20 @@ class ServingPolicy:
         self.retrains.append({"day": day, "trigger": trigger, "gate": out.gate, "holdout": out.holdout,
                               "counts": out.counts, "seconds": took})
         if out.gate["passed"]:
-            self.live, self.reference, self.reference_end = out.model, holdout.in_window(events, *window), t
+            self.live, self.reference, self.trained = out.model, holdout.in_window(events, *window), (window[0], t)
             shown = self.inner.shown
             self.inner = PersonalPolicy(out.model, events, realtime=True, model_version=f"r{day:g}")
             self.inner.shown = shown  # sessions under way still get no item twice
 
+    def _allowed(self, t: float) -> bool:
+        """Whether a check at `t` runs: a live training window exists and the check's current window (the
+        CURRENT_HOURS before `t`) does not overlap it (retrain.overlaps, the job's rule)."""
+        return self.reference is not None and not retrain.overlaps(self.trained, (t - CURRENT_HOURS * 3600.0, t))
+
     def _check(self, t: float) -> None:
+        if not self._allowed(t):
+            return
         lo = t - CURRENT_HOURS * 3600.0
-        if self.reference is None or lo < self.reference_end:
-            return  # no live window yet, or the current window would overlap it
         current = [e for e in self.log if lo <= e.timestamp < t] + [e for e in self.today if e.timestamp < t]
         d = drift.check_drift(self.reference, current, self.names, alpha=ALPHA)
         self.checks.append(((t - CONFIG.start_time) / DAY, d))
@@ -222,10 +228,7 @@ class RetrainEveryDay(ServingPolicy):
         self.first_day = first_day
 
     def _check(self, t: float) -> None:
-        lo = t - CURRENT_HOURS * 3600.0
-        if self.reference is None or lo < self.reference_end:
-            return
-        if (t - CONFIG.start_time) / DAY >= self.first_day:
+        if self._allowed(t) and (t - CONFIG.start_time) / DAY >= self.first_day:
             self._retrain(t, "daily")
 
 
@@ -290,11 +293,6 @@ def _shocked_note(decision, shocked: str) -> str:
     t = rows[0]
     return (f"{t['clicks']} clicks where {t['expected_clicks']:.1f} expected, x{t['relative_ratio']:.2f}, Holm p {t['p_rise']:.2g}"
             f" ({decision.level})")
-
-
-def _top(decision) -> str:
-    f = decision.figures[1]
-    return f.top_shifts[0]["value"] if f.top_shifts else "-"
 
 
 def _pct(v) -> str:
@@ -633,7 +631,7 @@ def scenarios_text(scenarios: list[tuple[dict, dict]], details_above: bool = Tru
         f"{CHECK_HOURS:g} h, `alpha` {ALPHA:g}) were chosen on validation seed {VALIDATION_SEED} with `least`, and "
         f"are not re-tuned for `median` or on this seed ({CONFIG.seed}).",
     ]
-    if MEDIAN_SEED7 is not None and "median" in by:
+    if "median" in by:
         lines.append(f"On validation seed {VALIDATION_SEED}, `median`: {MEDIAN_SEED7}.")
     for res, meta in scenarios:
         since = res["since"]

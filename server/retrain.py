@@ -177,16 +177,17 @@ def parity_inputs(tm: TorchModel, cases: Sequence[Case], n_candidates: int = 200
     return held, held, [(r[3], ["click"] * len(r[3])) for r in rows]
 
 
-def live_version(store, registry: Registry) -> str | None:
-    """The live version: the registry's, else the store's current model."""
-    return registry.live() or store.get_meta("current_model")
+def live_version(store, versions: dict) -> str | None:
+    """The live version of the registry's `versions` (one read of registry.json), else the store's current model."""
+    return Registry.live_of({"versions": versions}) or store.get_meta("current_model")
 
 
 def live_model(home, store, registry: Registry) -> tuple[str | None, TorchModel | None, dict]:
     """The live version (registry, else the store's current model), loaded, and its registry record."""
     from . import model as model_io
 
-    version = live_version(store, registry)
+    versions = registry.versions()
+    version = live_version(store, versions)
     if not version:
         return None, None, {}
     try:
@@ -194,7 +195,7 @@ def live_model(home, store, registry: Registry) -> tuple[str | None, TorchModel 
     except ModelError:
         return version, None, {}
     ids = np.asarray(meta.get("item_ids") or np.arange(1, m.config.n_items + 1), dtype=np.int64)
-    return version, TorchModel(m, ids), registry.versions().get(version, {})
+    return version, TorchModel(m, ids), versions.get(version, {})
 
 
 def read_log(store) -> list[Event]:
@@ -310,54 +311,70 @@ def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | flo
 
 # --- drift-triggered --------------------------------------------------------------------------
 
-def drift_windows(end: float, current_days: float, window_days: float,
-                  live_record: dict) -> tuple[tuple | None, tuple]:
-    """(reference, current): the live model's training window from its lineage if recorded (it is
-    what the model learnt), else the `window_days` just before the current window.
+def overlaps(trained: Sequence[float] | None, current: Sequence[float]) -> bool:
+    """Whether a model trained on the window `trained` (start, end) saw events of the `current` window.
 
-    Reference None: the live model was trained on part of the current window, so there is nothing
-    to check yet. Compared again, the drift a retrain has just trained on would trigger the next
-    run too, and the next (every run of a 6-hourly cron), until the window slid past it; so the
-    first check after a retrain comes a full current window after that retrain's data ends
-    (bench/drift follows the same rule)."""
+    The one skip rule of the drift check (the job's and bench/drift's): compared again, the drift a
+    retrain has just trained on would trigger the next run too, and the next (every run of a 6-hourly
+    cron), until the window slid past it; so the first check after a retrain comes a full current
+    window after that retrain's data ends. No recorded window (None or empty): nothing to overlap."""
+    return bool(trained) and trained[1] > current[0]
+
+
+def drift_windows(end: float, current_days: float, window_days: float, live_record: dict) -> tuple[tuple, tuple]:
+    """(reference, current): the live model's training window from its lineage if recorded (it is
+    what the model learnt), else the `window_days` just before the current window. Whether the check
+    may run at all is `overlaps`' question (drift_check asks it first)."""
     current = (end - current_days * DAY, end)
     win = (live_record.get("lineage") or {}).get("window")
-    if win and win[1] > current[0]:
-        return None, current
     if win:
         return (float(win[0]), float(win[1])), current
     return (current[0] - window_days * DAY, current[0]), current
 
 
+def windows_to_wait_for(versions: dict, live: str | None) -> list[tuple[str, dict]]:
+    """The models whose training windows a drift check must not overlap, in the order they are named:
+    the live one, then each drift-triggered candidate or canary (by version). A drift retrain registers
+    a candidate; until its canary decides, the live model (and so the check's reference) stays the old
+    one, and every later run would retrain on the same drift again."""
+    pending = [(v, r) for v, r in sorted(versions.items())
+               if v != live and r.get("state") in ("candidate", "canary")
+               and ((r.get("lineage") or {}).get("trigger") or {}).get("kind") == "drift"]
+    return ([(live, versions[live])] if live in versions else []) + pending
+
+
+def _skipped(version: str, record: dict, live: bool, current: tuple, current_days: float) -> drift.DriftDecision:
+    """The logged decision of a check skipped because `version`'s training window overlaps `current`."""
+    end = record["lineage"]["window"][1]
+    why = (f"skipped: the live model {version} was trained on events up to {iso(end)}, inside the current window "
+           f"({iso(current[0])} .. {iso(current[1])}); the first full window after it ends at "
+           f"{iso(end + current_days * DAY)}" if live else
+           f"skipped: {version}, trained on this drift (events up to {iso(end)}), is a {record['state']}; its canary "
+           "decides before another drift retrain")
+    return drift.DriftDecision(False, "ok", [why], [], None, current)
+
+
 def drift_check(home, current_days: float = DEFAULT_CURRENT_DAYS, window_days: float = DEFAULT_WINDOW_DAYS,
-                as_of: str | float | None = "latest", store=None, events: list[Event] | None = None) -> drift.DriftDecision:
-    """The drift decision (drift.check_drift: category mix of engagement) for the current window."""
+                as_of: str | float | None = "latest", store=None,
+                events: list[Event] | None = None) -> tuple[drift.DriftDecision, bool]:
+    """(decision, skipped) for the current window. Skipped (a decision with no figures, its reason
+    logged) when the current window overlaps the training window of the live model or of a
+    drift-triggered candidate or canary (`overlaps`, `windows_to_wait_for`); otherwise
+    drift.check_drift: the category mix of engagement (PSI) and each category's CTR (exact test)
+    against the live model's training window."""
     store = store or home.store()
     events = read_log(store) if events is None else events
     end = resolve_end(events, as_of)
-    # Only the live version's registry record (its training window) is needed: no model load.
-    registry = Registry(home.root)
-    version = live_version(store, registry)
-    rec = registry.versions().get(version, {}) if version else {}
-    ref_w, cur_w = drift_windows(end, current_days, window_days, rec)
-    if ref_w is None:
-        win = rec["lineage"]["window"]
-        return drift.DriftDecision(False, "ok", [
-            f"skipped: the live model {version} was trained on events up to {iso(win[1])}, inside the current window "
-            f"({iso(cur_w[0])} .. {iso(cur_w[1])}); the first full window after it ends at "
-            f"{iso(win[1] + current_days * DAY)}"], [], None, cur_w)
-    # A drift retrain registers a candidate; until its canary decides, the live model (and so the
-    # check's reference) stays the old one, and every later run would retrain on the same drift again.
-    for v, r in sorted(registry.versions().items()):
-        lin = r.get("lineage") or {}
-        win = lin.get("window")
-        if r.get("state") in ("candidate", "canary") and (lin.get("trigger") or {}).get("kind") == "drift" \
-                and win and win[1] > cur_w[0]:
-            return drift.DriftDecision(False, "ok", [
-                f"skipped: {v}, trained on this drift (events up to {iso(win[1])}), is a {r['state']}; its canary "
-                "decides before another drift retrain"], [], None, cur_w)
+    # One read of registry.json gives the live version, its training window and the pending ones: no model load.
+    versions = Registry(home.root).versions()
+    live = live_version(store, versions)
+    live_rec = versions.get(live, {}) if live else {}
+    ref_w, cur_w = drift_windows(end, current_days, window_days, live_rec)
+    for v, r in windows_to_wait_for(versions, live):
+        if overlaps((r.get("lineage") or {}).get("window"), cur_w):
+            return _skipped(v, r, v == live, cur_w, current_days), True
     cats = {it.item_id: it.category for it in store.items()}
-    return drift.check_drift(in_window(events, *ref_w), in_window(events, *cur_w), cats)
+    return drift.check_drift(in_window(events, *ref_w), in_window(events, *cur_w), cats), False
 
 
 def log_decision(root: Path, record: dict) -> Path:
@@ -373,8 +390,7 @@ def retrain_if_drift(home, current_days: float = DEFAULT_CURRENT_DAYS, **kw) -> 
     store = kw.pop("store", None) or home.store()
     events = read_log(store)
     window_days, as_of = kw.get("window_days", DEFAULT_WINDOW_DAYS), kw.get("as_of", "latest")
-    decision = drift_check(home, current_days, window_days, as_of, store=store, events=events)
-    skipped = not decision.figures
+    decision, skipped = drift_check(home, current_days, window_days, as_of, store=store, events=events)
     rec = {"decision": decision.to_dict(), "action": "retrain" if decision.retrain else "skipped" if skipped else "none"}
     result = None
     if decision.retrain:

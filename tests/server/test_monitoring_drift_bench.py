@@ -76,3 +76,18 @@ def test_an_unknown_shock_category_is_refused_before_any_work():
 def test_one_scenario_cannot_rewrite_the_docs_that_report_both():
     with pytest.raises(SystemExit, match="the docs report both scenarios"):
         bench_drift.main(["--shock-category", "median"])
+
+
+def test_a_check_runs_only_once_its_window_is_past_the_live_models_training_data():
+    """The bench's skip rule is the job's (retrain.overlaps): after a retrain at t, the 6-hourly checks at
+    t + 6, 12 and 18 h would overlap its window (the trailing 24 h); the first to run is at t + 24 h."""
+    from server import retrain
+
+    policy = bench_drift.ServingPolicy(None, [], {}, [], watch_drift=True)
+    t = bench_drift.CONFIG.start_time + 10 * bench_drift.DAY
+    assert not policy._allowed(t + bench_drift.DAY)  # no live training window yet: nothing to compare with
+    policy.reference, policy.trained = [], (t - bench_drift.WINDOW_DAYS * bench_drift.DAY, t)  # as _retrain sets them
+    hours = [6, 12, 18, 24, 30]
+    assert [policy._allowed(t + h * 3600.0) for h in hours] == [False, False, False, True, True]
+    assert [policy._allowed(t + h * 3600.0) for h in hours] == [
+        not retrain.overlaps(policy.trained, (t + (h - bench_drift.CURRENT_HOURS) * 3600.0, t + h * 3600.0)) for h in hours]

@@ -166,10 +166,45 @@ def test_the_drift_check_never_compares_a_window_the_live_model_was_trained_on()
     lineage = {"lineage": {"window": [0.0, 10 * retrain.DAY]}}
     ref, cur = retrain.drift_windows(11 * retrain.DAY, 1.0, 30.0, lineage)
     assert ref == (0.0, 10 * retrain.DAY) and cur == (10 * retrain.DAY, 11 * retrain.DAY)
-    ref, cur = retrain.drift_windows(10.75 * retrain.DAY, 1.0, 30.0, lineage)  # 6 h after the retrain's data
-    assert ref is None and cur == (9.75 * retrain.DAY, 10.75 * retrain.DAY)
+    assert not retrain.overlaps(lineage["lineage"]["window"], cur)  # a full window after the retrain's data
+    _, cur = retrain.drift_windows(10.75 * retrain.DAY, 1.0, 30.0, lineage)  # 6 h after the retrain's data
+    assert cur == (9.75 * retrain.DAY, 10.75 * retrain.DAY) and retrain.overlaps(lineage["lineage"]["window"], cur)
+    assert not retrain.overlaps(None, cur) and not retrain.overlaps([], cur)  # no recorded window
     ref, _ = retrain.drift_windows(11 * retrain.DAY, 1.0, 30.0, {})  # no lineage: the days before
     assert ref == (-20 * retrain.DAY, 10 * retrain.DAY)
+
+
+def test_the_drift_check_reads_the_registry_once_and_skips_only_for_live_or_pending_drift_models(tmp_path, logs,
+                                                                                                 monkeypatch):
+    home = _home(tmp_path, logs, "calm")
+    end = max(e.timestamp for e in logs["calm"][1])
+    old, recent = [end - 5 * retrain.DAY, end - 2 * retrain.DAY], [end - 5 * retrain.DAY, end]
+    drift_trigger = {"kind": "drift"}
+    reg = Registry(home.root)
+    reg.register("a-live", lineage={"window": old}, state="live")
+    reg.register("b-manual", lineage={"window": recent, "trigger": {"kind": "manual"}})  # not a drift retrain
+    reg.register("c-rejected", lineage={"window": recent, "trigger": drift_trigger})
+    reg.reject("c-rejected", "gate")
+    reads = []
+    load = Registry.load
+    monkeypatch.setattr(Registry, "load", lambda self: reads.append(1) or load(self))
+
+    decision, skipped = retrain.drift_check(home, current_days=1, window_days=10)
+    ref = decision.reference_window  # the events seen in the live model's window (the days before would reach end - 1 day)
+    assert not skipped and decision.figures and old[0] <= ref[0] < ref[1] <= old[1]
+    assert len(reads) == 1
+    assert [v for v, _ in retrain.windows_to_wait_for(Registry(home.root).versions(), "a-live")] == ["a-live"]
+
+    reg.register("d-drift", lineage={"window": recent, "trigger": drift_trigger})
+    reg.start_canary("d-drift", share=0.05)
+    decision, skipped = retrain.drift_check(home, current_days=1, window_days=10)
+    assert skipped and decision.figures == [] and not decision.retrain
+    assert decision.reasons[0].startswith("skipped: d-drift, trained on this drift") and "is a canary" in decision.reasons[0]
+
+    reg.promote("d-drift", reason="test")  # live now: the live model's reason, named once
+    assert [v for v, _ in retrain.windows_to_wait_for(Registry(home.root).versions(), "d-drift")] == ["d-drift"]
+    decision, skipped = retrain.drift_check(home, current_days=1, window_days=10)
+    assert skipped and decision.reasons[0].startswith("skipped: the live model d-drift was trained on events up to")
 
 
 def test_a_second_run_while_one_holds_the_lock_is_refused(tmp_path, logs):
