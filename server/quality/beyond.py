@@ -46,10 +46,14 @@ def coverage(top: np.ndarray, n_items: int) -> float:
     return float(len(np.unique(top)) / n_items)
 
 
+def popularity_ranks(counts: np.ndarray) -> np.ndarray:
+    """Each item's popularity rank scaled to [0, 1] (0 = least, 1 = most consumed; ties by index)."""
+    return np.argsort(np.argsort(counts, kind="stable"), kind="stable") / max(len(counts) - 1, 1)
+
+
 def popularity_percentile(top: np.ndarray, counts: np.ndarray) -> float:
     """Mean popularity percentile (0 = least, 100 = most popular) of recommended items."""
-    pct = 100.0 * np.argsort(np.argsort(counts, kind="stable"), kind="stable") / max(len(counts) - 1, 1)
-    return float(pct[top].mean())
+    return float(100.0 * popularity_ranks(counts)[top].mean())
 
 
 def intra_list_diversity(top: np.ndarray, item_vecs: np.ndarray) -> float:

@@ -1,8 +1,9 @@
 """Protocols 1-4 of DESIGN.md and the cold-start measurements, as functions returning figures.
 
 Every function takes the data and a seed and returns {row name: {metric: value}};
-the benchmark runs them over 3 seeds. Splits never depend on the seed (the
-protocols fix them); seeds move model initialisation and sampling only.
+the benchmark runs them over 3 seeds. Protocols 1-4 fix their splits; seeds move model
+initialisation and sampling, and also draw the cold users and new items (`splits.cold_users_mask`,
+`new_items_mask`), whose union over the seeds tuning never sees.
 Nothing here tunes: hyperparameters come from `tuning.DEFAULTS`, chosen on
 validation splits carved from training data (`server.quality.tuning`).
 """
@@ -18,11 +19,11 @@ import torch
 
 from . import beyond, peers
 from .data import Interactions, time_sorted_sequences
-from .hybrid import DLAE, ContentMap, LinearHybrid, SegmentPrior, content_features, zscore
+from .hybrid import DLAE, ContentMap, SegmentPrior, content_features, zscore
 from .content_rank import RankingContentMap, blend_vectors, content_profile
 from .demographic import DemographicRidge
 from .seqrec import SeqConfig, fit as fit_seq, score as seq_score
-from .splits import global_time_split, held_out, leave_last_out, python_stratified_split
+from .splits import cold_users_mask, global_time_split, leave_last_out, new_items_mask, python_stratified_split
 from .tuning import DEFAULTS
 
 
@@ -52,19 +53,21 @@ def protocol1(data: Interactions, seed: int, k: int = 10, with_beyond: bool = Tr
     T = peers.binary_matrix(data.users[~tr], data.items[~tr], data.n_users, data.n_items)
     users = np.arange(data.n_users)
     counts = np.asarray(X.sum(0)).ravel()
-    models = peer_factories(seed)
+    # the two-stage model's base models end refitted on exactly X: its hybrid, EASE (the peer's lambda) and
+    # ALS (the peer's settings and seed; single-threaded, so deterministic) serve as those rows too
+    two = _two_stage(data, tr, seed)
+    fitted = {"EASE": two.base.ease, "implicit ALS": two.base.alsm}
     out = {}
-    for name, make in models.items():
-        m = make().fit(X)
+    for name, make in peer_factories(seed).items():
+        m = fitted.get(name) or make().fit(X)
         out[name] = _p1_row(beyond.top_k(_mask_history(m.scores(users), X), k), T, counts, k)
-    h = DEFAULTS["p1"]
-    m = LinearHybrid(h["lam"], h["p"], h["w_user"], h["user_lam"]).fit(X)
+    m = two.base.hybrid
     s = _mask_history(m.scores(users), X)
     out["pocketrank DLAE alone"] = _p1_row(beyond.top_k(_mask_history(m.dlae.scores(users), X), k), T, counts, k)
-    knob = h["mmr_knob"]
+    knob = DEFAULTS["p1"]["mmr_knob"]
     out["pocketrank hybrid"] = _p1_row(beyond.mmr(s, m.B.T, k, knob, pool=50, counts=counts, exposure=knob * 0.5),
                                        T, counts, k)
-    out["pocketrank two-stage"] = _p1_row(_two_stage(data, tr, seed).recommend(users, k), T, counts, k)
+    out["pocketrank two-stage"] = _p1_row(two.recommend(users, k), T, counts, k)
     if with_beyond:
         out["_tradeoff"] = tradeoff(s, m.B.T, T, counts, k)
     return out
@@ -286,7 +289,7 @@ def _ndcg1(ranked: np.ndarray, target: int) -> float:
 # ---------------------------------------------------------------- cold start
 def cold_users(data: Interactions, seed: int, k: int = 10) -> dict:
     """10% of users held out entirely; each one's relevant items = everything they rated."""
-    cold = held_out(data.n_users, 0.1, seed=1000 + seed)
+    cold = cold_users_mask(data.n_users, seed)
     tr = ~cold[data.users]
     X = peers.binary_matrix(data.users[tr], data.items[tr], data.n_users, data.n_items)
     T = peers.binary_matrix(data.users[~tr], data.items[~tr], data.n_users, data.n_items)
@@ -309,7 +312,8 @@ def cold_users(data: Interactions, seed: int, k: int = 10) -> dict:
 def new_items(data: Interactions, seed: int, k: int = 10, beta: float | None = None,
               new: np.ndarray | None = None, rank_lam: float | None = None,
               profile_weight: float | None = None, blend: float | None = None,
-              bias_weight: float | None = None, title_weight: float | None = None) -> dict:
+              bias_weight: float | None = None, title_weight: float | None = None,
+              alpha: float | None = None) -> dict:
     """10% of items held out of training; rank only them, with content-only vectors.
 
     Users = those with at least one held-out item; their user vector is the
@@ -328,9 +332,11 @@ def new_items(data: Interactions, seed: int, k: int = 10, beta: float | None = N
     from server.evaluate import pooled_user
 
     if new is None:
-        new = held_out(data.n_items, 0.1, seed=2000 + seed)
+        new = new_items_mask(data.n_items, seed)
     if beta is None:
         beta = DEFAULTS["content_pop_weight"]
+    if alpha is None:
+        alpha = DEFAULTS["content_alpha"]
     warm_rows = ~new[data.items]
     seqs = time_sorted_sequences(data.subset(warm_rows))
     vecs = _fold_model(seqs, data.n_items, seed).item_vectors().detach().numpy()
@@ -339,26 +345,27 @@ def new_items(data: Interactions, seed: int, k: int = 10, beta: float | None = N
     # items with at least one warm interaction (on MovieLens every item not held out; in a tuning carve
     # the benchmark's own new items are absent and their untrained vectors must not be fitted)
     warm_idx = np.flatnonzero(~new & (log_pop.ravel() > 0))
-    content = ContentMap(DEFAULTS["content_alpha"]).fit(F[warm_idx], vecs[warm_idx]).transform(F)
-    pop_hat = ContentMap(DEFAULTS["content_alpha"]).fit(F[warm_idx], log_pop[warm_idx]).transform(F).ravel()
+    content = ContentMap(alpha).fit(F[warm_idx], vecs[warm_idx]).transform(F)
+    pop_hat = ContentMap(alpha).fit(F[warm_idx], log_pop[warm_idx]).transform(F).ravel()
     T = peers.binary_matrix(data.users[~warm_rows], data.items[~warm_rows], data.n_users, data.n_items)
     users = np.flatnonzero(np.diff(T.indptr) > 0)
     users = users[[len(seqs[u]) > 0 for u in users]]
     new_idx = np.flatnonzero(new)
-    U = np.stack([pooled_user(vecs, seqs[u], 50) for u in users])
+    # every user's device fold over their warm history (zero without one); the scored users all have one
+    U_all = np.stack([pooled_user(vecs, s, 50) if len(s) else np.zeros(vecs.shape[1], np.float32) for s in seqs])
+    U = U_all[users]
     Tn = T[users][:, new_idx]
     s_user = zscore(U @ content[new_idx].T)
     p = pop_hat[new_idx]
     s_pop = np.broadcast_to((p - p.mean()) / (p.std() + 1e-9), s_user.shape)
     rng = np.random.default_rng(seed)
     rand = [beyond.accuracy(beyond.top_k(rng.random(s_user.shape), k), Tn, k)[f"nDCG@{k}"] for _ in range(20)]
-    U_all = np.stack([pooled_user(vecs, s, 50) if len(s) else np.zeros(vecs.shape[1], np.float32) for s in seqs])
     Xw = peers.binary_matrix(data.users[warm_rows], data.items[warm_rows], data.n_users, data.n_items)[:, warm_idx]
     rank_map = RankingContentMap(DEFAULTS["content_rank_lam"] if rank_lam is None else rank_lam)
     tw = DEFAULTS["content_rank_title_weight"] if title_weight is None else title_weight
     Fr = content_features(data.item_text, data.item_ids, title_weight=tw)
     rank_map.fit(U_all, Xw, Fr[warm_idx])
-    content_r = ContentMap(DEFAULTS["content_alpha"]).fit(Fr[warm_idx], vecs[warm_idx]).transform(Fr)
+    content_r = ContentMap(alpha).fit(Fr[warm_idx], vecs[warm_idx]).transform(Fr)
     a = DEFAULTS["content_rank_blend"] if blend is None else blend
     active = np.flatnonzero(np.diff(Xw.tocsr().indptr) > 0)
     item_vecs = blend_vectors(U_all[active], rank_map.item_vectors(Fr), content_r, a, fit_rows=warm_idx)

@@ -65,3 +65,31 @@ def held_out(n: int, fraction: float, seed: int) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[rng.choice(n, size=max(1, int(round(n * fraction))), replace=False)] = True
     return mask
+
+
+# The benchmark's seeds (bench/quality.py runs every protocol over them) and the draws of its
+# cold users / new items per seed. Tuning must never see any seed's held-out ids, so it excludes
+# their union (`benchmark_held_out`), not just one seed's.
+BENCH_SEEDS = (0, 1, 2)
+COLD_USER_BASE, NEW_ITEM_BASE = 1000, 2000
+
+
+def cold_users_mask(n_users: int, seed: int) -> np.ndarray:
+    """The cold users of benchmark seed `seed` (10% of users, held out entirely)."""
+    return held_out(n_users, 0.1, seed=COLD_USER_BASE + seed)
+
+
+def new_items_mask(n_items: int, seed: int) -> np.ndarray:
+    """The new items of benchmark seed `seed` (10% of items, held out of training)."""
+    return held_out(n_items, 0.1, seed=NEW_ITEM_BASE + seed)
+
+
+def benchmark_held_out(n: int, kind: str, seeds=BENCH_SEEDS) -> np.ndarray:
+    """Union over the benchmark seeds of the held-out ids: kind "users" (cold) or "items" (new)."""
+    draw = {"users": cold_users_mask, "items": new_items_mask}
+    if kind not in draw:
+        raise ValueError(f"kind must be 'users' or 'items', got {kind!r}")
+    out = np.zeros(n, dtype=bool)
+    for s in seeds:
+        out |= draw[kind](n, s)
+    return out

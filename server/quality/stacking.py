@@ -26,7 +26,7 @@ to the full training set. Test rows are never an input to any of this.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,9 +50,6 @@ class RankerConfig:
     batch_users: int = 64  # minibatches are whole users' candidate lists (needed by the listwise loss)
     loss: str = "bce"  # "bce" (pointwise, the click model's loss) or "listwise" (softmax over the list)
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- item side data
@@ -104,15 +101,19 @@ class TimeIndex:
             sel = order[bounds[j]: bounds[j + 1]]
             t = self.times[self.start[i]: self.start[i + 1]]
             out[sel] = np.searchsorted(t, hi[sel], "right") - np.searchsorted(t, lo[sel], "left")
-        return out.reshape(cand.shape)
+        # a user with no rows here has t_min = inf, t_max = -inf: an empty window (hi < lo), whose
+        # difference above is negative; clip it to 0 (a negative count would give log1p -> NaN)
+        return np.maximum(out, 0.0).reshape(cand.shape)
 
 
 # ---------------------------------------------------------------- base models + features
 class RP3beta:
-    """RP3beta (Paudel et al. 2017): 3-step random walk item-item weights, divided by popularity^beta."""
+    """RP3beta (Paudel et al. 2017): 3-step random walk item-item weights, divided by popularity^beta.
 
-    def __init__(self, alpha: float = 1.0, beta: float = 0.5):
-        self.alpha, self.beta = alpha, beta
+    The paper's exponent alpha on the walk probabilities is fixed at 1 (the only value used here)."""
+
+    def __init__(self, beta: float = 0.5):
+        self.beta = beta
 
     def fit(self, X: sp.csr_matrix) -> "RP3beta":
         X = sp.csr_matrix(X, dtype=np.float64)
@@ -121,8 +122,6 @@ class RP3beta:
         P_ui = sp.diags(1.0 / deg_u) @ X
         P_iu = sp.diags(1.0 / deg_i) @ X.T
         W = (P_iu @ P_ui).toarray()
-        if self.alpha != 1.0:
-            W = W ** self.alpha
         W /= deg_i[None, :] ** self.beta
         np.fill_diagonal(W, 0.0)
         self.W, self.X = W.astype(np.float32), X
@@ -195,7 +194,7 @@ def candidate_features(X: sp.csr_matrix, users: np.ndarray, cand: np.ndarray, z:
     U, K = cand.shape
     rows = np.arange(U)[:, None]
     counts = np.asarray(X.sum(0)).ravel().astype(np.float64)
-    pct = np.argsort(np.argsort(counts, kind="stable"), kind="stable") / max(len(counts) - 1, 1)
+    pct = beyond.popularity_ranks(counts)
     log_pop = np.log1p(counts) / max(np.log1p(counts.max()), 1e-9)
     Xu = X[users]
     n_u = np.asarray(Xu.sum(1)).ravel()
@@ -272,11 +271,10 @@ class Ranker:
 
 
 # ---------------------------------------------------------------- stacking
-def carve(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, seed: int) -> np.ndarray:
+def carve(users: np.ndarray, items: np.ndarray, seed: int) -> np.ndarray:
     """A validation carve of *training* rows: boolean mask of its train part (stratified per item 75/25)."""
     from .splits import python_stratified_split
 
-    del n_users, n_items  # the same signature as the matrices built from it
     return python_stratified_split(users, items, 0.75, "item", seed)
 
 
@@ -311,7 +309,7 @@ class TwoStage:
         """users/items/timestamps: the training rows only; the ranker never sees anything else."""
         Fs, ys = [], []
         for s in self.carve_seeds:
-            part = carve(users, items, n_users, n_items, s)
+            part = carve(users, items, s)
             F, y, _, _ = examples(users, items, timestamps, part, n_users, n_items, self.base, self.genres,
                                   self.years)
             Fs.append(F)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from server import metrics
 from server.quality import beyond
 from server.quality.hybrid import DLAE, ContentMap, SegmentPrior
-from server.quality.peers import EASE, binary_matrix, ease_weights
+from server.quality.peers import EASE, ease_weights
 from server.quality.splits import held_out, leave_last_out, python_stratified_split
 
 
@@ -208,3 +208,30 @@ def test_seq_tower_is_causal_and_learns_a_cycle():
     model, report = fit(cycle, c)
     nxt = score(model, [np.array([0, 1, 2])]).argmax(1)
     assert nxt.tolist() == [3] and report["best_epoch"] == 20
+
+
+def test_tuning_carves_exclude_every_benchmark_seeds_held_out_ids():
+    from server.quality.data import Interactions
+    from server.quality.splits import BENCH_SEEDS, benchmark_held_out, cold_users_mask, new_items_mask
+    from server.quality.tuning import _new_items_carve, cold_user_carve
+
+    n_users, n_items = 943, 1682  # MovieLens-100k's sizes: the benchmark's draws exactly
+    union_u = benchmark_held_out(n_users, "users")
+    assert np.array_equal(union_u, np.logical_or.reduce([cold_users_mask(n_users, s) for s in BENCH_SEEDS]))
+    assert union_u.sum() > cold_users_mask(n_users, 0).sum()  # the seeds' draws differ
+    for vseed in (51, 52, 53):
+        cold, warm = cold_user_carve(n_users, vseed)
+        assert cold.sum() > 0 and not (cold & warm).any()
+        assert not ((cold | warm) & union_u).any()  # no seed's test user is fitted on or validated on
+    rng = np.random.default_rng(0)
+    d = Interactions(rng.integers(0, 50, 5000), rng.integers(0, n_items, 5000), np.arange(5000.0),
+                     np.array([str(u) for u in range(50)]), np.array([str(i) for i in range(n_items)]))
+    union_i = benchmark_held_out(n_items, "items")
+    assert np.array_equal(union_i, np.logical_or.reduce([new_items_mask(n_items, s) for s in BENCH_SEEDS]))
+    for seed in BENCH_SEEDS:
+        sub, pseudo = _new_items_carve(d, seed, 99)
+        assert not union_i[sub.items].any() and not (pseudo & union_i).any()
+        assert pseudo.sum() == (~union_i).sum() // 10
+    assert not np.array_equal(_new_items_carve(d, 0, 99)[1], _new_items_carve(d, 1, 99)[1])
+    with pytest.raises(ValueError, match="kind"):
+        benchmark_held_out(10, "rows")

@@ -87,7 +87,7 @@ def test_time_index_counts_consumptions_in_the_users_window():
 def test_stacking_labels_come_from_the_carves_held_part_only():
     users, items, ts = _rows()
     G, years = _side()
-    part = st.carve(users, items, 30, 40, seed=7)
+    part = st.carve(users, items, seed=7)
     base = st.BaseModels(P1, 5.0, ALS, seed=0, n_candidates=10)
     F, y, cand, Yh = st.examples(users, items, ts, part, 30, 40, base, G, years)
     assert F.shape == (30, 10, len(st.FEATURES)) and y.shape == cand.shape == (30, 10)
@@ -113,3 +113,22 @@ def test_two_stage_fits_on_training_rows_and_never_recommends_them():
     assert not any((u, i) in seen for u in range(30) for i in top[u])
     assert all(len(set(row)) == 5 for row in top)
 
+
+
+def test_a_user_without_training_rows_gets_finite_features_and_a_finite_ranker():
+    # user 2 has no rows: an empty active window must count 0 (not a negative count -> log1p NaN)
+    users, items = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 2])
+    ts = np.array([0.0, 1.0, 2.0, 3.0]) * 86400
+    t = st.TimeIndex(users, items, ts, 3, 3, pad_days=1)
+    assert t.counts_in_window(np.array([2]), np.array([[0, 1, 2]])).tolist() == [[0, 0, 0]]
+    X = binary_matrix(users, items, 3, 3)
+    G = np.eye(3, dtype=np.float32)
+    z = {n: np.zeros((3, 3), np.float32) for n in ("z_dlae", "z_user_ease", "z_ease", "z_als", "z_rp3")}
+    cand = np.array([[2, 0], [0, 2], [0, 1]])
+    F = st.candidate_features(X, np.arange(3), cand, z, G, np.array([1990, 2000, 2010], np.float32), t)
+    assert np.isfinite(F).all()
+    f = {n: F[..., k] for k, n in enumerate(st.FEATURES)}
+    assert f["local_pop"][2].tolist() == [0.0, 0.0] and f["local_share"][2].tolist() == [0.0, 0.0]
+    y = np.array([[1, 0], [0, 1], [0, 0]], np.float32)
+    r = st.Ranker(st.RankerConfig(hidden=4, layers=1, epochs=2, batch_users=2)).fit(F, y)
+    assert np.isfinite(r.mu).all() and np.isfinite(r.sd).all() and np.isfinite(r.score(F)).all()
