@@ -30,20 +30,14 @@ SHARE = 0.5
 
 
 def _home(tmp: Path, src: str | None) -> Path:
-    from server.home import Home
-
-    dst = tmp / "home"
+    """A copy of `src`, else a scratch home trained and published as bench/sync.py makes one."""
     if src:
+        dst = tmp / "home"
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.log", "devices.sqlite*"))
         return dst
-    from server.pipeline import export_job, train_job
-    from server.publish import publish_job
+    from bench.sync import _home as trained_home
 
-    home = Home(dst)
-    train_job(home, epochs=2, progress=False)
-    export_job(home, n_users=100)
-    publish_job(home, progress=False)
-    return dst
+    return trained_home(tmp)
 
 
 def _cpu_us(api, users: list[str], query: str, n: int, headers=None) -> tuple[float, int]:

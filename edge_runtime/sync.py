@@ -190,8 +190,9 @@ class Syncer:
         manifest = verify_manifest(manifest_bytes, body.get("signature", ""), self.public_key, floor, now=self.clock())
         mode = "same" if same else "new"
         if manifest["version"] == held and not same:
-            # The held version again, signed: another variant of it when it names another model, else a replay.
-            if manifest_bytes == held_bytes or manifest.get("model_version") == self.cache.snapshot().model_version:
+            # The held version again, signed: another variant of it when it names another model, else a replay
+            # (the held manifest's own bytes name the held model too).
+            if manifest.get("model_version") == self.cache.snapshot().model_version:
                 raise SignatureError(f"bundle version {held} is not newer than the held {held}: rollback refused")
             mode = "switch" if switch_ok else "foreign"
         missing = [n for n in REQUIRED_ARTIFACTS if n not in manifest["artifacts"]]
@@ -326,10 +327,10 @@ class Syncer:
         # "foreign": another variant's answer in a later round; its records are the held version's (they carry
         # no model), its item entries and states another model's: only the records are taken.
         same, foreign = mode in ("same", "foreign"), mode == "foreign"
-        model = str(self.cache.snapshot().model_version if foreign else manifest["model_version"])
-        version, dim = manifest["version"], manifest["embedding_dim"]
-        if foreign:
-            dim = self.cache.snapshot().dim or dim
+        version, model, dim = manifest["version"], str(manifest["model_version"]), manifest["embedding_dim"]
+        if foreign:  # the held variant's model and dim
+            snap = self.cache.snapshot()
+            model, dim = str(snap.model_version), snap.dim or dim
         arts = manifest["artifacts"]
         held_shas = self.cache.artifact_shas()
         for name, art in arts.items():

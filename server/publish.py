@@ -25,7 +25,6 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from exporter.signing import init_keys, load_private
 from shared import wire
 from shared.features import DECAY, TYPE_WEIGHTS, user_vector
 
@@ -33,6 +32,7 @@ from .config import Config
 from .home import Home
 from .stores.base import RecordRow
 from . import item_entries, variants
+from .bundle_model import load_signer, manifest_artifacts, model_artifacts, model_section, save_artifacts
 from .catalogue import load_catalogue
 from .ranking import Ranker, popular
 
@@ -59,8 +59,7 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     catalogue = load_catalogue(store)
     ranker = Ranker(catalogue, model_dir / "ranker.fp32.onnx", n_candidates=n_candidates)
     dim = catalogue.vectors.shape[1]
-    init_keys(home.keys)
-    signer = load_private(home.keys)
+    signer = load_signer(home)
     heads = store.record_heads()
     changed: dict[str, RecordRow] = {}
     sigs: dict[str, bytes] = {}
@@ -94,15 +93,8 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
                                          previous, prev_model)
     item_entries.save(out / item_entries.ITEMS_FILE, entries)
     items_changed = sum(1 for e in entries.values() if e.changed == version)
-    artifacts = {
-        "ranker": (model_dir / "ranker.int8.onnx").read_bytes(),
-        # The user tower as a graph (fp32: it has no weights to quantize), for
-        # devices that fold their own state without shared.features.
-        "encoder": (model_dir / "encoder.onnx").read_bytes(),
-    }
-    names = {"ranker": "ranker.int8.onnx", "encoder": "encoder.onnx"}
-    for key, data in artifacts.items():
-        (out / names[key]).write_bytes(data)
+    artifacts = model_artifacts(model_dir)
+    save_artifacts(out, artifacts)
     now = time.time()
     manifest = {
         "wire_version": wire.WIRE_VERSION,
@@ -115,18 +107,15 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         # The cold-start list, signed here; its items' entries come like any candidate list's.
         "popular": popular(store.item_counts(), catalogue.in_stock),
         "items": {"count": len(entries), "precision": "f16"},
-        "artifacts": {key: {"file": names[key], "sha256": wire.sha256_hex(d), "length": len(d)}
-                      for key, d in artifacts.items()},
-        "model": {"opset": export["opset"], "exporter": export["exporter"],
-                  "quantization": export["quantization"]["method"], "parity": export["parity"],  # gates within
-                  "encoder": {k: export["encoder"][k] for k in ("inputs", "outputs", "precision", "parity")}},
+        "artifacts": manifest_artifacts(artifacts),
+        "model": model_section(export),
     }
     body = wire.canonical_json(manifest)
     (out / "manifest.json").write_bytes(body)
     (out / "manifest.sig").write_text(base64.b64encode(signer.sign(body)).decode() + "\n")
     # A running canary gets its variant of this version before the version is served, so canary users'
     # devices move from the canary at version - 1 to the canary at version, never through the live model.
-    variant = variants.build_for_rollout(home, version, store=store, signer=signer)
+    variant = variants.build_for_rollout(home, version, store=store, signer=signer, base=catalogue, meta=meta)
     store.set_meta("bundle_version", str(version))
     # Compaction only after the version moved: until then the previous version's signatures are
     # served. A cursor older than keep_from gets a snapshot; one in [keep_from, version] finds its base

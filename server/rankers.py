@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import ModelError
-from shared.features import fold_events, user_vector
+from shared.features import UserState, fold_events, user_vector
 
 from .catalogue import Catalogue
 from .home import Home
@@ -105,13 +105,18 @@ class VersionRanker:
     # one while this entry is cached, and checked on each hit.
     base: Catalogue | None = None
 
+    def state(self, record) -> UserState:
+        """The user's state (a store UserRecord's) in this version's space: the store's own when native,
+        else the user's recent events folded with this version's item vectors."""
+        if self.native:
+            return record.state
+        vecs = self.vectors or {}
+        return fold_events(((e["type"], vecs.get(e["item_id"]) if e["item_id"] else None)
+                            for e in record.recent_events()), self.ranker.catalogue.dim)
+
     def user_vector(self, ctx) -> np.ndarray | None:
         """The user's vector in this version's space; None for a user with no weighted event yet."""
-        if self.native:
-            return user_vector(ctx.record.state) if ctx.record.state.w > 0 else None
-        vecs = self.vectors or {}
-        state = fold_events(((e["type"], vecs.get(e["item_id"]) if e["item_id"] else None)
-                             for e in ctx.record.recent_events()), self.ranker.catalogue.dim)
+        state = self.state(ctx.record)
         return user_vector(state) if state.w > 0 else None
 
 

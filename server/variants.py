@@ -33,16 +33,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from exporter.signing import init_keys, load_private
 from shared import wire
 from shared.errors import ValidationError
 
 from . import item_entries
-from .catalogue import load_catalogue
+from .bundle_model import MODEL_FILES, load_signer, manifest_artifacts, model_artifacts, model_section, save_artifacts
+from .catalogue import Catalogue, load_catalogue
 from .home import Home
-from .monitoring.canary import in_canary
 from .monitoring.registry import Registry
-from .rankers import catalogue_for, ensure_vectors, version_vectors
+from .rankers import catalogue_for, version_vectors
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +75,9 @@ def choose(data: dict, users: Iterable[str], live_model: str) -> str:
     user hashes into its share, else the registry's live version, else `live_model`); when they do
     not all route to the canary, the live version: a device holds one model for all its users, and a
     canary user on a mixed device is better served the live model than a non-canary user the canary."""
-    live = Registry.live_of(data, live_model)
-    ro = data.get("rollout")
-    if not ro:
-        return live
-    users = list(users)
-    # Registry.route per user, folded: the canary only when every user hashes into it.
-    return ro["version"] if users and all(in_canary(u, ro["rollout_id"], ro["share"]) for u in users) else live
+    routes = {Registry.route(data, u, live_model) for u in users}
+    # One route for every user: it; users routed apart, or none listed: the live version.
+    return routes.pop() if len(routes) == 1 else Registry.live_of(data, live_model)
 
 
 def etag(version: int, variant_model: str | None) -> str:
@@ -90,13 +85,12 @@ def etag(version: int, variant_model: str | None) -> str:
     return f'"v{version}"' if variant_model is None else f'"v{version}-{variant_model}"'
 
 
-def _previous(home: Home, version: int, model_version: str) -> tuple[dict, str | None]:
-    """Entries a variant of `model_version` at `version` may keep (same bytes, same model: same signature and
-    `changed`): the variant already built at this version, else the previous bundle's variant of the model,
-    else the previous live bundle if it ran this model. ({}, None) when none: every entry counts as changed."""
-    candidates = [variant_dir(home.bundle_dir(version), model_version),
-                  variant_dir(home.bundle_dir(version - 1), model_version), home.bundle_dir(version - 1)]
-    for d in candidates:
+def _kept_entries(dirs: Iterable[Path], model_version: str) -> tuple[dict, str | None]:
+    """Entries a new build for `model_version` may keep (same bytes, same model: same signature and `changed`):
+    those of the first of `dirs` (bundle or variant directories) whose manifest names `model_version` and
+    that has an item file. ({}, None) when none: every entry counts as changed (item_entries.build_entries
+    keeps nothing of another model's either)."""
+    for d in dirs:
         try:
             model = json.loads((d / "manifest.json").read_bytes()).get("model_version")
         except (OSError, ValueError):
@@ -112,22 +106,17 @@ def previous_live_entries(home: Home, version: int, model_version: str) -> tuple
     the new model: devices that held that variant then keep their entries (a device that held another
     model is sent every entry anyway, see server/api/sync.py)."""
     prev = home.bundle_dir(version - 1)
-    try:
-        prev_model = json.loads((prev / "manifest.json").read_bytes()).get("model_version")
-    except (OSError, ValueError):
-        prev_model = None
-    if prev_model != model_version and exists(prev, model_version):
-        return item_entries.load(variant_dir(prev, model_version) / item_entries.ITEMS_FILE), model_version
-    return item_entries.load(prev / item_entries.ITEMS_FILE), prev_model
+    return _kept_entries([prev, variant_dir(prev, model_version)], model_version)
 
 
 def build_variant(home: Home, bundle_version: int, model_version: str, rollout: dict, store=None,
-                  signer=None) -> dict:
+                  signer=None, base: Catalogue | None = None, meta: dict | None = None) -> dict:
     """Write (or rewrite) bundle `bundle_version`'s canary variant for `model_version`; returns a summary.
 
     The live bundle must exist. Written into a temporary directory and moved into place, so a sync never
-    reads half a variant (during the swap it finds none and answers live)."""
-    home = home if isinstance(home, Home) else Home(home)
+    reads half a variant (during the swap it finds none and answers live). `base`, `meta`: the store's
+    catalogue and item metadata when the caller has them already (publish), else read from the store.
+    The model's item_vectors.npz is not written here: `canary start` did (rollout.start)."""
     check_model("version", model_version)
     bundle = home.bundle_dir(bundle_version)
     try:
@@ -137,46 +126,44 @@ def build_variant(home: Home, bundle_version: int, model_version: str, rollout: 
     if live["model_version"] == model_version:
         raise ValidationError("version", f"{model_version} is bundle {bundle_version}'s live model already")
     model_dir = home.model_dir(model_version)
-    names = {"ranker": "ranker.int8.onnx", "encoder": "encoder.onnx"}
-    missing = [f for f in names.values() if not (model_dir / f).exists()]
+    missing = [f for f in MODEL_FILES.values() if not (model_dir / f).exists()]
     if missing:
         raise ValidationError("version", f"{model_dir} has no {', '.join(missing)}; run `pocketrank export` for it")
     export = json.loads((model_dir / "export.json").read_text()) if (model_dir / "export.json").exists() else {}
-    own_store = store is None
-    store = home.store() if own_store else store
-    try:
-        ensure_vectors(model_dir)
-        ids, vecs = version_vectors(model_dir)
-        catalogue = catalogue_for(load_catalogue(store), ids, vecs)
-        meta = {it.item_id: it.to_dict() for it in store.items()}
-    finally:
-        if own_store:
-            store.close()
+    if base is None or meta is None:
+        own_store = store is None
+        store = home.store() if own_store else store
+        try:
+            base = load_catalogue(store) if base is None else base
+            meta = {it.item_id: it.to_dict() for it in store.items()} if meta is None else meta
+        finally:
+            if own_store:
+                store.close()
+    ids, vecs = version_vectors(model_dir)
+    catalogue = catalogue_for(base, ids, vecs)
     if signer is None:
-        init_keys(home.keys)
-        signer = load_private(home.keys)
-    previous, prev_model = _previous(home, bundle_version, model_version)
+        signer = load_signer(home)
+    # The variant already built at this version, else the previous bundle's variant of the model, else the
+    # previous live bundle if it ran this model.
+    previous, prev_model = _kept_entries([variant_dir(home.bundle_dir(bundle_version), model_version),
+                                          variant_dir(home.bundle_dir(bundle_version - 1), model_version),
+                                          home.bundle_dir(bundle_version - 1)], model_version)
     entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, bundle_version,
                                          signer.sign, previous, prev_model)
-    artifacts = {k: (model_dir / f).read_bytes() for k, f in names.items()}
+    artifacts = model_artifacts(model_dir)
     manifest = {k: v for k, v in live.items() if k not in ("model",)}
     manifest.update({
         "created_at": time.time(),  # expires_at stays the live bundle's: the version expires as one
         "model_version": model_version,
         "embedding_dim": int(catalogue.vectors.shape[1]),
         "items": {"count": len(entries), "precision": "f16"},
-        "artifacts": {k: {"file": names[k], "sha256": wire.sha256_hex(d), "length": len(d)}
-                      for k, d in artifacts.items()},
+        "artifacts": manifest_artifacts(artifacts),
         # Signed, so a device (or an auditor) can tell a canary variant from a live manifest; the share is the
         # one at build time: routing follows the registry, which may have widened it since.
         "rollout": {"rollout_id": str(rollout["rollout_id"]), "share": float(rollout["share"])},
     })
     if export:
-        manifest["model"] = {"opset": export.get("opset"), "exporter": export.get("exporter"),
-                             "quantization": (export.get("quantization") or {}).get("method"),
-                             "parity": export.get("parity"),
-                             "encoder": {k: (export.get("encoder") or {}).get(k)
-                                         for k in ("inputs", "outputs", "precision", "parity")}}
+        manifest["model"] = model_section(export)
     body = wire.canonical_json(manifest)
     out = variant_dir(bundle, model_version)
     tmp = out.parent / f".building-{model_version}-{os.getpid()}"
@@ -184,8 +171,7 @@ def build_variant(home: Home, bundle_version: int, model_version: str, rollout: 
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     item_entries.save(tmp / item_entries.ITEMS_FILE, entries)
-    for k, d in artifacts.items():
-        (tmp / names[k]).write_bytes(d)
+    save_artifacts(tmp, artifacts)
     (tmp / "manifest.sig").write_text(base64.b64encode(signer.sign(body)).decode() + "\n")
     (tmp / "manifest.json").write_bytes(body)
     if out.exists():  # a rebuild: a directory cannot be renamed over a non-empty one
@@ -203,7 +189,7 @@ def build_variant(home: Home, bundle_version: int, model_version: str, rollout: 
 
 
 def build_for_rollout(home: Home, bundle_version: int, rollout: dict | None = None, store=None,
-                      signer=None) -> dict | None:
+                      signer=None, base: Catalogue | None = None, meta: dict | None = None) -> dict | None:
     """The rollout's (default: the registry's running one) variant of `bundle_version`, or None when no
     rollout runs. A failure is logged and reported, never raised: the server-side canary and the live
     bundle stand without it (canary users' devices then keep the live model)."""
@@ -215,7 +201,8 @@ def build_for_rollout(home: Home, bundle_version: int, rollout: dict | None = No
     if not rollout or bundle_version <= 0:
         return None
     try:
-        return build_variant(home, bundle_version, rollout["version"], rollout, store=store, signer=signer)
+        return build_variant(home, bundle_version, rollout["version"], rollout, store=store, signer=signer,
+                             base=base, meta=meta)
     except Exception as exc:  # noqa: BLE001 - reported to the caller (publish, canary start), logged with its trace
         log.exception("building bundle %d's canary variant of %s failed", bundle_version, rollout.get("version"))
         return {"bundle_version": bundle_version, "model_version": rollout.get("version"), "status": "failed",

@@ -32,8 +32,6 @@ from shared.errors import IntegrityError, PocketrankError, ValidationError
 from shared.schemas import check_id
 from shared.wire import pack_state, parse_manifest
 
-from shared.features import fold_events
-
 from .. import item_entries, variants
 from ..auth import current_device, rate_limit
 from ..stores.base import RECORDS_EPOCH, RecordRow
@@ -118,12 +116,21 @@ def get_sync():
     mkey, pre = _manifest(bundle, version)
     vdir, variant_model, live_model = bundle, None, pre.model_version
     model = variants.choose(serving.routing(), users, live_model)
-    if model != pre.model_version and variants.exists(bundle, model):
-        vdir, variant_model = variants.variant_dir(bundle, model), model
-        mkey, pre = _manifest(vdir, version, model)
+    if model != live_model and variants.MODEL_RE.fullmatch(model):
+        # One read of the variant's files, no separate existence check: a rebuild (build_variant swaps
+        # directories) or a removal at any moment before it leaves no variant, and the live bundle answers.
+        got = _manifest(variants.variant_dir(bundle, model), version, model, missing_ok=True)
+        if got is not None:
+            vdir, variant_model = variants.variant_dir(bundle, model), model
+            mkey, pre = got
     etag = variants.etag(version, variant_model)
+    cursor_facts = None  # the cursor's bundle's (popular, model), read at most once per request
     if held_model is None and cursor > 0:  # a device that does not name its model holds its cursor's live one
-        held_model = live_model if cursor >= version else _bundle_facts(serving.home, cursor)[1]
+        if cursor >= version:
+            held_model = live_model
+        else:
+            cursor_facts = _bundle_facts(serving.home, cursor)
+            held_model = cursor_facts[1]
     # The device holds another model than this answer's (a variant switch, or a new live model): every item
     # entry its lists and popular reference comes again, under this answer's model; its records do not
     # depend on the model and are answered against its cursor as usual.
@@ -144,8 +151,9 @@ def get_sync():
     # likewise (against the popular list of the cursor's bundle), and the items it names as lacking.
     send = {i for f in frags.values() if f is not None for i in f[1]}
     pop_cursor = 0 if reason is not None or switch else min(cursor, version)
-    send.update(item_entries.select(items.entries, pre.popular, _bundle_facts(serving.home, pop_cursor)[0],
-                                    pop_cursor, lacking))
+    pop_facts = cursor_facts if cursor_facts is not None and pop_cursor == cursor else _bundle_facts(serving.home,
+                                                                                                       pop_cursor)
+    send.update(item_entries.select(items.entries, pre.popular, pop_facts[0], pop_cursor, lacking))
     # Live states: the real-time layer's latest vector for each user, so a
     # device starts from every event the server has folded since publish.
     states = _states(serving, users, pre.model_version)
@@ -177,15 +185,9 @@ def _states(serving, users: list[str], model: str) -> dict[str, str]:
             vr = serving.rankers.get(model, cat, False)
         except PocketrankError as exc:  # its files are gone: the store's states, as before variants
             log.warning("no item vectors of model %s here (%s); sync answers carry the store's states", model, exc)
-    if vr is None:
-        return {u: base64.b64encode(pack_state(serving.store.user_state(u, cat.dim))).decode() for u in users}
-    vecs, dim = vr.vectors or {}, vr.ranker.catalogue.dim
-    out = {}
-    for u in users:
-        events = serving.store.user_context(u, cat.dim).record.recent_events()
-        state = fold_events(((e["type"], vecs.get(e["item_id"]) if e["item_id"] else None) for e in events), dim)
-        out[u] = base64.b64encode(pack_state(state)).decode()
-    return out
+    records = serving.store.user_records(users, cat.dim)  # one read for all the listed users
+    return {u: base64.b64encode(pack_state(records[u].state if vr is None else vr.state(records[u]))).decode()
+            for u in users}
 
 
 def _dumps(obj) -> bytes:
@@ -344,22 +346,34 @@ def _bundle_facts(home, version: int) -> tuple[list[int] | None, str | None]:
     return _FACTS[key]
 
 
-def _manifest(bundle, version: int, variant_model: str | None = None) -> tuple[tuple, _Manifest]:
-    """A bundle's (or, with `variant_model`, its canary variant's) manifest, parsed and encoded once per file."""
+def _manifest(bundle, version: int, variant_model: str | None = None,
+              missing_ok: bool = False) -> tuple[tuple, _Manifest] | None:
+    """A bundle's (or, with `variant_model`, its canary variant's) manifest, parsed and encoded once per file.
+
+    `missing_ok`: None when its files are not there (a variant being rebuilt or removed: the caller answers
+    with the live bundle), instead of a 503."""
     where = str(bundle)
     try:  # the file's mtime in the key: a store reset and republished under the same version is reread
         key = (where, version, os.stat(where + "/manifest.json").st_mtime_ns)
     except FileNotFoundError:
+        if missing_ok:
+            return None
         abort(503, description=f"bundle {version} is missing its manifest; publish again")
     hit = _MANIFESTS.get(key)
     if hit is None:
-        body = (bundle / "manifest.json").read_bytes()
+        try:  # a variant directory swapped or removed since the stat above: as if it were not there
+            body = (bundle / "manifest.json").read_bytes()
+            sig = (bundle / "manifest.sig").read_text().strip()
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise
         try:
             manifest = parse_manifest(body)
         except IntegrityError as exc:  # e.g. a wire v2 bundle published before an upgrade
             abort(503, description=f"bundle {version} cannot be served ({exc}); run `pocketrank publish`")
         prefix = f"/v1/artifacts/{version}/" + (f"canary/{variant_model}/" if variant_model else "")
-        hit = _Manifest(_dumps(base64.b64encode(body).decode()), _dumps((bundle / "manifest.sig").read_text().strip()),
+        hit = _Manifest(_dumps(base64.b64encode(body).decode()), _dumps(sig),
                         _dumps({k: prefix + a["file"] for k, a in manifest["artifacts"].items()}),
                         tuple(manifest["popular"]), str(manifest["model_version"]))
         with _LOCK:

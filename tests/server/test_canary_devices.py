@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 
 import httpx
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 from edge_runtime import EdgeClient, SignatureError
 from edge_runtime.transport import Transport
 from server import item_entries, variants
+from server.api import sync as sync_api
 from server.home import Home
 from server.monitoring import canary, collector, rollout, source
 from server.monitoring.registry import Registry
@@ -284,6 +286,44 @@ def test_sync_answers_per_variant(app, home, canary_model):
     assert back.get_json()["manifest"] == live_body["manifest"]
     assert {i: e["sig"] for i, e in back.get_json()["items"].items()} == \
         {i: e["sig"] for i, e in live_body["items"].items()}
+
+
+def test_a_variant_gone_between_choosing_and_reading_answers_live(app, home, canary_model, monkeypatch):
+    """A rebuild swaps the variant's directory (build_variant: two os.replace) and a removal drops it: a sync
+    that chose the variant an instant before answers with the live bundle, never a 5xx."""
+    store, live = canary_model
+    api = app.test_client()
+    user = INSIDE[8]
+    live_body = api.get(f"/v1/sync?cursor=0&users={user}").get_json()
+    ro = _start(home, store)
+    vdir = variants.variant_dir(home / "bundles" / "1", CANARY)
+    real_choose = variants.choose
+
+    def choose_then_remove(*args):  # the seam: the variant's directory goes right after the request chose it
+        model = real_choose(*args)
+        shutil.rmtree(vdir)
+        return model
+
+    def assert_live(resp):
+        assert resp.status_code == 200 and resp.headers["ETag"] == '"v1"', resp.get_data(as_text=True)[:300]
+        body = resp.get_json()
+        assert body["manifest"] == live_body["manifest"] and body["signature"] == live_body["signature"]
+        assert {i: e["sig"] for i, e in body["items"].items()} == {i: e["sig"] for i, e in live_body["items"].items()}
+
+    with monkeypatch.context() as m:
+        m.setattr(variants, "choose", choose_then_remove)
+        assert_live(api.get(f"/v1/sync?cursor=0&users={user}"))
+    assert not vdir.exists()
+    # Rebuilt, then caught between the manifest's stat and its signature's read (as if swapped right then):
+    # the live bundle again, not a 500; once whole, the variant serves.
+    variants.build_variant(Home(home), 1, CANARY, ro, store=store)
+    sig = (vdir / "manifest.sig").read_bytes()
+    (vdir / "manifest.sig").unlink()
+    assert_live(api.get(f"/v1/sync?cursor=0&users={user}"))
+    assert sync_api._manifest(vdir, 1, CANARY, missing_ok=True) is None
+    (vdir / "manifest.sig").write_bytes(sig)
+    resp = api.get(f"/v1/sync?cursor=0&users={user}")
+    assert resp.status_code == 200 and resp.headers["ETag"] == f'"v1-{CANARY}"'
 
 
 @pytest.mark.parametrize("model", ["", ".hidden", "a b", "m%2Fx", "x" * 256, "-dash", "m,n"])
