@@ -360,8 +360,9 @@ def drift_check(home, current_days: float = DEFAULT_CURRENT_DAYS, window_days: f
     """(decision, skipped) for the current window. Skipped (a decision with no figures, its reason
     logged) when the current window overlaps the training window of the live model or of a
     drift-triggered candidate or canary (`overlaps`, `windows_to_wait_for`); otherwise
-    drift.check_drift: the category mix of engagement (PSI) and each category's CTR (exact test)
-    against the live model's training window."""
+    drift.check_drift: the category mix of engagement (PSI; advisory when the log has impressions,
+    since the serving model's exposure moves it) and each category's CTR (exact test) against the
+    live model's training window."""
     store = store or home.store()
     events = read_log(store) if events is None else events
     end = resolve_end(events, as_of)

@@ -182,3 +182,40 @@ def test_category_ctr_acts_on_a_rise_only_a_fall_is_watched():
     f = drift.category_ctr_drift("category_ctr", ref, cur, cats)
     assert f.level == "watch" and f.top_shifts[0]["value"] == "small" and f.top_shifts[0]["relative_ratio"] < 0.5
     assert f.p_value < 1e-6 and not drift.decide([f]).retrain
+
+
+def test_with_impressions_a_mix_moved_by_exposure_alone_is_watched_not_acted_on():
+    big = [f"c{n}" for n in range(11)]
+    ref, cats = _ctr_events({"small": 1000, **{c: 5000 for c in big}}, {"small": 50, **{c: 250 for c in big}}, "r")
+    # a retrained model shows "small" 20x as often and the rest less; every category's CTR is what it was
+    cur, _ = _ctr_events({"small": 20000, **{c: 4000 for c in big}}, {"small": 1000, **{c: 200 for c in big}}, "c")
+    raw = drift.categorical_drift("category_mix", drift.category_mix(ref, cats), drift.category_mix(cur, cats))
+    assert raw.level == "act" and raw.psi > 2 * drift.ACT, "the point of the test: the mix PSI alone would act"
+    d = drift.check_drift(ref, cur, cats)
+    mix, ctr = d.figures[0], d.figures[1]
+    assert mix.psi == raw.psi and mix.level == "watch" and "exposure" in mix.note
+    assert ctr.level == "ok" and not d.retrain and d.level == "watch"
+    assert "category_mix" in d.reasons[0] and "the serving model's own exposure explains it" in d.reasons[0]
+
+
+def test_with_impressions_the_mix_is_capped_even_when_the_category_ctr_acts():
+    big = [f"c{n}" for n in range(11)]
+    ref, cats = _ctr_events({"small": 1000, **{c: 5000 for c in big}}, {"small": 50, **{c: 250 for c in big}}, "r")
+    cur, _ = _ctr_events({"small": 20000, **{c: 4000 for c in big}}, {"small": 3000, **{c: 200 for c in big}}, "c")
+    d = drift.check_drift(ref, cur, cats)
+    assert d.figures[0].level == "watch" and d.figures[1].level == "act" and d.retrain
+    assert "the category CTR decides" in d.figures[0].note
+
+
+def test_without_impressions_a_big_mix_shift_still_acts():
+    from shared.schemas import Event
+
+    cats = {1: "a", 2: "b", 3: "c"}
+
+    def clicks(counts: dict[int, int], tag: str) -> list:  # a replayed ratings log: engagement, no impressions
+        return [Event(f"{tag}{i}-{k}", "u", "d", "click", 0.0, i) for i, n in counts.items() for k in range(n)]
+
+    d = drift.check_drift(clicks({1: 500, 2: 300, 3: 200}, "r"), clicks({1: 200, 2: 300, 3: 500}, "c"), cats)
+    mix, ctr = d.figures[0], d.figures[1]
+    assert not ctr.top_shifts and ctr.level == "ok"
+    assert mix.level == "act" and not mix.note and d.retrain
