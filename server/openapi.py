@@ -76,6 +76,25 @@ def _json(schema: dict, description: str = "ok") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _artifact_get(operation_id: str, extra_path: list[dict], errors: tuple[int, ...]) -> dict:
+    """GET of a bundle artifact (live or a canary variant's): the same bytes, Range and caching answers."""
+    return {
+        "operationId": operation_id,
+        "parameters": [{"name": "version", "in": "path", "required": True,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
+                       *extra_path,
+                       {"name": "name", "in": "path", "required": True, "schema": ID},
+                       {"name": "Range", "in": "header", "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the artifact's bytes",
+                              "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                  "format": "binary"}}}},
+                      "206": {"description": "a byte range of the artifact"},
+                      "304": {"description": "not modified"},
+                      "416": {"description": "range not satisfiable"},
+                      **_errors(*errors)},
+    }
+
+
 def document() -> dict:
     bearer = [{"device": []}, {}]  # a device token, optional unless POCKETRANK_REQUIRE_DEVICE_TOKEN is set
     return {
@@ -153,34 +172,12 @@ def document() -> dict:
                               "304": {"description": "nothing changed since the cursor (or If-None-Match matched "
                                                      "the ETag); no body"},
                               **_errors(400, 401, 403, 429, 503)}}},
-            "/v1/artifacts/{version}/{name}": {"get": {
-                "operationId": "getArtifact",
-                "parameters": [{"name": "version", "in": "path", "required": True,
-                                "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
-                               {"name": "name", "in": "path", "required": True, "schema": ID},
-                               {"name": "Range", "in": "header", "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "the artifact's bytes",
-                                      "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                                                          "format": "binary"}}}},
-                              "206": {"description": "a byte range of the artifact"},
-                              "304": {"description": "not modified"},
-                              "416": {"description": "range not satisfiable"},
-                              **_errors(404)}}},
+            "/v1/artifacts/{version}/{name}": {"get": _artifact_get("getArtifact", [], (404,))},
             "/v1/artifacts/{version}/canary/{model}/{name}": {"get": {
-                "operationId": "getVariantArtifact",
-                "description": "an artifact of bundle version's canary variant for model (docs/sync-protocol.md)",
-                "parameters": [{"name": "version", "in": "path", "required": True,
-                                "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
-                               {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
-                               {"name": "name", "in": "path", "required": True, "schema": ID},
-                               {"name": "Range", "in": "header", "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "the artifact's bytes",
-                                      "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                                                          "format": "binary"}}}},
-                              "206": {"description": "a byte range of the artifact"},
-                              "304": {"description": "not modified"},
-                              "416": {"description": "range not satisfiable"},
-                              **_errors(400, 404)}}},
+                **_artifact_get("getVariantArtifact",
+                                [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                (400, 404)),
+                "description": "an artifact of bundle version's canary variant for model (docs/sync-protocol.md)"}},
             "/v1/items": {"post": {
                 "operationId": "upsertItems", "security": [{"operator": []}, {}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {

@@ -64,10 +64,21 @@ def _start(home, store, share=SHARE) -> dict:
     return ro
 
 
-def _device(app, home, path):
-    transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://test"))
-    return EdgeClient(path, (home / "keys" / "signing.pub").read_text().strip(), transport=transport,
-                      device_id=path.stem)
+@pytest.fixture
+def device(app, home, tmp_path):
+    """device(name): an EdgeClient on this app with its own SQLite cache, closed when the test ends."""
+    made = []
+
+    def make(name: str) -> EdgeClient:
+        transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://test"))
+        path = tmp_path / f"{name}.sqlite"
+        made.append(EdgeClient(path, (home / "keys" / "signing.pub").read_text().strip(), transport=transport,
+                               device_id=name))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.close()
 
 
 def _held(device) -> dict:
@@ -89,166 +100,146 @@ def _vectors_match(device, model_dir, atol=2e-3) -> bool:
     return all(np.allclose(np.frombuffer(v, "<f4"), vecs[pos[i]], atol=atol) for i, v in held)
 
 
-def test_a_canary_reaches_canary_users_devices_and_their_events_count_in_its_arm(app, home, canary_model, tmp_path):
+def test_a_canary_reaches_canary_users_devices_and_their_events_count_in_its_arm(app, home, canary_model, device):
     store, live = canary_model
     inside, outside = INSIDE[0], OUTSIDE[0]
-    dev_in, dev_out = _device(app, home, tmp_path / "in.sqlite"), _device(app, home, tmp_path / "out.sqlite")
-    try:
-        for dev, user in ((dev_in, inside), (dev_out, outside)):
-            assert dev.sync([user]).version == 1
-            assert _held(dev)["model"] == live
-        ro = _start(home, store)
-        live_ranker = _sha(home / "models" / live / "ranker.int8.onnx")
-        canary_ranker = _sha(home / "models" / CANARY / "ranker.int8.onnx")
-        assert live_ranker != canary_ranker
-        # The canary user's device switches at the same bundle version: the canary's ranker, its item entries.
-        r = dev_in.sync([inside])
-        assert r.changed and r.version == 1 and "ranker" in r.artifacts_fetched and r.items_received
-        assert _held(dev_in) == {"version": 1, "model": CANARY, "ranker": canary_ranker, "item_models": {CANARY}}
-        assert _vectors_match(dev_in, home / "models" / CANARY)
-        assert not _vectors_match(dev_in, home / "models" / live)
-        # ... and it is current now: a 304, no switching back and forth.
-        again = dev_in.sync([inside])
-        assert not again.changed and _held(dev_in)["model"] == CANARY
-        # Users outside the share: the live model, untouched.
-        assert not dev_out.sync([outside]).changed
-        assert _held(dev_out) == {"version": 1, "model": live, "ranker": live_ranker, "item_models": {live}}
-        # Offline, the device reranks with the canary and says so; the events it uploads carry the canary.
-        rec = dev_in.recommend(inside, 10, allow_server=False)
-        assert rec.source == "edge" and rec.model_version == CANARY
-        rec_out = dev_out.recommend(outside, 10, allow_server=False)
-        assert rec_out.source == "edge" and rec_out.model_version == live
-        for dev, user, r_ in ((dev_in, inside, rec), (dev_out, outside, rec_out)):
-            dev.track(user, "impression", r_.items[0].item_id)
-            dev.track(user, "click", r_.items[0].item_id)
-            assert dev.flush().acknowledged == 2
-        events = source.events_after(store, ro["stage_from"])
-        by_user = {e.user_id: dict(e.context) for e in events if e.type == "click"}
-        assert by_user[inside]["model_version"] == CANARY and by_user[inside]["source"] == "edge"
-        assert by_user[outside]["model_version"] == live
-        # The canary job's arms (same hash) and the collector's model segment both see the edge events.
-        control, arm = canary.split_units(collector.per_user(events), ROLLOUT_ID, SHARE)
-        assert arm.ctr.users == 1 and control.ctr.users == 1
-        by_model = app.test_client().get("/v1/metrics/summary?window=3600").get_json()["by_segment"]["model_version"]
-        assert CANARY in by_model and live in by_model
-    finally:
-        dev_in.close()
-        dev_out.close()
+    dev_in, dev_out = device("in"), device("out")
+    for dev, user in ((dev_in, inside), (dev_out, outside)):
+        assert dev.sync([user]).version == 1
+        assert _held(dev)["model"] == live
+    ro = _start(home, store)
+    live_ranker = _sha(home / "models" / live / "ranker.int8.onnx")
+    canary_ranker = _sha(home / "models" / CANARY / "ranker.int8.onnx")
+    assert live_ranker != canary_ranker
+    # The canary user's device switches at the same bundle version: the canary's ranker, its item entries.
+    r = dev_in.sync([inside])
+    assert r.changed and r.version == 1 and "ranker" in r.artifacts_fetched and r.items_received
+    assert _held(dev_in) == {"version": 1, "model": CANARY, "ranker": canary_ranker, "item_models": {CANARY}}
+    assert _vectors_match(dev_in, home / "models" / CANARY)
+    assert not _vectors_match(dev_in, home / "models" / live)
+    # ... and it is current now: a 304, no switching back and forth.
+    again = dev_in.sync([inside])
+    assert not again.changed and _held(dev_in)["model"] == CANARY
+    # Users outside the share: the live model, untouched.
+    assert not dev_out.sync([outside]).changed
+    assert _held(dev_out) == {"version": 1, "model": live, "ranker": live_ranker, "item_models": {live}}
+    # Offline, the device reranks with the canary and says so; the events it uploads carry the canary.
+    rec = dev_in.recommend(inside, 10, allow_server=False)
+    assert rec.source == "edge" and rec.model_version == CANARY
+    rec_out = dev_out.recommend(outside, 10, allow_server=False)
+    assert rec_out.source == "edge" and rec_out.model_version == live
+    for dev, user, r_ in ((dev_in, inside, rec), (dev_out, outside, rec_out)):
+        dev.track(user, "impression", r_.items[0].item_id)
+        dev.track(user, "click", r_.items[0].item_id)
+        assert dev.flush().acknowledged == 2
+    events = source.events_after(store, ro["stage_from"])
+    by_user = {e.user_id: dict(e.context) for e in events if e.type == "click"}
+    assert by_user[inside]["model_version"] == CANARY and by_user[inside]["source"] == "edge"
+    assert by_user[outside]["model_version"] == live
+    # The canary job's arms (same hash) and the collector's model segment both see the edge events.
+    control, arm = canary.split_units(collector.per_user(events), ROLLOUT_ID, SHARE)
+    assert arm.ctr.users == 1 and control.ctr.users == 1
+    by_model = app.test_client().get("/v1/metrics/summary?window=3600").get_json()["by_segment"]["model_version"]
+    assert CANARY in by_model and live in by_model
 
 
-def test_the_local_rerank_uses_the_canary_vectors(app, home, canary_model, tmp_path):
+def test_the_local_rerank_uses_the_canary_vectors(app, home, canary_model, device):
     """The same user on two devices, one switched to the canary: the shuffled vectors give another order."""
     store, live = canary_model
     user = INSIDE[0]
-    a = _device(app, home, tmp_path / "a.sqlite")
-    try:
-        a.sync([user])
-        before = a.recommend(user, 10, allow_server=False)
-        _start(home, store)
-        a.sync([user])
-        after = a.recommend(user, 10, allow_server=False)
-        assert before.source == after.source == "edge"
-        assert before.model_version == live and after.model_version == CANARY
-        assert before.item_ids != after.item_ids
-        # The state it reranks with is the canary's fold of the user's recent events, as the server ranks them.
-        body = app.test_client().get(f"/v1/sync?cursor=0&users={user}").get_json()
-        state = wire.unpack_state(base64.b64decode(body["states"][user]))
-        assert json.loads(base64.b64decode(body["manifest"]))["model_version"] == CANARY
-        live_state = app.extensions["pocketrank"].store.user_state(user, len(state.s))
-        assert state.w > 0 and not np.allclose(state.s, live_state.s)
-    finally:
-        a.close()
+    a = device("a")
+    a.sync([user])
+    before = a.recommend(user, 10, allow_server=False)
+    _start(home, store)
+    a.sync([user])
+    after = a.recommend(user, 10, allow_server=False)
+    assert before.source == after.source == "edge"
+    assert before.model_version == live and after.model_version == CANARY
+    assert before.item_ids != after.item_ids
+    # The state it reranks with is the canary's fold of the user's recent events, as the server ranks them.
+    body = app.test_client().get(f"/v1/sync?cursor=0&users={user}").get_json()
+    state = wire.unpack_state(base64.b64decode(body["states"][user]))
+    assert json.loads(base64.b64decode(body["manifest"]))["model_version"] == CANARY
+    live_state = app.extensions["pocketrank"].store.user_state(user, len(state.s))
+    assert state.w > 0 and not np.allclose(state.s, live_state.s)
 
 
-def test_a_rollback_returns_the_device_to_the_live_model_at_the_same_version(app, home, canary_model, tmp_path):
+def test_a_rollback_returns_the_device_to_the_live_model_at_the_same_version(app, home, canary_model, device):
     store, live = canary_model
     user = INSIDE[1]
-    dev = _device(app, home, tmp_path / "d.sqlite")
-    try:
-        dev.sync([user])
-        live_items = {i: bytes(h) for i, h in dev.cache.query("SELECT item_id, sha256 FROM items")}
-        live_state = _held(dev)
-        _start(home, store)
-        dev.sync([user])
-        assert _held(dev)["model"] == CANARY
-        Registry(home).rollback(CANARY, "test: CTR z=-4")
-        r = dev.sync([user])
-        assert r.changed and r.version == 1  # not a 304 that leaves it on the canary
-        assert _held(dev) == live_state
-        assert {i: bytes(h) for i, h in dev.cache.query("SELECT item_id, sha256 FROM items")} == live_items
-        assert dev.recommend(user, 10, allow_server=False).model_version == live
-        assert not dev.sync([user]).changed
-    finally:
-        dev.close()
+    dev = device("d")
+    dev.sync([user])
+    live_items = {i: bytes(h) for i, h in dev.cache.query("SELECT item_id, sha256 FROM items")}
+    live_state = _held(dev)
+    _start(home, store)
+    dev.sync([user])
+    assert _held(dev)["model"] == CANARY
+    Registry(home).rollback(CANARY, "test: CTR z=-4")
+    r = dev.sync([user])
+    assert r.changed and r.version == 1  # not a 304 that leaves it on the canary
+    assert _held(dev) == live_state
+    assert {i: bytes(h) for i, h in dev.cache.query("SELECT item_id, sha256 FROM items")} == live_items
+    assert dev.recommend(user, 10, allow_server=False).model_version == live
+    assert not dev.sync([user]).changed
 
 
 def test_a_promotion_keeps_canary_devices_and_moves_the_others_then_publish_carries_on(app, home, canary_model,
-                                                                                          tmp_path):
+                                                                                          device):
     store, live = canary_model
     inside, outside = INSIDE[2], OUTSIDE[2]
-    dev_in, dev_out = _device(app, home, tmp_path / "in.sqlite"), _device(app, home, tmp_path / "out.sqlite")
-    try:
-        dev_out.sync([outside])
-        _start(home, store)
-        dev_in.sync([inside])
-        assert _held(dev_in)["model"] == CANARY and _held(dev_out)["model"] == live
-        Registry(home).promote(CANARY, "test")
-        assert not dev_in.sync([inside]).changed and _held(dev_in)["model"] == CANARY
-        r = dev_out.sync([outside])
-        assert r.changed and r.version == 1 and _held(dev_out)["model"] == CANARY
-        # The next publish (on the re-based store) builds the live bundle from the promoted model; a device that
-        # held its variant keeps its item entries (only changed ones come), the others get them all.
-        assert rollout._rebase(home, store, CANARY, None, False)["status"] == "rebased"
-        assert publish_job(Home(home), progress=False)["version"] == 2
-        for dev, user in ((dev_in, inside), (dev_out, outside)):
-            held_before = {i: bytes(h) for i, h in dev.cache.query("SELECT item_id, sha256 FROM items")}
-            lists_before = (_list(dev, user), set(dev.cache.popular()))
-            r = dev.sync([user])
-            assert r.version == 2 and _held(dev)["model"] == CANARY and "ranker" not in r.artifacts_fetched
-            after = {i: bytes(h) for i, h in dev.cache.query("SELECT item_id, sha256 FROM items")}
-            # The server selects per list (a user's, the popular one): an unchanged entry of an item that stayed in
-            # every list it is in must not come again (the re-base moved this user's state, so many entered it).
-            lists_after = (_list(dev, user), set(dev.cache.popular()))
-            entered = (lists_after[0] - lists_before[0]) | (lists_after[1] - lists_before[1])
-            kept = [i for i in lists_after[0] | lists_after[1] if i not in entered and held_before.get(i) == after.get(i)]
-            resent_same = [i for i in r.items_received if i in kept]
-            assert kept and resent_same == [], f"{len(resent_same)} of {len(kept)} unchanged entries were sent again"
-        assert "rollout" not in json.loads(dev_in.cache.get("manifest"))  # the live manifest now
-    finally:
-        dev_in.close()
-        dev_out.close()
+    dev_in, dev_out = device("in"), device("out")
+    dev_out.sync([outside])
+    _start(home, store)
+    dev_in.sync([inside])
+    assert _held(dev_in)["model"] == CANARY and _held(dev_out)["model"] == live
+    Registry(home).promote(CANARY, "test")
+    assert not dev_in.sync([inside]).changed and _held(dev_in)["model"] == CANARY
+    r = dev_out.sync([outside])
+    assert r.changed and r.version == 1 and _held(dev_out)["model"] == CANARY
+    # The next publish (on the re-based store) builds the live bundle from the promoted model; a device that
+    # held its variant keeps its item entries (only changed ones come), the others get them all.
+    assert rollout._rebase(home, store, CANARY, None, False)["status"] == "rebased"
+    assert publish_job(Home(home), progress=False)["version"] == 2
+    for dev, user in ((dev_in, inside), (dev_out, outside)):
+        held_before = {i: bytes(h) for i, h in dev.cache.query("SELECT item_id, sha256 FROM items")}
+        lists_before = (_list(dev, user), set(dev.cache.popular()))
+        r = dev.sync([user])
+        assert r.version == 2 and _held(dev)["model"] == CANARY and "ranker" not in r.artifacts_fetched
+        after = {i: bytes(h) for i, h in dev.cache.query("SELECT item_id, sha256 FROM items")}
+        # The server selects per list (a user's, the popular one): an unchanged entry of an item that stayed in
+        # every list it is in must not come again (the re-base moved this user's state, so many entered it).
+        lists_after = (_list(dev, user), set(dev.cache.popular()))
+        entered = (lists_after[0] - lists_before[0]) | (lists_after[1] - lists_before[1])
+        kept = [i for i in lists_after[0] | lists_after[1] if i not in entered and held_before.get(i) == after.get(i)]
+        resent_same = [i for i in r.items_received if i in kept]
+        assert kept and resent_same == [], f"{len(resent_same)} of {len(kept)} unchanged entries were sent again"
+    assert "rollout" not in json.loads(dev_in.cache.get("manifest"))  # the live manifest now
 
 
-def test_a_publish_during_a_rollout_builds_the_variant_first(app, home, canary_model, tmp_path):
+def test_a_publish_during_a_rollout_builds_the_variant_first(app, home, canary_model, device):
     store, live = canary_model
     user = INSIDE[3]
-    dev = _device(app, home, tmp_path / "d.sqlite")
-    try:
-        dev.sync([user])
-        _start(home, store)
-        dev.sync([user])
-        result = publish_job(Home(home), progress=False)
-        assert result["canary_variant"]["model_version"] == CANARY and "error" not in result["canary_variant"]
-        r = dev.sync([user])
-        assert r.version == 2 and _held(dev)["model"] == CANARY and r.artifacts_fetched == []
-        # Nothing changed in the catalogue: no item entry comes again (the variant kept their signatures).
-        assert r.items_received == []
-        manifest = json.loads(dev.cache.get("manifest"))
-        assert manifest["version"] == 2 and manifest["rollout"] == {"rollout_id": ROLLOUT_ID, "share": SHARE}
-    finally:
-        dev.close()
+    dev = device("d")
+    dev.sync([user])
+    _start(home, store)
+    dev.sync([user])
+    result = publish_job(Home(home), progress=False)
+    assert result["canary_variant"]["model_version"] == CANARY and "error" not in result["canary_variant"]
+    r = dev.sync([user])
+    assert r.version == 2 and _held(dev)["model"] == CANARY and r.artifacts_fetched == []
+    # Nothing changed in the catalogue: no item entry comes again (the variant kept their signatures).
+    assert r.items_received == []
+    manifest = json.loads(dev.cache.get("manifest"))
+    assert manifest["version"] == 2 and manifest["rollout"] == {"rollout_id": ROLLOUT_ID, "share": SHARE}
 
 
-def test_a_device_with_users_in_and_out_of_the_canary_stays_on_live(app, home, canary_model, tmp_path):
+def test_a_device_with_users_in_and_out_of_the_canary_stays_on_live(app, home, canary_model, device):
     store, live = canary_model
-    dev = _device(app, home, tmp_path / "d.sqlite")
-    try:
-        _start(home, store)
-        dev.sync([INSIDE[4], OUTSIDE[4]])
-        assert _held(dev)["model"] == live
-        assert not dev.sync([INSIDE[4], OUTSIDE[4]]).changed
-    finally:
-        dev.close()
+    dev = device("d")
+    _start(home, store)
+    dev.sync([INSIDE[4], OUTSIDE[4]])
+    assert _held(dev)["model"] == live
+    assert not dev.sync([INSIDE[4], OUTSIDE[4]]).changed
 
 
 def test_sync_answers_per_variant(app, home, canary_model):
@@ -355,29 +346,26 @@ def _flip_manifest_sig(body):
 
 
 @pytest.mark.parametrize("case", ["canary manifest signature", "live entries with the canary manifest"])
-def test_a_tampered_canary_answer_is_refused_and_the_held_live_state_serves(app, home, canary_model, tmp_path, case):
+def test_a_tampered_canary_answer_is_refused_and_the_held_live_state_serves(app, home, canary_model, device, case):
     store, live = canary_model
     user = INSIDE[6]
-    dev = _device(app, home, tmp_path / "d.sqlite")
-    try:
+    dev = device("d")
+    dev.sync([user])
+    before_state, before = _held(dev), dev.recommend(user, 10, allow_server=False)
+    _start(home, store)
+    edit, match = ((_flip_manifest_sig, "signature does not match") if case == "canary manifest signature"
+                   else (_live_entries_for_canary(home), f"does not verify for model '{CANARY}'"))
+    honest = dev.transport
+    dev.transport = Rewriting(honest, edit)
+    with pytest.raises(SignatureError, match=match):
         dev.sync([user])
-        before_state, before = _held(dev), dev.recommend(user, 10, allow_server=False)
-        _start(home, store)
-        edit, match = ((_flip_manifest_sig, "signature does not match") if case == "canary manifest signature"
-                       else (_live_entries_for_canary(home), f"does not verify for model '{CANARY}'"))
-        honest = dev.transport
-        dev.transport = Rewriting(honest, edit)
-        with pytest.raises(SignatureError, match=match):
-            dev.sync([user])
-        assert dev.transport.bodies and json.loads(base64.b64decode(dev.transport.bodies[0]["manifest"]))[
-            "model_version"] == CANARY
-        assert _held(dev) == before_state
-        after = dev.recommend(user, 10, allow_server=False)
-        assert after.model_version == live and after.item_ids == before.item_ids
-        dev.transport = honest  # the honest answer is then applied
-        assert dev.sync([user]).changed and _held(dev)["model"] == CANARY
-    finally:
-        dev.close()
+    assert dev.transport.bodies and json.loads(base64.b64decode(dev.transport.bodies[0]["manifest"]))[
+        "model_version"] == CANARY
+    assert _held(dev) == before_state
+    after = dev.recommend(user, 10, allow_server=False)
+    assert after.model_version == live and after.item_ids == before.item_ids
+    dev.transport = honest  # the honest answer is then applied
+    assert dev.sync([user]).changed and _held(dev)["model"] == CANARY
 
 
 def test_the_variant_builder_refuses_what_it_cannot_build(home, canary_model):
@@ -408,24 +396,21 @@ def test_choose_routes_like_the_serving_layer():
 
 
 def test_a_later_round_from_another_variant_gives_records_only_and_the_next_sync_settles(app, home, canary_model,
-                                                                                           tmp_path):
+                                                                                           device):
     """A device on the canary whose lagging user routes to live: that round's answer (the live variant of the
     held version) gives the user's record, never its entries or states; the next sync lists both users in
     its first round, a mixed device, and settles it on live."""
     store, live = canary_model
     a, b = OUTSIDE[7], INSIDE[7]
-    dev = _device(app, home, tmp_path / "d.sqlite")
-    try:
-        dev.sync([a])
-        _start(home, store)
-        publish_job(Home(home), progress=False)
-        dev.sync([b])  # b alone: the canary at version 2; a is still held at version 1
-        assert _held(dev)["model"] == CANARY and dev.cache.candidates(a)[1] == 1
-        r = dev.sync([a, b])
-        assert _held(dev)["model"] == CANARY and _held(dev)["version"] == 2
-        assert dev.cache.candidates(a)[1] == 2 and a in r.users_updated + r.users_unchanged
-        assert _held(dev)["item_models"] == {CANARY}  # no live entry mixed in
-        dev.sync([a, b])
-        assert _held(dev)["model"] == live and _held(dev)["item_models"] == {live}
-    finally:
-        dev.close()
+    dev = device("d")
+    dev.sync([a])
+    _start(home, store)
+    publish_job(Home(home), progress=False)
+    dev.sync([b])  # b alone: the canary at version 2; a is still held at version 1
+    assert _held(dev)["model"] == CANARY and dev.cache.candidates(a)[1] == 1
+    r = dev.sync([a, b])
+    assert _held(dev)["model"] == CANARY and _held(dev)["version"] == 2
+    assert dev.cache.candidates(a)[1] == 2 and a in r.users_updated + r.users_unchanged
+    assert _held(dev)["item_models"] == {CANARY}  # no live entry mixed in
+    dev.sync([a, b])
+    assert _held(dev)["model"] == live and _held(dev)["item_models"] == {live}
