@@ -15,8 +15,8 @@ from .errors import (
     ValidationError,
 )
 from .schemas import EVENT_TYPES, Event, Item, validate_event, validate_item
+from .wire import WIRE_VERSION
 
-WIRE_VERSION = 1
 EMBEDDING_DIM = 64
 
 __all__ = [

@@ -19,7 +19,11 @@ EVENT_TYPES = ("view", "click", "search", "add_to_cart", "purchase", "impression
 # Identifiers are opaque to the server but must be safe to log, index and
 # put in URLs, so they are restricted to a conservative alphabet.
 ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")  # used with fullmatch: "$" would let a trailing newline in
-MAX_ITEM_ID = 2**31 - 1  # item ids are packed as int32 on the wire
+# A product's id is the marketplace's own (a SKU, a slug, a title): any printable text of 1-64
+# characters without surrounding spaces. Inside the server and in packed records a product is a
+# dense index the store assigns (1..MAX_ITEM_ID, stable across retrains); see server/stores/base.py.
+ITEM_ID_RE = re.compile(r"[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]{0,62}[^\x00-\x1f\x7f\s])?")
+MAX_ITEM_ID = 2**31 - 1  # item indexes are packed as int32 on the wire
 MAX_QUERY_LEN = 256
 CONTEXT_KEYS = ("source", "model_version", "candidates_version", "platform", "connectivity", "segment")
 SOURCES = ("server", "edge", "cache", "popular")
@@ -34,7 +38,9 @@ class Event:
     device_id: str
     type: str
     timestamp: float
-    item_id: int | None = None
+    # The marketplace's product id (str) as validated from the wire; inside the server, once
+    # resolved against the catalogue, the store's dense index (int).
+    item_id: str | int | None = None
     query: str | None = None
     session_id: str = ""
     # Where the event happened, for monitoring per segment: which path served
@@ -52,6 +58,9 @@ class Event:
 
 @dataclass(frozen=True)
 class Item:
+    """A product. `item_id` is the store's dense index (0 until the store assigns one);
+    `sku` is the marketplace's own id, the one every API, file and device sees."""
+
     item_id: int
     title: str
     category: str
@@ -59,10 +68,23 @@ class Item:
     price: float = 0.0
     in_stock: bool = True
     categories: tuple[str, ...] = field(default_factory=tuple)
+    sku: str = ""
+    currency: str = ""
+    attributes: tuple[tuple[str, str], ...] = ()
+    created_at: float | None = None
+
+    @property
+    def external_id(self) -> str:
+        """The marketplace's id (a catalogue from before string ids used the index's digits)."""
+        return self.sku or str(self.item_id)
 
     def to_dict(self) -> dict[str, Any]:
+        """The wire form: `item_id` is the marketplace's id; the dense index stays inside the server."""
         d = asdict(self)
+        d["item_id"] = self.external_id
+        del d["sku"]
         d["categories"] = list(self.categories)
+        d["attributes"] = dict(self.attributes)
         return d
 
 
@@ -91,8 +113,21 @@ def _id(obj: Mapping[str, Any], name: str, required: bool = True) -> str:
     return check_id(name, value)
 
 
-def check_item_id(value: Any, name: str = "item_id") -> int:
-    """An item id as a positive int32 (the wire packs ids as int32), or ValidationError."""
+def check_item_id(value: Any, name: str = "item_id") -> str:
+    """A product id as the marketplace's string (an integer is taken as its decimal digits), or ValidationError."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValidationError(name, "must be a string (the product's own id)")
+    if isinstance(value, int):
+        if not 0 < value <= MAX_ITEM_ID:
+            raise ValidationError(name, f"as an integer must be between 1 and {MAX_ITEM_ID}")
+        return str(value)
+    if not ITEM_ID_RE.fullmatch(value):
+        raise ValidationError(name, "must be 1-64 printable characters, without leading or trailing spaces")
+    return value
+
+
+def check_item_index(value: Any, name: str = "item_id") -> int:
+    """A dense item index as a positive int32 (packed records carry int32), or ValidationError."""
     if isinstance(value, bool):
         raise ValidationError(name, "must be an integer")
     # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and
@@ -106,12 +141,14 @@ def check_item_id(value: Any, name: str = "item_id") -> int:
     return value
 
 
-def _timestamp(value: Any) -> float:
+def _timestamp(value: Any, name: str = "timestamp") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError("timestamp", "must be a number of unix seconds")
+        raise ValidationError(name, "must be a number of unix seconds")
+    if isinstance(value, int) and not 0 <= value <= MAX_TIMESTAMP:  # before float(): 10**400 overflows it
+        raise ValidationError(name, "must be unix seconds between 1970 and 2100")
     value = float(value)
     if not math.isfinite(value) or not 0 <= value <= MAX_TIMESTAMP:
-        raise ValidationError("timestamp", "must be unix seconds between 1970 and 2100")
+        raise ValidationError(name, "must be unix seconds between 1970 and 2100")
     return value
 
 
@@ -174,26 +211,74 @@ def _context(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+MAX_ATTRIBUTES = 32
+CATEGORY_SEPARATOR = " > "  # a category path's levels: "Home > Kitchen > Knives"
+MAX_PRICE = 1e9  # bounded at the door: prices are packed as f32 and summed into revenue
+
+
+def category_levels(path: str) -> tuple[str, ...]:
+    """A category path's cumulative levels, broadest first: "A > B" -> ("A", "A > B")."""
+    parts = [p.strip() for p in path.split(">") if p.strip()]
+    return tuple(CATEGORY_SEPARATOR.join(parts[: k + 1]) for k in range(len(parts)))
+
+
+def _attributes(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ValidationError("attributes", "must be a JSON object of names to strings or numbers")
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValidationError("attributes", f"must have at most {MAX_ATTRIBUTES} entries")
+    out = []
+    for key, val in value.items():
+        if not isinstance(key, str) or not 0 < len(key) <= 64:
+            raise ValidationError("attributes", "names must be strings of 1-64 characters")
+        if isinstance(val, bool) or not isinstance(val, (str, int, float)) or len(str(val)) > 256:
+            raise ValidationError(f"attributes.{key}", "must be a string or a number of at most 256 characters")
+        out.append((key, str(val)))
+    return tuple(sorted(out))
+
+
 def validate_item(obj: Any) -> Item:
-    """Check an untrusted item dict and return an Item, or raise ValidationError."""
+    """Check an untrusted product dict and return an Item, or raise ValidationError.
+
+    The Item's index is 0: the store assigns one (stable for the product's id) when it is written.
+    """
     obj = _require_mapping(obj, "item")
-    item_id = check_item_id(obj.get("item_id"))
+    sku = check_item_id(obj.get("item_id"))
     title = obj.get("title")
     if not isinstance(title, str) or not title.strip() or len(title) > 512:
         raise ValidationError("title", "must be a non-empty string of at most 512 characters")
     category = obj.get("category")
-    if not isinstance(category, str) or not category.strip() or len(category) > 64:
-        raise ValidationError("category", "must be a non-empty string of at most 64 characters")
+    if not isinstance(category, str) or not category.strip() or len(category) > 256:
+        raise ValidationError("category", "must be a non-empty string of at most 256 characters "
+                                          "(a path: \"Home > Kitchen\")")
+    levels = category_levels(category)
+    if not levels or any(len(c) > 256 for c in levels):
+        raise ValidationError("category", "must name at least one level")
     year = obj.get("year")
     if year is not None and (isinstance(year, bool) or not isinstance(year, int) or not 1800 <= year <= 2100):
         raise ValidationError("year", "must be an integer year between 1800 and 2100")
     price = obj.get("price", 0.0)
-    if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
-        raise ValidationError("price", "must be a non-negative number")
+    if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) \
+            or not 0 <= price <= MAX_PRICE:
+        raise ValidationError("price", f"must be a number between 0 and {MAX_PRICE:g}")
+    currency = obj.get("currency") or ""
+    if not isinstance(currency, str) or (currency and not re.fullmatch(r"[A-Z]{3}", currency)):
+        raise ValidationError("currency", "must be a three-letter ISO 4217 code such as EUR")
     in_stock = obj.get("in_stock", True)
     if not isinstance(in_stock, bool):
         raise ValidationError("in_stock", "must be true or false")
-    cats = obj.get("categories", [category])
-    if not isinstance(cats, (list, tuple)) or not all(isinstance(c, str) and c for c in cats):
-        raise ValidationError("categories", "must be a list of non-empty strings")
-    return Item(item_id, title.strip(), category.strip(), year, float(price), in_stock, tuple(cats))
+    stock = obj.get("stock")
+    if stock is not None:
+        if isinstance(stock, bool) or not isinstance(stock, int) or stock < 0:
+            raise ValidationError("stock", "must be a non-negative integer (units available)")
+        in_stock = stock > 0
+    cats = obj.get("categories", list(levels))
+    if not isinstance(cats, (list, tuple)) or len(cats) > 32 or \
+            not all(isinstance(c, str) and c.strip() and len(c) <= 256 for c in cats):
+        raise ValidationError("categories", "must be a list of at most 32 non-empty strings")
+    created = obj.get("created_at")
+    created_at = None if created is None else _timestamp(created, "created_at")
+    return Item(0, title.strip(), levels[-1], year, float(price), in_stock, tuple(c.strip() for c in cats),
+                sku=sku, currency=currency, attributes=_attributes(obj.get("attributes")), created_at=created_at)

@@ -21,7 +21,7 @@ from .features import UserState
 # 3: candidate records are PRC2 (no user state, shuffled ids, quantized scores).
 # 4: signed per-item entries (PRI1) in the sync answer replace the `items` and `catalog` artifacts;
 #    the manifest carries the popular list.
-WIRE_VERSION = 4
+WIRE_VERSION = 5
 ZSTD_LEVEL = 3
 # A decompressed part larger than this is refused: protects the device from
 # a zstd bomb in a corrupted or hostile frame.
@@ -356,13 +356,15 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
 # sent, each signed on its own (item_message). Vectors travel as f16:
 # bench/item_precision.py measured the on-device rerank's agreement with f32.
 
-ITEM_MAGIC = b"PRI1"
+ITEM_MAGIC = b"PRI2"  # wire 5: PRI1 plus the marketplace's own id
 ITEM_SIG_MAGIC = b"PRIS"
 ITEM_PRECISIONS = {"f32": 0, "f16": 1, "i8": 2}
 ITEM_HEADER = struct.Struct("<4siBHfB")  # magic, item id, precision, dim, price, in_stock
 MAX_ITEM_TEXT = 255  # bytes of UTF-8 title or category; longer ones are cut at a character boundary
-# One raw entry: 19 B of header, a 65,535-dim f32 vector and two 255 B texts at most; anything longer is hostile.
-MAX_ITEM_ENTRY_BYTES = ITEM_HEADER.size + 4 * 65535 + 2 * (1 + MAX_ITEM_TEXT)
+MAX_EXTERNAL_ID = 255  # bytes of UTF-8: the schema allows 64 characters, at most 4 bytes each
+# One raw entry: 19 B of header, a 65,535-dim f32 vector, the id and two 255 B texts at most; anything
+# longer is hostile.
+MAX_ITEM_ENTRY_BYTES = ITEM_HEADER.size + 4 * 65535 + 3 * (1 + MAX_ITEM_TEXT)
 
 
 def _short_text(text: str) -> bytes:
@@ -398,15 +400,20 @@ def dequantize_vector(data: bytes, precision: str, dim: int) -> np.ndarray:
 
 
 def pack_item_entry(item_id: int, vector: np.ndarray, title: str = "", category: str = "", price: float = 0.0,
-                    in_stock: bool = True, precision: str = "f16") -> bytes:
+                    in_stock: bool = True, precision: str = "f16", external_id: str = "") -> bytes:
     """One item, uncompressed: what item signatures are computed over.
 
-    Layout: magic "PRI1", i32 item id, u8 precision (0 f32, 1 f16, 2 i8), u16 dim,
+    Layout: magic "PRI2", i32 item index, u8 precision (0 f32, 1 f16, 2 i8), u16 dim,
     f32 price, u8 in_stock, the vector (f32/f16: dim values; i8: f32 scale then
-    dim x i8), u8 title length + UTF-8 title, u8 category length + UTF-8 category.
+    dim x i8), u8 id length + UTF-8 external id (the marketplace's own; empty means
+    the index's decimal digits), u8 title length + UTF-8 title, u8 category length +
+    UTF-8 category. The external id is never cut: it is how the app names the product.
     """
     if not -(2**31) <= int(item_id) < 2**31:
         raise ValidationError("item_id", "must fit in a signed 32-bit integer")
+    ext = str(external_id).encode()
+    if len(ext) > MAX_EXTERNAL_ID:
+        raise ValidationError("external_id", f"must be at most {MAX_EXTERNAL_ID} bytes of UTF-8")
     if precision not in ITEM_PRECISIONS:
         raise ValidationError("precision", f"must be one of {sorted(ITEM_PRECISIONS)}")
     vec = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -415,11 +422,12 @@ def pack_item_entry(item_id: int, vector: np.ndarray, title: str = "", category:
     t, c = _short_text(title), _short_text(category)
     return (ITEM_HEADER.pack(ITEM_MAGIC, int(item_id), ITEM_PRECISIONS[precision], len(vec), float(price),
                              1 if in_stock else 0)
-            + quantize_vector(vec, precision) + bytes([len(t)]) + t + bytes([len(c)]) + c)
+            + quantize_vector(vec, precision) + bytes([len(ext)]) + ext + bytes([len(t)]) + t + bytes([len(c)]) + c)
 
 
 def unpack_item_entry(raw: bytes) -> dict[str, Any]:
-    """{item_id, vector (float32), title, category, price, in_stock} of a raw PRI1 entry, or IntegrityError."""
+    """{item_id, external_id, vector (float32), title, category, price, in_stock} of a raw PRI2 entry,
+    or IntegrityError. `external_id` is the index's digits when the entry carries none."""
     try:
         magic, item_id, prec, dim, price, stock = ITEM_HEADER.unpack_from(raw, 0)
         if magic != ITEM_MAGIC:
@@ -432,7 +440,7 @@ def unpack_item_entry(raw: bytes) -> dict[str, Any]:
         vector = dequantize_vector(raw[off : off + size], names[prec], dim)
         off += size
         texts = []
-        for _ in range(2):
+        for _ in range(3):
             n = raw[off]
             if off + 1 + n > len(raw):
                 raise IntegrityError("item entry: text runs past the end")
@@ -444,8 +452,8 @@ def unpack_item_entry(raw: bytes) -> dict[str, Any]:
             raise IntegrityError("item entry: price and vector must be finite")
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"item entry is truncated or malformed: {exc}") from exc
-    return {"item_id": int(item_id), "vector": vector, "title": texts[0], "category": texts[1],
-            "price": float(price), "in_stock": bool(stock)}
+    return {"item_id": int(item_id), "external_id": texts[0] or str(int(item_id)), "vector": vector,
+            "title": texts[1], "category": texts[2], "price": float(price), "in_stock": bool(stock)}
 
 
 def item_message(model_version: str, item_id: int, raw_sha256: bytes) -> bytes:
