@@ -70,6 +70,25 @@ ALTER TABLE items ADD COLUMN model TEXT;
 """
 
 
+# v4: products carry the marketplace's own string id (wire 5). Each held item keeps its entry's external id
+# (unique: the app names products by it; the index stays the key of packed rows, records and `popular`), and
+# consumed items are kept by that id, so a product consumed before the device held its entry is still left
+# out once the entry arrives. A database from before has no external ids: a catalogue from before string ids
+# named each product by its index's decimal digits, so those are filled in and the device keeps answering
+# offline with them; the held entries are marked as held under no model (as wire 3's were in v3), so the next
+# sync drops them and asks for them again as signed PRI2 entries, which carry the real ids.
+V4 = """
+ALTER TABLE items ADD COLUMN external_id TEXT;
+UPDATE items SET external_id = CAST(item_id AS TEXT), model = NULL;
+CREATE UNIQUE INDEX items_external_id ON items (external_id);
+CREATE TABLE consumed_v4 (user_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT, PRIMARY KEY (user_id, item_id));
+INSERT OR REPLACE INTO consumed_v4 (user_id, item_id, type) SELECT user_id, CAST(item_id AS TEXT), type FROM consumed
+    WHERE user_id IS NOT NULL AND item_id IS NOT NULL;
+DROP TABLE consumed;
+ALTER TABLE consumed_v4 RENAME TO consumed;
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Statement by statement: executescript() would commit the migration's open transaction."""
     pending = ""
@@ -101,7 +120,11 @@ def _v3(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
     _run_script(conn, V3)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection, ArtifactFiles], None]] = [_v1, _v2, _v3]
+def _v4(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
+    _run_script(conn, V4)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection, ArtifactFiles], None]] = [_v1, _v2, _v3, _v4]
 LATEST = len(MIGRATIONS)
 
 

@@ -25,6 +25,8 @@ class Catalogue:
     category: dict[int, str]
     provisional: frozenset[int] = frozenset()
     titles: dict[int, str] = field(default_factory=dict)
+    # The marketplace's product ids: index -> id, and back (every catalogue item, with a vector or not).
+    external: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Out-of-stock items are masked out before the top-N cut, so they never
@@ -33,6 +35,11 @@ class Catalogue:
         self._vector_map: dict[int, np.ndarray] | None = None
         self._titles: TitleIndex | None = None
         self._centroids: dict[str, tuple[np.ndarray, int]] | None = None
+        self.index_of = {sku: i for i, sku in self.external.items()}
+
+    def external_id(self, item_id: int) -> str:
+        """The product's own id for an index (its digits when the catalogue does not know it)."""
+        return self.external.get(int(item_id)) or str(int(item_id))
 
     @property
     def dim(self) -> int:
@@ -71,7 +78,8 @@ def load_catalogue(store) -> Catalogue:
     ids, vecs = store.item_vectors()
     items = store.items()
     return Catalogue(ids, vecs, {it.item_id: it.in_stock for it in items}, {it.item_id: it.category for it in items},
-                     frozenset(store.provisional_items()), {it.item_id: it.title for it in items})
+                     frozenset(store.provisional_items()), {it.item_id: it.title for it in items},
+                     {it.item_id: it.external_id for it in items})
 
 
 def provisional_vector(item: Item, catalogue: Catalogue, max_neighbours: int = 20) -> np.ndarray:

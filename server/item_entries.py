@@ -1,6 +1,6 @@
-"""Signed per-item entries (PRI1) and which of them a sync answer carries (docs/sync-protocol.md §5.3).
+"""Signed per-item entries (PRI2) and which of them a sync answer carries (docs/sync-protocol.md §5.3).
 
-- At publish, every catalogue item gets a raw PRI1 entry (shared.wire.pack_item_entry,
+- At publish, every catalogue item gets a raw PRI2 entry (shared.wire.pack_item_entry,
   f16 vector: bench/item_precision.py measured it within the exporter's int8 parity
   gates) signed over shared.wire.item_message(model version, item id, sha256).
   An entry whose bytes and model did not change keeps its signature and the
@@ -27,7 +27,7 @@ from shared import wire
 
 @dataclass(frozen=True)
 class ItemEntry:
-    raw: bytes  # the PRI1 entry
+    raw: bytes  # the PRI2 entry
     sha256: bytes
     sig: bytes  # ed25519 over wire.item_message(model_version, item id, sha256)
     changed: int  # the bundle version this entry (or its model) last changed at
@@ -43,7 +43,8 @@ def build_entries(ids: np.ndarray, vectors: np.ndarray, meta: Mapping[int, dict]
         item_id = int(item_id)
         m = meta.get(item_id, {})
         raw = wire.pack_item_entry(item_id, vec, m.get("title", ""), m.get("category", ""),
-                                   float(m.get("price", 0.0) or 0.0), bool(m.get("in_stock", True)), precision)
+                                   float(m.get("price", 0.0) or 0.0), bool(m.get("in_stock", True)), precision,
+                                   external_id=str(m.get("item_id") or item_id))
         sha = wire.sha256_digest(raw)
         old = previous.get(item_id) if same_model else None
         if old is not None and old.sha256 == sha:

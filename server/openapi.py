@@ -13,6 +13,9 @@ ERROR = {
     "required": ["error", "message"],
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
 }
+# The marketplace's own product id (an integer is accepted as its digits).
+PRODUCT_ID = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^\S(.*\S)?$"},
+                        {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}]}
 EVENT = {
     "type": "object",
     "required": ["event_id", "user_id", "device_id", "type", "timestamp"],
@@ -20,7 +23,7 @@ EVENT = {
     "properties": {
         "event_id": ID, "user_id": ID, "device_id": ID, "session_id": ID,
         "type": {"type": "string", "enum": ["view", "click", "search", "add_to_cart", "purchase", "impression"]},
-        "item_id": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+        "item_id": PRODUCT_ID,
         "query": {"type": "string", "minLength": 1, "maxLength": 256},
         "timestamp": {"type": "number", "minimum": 0, "maximum": 4102444800},
         "context": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 64}},
@@ -40,14 +43,14 @@ EVENT_RESULTS = {
 ITEM = {
     "type": "object",
     "required": ["item_id", "score", "rank"],
-    "properties": {"item_id": {"type": "integer"}, "score": {"type": "number"}, "rank": {"type": "integer"},
+    "properties": {"item_id": {"type": "string"}, "score": {"type": "number"}, "rank": {"type": "integer"},
                    # display metadata, for devices that hold no entry for the item (wire 4)
                    "title": {"type": "string"}, "category": {"type": "string"}, "price": {"type": "number"},
                    "in_stock": {"type": "boolean"}},
 }
 
 
-# One item's signed PRI1 entry in a sync answer (docs/sync-protocol.md, "Item entries").
+# One item's signed PRI2 entry in a sync answer (docs/sync-protocol.md, "Item entries").
 ITEM_ENTRY = {"type": "object", "required": ["data", "sig"], "additionalProperties": False,
               "properties": {"data": {"type": "string", "format": "byte"}, "sig": {"type": "string", "format": "byte"}}}
 
@@ -192,9 +195,9 @@ def document() -> dict:
             "/v1/items/{item_id}": {"get": {
                 "operationId": "getItem",
                 "parameters": [{"name": "item_id", "in": "path", "required": True,
-                                "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}}],
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 64}}],
                 "responses": {"200": _json({"type": "object", "required": ["item_id", "title", "category"],
-                                            "properties": {"item_id": {"type": "integer"},
+                                            "properties": {"item_id": {"type": "string"},
                                                            "title": {"type": "string"},
                                                            "category": {"type": "string"},
                                                            "provisional": {"type": "boolean"},

@@ -11,23 +11,30 @@ import numpy as np
 from exporter.onnx_export import export_encoder, export_ranker
 from exporter.parity import HeldOut, check_encoder, check_parity
 from exporter.quantize import quantize_ranker
-from shared.schemas import Event
+from shared.errors import ModelError
 
 from . import model as model_io
-from .data import movielens
+from .catalogue import Catalogue, provisional_vector
 from .evaluate import leave_last_out, pooled_user
+from .history import load_history
 from .home import Home
 from .model import ModelConfig
-from .sequences import leave_last_out as split_last, user_sequences
+from .sequences import leave_last_out as split_last
 from .train import train
 
 
-def train_job(home: Home, epochs: int = 8, seed: int = 42, progress: bool = True) -> dict:
-    """Train on MovieLens-100k (all but each user's last two events), evaluate, seed the store."""
-    ml = movielens.load()
-    seqs = user_sequences(ml.users, ml.items, ml.n_users)
-    split = split_last(seqs)
-    config = ModelConfig(n_items=ml.n_items, epochs=epochs, seed=seed)
+def train_job(home: Home, epochs: int = 8, seed: int = 42, progress: bool = True,
+              since: float | None = None, until: float | None = None) -> dict:
+    """Train on whatever the store holds (all but each user's last two products), evaluate, refold every user.
+
+    `since`/`until` (unix seconds) limit the events learnt from. Products the window
+    never saw keep a content-only (provisional) vector from their title and category,
+    as a product added through the API does, until a training run sees them.
+    """
+    store = home.store()
+    history = load_history(store, since, until)
+    split = split_last(history.seqs)
+    config = ModelConfig(n_items=history.n_items, epochs=epochs, seed=seed)
     result = train(split.train, config, progress=progress)
     m = result.model
     evaluation = {"val": leave_last_out(m, split, "val"), "test": leave_last_out(m, split, "test")}
@@ -36,29 +43,39 @@ def train_job(home: Home, epochs: int = 8, seed: int = 42, progress: bool = True
     version = time.strftime("m%Y%m%d-%H%M%S-", time.gmtime()) + digest[:6]
     out = home.model_dir(version)
     metrics = {"train_seconds": result.seconds, "losses": result.losses, "evaluation": evaluation,
-               "protocol": "MovieLens-100k temporal leave-last-out, full ranking, k=10",
+               "protocol": "the store's events, temporal leave-last-out, full ranking, k=10",
+               "data": {"events": history.events, "users": len(history.user_ids), "items": history.n_items,
+                        "from": history.first_ts, "to": history.last_ts},
                "config": asdict(config)}
-    model_io.save(m, out, {"model_version": version, "item_ids": ml.item_ids.tolist()})
+    model_io.save(m, out, {"model_version": version, "item_ids": history.item_index.tolist()})
     home.write_json(out / "metrics.json", metrics)
 
-    # The online store starts from the same history the model saw, so every
+    # Every user's online state is refolded from the whole log with the new vectors, so every
     # known user has a state the moment the server starts.
     vecs = m.item_vectors().detach().numpy()
-    by_id = {int(i): vecs[k] for k, i in enumerate(ml.item_ids)}
-    store = home.store()
-    store.put_items(ml.catalogue, by_id)
-    store.import_events(
-        Event(f"ml-{ml.user_ids[u]}-{ml.item_ids[i]}", str(ml.user_ids[u]), "movielens", "click",
-              float(t), int(ml.item_ids[i]))
-        for u, i, t in zip(ml.users, ml.items, ml.timestamps)
-    )
-    users = store.rebuild_states(by_id, {it.item_id: it.title for it in ml.catalogue}, config.dim)
+    by_id = {int(i): vecs[k] for k, i in enumerate(history.item_index)}
+    catalogue = store.items()
+    store.put_items([it for it in catalogue if it.item_id in by_id], by_id)
+    unseen = [it for it in catalogue if it.item_id not in by_id]
+    if unseen:
+        # Estimated from this model's vectors only: a vector an earlier model left is in another space.
+        meta = {it.item_id: it for it in catalogue}
+        trained = Catalogue(history.item_index, vecs, {i: meta[i].in_stock for i in by_id if i in meta},
+                            {i: meta[i].category for i in by_id if i in meta}, frozenset(),
+                            {i: meta[i].title for i in by_id if i in meta})
+        guesses = {it.item_id: provisional_vector(it, trained) for it in unseen}
+        store.put_items(unseen, guesses, provisional=list(guesses))
+        by_id.update(guesses)
+    users = store.rebuild_states(by_id, {it.item_id: it.title for it in catalogue}, config.dim)
     store.set_meta("current_model", version)
-    return {"model_version": version, "users": users, **metrics}
+    return {"model_version": version, "users": users, "provisional_items": len(unseen), **metrics}
 
 
-def export_inputs(m, n_candidates: int = 200, seed: int = 0) -> tuple[HeldOut, HeldOut, list]:
-    """Real MovieLens inputs for the exporter: (calibration, gate queries, gate users' event sequences).
+def export_inputs(m, store, n_candidates: int = 200, seed: int = 0, since: float | None = None,
+                  until: float | None = None) -> tuple[HeldOut, HeldOut, list]:
+    """Real inputs for the exporter from the store's log: (calibration, gate queries, gate users' event sequences).
+
+    The model must have been trained on the same store (its rows are the log's products).
 
     Users are split at random into two disjoint groups, a third for
     calibration and the rest for the gates. A calibration user is pooled from
@@ -72,9 +89,8 @@ def export_inputs(m, n_candidates: int = 200, seed: int = 0) -> tuple[HeldOut, H
     product with the history excluded, as the server retrieves them.
     """
     vecs = m.item_vectors().detach().numpy()
-    ml = movielens.load()
-    split = split_last(user_sequences(ml.users, ml.items, ml.n_users))
-    users = np.random.default_rng(seed).permutation(ml.n_users)
+    split = split_last(load_history(store, since, until).seqs)
+    users = np.random.default_rng(seed).permutation(len(split.train))
     calib_users, gate_users = users[: len(users) // 3], users[len(users) // 3 :]
 
     def query(hist: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,7 +139,9 @@ def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200, 
     quant = quantize_ranker(fp32, int8)
     enc_info = export_encoder(encoder, dim)
 
-    _calib, gate, sequences = inputs if inputs is not None else export_inputs(m, n_candidates)
+    if inputs is None and len(m_items := _meta.get("item_ids", [])) != m.config.n_items:
+        raise ModelError(f"model {version} has {m.config.n_items} items but its metadata names {len(m_items)}")
+    _calib, gate, sequences = inputs if inputs is not None else export_inputs(m, home.store(), n_candidates)
     if n_users is not None:
         q = 2 * n_users
         gate = HeldOut(gate.users[:q], gate.candidates[:q], gate.labels[:q])

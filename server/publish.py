@@ -82,7 +82,7 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
             sizes.append(len(blob))
     store.put_records(version, changed, sigs)
 
-    # Item entries: one signed PRI1 entry per catalogue item, sent to a device only for the items its
+    # Item entries: one signed PRI2 entry per catalogue item, sent to a device only for the items its
     # lists (and the popular list) reference. An entry unchanged since the previous bundle of the same
     # model keeps its signature and `changed` version, so devices that hold it are not sent it again.
     # (After a canary's promotion, the previous bundle's variant of this model is the previous bundle:

@@ -3,7 +3,7 @@
 A bundle version V may have, beside its live manifest, one **variant** per canary model M in
 `bundles/V/canary/M/`: its own signed manifest (the same `version` V and popular list, `model_version`
 M, M's `ranker` and `encoder`, M's `embedding_dim`, and a signed `rollout: {rollout_id, share}`), and its
-own `items.pri` (PRI1 entries signed over M, vectors from M). The candidate records (PRC2) are shared:
+own `items.pri` (PRI2 entries signed over M, vectors from M). The candidate records (PRC2) are shared:
 they carry no model and are signed over (version, user, sha256), so a device reranks the live lists with
 the model its manifest names. That is deliberate: during a canary, candidate generation stays the live
 model's on the server; what a canary device gets is the canary's reranker, encoder and item vectors.

@@ -26,6 +26,7 @@ What "unknown" means here:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from flask import Blueprint, current_app, jsonify
 
@@ -40,10 +41,15 @@ bp = Blueprint("events", __name__)
 MAX_PROBLEMS_NAMED = 3  # in the 422's message; every problem is in `results`
 
 
-def check_event(obj, known_items, now: float, skew: float, users: frozenset[str] | None = None):
+def check_event(obj, index_of: dict[str, int], now: float, skew: float, users: frozenset[str] | None = None):
+    """A valid event with its product id resolved to the catalogue's index, or ValidationError."""
     ev = validate_event(obj)
-    if ev.item_id is not None and ev.item_id not in known_items:
-        raise ValidationError("item_id", f"{ev.item_id} is not in the catalogue; add it with POST /v1/items first")
+    if ev.item_id is not None:
+        index = index_of.get(ev.item_id)
+        if index is None:
+            raise ValidationError("item_id", f"{ev.item_id!r} is not in the catalogue; add it with POST /v1/items "
+                                             "first")
+        ev = replace(ev, item_id=index)
     if ev.timestamp > now + skew:
         raise ValidationError("timestamp", f"is {ev.timestamp - now:.0f} s in the future, beyond the allowed clock "
                                            f"skew of {skew:g} s (POCKETRANK_MAX_CLOCK_SKEW); check the device clock")
@@ -69,7 +75,7 @@ def post_events():
     serving = current_app.extensions["pocketrank"]
     device = current_device()  # 401 without a token when POCKETRANK_REQUIRE_DEVICE_TOKEN is set
     raw = json_batch("events", config.max_events_per_batch)
-    known = serving.catalogue.in_stock  # every item in the catalogue, in stock or not
+    known = serving.catalogue.index_of  # every item in the catalogue, in stock or not
     now = time.time()
     users = device.users if device is not None else None
     results: list[dict] = [{} for _ in raw]

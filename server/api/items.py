@@ -8,6 +8,8 @@ known product may name only the fields that change (say price or in_stock).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint, abort, current_app, jsonify
 
 from shared.errors import ValidationError
@@ -21,8 +23,9 @@ bp = Blueprint("items", __name__)
 
 
 def _rejected(obj, exc: ValidationError) -> dict:
-    item_id = obj.get("item_id") if isinstance(obj, dict) and isinstance(obj.get("item_id"), int) else None
-    return {"item_id": item_id, "status": "rejected", "field": exc.field, "reason": exc.message}
+    item_id = obj.get("item_id") if isinstance(obj, dict) and isinstance(obj.get("item_id"), (str, int)) else None
+    return {"item_id": None if item_id is None else str(item_id)[:64], "status": "rejected", "field": exc.field,
+            "reason": exc.message}
 
 
 @bp.post("/v1/items")
@@ -31,47 +34,57 @@ def post_items():
     config = current_app.config["POCKETRANK"]
     serving = current_app.extensions["pocketrank"]
     raw = json_batch("items", config.max_items_per_batch)
-    ids = []
+    skus = []
     for obj in raw:
         try:
-            ids.append(check_item_id(obj.get("item_id")) if isinstance(obj, dict) else None)
+            skus.append(check_item_id(obj.get("item_id")) if isinstance(obj, dict) else None)
         except ValidationError:
-            ids.append(None)
-    existing = serving.store.get_items(i for i in ids if i is not None)
+            skus.append(None)
+    index = serving.store.item_index(s for s in skus if s is not None)
+    existing = {sku: it for sku, i in index.items() if (it := serving.store.get_items([i]).get(i))}
     cat = serving.catalogue
-    results, items, vectors, provisional = [], {}, {}, set()
-    for obj, item_id in zip(raw, ids):
+    results, items = [], {}
+    for obj, sku in zip(raw, skus):
         try:
             if not isinstance(obj, dict):
                 raise ValidationError("item", f"must be a JSON object, got {type(obj).__name__}")
-            old = existing.get(item_id)
+            old = existing.get(sku)
             item = validate_item({**old.to_dict(), **obj} if old else obj)
         except ValidationError as exc:
             results.append(_rejected(obj, exc))
             continue
-        content_changed = old is None or (old.title, old.category, old.categories) != (
-            item.title, item.category, item.categories)
-        no_vector = item.item_id not in cat.vector_map()
-        if no_vector or (item.item_id in cat.provisional and content_changed):
-            vectors[item.item_id] = provisional_vector(item, cat)
-            provisional.add(item.item_id)
-        items[item.item_id] = item  # the last change to an id in one request wins
-        results.append({"item_id": item.item_id, "status": "updated" if old else "created",
-                        "provisional": item.item_id in provisional or item.item_id in cat.provisional})
+        items[item.sku] = (replace(item, item_id=old.item_id) if old else item, old)  # the last change wins
+        results.append({"item_id": item.sku, "status": "updated" if old else "created"})
     if items:
-        serving.store.put_items(items.values(), vectors, provisional)
+        # New products get their index first: a provisional vector is stored under it.
+        stored = {it.sku: it for it in serving.store.put_items(it for it, _ in items.values())}
+        vectors, provisional = {}, set()
+        for sku, (item, old) in items.items():
+            item = stored[sku]
+            content_changed = old is None or (old.title, old.category, old.categories) != (
+                item.title, item.category, item.categories)
+            if item.item_id not in cat.vector_map() or (item.item_id in cat.provisional and content_changed):
+                vectors[item.item_id] = provisional_vector(item, cat)
+                provisional.add(item.item_id)
+        if vectors:
+            serving.store.put_items([stored[s] for s in items if stored[s].item_id in vectors], vectors, provisional)
         serving.catalogues.invalidate()
+        for r in results:
+            if r["status"] != "rejected":
+                i = stored[r["item_id"]].item_id
+                r["provisional"] = i in provisional or i in cat.provisional
     counts = {s: sum(r["status"] == s for r in results) for s in ("created", "updated", "rejected")}
     return jsonify(results=results, **counts)
 
 
-@bp.get("/v1/items/<int:item_id>")
-def get_item(item_id: int):
-    item_id = check_item_id(item_id)  # the URL converter takes any size; SQLite's integers do not
+@bp.get("/v1/items/<path:item_id>")
+def get_item(item_id: str):
+    sku = check_item_id(item_id)
     serving = current_app.extensions["pocketrank"]
-    item = serving.store.get_items([item_id]).get(item_id)
+    index = serving.store.item_index([sku]).get(sku)
+    item = None if index is None else serving.store.get_items([index]).get(index)
     if item is None:
-        abort(404, description=f"no item {item_id} in the catalogue")
+        abort(404, description=f"no item {sku!r} in the catalogue")
     cat = serving.catalogue
-    return jsonify(**item.to_dict(), provisional=item_id in cat.provisional,
-                   has_vector=bool(len(cat.ids)) and item_id in cat.vector_map())
+    return jsonify(**item.to_dict(), provisional=index in cat.provisional,
+                   has_vector=bool(len(cat.ids)) and index in cat.vector_map())

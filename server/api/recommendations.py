@@ -22,7 +22,8 @@ def get_recommendations():
     # not the catalogue, so it shows a server-ranked item it holds no entry for from these fields.
     meta = serving.store.get_items([int(i) for i, _ in rec.items])
     for rank, (item_id, score) in enumerate(rec.items, 1):
-        item = {"item_id": item_id, "score": round(float(score), 6), "rank": rank}
+        sku = meta[int(item_id)].external_id if int(item_id) in meta else str(int(item_id))
+        item = {"item_id": sku, "score": round(float(score), 6), "rank": rank}
         if int(item_id) in meta:
             it = meta[int(item_id)]
             item.update(title=it.title, category=it.category, price=float(it.price), in_stock=bool(it.in_stock))

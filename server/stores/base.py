@@ -136,10 +136,17 @@ class Store(ABC):
 
     @abstractmethod
     def put_items(self, items: Iterable[Item], vectors: dict[int, np.ndarray] | None = None,
-                  provisional: Iterable[int] = ()) -> None:
-        """Insert or update items. A given vector replaces the stored one; items
-        named in `provisional` are marked as carrying a content-only vector, and
-        any other item given a vector is marked trained. Bumps catalogue_version."""
+                  provisional: Iterable[int] = ()) -> list[Item]:
+        """Insert or update items; returns them as stored. An item whose index is 0 gets the
+        index its product id (`sku`) already has, or the next free one: indexes are never
+        reused or changed, so they stay stable across retrains. A given vector (keyed by
+        index) replaces the stored one; items named in `provisional` are marked as carrying
+        a content-only vector, and any other item given a vector is marked trained. Bumps
+        catalogue_version."""
+
+    @abstractmethod
+    def item_index(self, skus: Iterable[str]) -> dict[str, int]:
+        """The index of every known product id among `skus` (unknown ones are left out)."""
 
     @abstractmethod
     def items(self) -> list[Item]: ...
@@ -165,8 +172,20 @@ class Store(ABC):
         its event_id was seen before (then nothing changes)."""
 
     @abstractmethod
-    def import_events(self, events: Iterable[Event]) -> None:
-        """Bulk-load a history without answers (call rebuild_states after)."""
+    def import_events(self, events: Iterable[Event]) -> int:
+        """Bulk-load a history (item ids resolved to indexes); an event_id already logged is
+        skipped. Returns how many were new. Call rebuild_states after."""
+
+    def interactions(self, types: tuple[str, ...], since: float | None = None, until: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user ids, item indexes, timestamps) of logged events of `types` that carry an item, with
+        since <= timestamp < until, ordered by timestamp then log position. Stores override this with
+        one query; this reads the whole log."""
+        rows = sorted((e.event.timestamp, e.pos, e.event.user_id, e.event.item_id) for e in self.iter_log()
+                      if e.event.type in types and e.event.item_id is not None
+                      and (since is None or e.event.timestamp >= since) and (until is None or e.event.timestamp < until))
+        return (np.array([r[2] for r in rows], dtype=object), np.array([r[3] for r in rows], dtype=np.int64),
+                np.array([r[0] for r in rows], dtype=np.float64))
 
     @abstractmethod
     def count_events(self, event_ids: list[str] | None = None) -> int: ...

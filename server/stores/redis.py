@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -87,12 +88,36 @@ def _entry(stream_id: bytes, fields: dict) -> LogEntry:
 
 
 def _item_json(it: Item, provisional: bool) -> str:
-    return json.dumps({**it.to_dict(), "provisional": provisional}, separators=(",", ":"))
+    d = {**asdict(it), "sku": it.external_id, "attributes": dict(it.attributes), "provisional": provisional}
+    return json.dumps(d, separators=(",", ":"))
 
 
 def _item(raw: bytes) -> Item:
     d = json.loads(raw)
-    return Item(d["item_id"], d["title"], d["category"], d["year"], d["price"], d["in_stock"], tuple(d["categories"]))
+    return Item(d["item_id"], d["title"], d["category"], d["year"], d["price"], d["in_stock"], tuple(d["categories"]),
+                d.get("sku") or "", d.get("currency") or "", tuple(sorted((d.get("attributes") or {}).items())),
+                d.get("created_at"))
+
+
+# Product id -> index: an id keeps the index it was first given; new ones take the next of a counter
+# that explicit indexes push forward, so an index is never handed out twice.
+_ASSIGN = """
+local out = {}
+for i, sku in ipairs(ARGV) do
+  local idx = redis.call('HGET', KEYS[1], sku)
+  if not idx then
+    idx = redis.call('INCR', KEYS[2])
+    redis.call('HSET', KEYS[1], sku, idx)
+  end
+  out[i] = tonumber(idx)
+end
+return out
+"""
+_RAISE = """
+local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"""
 
 
 _RECORD_FIELDS = (b"s", b"w", b"n", b"t", b"pos", b"r")
@@ -131,6 +156,8 @@ class RedisStore(Store):
         self._append = self.r.register_script(_APPEND)
         self._release = self.r.register_script(_RELEASE)
         self._extend = self.r.register_script(_EXTEND)
+        self._assign_script = self.r.register_script(_ASSIGN)
+        self._raise = self.r.register_script(_RAISE)
         self.stream = self.k("log")
         try:
             self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
@@ -138,6 +165,9 @@ class RedisStore(Store):
             if "BUSYGROUP" not in str(exc):
                 raise
         self._warn_if_not_durable()
+        if not self.r.exists(self.k("skus")) and self.r.hlen(self.k("items")):
+            # A catalogue from before string ids: each product is keyed by its index's digits.
+            self.put_items(self.items())
 
     def k(self, *parts: str | int) -> bytes:
         return (self.prefix + ":".join(str(p) for p in parts)).encode()
@@ -167,9 +197,9 @@ class RedisStore(Store):
     # --- catalogue ---
 
     def put_items(self, items: Iterable[Item], vectors: dict[int, np.ndarray] | None = None,
-                  provisional: Iterable[int] = ()) -> None:
+                  provisional: Iterable[int] = ()) -> list[Item]:
         vectors, provisional = vectors or {}, set(provisional)
-        items = list(items)
+        items = self._assign(list(items))
         current = self.r.smembers(self.k("provisional"))
         p = self.r.pipeline(transaction=True)
         for it in items:
@@ -180,8 +210,29 @@ class RedisStore(Store):
             else:
                 prov = str(it.item_id).encode() in current
             p.hset(self.k("items"), it.item_id, _item_json(it, prov))
+            p.hset(self.k("skus"), it.external_id, it.item_id)
         p.hincrby(self.k("meta"), "catalogue_version", 1)
         p.execute()
+        return items
+
+    def _assign(self, items: list[Item]) -> list[Item]:
+        explicit = [it.item_id for it in items if it.item_id]
+        if explicit:
+            self._raise(keys=[self.k("item_seq")], args=[max(explicit)])
+        todo = [it.sku for it in items if not it.item_id]
+        got: dict[str, int] = {}
+        for lo in range(0, len(todo), 1000):
+            chunk = todo[lo:lo + 1000]
+            got.update(zip(chunk, self._assign_script(keys=[self.k("skus"), self.k("item_seq")], args=chunk)))
+        return [it if it.item_id else replace(it, item_id=int(got[it.sku])) for it in items]
+
+    def item_index(self, skus: Iterable[str]) -> dict[str, int]:
+        skus = list(dict.fromkeys(skus))
+        out: dict[str, int] = {}
+        for lo in range(0, len(skus), 1000):
+            chunk = skus[lo:lo + 1000]
+            out.update((k, int(v)) for k, v in zip(chunk, self.r.hmget(self.k("skus"), chunk)) if v is not None)
+        return out
 
     def items(self) -> list[Item]:
         return sorted((_item(v) for v in self.r.hvals(self.k("items"))), key=lambda it: it.item_id)
@@ -211,14 +262,15 @@ class RedisStore(Store):
         keys = [self.stream] + [self.k("eid", e.event_id) for e in events]
         return [bool(x) for x in self._append(keys=keys, args=[self.dedupe_ttl] + [_payload(e) for e in events])]
 
-    def import_events(self, events: Iterable[Event]) -> None:
+    def import_events(self, events: Iterable[Event]) -> int:
         batch: list[Event] = []
+        new = 0
         for e in events:
             batch.append(e)
             if len(batch) == 1000:
-                self.append_events(batch)
+                new += sum(self.append_events(batch))
                 batch = []
-        self.append_events(batch)
+        return new + sum(self.append_events(batch))
 
     def count_events(self, event_ids: list[str] | None = None) -> int:
         if event_ids is None:

@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -38,7 +39,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     item_id INTEGER PRIMARY KEY, title TEXT NOT NULL, category TEXT NOT NULL,
     categories TEXT NOT NULL, year INTEGER, price REAL NOT NULL, in_stock INTEGER NOT NULL,
-    vector BLOB, provisional INTEGER NOT NULL DEFAULT 0
+    vector BLOB, provisional INTEGER NOT NULL DEFAULT 0,
+    sku TEXT, currency TEXT NOT NULL DEFAULT '', attributes TEXT, created_at REAL
 );
 -- `seq` is the log position. Plain INTEGER PRIMARY KEY (max + 1) is monotonic here because events are
 -- only ever appended, never deleted; AUTOINCREMENT would add a sqlite_sequence write per row for a
@@ -78,15 +80,25 @@ MIGRATIONS = (
     ("events", "context", "TEXT"),
     ("user_state", "last_pos", "INTEGER NOT NULL DEFAULT 0"),
     ("user_state", "recent", "BLOB"),
+    ("items", "sku", "TEXT"),
+    ("items", "currency", "TEXT NOT NULL DEFAULT ''"),
+    ("items", "attributes", "TEXT"),
+    ("items", "created_at", "REAL"),
 )
+# The product id -> index mapping. A catalogue from before string ids is keyed by its index's digits.
+_SKU_INDEX = ("UPDATE items SET sku = CAST(item_id AS TEXT) WHERE sku IS NULL; "
+              "CREATE UNIQUE INDEX IF NOT EXISTS items_sku ON items (sku);")
 EVENT_COLUMNS = "event_id, user_id, device_id, type, item_id, query, timestamp, session_id, context"
 POSITION = "updater_position"
 _INSERT_EVENT = (f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}, received_at) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _UPSERT_ITEM = (
-    "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET "
+    "INSERT INTO items (item_id, title, category, categories, year, price, in_stock, vector, provisional, sku, "
+    "currency, attributes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET "
     "title=excluded.title, category=excluded.category, categories=excluded.categories, "
-    "year=excluded.year, price=excluded.price, in_stock=excluded.in_stock, "
+    "year=excluded.year, price=excluded.price, in_stock=excluded.in_stock, sku=excluded.sku, "
+    "currency=excluded.currency, attributes=excluded.attributes, "
+    "created_at=COALESCE(excluded.created_at, items.created_at), "
     "vector=COALESCE(excluded.vector, items.vector), "
     "provisional=CASE WHEN excluded.vector IS NULL THEN items.provisional ELSE excluded.provisional END"
 )
@@ -179,6 +191,7 @@ class SQLiteStore(Store):
                 have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            self.db.executescript(_SKU_INDEX)
 
     def _migrate_layout(self) -> None:
         """Stores made before the real-time updater: user_state becomes a clustered
@@ -251,22 +264,57 @@ class SQLiteStore(Store):
     # --- catalogue ---
 
     def put_items(self, items: Iterable[Item], vectors: dict[int, np.ndarray] | None = None,
-                  provisional: Iterable[int] = ()) -> None:
+                  provisional: Iterable[int] = ()) -> list[Item]:
         vectors, provisional = vectors or {}, set(provisional)
-        rows = [(it.item_id, it.title, it.category, json.dumps(list(it.categories)), it.year, it.price,
-                 int(it.in_stock),
-                 vectors[it.item_id].astype("<f4").tobytes() if it.item_id in vectors else None,
-                 int(it.item_id in provisional)) for it in items]
+        items = list(items)
         with self.tx() as db:
+            items = self._assign(db, items)
+            rows = [(it.item_id, it.title, it.category, json.dumps(list(it.categories)), it.year, it.price,
+                     int(it.in_stock),
+                     vectors[it.item_id].astype("<f4").tobytes() if it.item_id in vectors else None,
+                     int(it.item_id in provisional), it.external_id, it.currency,
+                     json.dumps(dict(it.attributes)) if it.attributes else None, it.created_at) for it in items]
             db.executemany(_UPSERT_ITEM, rows)
             db.execute("INSERT INTO meta VALUES ('catalogue_version', '1') ON CONFLICT(key) DO UPDATE "
                        "SET value = CAST(value AS INTEGER) + 1")
+        return items
 
-    _ITEM_COLUMNS = "item_id, title, category, year, price, in_stock, categories"
+    def _assign(self, db: sqlite3.Connection, items: list[Item]) -> list[Item]:
+        """Items without an index get their product id's index, or the next free one (under the write lock)."""
+        todo = [it.sku for it in items if not it.item_id]
+        if not todo:
+            return items
+        known = self._item_index(db, todo)
+        top = db.execute("SELECT COALESCE(MAX(item_id), 0) FROM items").fetchone()[0]
+        out = []
+        for it in items:
+            if not it.item_id:
+                if it.sku not in known:
+                    top += 1
+                    known[it.sku] = top
+                it = replace(it, item_id=known[it.sku])
+            out.append(it)
+        return out
+
+    def item_index(self, skus: Iterable[str]) -> dict[str, int]:
+        return self._item_index(self.db, list(skus))
+
+    @staticmethod
+    def _item_index(db: sqlite3.Connection, skus: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        uniq = list(dict.fromkeys(skus))
+        for i in range(0, len(uniq), 500):
+            chunk = uniq[i:i + 500]
+            out.update(db.execute(f"SELECT sku, item_id FROM items WHERE sku IN ({','.join('?' * len(chunk))})",
+                                  chunk).fetchall())
+        return out
+
+    _ITEM_COLUMNS = "item_id, title, category, year, price, in_stock, categories, sku, currency, attributes, created_at"
 
     @staticmethod
     def _item(r: tuple) -> Item:
-        return Item(r[0], r[1], r[2], r[3], r[4], bool(r[5]), tuple(json.loads(r[6])))
+        return Item(r[0], r[1], r[2], r[3], r[4], bool(r[5]), tuple(json.loads(r[6])), r[7] or "", r[8] or "",
+                    tuple(sorted(json.loads(r[9]).items())) if r[9] else (), r[10])
 
     def items(self) -> list[Item]:
         rows = self.db.execute(f"SELECT {self._ITEM_COLUMNS} FROM items ORDER BY item_id")
@@ -323,16 +371,33 @@ class SQLiteStore(Store):
                 self._local.appended = [LogEntry(last - len(fresh) + 1 + k, e) for k, e in enumerate(fresh)]
         return out
 
-    def import_events(self, events: Iterable[Event]) -> None:
+    def import_events(self, events: Iterable[Event]) -> int:
         now = time.time()
         with self.tx() as db:
+            before = db.total_changes
             db.executemany(_INSERT_EVENT, (_event_row(e, now) for e in events))
+            return db.total_changes - before
 
     def count_events(self, event_ids: list[str] | None = None) -> int:
         if event_ids is None:
             return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         marks = ",".join("?" * len(event_ids))
         return self.db.execute(f"SELECT COUNT(*) FROM events WHERE event_id IN ({marks})", event_ids).fetchone()[0]
+
+    def interactions(self, types: tuple[str, ...], since: float | None = None, until: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sql = (f"SELECT user_id, item_id, timestamp FROM events WHERE item_id IS NOT NULL AND type IN "
+               f"({','.join('?' * len(types))}) AND timestamp >= ? AND timestamp < ? ORDER BY timestamp, seq")
+        rows = self.db.execute(sql, (*types, -1.0 if since is None else since, 1e18 if until is None else until))
+        users, items, ts = [], [], []
+        for chunk in iter(lambda: rows.fetchmany(100_000), []):
+            u, i, t = zip(*chunk)
+            users.append(np.array(u, dtype=object))
+            items.append(np.array(i, dtype=np.int64))
+            ts.append(np.array(t, dtype=np.float64))
+        if not items:
+            return np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        return np.concatenate(users), np.concatenate(items), np.concatenate(ts)
 
     def iter_log(self, after: int = 0) -> Iterator[LogEntry]:
         while True:
