@@ -23,10 +23,12 @@ import numpy as np
 
 
 def _home(tmp: Path) -> Path:
+    from server.data.movielens import import_movielens
     from server.home import Home
     from server.pipeline import export_job, train_job
 
     home = Home(tmp / "home")
+    import_movielens(home.store(), "100k", progress=False)
     train_job(home, epochs=2, progress=False)
     export_job(home, n_users=100)
     return home.root

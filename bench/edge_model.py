@@ -34,6 +34,7 @@ TARGETS = {"int8_over_fp32_bytes": 0.30, "model_set_bytes": 4 * 1024 * 1024, "se
 
 def _model(home_arg: str | None, tmp: Path):
     from server import model as model_io
+    from server.data.movielens import import_movielens
     from server.home import Home
     from server.pipeline import train_job
     from shared.errors import ModelError
@@ -43,12 +44,14 @@ def _model(home_arg: str | None, tmp: Path):
         home = Home(root)
         try:
             version = home.current_model()
-            return model_io.load(home.model_dir(version))[0], f"{version} from {home.root}"
+            return model_io.load(home.model_dir(version))[0], f"{version} from {home.root}", home.store()
         except ModelError:
             pass
     scratch = Home(tmp / "home")  # no trained model there: a small one, as the test suite trains
+    import_movielens(scratch.store(), "100k", progress=False)
     version = train_job(scratch, epochs=2, progress=False)["model_version"]
-    return model_io.load(scratch.model_dir(version))[0], f"{version} (2 epochs, trained for this run)"
+    return (model_io.load(scratch.model_dir(version))[0], f"{version} (2 epochs, trained for this run)",
+            scratch.store())
 
 
 class ConcatClickModel(nn.Module):
@@ -253,11 +256,11 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        m, source = _model(args.home, tmp)
+        m, source, store = _model(args.home, tmp)
         dim, hidden, n = m.config.dim, m.config.hidden, args.candidates
         print(f"model {source}; {n} candidates, {dim}-d vectors, hidden {hidden}; "
               f"onnxruntime single thread; {args.calls} calls per variant")
-        calib, gate, sequences = export_inputs(m, n)
+        calib, gate, sequences = export_inputs(m, store, n)
         variants = build(m, tmp, calib)
         encoder = tmp / "encoder.onnx"
         export_encoder(encoder, dim)

@@ -48,9 +48,11 @@ def _source(arg: str | None, tmp: Path) -> tuple[np.ndarray, np.ndarray, bytes, 
         home = Home(root)
         version = home.current_model()
     except Exception:  # no trained model there: a small one, as the test suite trains
+        from server.data.movielens import import_movielens
         from server.pipeline import train_job
 
         home = Home(tmp / "home")
+        import_movielens(home.store(), "100k", progress=False)
         version = train_job(home, epochs=2, progress=False)["model_version"]
         label = "a 2-epoch MovieLens model trained for this run"
     ids, vectors = home.store().item_vectors()

@@ -38,6 +38,7 @@ QUALITY = ("protocol1", "protocol2", "protocol3", "protocol4", "cold_users", "ne
 
 def _production(stages: list[tuple[str, float]]) -> None:
     from server.config import Config
+    from server.data.movielens import import_movielens
     from server.home import Home
     from server.pipeline import export_job, train_job
     from server.publish import publish_job
@@ -46,7 +47,8 @@ def _production(stages: list[tuple[str, float]]) -> None:
     try:
         # The embedded SQLite store, as `make demo`, whatever POCKETRANK_STORE says.
         home = Home(root, dataclasses.replace(Config.from_env(home=root), store="sqlite"))
-        for name, job in (("train (towers + click model, 8 epochs, with its evaluation)",
+        for name, job in (("import MovieLens-100k into the store", lambda: import_movielens(home.store(), "100k", progress=False)),
+                          ("train (towers + click model, 8 epochs, with its evaluation)",
                            lambda: train_job(home, progress=False)),
                           ("export (int8 ONNX ranker + encoder, parity gates)", lambda: export_job(home)),
                           ("publish (943 users' signed records, item entries)",

@@ -26,6 +26,7 @@ def main(argv: list[str]) -> int:
     from server.features_job import movielens_profiles
     from server.home import Home
     from server.monitoring.registry import Registry
+    from server.data.movielens import import_movielens
     from server.pipeline import export_job, train_job
     from server.rankers import save_vectors
     from server.rebase import rebase
@@ -34,6 +35,7 @@ def main(argv: list[str]) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-rebase-"))
     try:
         home = Home(tmp / "home")
+        import_movielens(home.store(), "100k", progress=False)
         train_job(home, epochs=2, progress=False)
         export_job(home, n_users=100)
         store = open_store(Config(home=home.root))

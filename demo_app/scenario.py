@@ -105,13 +105,14 @@ def published(home: Path) -> bool:
 
 def prepare(home: Path | None = None, epochs: int = 8, out=print, only_if_missing: bool = False,
             timings: dict | None = None) -> Path:
-    """fetch -> train -> export -> publish into `home` (default var/demo); returns its absolute path."""
+    """import -> train -> export -> publish into `home` (default var/demo); returns its absolute path."""
     home = Path(home or Path("var") / "demo").resolve()
     if only_if_missing and published(home):
         return home
     home.mkdir(parents=True, exist_ok=True)
     timings = {} if timings is None else timings
-    timings["fetch"] = _step("fetch MovieLens-100k (pinned recbole wheel, sha256-checked)", ["data", "fetch"], home, out)
+    timings["import"] = _step("import MovieLens-100k (pinned recbole wheel, sha256-checked) into the store",
+                              ["import", "movielens", "--size", "100k", "--no-progress"], home, out)
     timings["train"] = _step("train embeddings + click model", ["train", "--epochs", str(epochs)], home, out)
     timings["export"] = _step("export fp32 + int8 ONNX, parity gates", ["export"], home, out)
     timings["publish"] = _step("publish a signed bundle", ["publish"], home, out)

@@ -251,8 +251,14 @@ class DeviceCache:
                      (user_id, np.asarray(state.s, dtype="<f4").tobytes(), float(state.w), state.n_events,
                       time.time()))
 
-    def consumed(self, user_id: str) -> set[int]:
+    def consumed(self, user_id: str) -> set[str]:
+        """The products (their own ids) this user clicked, carted or bought on the device."""
         return {r[0] for r in self.query("SELECT item_id FROM consumed WHERE user_id = ?", (user_id,))}
+
+    def consumed_indexes(self, user_id: str) -> set[int]:
+        """The indexes of the held items this user consumed: what the local rules leave out."""
+        return {r[0] for r in self.query("SELECT i.item_id FROM consumed c JOIN items i ON i.external_id = c.item_id "
+                                         "WHERE c.user_id = ?", (user_id,))}
 
     def vector(self, item_id: int) -> np.ndarray | None:
         row = self.query_one("SELECT vector FROM items WHERE item_id = ?", (item_id,))
@@ -272,14 +278,34 @@ class DeviceCache:
                                                               dtype="<f4").reshape(len(found), -1)
 
     def item_meta(self, item_ids: list[int]) -> dict[int, dict]:
-        if not item_ids:
-            return {}
-        rows = self.query(f"SELECT item_id, title, category, price, in_stock FROM items "
-                          f"WHERE item_id IN ({','.join('?' * len(item_ids))})", list(item_ids))
-        return {r[0]: {"title": r[1], "category": r[2], "price": r[3], "in_stock": bool(r[4])} for r in rows}
+        """Held items by index: {index: {external_id, title, category, price, in_stock}}."""
+        rows: list[tuple] = []
+        for i in range(0, len(item_ids), 500):
+            part = list(item_ids[i : i + 500])
+            rows += self.query(f"SELECT item_id, external_id, title, category, price, in_stock FROM items "
+                               f"WHERE item_id IN ({','.join('?' * len(part))})", part)
+        return {r[0]: {"external_id": r[1], "title": r[2], "category": r[3], "price": r[4], "in_stock": bool(r[5])}
+                for r in rows}
 
-    def titles(self) -> dict[int, str]:
-        return dict(self.query("SELECT item_id, title FROM items"))
+    def products(self, external_ids: list[str]) -> dict[str, dict]:
+        """Held items by the product's own id: {external_id: {item_index, title, category, price, in_stock}}.
+        A product the device holds no entry for is left out."""
+        rows: list[tuple] = []
+        ids = [str(i) for i in external_ids]
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            rows += self.query(f"SELECT external_id, item_id, title, category, price, in_stock FROM items "
+                               f"WHERE external_id IN ({','.join('?' * len(part))})", part)
+        return {r[0]: {"item_index": r[1], "title": r[2], "category": r[3], "price": r[4], "in_stock": bool(r[5])}
+                for r in rows}
+
+    def indexes(self, external_ids: list[str]) -> dict[str, int]:
+        """{external id: index} of the held products among `external_ids`."""
+        return {e: m["item_index"] for e, m in self.products(external_ids).items()}
+
+    def titles(self) -> dict[str, str]:
+        """The held products' titles by their own ids (offline search)."""
+        return dict(self.query("SELECT external_id, title FROM items"))
 
     def popular(self) -> list[int]:
         return self.snapshot().popular

@@ -108,7 +108,7 @@ def sync(dev: _Device, users, wifi_only) -> None:
 @click.argument("user")
 @click.option("-k", default=10, show_default=True, help="How many items.")
 @click.option("--offline", is_flag=True, help="Do not ask the server; answer on the device.")
-@click.option("--exclude", multiple=True, type=int, help="An item id not to show (repeatable).")
+@click.option("--exclude", multiple=True, help="A product id not to show (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
 @click.pass_obj
 def recommend(dev: _Device, user, k, offline, exclude, as_json) -> None:
@@ -123,17 +123,18 @@ def recommend(dev: _Device, user, k, offline, exclude, as_json) -> None:
                + (f"  (server skipped: {rec.reason})" if rec.reason and not offline else ""))
     for it in rec.items:
         tag = "" if it.source == rec.source else f"  [{it.source}]"
-        click.echo(f"{it.rank:3d}. {it.item_id:>7d}  {it.score:.4f}  {it.title[:50]:50s} {it.category}{tag}")
+        click.echo(f"{it.rank:3d}. {it.item_id:>7}  {it.score:.4f}  {it.title[:50]:50s} {it.category}{tag}")
 
 
 @device.command()
 @click.argument("user")
 @click.argument("type", type=click.Choice(["view", "click", "search", "add_to_cart", "purchase", "impression"]))
-@click.argument("item_id", type=int, required=False)
+@click.argument("item_id", required=False)
 @click.option("--query", default=None, help="The search text (for type search).")
 @click.pass_obj
 def track(dev: _Device, user, type, item_id, query) -> None:
-    """Record an event for USER: durable on the device at once, uploaded by `flush`."""
+    """Record an event for USER on the product ITEM_ID (the product's own id, as `recommend` prints it; quote
+    one with spaces): durable on the device at once, uploaded by `flush`."""
     click.echo(_run(lambda: dev.client.track(user, type, item_id, query=query)))
 
 

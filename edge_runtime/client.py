@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from shared.schemas import check_id, validate_event
+from shared.schemas import check_id, check_item_id, validate_event
 
 from .cache import DeviceCache
 from .errors import TransportError, ValidationError
@@ -97,9 +97,9 @@ class EdgeClient:
         self.local = LocalRecommender(self.cache, self.slot, max_model_bytes, stale_after, clock, max_per_category,
                                       drop_out_of_stock)
         self.session_id = uuid.uuid4().hex[:16]
-        # What each user was last shown, so an event on one of those items can say which path
-        # (server / edge / cache / popular) and which versions served it: monitoring per segment.
-        self._served: dict[str, tuple[frozenset[int], dict[str, str]]] = {}
+        # What each user was last shown (products by their own ids), so an event on one of those items can
+        # say which path (server / edge / cache / popular) and which versions served it: monitoring per segment.
+        self._served: dict[str, tuple[frozenset[str], dict[str, str]]] = {}
         # Files a crash left unreferenced (a sync that died before its commit).
         self.cache.files.gc(set(self.cache.artifact_shas().values()))
 
@@ -109,19 +109,25 @@ class EdgeClient:
 
     # --- events ---
 
-    def track(self, user_id: str, type: str, item_id: int | None = None, query: str | None = None,
+    def track(self, user_id: str, type: str, item_id: str | int | None = None, query: str | None = None,
               timestamp: float | None = None, context: dict | None = None) -> str:
         """Record an event; it is in the outbox on disk before this returns, and the user's state has moved.
 
-        Purchases are fsynced (they survive power loss, not only the app being
-        killed). Raises ValidationError for a bad event and StorageError if it
-        could not be stored; then nothing was recorded. `context` (source,
-        model_version, candidates_version, platform, connectivity, segment) is
-        filled in from the last recommend() for this user when the item was in it.
+        `item_id` is the product's own id, as recommend() returned it (an integer is
+        taken as its decimal digits). Purchases are fsynced (they survive power
+        loss, not only the app being killed). Raises ValidationError for a bad
+        event and StorageError if it could not be stored; then nothing was
+        recorded. `context` (source, model_version, candidates_version, platform,
+        connectivity, segment) is filled in from the last recommend() for this
+        user when the item was in it.
         """
         if context is None and item_id is not None:
+            try:
+                key = check_item_id(item_id)
+            except ValidationError:
+                key = None  # validate_event below names the bad field, in its order of checks
             shown, served = self._served.get(str(user_id), (frozenset(), {}))
-            context = served if item_id in shown else None
+            context = served if key in shown else None
         event = validate_event({
             "event_id": uuid.uuid4().hex, "user_id": user_id, "device_id": self.device_id, "type": type,
             "timestamp": self.clock() if timestamp is None else timestamp, "session_id": self.session_id,
@@ -216,8 +222,8 @@ class EdgeClient:
                   allow_server: bool = True) -> Recommendation:
         """The user's top k, never blank while anything is cached; see Recommendation.source and .reason.
 
-        context: {"exclude": [item ids not to show, e.g. the one on screen],
-        "max_per_category": n}.
+        context: {"exclude": [product ids not to show, e.g. the one on screen],
+        "max_per_category": n}. Every item is named by the product's own id.
         """
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
             raise ValidationError("k", "must be an integer between 1 and 100")
@@ -248,18 +254,19 @@ class EdgeClient:
         self._served[user_id] = (frozenset(rec.item_ids), served)
         return rec
 
-    def _from_server(self, user_id: str, k: int, exclude: set[int]) -> Recommendation:
+    def _from_server(self, user_id: str, k: int, exclude: set[str]) -> Recommendation:
         _, body = self.transport.get_json("/v1/recommendations", timeout=self.latency_budget,
                                           params={"user_id": user_id, "k": min(100, k + len(exclude))})
         try:
-            ranked = [(int(i["item_id"]), float(i["score"])) for i in body["items"]]
-            sent = {int(i["item_id"]): i for i in body["items"]}
-        except (KeyError, TypeError, ValueError) as exc:
+            # The products' own ids, as the server names them (an integer is taken as its digits).
+            ranked = [(check_item_id(i["item_id"]), float(i["score"])) for i in body["items"]]
+            sent = {check_item_id(i["item_id"]): i for i in body["items"]}
+        except (KeyError, TypeError, ValueError, ValidationError) as exc:
             raise TransportError(f"GET /v1/recommendations answered a malformed body: {exc!r}") from exc
         ranked = [(i, s) for i, s in ranked if i not in exclude][:k]
         # The held entry's metadata (signed) first; for an item the device holds no entry for (it holds only
         # its lists' items), the answer's own fields.
-        meta = self.cache.item_meta([i for i, _ in ranked])
+        meta = self.cache.products([i for i, _ in ranked])
         items = []
         for r, (i, s) in enumerate(ranked):
             m = meta.get(i) or sent[i]
@@ -311,7 +318,7 @@ class EdgeClient:
         self.close()
 
 
-def _context(context: dict | None) -> tuple[set[int], int | None]:
+def _context(context: dict | None) -> tuple[set[str], int | None]:
     if context is None:
         return set(), None
     if not isinstance(context, dict):
@@ -320,13 +327,16 @@ def _context(context: dict | None) -> tuple[set[int], int | None]:
     if unknown:
         raise ValidationError("context", f"unknown key {unknown[0]!r}; known: {', '.join(CONTEXT_KEYS)}")
     exclude = context.get("exclude") or []
-    if not isinstance(exclude, (list, tuple, set, frozenset)) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in exclude):
-        raise ValidationError("context", "exclude must be a list of item ids")
+    if not isinstance(exclude, (list, tuple, set, frozenset)):
+        raise ValidationError("context", "exclude must be a list of product ids")
+    try:
+        exclude = {check_item_id(i) for i in exclude}  # an integer is taken as its digits
+    except ValidationError as exc:
+        raise ValidationError("context", f"exclude must be a list of product ids: {exc.message}") from exc
     cap = context.get("max_per_category")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise ValidationError("context", "max_per_category must be a positive integer")
-    return set(exclude), cap
+    return exclude, cap
 
 
 def _timed(rec: Recommendation, start: float) -> Recommendation:

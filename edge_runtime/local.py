@@ -8,6 +8,11 @@ on the device and cap items per category; dropping out-of-stock items is an
 option (off by default: the stock flags are as old as the bundle, and
 docs/wire-format.md §12 specifies the device without it). If the rules leave
 fewer than k, popular items fill the list, each marked as such.
+
+Everything here runs on item indexes (the packed rows, the records and
+`popular` carry them); the answer names each item by the product's own id, from
+its held entry. An index the device holds no entry for cannot be named, so it is
+never shown (packed rows already leave such candidates out; popular ones too).
 """
 
 from __future__ import annotations
@@ -50,13 +55,16 @@ class LocalRecommender:
             return self.max_per_category
         return (snap.manifest.get("rules") or {}).get("max_per_category")
 
-    def recommend(self, user_id: str, k: int, exclude: set[int] = frozenset(),
+    def recommend(self, user_id: str, k: int, exclude: set[str] = frozenset(),
                   max_per_category: int | None = None) -> Recommendation:
+        """`exclude`: products (their own ids) not to show."""
         t0 = time.perf_counter()
         snap = self.cache.snapshot()
         now = self.clock()
         expired = bool(snap.manifest) and snap.manifest.get("expires_at", now) < now
-        consumed = self.cache.consumed(user_id) | set(exclude)
+        consumed = self.cache.consumed_indexes(user_id)
+        if exclude:
+            consumed |= set(self.cache.indexes(sorted(exclude)).values())
         cands = self.cache.packed(user_id)
         cap = self._cap(snap, max_per_category)
         stages = self.stages
@@ -99,13 +107,15 @@ class LocalRecommender:
     def _top_up(self, picked: list[tuple[int, float, str]], k: int, consumed: set[int]) -> list[tuple[int, float, str]]:
         """Fill up to k with popular items, so a user never sees a short (or empty) list while any are left."""
         have = consumed | {i for i, _, _ in picked}
-        extra = apply_rules([(i, 0.0) for i in self.cache.popular()], k - len(picked), have)
+        popular = self.cache.popular()
+        named = self.cache.item_meta(popular)  # only items with a held entry can be named to the app
+        extra = apply_rules([(i, 0.0) for i in popular if i in named], k - len(picked), have)
         return picked + [(i, s, "popular") for i, s in extra]
 
     def _answer(self, picked: list[tuple[int, float, str]], source: str, snap: Snapshot, version: int | None,
                 stale: bool) -> Recommendation:
         meta = self.cache.item_meta([i for i, _, _ in picked])
-        items = [RecommendedItem(i, float(s), r + 1, meta.get(i, {}).get("title", ""),
-                                 meta.get(i, {}).get("category", ""), src, stale, meta.get(i, {}).get("price"))
-                 for r, (i, s, src) in enumerate(picked)]
+        named = [(meta[i], s, src) for i, s, src in picked if i in meta]
+        items = [RecommendedItem(m["external_id"], float(s), r + 1, m["title"] or "", m["category"] or "", src, stale,
+                                 m["price"]) for r, (m, s, src) in enumerate(named)]
         return Recommendation(items, source, snap.model_version, version, stale)

@@ -9,7 +9,7 @@ SOURCES = ("server", "edge", "cache", "popular")
 
 @dataclass
 class RecommendedItem:
-    item_id: int
+    item_id: str  # the product's own id (the marketplace's), on every path: what track() takes back
     score: float
     rank: int
     title: str = ""
@@ -30,7 +30,7 @@ class Recommendation:
     reason: str = ""  # why the server was not used, when it was not
 
     @property
-    def item_ids(self) -> list[int]:
+    def item_ids(self) -> list[str]:
         return [i.item_id for i in self.items]
 
     def to_dict(self) -> dict:
@@ -49,8 +49,9 @@ class SyncResult:
     users_delta: list[str] = field(default_factory=list)  # of users_updated, those that came as a delta
     snapshot: bool = False  # the server sent every record whole (first sync, or a cursor past its history)
     deferred: str | None = None  # why a newer version was left pending (wifi_only: its model waits for wifi)
-    items_received: list[int] = field(default_factory=list)  # item entries applied (new, changed, or asked for)
-    items_dropped: list[int] = field(default_factory=list)  # held items no list references any more
+    # Item entries by index (the sync answer's keys; the entries map them to the products' own ids):
+    items_received: list[int] = field(default_factory=list)  # entries applied (new, changed, or asked for)
+    items_dropped: list[int] = field(default_factory=list)  # held entries no list references any more
 
 
 @dataclass

@@ -150,6 +150,14 @@ class Syncer:
             raise IntegrityError("sync answer is not a JSON object")
         return body
 
+    def _held_external_ids(self, model: str, entries: object) -> dict[str, int]:
+        """{external id: index} of the held entries an answer's entries must not contradict: those held under
+        `model` that the answer does not replace (the others are dropped when it applies)."""
+        incoming = set(entries) if isinstance(entries, dict) else set()
+        return {ext: i for i, ext in self.cache.query("SELECT item_id, external_id FROM items WHERE model = ?",
+                                                      (model,))
+                if ext is not None and str(i) not in incoming}
+
     def _held_versions(self, users: list[str]) -> dict[str, int]:
         """The version each user's held record was last confirmed at; 0 when none is held."""
         held: dict[str, int] = {}
@@ -340,7 +348,8 @@ class Syncer:
         records, carried, need_full = self._records(body, version, self._asked)
         # Each item entry is checked (signature under this manifest's model, layout, dim, caps) before
         # anything is downloaded or written; one bad entry refuses the answer.
-        items = {} if foreign else verify_items(body.get("items"), model, dim, self.public_key)
+        items = {} if foreign else verify_items(body.get("items"), model, dim, self.public_key,
+                                                held=self._held_external_ids(model, body.get("items")))
         if not same and not self.models_allowed:
             models = [n for n in MODEL_ARTIFACTS if n in arts and arts[n]["sha256"] != held_shas.get(n)
                       and not self.cache.files.has(arts[n]["sha256"], arts[n]["length"])]
@@ -365,11 +374,17 @@ class Syncer:
         superseded = set(held_shas.values()) - {a["sha256"] for a in arts.values()}
         table = None
         with self.cache.tx(large=True) as conn:
+            # Entries held under another model than this version's mean nothing to its ranker: dropped (asked for
+            # again), before this answer's entries go in, whose external ids may be theirs (a v3 database's
+            # entries carry guessed ids, schema.py V4).
+            other_model = [(i,) for (i,) in conn.execute("SELECT item_id FROM items WHERE model IS NOT ?", (model,))
+                           if i not in items]
+            conn.executemany("DELETE FROM items WHERE item_id = ?", other_model)
             conn.executemany(
-                "INSERT OR REPLACE INTO items (item_id, vector, title, category, price, in_stock, sha256, model) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(i, it.vector.astype("<f4").tobytes(), it.title, it.category, it.price, int(it.in_stock), it.sha256,
-                  model) for i, it in items.items()])
+                "INSERT OR REPLACE INTO items (item_id, external_id, vector, title, category, price, in_stock, sha256, "
+                "model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(i, it.external_id, it.vector.astype("<f4").tobytes(), it.title, it.category, it.price,
+                  int(it.in_stock), it.sha256, model) for i, it in items.items()])
             if not same:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('popular', ?)",
                              (json.dumps([int(i) for i in manifest["popular"]]),))
@@ -390,13 +405,13 @@ class Syncer:
             # Confirmed current by this version's record signature: as fresh as a re-sent record.
             conn.executemany("UPDATE candidates SET version = ?, received_at = ? WHERE user_id = ?",
                              [(version, now, u) for u in carried])
-            # Items no held list (nor the popular list) references are dropped; entries held under another
-            # model than this version's mean nothing to its ranker and are dropped too (asked for again).
+            # Items no held list (nor the popular list) references are dropped.
             lists = held_lists(conn.execute("SELECT user_id, blob FROM candidates").fetchall())
             needed = set(int(i) for i in manifest["popular"]).union(*lists.values())
             held_items = dict(conn.execute("SELECT item_id, model FROM items").fetchall())
-            drop = [(i,) for i, m in held_items.items() if i not in needed or m != model]
-            conn.executemany("DELETE FROM items WHERE item_id = ?", drop)
+            unreferenced = [(i,) for i in held_items if i not in needed]
+            conn.executemany("DELETE FROM items WHERE item_id = ?", unreferenced)
+            drop = other_model + unreferenced
             touched = set(items) | {i for (i,) in drop}
             if touched:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('items_revision', ?)",

@@ -4,6 +4,12 @@ The fold is shared.features.update_user_state, the function the server's
 real-time layer runs on the same events, so the device and the server hold
 the same vector for the same history. Items the user clicked, carted or bought
 are remembered so the local rerank can leave them out.
+
+Events name products by their own string ids (wire 5); the fold resolves one to
+the held entry's index through the items table's unique `external_id`. An event
+on a product the device holds no entry for folds no vector (the server's live
+state, at the next sync, includes it) and is still marked consumed by its id, so
+the product stays out of the local lists if its entry arrives later.
 """
 
 from __future__ import annotations
@@ -49,10 +55,12 @@ def fold(conn: sqlite3.Connection, user_id: str, events: Iterable[dict], dim: in
         state = UserState(np.frombuffer(row[0], dtype="<f4").astype(np.float32), row[1], row[2]) if row \
             else UserState.empty(dim)
     for ev in events:
+        # The product's own id; an outbox body queued before string ids may hold an integer: its digits.
         item_id = ev.get("item_id")
+        item_id = None if item_id is None else str(item_id)
         vec = None
         if item_id is not None:
-            row = conn.execute("SELECT vector FROM items WHERE item_id = ?", (item_id,)).fetchone()
+            row = conn.execute("SELECT vector FROM items WHERE external_id = ?", (item_id,)).fetchone()
             vec = np.frombuffer(row[0], dtype="<f4") if row else None
         if vec is None and ev.get("query"):
             vec = search(ev["query"], conn)

@@ -22,14 +22,22 @@ def _store_option(f):
                              "Default: $POCKETRANK_STORE or sqlite, as the server reads it.")(f)
 
 
-def _home(path: Path | None, store: str | None = None):
+CREATES_HOME = "`pocketrank import catalogue FILE` (your products) or `pocketrank import movielens`"
+
+
+def _home(path: Path | None, store: str | None = None, create: bool = False):
+    """The server home; one that does not exist is refused (a typo would otherwise start an empty one),
+    except for the commands that create it."""
     from .home import Home
 
+    root = (path or default_home()).resolve()
+    if not create and not root.is_dir():
+        _fail(click.ClickException(f"no pocketrank home at {root}; create one with {CREATES_HOME}, "
+                                   "or point --home / POCKETRANK_HOME at an existing one"))
     if store is None:
-        return Home(path or default_home())  # the store comes from POCKETRANK_* when a job opens it
+        return Home(root)  # the store comes from POCKETRANK_* when a job opens it
     from .config import Config
 
-    root = (path or default_home()).resolve()
     return Home(root, Config.from_env(home=root, store=store))
 
 
@@ -38,7 +46,23 @@ def _fail(exc: Exception) -> None:
     sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns the project's errors (and a file that cannot be read or written) into one clean line, not a
+    traceback: every command below runs inside this invoke."""
+
+    def invoke(self, ctx: click.Context):
+        from shared.errors import PocketrankError
+
+        try:
+            return super().invoke(ctx)
+        except PocketrankError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """pocketrank: marketplace recommendations that keep working offline."""
 
@@ -74,7 +98,7 @@ def keys_init(home: Path | None, force: bool) -> None:
     """Create the ed25519 key pair; devices get only keys/signing.pub."""
     from exporter.signing import init_keys
 
-    pub = init_keys(_home(home).keys, overwrite=force)
+    pub = init_keys(_home(home, create=True).keys, overwrite=force)
     click.echo(f"public key: {pub.read_text().strip()} ({pub})")
 
 
@@ -83,62 +107,65 @@ def keys_init(home: Path | None, force: bool) -> None:
 @_store_option
 @click.option("--epochs", default=8, show_default=True, help="Training epochs.")
 @click.option("--seed", default=42, show_default=True)
+@click.option("--window-days", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learn only from the last N days of the log (ending at its newest event). Default: all of it.")
 @click.option("--interactions", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Your own CSV (user_id,item_id,timestamp[,rating]); trains the hybrid into --out instead.")
+              help="A file of events (CSV, JSON Lines or Parquet: user_id,item_id,timestamp[,type]): imported into "
+                   "the home --out (a catalogue of its products is made from their ids), then trained and exported "
+                   "as usual. For `pocketrank recommend`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Model directory for --interactions.")
-@click.option("--seq-epochs", type=int, default=None, help="With --interactions: sequence-tower epochs (default: tuned).")
-def train(home: Path | None, store: str | None, epochs: int, seed: int, interactions: Path | None,
-          out: Path | None, seq_epochs: int | None) -> None:
-    """Train embeddings and the click model on MovieLens-100k; seed the online store.
+              help="The home to create for --interactions.")
+def train(home: Path | None, store: str | None, epochs: int, seed: int, window_days: float | None,
+          interactions: Path | None, out: Path | None) -> None:
+    """Train product embeddings, the user encoder and the click model on the store's events.
 
-    With --interactions FILE.csv --out MODEL_DIR: train the quality hybrid on your own data instead.
+    Whatever was imported (`pocketrank import ...`) or arrived through the API is learnt from;
+    every user's state is then refolded. `--interactions FILE --out HOME` is the same in one step
+    on a file of your own, in a new home.
     """
-    from shared.errors import PocketrankError
-
-    if interactions is not None:
-        from .quality import byo
-
-        if out is None:
-            _fail(click.UsageError("--interactions needs --out MODEL_DIR"))
-        try:
-            r = byo.train(interactions, out, seq_epochs=seq_epochs, seed=seed)
-        except PocketrankError as exc:
-            _fail(exc)
-        click.echo(f"trained on {r['interactions']} interactions ({r['users']} users, {r['items']} items) "
-                   f"in {r['seconds']:.1f}s -> {r['out']}")
-        return
     from .pipeline import train_job
 
-    try:
-        result = train_job(_home(home, store), epochs=epochs, seed=seed)
-    except PocketrankError as exc:
-        _fail(exc)
+    if interactions is not None:
+        if out is None:
+            raise click.UsageError("--interactions needs --out HOME (a new home to import into)")
+        from .quickstart import train_on_file
+
+        r = train_on_file(interactions, out, epochs=epochs, seed=seed)
+        click.echo(f"imported {r['import']['accepted']} events, model {r['model_version']} trained and exported "
+                   f"into {out}; next: pocketrank recommend --model {out} --users USERS.txt --out recs.csv")
+        return
+    h = _home(home, store)
+    since = None
+    if window_days is not None:
+        from .features_job import latest_timestamp
+
+        since = latest_timestamp(h.store()) - window_days * 86400
+    result = train_job(h, epochs=epochs, seed=seed, since=since)
     ev = result["evaluation"]["test"]
-    click.echo(f"model {result['model_version']} trained in {result['train_seconds']:.1f}s "
-               f"on {result['users']} users")
+    d = result["data"]
+    click.echo(f"model {result['model_version']} trained in {result['train_seconds']:.1f}s on {d['events']} events "
+               f"of {d['users']} users and {d['items']} products"
+               + (f"; {result['provisional_items']} products without events keep content-only vectors"
+                  if result["provisional_items"] else ""))
     for name, m in ev.items():
         click.echo(f"  test {name:9s} HR@10 {m['HR@10']:.4f}  nDCG@10 {m['nDCG@10']:.4f}")
 
 
 @main.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A directory written by `train --interactions ... --out`.")
+              help="A home with a trained and exported model (`train --interactions ... --out`, or any home).")
 @click.option("--users", "users_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="User ids, one per line.")
-@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("-k", "--k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV with columns user_id,item_id,rank,score.")
+              help="CSV with columns user_id,item_id,rank,score,path.")
 def recommend(model_dir: Path, users_file: Path, k: int, out: Path) -> None:
-    """Top-k items per user from a BYO-data model; items the user already has are excluded."""
-    from shared.errors import PocketrankError
+    """Top-k products per user through the server's own ranking path (retrieval, ranker, business rules)."""
+    from .quickstart import recommend_to_csv
 
-    from .quality import byo
-
-    try:
-        n = byo.recommend(model_dir, users_file, k, out)
-    except PocketrankError as exc:
-        _fail(exc)
+    if not out.resolve().parent.is_dir():
+        raise click.ClickException(f"the folder of --out {out} does not exist")
+    n = recommend_to_csv(model_dir, users_file, k, out)
     click.echo(f"wrote recommendations for {n} users to {out}")
 
 
@@ -230,21 +257,22 @@ def updater(home: Path | None, idle_wait: float) -> None:
 @_home_option
 @click.option("--as-of", default="now", show_default=True,
               help="Window end: 'now', 'latest' (the newest logged event; for replayed logs) or unix seconds.")
-@click.option("--profiles", default="movielens", show_default=True,
-              help="User attributes for segment vectors: 'movielens', 'none', or a JSON file {user: {attr: value}}.")
+@click.option("--profiles", default="store", show_default=True,
+              help="User attributes for segment vectors: 'store' (imported with the users), 'none', or a JSON "
+                   "file {user: {attr: value}}.")
 def features(home: Path | None, as_of: str, profiles: str) -> None:
     """Batch job: 1/7/30-day window aggregates per user, item exposures, segment vectors."""
     from shared.errors import PocketrankError
 
     from .config import Config
-    from .features_job import features_job, latest_timestamp, movielens_profiles
+    from .features_job import features_job, latest_timestamp
+    from .rebase import load_profiles
     from .stores import open_store
 
     store = open_store(Config.from_env(**({"home": _home(home).root} if home else {})))
     try:
         when = None if as_of == "now" else latest_timestamp(store) if as_of == "latest" else float(as_of)
-        prof = (None if profiles == "none" else movielens_profiles() if profiles == "movielens"
-                else json.loads(Path(profiles).read_text()))
+        prof = load_profiles(profiles, store)
         result = features_job(store, when, prof)
     except (PocketrankError, ValueError, OSError) as exc:
         _fail(exc)
@@ -385,20 +413,19 @@ def canary_start(home: Path | None, version: str, share: float) -> None:
 
 @canary.command("check")
 @_home_option
-@click.option("--profiles", default="movielens", show_default=True,
-              help="On a promotion, user attributes for the re-based segment vectors: 'movielens', 'none' or a JSON file.")
+@click.option("--profiles", default="store", show_default=True,
+              help="On a promotion, user attributes for the re-based segment vectors: 'store', 'none' or a JSON file.")
 def canary_check(home: Path | None, profiles: str) -> None:
     """One look at the running canary: promote (and re-base the store), widen, roll back or continue."""
     from shared.errors import PocketrankError
 
     from .config import Config
     from .monitoring import rollout
-    from .rebase import load_profiles
 
     try:
         config = Config.from_env(**({"home": _home(home).root} if home else {}))
         result = rollout.check(config.home, _store(home), stages=rollout.parse_stages(config.canary_stages),
-                               profiles=lambda: load_profiles(profiles), progress=True)
+                               profiles=profiles, progress=True)
     except PocketrankError as exc:
         _fail(exc)
     click.echo(json.dumps(result, indent=2) if result else "no canary is running")
@@ -410,8 +437,8 @@ def canary_check(home: Path | None, profiles: str) -> None:
 @main.command()
 @_home_option
 @click.argument("version")
-@click.option("--profiles", default="movielens", show_default=True,
-              help="User attributes for segment vectors: 'movielens', 'none' (segments cleared) or a JSON file.")
+@click.option("--profiles", default="store", show_default=True,
+              help="User attributes for segment vectors: 'store', 'none' (segments cleared) or a JSON file.")
 @click.option("--force", is_flag=True, help="Refold even if the store is already on VERSION.")
 def rebase(home: Path | None, version: str, profiles: str, force: bool) -> None:
     """Make the live VERSION the store's model: item vectors, user states refolded, segments (docs/canary.md)."""
@@ -420,7 +447,8 @@ def rebase(home: Path | None, version: str, profiles: str, force: bool) -> None:
     from .rebase import load_profiles, rebase as rebase_job
 
     try:
-        out = rebase_job(_home(home), _store(home), version, load_profiles(profiles), force=force)
+        st = _store(home)
+        out = rebase_job(_home(home), st, version, load_profiles(profiles, st), force=force)
     except PocketrankError as exc:
         _fail(exc)
     click.echo(json.dumps(out, indent=2))

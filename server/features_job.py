@@ -60,11 +60,4 @@ def features_job(store: Store, as_of: float | None = None, profiles: Mapping[str
             "events": int(sum(len(v) for v in per_user.values()))}
 
 
-def movielens_profiles() -> dict[str, dict[str, str]]:
-    """MovieLens-100k users' age band, gender and occupation (the segments `pocketrank features` uses)."""
-    from .data import movielens
-
-    return movielens.load().user_features
-
-
-__all__ = ["features_job", "latest_timestamp", "movielens_profiles"]
+__all__ = ["features_job", "latest_timestamp"]

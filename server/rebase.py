@@ -62,19 +62,22 @@ log = logging.getLogger(__name__)
 CHUNK = 10_000
 
 
-def load_profiles(spec: str | None) -> dict[str, dict[str, str]] | None:
-    """'movielens' (MovieLens-100k's users, as `pocketrank features`), 'none', or a JSON file path."""
+def load_profiles(spec: str | None, store: Store | None = None) -> dict[str, dict[str, str]] | None:
+    """'store' (the users' attributes imported into the store; none imported: no segments), 'none',
+    or a JSON file {user: {attr: value}}."""
     if spec in (None, "none"):
         return None
-    if spec == "movielens":
-        from .features_job import movielens_profiles
-
-        return movielens_profiles()
+    if spec == "store":
+        if store is None:
+            raise ValidationError("profiles", "'store' needs a store to read the imported user attributes from")
+        return store.profiles() or None
     try:
-        return json.loads(Path(spec).read_text())
+        profiles = json.loads(Path(spec).read_text())
     except (OSError, ValueError) as exc:
-        raise ValidationError("profiles",
-                              f"'movielens', 'none' or a JSON file {{user: {{attr: value}}}}: {exc}") from exc
+        raise ValidationError("profiles", f"'store', 'none' or a JSON file {{user: {{attr: value}}}}: {exc}") from exc
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ValidationError("profiles", f"{spec} must hold a JSON object {{user: {{attr: value}}}}")
+    return profiles
 
 
 def new_catalogue(store: Store, ids: np.ndarray, vectors: np.ndarray) -> tuple[Catalogue, set[int]]:

@@ -94,7 +94,7 @@ def start_shadow(root: Path | str, store: Any, version: str, sample: float) -> d
 
 
 def check(root: Path | str, store: Any, rule: canary.Rule = canary.Rule(),
-          stages: tuple[float, ...] = STAGES, profiles: Callable[[], Any] | None = None,
+          stages: tuple[float, ...] = STAGES, profiles: Callable[[], Any] | str | None = None,
           progress: bool = False) -> dict | None:
     """One look at the running rollout; None when no canary is running. Returns what was done.
 
@@ -142,18 +142,13 @@ def check(root: Path | str, store: Any, rule: canary.Rule = canary.Rule(),
     return {**base, "action": action, "decision": figures}
 
 
-def _load_profiles(spec: str):
-    from ..rebase import load_profiles
-
-    return load_profiles(spec)
-
-
-def _rebase(root: Path | str, store: Any, version: str, profiles: Callable[[], Any] | None,
+def _rebase(root: Path | str, store: Any, version: str, profiles: Callable[[], Any] | str | None,
             progress: bool) -> dict:
-    from ..rebase import rebase
+    from ..rebase import load_profiles, rebase
 
     try:
-        return rebase(root, store, version, profiles() if profiles else None, progress=progress)
+        prof = load_profiles(profiles, store) if isinstance(profiles, str) else profiles() if profiles else None
+        return rebase(root, store, version, prof, progress=progress)
     except Exception as exc:  # noqa: BLE001 - the promotion stands; the error is reported, rerun by hand
         log.exception("re-basing the store on %s failed; run `pocketrank rebase %s`", version, version)
         return {"model_version": version, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
@@ -170,9 +165,9 @@ class Watcher:
     """Runs `check` every `seconds` on its own store connection, until stopped (inside `pocketrank serve`)."""
 
     def __init__(self, config, seconds: float, stages: tuple[float, ...],
-                 profiles: Callable[[], Any] | None = lambda: _load_profiles("movielens")):
-        # The profiles a promotion's re-base recomputes segment vectors from: by default
-        # MovieLens's, the default of `pocketrank features` too.
+                 profiles: Callable[[], Any] | str | None = "store"):
+        # The profiles a promotion's re-base recomputes segment vectors from: by default the users'
+        # attributes imported into the store, the default of `pocketrank features` too.
         self.config, self.seconds, self.stages, self.profiles = config, seconds, stages, profiles
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="pocketrank-canary", daemon=True)

@@ -290,6 +290,14 @@ class Store(ABC):
     def set_exposures(self, counts: dict[int, int]) -> None: ...
 
     @abstractmethod
+    def put_profiles(self, profiles: dict[str, dict[str, str]]) -> None:
+        """Insert or replace users' attributes (age band, region, plan...): what segments are built from."""
+
+    @abstractmethod
+    def profiles(self) -> dict[str, dict[str, str]]:
+        """Every user's imported attributes."""
+
+    @abstractmethod
     def put_features(self, features: dict[str, dict]) -> None:
         """Replace every user's window aggregates (the features job's output)."""
 

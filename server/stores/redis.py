@@ -436,6 +436,14 @@ class RedisStore(Store):
             p.hset(self.k("exposures"), mapping=counts)
         p.execute()
 
+    def put_profiles(self, profiles: dict[str, dict[str, str]]) -> None:
+        items = list(profiles.items())
+        for lo in range(0, len(items), 1000):
+            self.r.hset(self.k("profiles"), mapping={u: json.dumps(p, sort_keys=True) for u, p in items[lo:lo + 1000]})
+
+    def profiles(self) -> dict[str, dict[str, str]]:
+        return {u.decode(): json.loads(d) for u, d in self.r.hgetall(self.k("profiles")).items()}
+
     def put_features(self, features: dict[str, dict]) -> None:
         p = self.r.pipeline(transaction=True)
         p.delete(self.k("features"))

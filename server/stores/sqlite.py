@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS item_stats (
     item_id INTEGER PRIMARY KEY, popularity INTEGER NOT NULL DEFAULT 0, exposures INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS user_features (user_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_profiles (user_id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 -- A rowid table: its ~1.3 KB rows would spill to overflow pages in a WITHOUT ROWID b-tree.
 CREATE TABLE IF NOT EXISTS record_log (
     user_id TEXT NOT NULL, version INTEGER NOT NULL, blob BLOB NOT NULL, sha256 BLOB NOT NULL, sig BLOB NOT NULL,
@@ -529,6 +530,14 @@ class SQLiteStore(Store):
         with self.tx() as db:
             db.execute("UPDATE item_stats SET exposures = 0")
             self._bump_stats(db, counts, "exposures")
+
+    def put_profiles(self, profiles: dict[str, dict[str, str]]) -> None:
+        with self.tx() as db:
+            db.executemany("INSERT OR REPLACE INTO user_profiles VALUES (?, ?)",
+                           ((u, json.dumps(p, sort_keys=True)) for u, p in profiles.items()))
+
+    def profiles(self) -> dict[str, dict[str, str]]:
+        return {u: json.loads(d) for u, d in self.db.execute("SELECT user_id, data FROM user_profiles")}
 
     def put_features(self, features: dict[str, dict]) -> None:
         with self.tx() as db:

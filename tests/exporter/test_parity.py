@@ -22,7 +22,7 @@ def exported(trained_home):
     home = Home(trained_home)
     out = home.model_dir(home.current_model())
     m, _ = model_io.load(out)
-    calib, gate, _seqs = export_inputs(m)
+    calib, gate, _seqs = export_inputs(m, home.store())
     return m, out, calib, HeldOut(gate.users[:300], gate.candidates[:300], gate.labels[:300])
 
 

@@ -27,6 +27,7 @@ def redis_env(redis_url, monkeypatch):
 
 def test_train_export_publish_write_redis_and_the_server_serves_from_it(redis_env, tmp_path, monkeypatch):
     from server.app import create_app
+    from server.data.movielens import import_movielens
     from server.home import Home
     from server.pipeline import export_job, train_job
     from server.publish import publish_job
@@ -34,6 +35,7 @@ def test_train_export_publish_write_redis_and_the_server_serves_from_it(redis_en
     home = tmp_path / "home"
     monkeypatch.setenv("POCKETRANK_HOME", str(home))
     # The jobs as `pocketrank train/export/publish` run them (small settings: this is about where they write).
+    import_movielens(Home(home).store(), "100k", progress=False)
     train_job(Home(home), epochs=1, progress=False)
     export_job(Home(home), n_users=20)
     publish_job(Home(home), n_candidates=50, progress=False)
