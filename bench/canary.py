@@ -23,7 +23,7 @@ import numpy as np
 
 
 def _home(tmp: Path) -> Path:
-    from server.data.movielens import import_movielens
+    from server.data.datasets import import_movielens
     from server.home import Home
     from server.pipeline import export_job, train_job
 

@@ -34,7 +34,7 @@ TARGETS = {"int8_over_fp32_bytes": 0.30, "model_set_bytes": 4 * 1024 * 1024, "se
 
 def _model(home_arg: str | None, tmp: Path):
     from server import model as model_io
-    from server.data.movielens import import_movielens
+    from server.data.datasets import import_movielens
     from server.home import Home
     from server.pipeline import train_job
     from shared.errors import ModelError

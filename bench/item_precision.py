@@ -48,7 +48,7 @@ def _source(arg: str | None, tmp: Path) -> tuple[np.ndarray, np.ndarray, bytes, 
         home = Home(root)
         version = home.current_model()
     except Exception:  # no trained model there: a small one, as the test suite trains
-        from server.data.movielens import import_movielens
+        from server.data.datasets import import_movielens
         from server.pipeline import train_job
 
         home = Home(tmp / "home")

@@ -38,7 +38,7 @@ QUALITY = ("protocol1", "protocol2", "protocol3", "protocol4", "cold_users", "ne
 
 def _production(stages: list[tuple[str, float]]) -> None:
     from server.config import Config
-    from server.data.movielens import import_movielens
+    from server.data.datasets import import_movielens
     from server.home import Home
     from server.pipeline import export_job, train_job
     from server.publish import publish_job

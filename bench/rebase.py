@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     from server.features_job import movielens_profiles
     from server.home import Home
     from server.monitoring.registry import Registry
-    from server.data.movielens import import_movielens
+    from server.data.datasets import import_movielens
     from server.pipeline import export_job, train_job
     from server.rankers import save_vectors
     from server.rebase import rebase

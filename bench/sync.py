@@ -129,7 +129,7 @@ def record_sizes(n_users: int = 1000, n_items: int = 50_000, n_cand: int = 200) 
 
 
 def _home(tmp: Path) -> Path:
-    from server.data.movielens import import_movielens
+    from server.data.datasets import import_movielens
     from server.home import Home
     from server.pipeline import export_job, train_job
     from server.publish import publish_job

@@ -5,7 +5,8 @@ may belong to the thread that opened it), so every call into the EdgeClient
 goes through a one-worker executor, whichever web request asked for it. A background tick plays the app's upload job: when
 events wait in the outbox and the connectivity policy allows, it flushes them.
 Everything the page and the operator view show comes from here: the SDK's own
-answers and what this session measured, never invented figures.
+answers and what this session measured, never invented figures. Products are
+named by their own string ids (MovieLens's are "1".."1682"), as the SDK names them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from edge_runtime import EdgeClient, PocketrankError
+from shared.schemas import check_item_id
 
 SOURCE_LABELS = {"server": "server", "edge": "on-device rerank", "cache": "cache", "popular": "popular"}
 
@@ -56,7 +58,7 @@ class Device:
             self.notes.append({"t": time.time(), "kind": kind, "text": text})
             del self.notes[:-200]
 
-    def _track(self, user_id: str, type: str, item_id: int | None = None, query: str | None = None,
+    def _track(self, user_id: str, type: str, item_id: str | None = None, query: str | None = None,
                context: dict | None = None) -> str:
         return self.client.track(user_id, type, item_id, query=query, context=context)
 
@@ -108,7 +110,7 @@ class Device:
 
     def _feed(self, user_id: str) -> dict:
         rec = self.client.recommend(user_id, self.k)
-        meta = self.client.cache.item_meta(rec.item_ids)  # stock is not on RecommendedItem
+        meta = self.client.cache.products(rec.item_ids)  # by the products' own ids; for a price the answer lacks
         now = time.time()
         with self._lock:
             list_id = len(self.lists) + 1
@@ -132,7 +134,7 @@ class Device:
         self._refresh_status()
         return {**shown, "impression_ids": impressions}
 
-    def act(self, user_id: str, type: str, item_id: int | None = None, query: str | None = None,
+    def act(self, user_id: str, type: str, item_id: str | None = None, query: str | None = None,
             list_id: int | None = None) -> dict:
         return self._run(self._act, user_id, type, item_id, query, list_id)
 
@@ -143,9 +145,10 @@ class Device:
         event_id = self._track(user_id, type, item_id, query=query, context=context)
         price = 0.0
         if item_id is not None:
+            item_id = check_item_id(item_id)  # as the SDK logged it (track() validated it): the product's own id
             price = (shown or {}).get("prices", {}).get(item_id)
             if price is None:
-                price = self.client.cache.item_meta([item_id]).get(item_id, {}).get("price", 0.0)
+                price = self.client.cache.products([item_id]).get(item_id, {}).get("price", 0.0)
         with self._lock:
             self.events.append({"event_id": event_id, "t": time.time(), "user_id": user_id, "type": type,
                                 "item_id": item_id, "query": query, "list_id": list_id,
@@ -187,12 +190,12 @@ class Device:
 
     def search(self, query: str, limit: int = 6) -> list[dict]:
         """Titles of the held items (the users' candidates and the popular list) containing every word of the
-        query (works offline)."""
+        query (works offline); each named by the product's own id."""
         words = [w for w in query.lower().split() if w]
         titles = self._run(self.client.cache.titles)
         hits = [i for i, t in sorted(titles.items(), key=lambda kv: kv[1])
                 if words and all(w in t.lower() for w in words)][:limit]
-        meta = self._run(self.client.cache.item_meta, hits)
+        meta = self._run(self.client.cache.products, hits)
         return [{"item_id": i, "title": meta[i]["title"], "category": meta[i]["category"],
                  "price": round(meta[i]["price"], 2)} for i in hits if i in meta]
 

@@ -62,6 +62,7 @@ def create_device_app(device: Device, proxy: NetProxy, server_url: str) -> Flask
         list_id = body.get("list_id")
         if list_id is not None and (isinstance(list_id, bool) or not isinstance(list_id, int)):
             raise BadRequest("list_id", "must be an integer")
+        # item_id: the product's own id as the feed gave it (a string); the SDK validates it (400 naming item_id).
         return jsonify(device.act(user_arg(body.get("user_id")), etype, body.get("item_id"),
                                   body.get("query"), list_id))
 

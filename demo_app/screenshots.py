@@ -40,9 +40,9 @@ class Phone:
     def list_id(self) -> int:
         return int(self.page.locator("#feed").get_attribute("data-list-id"))
 
-    def item_ids(self) -> list[int]:
-        return [int(x) for x in self.page.locator("#feed > li[data-item-id]").evaluate_all(
-            "els => els.map(e => e.dataset.itemId)")]
+    def item_ids(self) -> list[str]:
+        """The feed's products, by their own ids."""
+        return self.page.locator("#feed > li[data-item-id]").evaluate_all("els => els.map(e => e.dataset.itemId)")
 
     def source(self) -> str:
         return self.page.locator("#source-badge").inner_text()

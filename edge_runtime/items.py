@@ -131,3 +131,18 @@ def _check_unique(entries: dict[int, HeldItem], held: Mapping[str, int]) -> None
         if other != index:
             raise IntegrityError(f"item entry {index} names product {it.external_id!r}, which item {other} "
                                  "names too: one product id must map to one index")
+
+
+def held_lists(rows: Iterable[tuple[str, bytes]]) -> dict[str, set[int]]:
+    """Each held user's candidate ids, from (user id, zstd frame of the PRC2 record) rows.
+
+    With the popular list, these are the items the device must hold. A record that no longer
+    decodes references nothing: the next sync replaces it (its "same" or delta will not match).
+    """
+    out: dict[str, set[int]] = {}
+    for uid, blob in rows:
+        try:
+            out[uid] = set(wire.unpack_candidates(blob)[0].tolist())
+        except (IntegrityError, TypeError):
+            out[uid] = set()
+    return out

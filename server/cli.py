@@ -86,6 +86,96 @@ def data_fetch() -> None:
     click.echo(f"MovieLens-100k verified in {path}")
 
 
+@main.group("import")
+def import_group() -> None:
+    """Import your own data (CSV, JSON Lines, Parquet): the catalogue first, then the events.
+
+    Columns are matched by name (docs/data.md lists them); --map FIELD=COLUMN names a column of yours.
+    Bad rows are reported by line and field and skipped; importing the same file again adds nothing."""
+
+
+def _import_options(f):
+    """The options of every `pocketrank import` command that reads a file."""
+    options = [
+        click.argument("file", type=click.Path(path_type=Path)),
+        _home_option,
+        _store_option,
+        click.option("--format", "fmt", default=None, metavar="csv|jsonl|parquet",
+                     help="The file's format. Default: from its extension (.csv .tsv .jsonl .ndjson .parquet, "
+                          "optionally compressed: .gz .bz2 .zst .lz4)."),
+        click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN",
+                     help="Read FIELD from the file's COLUMN, e.g. --map user_id=customer_id (repeatable)."),
+        click.option("--time-unit", type=click.Choice(["auto", "s", "ms", "iso"]), default="auto", show_default=True,
+                     help="How numeric timestamps are read: epoch seconds or milliseconds (auto: by magnitude), "
+                          "or iso for ISO-8601 text only."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _import_mapping(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise click.ClickException(f"--map {pair!r}: write it as FIELD=COLUMN, e.g. --map user_id=customer_id")
+        out[field.strip()] = column.strip()
+    return out
+
+
+def _import_source(file: Path, fmt: str | None) -> None:
+    """Refuse a missing file or an unknown format before a home is opened (or created)."""
+    from .data.formats import detect_format
+
+    if not file.is_file():
+        raise click.ClickException(f"{file} {'is not a file' if file.exists() else 'does not exist'}")
+    detect_format(file, fmt)
+
+
+def _import_report(report, as_json: bool) -> None:
+    """Print an ImportReport; exit 1 if nothing could be imported (every row rejected)."""
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@import_group.command("catalogue")
+@_import_options
+def import_catalogue_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
+                         time_unit: str, no_progress: bool, as_json: bool) -> None:
+    """Import (upsert) products from FILE, keyed by their item_id. Creates the home if needed."""
+    from .data.importer import import_catalogue
+
+    mapping = _import_mapping(mapping)
+    _import_source(file, fmt)
+    s = _home(home, store, create=True).store()
+    try:
+        report = import_catalogue(s, file, fmt=fmt, mapping=mapping, time_unit=time_unit, progress=not no_progress)
+    finally:
+        s.close()
+    _import_report(report, as_json)
+
+
+@import_group.command("events")
+@_import_options
+def import_events_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
+                      time_unit: str, no_progress: bool, as_json: bool) -> None:
+    """Import an event history from FILE (its products must be in the catalogue already)."""
+    from .data.importer import import_events
+
+    mapping = _import_mapping(mapping)
+    _import_source(file, fmt)
+    s = _home(home, store).store()
+    try:
+        report = import_events(s, file, fmt=fmt, mapping=mapping, time_unit=time_unit, progress=not no_progress)
+    finally:
+        s.close()
+    _import_report(report, as_json)
+
+
 @main.group()
 def keys() -> None:
     """Signing keys for bundles."""

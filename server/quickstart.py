@@ -53,3 +53,54 @@ def recommend_to_csv(home_dir: Path, users_file: Path, k: int, out: Path) -> int
                 w.writerow([u, cat.external_id(item), rank, f"{float(score):.6f}", rec.path])
     tmp.replace(out)  # never half a file at `out`
     return len(users)
+
+
+def _read_all(path: Path) -> "pa.Table":
+    """The whole file as one table (text columns as read); a line that does not parse is a DataError."""
+    import pyarrow as pa
+
+    from .data.formats import open_source
+
+    parts = []
+    for batch in open_source(path).batches():
+        if batch.bad:
+            line, reason = batch.bad[0][0], batch.bad[0][-1]
+            raise DataError(f"{path}, line {line}: {reason}")
+        parts.append(batch.table if batch.table is not None else pa.Table.from_pylist(batch.records))
+    if not parts:
+        raise DataError(f"{path} holds no rows")
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def train_on_file(interactions: Path, out: Path, epochs: int = 8, seed: int = 42, progress: bool = True) -> dict:
+    """Import a file of events into the new home `out` (a product per item id, named by it), train, export.
+
+    The file needs user_id, item_id and timestamp; `type` defaults to click. For a real catalogue
+    (titles, categories, prices), import it first with `pocketrank import catalogue` instead.
+    """
+    import pyarrow as pa
+
+    from .data.importer import import_catalogue, import_events
+    from .pipeline import export_job, train_job
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} is not empty; --out names a new home")
+    table = _read_all(Path(interactions))
+    missing = {"user_id", "item_id", "timestamp"} - set(table.column_names)
+    if missing:
+        raise DataError(f"{interactions} has no {', '.join(sorted(missing))} column "
+                        f"(it has {', '.join(table.column_names)})")
+    if "type" not in table.column_names:
+        table = table.append_column("type", pa.array(["click"] * table.num_rows))
+    ids = sorted({str(v) for v in table.column("item_id").to_pylist() if v is not None})
+    home = Home(out)
+    store = home.store()
+    catalogue = pa.table({"item_id": ids, "title": ids, "category": ["uncategorised"] * len(ids)})
+    cat_report = import_catalogue(store, catalogue, progress=False)
+    report = import_events(store, table, progress=progress)
+    if report.accepted == 0:
+        raise DataError(f"no event of {interactions} could be imported: {report.summary()}")
+    trained = train_job(home, epochs=epochs, seed=seed, progress=progress)
+    export_job(home)
+    return {"import": report.to_dict(), "catalogue": cat_report.to_dict(), **trained}

@@ -12,7 +12,7 @@ TEST_EPOCHS = 2  # enough for meaningful rankings; quality is measured by the be
 
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory) -> Path:
-    from server.data.movielens import import_movielens
+    from server.data.datasets import import_movielens
     from server.home import Home
     from server.pipeline import export_job, train_job
     from server.publish import publish_job

@@ -1,4 +1,5 @@
 // The phone's UI. Every action goes to the device app, which tracks it through the SDK.
+// Products are named by their own ids, strings ("167", "Toy Story (1995)"): kept as given, never parsed as numbers.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);

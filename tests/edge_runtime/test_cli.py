@@ -36,6 +36,10 @@ def test_sync_recommend_track_flush_status(run):
     offline = json.loads(run("recommend", "196", "-k", "5", "--offline", "--json").output)
     assert offline["source"] == "edge" and len(offline["item_ids"]) == 5
     clicked = offline["item_ids"][0]
+    assert all(isinstance(i, str) for i in offline["item_ids"])  # the products' own ids
+    listing = run("recommend", "196", "-k", "5", "--offline", "--exclude", offline["item_ids"][1]).output
+    shown = [line.split()[1] for line in listing.splitlines()[1:]]  # rank, product id, score, title
+    assert shown[0] == clicked and offline["item_ids"][1] not in shown and len(shown) == 5
     event_id = run("track", "196", "click", str(clicked)).output.strip()
     assert len(event_id) == 32
     after = json.loads(run("recommend", "196", "-k", "5", "--offline", "--json").output)

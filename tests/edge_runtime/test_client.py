@@ -34,6 +34,9 @@ def test_sync_then_offline_recommend_reranks_on_the_device(device):
     assert rec.source == "edge" and len(rec.items) == 10 and rec.candidates_version == 1
     assert rec.model_version and not rec.stale and rec.reason == "server not asked"
     assert all(it.title and it.source == "edge" for it in rec.items)
+    # Products by their own ids (MovieLens's are "1".."1682"), each the external id of a held signed entry.
+    held = device.cache.products(rec.item_ids)
+    assert all(isinstance(i, str) for i in rec.item_ids) and set(rec.item_ids) <= set(held)
     assert [it.rank for it in rec.items] == list(range(1, 11))
     scores = [it.score for it in rec.items]
     assert scores == sorted(scores, reverse=True)
@@ -45,7 +48,9 @@ def test_the_local_order_is_shared_top_by_score_over_the_int8_ranker(device):
     cands = device.cache.packed(USER)
     ranker = LocalRanker(device.cache.artifact("ranker")[1])
     scores = ranker.score(user_vector(device.cache.user_state(USER)), cands.vectors)
-    expected = top_by_score(cands.ids, scores)[:20]
+    ranked = top_by_score(cands.ids, scores)[:20]  # over the indexes the records carry
+    names = device.cache.item_meta([i for i, _ in ranked])
+    expected = [(names[i]["external_id"], s) for i, s in ranked]
     assert [(it.item_id, pytest.approx(it.score, abs=1e-6)) for it in rec.items] == expected
 
 
@@ -68,7 +73,10 @@ def test_context_excludes_items_and_caps_categories(device):
     assert len(capped.items) == 20
     online = device.recommend(USER, 5, context={"exclude": shown})
     assert online.source == "server" and not set(shown) & set(online.item_ids)
-    for bad in ({"nope": 1}, {"exclude": ["x"]}, {"max_per_category": 0}, "x"):
+    assert not set(shown) & set(device.recommend(USER, 10, context={"exclude": [int(i) for i in shown if i.isdigit()]
+                                                                     + ["not a product"]},
+                                                    allow_server=False).item_ids)  # integers are their digits
+    for bad in ({"nope": 1}, {"exclude": [" x"]}, {"exclude": [1.5]}, {"exclude": "x"}, {"max_per_category": 0}, "x"):
         with pytest.raises(ValidationError, match="context"):
             device.recommend(USER, 5, context=bad, allow_server=False)
 
@@ -86,9 +94,10 @@ def test_a_click_on_the_device_changes_the_local_ranking(device):
 def test_device_and_server_fold_the_same_events_to_the_same_vector(device, app):
     device.sync([USER])
     rng = np.random.default_rng(7)
-    items = [int(i) for i in device.cache.packed(USER).ids]
-    events = [("view", 1), ("click", 50), ("search", "star wars"), ("purchase", 181), ("impression", 7)]
-    events += [(str(t), int(rng.choice(items))) for t in rng.choice(["view", "click", "add_to_cart"], 30)]
+    # Products by their own ids: the held entries' of the user's candidates, and some the device may not hold.
+    items = [m["external_id"] for m in device.cache.item_meta(device.cache.packed(USER).ids.tolist()).values()]
+    events = [("view", "1"), ("click", "50"), ("search", "star wars"), ("purchase", 181), ("impression", "7")]
+    events += [(str(t), str(rng.choice(items))) for t in rng.choice(["view", "click", "add_to_cart"], 30)]
     for etype, what in events:
         if etype == "search":
             device.track(USER, "search", query=what)
@@ -181,9 +190,9 @@ def test_a_damaged_model_file_falls_back_to_the_cached_order(device):
 
 def test_rejected_events_are_kept_aside_with_the_reason(device):
     device.sync([USER])
-    device.track(USER, "click", 1)
+    device.track(USER, "click", "1")
     # An event the server will refuse (an item id the schema rejects once on the wire).
-    device.cache.conn.execute("UPDATE outbox SET body = replace(body, '\"item_id\":1', '\"item_id\":-1')")
+    device.cache.conn.execute("UPDATE outbox SET body = replace(body, '\"item_id\":\"1\"', '\"item_id\":-1')")
     result = device.flush()
     assert result.rejected == 1 and result.remaining == 0
     reason = device.cache.conn.execute("SELECT reason FROM rejected").fetchone()[0]
@@ -207,8 +216,9 @@ def test_offline_before_any_sync_is_an_empty_answer_not_a_crash(tmp_path, public
 
 def test_every_popular_item_fills_a_list_the_rules_emptied(device):
     device.sync([USER])
-    for item in device.cache.packed(USER).ids[:195]:
-        device.track(USER, "click", int(item))
+    names = device.cache.item_meta(device.cache.packed(USER).ids[:195].tolist())
+    for item in device.cache.packed(USER).ids[:195].tolist():
+        device.track(USER, "click", names[item]["external_id"])
     rec = device.recommend(USER, 10, allow_server=False)
     assert rec.source == "edge" and len(rec.items) == 10
     assert [it.source for it in rec.items].count("popular") >= 5
@@ -294,7 +304,7 @@ def test_events_on_recommended_items_say_which_path_served_them(device, app):
     device.sync([USER])
     rec = device.recommend(USER, 5, allow_server=False)
     device.track(USER, "click", rec.items[0].item_id)
-    device.track(USER, "view", 99_999 if 99_999 not in rec.item_ids else 1)  # not shown: no context
+    device.track(USER, "view", "not shown (1999)")  # not shown: no context
     device.track(USER, "click", rec.items[1].item_id, context={"platform": "android"})  # explicit wins
     bodies = [e.get("context") for e in device.outbox.batch(10)]
     assert bodies[0]["source"] == "edge" and bodies[0]["connectivity"] == "offline"
@@ -327,6 +337,7 @@ def test_a_wrong_unchanged_claim_costs_a_request_not_a_wrong_list(device, home):
 def test_server_ranked_items_the_device_holds_no_entry_for_keep_their_titles(device):
     device.sync([USER])  # the device holds entries for 196's candidates and the popular list only
     rec = device.recommend("186", 10)
-    held = set(device.cache.item_meta(rec.item_ids))
+    held = set(device.cache.products(rec.item_ids))
     assert rec.source == "server" and len(rec.items) == 10 and set(rec.item_ids) - held
+    assert all(isinstance(i, str) for i in rec.item_ids)  # the server's answer names products by their own ids
     assert all(it.title and it.category and it.price is not None for it in rec.items)

@@ -243,7 +243,8 @@ def test_users_held_at_no_version_are_answered_whole_in_the_same_request(api):
                    headers={"If-None-Match": '"v1"'}).status_code == 200  # never a 304 with `without`
 
 
-# --- item entries (wire 4): only the items the device's lists reference, each signed for its model ---
+# --- item entries (wire 4; PRI2 since wire 5): only the items the device's lists reference, each signed for its
+# model, each mapping its index to the product's own id ---
 
 
 def held_items(device) -> dict[int, bytes]:
@@ -305,7 +306,7 @@ def _first_item(body):
 
 
 def _resign(home, body, model=None, data=None):
-    """Replace the first item entry with `data` (raw PRI1), signed by the server's key for `model`."""
+    """Replace the first item entry with `data` (raw PRI2), signed by the server's key for `model`."""
     key = _first_item(body)
     manifest = __import__("json").loads(base64.b64decode(body["manifest"]))
     raw = data if data is not None else base64.b64decode(body["items"][key]["data"])
@@ -335,7 +336,14 @@ ITEM_TAMPERING = {
     "another item's id inside": (lambda h, b: _resign(h, b, data=wire.pack_item_entry(
         -7, np.ones(64, np.float32))), IntegrityError, "carries item id"),
     "another dim": (lambda h, b: _resign(h, b, data=wire.pack_item_entry(
-        int(_first_item(b)), np.ones(3, np.float32))), IntegrityError, "dim"),
+        int(_first_item(b)), np.ones(3, np.float32), external_id="x")), IntegrityError, "dim"),
+    "no external id": (lambda h, b: _resign(h, b, data=wire.pack_item_entry(
+        int(_first_item(b)), np.ones(64, np.float32))), IntegrityError, "no external id"),
+    "an invalid external id": (lambda h, b: _resign(h, b, data=wire.pack_item_entry(
+        int(_first_item(b)), np.ones(64, np.float32), external_id="Toy Story (1995) ")), IntegrityError,
+        "external id"),
+    "another held product's id": (lambda h, b: _resign(h, b, data=wire.pack_item_entry(
+        int(_first_item(b)), np.ones(64, np.float32), external_id=b["_held_other"])), IntegrityError, "names too"),
     "too many entries": (lambda h, b: b["items"].update({str(10**6 + i): {"data": "", "sig": ""} for i in range(20_000)}),
                          IntegrityError, "above the cap"),
 }
@@ -353,8 +361,15 @@ def test_a_bad_item_entry_is_refused_and_the_previous_state_kept(device, home, c
     before = device.recommend(USER, 10, allow_server=False).item_ids
     items_before = held_items(device)
     edit, error, match = ITEM_TAMPERING[case]
-    device.transport = Rewriting(device.transport, lambda body: (
-        edit(body) if case in ("forged signature", "tampered entry") else edit(home, body)))
+    # A product id the device holds under another index than the first entry's (one that stays held).
+    names = dict(device.cache.query("SELECT item_id, external_id FROM items"))
+
+    def rewrite(body):
+        first = int(_first_item(body))
+        body["_held_other"] = next(e for i, e in sorted(names.items()) if i != first and str(i) not in body["items"])
+        edit(body) if case in ("forged signature", "tampered entry") else edit(home, body)
+
+    device.transport = Rewriting(device.transport, rewrite)
     with pytest.raises(error, match=match):
         device.sync([USER])
     _keeps_v1(device, before)

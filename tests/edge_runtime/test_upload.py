@@ -10,13 +10,14 @@ def _count(device, table: str) -> int:
 
 
 @pytest.mark.parametrize("bad_edit, field", [
-    ("replace(body, '\"item_id\":1,', '\"item_id\":999999,')", "item_id"),  # not in the catalogue
+    # A product the catalogue does not hold:
+    ("replace(body, '\"item_id\":\"1\",', '\"item_id\":\"no such product (1999)\",')", "item_id"),
     ("replace(body, '\"type\":\"click\"', '\"type\":\"like\"')", "type"),
 ])
 def test_a_422_acknowledges_the_good_events_and_sets_aside_the_bad_one(device, bad_edit, field):
-    for item in (1, 2, 3):
+    for item in ("1", "2", "3"):
         device.track(USER, "click", item)
-    device.cache.conn.execute(f"UPDATE outbox SET body = {bad_edit} WHERE body LIKE '%\"item_id\":1,%'")
+    device.cache.conn.execute(f"UPDATE outbox SET body = {bad_edit} WHERE body LIKE '%\"item_id\":\"1\",%'")
     result = device.flush()
     assert (result.acknowledged, result.rejected, result.remaining) == (2, 1, 0)
     assert result.error is None and result.batches == 1  # one request: no retry loop, no backoff

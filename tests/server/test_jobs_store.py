@@ -27,7 +27,7 @@ def redis_env(redis_url, monkeypatch):
 
 def test_train_export_publish_write_redis_and_the_server_serves_from_it(redis_env, tmp_path, monkeypatch):
     from server.app import create_app
-    from server.data.movielens import import_movielens
+    from server.data.datasets import import_movielens
     from server.home import Home
     from server.pipeline import export_job, train_job
     from server.publish import publish_job

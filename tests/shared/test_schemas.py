@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from shared.errors import PocketrankError, ValidationError
-from shared.schemas import validate_event, validate_item
+from shared.schemas import MAX_ITEM_ID, check_item_id, check_item_index, validate_event, validate_item
 
 GOOD = {"event_id": "e1", "user_id": "u1", "device_id": "d1", "type": "click", "item_id": 7,
         "timestamp": 1_700_000_000, "session_id": "s1"}
@@ -10,7 +10,7 @@ GOOD = {"event_id": "e1", "user_id": "u1", "device_id": "d1", "type": "click", "
 
 def test_a_valid_event_round_trips():
     ev = validate_event(GOOD)
-    assert ev.item_id == 7 and ev.type == "click"
+    assert ev.item_id == "7" and ev.type == "click"  # the product's own id: an integer becomes its digits
     assert validate_event(ev.to_dict()) == ev
 
 
@@ -20,6 +20,9 @@ def test_a_valid_event_round_trips():
     ({"item_id": 0}, "item_id"),
     ({"item_id": 2**31}, "item_id"),
     ({"item_id": True}, "item_id"),
+    ({"item_id": ""}, "item_id"),
+    ({"item_id": 7.0}, "item_id"),
+    ({"item_id": ["7"]}, "item_id"),
     ({"user_id": "has space"}, "user_id"),
     ({"user_id": "x" * 65}, "user_id"),
     ({"event_id": None}, "event_id"),
@@ -71,6 +74,9 @@ def test_any_json_is_either_an_event_or_a_validation_error(obj):
 def test_items_validate_too():
     item = validate_item({"item_id": 3, "title": "Lamp", "category": "Home", "price": 9.5})
     assert item.in_stock and item.categories == ("Home",)
+    assert (item.item_id, item.sku, item.external_id) == (0, "3", "3")  # the store assigns the index
+    lamp = validate_item({"item_id": "Lampe « Nuit »", "title": "Lamp", "category": "Home"})
+    assert lamp.external_id == "Lampe « Nuit »" and lamp.to_dict()["item_id"] == "Lampe « Nuit »"
     with pytest.raises(ValidationError) as err:
         validate_item({"item_id": 3, "title": "Lamp", "category": "Home", "price": -1})
     assert err.value.field == "price"
@@ -80,11 +86,41 @@ def test_one_hierarchy():
     assert issubclass(ValidationError, PocketrankError)
 
 
-@pytest.mark.parametrize("item_id", ["²", "١٢٣", " 12", "12\n"])
-def test_only_ascii_digit_strings_are_item_ids(item_id):
+@pytest.mark.parametrize("item_id", [" 12", "12\n", "12 ", "\u00a0x", "a\tb", "a\x00b", "\x7f", "x" * 65])
+def test_product_ids_are_printable_text_without_surrounding_spaces(item_id):
     with pytest.raises(ValidationError) as err:
         validate_event({**GOOD, "item_id": item_id})
     assert err.value.field == "item_id"
+
+
+@pytest.mark.parametrize("item_id", ["Toy Story (1995)", "café-crème ☕", "²", "١٢٣", "SKU/00-42:blue", "x" * 64,
+                                     "0042", "𝄞 clef"])
+def test_a_product_id_is_the_marketplace_s_own_string_kept_as_given(item_id):
+    ev = validate_event({**GOOD, "item_id": item_id})
+    assert ev.item_id == item_id  # never turned into an integer: "0042" is not "42"
+    assert validate_event(ev.to_dict()) == ev
+
+
+def test_an_integer_product_id_is_its_decimal_digits():
+    assert check_item_id(42) == "42" and check_item_id(MAX_ITEM_ID) == str(MAX_ITEM_ID)
+    for bad in (0, -1, MAX_ITEM_ID + 1, True, 4.2, None):
+        with pytest.raises(ValidationError):
+            check_item_id(bad)
+    with pytest.raises(ValidationError) as err:
+        check_item_id(" x", "external_id")
+    assert err.value.field == "external_id"
+
+
+def test_an_item_index_is_a_positive_int32():
+    assert check_item_index(7) == 7 and check_item_index("7") == 7
+    for bad in (0, 2**31, "²", "7a", True, 7.0, "Toy Story"):
+        with pytest.raises(ValidationError):
+            check_item_index(bad)
+
+
+def test_a_search_may_name_a_product_by_its_string_id():
+    ev = validate_event({**GOOD, "type": "search", "query": "toy", "item_id": "Toy Story (1995)"})
+    assert ev.item_id == "Toy Story (1995)" and ev.query == "toy"
 
 
 def test_ids_cannot_end_in_a_newline():

@@ -124,18 +124,44 @@ def test_manifest_shape_is_checked():
         wire.parse_manifest(b"\xff")
 
 
-# --- PRI1 item entries (wire 4) ---
+# --- PRI2 item entries (wire 5: PRI1 plus the product's own id) ---
 
 
 @pytest.mark.parametrize("precision,atol", [("f32", 0.0), ("f16", 1e-3), ("i8", 2e-2)])
 def test_item_entries_round_trip_in_each_precision(precision, atol):
     vec = np.random.default_rng(1).normal(size=64).astype(np.float32)
-    raw = wire.pack_item_entry(1682, vec, "Scream of Stone (Schrei aus Stein) (1991)", "Drama", 3.5, False, precision)
+    raw = wire.pack_item_entry(1682, vec, "Scream of Stone (Schrei aus Stein) (1991)", "Drama", 3.5, False, precision,
+                               external_id="1682")
     got = wire.unpack_item_entry(raw)
-    assert (got["item_id"], got["title"], got["category"], got["price"], got["in_stock"]) == (
-        1682, "Scream of Stone (Schrei aus Stein) (1991)", "Drama", 3.5, False)
+    assert (got["item_id"], got["external_id"], got["title"], got["category"], got["price"], got["in_stock"]) == (
+        1682, "1682", "Scream of Stone (Schrei aus Stein) (1991)", "Drama", 3.5, False)
     np.testing.assert_allclose(got["vector"], vec, atol=atol * float(np.abs(vec).max()) + 1e-7)
-    assert raw[:4] == b"PRI1" and len(raw) == 16 + {"f32": 256, "f16": 128, "i8": 68}[precision] + 2 + 41 + 5
+    assert raw[:4] == b"PRI2" and len(raw) == 16 + {"f32": 256, "f16": 128, "i8": 68}[precision] + 5 + 2 + 41 + 5
+
+
+def test_an_item_entry_carries_a_non_ascii_product_id_whole():
+    ext = "Crème brûlée — 東京 ☕ (1995) 𝄞"  # 2-, 3- and 4-byte UTF-8 characters, spaces inside
+    raw = wire.pack_item_entry(42, np.ones(4, np.float32), "Crème brûlée", "Desserts > French", 4.5,
+                               external_id=ext)
+    got = wire.unpack_item_entry(raw)
+    assert (got["item_id"], got["external_id"], got["title"], got["category"]) == (
+        42, ext, "Crème brûlée", "Desserts > French")
+    # Layout: the id follows the vector, before the title: u8 byte length, then the UTF-8 bytes.
+    at = wire.ITEM_HEADER.size + 2 * 4
+    assert raw[at] == len(ext.encode()) and raw[at + 1 : at + 1 + raw[at]].decode() == ext
+
+
+def test_an_entry_without_an_external_id_reads_as_the_index_digits():
+    raw = wire.pack_item_entry(7, np.ones(4, np.float32), "Red Shoes", "shoes")
+    assert wire.unpack_item_entry(raw)["external_id"] == "7"
+
+
+def test_an_external_id_is_never_cut():
+    with pytest.raises(ValidationError) as err:
+        wire.pack_item_entry(7, np.ones(4, np.float32), external_id="é" * 128)  # 256 bytes
+    assert err.value.field == "external_id"
+    raw = wire.pack_item_entry(7, np.ones(4, np.float32), external_id="𝄞" * 63)  # 252 bytes: kept whole
+    assert wire.unpack_item_entry(raw)["external_id"] == "𝄞" * 63
 
 
 def test_long_titles_are_cut_at_a_character_boundary():
@@ -143,15 +169,20 @@ def test_long_titles_are_cut_at_a_character_boundary():
     assert wire.unpack_item_entry(raw)["title"] == "é" * 127
 
 
-@pytest.mark.parametrize("damage", ["truncated", "trailing", "magic", "precision", "text past the end"])
+@pytest.mark.parametrize("damage", ["truncated", "trailing", "magic", "wire 4 magic", "precision",
+                                    "text past the end", "id not UTF-8"])
 def test_damaged_item_entries_are_refused(damage):
-    raw = bytearray(wire.pack_item_entry(7, np.ones(4, np.float32), "Red Shoes", "shoes"))
+    raw = bytearray(wire.pack_item_entry(7, np.ones(4, np.float32), "Red Shoes", "shoes", external_id="RS-7"))
     if damage == "truncated":
         raw = raw[:-3]
     elif damage == "trailing":
         raw += b"\0"
     elif damage == "magic":
         raw[:4] = b"PRX1"
+    elif damage == "wire 4 magic":
+        raw[:4] = b"PRI1"  # a PRI1 entry is not read as PRI2: the id field would be misread
+    elif damage == "id not UTF-8":
+        raw[wire.ITEM_HEADER.size + 8 + 1] = 0xFF
     elif damage == "precision":
         raw[8] = 9
     else:
