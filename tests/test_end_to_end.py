@@ -25,7 +25,10 @@ def test_the_whole_loop(home, tmp_path):
     # After reconnecting, every queued event reached the server exactly once.
     assert report["queued"] == 3 and report["flush"].acknowledged == 3 and report["flush"].remaining == 0
     assert report["flush_again"].sent == 0
+    # The server logs products by the store's int index; the device clicked product ids (strings): the
+    # store's items table (sku = the product's own id) maps one to the other.
     with sqlite3.connect(home / "store.sqlite") as db:
-        rows = db.execute("SELECT item_id, COUNT(*) FROM events WHERE device_id = 'e2e-phone' GROUP BY item_id").fetchall()
+        rows = db.execute("SELECT i.sku, COUNT(*) FROM events e LEFT JOIN items i ON i.item_id = e.item_id "
+                          "WHERE e.device_id = 'e2e-phone' GROUP BY e.item_id").fetchall()
     assert sorted(rows) == sorted((i, 1) for i in report["clicked"])
     assert report["online_after"].source == "server"

@@ -1,4 +1,5 @@
-"""Generate the pocketrank wire-format v2 test vectors in docs/vectors/*.json (wire 3: PRC2 candidate records).
+"""Generate the pocketrank wire-format test vectors in docs/vectors/*.json (wire 5: PRI2 item entries
+carrying the products' own string ids; events name products by those ids).
 
     cd /work/main && .venv/bin/python docs/vectors/make_vectors.py
 
@@ -18,6 +19,7 @@ stored files, not a fresh run.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import sys
@@ -32,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from shared import wire  # noqa: E402
 from shared.errors import ValidationError  # noqa: E402
 from shared.features import DECAY, TYPE_WEIGHTS, UserState, query_vector, update_user_state, user_vector  # noqa: E402
-from shared.schemas import Item, validate_event  # noqa: E402
+from shared.schemas import validate_event, validate_item  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 
@@ -61,24 +63,34 @@ ITEM_VECTORS = np.array(
     ],
     dtype=np.float32,
 )
-ITEMS = [
-    Item(7, "Red Shoes", "shoes", 2019, 49.9, True, ("shoes", "red")),
-    Item(42, "Blue Suede Shoes", "shoes", None, 120.0, False, ("shoes",)),
-    Item(1001, "Café Red Hat", "hats", 2024, 15.5, True, ("hats",)),
+# The products as the marketplace posts them (POST /v1/items): `item_id` is the marketplace's own id.
+# A MovieLens-style id of digits equal to its index (what a catalogue from before string ids migrates
+# to), a SKU with a space and leading zeros whose digits are NOT its index, and a non-ASCII id.
+PRODUCTS = [
+    {"item_id": "7", "title": "Red Shoes", "category": "shoes", "year": 2019, "price": 49.9,
+     "categories": ["shoes", "red"]},
+    {"item_id": "SKU 0042", "title": "Blue Suede Shoes", "category": "shoes", "price": 120.0, "in_stock": False,
+     "categories": ["shoes"]},
+    {"item_id": "CAFÉ-HAT-1001", "title": "Café Red Hat", "category": "hats", "year": 2024, "price": 15.5,
+     "categories": ["hats"]},
 ]
-POPULAR = [1001, 7]  # the server lists in-stock items only
+# validate_item gives index 0 and sku = the product's id; the store then assigns each product its index.
+ITEMS = [dataclasses.replace(validate_item(p), item_id=i) for p, i in zip(PRODUCTS, ITEM_IDS)]
+EXTERNAL_IDS = {it.item_id: it.external_id for it in ITEMS}  # index -> the product's own id
+POPULAR = [1001, 7]  # item indexes; the server lists in-stock items only
 
-# (type, item_id, query), oldest first
+# (type, item_id, query), oldest first; item_id is the product's own id, as events carry it (wire 5).
+# The unknown item is "42": the digits of index 42, whose product is "SKU 0042": an id is never an index.
 FOLD_EVENTS = [
-    ("view", 7, None),
-    ("click", 42, None),
-    ("impression", 1001, None),
+    ("view", "7", None),
+    ("click", "SKU 0042", None),
+    ("impression", "CAFÉ-HAT-1001", None),
     ("search", None, "red"),
     ("search", None, "Green"),
-    ("add_to_cart", 1001, None),
-    ("click", 999, None),
-    ("purchase", 42, None),
-    ("search", 7, "shoes"),
+    ("add_to_cart", "CAFÉ-HAT-1001", None),
+    ("click", "42", None),
+    ("purchase", "SKU 0042", None),
+    ("search", "7", "shoes"),
 ]
 
 MANIFEST_TIMES = {"created_at": 1767225600.0, "expires_at": 4102444800.0}  # 2026-01-01, 2100-01-01
@@ -190,10 +202,11 @@ def main() -> None:
     # the user-state fold
     titles = {it.item_id: it.title for it in ITEMS}
     vectors = {i: v for i, v in zip(ITEM_IDS, ITEM_VECTORS)}
+    index_of = {ext: i for i, ext in EXTERNAL_IDS.items()}  # what the device's held entries map
     state = UserState.empty(DIM)
     steps = []
     for etype, item_id, query in FOLD_EVENTS:
-        vec = vectors.get(item_id) if item_id is not None else None
+        vec = vectors.get(index_of.get(item_id)) if item_id is not None else None
         source = "item" if vec is not None else "none"
         if vec is None and query:
             vec = query_vector(query, titles, vectors)
@@ -212,10 +225,14 @@ def main() -> None:
     uvec = user_vector(final)
     write("fold.json", {
         "description": "User-state fold over the vector_table.json items and catalog.json titles. "
-                       "S in binary32, W in binary64, starting from S = 0, W = 0, n = 0.",
+                       "S in binary32, W in binary64, starting from S = 0, W = 0, n = 0. Events name products "
+                       "by their own ids (wire 5); external_ids maps each item index to its product's id, as the "
+                       "item entries do. The unknown item is \"42\": the digits of index 42, whose product is "
+                       "\"SKU 0042\" (an event's id is never read as an index).",
         "decay": DECAY,
         "type_weights": dict(TYPE_WEIGHTS),
         "item_ids": ITEM_IDS,
+        "external_ids": {str(k): v for k, v in EXTERNAL_IDS.items()},
         "item_vectors": [f32_list(v) for v in ITEM_VECTORS],
         "titles": {str(k): v for k, v in titles.items()},
         "steps": steps,
@@ -292,8 +309,11 @@ def main() -> None:
         ],
     })
 
-    # catalog (artifact "catalog")
-    catalog = {"items": [it.to_dict() for it in ITEMS], "popular": POPULAR}
+    # catalog (artifact "catalog"): wire 3's form, integer ids (what products were called then), kept as
+    # it was published; Item.to_dict() is wire 5's product JSON, not this.
+    catalog = {"items": [{"item_id": it.item_id, "title": it.title, "category": it.category, "year": it.year,
+                          "price": it.price, "in_stock": it.in_stock, "categories": list(it.categories)}
+                         for it in ITEMS], "popular": POPULAR}
     catalog_frame = wire.pack_json(catalog)
     write("catalog.json", {
         "description": "Catalog: wire 3's bundle artifact 'catalog' (catalog.json.zst), canonical JSON in a zstd "
@@ -315,18 +335,23 @@ def main() -> None:
         "sha256": sha(ranker),
     })
 
-    # item entries (PRI1, wire 4): what the sync answer's 'items' map carries, one signed entry per item
+    # item entries (PRI2, wire 5): what the sync answer's 'items' map carries, one signed entry per item
     meta = {it.item_id: it for it in ITEMS}
+    products = {it.item_id: p for it, p in zip(ITEMS, PRODUCTS)}
     item_cases, entries = [], {}
     for item_id, vec in zip(ITEM_IDS, ITEM_VECTORS):
         it = meta[item_id]
-        raw = wire.pack_item_entry(item_id, vec, it.title, it.category, it.price, it.in_stock, "f16")
+        raw = wire.pack_item_entry(item_id, vec, it.title, it.category, it.price, it.in_stock, "f16",
+                                   external_id=it.external_id)
         digest = hashlib.sha256(raw).digest()
         msg = wire.item_message(MODEL_VERSION, item_id, digest)
         entries[item_id] = (raw, key.sign(msg))
         item_cases.append({
             "item_id": item_id,
-            "decoded": {"item_id": item_id, "precision": "f16", "dim": DIM, "price": float(np.float32(it.price)),
+            "product": products[item_id],
+            "decoded": {"item_id": item_id, "external_id": it.external_id, "external_id_length": len(
+                            it.external_id.encode()), "precision": "f16", "dim": DIM,
+                        "price": float(np.float32(it.price)),
                         "in_stock": it.in_stock, "title": it.title, "category": it.category,
                         "vector": f32_list(vec.astype(np.float16).astype(np.float32))},
             "payload_hex": raw.hex(), "payload_length": len(raw), "payload_sha256": digest.hex(),
@@ -334,10 +359,13 @@ def main() -> None:
             "signature_base64": base64.b64encode(entries[item_id][1]).decode(),
         })
     write("item_entry.json", {
-        "description": "PRI1 item entries (wire 4): the 'data' of each entry of the sync answer's 'items' map "
+        "description": "PRI2 item entries (wire 5): the 'data' of each entry of the sync answer's 'items' map "
                        "(base64 of these raw bytes, not compressed), and its 'sig': ed25519 (TEST ONLY key) over "
-                       "'PRIS' | u8 len | utf-8 model_version | i32le item_id | sha256(payload). A signature "
-                       "verifies only for the model version and item it was made for.",
+                       "'PRIS' | u8 len | utf-8 model_version | i32le item index | sha256(payload). The entry "
+                       "carries the item index and the product's own id (external_id, u8 byte length + UTF-8 "
+                       "after the vector), so the signature covers the mapping. 'product' is the JSON the "
+                       "marketplace posted (POST /v1/items), validated by validate_item; the store assigned "
+                       "the index. A signature verifies only for the model version and item it was made for.",
         "cases": item_cases,
     })
 
@@ -418,7 +446,9 @@ def main() -> None:
     order = sorted(zip(cand.tolist(), scores.tolist()), key=lambda p: (-p[1], p[0]))
     write("sync_response.json", {
         "description": "GET /v1/sync?cursor=0&users=u1,u:2,nobody answered 200 with ETag \"v3\". The artifact "
-                       "URLs serve the frame/bytes of the named vector files.",
+                       "URLs serve the frame/bytes of the named vector files. after_apply names products by "
+                       "their own ids (item_ids, from the item entries), with the item indexes they have in "
+                       "the records and the manifest's popular list (item_indexes).",
         "request": {"path": "/v1/sync", "params": {"cursor": "0", "users": "u1,u:2,nobody"}},
         "etag": f'"v{BUNDLE_VERSION}"',
         "body": envelope,
@@ -426,24 +456,29 @@ def main() -> None:
                              for k in envelope["artifacts"]},
         "after_apply": {
             "bundle_version": BUNDLE_VERSION,
-            "offline_recommendation_u1": {"source": "edge", "item_ids": [i for i, _ in order],
+            "offline_recommendation_u1": {"source": "edge", "item_ids": [EXTERNAL_IDS[i] for i, _ in order],
+                                          "item_indexes": [i for i, _ in order],
                                           "scores": [round(s, 6) for _, s in order]},
-            "offline_recommendation_u:2": {"source": "cache", "item_ids": []},
-            "offline_recommendation_nobody": {"source": "popular", "item_ids": POPULAR},
+            "offline_recommendation_u:2": {"source": "cache", "item_ids": [], "item_indexes": []},
+            "offline_recommendation_nobody": {"source": "popular", "item_ids": [EXTERNAL_IDS[i] for i in POPULAR],
+                                              "item_indexes": POPULAR},
         },
     })
 
-    # event validation
+    # event validation (wire 5: item_id is the product's own string id)
     ok = {"event_id": "e-0001", "user_id": "u1", "device_id": "phone-1", "type": "click",
-          "timestamp": 1767225600.5, "item_id": 42, "session_id": "s1"}
+          "timestamp": 1767225600.5, "item_id": "SKU 0042", "session_id": "s1"}
     no_item = {k: v for k, v in ok.items() if k != "item_id"}
     cases = [
-        ("valid click", ok),
+        ("valid click: item_id is the product's own id, a space inside kept", ok),
         ("valid search: query trimmed, item_id optional",
          {**no_item, "type": "search", "query": "  red shoes "}),
         ("valid: session_id optional, integer timestamp", {k: v for k, v in ok.items() if k != "session_id"}
          | {"timestamp": 1767225600}),
-        ("lenient: item_id as a string of digits", {**ok, "item_id": "0042"}),
+        ("valid: item_id of digits kept as given, not read as 42", {**ok, "item_id": "0042"}),
+        ("valid: a non-ASCII item_id kept exactly", {**ok, "item_id": "CAFÉ-HAT-1001"}),
+        ("valid: item_id of 64 characters (128 bytes of UTF-8)", {**ok, "item_id": "é" * 64}),
+        ("lenient: item_id as an integer becomes its digits", {**ok, "item_id": 42}),
         ("lenient: user_id as an integer", {**ok, "user_id": 1234}),
         ("valid: impression moves no state but is logged", {**ok, "type": "impression"}),
         ("not an object", ["click"]),
@@ -455,6 +490,10 @@ def main() -> None:
         ("item_id above int32", {**ok, "item_id": 2147483648}),
         ("item_id a float", {**ok, "item_id": 42.0}),
         ("item_id a boolean", {**ok, "item_id": True}),
+        ("item_id empty", {**ok, "item_id": ""}),
+        ("item_id with a trailing space", {**ok, "item_id": "SKU 0042 "}),
+        ("item_id of 65 characters", {**ok, "item_id": "é" * 65}),
+        ("item_id with a control character", {**ok, "item_id": "SKU\n0042"}),
         ("search without query", {**no_item, "type": "search"}),
         ("search with blank query", {**no_item, "type": "search", "query": "   "}),
         ("search query of 257 characters", {**no_item, "type": "search", "query": "a" * 257}),
@@ -478,7 +517,8 @@ def main() -> None:
             expect = {"valid": False, "field": exc.field, "message": exc.message}
         out.append({"case": name, "input": obj, "expect": expect})
     write("events.json", {
-        "description": "validate_event: each input and what the reference does with it. On the server a "
+        "description": "validate_event: each input and what the reference does with it (wire 5: item_id is "
+                       "the product's own string id; an integer is taken as its digits). On the server a "
                        "rejected event becomes {event_id, status: rejected, field, reason: message}.",
         "cases": out,
     })

@@ -36,8 +36,8 @@ class ImportReport:
 
     @property
     def ok(self) -> bool:
-        """Something was written, or nothing needed to be (everything was already there)."""
-        return self.accepted + self.updated > 0 or self.rejected == 0
+        """Not every row was rejected: something was written, or was already there."""
+        return self.accepted + self.updated + self.duplicates > 0 or self.rejected == 0
 
     def reject(self, rows: Iterable[tuple[int, str, str]]) -> None:
         """Count rejected rows given as (line, field, reason)."""
@@ -78,7 +78,7 @@ class ImportReport:
         """A few lines for a person."""
         rate = f" ({self.rows_read / self.seconds:,.0f}/s)" if self.seconds > 0 and self.rows_read else ""
         what = "rows" if self.position == "row" else "lines"
-        out = [f"{self.kind} from {self.source} ({self.format}): {self.rows_read:,} {what} read in "
+        out = [f"{self.kind} from {self.source} ({self.format}): {self.rows_read:,} rows read in "
                f"{self.seconds:.1f} s{rate}"]
         out.append(f"  accepted (new):  {self.accepted:,}")
         if self.kind == "catalogue":
@@ -97,8 +97,9 @@ class ImportReport:
             out.append(f"  numeric timestamps read as epoch {'seconds' if self.time_unit == 's' else 'milliseconds'}")
         if not self.ok:
             out.append(f"nothing was imported: every {self.position} was rejected")
-        elif self.accepted + self.updated == 0 and self.rows_read:
-            out.append(f"nothing new: every {self.position} was already imported")
+        elif self.accepted + self.updated == 0 and self.duplicates:
+            valid = "valid " if self.rejected else ""
+            out.append(f"nothing new: every {valid}{self.position} was already imported")
         return "\n".join(out)
 
     __str__ = summary

@@ -96,6 +96,8 @@ def parse_iso(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def parse_numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(values, ok) of decimal number strings (surrounding spaces allowed); NaN where not one."""
     text = pc.utf8_trim_whitespace(text)
+    if text.null_count == 0 and pc.all(pc.match_substring_regex(text, r"^[0-9]{1,15}$")).as_py():
+        return text.cast(pa.float64()).to_numpy(zero_copy_only=False), np.ones(len(text), dtype=bool)  # integers
     ok = pc.fill_null(pc.match_substring_regex(text, NUMBER_RE), False)
     values = pc.cast(pc.if_else(ok, text, None), pa.float64())
     return pc.fill_null(values, np.nan).to_numpy(zero_copy_only=False), ok.to_numpy(zero_copy_only=False)
@@ -140,14 +142,18 @@ class TimeParser:
             column, t = column.cast(pa.string()), pa.string()
         if pa.types.is_string(t):
             text = pc.utf8_trim_whitespace(column)
+            rest = ~missing  # rows still to read
             if self.unit != "iso":
                 num, is_num = parse_numbers(text)
                 if is_num.any():
                     seconds[is_num] = self._numbers(num[is_num])
                     code[is_num] = OK
-            iso, is_iso = parse_iso(text)
-            seconds[is_iso] = iso[is_iso]
-            code[is_iso] = OK
+                    rest &= ~is_num
+            if rest.any():  # the rest may be ISO-8601
+                where = np.flatnonzero(rest)
+                iso, is_iso = parse_iso(text.take(pa.array(where)) if len(where) < n else text)
+                seconds[where[is_iso]] = iso[is_iso]
+                code[where[is_iso]] = OK
         elif (pa.types.is_integer(t) or pa.types.is_floating(t)) and self.unit != "iso":
             values = pc.fill_null(column.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
             seconds = self._numbers(values)

@@ -1,4 +1,4 @@
-"""The wire-format v2 test vectors in docs/vectors/ still hold for the reference implementation.
+"""The wire-format test vectors in docs/vectors/ (wire 5) still hold for the reference implementation.
 
 Each stored vector must decode to its documented values, the uncompressed
 payloads must re-encode byte for byte, and the manifest signature must verify
@@ -22,7 +22,7 @@ import pytest
 from shared import wire
 from shared.errors import IntegrityError, SignatureError, TransportError, ValidationError
 from shared.features import DECAY, TYPE_WEIGHTS, UserState, query_vector, update_user_state, user_vector
-from shared.schemas import validate_event
+from shared.schemas import validate_event, validate_item
 
 VECTORS = Path(__file__).resolve().parents[2] / "docs" / "vectors"
 
@@ -261,13 +261,19 @@ def test_manifest_lists_the_vector_artifacts():
 # --- the user-state fold --------------------------------------------------
 
 
+def index_of(fold: dict) -> dict[str, int]:
+    """Product id -> item index, as the held item entries map them (events name products by their ids)."""
+    return {ext: int(k) for k, ext in fold["external_ids"].items()}
+
+
 def replay_reference(fold: dict):
     vectors = {i: np.array(v, dtype=np.float32) for i, v in zip(fold["item_ids"], fold["item_vectors"])}
     titles = {int(k): v for k, v in fold["titles"].items()}
+    indexes = index_of(fold)
     state = UserState.empty(len(fold["item_vectors"][0]))
     for step in fold["steps"]:
         ev = step["event"]
-        vec = vectors.get(ev["item_id"]) if "item_id" in ev else None
+        vec = vectors.get(indexes.get(ev["item_id"])) if "item_id" in ev else None
         if vec is None and ev.get("query"):
             vec = query_vector(ev["query"], titles, vectors)
         state = update_user_state(state, vec, ev["type"])
@@ -277,7 +283,14 @@ def replay_reference(fold: dict):
 def test_fold_matches_the_reference_bit_for_bit():
     fold = load("fold.json")
     assert fold["decay"] == DECAY and fold["type_weights"] == dict(TYPE_WEIGHTS)
+    # The fold's products are the item entries' (their ids read from the PRI2 bytes), and its events name
+    # them by those ids, as strings (wire 5): never by the index.
+    entries = {str(c["item_id"]): read_pri2(bytes.fromhex(c["payload_hex"]))["external_id"]
+               for c in load("item_entry.json")["cases"]}
+    assert fold["external_ids"] == entries
+    assert all(isinstance(s["event"]["item_id"], str) for s in fold["steps"] if "item_id" in s["event"])
     for step, vec, state in replay_reference(fold):
+        assert (vec is not None) == (step["v_source"] != "none"), step["event"]
         assert (None if vec is None else f32_hex(vec)) == step["v_f32le_hex"], step["event"]
         assert f32_hex(state.s) == step["after"]["s_f32le_hex"], step["event"]
         assert (state.w, state.n_events) == (step["after"]["w"], step["after"]["n_events"])
@@ -291,6 +304,7 @@ def test_fold_as_documented_for_other_clients():
     dim = len(fold["item_vectors"][0])
     vectors = {i: [f32(x) for x in v] for i, v in zip(fold["item_ids"], fold["item_vectors"])}
     titles = {int(k): v for k, v in fold["titles"].items()}
+    indexes = index_of(fold)
 
     def toks(text: str) -> set[str]:
         return set(re.findall(r"[a-z0-9]+", text.lower()))
@@ -308,7 +322,8 @@ def test_fold_as_documented_for_other_clients():
     s, w, n = [f32(0)] * dim, 0.0, 0
     for step in fold["steps"]:
         ev = step["event"]
-        v = vectors.get(ev["item_id"]) if "item_id" in ev else None
+        # The held entry whose external id equals the event's item_id, compared as exact strings.
+        v = vectors.get(indexes.get(ev["item_id"])) if "item_id" in ev else None
         if v is None and ev.get("query"):
             v = qvec(ev["query"])
         weight = fold["type_weights"][ev["type"]]
@@ -330,6 +345,8 @@ def test_event_validation(case):
     expect = case["expect"]
     if expect["valid"]:
         assert validate_event(case["input"]).to_dict() == expect["event"]
+        # Wire 5: a product id is a string on the wire, whatever the input's type.
+        assert isinstance(expect["event"].get("item_id", ""), str)
     else:
         with pytest.raises(ValidationError) as info:
             validate_event(case["input"])
@@ -386,8 +403,15 @@ def test_sync_response_applies_on_the_reference_device(tmp_path):
     assert sorted(result.artifacts_fetched) == ["ranker"]
     # 70000 (in u1's list, not in the catalogue) is asked for once more by id; this transport answers the same body.
     assert set(result.items_received) == {int(i) for i in vec["body"]["items"]}
+    # The answer's entries, read from their PRI2 bytes, map the item indexes to the products' own ids.
+    names = {}
+    for key, entry in vec["body"]["items"].items():
+        d = read_pri2(base64.b64decode(entry["data"]))
+        assert d["item_id"] == int(key)
+        names[d["item_id"]] = d["external_id"]
     for uid in users:
         want = vec["after_apply"][f"offline_recommendation_{uid}"]
+        assert [names[i] for i in want["item_indexes"]] == want["item_ids"], uid
         rec = client.recommend(uid, k=10, allow_server=False)
         assert (rec.source, rec.item_ids) == (want["source"], want["item_ids"]), uid
         if "scores" in want:
@@ -424,24 +448,27 @@ def test_truncated_artifact_resumes_with_a_range_request(tmp_path):
     client.close()
 
 
-# --- item entries (PRI1, wire 4) ---------------------------------------------
+# --- item entries (PRI2, wire 5) ---------------------------------------------
 
 
-def read_pri1(raw: bytes) -> dict:
-    """An independent reader written from docs/wire-format.md's PRI1 table."""
+def read_pri2(raw: bytes) -> dict:
+    """An independent reader written from docs/wire-format.md's PRI2 table (f16 entries)."""
     magic, item_id, prec, dim, price, stock = struct.unpack_from("<4siBHfB", raw, 0)
-    assert magic == b"PRI1" and prec == 1  # f16
+    assert magic == b"PRI2" and prec == 1 and stock in (0, 1)  # f16
     off = 4 + 4 + 1 + 2 + 4 + 1
-    vector = np.frombuffer(raw, dtype="<f2", count=dim, offset=off).astype(np.float32)
+    vector = [struct.unpack_from("<e", raw, off + 2 * k)[0] for k in range(dim)]
     off += 2 * dim
     texts = []
-    for _ in range(2):
+    for _ in range(3):  # E + external id, T + title, C + category
         n = raw[off]
-        texts.append(raw[off + 1 : off + 1 + n].decode())
+        assert off + 1 + n <= len(raw)
+        texts.append(raw[off + 1 : off + 1 + n].decode("utf-8"))
         off += 1 + n
-    assert off == len(raw)
-    return {"item_id": item_id, "precision": "f16", "dim": dim, "price": price, "in_stock": bool(stock),
-            "title": texts[0], "category": texts[1], "vector": vector.tolist()}
+    assert off == len(raw) == 19 + 2 * dim + sum(len(t.encode()) for t in texts)
+    assert texts[0], "a wire 5 entry always carries the product's id"
+    return {"item_id": item_id, "external_id": texts[0], "external_id_length": len(texts[0].encode()),
+            "precision": "f16", "dim": dim, "price": price, "in_stock": bool(stock),
+            "title": texts[1], "category": texts[2], "vector": vector}
 
 
 def test_item_entries_decode_re_encode_and_verify():
@@ -453,15 +480,30 @@ def test_item_entries_decode_re_encode_and_verify():
     entries = {}
     for case in vec["cases"]:
         raw = bytes.fromhex(case["payload_hex"])
-        assert read_pri1(raw) == case["decoded"]
+        assert read_pri2(raw) == case["decoded"]
         d = case["decoded"]
+        assert len(raw) == case["payload_length"]
+        # The marketplace's product, through validate_item: its id is the entry's external id, kept exactly.
+        product = validate_item(case["product"])
+        assert (product.item_id, product.sku) == (0, d["external_id"])
+        assert (product.title, product.category, product.in_stock) == (d["title"], d["category"], d["in_stock"])
         assert wire.pack_item_entry(d["item_id"], np.array(d["vector"], np.float32), d["title"], d["category"],
-                                    d["price"], d["in_stock"], "f16") == raw
+                                    d["price"], d["in_stock"], "f16", external_id=d["external_id"]) == raw
+        assert wire.unpack_item_entry(raw)["external_id"] == d["external_id"]
         assert sha(raw) == case["payload_sha256"]
-        assert wire.item_message(case["model_version"], case["item_id"], bytes.fromhex(sha(raw))).hex() == \
-            case["message_hex"]
+        # Independent encoder from the doc: "PRIS" | u8 len | model version | i32le index | sha256.
+        mv = case["model_version"].encode()
+        msg = b"PRIS" + bytes([len(mv)]) + mv + struct.pack("<i", case["item_id"]) + hashlib.sha256(raw).digest()
+        assert msg.hex() == case["message_hex"] == \
+            wire.item_message(case["model_version"], case["item_id"], bytes.fromhex(sha(raw))).hex()
         entries[str(case["item_id"])] = {"data": base64.b64encode(raw).decode(), "sig": case["signature_base64"]}
+    # The ids exercise wire 5: digits, a space and leading zeros that are not the index, non-ASCII.
+    ids = [c["decoded"]["external_id"] for c in vec["cases"]]
+    assert any(i.isdigit() for i in ids) and any(" " in i for i in ids) and any(not i.isascii() for i in ids)
     model = vec["cases"][0]["model_version"]
-    assert sorted(verify_items(entries, model, 4, key)) == sorted(c["item_id"] for c in vec["cases"])
+    held = verify_items(entries, model, 4, key)
+    assert sorted(held) == sorted(c["item_id"] for c in vec["cases"])
+    assert {i: it.external_id for i, it in held.items()} == {c["item_id"]: c["decoded"]["external_id"]
+                                                             for c in vec["cases"]}
     with pytest.raises(SignatureError, match="for model"):
         verify_items(entries, model + "x", 4, key)

@@ -1,4 +1,4 @@
-"""Generate the sync-protocol v2 (wire 4) golden vectors in tests/vectors/sync/*.json.
+"""Generate the sync-protocol v2 (wire 5) golden vectors in tests/vectors/sync/*.json.
 
     cd /work/main && .venv/bin/python tests/vectors/make_sync_vectors.py
 
@@ -13,7 +13,9 @@ Python client; docs/sync-protocol.md explains every field.
 
 The record entries are built by the server's own code (server.api.sync._entry),
 signatures with a TEST ONLY ed25519 key derived from a published seed (never
-deploy it). Deterministic: ed25519 signatures are, and zstd/onnx bytes are for
+deploy it). The catalogue's products carry the marketplace's own string ids
+(external_id below), validated by shared.schemas.validate_item; the item entries
+(PRI2) carry them beside the item indexes, which name products everywhere else. Deterministic: ed25519 signatures are, and zstd/onnx bytes are for
 fixed library versions; the test checks that a fresh run gives identical bytes.
 Response bodies are canonical JSON (sorted keys, no spaces); a client must not
 depend on key order or whitespace, only on the parsed values.
@@ -22,6 +24,7 @@ depend on key order or whitespace, only on the parsed values.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import sys
@@ -37,6 +40,7 @@ from server.api.sync import _entry, _ids, _raw, snapshot_reason  # noqa: E402
 from server.stores.base import RecordRow  # noqa: E402
 from shared import wire  # noqa: E402
 from shared.features import DECAY, TYPE_WEIGHTS, UserState  # noqa: E402
+from shared.schemas import validate_item  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "sync"
 SEED_TEXT = b"pocketrank sync-protocol v2 test vectors -- TEST ONLY, never deploy"
@@ -46,6 +50,12 @@ CREATED_AT = 1767225600.0  # 2026-01-01
 EXPIRES_AT = 4102444800.0  # 2100-01-01
 NOW = CREATED_AT + 3600.0  # the device's clock in every scenario
 MODEL_VERSION = "m20260101-000000-sync00"
+
+
+def external_id(index: int) -> str:
+    """Product `index`'s own id: digits that are not its index (MovieLens-style), a SKU with a space
+    and leading zeros, or a non-ASCII id, in turn."""
+    return (f"{5000 + index}", f"SKU {index:04d}", f"thé-{index}")[index % 3]
 
 
 def b64(b: bytes) -> str:
@@ -90,13 +100,14 @@ class World:
         rng = np.random.default_rng(20260101)
         ids = np.arange(1, N_ITEMS + 1)
         vecs = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
-        catalog = {"items": [{"item_id": int(i), "title": f"Item {i}", "category": ("a", "b", "c")[i % 3],
-                              "price": float(i % 20 + 1), "in_stock": bool(i % 7)} for i in ids],
-                   "popular": [1, 2, 3]}
-        self.popular = catalog["popular"]
-        # Item entries (wire 4): every item signed once, for the model, at version 1; none changes later.
-        self.items = item_entries.build_entries(ids, vecs, {it["item_id"]: it for it in catalog["items"]},
-                                                MODEL_VERSION, 1, self.key.sign)
+        # The products as the marketplace posts them; the store gives product i the index i.
+        products = [{"item_id": external_id(int(i)), "title": f"Item {i}", "category": ("a", "b", "c")[i % 3],
+                     "price": float(i % 20 + 1), "in_stock": bool(i % 7)} for i in ids]
+        meta = {int(i): dataclasses.replace(validate_item(p), item_id=int(i)).to_dict()  # as server/publish.py
+                for i, p in zip(ids, products)}
+        self.popular = [1, 2, 3]  # item indexes
+        # Item entries (wire 5, PRI2): every item signed once, for the model, at version 1; none changes later.
+        self.items = item_entries.build_entries(ids, vecs, meta, MODEL_VERSION, 1, self.key.sign)
         self.artifacts = {"ranker": tiny_ranker()}
         self.files = {"ranker": "ranker.int8.onnx"}
         state = UserState(np.array([0.5, -0.25, 1.0, 0.125], dtype=np.float32), 2.5, 7)

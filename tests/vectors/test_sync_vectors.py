@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,27 @@ def held_state(client) -> dict:
             "artifacts": client.cache.artifact_shas(), "items": dict(sorted(items.items(), key=lambda kv: int(kv[0])))}
 
 
+def entry_external_id(raw: bytes) -> tuple[int, str]:
+    """(item index, the product's own id) of a raw PRI2 entry, read from docs/wire-format.md §9.7's table:
+    i32 index at 4, u8 precision at 8, u16 dim at 9, the vector at 16, then u8 E and E bytes of UTF-8."""
+    assert raw[:4] == b"PRI2"
+    (index,) = struct.unpack_from("<i", raw, 4)
+    (dim,) = struct.unpack_from("<H", raw, 9)
+    at = 16 + {0: 4 * dim, 1: 2 * dim, 2: 4 + dim}[raw[8]]
+    return index, raw[at + 1 : at + 1 + raw[at]].decode("utf-8")
+
+
+def served_external_ids(exchanges) -> dict[int, str]:
+    """Index -> product id of every item entry the vector's answers carry (one id per index: indexes are stable)."""
+    out: dict[int, str] = {}
+    for ex in exchanges:
+        for key, entry in ((ex["response"]["body"] or {}).get("items") or {}).items():
+            index, ext = entry_external_id(base64.b64decode(entry["data"]))
+            assert index == int(key) and ext
+            assert out.setdefault(index, ext) == ext
+    return out
+
+
 def steps(name: str) -> list[dict]:
     scenario = load(name)
     before = steps(scenario["starts_from"]) if "starts_from" in scenario else []
@@ -84,8 +106,10 @@ def test_the_python_client_reaches_the_vector_state(name, tmp_path):
     replay = Replay()
     client = EdgeClient(tmp_path / "device.sqlite", keys["public_key_hex"], transport=replay,
                         clock=lambda: keys["device_clock"])
+    served: list[dict] = []
     try:
         for step in steps(name):
+            served += step["exchanges"]
             replay.exchanges = list(step["exchanges"])
             expect = step["expect"]
             if "error" in expect:
@@ -98,6 +122,11 @@ def test_the_python_client_reaches_the_vector_state(name, tmp_path):
                 assert got == expect["result"]
             assert not replay.exchanges, "the client made fewer requests than the vector"
             assert held_state(client) == expect["state"]
+            # Each held item is named by the product id its entry carries (wire 5), never by the index's digits.
+            names = served_external_ids(served)
+            held = dict(client.cache.query("SELECT item_id, external_id FROM items"))
+            assert held == {i: names[i] for i in held}
+            assert all(ext != str(i) for i, ext in held.items())
     finally:
         client.close()
 
