@@ -172,6 +172,23 @@ def import_events_cmd(file: Path, home: Path | None, store: str | None, fmt: str
     _import_report(report, as_json)
 
 
+@import_group.command("users")
+@_import_options
+def import_users_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
+                     time_unit: str, no_progress: bool, as_json: bool) -> None:
+    """Import users' attributes from FILE (user_id plus one column per attribute): cold-start segments."""
+    from .data.profiles import import_profiles
+
+    mapping = _import_mapping(mapping)
+    _import_source(file, fmt)
+    s = _home(home, store).store()
+    try:
+        report = import_profiles(s, file, fmt=fmt, mapping=mapping)
+    finally:
+        s.close()
+    _import_report(report, as_json)
+
+
 @import_group.command("movielens")
 @click.option("--size", type=click.Choice(["100k", "1m"]), default="100k", show_default=True,
               help="MovieLens-100k or -1M (real ratings; GroupLens terms: research, non-commercial use).")

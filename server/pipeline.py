@@ -127,7 +127,7 @@ def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200, 
     caps the gate users (default: all of them, about 630 users asking 1,260
     queries; the relative nDCG gate needs that many to be steadier than one
     user's hit moving a rank). `version` exports another model than the
-    current one and `inputs` replaces the MovieLens gate inputs (export_inputs'
+    current one and `inputs` replaces the gate inputs drawn from the store (export_inputs'
     shape): `pocketrank retrain` gates a candidate on its own hold-out.
     """
     version = version or home.current_model(home.store())

@@ -32,7 +32,7 @@ rerun repairs (current_model is written last, so the rerun does not take it for 
 
 Idempotent: a version the store is already on is left as it is (`force=True` refolds anyway).
 
-    pocketrank rebase r20261126-... --profiles movielens
+    pocketrank rebase r20261126-... --profiles store
 """
 
 from __future__ import annotations
