@@ -15,8 +15,9 @@ The record entries are built by the server's own code (server.api.sync._entry),
 signatures with a TEST ONLY ed25519 key derived from a published seed (never
 deploy it). The catalogue's products carry the marketplace's own string ids
 (external_id below), validated by shared.schemas.validate_item; the item entries
-(PRI2) carry them beside the item indexes, which name products everywhere else. Deterministic: ed25519 signatures are, and zstd/onnx bytes are for
-fixed library versions; the test checks that a fresh run gives identical bytes.
+(PRI2) carry them beside the item indexes, which name products everywhere else.
+Deterministic: ed25519 signatures are, and zstd/onnx bytes are for fixed
+library versions; the test checks that a fresh run gives identical bytes.
 Response bodies are canonical JSON (sorted keys, no spaces); a client must not
 depend on key order or whitespace, only on the parsed values.
 """
