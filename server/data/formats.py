@@ -124,14 +124,17 @@ class Source:
 
     def __init__(self, source: str | Path | pa.Table, fmt: str | None = None, mapping: Mapping[str, str] | None = None,
                  wanted: Iterable[str] | None = None, text_columns: Iterable[str] = (),
-                 batch_rows: int = BATCH_ROWS, chunk_bytes: int = CHUNK_BYTES):
+                 batch_rows: int = BATCH_ROWS, chunk_bytes: int | None = None):
         self.mapping = dict(mapping or {})
         self.wanted = set(wanted) if wanted is not None else None  # canonical names worth decoding
         self.text_columns = set(text_columns)  # JSON: a float in these sends the piece to the line parser
         self.batch_rows = max(1, int(batch_rows))
-        self.chunk_bytes = max(1, int(chunk_bytes))
+        # CSV / JSON Lines are read in pieces of chunk_bytes; by default a first guess, then sized to hold
+        # about batch_rows rows once the first piece shows how long a row is.
+        self.chunk_bytes = int(chunk_bytes) if chunk_bytes else min(CHUNK_BYTES, max(1 << 16, 64 * self.batch_rows))
         self.columns: list[str] | None = None
         self.ignored: list[str] = []
+        self._fitted = bool(chunk_bytes)  # an explicit piece size is kept
         if isinstance(source, pa.Table):
             self.name, self.format, self.compression, self.table = "<table>", "table", None, source
             self.position, self.progress_unit, self.total = "row", "rows", source.num_rows
@@ -250,6 +253,12 @@ class Source:
                 yield piece, line, tell()
                 line += piece.count(b"\n")
 
+    def _fit_chunk(self, size: int, rows: int) -> None:
+        """After the first piece, read pieces of about batch_rows rows (the caller's memory bound)."""
+        if not self._fitted and rows > 0:
+            self._fitted = True
+            self.chunk_bytes = min(4 * CHUNK_BYTES, max(1 << 16, int(size / rows * self.batch_rows)))
+
     # --- CSV ---
 
     def _csv_header(self) -> None:
@@ -290,7 +299,9 @@ class Source:
                 header = piece[:self.header_bytes]
                 piece, line, skip_header = piece[self.header_bytes:], line + header.count(b"\n"), False
             if piece:
-                yield self._csv_piece(piece, line, names, done)
+                batch = self._csv_piece(piece, line, names, done)
+                self._fit_chunk(len(piece), batch.num_rows + len(batch.bad))
+                yield batch
 
     def _csv_piece(self, piece: bytes, line: int, names: list[str], done: int) -> Batch:
         invalid: list[tuple[int, str]] = []
@@ -312,7 +323,8 @@ class Source:
         except pa.ArrowInvalid:
             return self._csv_lines(piece, line, names, done)  # bad UTF-8, an unterminated quote: line by line
         starts = _record_lines(piece, line)
-        if len(starts) != table.num_rows + len(invalid) or any(number is None for number, _ in invalid):  # a stray quote makes pyarrow see records differently
+        # A stray quote inside a value makes pyarrow see other records than the quote-aware line count.
+        if len(starts) != table.num_rows + len(invalid) or any(number is None for number, _ in invalid):
             return self._csv_lines(piece, line, names, done)
         bad = []
         keep = np.ones(len(starts), dtype=bool)
@@ -360,6 +372,7 @@ class Source:
     def _jsonl_batches(self) -> Iterator[Batch]:
         seen: set[str] = set()
         for piece, line, done in self._pieces(lambda data: data.rfind(b"\n") + 1):
+            self._fit_chunk(len(piece), piece.count(b"\n"))
             for batch in self._json_piece(piece, line):
                 batch.done = done
                 columns = batch.columns()

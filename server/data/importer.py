@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +52,6 @@ CATALOGUE_COLUMNS = ("item_id", "title", "category", "categories", "year", "pric
 DEFAULT_DEVICE = "import"
 EVENT_BATCH_ROWS = 200_000
 CATALOGUE_BATCH_ROWS = 20_000
-_BYTES_PER_ROW = 64  # CSV / JSON Lines pieces of about batch_rows rows
 _KEY_SEPARATOR = "\x1f"
 
 
@@ -165,8 +164,7 @@ def _run(src: formats.Source, report: ImportReport, required: Sequence[str], pro
 
 
 def _open(source, fmt, mapping, wanted, text_columns, batch_rows) -> formats.Source:
-    return formats.open_source(source, fmt, mapping, wanted=wanted, text_columns=text_columns,
-                               batch_rows=batch_rows, chunk_bytes=batch_rows * _BYTES_PER_ROW)
+    return formats.open_source(source, fmt, mapping, wanted=wanted, text_columns=text_columns, batch_rows=batch_rows)
 
 
 def _name(source) -> str:

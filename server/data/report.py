@@ -76,7 +76,7 @@ class ImportReport:
 
     def summary(self) -> str:
         """A few lines for a person."""
-        rate = f" ({self.rows_read / self.seconds:,.0f}/s)" if self.seconds > 0 and self.rows_read else ""
+        rate = f" ({self.rows_read / self.seconds:,.0f}/s)" if self.seconds >= 1 and self.rows_read else ""
         what = "rows" if self.position == "row" else "lines"
         out = [f"{self.kind} from {self.source} ({self.format}): {self.rows_read:,} rows read in "
                f"{self.seconds:.1f} s{rate}"]

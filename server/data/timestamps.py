@@ -85,12 +85,27 @@ def parse_iso(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     month_ok = (m >= 1) & (m <= 12)
     dim = _DAYS_IN_MONTH[np.clip(m, 0, 12)] + ((m == 2) & leap)
     valid = month_ok & (d >= 1) & (d <= dim) & (hh <= 23) & (mm <= 59) & (ss <= 59) & (zh <= 23) & (zm <= 59)
-    seconds = (days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss).astype(np.float64) + frac \
-        - sign * (zh * 3600 + zm * 60)
+    whole = days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss - sign * (zh * 3600 + zm * 60)
+    seconds = whole.astype(np.float64) + frac  # as _arrow_iso computes it, to the last bit
     idx = np.flatnonzero(ok)
     out[idx] = np.where(valid, seconds, np.nan)
     ok[idx] = valid
     return out, ok
+
+
+def _arrow_iso(text: pa.Array) -> np.ndarray | None:
+    """Seconds of ISO-8601 strings by Arrow's own parser, when every one matches ISO_RE and all have a
+    zone or none has (a few ms per million rows); None when it cannot tell them all (then parse_iso)."""
+    if text.null_count or not pc.all(pc.match_substring_regex(text, ISO_RE)).as_py():
+        return None
+    for target in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):  # zoned, or naive (= UTC)
+        try:
+            ns = pc.cast(text, target).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        whole, frac = np.divmod(ns, 1_000_000_000)
+        return whole.astype(np.float64) + frac / 1e9
+    return None
 
 
 def parse_numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -151,9 +166,14 @@ class TimeParser:
                     rest &= ~is_num
             if rest.any():  # the rest may be ISO-8601
                 where = np.flatnonzero(rest)
-                iso, is_iso = parse_iso(text.take(pa.array(where)) if len(where) < n else text)
-                seconds[where[is_iso]] = iso[is_iso]
-                code[where[is_iso]] = OK
+                sub = text.take(pa.array(where)) if len(where) < n else text
+                fast = _arrow_iso(sub)
+                if fast is not None:
+                    seconds[where], code[where] = fast, OK
+                else:
+                    iso, is_iso = parse_iso(sub)
+                    seconds[where[is_iso]] = iso[is_iso]
+                    code[where[is_iso]] = OK
         elif (pa.types.is_integer(t) or pa.types.is_floating(t)) and self.unit != "iso":
             values = pc.fill_null(column.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
             seconds = self._numbers(values)

@@ -176,6 +176,13 @@ class Store(ABC):
         """Bulk-load a history (item ids resolved to indexes); an event_id already logged is
         skipped. Returns how many were new. Call rebuild_states after."""
 
+    def import_event_columns(self, event_id: list, user_id: list, device_id: list, type: list, item_id: list,
+                             query: list, timestamp: list, session_id: list) -> int:
+        """import_events for equal-length columns (item_id: indexes, None for a search; no context): what
+        the file importer writes. Stores override it to skip building an Event per row."""
+        return self.import_events(list(map(Event, event_id, user_id, device_id, type, timestamp, item_id, query,
+                                           session_id)))
+
     def interactions(self, types: tuple[str, ...], since: float | None = None, until: float | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(user ids, item indexes, timestamps) of logged events of `types` that carry an item, with

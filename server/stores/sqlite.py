@@ -23,6 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
+from itertools import repeat
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -377,6 +378,15 @@ class SQLiteStore(Store):
         with self.tx() as db:
             before = db.total_changes
             db.executemany(_INSERT_EVENT, (_event_row(e, now) for e in events))
+            return db.total_changes - before
+
+    def import_event_columns(self, event_id: list, user_id: list, device_id: list, type: list, item_id: list,
+                             query: list, timestamp: list, session_id: list) -> int:
+        rows = zip(event_id, user_id, device_id, type, item_id, query, timestamp, session_id, repeat(None),
+                   repeat(time.time()))
+        with self.tx() as db:
+            before = db.total_changes
+            db.executemany(_INSERT_EVENT, rows)
             return db.total_changes - before
 
     def count_events(self, event_ids: list[str] | None = None) -> int:

@@ -4,11 +4,12 @@ A derived version is a copy of the trained home's model directory with its own i
 (server/rankers.py reads `item_vectors.npz`): the same vectors make a "good" copy, the rows
 permuted among items make the broken model of issue 8 (shuffled item vectors).
 
-Simulated users are MovieLens's 943 users. Their click propensity for an item is its item-item
-cosine affinity to what they rated (the share-weighted similarity SAR uses): how strongly the
-people who watched what this user watched also watched this item. It comes from the ratings, not
-from any model under test, and it sits at the 50th percentile of items for a random pick and near
-the 90th for the trained model's top 10, so a model that ranks well gets about twice the clicks.
+Simulated users are MovieLens's 943 users. Their click propensity for an item (named by its product
+id, as the API answers it) is its item-item cosine affinity to what they rated (the share-weighted
+similarity SAR uses): how strongly the people who watched what this user watched also watched this
+item. It comes from the ratings, not from any model under test, and it sits at the 50th percentile of
+items for a random pick and near the 90th for the trained model's top 10, so a model that ranks well
+gets about twice the clicks.
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ class Tastes:
         np.fill_diagonal(sim, 0.0)
         self.affinity = np.minimum((r @ sim) / r.sum(axis=1, keepdims=True), cap)
         self.uid = uid
+        # The log holds the store's item indexes; the API answers the products' own ids.
+        self.index_of = {it.external_id: it.item_id for it in store.items()}
 
-    def p_click(self, user: str, item: int) -> float:
-        k = self.iid.get(item)
+    def p_click(self, user: str, item: str) -> float:
+        """The propensity of `user` to click the product the API named `item` (its own id)."""
+        k = self.iid.get(self.index_of.get(item))
         return float(self.affinity[self.uid[user], k]) if k is not None else 0.0
 
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -138,7 +138,8 @@ def test_catalogue_typed_parquet(store, tmp_path):
         "item_id": ["p1", "p2"], "title": ["One", "Two"], "category": ["A > B", "C"],
         "categories": pa.array([["A", "A > B", "Sale"], None], pa.list_(pa.string())),
         "year": pa.array([2001, None], pa.int32()), "price": [1.5, 2.0], "in_stock": [True, False],
-        "attributes": pa.array([{"size": "M", "fit": None}, None], pa.struct([("size", pa.string()), ("fit", pa.string())])),
+        "attributes": pa.array([{"size": "M", "fit": None}, None],
+                               pa.struct([("size", pa.string()), ("fit", pa.string())])),
         "created_at": pa.array([1_700_000_000_000, 1_700_000_001_000], pa.timestamp("ms")),
     })
     pq.write_table(table, tmp_path / "typed.parquet")
@@ -277,7 +278,7 @@ def test_mapping(store, tmp_path):
     rows = [("c1", "SKU-1", "view", "2024-03-01T10:00:00Z", "zzz"), ("c2", "42", "click", "2024-03-01T11:00:00Z", "q")]
     path = write_csv(tmp_path / "m.csv", rows, ["customer_id", "product", "action", "when", "extra"])
     mapping = {"user_id": "customer_id", "item_id": "product", "type": "action", "timestamp": "when"}
-    for source in (path, pa.csv.read_csv(path)):
+    for source in (path, pcsv.read_csv(path)):
         report = import_events(store, source, mapping=mapping, progress=False)
         assert report.rows_read == 2 and report.accepted + report.duplicates == 2 and report.rejected == 0
         assert report.ignored_columns == ["extra"]
@@ -296,7 +297,8 @@ def test_bad_row_named_by_line_and_field_rows_around_it_imported(store, tmp_path
             ("u 2", "SKU-1", "view", "2024-03-01T10:00:00Z"), ("u3", "SKU-1", "like", "2024-03-01T10:00:00Z"),
             ("u4", "no-such-sku", "view", "2024-03-01T10:00:00Z"), ("u5", "42", "view", "2024-03-01T10:00:00Z")]
     fields = ["user_id", "item_id", "type", "timestamp"]
-    for path in (write_csv(tmp_path / "b.csv", rows, fields), write_jsonl(tmp_path / "b.jsonl", as_dicts(rows, fields))):
+    csv_path = write_csv(tmp_path / "b.csv", rows, fields)
+    for path in (csv_path, write_jsonl(tmp_path / "b.jsonl", as_dicts(rows, fields))):
         report = import_events(store, path, progress=False)
         offset = 1 if path.suffix == ".csv" else 0  # the CSV header is line 1
         assert report.rows_read == 6 and report.rejected == 4, report.summary()
@@ -480,7 +482,8 @@ TRICKY = [
     {**BASE, "event_id": "bad id", "user_id": "bad id"}, {**BASE, "item_id": " x", "timestamp": -1},
     {**BASE, "session_id": "bad id", "timestamp": -1}, {**BASE, "device_id": "?", "user_id": "?"},
     {"type": "search", "query": "", "item_id": " x", "timestamp": -1},
-    {**BASE, "query": "q", "item_id": " x"}, {k: v for k, v in {**BASE, "event_id": "bad id"}.items() if k != "timestamp"},
+    {**BASE, "query": "q", "item_id": " x"},
+    {k: v for k, v in {**BASE, "event_id": "bad id"}.items() if k != "timestamp"},
 ]
 
 
@@ -551,7 +554,8 @@ def test_regexes_match_shared_schemas_on_every_character():
 def test_cli_imports_and_reports(tmp_path):
     root = tmp_path / "home"
     runner = CliRunner()
-    out = runner.invoke(main, ["import", "catalogue", str(catalogue_csv(tmp_path)), "--home", str(root), "--no-progress"])
+    products = str(catalogue_csv(tmp_path))
+    out = runner.invoke(main, ["import", "catalogue", products, "--home", str(root), "--no-progress"])
     assert out.exit_code == 0, out.output
     assert "accepted (new):  4" in out.output
     path = event_files(tmp_path)[2]
