@@ -24,12 +24,15 @@ def get_user(user_id: str):
         abort(404, description=f"no events folded for user {user_id!r} yet")
     recent = int_arg("recent", 10, 0, 1000)
     rec = serving.store.user_records([user_id], serving.dim)[user_id]
+    cat = serving.catalogue  # the record holds the store's item indexes; the API speaks product ids
+    events = [{**e, "item_id": None if e["item_id"] is None else cat.external_id(e["item_id"])}
+              for e in (rec.recent_events()[-recent:] if recent else [])]
     return jsonify(
         user_id=user_id,
         n_events=rec.state.n_events,
         updated_at=rec.updated_at,
         log_position=rec.last_pos,
         embedding=[round(float(x), 6) for x in user_vector(rec.state)],
-        recent=rec.recent_events()[-recent:] if recent else [],
+        recent=events,
         features=serving.store.features(user_id),
     )

@@ -216,6 +216,7 @@ class RedisStore(Store):
         return items
 
     def _assign(self, items: list[Item]) -> list[Item]:
+        items = [it if it.sku or not it.item_id else replace(it, sku=str(it.item_id)) for it in items]
         explicit = [it.item_id for it in items if it.item_id]
         if explicit:
             self._raise(keys=[self.k("item_seq")], args=[max(explicit)])

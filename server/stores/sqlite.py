@@ -283,6 +283,7 @@ class SQLiteStore(Store):
 
     def _assign(self, db: sqlite3.Connection, items: list[Item]) -> list[Item]:
         """Items without an index get their product id's index, or the next free one (under the write lock)."""
+        items = [it if it.sku or not it.item_id else replace(it, sku=str(it.item_id)) for it in items]
         todo = [it.sku for it in items if not it.item_id]
         if not todo:
             return items

@@ -37,7 +37,9 @@ def test_train_export_publish_write_redis_and_the_server_serves_from_it(redis_en
     # The jobs as `pocketrank train/export/publish` run them (small settings: this is about where they write).
     import_movielens(Home(home).store(), "100k", progress=False)
     train_job(Home(home), epochs=1, progress=False)
-    export_job(Home(home), n_users=20)
+    # 100 gate users (as tests/conftest.py): with 20 (40 gate queries) one near-tie swapped by int8
+    # moves nDCG@10 by over 1% and the parity gate refuses a model that is fine.
+    export_job(Home(home), n_users=100)
     publish_job(Home(home), n_candidates=50, progress=False)
     assert not (home / "store.sqlite").exists()  # nothing went to the SQLite default
 

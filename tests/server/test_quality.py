@@ -1,4 +1,5 @@
-"""Quality tooling: splits, peers' closed forms, vectorised metrics, beyond-accuracy, BYO-data CLI."""
+"""Quality tooling: splits, peers' closed forms, vectorised metrics, beyond-accuracy, BYO data (research
+hybrid and the `train --interactions` / `recommend` CLI)."""
 
 from __future__ import annotations
 
@@ -146,39 +147,80 @@ def test_content_map_and_segment_prior():
                        .scores_for({}), [0.2, 0.4, 0.4])
 
 
-def test_byo_data_cli_round_trip(tmp_path):
-    from click.testing import CliRunner
-
-    from server.cli import main
-
+def _byo_file(path):
     rng = np.random.default_rng(5)
-    path = tmp_path / "interactions.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["user_id", "item_id", "timestamp", "rating"])
         for u in range(30):
             for t, i in enumerate(rng.choice(40, size=8, replace=False)):
                 w.writerow([f"user-{u}", f"sku-{i}", 1000 * u + t, 4])
-    runner = CliRunner()
-    r = runner.invoke(main, ["train", "--interactions", str(path), "--out", str(tmp_path / "m"), "--seq-epochs", "1"])
-    assert r.exit_code == 0, r.output
-    (tmp_path / "users.txt").write_text("user-0\nuser-7\nnobody\n")
-    out = tmp_path / "recs.csv"
-    r = runner.invoke(main, ["recommend", "--model", str(tmp_path / "m"), "--users", str(tmp_path / "users.txt"),
-                             "--k", "5", "--out", str(out)])
-    assert r.exit_code == 0, r.output
+    return path
+
+
+def _recs_by_user(out, columns):
     rows = list(csv.DictReader(open(out)))
-    assert list(rows[0]) == ["user_id", "item_id", "rank", "score"]
+    assert list(rows[0]) == columns
     by_user: dict[str, list[str]] = {}
     for row in rows:
         by_user.setdefault(row["user_id"], []).append(row["item_id"])
+    return rows, by_user
+
+
+def test_byo_hybrid_round_trip(tmp_path):
+    """The research hybrid (DLAE + sequence tower) on a CSV of one's own (server/quality/byo.py)."""
+    from server.quality import byo
+
+    path = _byo_file(tmp_path / "interactions.csv")
+    r = byo.train(path, tmp_path / "m", seq_epochs=1)
+    assert r["users"] == 30 and r["interactions"] == 240
+    (tmp_path / "users.txt").write_text("user-0\nuser-7\nnobody\n")
+    out = tmp_path / "recs.csv"
+    assert byo.recommend(tmp_path / "m", tmp_path / "users.txt", 5, out) == 3
+    _, by_user = _recs_by_user(out, ["user_id", "item_id", "rank", "score"])
     assert set(by_user) == {"user-0", "user-7", "nobody"}  # unknown users get popular items
     assert all(len(v) == 5 for v in by_user.values())
     had = {(row["user_id"], row["item_id"]) for row in csv.DictReader(open(path))}
     assert not any((u, i) in had for u, items in by_user.items() for i in items)
 
 
-def test_byo_data_rejects_a_bad_file(tmp_path):
+def test_byo_hybrid_rejects_a_bad_file(tmp_path):
+    from shared.errors import DataError
+
+    from server.quality import byo
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item\n1,2\n")
+    with pytest.raises(DataError, match="user_id,item_id,timestamp"):
+        byo.train(bad, tmp_path / "m")
+
+
+def test_train_and_recommend_cli_on_a_file_round_trip(tmp_path):
+    """`pocketrank train --interactions` / `recommend`: imported into a new home, served by the server's path."""
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    path = _byo_file(tmp_path / "interactions.csv")
+    runner = CliRunner()
+    r = runner.invoke(main, ["train", "--interactions", str(path), "--out", str(tmp_path / "m"), "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "users.txt").write_text("user-0\nuser-7\nnobody\n")
+    out = tmp_path / "recs.csv"
+    r = runner.invoke(main, ["recommend", "--model", str(tmp_path / "m"), "--users", str(tmp_path / "users.txt"),
+                             "-k", "5", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows, by_user = _recs_by_user(out, ["user_id", "item_id", "rank", "score", "path"])
+    assert set(by_user) == {"user-0", "user-7", "nobody"}
+    assert all(len(v) == 5 and all(i.startswith("sku-") for i in v) for v in by_user.values())
+    paths = {row["user_id"]: row["path"] for row in rows}
+    assert paths == {"user-0": "personal", "user-7": "personal", "nobody": "popular"}  # unknown users: popular
+    assert [int(row["rank"]) for row in rows if row["user_id"] == "user-0"] == [1, 2, 3, 4, 5]
+    had = {(row["user_id"], row["item_id"]) for row in csv.DictReader(open(path))}
+    assert not any((u, i) in had for u, items in by_user.items() for i in items)  # clicked: never again
+
+
+def test_train_cli_on_a_bad_file_names_the_missing_columns(tmp_path):
     from click.testing import CliRunner
 
     from server.cli import main
@@ -186,7 +228,8 @@ def test_byo_data_rejects_a_bad_file(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item\n1,2\n")
     r = CliRunner().invoke(main, ["train", "--interactions", str(bad), "--out", str(tmp_path / "m")])
-    assert r.exit_code == 1 and "user_id,item_id,timestamp" in r.output
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "no item_id, timestamp, user_id column" in r.output and "(it has user, item)" in r.output
 
 
 def test_seq_tower_is_causal_and_learns_a_cycle():

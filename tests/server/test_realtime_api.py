@@ -24,6 +24,11 @@ def serving(synthetic_app):
     return synthetic_app.extensions["pocketrank"]
 
 
+def category(serving, item: dict) -> str:
+    """The category of a product the API named (by its own id); the catalogue is keyed by the store's index."""
+    return serving.catalogue.category[serving.catalogue.index_of[item["item_id"]]]
+
+
 def post(api, events):
     resp = api.post("/v1/events", json={"events": events})
     assert resp.status_code == 200, resp.data
@@ -35,7 +40,8 @@ def test_an_accepted_event_is_in_the_embedding_when_the_answer_arrives(api, serv
     post(api, [ev("a"), ev("b", item=13, etype="purchase")])
     body = api.get("/v1/users/u-1?recent=5").get_json()
     assert body["n_events"] == 2 and body["log_position"] > 0
-    assert [r["item_id"] for r in body["recent"]] == [7, 13] and len(body["embedding"]) == 64
+    # Events may name a product by an integer (taken as its digits); the API answers product ids.
+    assert [r["item_id"] for r in body["recent"]] == ["7", "13"] and len(body["embedding"]) == 64
     assert post(api, [ev("b", item=13, etype="purchase")])["duplicate"] == 1
     assert api.get("/v1/users/u-1").get_json()["n_events"] == 2  # a retry is not folded twice
 
@@ -50,7 +56,9 @@ BAD_EVENTS = [
     ("missing user_id", _without(ev("bad"), "user_id"), "user_id", "required"),
     ("missing timestamp", _without(ev("bad"), "timestamp"), "timestamp", "required"),
     ("missing item_id", _without(ev("bad"), "item_id"), "item_id", "required"),
-    ("unknown item", ev("bad", item=999_999), "item_id", "999999 is not in the catalogue"),
+    ("unknown item", ev("bad", item=999_999), "item_id", "'999999' is not in the catalogue"),
+    ("unknown product id", ev("bad", item="SKU-nope"), "item_id", "'SKU-nope' is not in the catalogue; add it"),
+    ("item id not a string", ev("bad", item=7.0), "item_id", "must be a string (the product's own id)"),
     ("malformed user id", ev("bad", user="no spaces allowed"), "user_id", ""),
     ("far-future timestamp", {**ev("bad"), "timestamp": time.time() + 3 * 86_400}, "timestamp", "in the future"),
     ("not an object", "not an object", "event", "JSON object"),
@@ -135,7 +143,7 @@ def test_paths_personal_segment_and_popular_say_who_answered(api, serving):
         "personal", "segment", "popular", "popular")
     assert seg["segment"] == "gender=F" and personal["model_version"] == seg["model_version"] == MODEL
     # The F segment is the a-users' mean, who like category 0: its list leans there.
-    cats = [serving.catalogue.category[i["item_id"]] for i in seg["items"]]
+    cats = [category(serving, i) for i in seg["items"]]
     assert cats.count(CATEGORIES[0]) >= 4
     assert [i["score"] for i in pop["items"]] == [0.0] * 5
     assert api.get("/v1/recommendations?user_id=x&gender=a%20b").status_code == 400
@@ -169,14 +177,17 @@ def test_rules_cap_categories_pin_boost_explore_and_penalise_exposure(synthetic_
     capped = ranked(max_per_category=2)
     per_cat = {}
     for i in capped:
-        c = serving.catalogue.category[i["item_id"]]
+        c = category(serving, i)
         per_cat[c] = per_cat.get(c, 0) + 1
     assert max(per_cat.values()) <= 2 and len(capped) == 10
 
-    pinned = ranked(pinned=(299, 6))  # 6 was clicked: a pin never shows a consumed item
-    assert pinned[0]["item_id"] == 299 and pinned[0]["slot"] == "pinned" and 6 not in [i["item_id"] for i in pinned]
+    # Rules name products by the store's index (the synthetic catalogue's product "N" is index N).
+    index_of = serving.catalogue.index_of
+    pinned = ranked(pinned=(index_of["299"], index_of["6"]))  # 6 was clicked: a pin never shows a consumed item
+    assert pinned[0]["item_id"] == "299" and pinned[0]["slot"] == "pinned"
+    assert "6" not in [i["item_id"] for i in pinned]
 
-    boosted = ranked(boosts={base_ids[9]: 5.0})
+    boosted = ranked(boosts={index_of[base_ids[9]]: 5.0})
     assert boosted[0]["item_id"] == base_ids[9]
 
     serving.rng = random.Random(1)
@@ -186,7 +197,7 @@ def test_rules_cap_categories_pin_boost_explore_and_penalise_exposure(synthetic_
 
     post(api, [ev(f"imp{n}", user=f"viewer{n % 7}", item=base_ids[0], etype="impression") for n in range(40)])
     serving.refresh_stats()
-    assert serving.exposures[base_ids[0]] == 40
+    assert serving.exposures[index_of[base_ids[0]]] == 40
     penalised = ranked(exposure_cap=10, exposure_penalty=1.0)
     assert base_ids[0] not in [i["item_id"] for i in penalised[:3]]
 
@@ -194,18 +205,23 @@ def test_rules_cap_categories_pin_boost_explore_and_penalise_exposure(synthetic_
 def test_a_new_product_gets_a_provisional_vector_and_is_recommended_at_once(api, serving):
     user_items = [6 * i + 12 for i in range(6)]  # all in CATEGORIES[0]
     post(api, [ev(f"n{i}", user="n1", item=it) for i, it in enumerate(user_items)])
-    new = {"item_id": 5001, "title": "Books special edition", "category": CATEGORIES[0], "price": 12.5}
-    resp = api.post("/v1/items", json={"items": [new, {"item_id": "x"}, {"item_id": 5002}]})
+    sku = "BOOKS/5001 special"  # the marketplace's own id: any printable text, slashes and spaces too
+    new = {"item_id": sku, "title": "Books special edition", "category": CATEGORIES[0], "price": 12.5}
+    resp = api.post("/v1/items", json={"items": [new, {"item_id": " x"}, {"item_id": 5002}]})
     body = resp.get_json()
     assert body["created"] == 1 and body["rejected"] == 2
-    assert body["results"][0] == {"item_id": 5001, "status": "created", "provisional": True}
+    assert body["results"][0] == {"item_id": sku, "status": "created", "provisional": True}
     assert [r["field"] for r in body["results"][1:]] == ["item_id", "title"]
-    info = api.get("/v1/items/5001").get_json()
-    assert info["provisional"] is True and info["has_vector"] is True
+    assert body["results"][2]["item_id"] == "5002"  # an integer id is the product id of its digits
+    info = api.get(f"/v1/items/{sku}").get_json()
+    assert info["item_id"] == sku and info["provisional"] is True and info["has_vector"] is True
+    # The store gave it the next free index, not one derived from its id.
+    assert serving.catalogue.index_of[sku] == 301
     recs = [i["item_id"] for i in api.get("/v1/recommendations?user_id=n1&k=20").get_json()["items"]]
-    assert 5001 in recs
-    # Events may name it now, and it moves the user's embedding.
-    assert post(api, [ev("n-new", user="n1", item=5001)])["accepted"] == 1
+    assert sku in recs
+    # Events may name it now, and it moves the user's embedding; the user's record names it too.
+    assert post(api, [ev("n-new", user="n1", item=sku)])["accepted"] == 1
+    assert api.get("/v1/users/n1?recent=1").get_json()["recent"][0]["item_id"] == sku
     assert api.post("/v1/items", json={"items": [new] * 501}).status_code == 400
 
 
@@ -222,7 +238,7 @@ def test_window_features_feed_the_ranker(api, serving):
 
     serving.rules, serving._ranker_key = Rules(category_weight=1.0), None
     after = api.get("/v1/recommendations?user_id=w1&k=10").get_json()["items"]
-    cats = {serving.catalogue.category[i["item_id"]] for i in after}
+    cats = {category(serving, i) for i in after}
     assert cats <= {CATEGORIES[0], CATEGORIES[1]} and after != before
 
 

@@ -86,9 +86,8 @@ def test_a_promoted_canary_becomes_the_stores_model_and_what_devices_get(home):
     Registry(home).register("m-next", lineage={"parent": old})
     rollout.start(home, store, "m-next", 0.05)
     _arm_events(store, "s1")
-    from server.features_job import movielens_profiles
-
-    result = rollout.check(home, store, LENIENT, stages=(0.05,), profiles=movielens_profiles)
+    # The promotion's re-base reads the user attributes imported with MovieLens into the store.
+    result = rollout.check(home, store, LENIENT, stages=(0.05,), profiles="store")
     assert result["action"] == "promote", result
     assert result["rebase"]["status"] == "rebased", result["rebase"]
     # The store's model, its item vectors, and a product the new model never saw (provisional, re-estimated).
@@ -102,7 +101,8 @@ def test_a_promoted_canary_becomes_the_stores_model_and_what_devices_get(home):
     assert_refolded(store, ["1", "42", "943", "syn-0", "syn-7"], dim)
     # Segment vectors: means of the refolded users' vectors.
     segs = loads(store.get_meta("segments"))
-    profiles = movielens_profiles()
+    profiles = store.profiles()
+    assert len(profiles) == 943
     recs = store.user_records(list(profiles), dim)
     want = compute_segments({u: user_vector(r.state) for u, r in recs.items() if r.state.w > 0}, profiles)
     assert set(segs) == set(want) and np.allclose(segs["gender=F"], want["gender=F"], atol=1e-5)

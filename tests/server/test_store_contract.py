@@ -2,6 +2,7 @@
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -116,7 +117,9 @@ def test_items_vectors_and_provisional_flags(store):
     changed = Item(11, "new title", "Garden", None, 3.0, False, ("Garden",))
     store.put_items([changed])
     assert store.provisional_items() == {11, 12}
-    assert store.get_items([11, 999]) == {11: changed}
+    # An item written by index alone (no product id) is stored with its index's digits as its id.
+    assert store.get_items([11, 999]) == {11: replace(changed, sku="11")}
+    assert store.item_index(["11", "999"]) == {"11": 11}
     store.put_items([changed], {11: vectors[1]})
     assert store.provisional_items() == {12}
     assert np.array_equal(store.item_vectors()[1][10], vectors[1])
