@@ -12,6 +12,7 @@ COPY exporter ./exporter
 COPY server ./server
 COPY edge_runtime ./edge_runtime
 COPY demo_app ./demo_app
+COPY pocketrank ./pocketrank
 RUN pip install '.[server]' \
     && useradd --system --home-dir /var/lib/pocketrank pocketrank \
     && mkdir -p /var/lib/pocketrank && chown pocketrank /var/lib/pocketrank

@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 data: $(STAMP)
-	$(PY) -m server data fetch
+	$(PY) -m pocketrank data fetch
 
 demo: data
 	$(PY) -m demo_app

@@ -2,8 +2,8 @@
 
     python -m bench ab            # figures on stdout, docs/ab.md and docs/ab.png
 
-Every arm runs the same users, sessions and random coins (server.simulator's common random
-numbers), slate by slate in time order (server.monitoring.simulate.FeedbackSimulator), so the
+Every arm runs the same users, sessions and random coins (lab.simulator's common random
+numbers), slate by slate in time order (lab.simulate.FeedbackSimulator), so the
 arms differ only in what they show. Item vectors are learned from a warm-up period's logged
 events (the simulator's popularity feed), never read from the simulator. Figures are per arm
 with 95% bootstrap intervals over users (paired: one resample of users for every arm).
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from server.monitoring import collector
-from server.monitoring.simulate import (EdgePolicy, FeedbackSimulator, PersonalPolicy, PopularPolicy,
+from lab.simulate import (EdgePolicy, FeedbackSimulator, PersonalPolicy, PopularPolicy,
                                         fit_item_model, item_categories, offline_session, warmup)
-from server.simulator import SimConfig
+from lab.simulator import SimConfig
 
 CONFIG = SimConfig(n_users=4000, n_items=1000, n_categories=12, dim=16, n_days=24, seed=11)
 WARMUP_DAYS = 10
@@ -120,7 +120,7 @@ def report(res: dict, meta: dict) -> str:
     lines = [
         "# Simulated A/B report",
         "",
-        "**This is a simulation.** Every figure below comes from `server/simulator.py`, a seeded, synthetic",
+        "**This is a simulation.** Every figure below comes from `lab/simulator.py`, a seeded, synthetic",
         "marketplace, not from real users. It shows how the policies compare under the simulator's",
         "assumptions (stated below); it is not evidence about any real marketplace. Regenerate with",
         "`python -m bench ab`.",
@@ -162,7 +162,7 @@ def report(res: dict, meta: dict) -> str:
         "",
         "Every arm avoids showing an item twice in one session. Item vectors and biases are learned once,",
         f"from the first {WARMUP_DAYS} days of the simulator's own popularity feed (impressions and clicks),",
-        "by `server.monitoring.simulate.fit_item_model`: logistic matrix factorisation in numpy whose",
+        "by `lab.simulate.fit_item_model`: logistic matrix factorisation in numpy whose",
         "user side is the same fold of item vectors used at serving (leave-session-out), with the",
         "catalogue category as a content feature (a new product starts from its category's vector) and",
         "a popularity prior. The simulator's latent tastes and item vectors are never read by a policy.",
@@ -176,7 +176,7 @@ def report(res: dict, meta: dict) -> str:
         f"| warm-up days (training log, popularity feed) | {WARMUP_DAYS} |",
         f"| test days | {meta['days']} |",
         "",
-        "The simulator (`server/simulator.py`): users' tastes are unit vectors made from their segment",
+        "The simulator (`lab/simulator.py`): users' tastes are unit vectors made from their segment",
         "(age band, gender, region) plus noise and drift as a random walk (`drift_per_day`); products",
         "are unit vectors around their category's centre, with Zipf popularity (`zipf_a`),",
         "`new_items_per_day` arrivals and 5% out of stock. A session is a search (25%) or a browse,",

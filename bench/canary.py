@@ -25,7 +25,7 @@ import numpy as np
 def _home(tmp: Path) -> Path:
     from server.data.datasets import import_movielens
     from server.home import Home
-    from server.pipeline import export_job, train_job
+    from server.jobs.train import export_job, train_job
 
     home = Home(tmp / "home")
     import_movielens(home.store(), "100k", progress=False)
@@ -44,10 +44,10 @@ def _copy(src: Path, dst: Path):
 
 
 def latency(src: Path, work: Path) -> None:
-    from server.app import create_app
+    from server.api.app import create_app
     from server.config import Config
-    from server.monitoring import rollout
-    from server.monitoring.registry import Registry
+    from server.jobs import rollout
+    from server.release.registry import Registry
     from tests.server.served_models import derive_version  # the same derived versions as the tests
 
     root = work / "latency"
@@ -88,10 +88,10 @@ def latency(src: Path, work: Path) -> None:
 
 
 def scenario(src: Path, work: Path) -> None:
-    from server.app import create_app
+    from server.api.app import create_app
     from server.config import Config
-    from server.monitoring import rollout
-    from server.monitoring.registry import Registry
+    from server.jobs import rollout
+    from server.release.registry import Registry
     from tests.server.served_models import Tastes, derive_version, simulate_round
 
     print("\nCanary at 5%, 943 MovieLens users a round, a look after each:")

@@ -54,10 +54,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--home", help="copy this home (with a published bundle) instead of training one")
     p.add_argument("--requests", type=int, default=2000, help="answers timed per row")
     args = p.parse_args(argv)
-    from server.app import create_app
+    from server.api.app import create_app
     from server.config import Config
-    from server.monitoring import canary, rollout
-    from server.monitoring.registry import Registry
+    from server.release import canary
+    from server.jobs import rollout
+    from server.release.registry import Registry
     from tests.server.served_models import derive_version
 
     with tempfile.TemporaryDirectory() as tmp:

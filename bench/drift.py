@@ -8,19 +8,19 @@
 Timeline: days 0-5 the simulator's popularity feed (the first model's training log); days 6-9 that
 model serves; at the start of day 10 a scheduled retrain on the days before (`WINDOW_DAYS`) makes
 the model the drift meets (its training log is a served log, as in production). Then three arms on
-the same users, sessions and coins (server.monitoring.simulate.FeedbackSimulator):
+the same users, sessions and coins (lab.simulate.FeedbackSimulator):
 
 - no drift: that model serves to the end;
 - drift, stale model: from SHOCK_DAY the scenario's category is 3x as popular (demand moves to
   it: the other categories' click odds shrink so the catalogue's mean odds stay the same);
 - drift + retrain: the same drift; every CHECK_HOURS (6) the drift check (server.monitoring.drift.
   check_drift: category mix (advisory: the log has impressions) and category CTR, the trailing CURRENT_HOURS (24) against the live
-  model's training window) runs, and on `act` the gated retrain of server.holdout (gated_retrain:
+  model's training window) runs, and on `act` the gated retrain of server.release.holdout (gated_retrain:
   the same window, leave-last-out hold-out and accuracy gate as `pocketrank retrain`) runs at once
   and serves from then if it passes; its window becomes the reference, and checks whose window
   overlaps it are skipped (as the job skips them). As `pocketrank retrain --if-drift` from a
   6-hourly cron. Every retrain (the scheduled one too) weights its training events by recency with
-  the job's half-life (server.retrain.SIMULATOR_HALF_LIFE_DAYS unless --half-life-days), via
+  the job's half-life (server.jobs.retrain.SIMULATOR_HALF_LIFE_DAYS unless --half-life-days), via
   gated_retrain. The other two arms run the same checks without acting: their calm checks count
   the false alarms. `--check-hours 24` is the once-a-day job (checks at midnight).
 
@@ -51,10 +51,11 @@ from pathlib import Path
 import numpy as np
 
 from bench._sections import write_section
-from server import holdout, retrain
+from server.release import holdout
+from server.jobs import retrain
 from server.monitoring import drift
-from server.monitoring.simulate import FeedbackSimulator, PersonalPolicy, fit_item_model, item_categories, warmup
-from server.simulator import CATEGORIES, SimConfig
+from lab.simulate import FeedbackSimulator, PersonalPolicy, fit_item_model, item_categories, warmup
+from lab.simulator import CATEGORIES, SimConfig
 from shared.features import UserState, update_user_state, user_vector
 from shared.errors import ValidationError
 from shared.schemas import Event

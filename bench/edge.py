@@ -39,7 +39,7 @@ def _ranker(directory: Path) -> bytes:
 
     from exporter.onnx_export import export_ranker
     from exporter.quantize import quantize_ranker
-    from server.model import ClickModel
+    from server.training.model import ClickModel
 
     torch.manual_seed(0)
     export_ranker(ClickModel(DIM, 128), directory / "ranker.fp32.onnx", DIM)
@@ -80,7 +80,7 @@ def synthetic_bundle(directory: Path) -> tuple[dict, dict[str, bytes], str]:
     keys = directory / "keys"
     init_keys(keys)
     signer = load_private(keys)  # each record signed for version 1, as a publish does (wire v2)
-    from server.item_entries import build_entries
+    from server.bundle.item_entries import build_entries
 
     # Item entries (wire 4), as a publish signs them; BundleAnswers sends each user's candidates' entries.
     items = build_entries(ids, vecs, {it["item_id"]: it for it in catalog["items"]}, "bench-untrained", 1, signer.sign)

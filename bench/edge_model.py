@@ -9,7 +9,7 @@ chosen against, and times everything in one run, interleaved in blocks of 50
 calls so that load from other processes falls on all of them alike. Every
 call is timed on its own; medians and p99 are over at least 2,000 calls per
 variant, single thread, with the device's session options. Gate figures are
-int8 against the shipped fp32 ONNX on held-out users (server.pipeline.export_inputs).
+int8 against the shipped fp32 ONNX on held-out users (server.jobs.train.export_inputs).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ TARGETS = {"int8_over_fp32_bytes": 0.30, "model_set_bytes": 4 * 1024 * 1024, "se
 
 
 def _model(home_arg: str | None, tmp: Path):
-    from server import model as model_io
+    from server.training import model as model_io
     from server.data.datasets import import_movielens
     from server.home import Home
-    from server.pipeline import train_job
+    from server.jobs.train import train_job
     from shared.errors import ModelError
 
     root = Path(home_arg or os.environ.get("POCKETRANK_HOME", "var"))
@@ -182,7 +182,7 @@ TORCH = "torch eager, split (shipped)"
 
 def build(m, tmp: Path, calib) -> dict[str, tuple[Path, dict]]:
     """Every ONNX variant from the same trained click model: name -> (file, quantization info)."""
-    from exporter import quant_candidates
+    from lab import quant_candidates
     from exporter.onnx_export import export_ranker
     from exporter.quantize import quantize_ranker
 
@@ -250,7 +250,7 @@ def main(argv: list[str]) -> int:
 
     from exporter.onnx_export import export_encoder
     from exporter.parity import check_encoder, check_parity, session
-    from server.pipeline import export_inputs
+    from server.jobs.train import export_inputs
     from shared.errors import ModelError
 
     torch.set_num_threads(1)

@@ -4,7 +4,7 @@
     python -m bench imports -- --events 1000000 --no-write
     python -m bench imports -- --skip-1m
 
-1. The simulator's shop (server/sim_files.py: string SKUs, ISO-8601 times with a zone, the shop's
+1. The simulator's shop (lab/sim_files.py: string SKUs, ISO-8601 times with a zone, the shop's
    own column names) is written once as Parquet, CSV and JSON Lines into the bench cache
    (~/.cache/pocketrank/bench, reused while its settings match). Each file is imported with the
    real command, `pocketrank import events FILE --map ...`, in a fresh home on the embedded SQLite
@@ -39,11 +39,11 @@ RSS_GOAL = 2 * 1024**3
 
 
 def _run(args: list[str], home: Path) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, stdout) of `python -m server ARGS` as its own process."""
+    """(wall seconds, peak RSS bytes, stdout) of `python -m pocketrank ARGS` as its own process."""
     env = {**os.environ, "POCKETRANK_HOME": str(home), "POCKETRANK_STORE": "sqlite"}
     start = time.perf_counter()
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen([sys.executable, "-m", "server", *args], stdout=out, env=env, cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, "-m", "pocketrank", *args], stdout=out, env=env, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         out.seek(0)
@@ -55,8 +55,8 @@ def _run(args: list[str], home: Path) -> tuple[float, int, str]:
 
 def _files(n_events: int) -> dict[str, tuple[Path, Path]]:
     from server.data.movielens import cache_dir
-    from server.sim_files import write_marketplace
-    from server.simulator import MarketplaceSimulator, SimConfig
+    from lab.sim_files import write_marketplace
+    from lab.simulator import MarketplaceSimulator, SimConfig
 
     # Enough users and days for n_events (about 5.5 events per user per day at these settings).
     users = max(2000, n_events // (30 * 5))
@@ -81,7 +81,7 @@ def _maps(mapping: dict[str, str]) -> list[str]:
 
 
 def imports(n_events: int) -> list[dict]:
-    from server.sim_files import CATALOGUE_MAP, EVENTS_MAP
+    from lab.sim_files import CATALOGUE_MAP, EVENTS_MAP
 
     rows = []
     for fmt, (catalogue, events) in _files(n_events).items():

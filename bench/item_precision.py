@@ -49,7 +49,7 @@ def _source(arg: str | None, tmp: Path) -> tuple[np.ndarray, np.ndarray, bytes, 
         version = home.current_model()
     except Exception:  # no trained model there: a small one, as the test suite trains
         from server.data.datasets import import_movielens
-        from server.pipeline import train_job
+        from server.jobs.train import train_job
 
         home = Home(tmp / "home")
         import_movielens(home.store(), "100k", progress=False)

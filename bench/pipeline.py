@@ -10,7 +10,7 @@ Issue 3 asks that training and evaluation of the full pipeline take under 5 minu
    leave-last-out evaluation), `pocketrank export` (fp32 and int8 ONNX ranker, encoder, every
    parity gate) and `pocketrank publish` (candidates, signatures, item entries for 943 users),
    into a fresh home on the embedded SQLite store, exactly as `make demo` runs them;
-2. quality: every protocol of DESIGN.md for one seed (`server.quality.protocols`: 1 to 4, cold
+2. quality: every protocol of DESIGN.md for one seed (`lab.quality.protocols`: 1 to 4, cold
    users, new items), the peer libraries included: that is more than the pipeline needs (the
    peers are comparisons, not part of it), so the figure is an upper bound.
 
@@ -40,8 +40,8 @@ def _production(stages: list[tuple[str, float]]) -> None:
     from server.config import Config
     from server.data.datasets import import_movielens
     from server.home import Home
-    from server.pipeline import export_job, train_job
-    from server.publish import publish_job
+    from server.jobs.train import export_job, train_job
+    from server.bundle.publish import publish_job
 
     root = Path(tempfile.mkdtemp(prefix="pocketrank-pipeline-"))
     try:
@@ -62,8 +62,8 @@ def _production(stages: list[tuple[str, float]]) -> None:
 
 
 def _quality(stages: list[tuple[str, float]], seed: int) -> None:
-    from server.quality import protocols
-    from server.quality.data import movielens_100k
+    from lab.quality import protocols
+    from lab.quality.data import movielens_100k
 
     data = movielens_100k()
     for key in QUALITY:

@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from server.quality.splits import BENCH_SEEDS as SEEDS  # noqa: E402  (tuning excludes these seeds' test ids)
+from lab.quality.splits import BENCH_SEEDS as SEEDS  # noqa: E402  (tuning excludes these seeds' test ids)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,26 +36,26 @@ SECTIONS = [
     ("cold_users", "Cold-start users (10% of users held out entirely)", ["nDCG@10", "P@10", "R@10"]),
     ("new_items", "New items (10% of items held out of training; rank among them)", ["nDCG@10", "P@10"]),
 ]
-# What the cold-start rows are (printed under their tables; the models live in server/quality/).
+# What the cold-start rows are (printed under their tables; the models live in lab/quality/).
 NOTE_DEFAULTS = {"cold_users": ("segment_m", "cold_ridge"),
                  "new_items": ("content_alpha", "content_pop_weight", "content_rank_lam", "content_rank_blend",
                                "content_rank_bias", "content_rank_title_weight", "content_profile_weight")}
 NOTES = {
     "cold_users": "Rows: `segment prior` = popularity inside gender > age band > occupation, shrunk toward the "
-                  "coarser level (hybrid.py); `demographic ridge` = closed-form ridge from one-hot gender and age "
+                  "coarser level (lab/quality/hybrid.py); `demographic ridge` = closed-form ridge from one-hot gender and age "
                   "band and their pairwise crosses to the user's interaction row, its intercept popularity "
-                  "(demographic.py). Occupation and zip region did no better on validation (tuning.py), whose "
+                  "(lab/quality/demographic.py). Occupation and zip region did no better on validation (lab/quality/tuning.py), whose "
                   "pseudo-cold users and fitting rows exclude every benchmark seed's cold users (a first pass "
                   "excluded only one seed's; the rerun fixed that leak). MovieLens-100k's demographics carry "
                   "little signal: +6% over popularity on validation is the best found.",
     "new_items": "Rows: `ridge to item vectors (before)` = ridge content -> learned item vectors (+ beta = "
                  "content_pop_weight x content-predicted popularity); `pocketrank content-only` = a plain "
                  "content-only item vector "
-                 "(content_rank.py: the map W fitted in closed form so <user, W f> reproduces warm users' "
+                 "(lab/quality/content_rank.py: the map W fitted in closed form so <user, W f> reproduces warm users' "
                  "interactions, plus the ridge vector, blended), scored by the dot product alone as the server "
                  "and device would; `+ content profile` adds the user's mean recent content dotted with the "
                  "item's (needs content features on the scorer). Tuned on pseudo-new items drawn from the items "
-                 "new in no benchmark seed, every seed's new items dropped (tuning.py; a first pass dropped only "
+                 "new in no benchmark seed, every seed's new items dropped (lab/quality/tuning.py; a first pass dropped only "
                  "one seed's, a leak this rerun fixed; the page's header says where a test figure was seen once).",
 }
 
@@ -101,7 +101,7 @@ def targets(means: dict) -> list[tuple[str, str, bool]]:
     """The issue's figures against the means measured here."""
     out = []
     if "protocol1" in means:
-        # the two-stage model is protocol 1's product row: it beat the hybrid on validation (tuning.py)
+        # the two-stage model is protocol 1's product row: it beat the hybrid on validation (lab/quality/tuning.py)
         r = means["protocol1"].get("pocketrank two-stage", means["protocol1"]["pocketrank hybrid"])
         out.append(("protocol 1: nDCG@10 >= 0.49 and P@10 >= 0.43", f"{r['nDCG@10']:.4f} / {r['P@10']:.4f}",
                     r["nDCG@10"] >= 0.49 and r["P@10"] >= 0.43))
@@ -152,9 +152,9 @@ def _update_docs(page: Path, blocks: dict[str, list[str]], checks: list[tuple[st
 def main(argv: list[str]) -> int:
     import torch
 
-    from server.quality import protocols
-    from server.quality.data import movielens_100k
-    from server.quality.tuning import DEFAULTS
+    from lab.quality import protocols
+    from lab.quality.data import movielens_100k
+    from lab.quality.defaults import DEFAULTS
 
     torch.set_num_threads(1)
     only = [a for a in argv if not a.startswith("-")]
@@ -165,18 +165,18 @@ def main(argv: list[str]) -> int:
            "Written by `python -m bench quality` (MovieLens-100k; mean ± standard deviation over seeds "
            f"{', '.join(map(str, seeds))}; the splits are fixed by each protocol, seeds move model "
            "initialisation and sampling only; one CPU thread). Hyperparameters are the tuned defaults of "
-           "`server/quality/tuning.py`, chosen on validation splits carved from training data; no test "
+           "`lab/quality/defaults.py`, chosen on validation splits carved from training data; no test "
            "figure was used to choose anything, with one exception said plainly: the new-item content "
            "map's validation was widened from 2 to 6 carves after its test figure had been seen (the choice "
-           "was then made on the 6 carves; both are recorded in tuning.py).", "",
+           "was then made on the 6 carves; both are recorded in lab/quality/defaults.py).", "",
            "Rows: `pocketrank hybrid` = DLAE item-item model + user-EASE blend + MMR/exposure re-rank "
-           "(`server/quality/hybrid.py`); `pocketrank two-stage` = protocol 1's model: the hybrid's top 100 "
+           "(`lab/quality/hybrid.py`); `pocketrank two-stage` = protocol 1's model: the hybrid's top 100 "
            "re-ordered by a learned MLP ranker over DLAE/user-EASE/EASE/ALS/RP3beta scores, rank, popularity, "
            "user activity, genre overlap, year gap and what was trending while the user was active, trained "
-           "on carves of the training rows (`server/quality/stacking.py`); `pocketrank seq tower` = causal "
-           "self-attention user tower with full softmax (`server/quality/seqrec.py`), `+ DLAE` adds 0.2 x the "
+           "on carves of the training rows (`lab/quality/stacking.py`); `pocketrank seq tower` = causal "
+           "self-attention user tower with full softmax (`lab/quality/seqrec.py`), `+ DLAE` adds 0.2 x the "
            "z-scored DLAE scores (weight chosen on validation; protocol 2's model); `pocketrank fold (device)` = the "
-           "production model of `server/train.py`, whose user vector is the decayed fold the device computes. "
+           "production model of `server/training/train.py`, whose user vector is the decayed fold the device computes. "
            "Peers: EASE (numpy, its lambda at its validation best), `implicit` ALS and BPR, cornac BPR "
            "(Microsoft Recommenders' settings), popularity. Deterministic models show a spread of 0.", ""]
     timings = {}

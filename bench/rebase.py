@@ -1,4 +1,4 @@
-"""`python -m bench rebase`: how long re-basing the store on a promoted model takes (server/rebase.py).
+"""`python -m bench rebase`: how long re-basing the store on a promoted model takes (server/jobs/rebase.py).
 
 On MovieLens-100k (943 users, 100,000 events): a 2-epoch model trained into a scratch home, and a
 copy of it with perturbed item vectors registered live, as a promotion leaves it. The re-base is
@@ -23,13 +23,12 @@ REPEATS = 3
 
 def main(argv: list[str]) -> int:
     from server.config import Config
-    from server.features_job import movielens_profiles
     from server.home import Home
-    from server.monitoring.registry import Registry
+    from server.release.registry import Registry
     from server.data.datasets import import_movielens
-    from server.pipeline import export_job, train_job
-    from server.rankers import save_vectors
-    from server.rebase import rebase
+    from server.jobs.train import export_job, train_job
+    from server.online.versions import save_vectors
+    from server.jobs.rebase import rebase
     from server.stores import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rebase-"))
@@ -47,7 +46,7 @@ def main(argv: list[str]) -> int:
         reg = Registry(home.root)
         reg.register(current, state="live")
         reg.register("m-next", state="live")  # retires the old one: what a promotion leaves
-        profiles = movielens_profiles()
+        profiles = store.profiles()  # MovieLens' user attributes, imported with it
         runs = [rebase(home, store, "m-next", profiles, force=True, progress=False) for _ in range(REPEATS)]
         store.close()
         first = runs[0]

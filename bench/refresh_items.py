@@ -4,8 +4,8 @@
 
 Real data, the real model: 100 films with at least 30 ratings are held out of training (the
 Recommender is trained, as `pocketrank train` trains it, on every other rating). Each held-out film
-then "arrives": it gets server.catalogue.provisional_vector (genre centroid + title neighbours),
-collects its first N ratings (N = 3 and 10), and server.refresh_items refreshes its vector from
+then "arrives": it gets server.online.catalogue.provisional_vector (genre centroid + title neighbours),
+collects its first N ratings (N = 3 and 10), and server.jobs.refresh_items refreshes its vector from
 them. Judged on the film's next 20 ratings, each asked as the server asks it: the user's history
 (trained films rated before it) pooled into a user vector, every film ranked (the user's history
 excluded): HR@10 and nDCG@10 of the served list (retrieval top 200 reranked by the click model),
@@ -27,13 +27,13 @@ CHOSEN = "shrunk mean, shrink 2, 1 x typical length"  # what refresh_items_job d
 def main(argv: list[str]) -> int:
     import torch
 
-    from server import metrics
-    from server.catalogue import Catalogue, provisional_vector
+    from server.training import ranking_metrics as metrics
+    from server.online.catalogue import Catalogue, provisional_vector
     from server.data import movielens
-    from server.evaluate import pooled_user
-    from server.model import ModelConfig
-    from server.refresh_items import engagement_vectors, gradient_steps, shrunk_mean
-    from server.train import train
+    from server.training.evaluate import pooled_user
+    from server.training.model import ModelConfig
+    from server.jobs.refresh_items import engagement_vectors, gradient_steps, shrunk_mean
+    from server.training.train import train
     from shared.schemas import Event
 
     start = time.perf_counter()
@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
         "",
         f"MovieLens-100k (real data, the real Recommender, {EPOCHS} epochs): {N_NEW} films with at least {MIN_RATINGS} ratings held",
         "out of training, then each \"arrives\" with `provisional_vector` (genre centroid + title neighbours),",
-        "collects its first N ratings, and `pocketrank refresh-items` (server/refresh_items.py) refreshes it.",
+        "collects its first N ratings, and `pocketrank refresh-items` (server/jobs/refresh_items.py) refreshes it.",
         f"Judged on each film's next {N_JUDGED} ratings ({m} cases): the user's earlier trained films pooled, every film",
         "ranked, history excluded; HR@10 and nDCG@10 of the served list (retrieval top 200 reranked by the click",
         "model), recall@200 of retrieval, the film's mean percentile rank by retrieval (0 = top). Control:",

@@ -40,7 +40,7 @@ def log(msg: str) -> None:
 
 
 def build_catalogue(seed: int = 0):
-    from server.simulator import MarketplaceSimulator, SimConfig
+    from lab.simulator import MarketplaceSimulator, SimConfig
 
     sim = MarketplaceSimulator(SimConfig(n_users=N_USERS, n_items=N_ITEMS, n_days=1, new_items_per_day=0, seed=seed))
     rng = np.random.default_rng(seed)
@@ -55,14 +55,14 @@ def export_fresh_ranker(path: Path) -> None:
     import torch
 
     from exporter.onnx_export import export_ranker
-    from server.model import ClickModel
+    from server.training.model import ClickModel
 
     torch.manual_seed(0)
     export_ranker(ClickModel(DIM, 128), path, DIM)
 
 
 def seed(store, items, vectors, users, tastes, ranker: Path, home: Path) -> None:
-    from server import segments
+    from server.online import segments
     from server.stores.base import UserRecord
     from shared.features import UserState
 
@@ -89,7 +89,7 @@ class Server:
                                         "server.wsgi:app"], env=env, cwd=REPO,
                                        stdout=open(logdir / "gunicorn.log", "ab"), stderr=subprocess.STDOUT)]
         if external:
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "server", "updater", "--idle-wait", "1"],
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "pocketrank", "updater", "--idle-wait", "1"],
                                                env=env, cwd=REPO, stdout=open(logdir / "updater.log", "ab"),
                                                stderr=subprocess.STDOUT))
         client = Client("127.0.0.1", port)
@@ -191,8 +191,8 @@ def bench_recommendations(client: Client, seconds: float, rates) -> list[dict]:
 
 def retrieval_cost(vectors: dict) -> dict:
     """Exact top-200 over the whole catalogue, one thread: why there is no ANN index."""
-    from server.catalogue import Catalogue
-    from server.ranking import Ranker
+    from server.online.catalogue import Catalogue
+    from server.online.ranker import Ranker
 
     ids = np.arange(1, N_ITEMS + 1, dtype=np.int64)
     cat = Catalogue(ids, np.stack([vectors[int(i)] for i in ids]), {}, {})

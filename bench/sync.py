@@ -131,8 +131,8 @@ def record_sizes(n_users: int = 1000, n_items: int = 50_000, n_cand: int = 200) 
 def _home(tmp: Path) -> Path:
     from server.data.datasets import import_movielens
     from server.home import Home
-    from server.pipeline import export_job, train_job
-    from server.publish import publish_job
+    from server.jobs.train import export_job, train_job
+    from server.bundle.publish import publish_job
 
     home = Home(tmp / "home")
     import_movielens(home.store(), "100k", progress=False)
@@ -319,7 +319,7 @@ def in_process(root: Path, scenarios: dict, profile: bool) -> dict:
     import cProfile
     import pstats
 
-    from server.app import create_app
+    from server.api.app import create_app
     from server.config import Config
 
     api = create_app(Config(home=root, sync_rate=0, updater="external")).test_client()
@@ -427,7 +427,7 @@ def main(argv: list[str]) -> int:
 
     from edge_runtime import EdgeClient
     from server.home import Home
-    from server.publish import publish_job
+    from server.bundle.publish import publish_job
 
     out: dict = {}
     rec = out["records"] = record_sizes()

@@ -33,7 +33,7 @@ class LocalServer:
         env = {**os.environ, "POCKETRANK_HOME": str(self.home)}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [sys.executable, "-m", "pocketrank", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -62,3 +62,7 @@ class LocalServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def published(home: Path) -> bool:
+    return (home / "keys" / "signing.pub").exists() and any((home / "bundles").glob("*/manifest.json"))

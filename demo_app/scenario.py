@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edge_runtime import EdgeClient, Recommendation
 
-from .localserver import LocalServer
+from .localserver import LocalServer, published
 
 DEMO_USER = "196"  # the first user in MovieLens-100k's ratings file
 
@@ -32,7 +32,7 @@ def _step(title: str, args: list[str], home: Path, out) -> float:
     out(f"\n== {title}: pocketrank {' '.join(args)}")
     start = time.perf_counter()
     env = {**os.environ, "POCKETRANK_HOME": str(home)}
-    proc = subprocess.run([sys.executable, "-m", "server", *args], env=env)
+    proc = subprocess.run([sys.executable, "-m", "pocketrank", *args], env=env)
     if proc.returncode != 0:
         raise SystemExit(f"step '{title}' failed with exit code {proc.returncode}")
     return time.perf_counter() - start
@@ -97,10 +97,6 @@ def story(server: LocalServer, client: EdgeClient, user_id: str, out=print, k: i
     report["online_after"] = back
     _show(back, out)
     return report
-
-
-def published(home: Path) -> bool:
-    return (home / "keys" / "signing.pub").exists() and any((home / "bundles").glob("*/manifest.json"))
 
 
 def prepare(home: Path | None = None, epochs: int = 8, out=print, only_if_missing: bool = False,

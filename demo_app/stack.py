@@ -1,6 +1,6 @@
 """The interactive demo's processes on loopback: server, network proxy, device app.
 
-    server (python -m server serve)  <--  NetProxy (online | poor | offline)  <--  device app
+    server (python -m pocketrank serve)  <--  NetProxy (online | poor | offline)  <--  device app
                                                                                   (Flask + EdgeClient)
                                                                                         ^
                                                                                  browser: / and /operator
@@ -22,9 +22,8 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .device import Device
 from .device_app import create_device_app
-from .localserver import LocalServer
+from .localserver import LocalServer, published
 from .netproxy import NetProxy
-from .scenario import published
 
 DEMO_USERS = ("196", "186", "22")  # the first users in MovieLens-100k's ratings file
 DEFAULT_PORT = 8765

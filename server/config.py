@@ -15,6 +15,21 @@ from shared.errors import ValidationError
 from . import default_home
 
 
+STAGES = (0.05, 0.25, 0.5)
+
+
+def parse_stages(raw: str | tuple | list) -> tuple[float, ...]:
+    """'0.05,0.25,0.5' -> (0.05, 0.25, 0.5); strictly increasing, each in (0, 1)."""
+    try:
+        stages = tuple(float(x) for x in (raw.replace(" ", "").split(",") if isinstance(raw, str) else raw) if x != "")
+    except ValueError as exc:
+        raise ValidationError("POCKETRANK_CANARY_STAGES", f"must be comma-separated shares, got {raw!r}") from exc
+    if not stages or any(not 0 < s < 1 for s in stages) or list(stages) != sorted(set(stages)):
+        raise ValidationError("POCKETRANK_CANARY_STAGES",
+                              "must be increasing shares between 0 and 1, e.g. 0.05,0.25,0.5")
+    return stages
+
+
 def _int_list(raw: str) -> tuple[int, ...]:
     return tuple(int(x) for x in raw.replace(" ", "").split(",") if x)
 
@@ -80,7 +95,7 @@ class Config:
     pinned_items: tuple[int, ...] = ()
     boosts: dict[int, float] = field(default_factory=dict)
     category_weight: float = 0.05  # weight of the user's 7-day category share (window features)
-    # canary rollouts (server/monitoring/rollout.py)
+    # canary rollouts (server/jobs/rollout.py)
     canary_check_seconds: float = 0.0  # `pocketrank serve` looks at a running canary this often; 0 = off
     canary_stages: str = "0.05,0.25,0.5"  # shares a healthy canary widens through before it is promoted
     # devices and operators
@@ -122,7 +137,5 @@ class Config:
             raise ValidationError("POCKETRANK_EXPLORE_POSITION", "must be 0 (off) or a 1-based slot")
         if self.canary_check_seconds < 0:
             raise ValidationError("POCKETRANK_CANARY_CHECK_SECONDS", "must be 0 (off) or a number of seconds")
-        from .monitoring.rollout import parse_stages  # raises for a malformed POCKETRANK_CANARY_STAGES
-
-        parse_stages(self.canary_stages)
+        parse_stages(self.canary_stages)  # raises for a malformed POCKETRANK_CANARY_STAGES
 

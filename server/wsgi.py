@@ -13,6 +13,6 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from .app import create_app  # noqa: E402
+from .api.app import create_app  # noqa: E402
 
 app = create_app()

@@ -14,8 +14,8 @@ TEST_EPOCHS = 2  # enough for meaningful rankings; quality is measured by the be
 def trained_home(tmp_path_factory) -> Path:
     from server.data.datasets import import_movielens
     from server.home import Home
-    from server.pipeline import export_job, train_job
-    from server.publish import publish_job
+    from server.jobs.train import export_job, train_job
+    from server.bundle.publish import publish_job
 
     root = tmp_path_factory.mktemp("home")
     home = Home(root)
@@ -41,7 +41,7 @@ def public_key(trained_home) -> str:
 
 @pytest.fixture
 def app(home):
-    from server.app import create_app
+    from server.api.app import create_app
     from server.config import Config
 
     return create_app(Config(home=home))

@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify
 
 from shared.errors import ValidationError
 
-from ..auth import check_operator_key, registry
+from .auth import check_operator_key, registry
 from .params import json_body
 
 bp = Blueprint("devices", __name__)

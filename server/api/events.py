@@ -33,7 +33,7 @@ from flask import Blueprint, current_app, jsonify
 from shared.errors import ValidationError
 from shared.schemas import validate_event
 
-from ..auth import current_device
+from .auth import current_device
 from .params import json_batch
 
 bp = Blueprint("events", __name__)

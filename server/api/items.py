@@ -1,7 +1,7 @@
 """POST /v1/items and GET /v1/items/<id>: add or change products between training runs.
 
 A product the catalogue has not seen gets a provisional, content-only vector at
-once (server/catalogue.py), so it can be retrieved, ranked and explored before
+once (server/online/catalogue.py), so it can be retrieved, ranked and explored before
 the next retraining replaces that vector with a learned one. A change to a
 known product may name only the fields that change (say price or in_stock).
 """
@@ -15,8 +15,8 @@ from flask import Blueprint, abort, current_app, jsonify
 from shared.errors import ValidationError
 from shared.schemas import check_item_id, validate_item
 
-from ..auth import check_operator_key
-from ..catalogue import provisional_vector
+from .auth import check_operator_key
+from ..online.catalogue import provisional_vector
 from .params import json_batch
 
 bp = Blueprint("items", __name__)

@@ -1,6 +1,6 @@
 from flask import Blueprint, jsonify
 
-from ..openapi import document
+from .openapi_spec import document
 
 bp = Blueprint("openapi", __name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ..segments import parse_attrs
+from ..online.segments import parse_attrs
 from .params import id_arg, int_arg
 
 bp = Blueprint("recommendations", __name__)

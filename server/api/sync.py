@@ -9,7 +9,7 @@ list) that the device does not hold at their current revision. The model files a
 (with HTTP Range, so they resume) and only when their sha256 differs from what
 the device holds. The protocol is docs/sync-protocol.md.
 
-While a canary runs, a bundle version may have canary variants (server/variants.py): the answer's
+While a canary runs, a bundle version may have canary variants (server/bundle/variants.py): the answer's
 manifest, item entries and live states are those of the variant chosen for the listed users, and the
 device says which model it holds (`model=`), so a switch between variants of one version (a canary
 starting, a rollback, a promotion) reaches it without waiting for the next publish.
@@ -32,8 +32,8 @@ from shared.errors import IntegrityError, PocketrankError, ValidationError
 from shared.schemas import check_id
 from shared.wire import pack_state, parse_manifest
 
-from .. import item_entries, variants
-from ..auth import current_device, rate_limit
+from ..bundle import item_entries, variants
+from .auth import current_device, rate_limit
 from ..stores.base import RECORDS_EPOCH, RecordRow
 from .params import int_arg
 
@@ -390,7 +390,7 @@ def get_artifact(version: int, name: str):
 
 @bp.get("/v1/artifacts/<int:version>/canary/<model>/<name>")
 def get_variant_artifact(version: int, model: str, name: str):
-    """An artifact of bundle `version`'s canary variant for `model` (server/variants.py)."""
+    """An artifact of bundle `version`'s canary variant for `model` (server/bundle/variants.py)."""
     variants.check_model("model", model)
     bundle = current_app.extensions["pocketrank"].home.bundle_dir(version)
     return _artifact(variants.variant_dir(bundle, model), version, name, f" canary variant {model}")

@@ -7,7 +7,7 @@ from flask import Blueprint, abort, current_app, jsonify
 from shared.features import user_vector
 from shared.schemas import check_id
 
-from ..auth import current_device
+from .auth import current_device
 from .params import int_arg
 
 bp = Blueprint("users", __name__)

@@ -1,1 +1,2 @@
-"""Data sets: MovieLens-100k (real) and the marketplace simulator (synthetic)."""
+"""Data: the importers (your catalogue, events and users files) and MovieLens-100k (real); the synthetic
+marketplace simulator is research and lives in lab/."""

@@ -360,7 +360,7 @@ def title_id(title: str) -> str:
 
 
 # MovieLens-1M codes its users' age band and occupation (its README); values are
-# segment-safe (server.segments.VALUE_RE). Its bands above 44 differ from 100k's.
+# segment-safe (server.online.segments.VALUE_RE). Its bands above 44 differ from 100k's.
 _AGE_1M = {"1": "under18", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-49", "50": "50-55", "56": "56+"}
 _OCCUPATION_1M = (
     "other", "academic-educator", "artist", "clerical-admin", "college-grad-student", "customer-service",
@@ -450,7 +450,7 @@ def tables(size: str, dest: Path | None = None) -> MovieLensTables:
     Events: every rating is one "click" at its timestamp (float64 seconds)
     from device "movielens", no query and no session, sorted by (timestamp,
     user number, item order). Event ids are deterministic and unique:
-    "ml-<user>-<movie id>" for 100k (the ids `server.pipeline` has always
+    "ml-<user>-<movie id>" for 100k (the ids `server.jobs.train` has always
     given these ratings) and "ml1m-<n>" for 1m, n the rating's 1-based row in
     ml-1m.inter. User ids are the data set's: "1".."943", "1m_1".."1m_6040".
 

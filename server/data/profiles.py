@@ -20,7 +20,7 @@ import pyarrow as pa
 from shared.errors import DataError, ValidationError
 from shared.schemas import check_id
 
-from ..segments import VALUE_RE
+from ..online.segments import VALUE_RE
 from .formats import open_source
 from .report import ImportReport
 

@@ -10,7 +10,7 @@ per user and device, a new session starting after 30 minutes of silence):
 - Bounce rate = bounced sessions / sessions that showed something, where a session showed
   something if it has an impression or a view, and bounced if it also has no click, add-to-cart
   or purchase: it ended after one look with no click. On simulated sessions this is exactly
-  `server.simulator.is_bounce`.
+  `lab.simulator.is_bounce`.
 - Conversion = sessions with a purchase / sessions.
 - Revenue per user = the price of every purchase / distinct users with a session.
 

@@ -174,7 +174,7 @@ class Store(ABC):
     @abstractmethod
     def import_events(self, events: Iterable[Event]) -> int:
         """Bulk-load a history (item ids resolved to indexes); an event_id already logged is
-        skipped. Returns how many were new. Call rebuild_states after."""
+        skipped. Returns how many were new. Call server.online.fold.rebuild_states after."""
 
     def import_event_columns(self, event_id: list, user_id: list, device_id: list, type: list, item_id: list,
                              query: list, timestamp: list, session_id: list) -> int:
@@ -281,7 +281,7 @@ class Store(ABC):
     def reset_derived(self, records: dict[str, UserRecord], consumed: dict[str, set[int]],
                       popularity: dict[int, int], position: int) -> None:
         """Replace every user record and item counter, and set the updater's
-        position (used by rebuild_states after retraining changes vectors)."""
+        position (used by server.online.fold.rebuild_states after retraining changes vectors)."""
 
     # --- item stats, window features, segments ---
 
@@ -340,26 +340,3 @@ class Store(ABC):
 
     def close(self) -> None:
         """Release connections held by the calling thread."""
-
-    # --- shared behaviour ---
-
-    def rebuild_states(self, vectors: dict[int, np.ndarray], titles: dict[int, str], dim: int,
-                       keep_recent: int = 50) -> int:
-        """Recompute every user record from the whole log (after retraining changes vectors)."""
-        from ..titles import TitleIndex
-        from ..updater import fold_entries
-
-        index = TitleIndex(titles, vectors)
-        updates = Updates()
-        last = 0
-        records: dict[str, UserRecord] = {}
-        batch: list[LogEntry] = []
-        for entry in self.iter_log():
-            batch.append(entry)
-            last = entry.pos
-            if len(batch) >= 10_000:
-                fold_entries(batch, records, updates, vectors, index, dim, keep_recent)
-                batch = []
-        fold_entries(batch, records, updates, vectors, index, dim, keep_recent)
-        self.reset_derived(records, updates.consumed, updates.popularity, last)
-        return len(records)

@@ -10,12 +10,12 @@ from demo_app.stack import DemoStack
 
 
 def test_the_server_does_not_import_demo_app():
-    code = "import sys, server.cli, server.app; sys.exit('demo_app' in sys.modules)"
+    code = "import sys, pocketrank.cli, server.api.app; sys.exit('demo_app' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_pocketrank_demo_is_a_command():
-    from server.cli import main
+    from pocketrank.cli import main
 
     result = CliRunner().invoke(main, ["demo", "--help"])
     assert result.exit_code == 0 and "device app" in result.output

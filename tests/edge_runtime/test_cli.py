@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from server.cli import main
+from pocketrank.cli import main
 from tests.faults.liveserver import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_the_command_works_without_torch_or_flask(tmp_path):
         import sys
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "flask", "server"):
+                if name.split(".")[0] in ("torch", "flask", "server", "pocketrank", "lab"):
                     raise ImportError(name + " is not installed on this device")
         sys.meta_path.insert(0, Block())
         from edge_runtime.cli import device

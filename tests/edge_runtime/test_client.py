@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from edge_runtime import EdgeClient, IntegrityError, SignatureError, TransportError, ValidationError
 from edge_runtime.rerank import LocalRanker
 from server.home import Home
-from server.publish import publish_job
+from server.bundle.publish import publish_job
 from shared.errors import ModelError
 from shared.features import user_vector
 from shared.rules import top_by_score

@@ -38,7 +38,7 @@ def test_the_python_examples_run_in_order(reader, capsys):
 
 
 def test_the_terminal_examples_run(reader):
-    from server.cli import main
+    from pocketrank.cli import main
 
     lines = [line for block in blocks("sh") for line in block.splitlines() if line.startswith("pocketrank device")]
     assert len(lines) == 5

@@ -23,7 +23,7 @@ def test_files_are_checked_self_contained_and_carry_no_server_paths(model_dir, n
     onnx.checker.check_model(model, full_check=True)
     assert all(t.data_location != TensorProto.EXTERNAL for t in model.graph.initializer)
     assert not any(n.metadata_props for n in model.graph.node)
-    assert b"server/model.py" not in data and b"stack_trace" not in data
+    assert b"server/training/model.py" not in data and b"stack_trace" not in data
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [18]
 
 

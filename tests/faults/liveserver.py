@@ -14,7 +14,7 @@ from werkzeug.serving import make_server
 
 class LiveServer:
     def __init__(self, home: Path):
-        from server.app import create_app
+        from server.api.app import create_app
         from server.config import Config
 
         self.app = create_app(Config(home=Path(home)))

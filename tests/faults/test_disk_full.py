@@ -7,7 +7,7 @@ import pytest
 
 from edge_runtime import StorageError
 from server.home import Home
-from server.publish import publish_job
+from server.bundle.publish import publish_job
 
 USER = "196"
 

@@ -27,7 +27,7 @@ import pytest
 
 from edge_runtime import EdgeClient
 from server.home import Home
-from server.publish import publish_job
+from server.bundle.publish import publish_job
 
 from .liveserver import LiveServer
 

@@ -8,7 +8,7 @@ import pytest
 from edge_runtime import EdgeClient, TransportError
 from edge_runtime.policy import Connectivity
 from server.home import Home
-from server.publish import publish_job
+from server.bundle.publish import publish_job
 
 USER = "196"
 

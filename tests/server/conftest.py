@@ -141,7 +141,7 @@ def store(store_config):
 @pytest.fixture
 def synthetic_app(store_config):
     """A Flask app on a seeded synthetic catalogue, on each backend."""
-    from server.app import create_app
+    from server.api.app import create_app
     from server.stores import open_store
 
     s = open_store(store_config)

@@ -1,7 +1,7 @@
 """Helpers for tests that serve several model versions: derived versions and simulated users.
 
 A derived version is a copy of the trained home's model directory with its own item vectors
-(server/rankers.py reads `item_vectors.npz`): the same vectors make a "good" copy, the rows
+(server/online/versions.py reads `item_vectors.npz`): the same vectors make a "good" copy, the rows
 permuted among items make the broken model of issue 8 (shuffled item vectors).
 
 Simulated users are MovieLens's 943 users. Their click propensity for an item (named by its product
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.rankers import save_vectors
+from server.online.versions import save_vectors
 
 
 def derive_version(home: Path, store, name: str, shuffle_seed: int | None = None) -> str:

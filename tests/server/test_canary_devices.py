@@ -1,4 +1,4 @@
-"""Issue 8: the canary model reaches canary users' devices through the sync manifest (server/variants.py).
+"""Issue 8: the canary model reaches canary users' devices through the sync manifest (server/bundle/variants.py).
 
 Real Flask app, real EdgeClient over httpx's WSGI transport, real onnxruntime and SQLite. The canary
 is a derived model version (tests/server/served_models.py) with its item vectors shuffled and its
@@ -19,13 +19,15 @@ import pytest
 
 from edge_runtime import EdgeClient, SignatureError
 from edge_runtime.transport import Transport
-from server import item_entries, variants
+from server.bundle import item_entries, variants
 from server.api import sync as sync_api
 from server.home import Home
-from server.monitoring import canary, collector, rollout, source
-from server.monitoring.registry import Registry
-from server.publish import publish_job
-from server.rankers import version_vectors
+from server.release import canary
+from server.monitoring import collector, source
+from server.jobs import rollout
+from server.release.registry import Registry
+from server.bundle.publish import publish_job
+from server.online.versions import version_vectors
 from shared import wire
 
 from ..edge_runtime.test_sync_protocol import Rewriting

@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from server.app import create_app
-from server.cli import main
-from server.config import Config
-from server.monitoring import canary, rollout, source
-from server.monitoring.registry import Registry
-from server.rankers import VECTORS_FILE, version_vectors
+from server.api.app import create_app
+from pocketrank.cli import main
+from server.config import STAGES, Config, parse_stages
+from server.release import canary
+from server.jobs import rollout
+from server.monitoring import source
+from server.release.registry import Registry
+from server.online.versions import VECTORS_FILE, version_vectors
 from server.stores import open_store
 
 from .served_models import Tastes, derive_version, simulate_round
@@ -115,7 +117,7 @@ def test_the_watcher_in_serve_rolls_back_on_its_own(served, home):
     ro = rollout.start(home, store, "m-broken", 0.05)
     for r in range(2):
         simulate_round(api, tastes.users, tastes, np.random.default_rng(r), f"w{r}")
-    watcher = rollout.Watcher(Config(home=home), 0.05, rollout.STAGES).start()
+    watcher = rollout.Watcher(Config(home=home), 0.05, STAGES).start()
     try:
         deadline = time.monotonic() + 10
         while Registry(home).rollout() is not None and time.monotonic() < deadline:
@@ -188,7 +190,7 @@ def test_widening_starts_a_new_stage_and_the_last_stage_promotes(tmp_path):
 
 
 def test_stages_setting_is_checked():
-    assert rollout.parse_stages("0.05, 0.25,0.5") == (0.05, 0.25, 0.5)
+    assert parse_stages("0.05, 0.25,0.5") == (0.05, 0.25, 0.5)
     for bad in ("0.5,0.25", "0,0.5", "0.05,1", "abc", ""):
         with pytest.raises(Exception) as err:
             Config(canary_stages=bad).check()

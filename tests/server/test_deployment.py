@@ -95,7 +95,7 @@ def test_at_scale_the_updater_runs_as_its_own_process(seeded, store, tmp_path):
             assert c.post("/v1/events", json={"events": [event(1, "x-user")]}).json()["accepted"] == 1
             time.sleep(0.3)
             assert c.get("/v1/users/x-user").status_code == 404  # logged, not folded: no updater yet
-            updater = Proc([sys.executable, "-m", "server", "updater", "--idle-wait", "0.1"], env,
+            updater = Proc([sys.executable, "-m", "pocketrank", "updater", "--idle-wait", "0.1"], env,
                            tmp_path / "updater.log")
             deadline = time.monotonic() + 30
             while c.get("/v1/users/x-user").status_code != 200:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from server.app import create_app
+from server.api.app import create_app
 from server.config import Config
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.item_entries import build_entries, load, save, select
+from server.bundle.item_entries import build_entries, load, save, select
 from shared import wire
 
 

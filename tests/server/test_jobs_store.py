@@ -5,7 +5,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from server.cli import main
+from pocketrank.cli import main
 
 
 @pytest.fixture
@@ -26,11 +26,11 @@ def redis_env(redis_url, monkeypatch):
 
 
 def test_train_export_publish_write_redis_and_the_server_serves_from_it(redis_env, tmp_path, monkeypatch):
-    from server.app import create_app
+    from server.api.app import create_app
     from server.data.datasets import import_movielens
     from server.home import Home
-    from server.pipeline import export_job, train_job
-    from server.publish import publish_job
+    from server.jobs.train import export_job, train_job
+    from server.bundle.publish import publish_job
 
     home = tmp_path / "home"
     monkeypatch.setenv("POCKETRANK_HOME", str(home))
@@ -56,7 +56,7 @@ def test_train_export_publish_write_redis_and_the_server_serves_from_it(redis_en
 
 
 def test_the_store_option_overrides_the_environment(tmp_path, monkeypatch):
-    from server.cli import _home
+    from pocketrank.cli import _home
 
     monkeypatch.setenv("POCKETRANK_STORE", "redis")
     assert _home(tmp_path, "sqlite").store().backend == "sqlite"

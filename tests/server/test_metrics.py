@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from server import metrics
+from server.training import ranking_metrics as metrics
 
 
 def test_hand_computed_values():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from server.monitoring.registry import Registry
+from server.release.registry import Registry
 
 T0 = int(time.time()) - 600  # the server refuses events from the future
 
@@ -63,7 +63,7 @@ def test_bad_parameters_get_a_400(api):
 
 def test_a_running_canary_is_in_the_summary_and_in_prometheus(api, home):
     from server.config import Config
-    from server.monitoring import rollout
+    from server.jobs import rollout
     from server.stores import open_store
 
     from .served_models import derive_version

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.monitoring import canary, collector
+from server.release import canary
+from server.monitoring import collector
 from server.monitoring.collector import UnitStats
-from server.monitoring.registry import Registry
-from server.monitoring.simulate import CanaryPolicy, FeedbackSimulator, fit_item_model, item_categories, warmup
-from server.simulator import SimConfig
+from server.release.registry import Registry
+from lab.simulate import CanaryPolicy, FeedbackSimulator, fit_item_model, item_categories, warmup
+from lab.simulator import SimConfig
 from shared.errors import ValidationError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.monitoring import collector
-from server.simulator import MarketplaceSimulator, SimConfig, is_bounce, session_revenue
+from lab.simulator import MarketplaceSimulator, SimConfig, is_bounce, session_revenue
 from shared.schemas import Event
 
 PRICES = {1: 10.0, 2: 5.0, 3: 2.5}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from server.monitoring import drift
-from server.monitoring.simulate import FeedbackSimulator, item_categories
-from server.simulator import CATEGORIES, SimConfig
+from lab.simulate import FeedbackSimulator, item_categories
+from lab.simulator import CATEGORIES, SimConfig
 
 
 @pytest.mark.parametrize("x, df, p", [(3.841459, 1, 0.05), (5.991465, 2, 0.05), (16.918978, 9, 0.05),

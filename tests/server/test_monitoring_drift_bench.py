@@ -81,7 +81,7 @@ def test_one_scenario_cannot_rewrite_the_docs_that_report_both():
 def test_a_check_runs_only_once_its_window_is_past_the_live_models_training_data():
     """The bench's skip rule is the job's (retrain.overlaps): after a retrain at t, the 6-hourly checks at
     t + 6, 12 and 18 h would overlap its window (the trailing 24 h); the first to run is at t + 24 h."""
-    from server import retrain
+    from server.jobs import retrain
 
     policy = bench_drift.ServingPolicy(None, [], {}, [], watch_drift=True)
     t = bench_drift.CONFIG.start_time + 10 * bench_drift.DAY

@@ -7,10 +7,11 @@ import threading
 import numpy as np
 import pytest
 
-from server.app import create_app
+from server.api.app import create_app
 from server.config import Config
-from server.monitoring import shadow, source
-from server.monitoring.registry import Registry
+from server.release import shadow
+from server.monitoring import source
+from server.release.registry import Registry
 from server.stores import open_store
 from shared.errors import ValidationError
 from shared.schemas import Event

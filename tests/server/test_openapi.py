@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 
 from demo_app.localserver import LocalServer
-from server.app import create_app
+from server.api.app import create_app
 from server.config import Config
-from server.openapi import document
+from server.api.openapi_spec import document
 
 schema = schemathesis.openapi.from_dict(document())
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from server import metrics
-from server.quality import beyond
-from server.quality.hybrid import DLAE, ContentMap, SegmentPrior
-from server.quality.peers import EASE, ease_weights
-from server.quality.splits import held_out, leave_last_out, python_stratified_split
+from server.training import ranking_metrics as metrics
+from lab.quality import beyond
+from lab.quality.hybrid import DLAE, ContentMap, SegmentPrior
+from lab.quality.peers import EASE, ease_weights
+from lab.quality.splits import held_out, protocol2_split, python_stratified_split
 
 
 def test_vectorised_accuracy_matches_pure_functions():
@@ -80,8 +80,8 @@ def test_stratified_split_draws_like_the_library():
         assert train[rows].tolist() == [r != last for r in rows]
 
 
-def test_leave_last_out_and_held_out():
-    train, val, test = leave_last_out([np.array([1, 2, 3, 4]), np.array([5, 6])])
+def test_protocol2_split_and_held_out():
+    train, val, test = protocol2_split([np.array([1, 2, 3, 4]), np.array([5, 6])])
     assert train[0].tolist() == [1, 2] and val.tolist() == [3, -1] and test.tolist() == [4, -1]
     assert train[1].tolist() == [5, 6]
     m = held_out(100, 0.1, seed=0)
@@ -168,8 +168,8 @@ def _recs_by_user(out, columns):
 
 
 def test_byo_hybrid_round_trip(tmp_path):
-    """The research hybrid (DLAE + sequence tower) on a CSV of one's own (server/quality/byo.py)."""
-    from server.quality import byo
+    """The research hybrid (DLAE + sequence tower) on a CSV of one's own (lab/quality/byo.py)."""
+    from lab.quality import byo
 
     path = _byo_file(tmp_path / "interactions.csv")
     r = byo.train(path, tmp_path / "m", seq_epochs=1)
@@ -187,7 +187,7 @@ def test_byo_hybrid_round_trip(tmp_path):
 def test_byo_hybrid_rejects_a_bad_file(tmp_path):
     from shared.errors import DataError
 
-    from server.quality import byo
+    from lab.quality import byo
 
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item\n1,2\n")
@@ -199,7 +199,7 @@ def test_train_and_recommend_cli_on_a_file_round_trip(tmp_path):
     """`pocketrank train --interactions` / `recommend`: imported into a new home, served by the server's path."""
     from click.testing import CliRunner
 
-    from server.cli import main
+    from pocketrank.cli import main
 
     path = _byo_file(tmp_path / "interactions.csv")
     runner = CliRunner()
@@ -223,7 +223,7 @@ def test_train_and_recommend_cli_on_a_file_round_trip(tmp_path):
 def test_train_cli_on_a_bad_file_names_the_missing_columns(tmp_path):
     from click.testing import CliRunner
 
-    from server.cli import main
+    from pocketrank.cli import main
 
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item\n1,2\n")
@@ -235,7 +235,7 @@ def test_train_cli_on_a_bad_file_names_the_missing_columns(tmp_path):
 def test_seq_tower_is_causal_and_learns_a_cycle():
     import torch
 
-    from server.quality.seqrec import SeqConfig, SeqTower, fit, score, windows
+    from lab.quality.seqrec import SeqConfig, SeqTower, fit, score, windows
 
     torch.manual_seed(0)
     c = SeqConfig(n_items=6, dim=16, layers=1, heads=2, max_len=8, dropout=0.0, epochs=20, lr=1e-2)
@@ -254,9 +254,9 @@ def test_seq_tower_is_causal_and_learns_a_cycle():
 
 
 def test_tuning_carves_exclude_every_benchmark_seeds_held_out_ids():
-    from server.quality.data import Interactions
-    from server.quality.splits import BENCH_SEEDS, benchmark_held_out, cold_users_mask, new_items_mask
-    from server.quality.tuning import _new_items_carve, cold_user_carve
+    from lab.quality.data import Interactions
+    from lab.quality.splits import BENCH_SEEDS, benchmark_held_out, cold_users_mask, new_items_mask
+    from lab.quality.tuning import _new_items_carve, cold_user_carve
 
     n_users, n_items = 943, 1682  # MovieLens-100k's sizes: the benchmark's draws exactly
     union_u = benchmark_held_out(n_users, "users")

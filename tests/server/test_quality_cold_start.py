@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from server.quality.content_rank import RankingContentMap, blend_vectors, content_profile
-from server.quality.demographic import DemographicRidge, zip_region
+from lab.quality.content_rank import RankingContentMap, blend_vectors, content_profile
+from lab.quality.demographic import DemographicRidge, zip_region
 from shared.errors import DataError
 
 
@@ -128,7 +128,7 @@ def test_blend_vectors_scales_the_other_map_to_the_base_spread_on_fit_rows():
 
 
 def test_content_features_title_weight_scales_only_title_tokens():
-    from server.quality.hybrid import content_features
+    from lab.quality.hybrid import content_features
 
     text = {"1": (["Drama"], 1995, "Star Wars"), "2": (["Comedy"], 1977, "Star Trek"), "3": (["Drama"], None, "Trek")}
     ids = np.array(["1", "2", "3"])

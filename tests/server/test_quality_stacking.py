@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.quality import stacking as st
-from server.quality.peers import binary_matrix
+from lab.quality import stacking as st
+from lab.quality.peers import binary_matrix
 
 P1 = {"lam": 5.0, "p": 0.5, "w_user": 0.3, "user_lam": 5.0}
 ALS = {"factors": 4, "regularization": 0.1, "alpha": 1.0, "iterations": 3}

@@ -1,4 +1,4 @@
-"""Re-basing the store on a promoted model (server/rebase.py), end to end on the trained home.
+"""Re-basing the store on a promoted model (server/jobs/rebase.py), end to end on the trained home.
 
 After a canary is promoted, the store's item vectors, user states, segment vectors and
 current_model are the promoted model's: /healthz names it, a publish ships it, and every user's
@@ -17,17 +17,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from server.app import create_app
-from server.cli import main
+from server.api.app import create_app
+from pocketrank.cli import main
 from server.config import Config
 from server.home import Home
-from server.monitoring import canary, rollout
-from server.monitoring.registry import Registry
-from server.publish import publish_job
-from server.rankers import save_vectors, version_vectors
-from server.rebase import rebase
-from server.segments import compute_segments, loads
-from server.serving import Serving
+from server.release import canary
+from server.jobs import rollout
+from server.release.registry import Registry
+from server.bundle.publish import publish_job
+from server.online.versions import save_vectors, version_vectors
+from server.jobs.rebase import rebase
+from server.online.segments import compute_segments, loads
+from server.online.serving import Serving
 from server.stores import open_store
 from shared.errors import ValidationError
 from shared.features import UserState, update_user_state, user_vector

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from server.catalogue import load_catalogue, provisional_vector
-from server.cli import main as cli
+from server.online.catalogue import load_catalogue, provisional_vector
+from pocketrank.cli import main as cli
 from server.home import Home
-from server.refresh_items import shrunk_mean
+from server.jobs.refresh_items import shrunk_mean
 from shared.features import fold_events, user_vector
 from shared.schemas import Event, Item
 from tests.server.conftest import synthetic_catalogue
@@ -103,7 +103,7 @@ def test_refresh_items_moves_new_vectors_and_improves_their_held_out_rank(world_
 
 
 def test_refresh_is_idempotent_and_leaves_unengaged_items_alone(world_home):
-    from server.refresh_items import refresh_items_job
+    from server.jobs.refresh_items import refresh_items_job
 
     home, _history, _held = world_home
     store = home.store()

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from server import retrain
-from server.cli import main as cli
+from server.jobs import retrain
+from pocketrank.cli import main as cli
 from server.home import Home
-from server.monitoring.registry import Registry
-from server.monitoring.simulate import FeedbackSimulator
-from server.simulator import CATEGORIES, SimConfig
+from server.release.registry import Registry
+from lab.simulate import FeedbackSimulator
+from lab.simulator import CATEGORIES, SimConfig
 from shared.errors import ValidationError
 from shared.schemas import Event, Item
 
@@ -218,7 +218,7 @@ def test_a_second_run_while_one_holds_the_lock_is_refused(tmp_path, logs):
 
 
 def test_recency_weights_halve_every_half_life():
-    from server.holdout import recency_weights
+    from server.release.holdout import recency_weights
 
     end = 1_700_000_000.0
     evs = [Event(f"e{d}", "u", "d", "click", end - d * 86_400, 1) for d in (0, 1, 2, 4)]
@@ -233,8 +233,8 @@ def test_a_short_half_life_moves_the_retrained_model_further_toward_a_recent_shi
     """The shocked category's products (3x as popular on the last day) gain more learned popularity
     over the rest when the last day weighs more: the bench's item model, weighted as gated_retrain does
     (bench/drift fits it with a popularity term per category; bench/ab without)."""
-    from server.holdout import recency_weights
-    from server.monitoring.simulate import fit_item_model
+    from server.release.holdout import recency_weights
+    from lab.simulate import fit_item_model
 
     items, events = logs["shock"]
     cats = {it.item_id: CATEGORIES.index(it.category) for it in items}

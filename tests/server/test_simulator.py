@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from server.simulator import (
+from lab.simulator import (
     CATEGORIES,
     MarketplaceSimulator,
     SimConfig,

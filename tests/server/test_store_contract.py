@@ -143,8 +143,9 @@ def test_meta_features_exposures_and_bundle_records(store):
 
 
 def test_rebuild_states_equals_folding_event_by_event(store):
-    from server.catalogue import load_catalogue
-    from server.updater import Updater
+    from server.online.catalogue import load_catalogue
+    from server.online.updater import Updater
+    from server.online.fold import rebuild_states
 
     items, vectors = synthetic_catalogue(30)
     store.put_items(items, vectors)
@@ -154,7 +155,7 @@ def test_rebuild_states_equals_folding_event_by_event(store):
     Updater(store, lambda: load_catalogue(store)).drain()
     folded = store.user_records([f"u{i}" for i in range(4)], DIM)
     titles = {it.item_id: it.title for it in items}
-    assert store.rebuild_states(vectors, titles, DIM) == 4
+    assert rebuild_states(store, vectors, titles, DIM) == 4
     rebuilt = store.user_records([f"u{i}" for i in range(4)], DIM)
     for u in folded:
         assert rebuilt[u].state.n_events == folded[u].state.n_events

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from server.catalogue import load_catalogue
-from server.updater import Updater
+from server.online.catalogue import load_catalogue
+from server.online.updater import Updater
 from shared.features import fold_events, query_vector, user_vector
 from shared.schemas import Event
 
@@ -88,7 +88,7 @@ def test_events_delivered_again_are_not_applied_twice(store, tmp_path):
     updater.drain()
     before = store.user_records(["u0", "u1"], DIM)
     # Replay the same entries through the fold, as a redelivery after a lost acknowledgement would.
-    from server.updater import fold_entries
+    from server.online.fold import fold_entries
 
     cat = load_catalogue(store)
     records = store.user_records({e.event.user_id for e in entries}, DIM)
@@ -103,7 +103,7 @@ def _updater_process(config, env_extra=None):
     env = {**os.environ, "POCKETRANK_HOME": str(config.home), "POCKETRANK_STORE": config.store,
            "POCKETRANK_REDIS_URL": config.redis_url, "POCKETRANK_REDIS_PREFIX": config.redis_prefix,
            "POCKETRANK_UPDATER_BATCH": "100", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "server", "updater", "--idle-wait", "0.2"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "pocketrank", "updater", "--idle-wait", "0.2"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from server import item_entries  # noqa: E402
+from server.bundle import item_entries  # noqa: E402
 from server.api.sync import _entry, _ids, _raw, snapshot_reason  # noqa: E402
 from server.stores.base import RecordRow  # noqa: E402
 from shared import wire  # noqa: E402
@@ -104,7 +104,7 @@ class World:
         # The products as the marketplace posts them; the store gives product i the index i.
         products = [{"item_id": external_id(int(i)), "title": f"Item {i}", "category": ("a", "b", "c")[i % 3],
                      "price": float(i % 20 + 1), "in_stock": bool(i % 7)} for i in ids]
-        meta = {int(i): dataclasses.replace(validate_item(p), item_id=int(i)).to_dict()  # as server/publish.py
+        meta = {int(i): dataclasses.replace(validate_item(p), item_id=int(i)).to_dict()  # as server/bundle/publish.py
                 for i, p in zip(ids, products)}
         self.popular = [1, 2, 3]  # item indexes
         # Item entries (wire 5, PRI2): every item signed once, for the model, at version 1; none changes later.

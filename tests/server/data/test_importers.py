@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from server.cli import main
+from pocketrank.cli import main
 from server.config import Config
 from server.data import checks, formats, timestamps
 from server.data.importer import content_key, content_keys, import_catalogue, import_events

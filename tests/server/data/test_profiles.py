@@ -2,7 +2,7 @@
 
 from click.testing import CliRunner
 
-from server.cli import main
+from pocketrank.cli import main
 from server.home import Home
 
 

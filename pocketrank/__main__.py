@@ -1,0 +1,3 @@
+from pocketrank.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""Flask application factory. Production: `gunicorn -c python:server.gunicorn_conf server.wsgi:app`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import AuthError, PocketrankError, ValidationError
+
+from . import auth
+from . import devices, events, health, items, openapi, recommendations, sync, users
+from . import monitoring as metrics_api
+from ..config import Config
+from .device_registry import DeviceRegistry
+from ..online.serving import Serving
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None, **overrides) -> Flask:
+    config = config or Config.from_env(**overrides)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["POCKETRANK"] = config
+    app.extensions["pocketrank"] = Serving(config)
+    auth.init_app(app, DeviceRegistry(Path(config.home) / "devices.sqlite"))
+    for bp in (health.bp, events.bp, recommendations.bp, sync.bp, devices.bp, openapi.bp, metrics_api.bp,
+               items.bp, users.bp):
+        app.register_blueprint(bp)
+
+    @app.errorhandler(AuthError)
+    def _auth(exc: AuthError):
+        return jsonify(error="unauthorized" if exc.status == 401 else "forbidden", message=str(exc)), exc.status
+
+    @app.errorhandler(auth.RateLimited)
+    def _limited(exc: auth.RateLimited):
+        retry = max(1, int(exc.retry_after + 0.999))
+        return jsonify(error="too_many_requests", message=f"slow down; retry in {retry} s"), 429, {"Retry-After": str(retry)}
+
+    @app.errorhandler(ValidationError)
+    def _invalid(exc: ValidationError):
+        return jsonify(error="invalid_request", field=exc.field, message=exc.message), 400
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        message = exc.description
+        if exc.code == 413:  # werkzeug's text names no limit; say which one and what to do
+            message = (f"request body larger than {config.max_body_bytes} bytes (POCKETRANK_MAX_BODY_BYTES); "
+                       "send smaller batches")
+        return jsonify(error=exc.name.lower().replace(" ", "_"), message=message), exc.code
+
+    @app.errorhandler(PocketrankError)
+    def _ours(exc: PocketrankError):
+        # A missing model or bundle is the operator's to fix, not the client's.
+        log.warning("service not ready: %s", exc)
+        return jsonify(error="not_ready", message=str(exc)), 503
+
+    return app

@@ -1,0 +1,2 @@
+"""Bundles: everything a device syncs: publishing the signed bundle, the model part of its manifest,
+the signed item entries, and canary variants."""

@@ -1,0 +1,138 @@
+"""The publisher: a signed, versioned bundle of candidates, item vectors and the int8 ranker.
+
+A bundle is the unit a device syncs to. Its manifest (canonical JSON, signed
+with ed25519) lists every artifact's sha256 and length. Each user's candidate
+record is signed on its own (shared.wire.record_message: version, user id and
+sha256 of the raw record), so a device verifies just its own users' records
+without an index of every user; the version in the signed message ties a
+record to the one manifest (and model) of that version.
+
+Item vectors and metadata travel as signed per-item entries (server/bundle/item_entries.py),
+kept in the bundle directory and sent only for the items a device's lists reference.
+
+The record store is a change log: a row only when a user's record changed,
+plus every user's 64-byte signature for each version. History older than the
+last `keep_versions` bundle versions is compacted away; a device whose cursor
+is older gets a full snapshot (docs/sync-protocol.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from shared import wire
+from shared.features import DECAY, TYPE_WEIGHTS, user_vector
+
+from ..config import Config
+from ..home import Home
+from ..stores.base import RecordRow
+from . import item_entries, variants
+from .model_artifacts import load_signer, manifest_artifacts, model_artifacts, model_section, save_artifacts
+from ..online.catalogue import load_catalogue
+from ..online.ranker import Ranker, popular
+
+DEFAULT_EXPIRY_DAYS = 30
+
+
+def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAULT_EXPIRY_DAYS,
+                progress: bool = True, keep_versions: int | None = None) -> dict:
+    """Publish the next bundle version; `keep_versions` (default: the sync_history setting) bounds history."""
+    store = home.store()
+    if keep_versions is None:
+        keep_versions = (home.config or Config.from_env(home=home.root)).sync_history
+    if keep_versions < 1:
+        raise ValueError("keep_versions must be at least 1")
+    model_version = home.current_model(store)
+    model_dir = home.model_dir(model_version)
+    export = home.read_json(model_dir / "export.json")
+    version = int(store.get_meta("bundle_version", "0")) + 1
+    out = home.bundle_dir(version)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    catalogue = load_catalogue(store)
+    ranker = Ranker(catalogue, model_dir / "ranker.fp32.onnx", n_candidates=n_candidates)
+    dim = catalogue.vectors.shape[1]
+    signer = load_signer(home)
+    heads = store.record_heads()
+    changed: dict[str, RecordRow] = {}
+    sigs: dict[str, bytes] = {}
+    sizes = []
+    sign_seconds = 0.0
+    for user_id in tqdm(store.user_ids(), desc="candidates", unit="user", disable=not progress):
+        state = store.user_state(user_id, dim)
+        uv = user_vector(state)
+        ids = ranker.retrieve(uv, store.consumed_items(user_id))
+        scores = ranker.score(uv, ids)
+        order = np.lexsort((ids, -scores))  # best first, ties by id
+        raw = wire.pack_candidates_raw(ids[order], scores[order])
+        digest = wire.sha256_digest(raw)
+        t0 = time.perf_counter()
+        sigs[user_id] = signer.sign(wire.record_message(version, user_id, digest))
+        sign_seconds += time.perf_counter() - t0
+        if heads.get(user_id) != digest:  # a row only when the record changed
+            blob = wire.compress(raw)
+            changed[user_id] = RecordRow(version, blob, digest, sigs[user_id])
+            sizes.append(len(blob))
+    store.put_records(version, changed, sigs)
+
+    # Item entries: one signed PRI2 entry per catalogue item, sent to a device only for the items its
+    # lists (and the popular list) reference. An entry unchanged since the previous bundle of the same
+    # model keeps its signature and `changed` version, so devices that hold it are not sent it again.
+    # (After a canary's promotion, the previous bundle's variant of this model is the previous bundle:
+    # the devices that held it keep their entries; server/bundle/variants.py.)
+    previous, prev_model = variants.previous_live_entries(home, version, model_version)
+    meta = {it.item_id: it.to_dict() for it in store.items()}
+    entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, version, signer.sign,
+                                         previous, prev_model)
+    item_entries.save(out / item_entries.ITEMS_FILE, entries)
+    items_changed = sum(1 for e in entries.values() if e.changed == version)
+    artifacts = model_artifacts(model_dir)
+    save_artifacts(out, artifacts)
+    now = time.time()
+    manifest = {
+        "wire_version": wire.WIRE_VERSION,
+        "version": version,
+        "created_at": now,
+        "expires_at": now + expiry_days * 86400,
+        "model_version": model_version,
+        "embedding_dim": dim,
+        "user_state": {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)},
+        # The cold-start list, signed here; its items' entries come like any candidate list's.
+        "popular": popular(store.item_counts(), catalogue.in_stock),
+        "items": {"count": len(entries), "precision": "f16"},
+        "artifacts": manifest_artifacts(artifacts),
+        "model": model_section(export),
+    }
+    body = wire.canonical_json(manifest)
+    (out / "manifest.json").write_bytes(body)
+    (out / "manifest.sig").write_text(base64.b64encode(signer.sign(body)).decode() + "\n")
+    # A running canary gets its variant of this version before the version is served, so canary users'
+    # devices move from the canary at version - 1 to the canary at version, never through the live model.
+    variant = variants.build_for_rollout(home, version, store=store, signer=signer, base=catalogue, meta=meta)
+    store.set_meta("bundle_version", str(version))
+    # Compaction only after the version moved: until then the previous version's signatures are
+    # served. A cursor older than keep_from gets a snapshot; one in [keep_from, version] finds its base
+    # (and a cursor caught mid-compaction finds its base or none, never a wrong one: then it gets the
+    # record whole).
+    keep_from = max(1, version - keep_versions + 1)
+    store.set_meta("records_history_from", str(keep_from))
+    compacted = store.compact_records(keep_from)
+    return {
+        "version": version,
+        "users": len(sigs),
+        "records_changed": len(changed),
+        "records_compacted": compacted,
+        "items_changed": items_changed,
+        "history_from": keep_from,
+        "sign_us_per_record": sign_seconds / len(sigs) * 1e6 if sigs else 0.0,
+        "bytes": {name: len(d) for name, d in artifacts.items()},
+        "record_bytes_mean": float(np.mean(sizes)) if sizes else 0.0,
+        **({"canary_variant": variant} if variant else {}),
+    }
