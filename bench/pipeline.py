@@ -10,7 +10,7 @@ Issue 3 asks that training and evaluation of the full pipeline take under 5 minu
    leave-last-out evaluation), `pocketrank export` (fp32 and int8 ONNX ranker, encoder, every
    parity gate) and `pocketrank publish` (candidates, signatures, item entries for 943 users),
    into a fresh home on the embedded SQLite store, exactly as `make demo` runs them;
-2. quality: every protocol of DESIGN.md for one seed (`lab.quality.protocols`: 1 to 4, cold
+2. quality: every quality protocol (docs/architecture.md) for one seed (`lab.quality.protocols`: 1 to 4, cold
    users, new items), the peer libraries included: that is more than the pipeline needs (the
    peers are comparisons, not part of it), so the figure is an upper bound.
 
@@ -79,7 +79,7 @@ def report(stages: list[tuple[str, float]], load: tuple[float, float, float], lo
     lines = ["## Full pipeline, timed (`python -m bench pipeline`)", "",
              "Train, export, publish and evaluate on MovieLens-100k in one process on this 2-core machine "
              f"(wall clock; 1-minute load average {load[0]:.2f} at the start, {load_end[0]:.2f} at the end"
-             f"{': above 2, other jobs shared the cores' if max(load[0], load_end[0]) > 2 else ''}). Quality is every protocol of DESIGN.md "
+             f"{': above 2, other jobs shared the cores' if max(load[0], load_end[0]) > 2 else ''}). Quality is every quality protocol (docs/architecture.md) "
              "for one seed with the peer libraries included, so its time is an upper bound on what the "
              "pipeline itself needs.", "",
              "| stage | seconds |", "| --- | ---: |"]

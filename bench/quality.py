@@ -1,4 +1,4 @@
-"""Recommendation quality on MovieLens-100k: protocols 1-4 of DESIGN.md plus cold start.
+"""Recommendation quality on MovieLens-100k: protocols 1-4 of docs/architecture.md (How quality is measured) plus cold start.
 
 `python -m bench quality` prints every table (mean ± spread over 3 seeds, the
 spread being the standard deviation across seeds) with this project's figures

@@ -6,6 +6,6 @@
 - `seqrec`: the causal self-attention user tower (the sequential retrieval source);
 - `hybrid`: the project's model on each protocol (EASE + towers + content path);
 - `beyond`: coverage, popularity percentile, intra-list diversity, MMR re-rank;
-- `protocols`: protocols 1-4 of DESIGN.md plus cold start, each a function of a model factory.
+- `protocols`: protocols 1-4 of docs/architecture.md (How quality is measured) plus cold start, each a function of a model factory.
 - `defaults`: the tuned hyperparameters (DEFAULTS); `tuning`: the studies and grids that chose them.
 """

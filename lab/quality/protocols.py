@@ -1,4 +1,4 @@
-"""Protocols 1-4 of DESIGN.md and the cold-start measurements, as functions returning figures.
+"""Protocols 1-4 of docs/architecture.md (How quality is measured) and the cold-start measurements, as functions returning figures.
 
 Every function takes the data and a seed and returns {row name: {metric: value}};
 the benchmark runs them over 3 seeds. Protocols 1-4 fix their splits; seeds move model
