@@ -42,14 +42,15 @@ def _run(args: list[str], home: Path) -> tuple[float, int, str]:
     """(wall seconds, peak RSS bytes, stdout) of `python -m pocketrank ARGS` as its own process."""
     env = {**os.environ, "POCKETRANK_HOME": str(home), "POCKETRANK_STORE": "sqlite"}
     start = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pocketrank", *args], stdout=out, env=env, cwd=ROOT)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:  # err: progress bars, kept off the page
+        proc = subprocess.Popen([sys.executable, "-m", "pocketrank", *args], stdout=out, stderr=err, env=env, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         out.seek(0)
-        text = out.read().decode()
+        err.seek(0)
+        text, problems = out.read().decode(), err.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"pocketrank {' '.join(args)} failed:\n{text[-2000:]}")
+        raise SystemExit(f"pocketrank {' '.join(args)} failed:\n{text[-2000:]}\n{problems[-2000:]}")
     return seconds, usage.ru_maxrss * 1024, text
 
 
