@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test data bench clean
+.PHONY: demo test test-fast data bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: data
 
 test: data
 	$(PY) -m pytest -q
+
+# The edit-test loop: everything but the tests marked slow (browser, fault loops, trainings).
+test-fast: data
+	$(PY) -m pytest -q -m "not slow"
 
 bench: data
 	$(PY) -m bench

@@ -18,7 +18,7 @@ docs/benchmarks.md ("Delta sync"):
 3. Sync requests per second with p50/p99 against the server run as in
    production: gunicorn (server/gunicorn_conf.py, gthread) with 2 workers on
    the scratch home, answering from per-version caches of pre-encoded answer
-   fragments (server/api/sync.py); a load generator of 2 processes x 8
+   fragments (server/bundle/sync_answer.py); a load generator of 2 processes x 8
    keep-alive http.client connections on the same 2 cores (so the figures are
    a floor). Closed loop (back to back) and open loop (a fixed offered rate,
    latency from each request's scheduled send time), for cursor=0 (snapshot:

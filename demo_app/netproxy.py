@@ -1,7 +1,10 @@
-"""The phone's network, played by a TCP proxy on loopback: online, poor or offline.
+"""The phone's network, played by a TCP proxy on loopback: online, poor, offline, or a chosen fault.
 
-The device app's EdgeClient talks to the server through this proxy, so the SDK
-meets real sockets that are slow, dropped or refused, not a flag it could peek at.
+The device app's EdgeClient talks to the server through this proxy, and so do the
+fault tests (tests/faults), so the SDK meets real sockets that are slow, dropped,
+refused or cut, not a flag it could peek at.
+
+The phone's modes (the demo page switches between them with `set_mode`):
 
 - online: bytes pass straight through.
 - poor: every chunk is delivered `delay` seconds late in each direction (so a
@@ -9,6 +12,20 @@ meets real sockets that are slow, dropped or refused, not a flag it could peek a
   device is lost with probability `loss`, which cuts the connection, as a flaky
   mobile link does.
 - offline: open connections are cut and new ones are reset at once.
+
+The faults the tests make (`set(mode, **params)`; "pass" is online, "reset" is offline):
+
+- delay: hold each chunk of the response for `delay` seconds (requests pass at once, nothing is lost);
+- trickle: forward the response in `piece`-byte pieces, `delay` seconds apart (a crawling link);
+- blackhole: accept and read, never answer (a dead route);
+- cut: forward the request, then only the first `cut_after` bytes of the response, then reset
+  (only for requests whose path starts with `cut_path`; every request when it is "");
+- lose_ack: forward the request, then reset as the response starts (the server did the work);
+- busy: answer 503 with a Retry-After header without asking the server (a load balancer shedding).
+
+`set_mode` cuts open connections only when going offline (a phone's link turning poor
+keeps its sockets); `set` cuts every open connection, as a real network change would,
+and `flap` switches between modes every period until `steady`.
 """
 
 from __future__ import annotations
@@ -20,14 +37,22 @@ import struct
 import threading
 import time
 
-MODES = ("online", "poor", "offline")
+MODES = ("online", "poor", "offline")  # the phone's: what the demo page offers
+FAULTS = ("pass", "delay", "trickle", "blackhole", "reset", "cut", "lose_ack", "busy")
+_ALIASES = {"pass": "online", "reset": "offline"}
+_PARAMS = ("delay", "loss", "piece", "cut_after", "cut_path", "retry_after")
+_METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"PATCH", b"OPTIONS")
 _CHUNK = 65536
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (linger 0), so the peer fails at once instead of waiting."""
+    """Close with RST (linger 0), so the peer fails at once instead of waiting.
+
+    shutdown() first: close() alone does not wake another thread blocked in recv() on
+    the socket, and the peer would then see nothing until its own timeout."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     try:
@@ -45,6 +70,8 @@ class _Link:
         self._lock = threading.Lock()
         self._queues: list[queue.Queue] = []
         self._ended = 0  # directions whose end of stream has been delivered
+        self.path = ""  # the path of the request being answered (requests on one connection come one at a time)
+        self.sent = 0  # response bytes sent for that request
 
     def start(self) -> None:
         for src, dst, upstream in ((self.down, self.up, True), (self.up, self.down, False)):
@@ -60,19 +87,23 @@ class _Link:
             except OSError:
                 data = b""
             if not data:
-                q.put((0.0, None))  # end of stream: half-close the other side once delivered
+                q.put((0.0, None, ""))  # end of stream: half-close the other side once delivered
                 return
+            if upstream and data[:8].split(b" ")[0] in _METHODS:
+                head = data.split(b"\r\n\r\n", 1)[0].decode(errors="replace")
+                self.proxy.requests.append(head)
+                self.path, self.sent = head.split(" ")[1] if " " in head else "", 0
             mode, delay, lost = self.proxy._weather(upstream)
             if mode == "offline" or lost:
                 if lost:
                     self.proxy._count("lost", 1)
                 self.cut()
                 return
-            q.put((time.monotonic() + delay, data))
+            q.put((time.monotonic() + delay, data, mode))
 
     def _write(self, dst: socket.socket, q: queue.Queue, upstream: bool) -> None:
         while True:
-            due, data = q.get()
+            due, data, mode = q.get()
             wait = due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
@@ -86,11 +117,35 @@ class _Link:
                 self._end()
                 return
             try:
-                dst.sendall(data)
+                if upstream or not self._send_response(dst, data, mode):
+                    dst.sendall(data)
             except OSError:
                 self.cut()
                 return
+            if self.closed:
+                return
             self.proxy._count("bytes_up" if upstream else "bytes_down", len(data))
+
+    def _send_response(self, dst: socket.socket, data: bytes, mode: str) -> bool:
+        """The response-side faults; False when `data` is to be sent as it is."""
+        p = self.proxy
+        if mode == "lose_ack":
+            self.cut()
+            return True
+        if mode == "trickle":
+            for i in range(0, len(data), p.piece):
+                dst.sendall(data[i : i + p.piece])
+                time.sleep(p.delay)
+            return True
+        if mode == "cut" and self.path.startswith(p.cut_path):
+            data = data[: max(0, p.cut_after - self.sent)]
+            dst.sendall(data)
+            self.sent += len(data)
+            if self.sent >= p.cut_after:
+                self.cut()
+            return True
+        self.sent += len(data)
+        return False
 
     def _end(self) -> None:
         """Both ways ended normally: close quietly (no reset) and forget the link."""
@@ -114,7 +169,7 @@ class _Link:
         _reset(self.down)
         _reset(self.up)
         for q in self._queues:
-            q.put((0.0, None))  # wake the writers so their threads end
+            q.put((0.0, None, ""))  # wake the writers so their threads end
         self.proxy._forget(self)
 
 
@@ -126,15 +181,24 @@ class NetProxy:
         self.target = target
         self.delay = delay
         self.loss = loss
+        self.piece = 64  # trickle: bytes per piece
+        self.cut_after = 0  # cut: response bytes let through
+        self.cut_path = ""  # cut: only requests whose path starts with this
+        self.retry_after = "1"  # busy: the Retry-After header
         self.mode = "online"
+        self.attempts = 0  # every connection accepted, refused or not (backing off means not even trying)
+        self.requests: list[str] = []  # request heads seen, for tests to check (e.g. a Range header)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._links: set[_Link] = set()
+        self._held: set[socket.socket] = set()  # blackholed or busy connections: not links
         self._stats = {"bytes_up": 0, "bytes_down": 0, "connections": 0, "refused": 0, "lost": 0}
         self._listener = socket.create_server((host, port))
         self.host, self.port = self._listener.getsockname()[:2]
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._flapper: threading.Thread | None = None
+        self._stop_flapping = threading.Event()
 
     @property
     def url(self) -> str:
@@ -146,13 +210,49 @@ class NetProxy:
         return self
 
     def set_mode(self, mode: str) -> None:
+        """The phone's link: online, poor or offline; only offline cuts open connections."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         with self._lock:
             self.mode = mode
-            links = list(self._links) if mode == "offline" else []
-        for link in links:
-            link.cut()
+        if mode == "offline":
+            self._cut_all()
+
+    def set(self, mode: str, **params) -> "NetProxy":
+        """A network change: any mode or fault, with its parameters; cuts every open connection."""
+        if mode not in MODES + FAULTS:
+            raise ValueError(f"mode must be one of {', '.join(MODES + FAULTS)}, got {mode!r}")
+        unknown = set(params) - set(_PARAMS)
+        if unknown:
+            raise TypeError(f"unknown proxy parameters {sorted(unknown)}; known: {', '.join(_PARAMS)}")
+        with self._lock:
+            self.mode = _ALIASES.get(mode, mode)
+            for key, value in params.items():
+                setattr(self, key, value)
+        self._cut_all()
+        return self
+
+    def flap(self, modes: tuple[str, ...], period: float) -> None:
+        """Switch between `modes` (as `set` does) every `period` seconds until steady() or close()."""
+        stop = self._stop_flapping = threading.Event()
+
+        def run() -> None:
+            i = 0
+            while not stop.wait(period) and not self._stopping:
+                i += 1
+                self.set(modes[i % len(modes)])
+
+        self.set(modes[0])
+        self._flapper = threading.Thread(target=run, daemon=True)
+        self._flapper.start()
+
+    def steady(self, mode: str = "online") -> None:
+        """Stop flapping and stay in `mode`."""
+        if self._flapper is not None:
+            self._stop_flapping.set()
+            self._flapper.join()
+            self._flapper = None
+        self.set(mode)
 
     def stats(self) -> dict:
         with self._lock:
@@ -161,6 +261,7 @@ class NetProxy:
 
     def close(self) -> None:
         self._stopping = True
+        self._stop_flapping.set()
         self.set_mode("offline")
         try:
             self._listener.close()
@@ -179,7 +280,8 @@ class NetProxy:
         with self._lock:
             mode = self.mode
             lost = mode == "poor" and upstream and self._rng.random() < self.loss
-        return mode, (self.delay if mode == "poor" else 0.0), lost
+        late = mode == "poor" or (mode == "delay" and not upstream)
+        return mode, (self.delay if late else 0.0), lost
 
     def _count(self, key: str, n: int) -> None:
         with self._lock:
@@ -189,15 +291,32 @@ class NetProxy:
         with self._lock:
             self._links.discard(link)
 
+    def _cut_all(self) -> None:
+        with self._lock:
+            links, held = list(self._links), list(self._held)
+            self._held = set()
+        for link in links:
+            link.cut()
+        for sock in held:
+            _reset(sock)
+
     def _accept(self) -> None:
         while not self._stopping:
             try:
                 down, _ = self._listener.accept()
             except OSError:
                 return
-            if self.mode == "offline":
+            with self._lock:
+                self.attempts += 1
+                mode = self.mode
+            if mode == "offline":
                 self._count("refused", 1)
                 _reset(down)
+                continue
+            if mode in ("blackhole", "busy"):
+                with self._lock:
+                    self._held.add(down)
+                threading.Thread(target=self._hold, args=(down, mode), daemon=True).start()
                 continue
             try:
                 up = socket.create_connection(self.target, timeout=5)
@@ -213,3 +332,34 @@ class NetProxy:
                 self._links.add(link)
                 self._stats["connections"] += 1
             link.start()
+
+    def _hold(self, sock: socket.socket, mode: str) -> None:
+        """blackhole: read and never answer; busy: answer 503 without asking the server."""
+        try:
+            if mode == "blackhole":
+                while sock.recv(_CHUNK):
+                    pass
+            else:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = sock.recv(_CHUNK)
+                    if not chunk:
+                        break
+                    data += chunk
+                body = b'{"error":"service_unavailable","message":"shedding load"}'
+                sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: " + str(self.retry_after).encode()
+                             + b"\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._held.discard(sock)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                sock.close()
+            except OSError:
+                pass

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from server.training import ranking_metrics
+
 
 def order(scores: np.ndarray) -> np.ndarray:
     """Candidate positions best first; ties keep input order, as the device's ranking does."""
@@ -50,12 +52,7 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
-    """Binary-gain nDCG@k of the candidates ranked by `scores` (0 without positives)."""
-    labels = np.asarray(labels, dtype=bool)
-    n_pos = int(labels.sum())
-    if n_pos == 0:
-        return 0.0
-    gains = labels[order(scores)[:k]]
-    discounts = 1.0 / np.log2(np.arange(2, len(gains) + 2))
-    ideal = (1.0 / np.log2(np.arange(2, min(n_pos, k) + 2))).sum()
-    return float((gains * discounts).sum() / ideal)
+    """Binary-gain nDCG@k of the candidates ranked by `scores` (0 without positives):
+    server.training.ranking_metrics.ndcg_at_k over candidate positions."""
+    positives = set(np.flatnonzero(np.asarray(labels, dtype=bool)).tolist())
+    return ranking_metrics.ndcg_at_k(order(scores)[:k].tolist(), positives, k)

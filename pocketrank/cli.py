@@ -4,36 +4,47 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from server import default_home
+from server import __version__, default_home
 
 
 def _home_option(f):
-    return click.option("--home", type=click.Path(path_type=Path), default=None,
-                        help="Server home (store, models, bundles, keys). Default: $POCKETRANK_HOME or ./var")(f)
+    """--home, on every command that works in a server home; resolved by _home() alone."""
+    return click.option("--home", type=click.Path(path_type=Path), default=None, envvar="POCKETRANK_HOME",
+                        show_envvar=True,
+                        help="Server home (store, models, bundles, keys). Default: ./var")(f)
 
 
 def _store_option(f):
+    """--store, on every command that opens the store. $POCKETRANK_STORE is read (and checked, naming the
+    variable) with the server's other settings, so the command and the server always agree."""
     return click.option("--store", type=click.Choice(["sqlite", "redis"]), default=None,
-                        help="Store to write: the home's SQLite file or Redis (POCKETRANK_REDIS_URL). "
+                        help="The store: the home's SQLite file or Redis (POCKETRANK_REDIS_URL). "
                              "Default: $POCKETRANK_STORE or sqlite, as the server reads it.")(f)
+
+
+def _progress_option(f):
+    return click.option("--no-progress", is_flag=True, help="No progress bar.")(f)
 
 
 CREATES_HOME = "`pocketrank import catalogue FILE` (your products) or `pocketrank import movielens`"
 
 
 def _home(path: Path | None, store: str | None = None, create: bool = False):
-    """The server home; one that does not exist is refused (a typo would otherwise start an empty one),
-    except for the commands that create it."""
+    """The server home (--home, else $POCKETRANK_HOME, else ./var) with the store --store names (None: the
+    one POCKETRANK_* configure). One that does not exist is refused (a typo would otherwise start an empty
+    one), except for the commands that create it."""
     from server.home import Home
 
     root = (path or default_home()).resolve()
     if not create and not root.is_dir():
-        _fail(click.ClickException(f"no pocketrank home at {root}; create one with {CREATES_HOME}, "
-                                   "or point --home / POCKETRANK_HOME at an existing one"))
+        raise click.ClickException(f"no pocketrank home at {root}; create one with {CREATES_HOME}, "
+                                   "or point --home / POCKETRANK_HOME at an existing one")
     if store is None:
         return Home(root)  # the store comes from POCKETRANK_* when a job opens it
     from server.config import Config
@@ -41,9 +52,21 @@ def _home(path: Path | None, store: str | None = None, create: bool = False):
     return Home(root, Config.from_env(home=root, store=store))
 
 
-def _fail(exc: Exception) -> None:
-    click.secho(f"error: {exc}", fg="red", err=True)
-    sys.exit(1)
+def _config(home, store: str | None, **overrides):
+    """The server's settings (POCKETRANK_*) for this home, with --store if given."""
+    from server.config import Config
+
+    return Config.from_env(home=home.root, **({"store": store} if store else {}), **overrides)
+
+
+def _named_on_the_command_line(param: str) -> bool:
+    return click.get_current_context().get_parameter_source(param) is ParameterSource.COMMANDLINE
+
+
+def _profiles(spec: str, store):
+    from server.jobs.rebase import load_profiles
+
+    return load_profiles(spec, store)
 
 
 class _Group(click.Group):
@@ -63,8 +86,11 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="pocketrank", message="%(prog)s %(version)s")
 def main() -> None:
-    """pocketrank: marketplace recommendations that keep working offline."""
+    """pocketrank: marketplace recommendations that keep working offline.
+
+    Errors are one line on stderr and exit status 1. docs/cli.md lists every command."""
 
 
 @main.group()
@@ -104,7 +130,7 @@ def _import_options(f):
         click.option("--time-unit", type=click.Choice(["auto", "s", "ms", "iso"]), default="auto", show_default=True,
                      help="How numeric timestamps are read: epoch seconds or milliseconds (auto: by magnitude), "
                           "or iso for ISO-8601 text only."),
-        click.option("--no-progress", is_flag=True, help="No progress bar."),
+        _progress_option,
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
     ]
     for option in reversed(options):
@@ -194,7 +220,7 @@ def import_users_cmd(file: Path, home: Path | None, store: str | None, fmt: str 
               help="MovieLens-100k or -1M (real ratings; GroupLens terms: research, non-commercial use).")
 @_home_option
 @_store_option
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_progress_option
 def import_movielens_cmd(size: str, home: Path | None, store: str | None, no_progress: bool) -> None:
     """Import MovieLens (films as products, genres as categories, ratings as clicks, user profiles).
 
@@ -231,8 +257,8 @@ def keys_init(home: Path | None, force: bool) -> None:
 @main.command()
 @_home_option
 @_store_option
-@click.option("--epochs", default=8, show_default=True, help="Training epochs.")
-@click.option("--seed", default=42, show_default=True)
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(0, 1000), help="Training epochs.")
+@click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
 @click.option("--window-days", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learn only from the last N days of the log (ending at its newest event). Default: all of it.")
 @click.option("--interactions", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -241,8 +267,9 @@ def keys_init(home: Path | None, force: bool) -> None:
                    "as usual. For `pocketrank recommend`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The home to create for --interactions.")
+@_progress_option
 def train(home: Path | None, store: str | None, epochs: int, seed: int, window_days: float | None,
-          interactions: Path | None, out: Path | None) -> None:
+          interactions: Path | None, out: Path | None, no_progress: bool) -> None:
     """Train product embeddings, the user encoder and the click model on the store's events.
 
     Whatever was imported (`pocketrank import ...`) or arrived through the API is learnt from;
@@ -256,7 +283,7 @@ def train(home: Path | None, store: str | None, epochs: int, seed: int, window_d
             raise click.UsageError("--interactions needs --out HOME (a new home to import into)")
         from server.jobs.quickstart import train_on_file
 
-        r = train_on_file(interactions, out, epochs=epochs, seed=seed)
+        r = train_on_file(interactions, out, epochs=epochs, seed=seed, progress=not no_progress)
         click.echo(f"imported {r['import']['accepted']} events, model {r['model_version']} trained and exported "
                    f"into {out}; next: pocketrank recommend --model {out} --users USERS.txt --out recs.csv")
         return
@@ -265,8 +292,9 @@ def train(home: Path | None, store: str | None, epochs: int, seed: int, window_d
     if window_days is not None:
         from server.jobs.features import latest_timestamp
 
-        since = latest_timestamp(h.store()) - window_days * 86400
-    result = train_job(h, epochs=epochs, seed=seed, since=since)
+        with closing(h.store()) as s:
+            since = latest_timestamp(s) - window_days * 86400
+    result = train_job(h, epochs=epochs, seed=seed, since=since, progress=not no_progress)
     ev = result["evaluation"]["test"]
     d = result["data"]
     click.echo(f"model {result['model_version']} trained in {result['train_seconds']:.1f}s on {d['events']} events "
@@ -282,7 +310,8 @@ def train(home: Path | None, store: str | None, epochs: int, seed: int, window_d
               help="A home with a trained and exported model (`train --interactions ... --out`, or any home).")
 @click.option("--users", "users_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="User ids, one per line.")
-@click.option("-k", "--k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("-k", "--k", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Recommendations per user.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="CSV with columns user_id,item_id,rank,score,path.")
 def recommend(model_dir: Path, users_file: Path, k: int, out: Path) -> None:
@@ -300,14 +329,9 @@ def recommend(model_dir: Path, users_file: Path, k: int, out: Path) -> None:
 @_store_option
 def export(home: Path | None, store: str | None) -> None:
     """Export the ranker to fp32 and int8 ONNX; fail if parity gates fail."""
-    from shared.errors import PocketrankError
-
     from server.jobs.train import export_job
 
-    try:
-        result = export_job(_home(home, store))
-    except PocketrankError as exc:
-        _fail(exc)
+    result = export_job(_home(home, store))
     p, b = result["parity"], result["bytes"]
     click.echo(f"fp32 ONNX {b['fp32_onnx']:,} B, int8 ONNX {b['int8_onnx']:,} B; "
                f"fp32 max |diff| {p['fp32_max_abs_diff']:.1e}, int8 top-10 overlap {p['int8_mean_top10_overlap']:.3f}")
@@ -316,30 +340,29 @@ def export(home: Path | None, store: str | None) -> None:
 @main.command()
 @_home_option
 @_store_option
-@click.option("--candidates", default=200, show_default=True, help="Candidates per user in the bundle.")
-def publish(home: Path | None, store: str | None, candidates: int) -> None:
+@click.option("--candidates", default=200, show_default=True, type=click.IntRange(1),
+              help="Candidates per user in the bundle.")
+@_progress_option
+def publish(home: Path | None, store: str | None, candidates: int, no_progress: bool) -> None:
     """Write a signed, versioned bundle for devices."""
-    from shared.errors import PocketrankError
-
     from server.bundle.publish import publish_job
 
-    try:
-        result = publish_job(_home(home, store), n_candidates=candidates)
-    except PocketrankError as exc:
-        _fail(exc)
+    result = publish_job(_home(home, store), n_candidates=candidates, progress=not no_progress)
     click.echo(json.dumps(result, indent=2))
 
 
 @main.command()
 @_home_option
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True)
-def serve(home: Path | None, host: str, port: int) -> None:
+@_store_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+def serve(home: Path | None, store: str | None, host: str, port: int) -> None:
     """Run the API with Flask's server (development). Production: gunicorn, see README."""
     from server.api.app import create_app
-    from server.config import Config, parse_stages
+    from server.config import parse_stages
 
-    config = Config.from_env(**({"home": _home(home).root} if home else {}))
+    # A home named on the command line must exist; one from the environment is made, as gunicorn's would be.
+    config = _config(_home(home, create=not _named_on_the_command_line("home")), store)
     app = create_app(config)
     if config.canary_check_seconds > 0:  # one process here, so one watcher; gunicorn: cron `canary check`
         from server.jobs.rollout import Watcher
@@ -360,16 +383,16 @@ def demo(home: Path | None, port: int) -> None:
 
 @main.command()
 @_home_option
+@_store_option
 @click.option("--idle-wait", default=1.0, show_default=True, help="Seconds to wait for new events between polls.")
-def updater(home: Path | None, idle_wait: float) -> None:
+def updater(home: Path | None, store: str | None, idle_wait: float) -> None:
     """Fold the event log into user embeddings, as its own process (POCKETRANK_UPDATER=external on the workers)."""
     import signal
     import threading
 
     from server.online.serving import Serving
-    from server.config import Config
 
-    config = Config.from_env(updater="external", **({"home": _home(home).root} if home else {}))
+    config = _config(_home(home, create=not _named_on_the_command_line("home")), store, updater="external")
     serving = Serving(config)  # loads the catalogue and its lookups before the first event
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -386,22 +409,19 @@ def updater(home: Path | None, idle_wait: float) -> None:
 @click.option("--profiles", default="store", show_default=True,
               help="User attributes for segment vectors: 'store' (imported with the users), 'none', or a JSON "
                    "file {user: {attr: value}}.")
-def features(home: Path | None, as_of: str, profiles: str) -> None:
+@_store_option
+def features(home: Path | None, as_of: str, profiles: str, store: str | None) -> None:
     """Batch job: 1/7/30-day window aggregates per user, item exposures, segment vectors."""
-    from shared.errors import PocketrankError
-
-    from server.config import Config
     from server.jobs.features import features_job, latest_timestamp
-    from server.jobs.rebase import load_profiles
-    from server.stores import open_store
 
-    store = open_store(Config.from_env(**({"home": _home(home).root} if home else {})))
-    try:
-        when = None if as_of == "now" else latest_timestamp(store) if as_of == "latest" else float(as_of)
-        prof = load_profiles(profiles, store)
-        result = features_job(store, when, prof)
-    except (PocketrankError, ValueError, OSError) as exc:
-        _fail(exc)
+    if as_of not in ("now", "latest"):
+        try:
+            float(as_of)
+        except ValueError:
+            raise click.ClickException(f"--as-of {as_of!r}: write 'now', 'latest' or unix seconds") from None
+    with closing(_home(home, store).store()) as s:
+        when = None if as_of == "now" else latest_timestamp(s) if as_of == "latest" else float(as_of)
+        result = features_job(s, when, _profiles(profiles, s))
     click.echo(json.dumps(result, indent=2))
 
 
@@ -413,8 +433,8 @@ def features(home: Path | None, as_of: str, profiles: str) -> None:
               help="Window end: 'latest' (the newest logged event), 'now' or unix seconds.")
 @click.option("--margin", default=0.05, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Gate: the candidate's HR@10 and nDCG@10 on the hold-out must reach (1 - margin) x the live model's.")
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(0, 1000))
-@click.option("--seed", default=42, show_default=True)
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(0, 1000), help="Training epochs.")
+@click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
 @click.option("--if-drift", is_flag=True, help="Check drift first; retrain only if the decision is 'act'.")
 @click.option("--current-days", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="With --if-drift: the current window (the trailing days) compared with the live model's "
@@ -426,32 +446,30 @@ def features(home: Path | None, as_of: str, profiles: str) -> None:
               help="Recency weighting: a training event's loss weight is 0.5 ** (age in days / this); 0: none. "
                    "bench/drift validated 1 day for the simulator's sudden shift.")
 @_store_option
+@_progress_option
 def retrain(home: Path | None, window_days: float, as_of: str, margin: float, epochs: int, seed: int,
-            if_drift: bool, current_days: float, half_life_days: float | None, store: str | None) -> None:
+            if_drift: bool, current_days: float, half_life_days: float | None, store: str | None,
+            no_progress: bool) -> None:
     """Train on a recent window of the event log, gate on its hold-out, register a candidate (or rejected).
 
     Safe to run from cron: a run with no new events finds its version registered and does nothing.
     """
-    from shared.errors import PocketrankError
-
     from server.jobs.retrain import retrain_if_drift, retrain_job
 
-    kw = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed)
+    kw = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed,
+              progress=not no_progress)
     if half_life_days is not None:
         kw["half_life_days"] = half_life_days
-    try:
-        if if_drift:
-            out = retrain_if_drift(_home(home, store), current_days=current_days, **kw)
-            d = out["drift"]
-            click.echo(f"drift: {d['level']}" + "".join(f"\n  {r}" for r in d["reasons"]))
-            rec = out["retrained"]
-            if rec is None:
-                click.echo("no retrain (decision logged in drift_log.jsonl)")
-                return
-        else:
-            rec = retrain_job(_home(home, store), **kw)
-    except PocketrankError as exc:
-        _fail(exc)
+    if if_drift:
+        out = retrain_if_drift(_home(home, store), current_days=current_days, **kw)
+        d = out["drift"]
+        click.echo(f"drift: {d['level']}" + "".join(f"\n  {r}" for r in d["reasons"]))
+        rec = out["retrained"]
+        if rec is None:
+            click.echo("no retrain (decision logged in drift_log.jsonl)")
+            return
+    else:
+        rec = retrain_job(_home(home, store), **kw)
     if rec["status"] == "unchanged":
         click.echo(rec["message"])
         return
@@ -470,14 +488,9 @@ def retrain(home: Path | None, window_days: float, as_of: str, margin: float, ep
 @_store_option
 def refresh_items(home: Path | None, shrink: float | None, store: str | None) -> None:
     """Refresh new products' vectors from the users who engaged with them, without retraining."""
-    from shared.errors import PocketrankError
-
     from server.jobs.refresh_items import DEFAULT_SHRINK, refresh_items_job
 
-    try:
-        out = refresh_items_job(_home(home, store), shrink=DEFAULT_SHRINK if shrink is None else shrink)
-    except PocketrankError as exc:
-        _fail(exc)
+    out = refresh_items_job(_home(home, store), shrink=DEFAULT_SHRINK if shrink is None else shrink)
     click.echo(f"refreshed {out['refreshed']} of {out['provisional']} provisional items "
                f"({out['engagements']} engagements); {out['unchanged']} without engagements keep their content vector")
 
@@ -487,49 +500,35 @@ def canary() -> None:
     """Model versions: register, canary rollouts with automatic promotion or rollback (docs/canary.md)."""
 
 
-def _store(home: Path | None):
-    from server.config import Config
-    from server.stores import open_store
-
-    return open_store(Config.from_env(**({"home": _home(home).root} if home else {})))
-
-
 @canary.command("register")
 @_home_option
 @click.argument("version")
 @click.option("--parent", default=None, help="The version it was trained from (lineage).")
 def canary_register(home: Path | None, version: str, parent: str | None) -> None:
     """Register an exported model in <home>/models/VERSION as a candidate (metrics from its metrics.json)."""
-    from shared.errors import PocketrankError
-
     from server.release.registry import Registry
 
     h = _home(home)
-    try:
-        if not (h.model_dir(version) / "ranker.fp32.onnx").exists():
-            raise click.UsageError(f"{h.model_dir(version)} has no ranker.fp32.onnx; export it first")
-        metrics_file = h.model_dir(version) / "metrics.json"
-        metrics = h.read_json(metrics_file).get("evaluation", {}) if metrics_file.exists() else {}
-        rec = Registry(h.root).register(version, metrics, {"parent": parent} if parent else {})
-    except (PocketrankError, click.UsageError) as exc:
-        _fail(exc)
+    if not (h.model_dir(version) / "ranker.fp32.onnx").exists():
+        raise click.ClickException(f"{h.model_dir(version)} has no ranker.fp32.onnx; export it first")
+    metrics_file = h.model_dir(version) / "metrics.json"
+    metrics = h.read_json(metrics_file).get("evaluation", {}) if metrics_file.exists() else {}
+    rec = Registry(h.root).register(version, metrics, {"parent": parent} if parent else {})
     click.echo(f"{version} registered as {rec['state']}")
 
 
 @canary.command("start")
 @_home_option
+@_store_option
 @click.argument("version")
 @click.option("--share", default=0.05, show_default=True, type=float, help="Share of users served VERSION.")
-def canary_start(home: Path | None, version: str, share: float) -> None:
+def canary_start(home: Path | None, store: str | None, version: str, share: float) -> None:
     """Serve VERSION to a share of users (stable hashing); `canary check` then decides."""
-    from shared.errors import PocketrankError
-
     from server.jobs import rollout
 
-    try:
-        ro = rollout.start(_home(home).root, _store(home), version, share)
-    except PocketrankError as exc:
-        _fail(exc)
+    h = _home(home, store)
+    with closing(h.store()) as s:
+        ro = rollout.start(h.root, s, version, share)
     click.echo(f"rollout {ro['rollout_id']}: {version} to {share:.1%} of users, control {ro['control']}")
     built = ro.get("device_variant")
     if built:  # devices get the canary through bundle N's canary variant (docs/sync-protocol.md, "Canary variants")
@@ -539,44 +538,41 @@ def canary_start(home: Path | None, version: str, share: float) -> None:
 
 @canary.command("check")
 @_home_option
+@_store_option
 @click.option("--profiles", default="store", show_default=True,
               help="On a promotion, user attributes for the re-based segment vectors: 'store', 'none' or a JSON file.")
-def canary_check(home: Path | None, profiles: str) -> None:
+@_progress_option
+def canary_check(home: Path | None, store: str | None, profiles: str, no_progress: bool) -> None:
     """One look at the running canary: promote (and re-base the store), widen, roll back or continue."""
-    from shared.errors import PocketrankError
-
-    from server.config import Config, parse_stages
+    from server.config import parse_stages
     from server.jobs import rollout
 
-    try:
-        config = Config.from_env(**({"home": _home(home).root} if home else {}))
-        result = rollout.check(config.home, _store(home), stages=parse_stages(config.canary_stages),
-                               profiles=profiles, progress=True)
-    except PocketrankError as exc:
-        _fail(exc)
+    h = _home(home, store)
+    config = _config(h, store)
+    with closing(h.store()) as s:
+        result = rollout.check(h.root, s, stages=parse_stages(config.canary_stages),
+                               profiles=profiles, progress=not no_progress)
     click.echo(json.dumps(result, indent=2) if result else "no canary is running")
     if result and (result.get("rebase") or {}).get("status") == "failed":
-        _fail(PocketrankError(f"promoted, but the store was not re-based: {result['rebase']['error']}; "
-                              f"run `pocketrank rebase {result['version']}`"))
+        raise click.ClickException(f"promoted, but the store was not re-based: {result['rebase']['error']}; "
+                                   f"run `pocketrank rebase {result['version']}`")
 
 
 @main.command()
 @_home_option
+@_store_option
 @click.argument("version")
 @click.option("--profiles", default="store", show_default=True,
               help="User attributes for segment vectors: 'store', 'none' (segments cleared) or a JSON file.")
 @click.option("--force", is_flag=True, help="Refold even if the store is already on VERSION.")
-def rebase(home: Path | None, version: str, profiles: str, force: bool) -> None:
+@_progress_option
+def rebase(home: Path | None, store: str | None, version: str, profiles: str, force: bool, no_progress: bool) -> None:
     """Make the live VERSION the store's model: item vectors, user states refolded, segments (docs/canary.md)."""
-    from shared.errors import PocketrankError
+    from server.jobs.rebase import rebase as rebase_job
 
-    from server.jobs.rebase import load_profiles, rebase as rebase_job
-
-    try:
-        st = _store(home)
-        out = rebase_job(_home(home), st, version, load_profiles(profiles, st), force=force)
-    except PocketrankError as exc:
-        _fail(exc)
+    h = _home(home, store)
+    with closing(h.store()) as s:
+        out = rebase_job(h, s, version, _profiles(profiles, s), force=force, progress=not no_progress)
     click.echo(json.dumps(out, indent=2))
 
 
@@ -596,18 +592,16 @@ def shadow() -> None:
 
 @shadow.command("start")
 @_home_option
+@_store_option
 @click.argument("version")
 @click.option("--sample", default=0.1, show_default=True, type=float, help="Share of users whose personal requests it scores.")
-def shadow_start(home: Path | None, version: str, sample: float) -> None:
+def shadow_start(home: Path | None, store: str | None, version: str, sample: float) -> None:
     """Shadow a registered candidate (replaces any shadow)."""
-    from shared.errors import PocketrankError
-
     from server.jobs import rollout
 
-    try:
-        sh = rollout.start_shadow(_home(home).root, _store(home), version, sample)
-    except PocketrankError as exc:
-        _fail(exc)
+    h = _home(home, store)
+    with closing(h.store()) as s:
+        sh = rollout.start_shadow(h.root, s, version, sample)
     click.echo(f"shadow {sh['version']} on {sh['sample']:.0%} of users")
 
 

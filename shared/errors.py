@@ -44,3 +44,7 @@ class AuthError(PocketrankError):
 
 class TransportError(PocketrankError):
     """The server could not be reached, timed out, or answered with an error."""
+
+
+class BundleUnavailable(PocketrankError):
+    """No bundle can be served: none published yet, or its manifest missing or unreadable (a 503 to a device)."""

@@ -21,6 +21,8 @@ from pocketrank.cli import main
 from lab.sim_files import CATALOGUE_MAP, EVENTS_MAP, write_marketplace
 from lab.simulator import MarketplaceSimulator, SimConfig
 
+pytestmark = pytest.mark.slow  # see `make test-fast`
+
 
 def _maps(mapping: dict[str, str]) -> list[str]:
     return [arg for k, v in mapping.items() for arg in ("--map", f"{k}={v}")]

@@ -1,7 +1,7 @@
 """Beyond accuracy: vectorised top-k accuracy, coverage, popularity percentile, diversity, MMR.
 
 Accuracy here is the vectorised twin of server.training.ranking_metrics' pure functions (the
-tests hold them together): P@k, R@k, binary-gain nDCG@k and MAP as Microsoft
+tests hold them together; nDCG@k is that module's own ndcg_at_k, row by row): P@k, R@k, binary-gain nDCG@k and MAP as Microsoft
 Recommenders defines it (precision at each hit in the top k, summed, over the
 user's number of relevant items).
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+
+from server.training.ranking_metrics import ndcg_at_k
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -27,14 +29,14 @@ def accuracy(top: np.ndarray, relevant: sp.csr_matrix, k: int = 10) -> dict[str,
     keep = n_rel > 0
     top, rel, n_rel = top[keep, :k], rel[keep], n_rel[keep]
     hits = np.asarray(rel[np.arange(len(top))[:, None], top].todense()) > 0
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    idcg = np.cumsum(disc)[np.minimum(n_rel, k) - 1]
+    ndcg = [ndcg_at_k(t.tolist(), set(rel.indices[rel.indptr[r]:rel.indptr[r + 1]].tolist()), k)
+            for r, t in enumerate(top)]
     cum_hits = np.cumsum(hits, axis=1)
     prec_at_hit = np.where(hits, cum_hits / np.arange(1, k + 1), 0.0)
     return {
         f"P@{k}": float(hits.sum(1).mean() / k),
         f"R@{k}": float((hits.sum(1) / n_rel).mean()),
-        f"nDCG@{k}": float(((hits * disc).sum(1) / idcg).mean()),
+        f"nDCG@{k}": float(np.mean(ndcg)) if len(ndcg) else float("nan"),
         f"MAP@{k}": float((prec_at_hit.sum(1) / n_rel).mean()),
         f"HR@{k}": float(hits.any(1).mean()),
         "users": int(keep.sum()),

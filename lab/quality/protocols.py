@@ -17,6 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from server.training.ranking_metrics import ndcg_at_k
+
 from . import beyond, peers
 from .data import Interactions, time_sorted_sequences
 from .hybrid import DLAE, ContentMap, SegmentPrior, content_features, zscore
@@ -134,8 +136,8 @@ def _next_item_metrics(s: np.ndarray, target: np.ndarray, k: int = 10) -> dict:
     top = beyond.top_k(s, k)
     match = top == target[:, None]
     hit = match.any(1)
-    ndcg = np.where(hit, 1.0 / np.log2(match.argmax(1) + 2), 0.0)
-    return {f"HR@{k}": float(hit.mean()), f"nDCG@{k}": float(ndcg.mean()), "users": int(len(target))}
+    ndcg = [ndcg_at_k(t.tolist(), {y}, k) for t, y in zip(top, target.tolist())]
+    return {f"HR@{k}": float(hit.mean()), f"nDCG@{k}": float(np.mean(ndcg)), "users": int(len(target))}
 
 
 def protocol2(data: Interactions, seed: int, k: int = 10) -> dict:
@@ -282,8 +284,7 @@ def protocol4(data: Interactions, seed: int, k: int = 10, n_users: int = 300, n_
 
 
 def _ndcg1(ranked: np.ndarray, target: int) -> float:
-    hit = np.flatnonzero(ranked == target)
-    return float(1.0 / np.log2(hit[0] + 2)) if len(hit) else 0.0
+    return ndcg_at_k(np.asarray(ranked).tolist(), {int(target)}, max(len(ranked), 1))
 
 
 # ---------------------------------------------------------------- cold start

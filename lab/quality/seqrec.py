@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from server.training.ranking_metrics import ndcg_at_k
+
 
 @dataclass
 class SeqConfig:
@@ -149,9 +151,8 @@ def fit(train_seqs: list[np.ndarray], c: SeqConfig, val: tuple[list[np.ndarray],
             for r, h_ in enumerate(hist):
                 s[r, h_] = -np.inf
             top = top_k(s, 10)
-            pos = (top == target[:, None]).argmax(1)
             hit = (top == target[:, None]).any(1)
-            ndcg = float(np.where(hit, 1.0 / np.log2(pos + 2), 0.0).mean())
+            ndcg = float(np.mean([ndcg_at_k(t.tolist(), {y}, 10) for t, y in zip(top, target.tolist())]))
             row.update({"val_nDCG@10": ndcg, "val_HR@10": float(hit.mean())})
             if ndcg > best:
                 best, best_epoch = ndcg, epoch

@@ -4,6 +4,8 @@ validation splits carved from training data (test never looked at); `python -m l
 
 from __future__ import annotations
 
+from server.training.ranking_metrics import ndcg_at_k
+
 from .defaults import DEFAULTS
 
 
@@ -134,7 +136,8 @@ def tune_protocol2(seed: int = 42) -> dict:
         match = top == val[users][:, None]
         hit = match.any(1)
         out["blend"][w] = {"HR@10": float(hit.mean()),
-                           "nDCG@10": float(np.where(hit, 1 / np.log2(match.argmax(1) + 2), 0).mean())}
+                           "nDCG@10": float(np.mean([ndcg_at_k(t.tolist(), {y}, 10)
+                                                     for t, y in zip(top, val[users].tolist())]))}
     return out
 
 

@@ -104,7 +104,7 @@ def previous_live_entries(home: Home, version: int, model_version: str) -> tuple
     """For `pocketrank publish`: the entries the live bundle `version` may keep. The previous live bundle's
     (as before variants), or, when the model changed (a promoted canary), the previous bundle's variant of
     the new model: devices that held that variant then keep their entries (a device that held another
-    model is sent every entry anyway, see server/api/sync.py)."""
+    model is sent every entry anyway, see server/bundle/sync_answer.py)."""
     prev = home.bundle_dir(version - 1)
     return _kept_entries([prev, variant_dir(prev, model_version)], model_version)
 

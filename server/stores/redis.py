@@ -473,7 +473,7 @@ class RedisStore(Store):
         if sigs:
             self.r.hset(self.k("rsig", version), mapping=sigs)
             self.r.sadd(self.k("rsigv"), version)
-        # Sync answers are cached per epoch (server/api/sync.py): any write to the log starts a new one.
+        # Sync answers are cached per epoch (server/bundle/sync_answer.py): any write to the log starts a new one.
         self.set_meta(RECORDS_EPOCH, os.urandom(8).hex())
 
     def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:

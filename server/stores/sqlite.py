@@ -568,7 +568,7 @@ class SQLiteStore(Store):
                            [(u, r.version, r.blob, r.sha256, r.sig) for u, r in changed.items()])
             db.executemany("INSERT OR REPLACE INTO record_sigs VALUES (?, ?, ?)",
                            [(version, u, s) for u, s in sigs.items()])
-            # Sync answers are cached per epoch (server/api/sync.py): any write to the log starts a new one.
+            # Sync answers are cached per epoch (server/bundle/sync_answer.py): any write to the log starts a new one.
             self.set_meta(RECORDS_EPOCH, os.urandom(8).hex(), db)
 
     def records_at(self, version: int, user_ids: list[str]) -> dict[str, RecordRow]:

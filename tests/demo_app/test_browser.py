@@ -14,8 +14,9 @@ from playwright.sync_api import expect, sync_playwright
 from demo_app.screenshots import CHROMIUM, OPERATOR_VIEWPORT, PHONE_VIEWPORT, Phone, launch
 from demo_app.stack import DemoStack
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"{CHROMIUM} is absent: `apt-get install chromium` to run the browser tests")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason=f"{CHROMIUM} is absent: `apt-get install chromium` to run the browser tests")]
 
 
 @pytest.fixture(scope="module")

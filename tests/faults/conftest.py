@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from demo_app.netproxy import NetProxy
+
 from .liveserver import LiveServer
-from .netproxy import FaultProxy
 
 
 @pytest.fixture
@@ -19,6 +20,6 @@ def live_server(home, monkeypatch):
 
 @pytest.fixture
 def proxy(live_server):
-    p = FaultProxy(("127.0.0.1", live_server.port))
+    p = NetProxy(("127.0.0.1", live_server.port), delay=0.0, loss=0.0).start()
     yield p
     p.close()

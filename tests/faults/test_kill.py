@@ -31,6 +31,8 @@ from server.bundle.publish import publish_job
 
 from .liveserver import LiveServer
 
+pytestmark = pytest.mark.slow  # see `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[2]
 REPEATS = int(os.environ.get("POCKETRANK_KILL_REPEATS", "50"))  # kills that land, per kill point
 MAX_RUNS_PER_KILL = 4  # runs allowed per landed kill before the aim is called broken

@@ -18,16 +18,11 @@ import numpy as np
 import pytest
 
 from shared.schemas import Item
+from tests.factories import free_port, product
 
 DIM = 64
 CATEGORIES = ("Books", "Garden", "Music", "Toys", "Tools", "Pets")
 MODEL = "synthetic-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_dot_ranker(path: Path, dim: int = DIM) -> None:
@@ -59,8 +54,7 @@ def synthetic_catalogue(n_items: int = 300, seed: int = 0) -> tuple[list[Item], 
     items, vectors = [], {}
     for i in range(1, n_items + 1):
         c = i % len(CATEGORIES)
-        items.append(Item(i, f"{CATEGORIES[c]} thing {i}", CATEGORIES[c], None, float(5 + i % 50), True,
-                          (CATEGORIES[c],)))
+        items.append(product(i, CATEGORIES[c], f"{CATEGORIES[c]} thing {i}", float(5 + i % 50)))
         v = centres[c] + 0.5 * rng.normal(size=DIM)
         vectors[i] = (v / np.linalg.norm(v)).astype(np.float32)
     return items, vectors

@@ -10,7 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import free_port, seed_store
+from tests.factories import free_port
+
+from tests.server.conftest import seed_store
+
+pytestmark = pytest.mark.slow  # see `make test-fast`
 
 REPO = Path(__file__).resolve().parents[2]
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf", "server.wsgi:app"]

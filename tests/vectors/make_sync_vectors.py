@@ -11,7 +11,7 @@ state then being the previous step's). artifacts.json holds the bytes served at
 each artifact URL. tests/vectors/test_sync_vectors.py replays them against the
 Python client; docs/sync-protocol.md explains every field.
 
-The record entries are built by the server's own code (server.api.sync._entry),
+The record entries are built by the server's own code (server.bundle.sync_answer.entry),
 signatures with a TEST ONLY ed25519 key derived from a published seed (never
 deploy it). The catalogue's products carry the marketplace's own string ids
 (external_id below), validated by shared.schemas.validate_item; the item entries
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from server.bundle import item_entries  # noqa: E402
-from server.api.sync import _entry, _ids, _raw, snapshot_reason  # noqa: E402
+from server.bundle.sync_answer import entry as _entry, ids as _ids, raw as _raw, snapshot_reason  # noqa: E402
 from server.stores.base import RecordRow  # noqa: E402
 from shared import wire  # noqa: E402
 from shared.features import DECAY, TYPE_WEIGHTS, UserState  # noqa: E402
@@ -151,7 +151,7 @@ class World:
 
     def answer(self, version: int, cursor: int, users: list[str], history_from: int = 1,
                expires_at: float = EXPIRES_AT, without: tuple[str, ...] = ()) -> dict:
-        """What GET /v1/sync answers (server/api/sync.py), for the users that exist in `version`."""
+        """What GET /v1/sync answers (server/bundle/sync_answer.py), for the users that exist in `version`."""
         if cursor >= version:  # only the users the device holds nothing for need an answer
             users = sorted(without)
         reason = snapshot_reason(cursor, history_from, version)

@@ -6,35 +6,31 @@ import pytest
 
 from server.monitoring import collector
 from lab.simulator import MarketplaceSimulator, SimConfig, is_bounce, session_revenue
-from shared.schemas import Event
+from tests.factories import event
 
 PRICES = {1: 10.0, 2: 5.0, 3: 2.5}
-N = iter(range(10**6))
-
-
-def ev(user, etype, item=None, t=0.0, session="", **context):
-    return Event(f"e{next(N)}", user, f"d-{user}", etype, 1_800_000_000 + t, item,
-                 "shoes" if etype == "search" else None, session, tuple(sorted(context.items())))
 
 
 def sessions():
-    return [
+    rows = [  # user, type, item, seconds, session id, context
         # a: two impressions, one click, a purchase of item 1 (10.0); served by the server, android
-        ev("a", "impression", 1, 0, "sa", source="server", platform="android"),
-        ev("a", "impression", 2, 1, "sa", source="server", platform="android"),
-        ev("a", "click", 1, 2, "sa"),
-        ev("a", "purchase", 1, 3, "sa"),
+        ("a", "impression", 1, 0, "sa", dict(source="server", platform="android")),
+        ("a", "impression", 2, 1, "sa", dict(source="server", platform="android")),
+        ("a", "click", 1, 2, "sa", dict()),
+        ("a", "purchase", 1, 3, "sa", dict()),
         # b: three impressions and no click: a bounce; on the device, offline
-        ev("b", "impression", 1, 10, "sb", source="edge", connectivity="offline", platform="ios"),
-        ev("b", "impression", 2, 11, "sb", source="edge", connectivity="offline", platform="ios"),
-        ev("b", "impression", 3, 12, "sb", source="edge", connectivity="offline", platform="ios"),
+        ("b", "impression", 1, 10, "sb", dict(source="edge", connectivity="offline", platform="ios")),
+        ("b", "impression", 2, 11, "sb", dict(source="edge", connectivity="offline", platform="ios")),
+        ("b", "impression", 3, 12, "sb", dict(source="edge", connectivity="offline", platform="ios")),
         # b again, without a session id: one view then a cart, then (45 minutes on) a lone view
-        ev("b", "view", 2, 100),
-        ev("b", "add_to_cart", 2, 130),
-        ev("b", "view", 3, 100 + 2700),
+        ("b", "view", 2, 100, "", dict()),
+        ("b", "add_to_cart", 2, 130, "", dict()),
+        ("b", "view", 3, 100 + 2700, "", dict()),
         # c: only a search: not a shown session, so outside the bounce rate's denominator
-        ev("c", "search", None, 5, "sc"),
+        ("c", "search", None, 5, "sc", dict()),
     ]
+    return [event(etype, item, user=user, device=f"d-{user}", ts=1_800_000_000 + t, session=session, context=context,
+                  query="shoes" if etype == "search" else None) for user, etype, item, t, session, context in rows]
 
 
 def test_overall_figures_by_hand():

@@ -7,6 +7,8 @@ from click.testing import CliRunner
 
 from pocketrank.cli import main
 
+pytestmark = pytest.mark.slow  # see `make test-fast`
+
 
 @pytest.fixture
 def redis_env(redis_url, monkeypatch):

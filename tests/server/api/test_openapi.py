@@ -14,6 +14,8 @@ from server.api.app import create_app
 from server.config import Config
 from server.api.openapi_spec import document
 
+pytestmark = pytest.mark.slow  # see `make test-fast`
+
 schema = schemathesis.openapi.from_dict(document())
 
 

@@ -20,7 +20,7 @@ import pytest
 from edge_runtime import EdgeClient, SignatureError
 from edge_runtime.transport import Transport
 from server.bundle import item_entries, variants
-from server.api import sync as sync_api
+from server.bundle import sync_answer
 from server.home import Home
 from server.release import canary
 from server.monitoring import collector, source
@@ -30,8 +30,10 @@ from server.bundle.publish import publish_job
 from server.online.versions import version_vectors
 from shared import wire
 
-from ..edge_runtime.test_sync_protocol import Rewriting
-from .served_models import derive_version
+from tests.edge_runtime.test_sync_protocol import Rewriting
+from tests.server.served_models import derive_version
+
+pytestmark = pytest.mark.slow  # see `make test-fast`
 
 CANARY = "m-canary"
 SHARE = 0.5
@@ -313,7 +315,7 @@ def test_a_variant_gone_between_choosing_and_reading_answers_live(app, home, can
     sig = (vdir / "manifest.sig").read_bytes()
     (vdir / "manifest.sig").unlink()
     assert_live(api.get(f"/v1/sync?cursor=0&users={user}"))
-    assert sync_api._manifest(vdir, 1, CANARY, missing_ok=True) is None
+    assert sync_answer.manifest_for(vdir, 1, CANARY, missing_ok=True) is None
     (vdir / "manifest.sig").write_bytes(sig)
     resp = api.get(f"/v1/sync?cursor=0&users={user}")
     assert resp.status_code == 200 and resp.headers["ETag"] == f'"v1-{CANARY}"'

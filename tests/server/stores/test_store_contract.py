@@ -9,34 +9,30 @@ import pytest
 
 from server.stores.base import UserRecord, Updates
 from shared.features import UserState
-from shared.schemas import Event, Item
+from tests.factories import event as ev, product
 
-from .conftest import DIM, synthetic_catalogue
-
-
-def ev(n, user="u1", etype="click", item=1, ts=None, query=None, context=()):
-    return Event(f"e{n}", user, "d1", etype, ts if ts is not None else 1_700_000_000.0 + n,
-                 None if etype == "search" else item, query, "s1", context)
+from tests.server.conftest import DIM, synthetic_catalogue
 
 
 def test_append_answers_new_or_duplicate_per_event(store):
-    assert store.append_events([ev(1), ev(2), ev(1)]) == [True, True, False]
-    assert store.append_events([ev(2), ev(3)]) == [False, True]
+    assert store.append_events([ev(n=1), ev(n=2), ev(n=1)]) == [True, True, False]
+    assert store.append_events([ev(n=2), ev(n=3)]) == [False, True]
     assert store.count_events() == 3
     assert store.count_events(["e1", "e3", "nope"]) == 2
 
 
 def test_the_log_keeps_order_and_gives_increasing_positions(store):
-    store.append_events([ev(i, user=f"u{i % 3}", context=(("platform", "ios"),) if i == 4 else ()) for i in range(10)])
+    store.append_events([ev(n=i, user=f"u{i % 3}", context=(("platform", "ios"),) if i == 4 else ())
+                         for i in range(10)])
     entries = list(store.iter_log())
     assert [e.event.event_id for e in entries] == [f"e{i}" for i in range(10)]
     assert all(a.pos < b.pos for a, b in zip(entries, entries[1:]))
-    assert entries[4].event == ev(4, user="u1", context=(("platform", "ios"),))  # the context travels too
+    assert entries[4].event == ev(n=4, user="u1", context=(("platform", "ios"),))  # the context travels too
     assert [e.event.event_id for e in store.iter_log(after=entries[6].pos)] == ["e7", "e8", "e9"]
 
 
 def test_claimed_events_come_back_until_committed(store):
-    store.append_events([ev(i) for i in range(5)])
+    store.append_events([ev(n=i) for i in range(5)])
     assert store.pending_count() == 5
     with store.updater_lock():
         first = store.claim_events(3)
@@ -52,7 +48,7 @@ def test_claimed_events_come_back_until_committed(store):
 
 
 def test_a_failed_step_changes_nothing(store):
-    store.append_events([ev(1)])
+    store.append_events([ev(n=1)])
     with pytest.raises(RuntimeError):
         with store.updater_lock():
             entries = store.claim_events(10)
@@ -63,7 +59,7 @@ def test_a_failed_step_changes_nothing(store):
 
 
 def test_commit_writes_records_counters_and_position_together(store):
-    store.append_events([ev(1, item=7), ev(2, etype="impression", item=8)])
+    store.append_events([ev(n=1, item=7), ev(n=2, etype="impression", item=8)])
     with store.updater_lock():
         entries = store.claim_events(10)
         rec = UserRecord(UserState(np.ones(DIM, np.float32), 2.0, 2), entries[-1].pos, updated_at=5.0)
@@ -81,7 +77,7 @@ def test_commit_writes_records_counters_and_position_together(store):
 
 def test_user_context_reads_record_consumed_and_features_at_once(store):
     store.put_features({"u1": {"7d": {"categories": {"Books": 2.0}}}})
-    store.append_events([ev(1, item=3, etype="purchase")])
+    store.append_events([ev(n=1, item=3, etype="purchase")])
     with store.updater_lock():
         store.commit_updates(Updates(consumed={"u1": {3}}), store.claim_events(10))
     ctx = store.user_context("u1", DIM)
@@ -95,8 +91,8 @@ def test_recent_sequence_round_trips(store):
 
     rec = UserRecord.empty(DIM)
     for n in range(60):
-        rec.recent = push_recent(rec.recent, ev(n, item=n + 1), keep=50)
-    rec.recent = push_recent(rec.recent, ev(99, etype="search", query="red shoes"), keep=50)
+        rec.recent = push_recent(rec.recent, ev(n=n, item=n + 1), keep=50)
+    rec.recent = push_recent(rec.recent, ev(n=99, etype="search", query="red shoes"), keep=50)
     store.put_user_records({"u1": rec})
     recent = store.user_records(["u1"], DIM)["u1"].recent_events()
     assert len(recent) == 50
@@ -114,7 +110,7 @@ def test_items_vectors_and_provisional_flags(store):
     assert ids.tolist() == list(range(1, 21)) and np.array_equal(vecs[4], vectors[5])
     assert store.provisional_items() == {11, 12}
     # A metadata change keeps the vector; a trained vector clears the provisional flag.
-    changed = Item(11, "new title", "Garden", None, 3.0, False, ("Garden",))
+    changed = product(11, "Garden", "new title", 3.0, in_stock=False)
     store.put_items([changed])
     assert store.provisional_items() == {11, 12}
     # An item written by index alone (no product id) is stored with its index's digits as its id.
@@ -149,8 +145,8 @@ def test_rebuild_states_equals_folding_event_by_event(store):
 
     items, vectors = synthetic_catalogue(30)
     store.put_items(items, vectors)
-    events = [ev(i, user=f"u{i % 4}", item=1 + i % 30, etype=("view", "click", "purchase")[i % 3]) for i in range(40)]
-    events.append(ev(50, user="u1", etype="search", query="garden thing"))
+    events = [ev(n=i, user=f"u{i % 4}", item=1 + i % 30, etype=("view", "click", "purchase")[i % 3]) for i in range(40)]
+    events.append(ev(n=50, user="u1", etype="search", query="garden thing"))
     store.append_events(events)
     Updater(store, lambda: load_catalogue(store)).drain()
     folded = store.user_records([f"u{i}" for i in range(4)], DIM)
@@ -169,7 +165,7 @@ def test_wait_for_events_wakes_when_something_is_appended(store):
     t0 = time.monotonic()
     assert store.wait_for_events(0.05) is False
     assert time.monotonic() - t0 >= 0.04
-    timer = threading.Timer(0.05, lambda: store.append_events([ev(1)]))
+    timer = threading.Timer(0.05, lambda: store.append_events([ev(n=1)]))
     timer.start()
     t0 = time.monotonic()
     assert store.wait_for_events(5.0) is True

@@ -15,7 +15,10 @@ from server.release.registry import Registry
 from lab.simulate import FeedbackSimulator
 from lab.simulator import CATEGORIES, SimConfig
 from shared.errors import ValidationError
-from shared.schemas import Event, Item
+from shared.schemas import Event
+from tests.factories import product
+
+pytestmark = pytest.mark.slow  # see `make test-fast`
 
 CFG = SimConfig(n_users=1500, n_items=400, n_categories=6, n_days=6, seed=4)
 SHOCKED = 2  # the category whose popularity triples on the last day
@@ -32,8 +35,7 @@ def _taste_log(n_users: int = 250, n_items: int = 120, n_cats: int = 6, picks: i
     bench/drift runs the gated retrain on those with the simulator's own item model)."""
     rng = np.random.default_rng(seed)
     cats = [CATEGORIES[c] for c in range(n_cats)]
-    items = [Item(i, f"{cats[i % n_cats]} product {i}", cats[i % n_cats], None, 10.0, True, (cats[i % n_cats],))
-             for i in range(1, n_items + 1)]
+    items = [product(i, cats[i % n_cats]) for i in range(1, n_items + 1)]
     t0, events = 1_700_000_000.0, []
     for u in range(n_users):
         fav = rng.integers(n_cats)

@@ -13,6 +13,8 @@ from lab.simulate import CanaryPolicy, FeedbackSimulator, fit_item_model, item_c
 from lab.simulator import SimConfig
 from shared.errors import ValidationError
 
+pytestmark = pytest.mark.slow  # see `make test-fast`
+
 
 def test_the_same_user_always_lands_in_the_same_arm():
     assert canary.bucket("u1", "r1") == canary.bucket("u1", "r1")

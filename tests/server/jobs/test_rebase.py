@@ -34,8 +34,8 @@ from shared.errors import ValidationError
 from shared.features import UserState, update_user_state, user_vector
 from shared.schemas import Event
 
-from .conftest import seed_store, write_dot_ranker
-from .test_canary_serving import _arm_events
+from tests.server.conftest import seed_store, write_dot_ranker
+from tests.server.release.test_canary_serving import _arm_events
 
 LENIENT = canary.Rule(margin=1.0, min_users=20, min_impressions=200)
 
@@ -77,6 +77,7 @@ def assert_refolded(store, users, dim):
         assert got[u].state.w == pytest.approx(want[u].w, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_promoted_canary_becomes_the_stores_model_and_what_devices_get(home):
     store = open_store(Config(home=home))
     old = store.get_meta("current_model")
@@ -126,6 +127,7 @@ def test_a_promoted_canary_becomes_the_stores_model_and_what_devices_get(home):
     store.close()
 
 
+@pytest.mark.slow
 def test_a_failed_rebase_leaves_the_old_store_intact(home, monkeypatch):
     store = open_store(Config(home=home))
     old = store.get_meta("current_model")
@@ -161,6 +163,7 @@ def test_a_failed_rebase_leaves_the_old_store_intact(home, monkeypatch):
     store.close()
 
 
+@pytest.mark.slow
 def test_events_ingested_during_a_rebase_end_up_folded_with_the_new_vectors(home):
     config = Config(home=home)
     serving = Serving(config)

@@ -11,7 +11,8 @@ from pocketrank.cli import main as cli
 from server.home import Home
 from server.jobs.refresh_items import shrunk_mean
 from shared.features import fold_events, user_vector
-from shared.schemas import Event, Item
+from shared.schemas import Event
+from tests.factories import product
 from tests.server.conftest import synthetic_catalogue
 
 N_TRAINED, N_NEW, N_USERS, HISTORY, ENGAGERS = 300, 8, 400, 8, 30
@@ -29,7 +30,7 @@ def _world(seed: int = 0):
     new_items, truth = [], {}
     for n in range(N_NEW):
         item_id, cat = N_TRAINED + 1 + n, cats[n % len(cats)]
-        new_items.append(Item(item_id, f"{cat} novelty {item_id}", cat, None, 9.0, True, (cat,)))
+        new_items.append(product(item_id, cat, f"{cat} novelty {item_id}", 9.0))
         v = centroid[cat] / np.linalg.norm(centroid[cat]) + 1.2 * rng.normal(size=mat.shape[1]) / np.sqrt(mat.shape[1])
         truth[item_id] = v / np.linalg.norm(v)
     taste = rng.normal(size=(N_USERS, mat.shape[1]))
@@ -107,7 +108,7 @@ def test_refresh_is_idempotent_and_leaves_unengaged_items_alone(world_home):
 
     home, _history, _held = world_home
     store = home.store()
-    lonely = Item(999, "Books lonely thing", "Books", None, 5.0, True, ("Books",))
+    lonely = product(999, "Books", "Books lonely thing", 5.0)
     content = provisional_vector(lonely, load_catalogue(store))
     store.put_items([lonely], {999: content}, provisional=[999])
     first = refresh_items_job(home)

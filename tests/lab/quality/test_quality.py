@@ -38,7 +38,7 @@ def test_vectorised_accuracy_matches_pure_functions():
 
 
 def test_accuracy_hand_computed():
-    # one user, relevant {1, 2, 9}, ranked [3, 1, 7, 2]: the values of tests/server/test_metrics.py
+    # one user, relevant {1, 2, 9}, ranked [3, 1, 7, 2]: the values of tests/server/training/test_metrics.py
     rel = sp.csr_matrix(np.isin(np.arange(10), [1, 2, 9]).astype(np.float32)[None])
     got = beyond.accuracy(np.array([[3, 1, 7, 2]]), rel, k=4)
     assert got["P@4"] == 0.5
@@ -195,6 +195,7 @@ def test_byo_hybrid_rejects_a_bad_file(tmp_path):
         byo.train(bad, tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_train_and_recommend_cli_on_a_file_round_trip(tmp_path):
     """`pocketrank train --interactions` / `recommend`: imported into a new home, served by the server's path."""
     from click.testing import CliRunner

@@ -11,7 +11,7 @@ from server.stores.base import UserContext, UserRecord, push_recent
 from shared.features import fold_events, user_vector
 from shared.schemas import Event
 
-from .conftest import write_dot_ranker
+from tests.server.conftest import write_dot_ranker
 
 
 def _base() -> Catalogue:

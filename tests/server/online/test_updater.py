@@ -14,7 +14,7 @@ from server.online.updater import Updater
 from shared.features import fold_events, query_vector, user_vector
 from shared.schemas import Event
 
-from .conftest import DIM, seed_store, synthetic_catalogue
+from tests.server.conftest import DIM, seed_store, synthetic_catalogue
 
 TYPES = ("view", "click", "add_to_cart", "purchase", "impression")
 
@@ -116,6 +116,7 @@ def _wait(pred, timeout=60.0):
     return False
 
 
+@pytest.mark.slow
 def test_the_updater_process_killed_mid_backlog_resumes_without_skipping_or_double_applying(store, store_config):
     items, vectors = seed_store(store, store_config.home)
     events = events_for(6000, n_users=50)

@@ -5,24 +5,23 @@ from __future__ import annotations
 import time
 
 from server.release.registry import Registry
+from tests.factories import event_dict
 
 T0 = int(time.time()) - 600  # the server refuses events from the future
 
 
-def ev(event_id, user, etype, item, t, session, **context):
-    return {"event_id": event_id, "user_id": user, "device_id": f"d-{user}", "type": etype, "item_id": item,
-            "timestamp": T0 + t, "session_id": session, **({"context": context} if context else {})}
-
-
 def post_sessions(api):
-    batch = [
-        ev("mon-1", "mu1", "impression", 1, 0, "ms1", source="server", platform="android"),
-        ev("mon-2", "mu1", "impression", 2, 1, "ms1", source="server", platform="android"),
-        ev("mon-3", "mu1", "click", 1, 2, "ms1", source="server", platform="android"),
-        ev("mon-4", "mu1", "purchase", 1, 3, "ms1"),
-        ev("mon-5", "mu2", "impression", 3, 10, "ms2", source="edge", connectivity="offline"),
-        ev("mon-6", "mu2", "impression", 4, 11, "ms2", source="edge", connectivity="offline"),
+    rows = [  # event id, user, type, item, seconds, session id, context
+        ("mon-1", "mu1", "impression", 1, 0, "ms1", dict(source="server", platform="android")),
+        ("mon-2", "mu1", "impression", 2, 1, "ms1", dict(source="server", platform="android")),
+        ("mon-3", "mu1", "click", 1, 2, "ms1", dict(source="server", platform="android")),
+        ("mon-4", "mu1", "purchase", 1, 3, "ms1", dict()),
+        ("mon-5", "mu2", "impression", 3, 10, "ms2", dict(source="edge", connectivity="offline")),
+        ("mon-6", "mu2", "impression", 4, 11, "ms2", dict(source="edge", connectivity="offline")),
     ]
+    batch = [event_dict(event_id, user, item, etype, ts=T0 + t, device=f"d-{user}", session_id=session,
+                        **({"context": context} if context else {}))
+             for event_id, user, etype, item, t, session, context in rows]
     body = api.post("/v1/events", json={"events": batch}).get_json()
     assert body["accepted"] == len(batch), body
 
@@ -66,7 +65,7 @@ def test_a_running_canary_is_in_the_summary_and_in_prometheus(api, home):
     from server.jobs import rollout
     from server.stores import open_store
 
-    from .served_models import derive_version
+    from tests.server.served_models import derive_version
 
     store = open_store(Config(home=home))
     derive_version(home, store, "m-next")

@@ -1,5 +1,5 @@
 """Every write to the record change log renews meta records_epoch: the key of the sync answers each
-server worker caches (server/api/sync.py), so no worker serves a record the log no longer holds."""
+server worker caches (server/bundle/sync_answer.py), so no worker serves a record the log no longer holds."""
 
 import hashlib
 

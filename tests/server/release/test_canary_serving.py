@@ -26,7 +26,9 @@ from server.release.registry import Registry
 from server.online.versions import VECTORS_FILE, version_vectors
 from server.stores import open_store
 
-from .served_models import Tastes, derive_version, simulate_round
+from tests.server.served_models import Tastes, derive_version, simulate_round
+
+pytestmark = pytest.mark.slow  # see `make test-fast`
 
 MAX_ROUNDS = 3
 

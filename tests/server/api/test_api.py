@@ -2,16 +2,15 @@
 
 import base64
 import json
-import time
+from functools import partial
 
 import pytest
 
 from shared.wire import parse_manifest
+from tests.factories import event_dict
 
 
-def ev(event_id, user="t-1", item=50, etype="click", **kw):
-    return {"event_id": event_id, "user_id": user, "device_id": "d1", "type": etype, "item_id": item,
-            "timestamp": time.time() - 60, **kw}
+ev = partial(event_dict, user="t-1", item=50, age=60)
 
 
 def test_healthz(api):

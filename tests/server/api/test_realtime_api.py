@@ -6,12 +6,9 @@ import time
 
 import pytest
 
-from .conftest import CATEGORIES, MODEL
+from tests.factories import event_dict as ev
 
-
-def ev(event_id, user="u-1", item=7, etype="click", **kw):
-    return {"event_id": event_id, "user_id": user, "device_id": "d1", "type": etype, "item_id": item,
-            "timestamp": time.time() - 5, **kw}
+from tests.server.conftest import CATEGORIES, MODEL
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from server.stores import open_store
 from shared.errors import ValidationError
 from shared.schemas import Event
 
-from .served_models import Tastes, derive_version, post_all, session_events
+from tests.server.served_models import Tastes, derive_version, post_all, session_events
 
 
 def test_compare_and_hit_rates_by_hand():
@@ -74,6 +74,7 @@ def run_users(app, store, tastes, users, tag, seed=0):
     return bodies
 
 
+@pytest.mark.slow
 def test_shadow_scores_requests_never_serves_and_reports_agreement_and_hits(shadowed):
     app, store, reg, tastes = shadowed
     api = app.test_client()

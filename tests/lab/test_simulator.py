@@ -8,6 +8,7 @@ import json
 import random
 import types
 from collections import Counter
+from functools import partial
 
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ from lab.simulator import (
 )
 from shared.errors import ValidationError
 from shared.features import tokens
-from shared.schemas import Event, validate_event, validate_item
+from shared.schemas import validate_event, validate_item
+from tests.factories import event
 
 SMALL = SimConfig(n_users=400, n_items=300, n_days=6, new_items_per_day=4, seed=3)
 
@@ -59,11 +61,7 @@ def slates_of(session):
     return out
 
 
-_ids = itertools.count()
-
-
-def ev(etype, item=None, query=None):
-    return Event(f"e{next(_ids)}", "s1", "dev-s1", etype, 1.0, item, query, "x")
+ev = partial(event, user="s1", device="dev-s1", ts=1.0, session="x")
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ():
@@ -281,6 +279,7 @@ def test_a_policy_returning_unknown_items_is_refused():
         next(sim.events(policy=lambda u, c, t, k: [c[0], c[0]]))
 
 
+@pytest.mark.slow
 def test_streams_lazily_at_large_scale():
     big = MarketplaceSimulator(SimConfig(n_users=100_000, n_items=5_000, n_days=10_000))
     stream = big.events()

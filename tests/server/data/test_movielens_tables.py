@@ -106,6 +106,7 @@ def test_100k_is_deterministic(ml100k):
     assert again.user_features == ml100k.user_features
 
 
+@pytest.mark.slow
 def test_1m_tables(ml1m):
     t = ml1m
     _check_common(t)
@@ -125,6 +126,7 @@ def test_1m_tables(ml1m):
     assert t.user_features["1m_1"] == {"age_band": "under18", "gender": "F", "occupation": "k-12-student"}
 
 
+@pytest.mark.slow
 def test_1m_is_deterministic(ml1m):
     again = movielens.tables("1m")
     assert again.catalogue.equals(ml1m.catalogue) and again.events.equals(ml1m.events)
