@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast data bench clean
+.PHONY: demo test test-fast lint data bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ data: $(STAMP)
 demo: data
 	$(PY) -m demo_app
 
-test: data
+# ruff and mypy, configured in pyproject.toml; `make test` (and so .ci/run) runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy
+
+test: lint data
 	$(PY) -m pytest -q
 
 # The edit-test loop: everything but the tests marked slow (browser, fault loops, trainings).

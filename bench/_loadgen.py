@@ -11,9 +11,9 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -126,7 +126,7 @@ def closed_loop(workers: int, seconds: float, call: Callable[[int, int], int]) -
         t.start()
     for t in ts:
         t.join()
-    return sum(units), time.perf_counter() - t0, [x for l in lats for x in l]
+    return sum(units), time.perf_counter() - t0, [x for lat in lats for x in lat]
 
 
 class FreshnessProbe:

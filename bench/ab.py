@@ -17,10 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from server.monitoring import collector
-from lab.simulate import (EdgePolicy, FeedbackSimulator, PersonalPolicy, PopularPolicy,
-                                        fit_item_model, item_categories, offline_session, warmup)
+from lab.simulate import (
+    EdgePolicy,
+    FeedbackSimulator,
+    PersonalPolicy,
+    PopularPolicy,
+    fit_item_model,
+    item_categories,
+    offline_session,
+    warmup,
+)
 from lab.simulator import SimConfig
+from server.monitoring import collector
 
 CONFIG = SimConfig(n_users=4000, n_items=1000, n_categories=12, dim=16, n_days=24, seed=11)
 WARMUP_DAYS = 10

@@ -7,7 +7,7 @@ On MovieLens-100k (a 2-epoch model trained into a scratch home, so nothing of yo
    one model with no registry; a 5% and a 50% canary of an identical copy (the canary arm refolds
    the user's recent events with its own vectors); a 10% and a 100% shadow on top (the shadow ranks
    on a background thread, so what it costs the answer is GIL contention; the p99 shows it).
-2. Issue 8's scenario (tests/server/test_canary_serving.py): a shuffled-vector copy and an
+2. Issue 8's scenario (tests/server/release/test_canary_serving.py): a shuffled-vector copy and an
    identical copy each started at 5%; every user asks for 10 items and clicks each with its
    item-item affinity to what they rated; the canary job looks after every round (at most 3).
 """

@@ -56,8 +56,8 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from server.api.app import create_app
     from server.config import Config
-    from server.release import canary
     from server.jobs import rollout
+    from server.release import canary
     from server.release.registry import Registry
     from tests.server.served_models import derive_version
 

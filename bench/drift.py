@@ -51,13 +51,13 @@ from pathlib import Path
 import numpy as np
 
 from bench._sections import write_section
-from server.release import holdout
-from server.jobs import retrain
-from server.monitoring import drift
 from lab.simulate import FeedbackSimulator, PersonalPolicy, fit_item_model, item_categories, warmup
 from lab.simulator import CATEGORIES, SimConfig
-from shared.features import UserState, update_user_state, user_vector
+from server.jobs import retrain
+from server.monitoring import drift
+from server.release import holdout
 from shared.errors import ValidationError
+from shared.features import UserState, update_user_state, user_vector
 from shared.schemas import Event
 
 CONFIG = SimConfig(n_users=3000, n_items=800, n_categories=12, dim=16, n_days=20, seed=21)
@@ -466,7 +466,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def scenario(rule: str, history, cats, names, mix, model, nodrift: "ServingPolicy", nodrift_log: list) -> tuple[dict, dict]:
+def scenario(rule: str, history, cats, names, mix, model, nodrift: ServingPolicy, nodrift_log: list) -> tuple[dict, dict]:
     """One shocked category: the stale and the retrained arm beside the shared no-drift arm; (res, meta)."""
     global SHOCKED
     shocked = pick_category(rule, mix, CATEGORIES[: CONFIG.n_categories])
@@ -850,7 +850,7 @@ def report(res: dict, meta: dict) -> str:
         "",
         "What one window can show: the stale model shows the category a couple of hundred times a day, so a",
         "day holds a dozen or two of its clicks, against six or seven expected. Drawn at those counts",
-        "(tests/server/test_monitoring_drift.py), a tripled category is caught by a single day's check about",
+        "(tests/server/monitoring/test_monitoring_drift.py), a tripled category is caught by a single day's check about",
         "half the time and at twice the exposure nine times in ten, whatever the test; a looser `alpha` buys",
         "the rest with false alarms, since calm days come nearly as close (the closest call above).",
         f"Checking every {CHECK_HOURS:g} hours over the trailing day does not add evidence to a window; it lets the job act",

@@ -33,10 +33,10 @@ TARGETS = {"int8_over_fp32_bytes": 0.30, "model_set_bytes": 4 * 1024 * 1024, "se
 
 
 def _model(home_arg: str | None, tmp: Path):
-    from server.training import model as model_io
     from server.data.datasets import import_movielens
     from server.home import Home
     from server.jobs.train import train_job
+    from server.training import model as model_io
     from shared.errors import ModelError
 
     root = Path(home_arg or os.environ.get("POCKETRANK_HOME", "var"))
@@ -182,9 +182,9 @@ TORCH = "torch eager, split (shipped)"
 
 def build(m, tmp: Path, calib) -> dict[str, tuple[Path, dict]]:
     """Every ONNX variant from the same trained click model: name -> (file, quantization info)."""
-    from lab import quant_candidates
     from exporter.onnx_export import export_ranker
     from exporter.quantize import quantize_ranker
+    from lab import quant_candidates
 
     fp32 = tmp / "ranker.fp32.onnx"
     export_ranker(m.click, fp32, m.config.dim)

@@ -23,12 +23,12 @@ REPEATS = 3
 
 def main(argv: list[str]) -> int:
     from server.config import Config
-    from server.home import Home
-    from server.release.registry import Registry
     from server.data.datasets import import_movielens
+    from server.home import Home
+    from server.jobs.rebase import rebase
     from server.jobs.train import export_job, train_job
     from server.online.versions import save_vectors
-    from server.jobs.rebase import rebase
+    from server.release.registry import Registry
     from server.stores import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rebase-"))

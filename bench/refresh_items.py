@@ -27,12 +27,12 @@ CHOSEN = "shrunk mean, shrink 2, 1 x typical length"  # what refresh_items_job d
 def main(argv: list[str]) -> int:
     import torch
 
-    from server.training import ranking_metrics as metrics
-    from server.online.catalogue import Catalogue, provisional_vector
     from server.data import movielens
+    from server.jobs.refresh_items import engagement_vectors, gradient_steps, shrunk_mean
+    from server.online.catalogue import Catalogue, provisional_vector
+    from server.training import ranking_metrics as metrics
     from server.training.evaluate import pooled_user
     from server.training.model import ModelConfig
-    from server.jobs.refresh_items import engagement_vectors, gradient_steps, shrunk_mean
     from server.training.train import train
     from shared.schemas import Event
 

@@ -129,10 +129,10 @@ def record_sizes(n_users: int = 1000, n_items: int = 50_000, n_cand: int = 200) 
 
 
 def _home(tmp: Path) -> Path:
+    from server.bundle.publish import publish_job
     from server.data.datasets import import_movielens
     from server.home import Home
     from server.jobs.train import export_job, train_job
-    from server.bundle.publish import publish_job
 
     home = Home(tmp / "home")
     import_movielens(home.store(), "100k", progress=False)
@@ -238,7 +238,7 @@ class Gunicorn:
                 self.proc.wait()
         self.log.close()
 
-    def __enter__(self) -> "Gunicorn":
+    def __enter__(self) -> Gunicorn:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -293,7 +293,7 @@ def _drive(port: int, paths: list[str], headers: dict, threads: int, seconds: fl
         th.start()
     for th in ts:
         th.join()
-    return [x for l in lats for x in l], sum(errors), int(seconds)
+    return [x for lat in lats for x in lat], sum(errors), int(seconds)
 
 
 def load(port: int, paths: list[str], seconds: float, headers: dict | None = None, rate: float | None = None,
@@ -426,8 +426,8 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     from edge_runtime import EdgeClient
-    from server.home import Home
     from server.bundle.publish import publish_job
+    from server.home import Home
 
     out: dict = {}
     rec = out["records"] = record_sizes()

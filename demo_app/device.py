@@ -68,7 +68,7 @@ class Device:
             self._status = status
         return status
 
-    def start(self) -> "Device":
+    def start(self) -> Device:
         """First sync for the demo users, then the background tick."""
         self.sync()
         self._ticker = threading.Thread(target=self._tick_loop, name="device-tick", daemon=True)
@@ -140,7 +140,7 @@ class Device:
 
     def _act(self, user_id, type, item_id, query, list_id) -> dict:
         with self._lock:
-            shown = next((l for l in reversed(self.lists) if l["list_id"] == list_id), None)
+            shown = next((lst for lst in reversed(self.lists) if lst["list_id"] == list_id), None)
         context = {"source": shown["source"]} if shown else None
         event_id = self._track(user_id, type, item_id, query=query, context=context)
         price = 0.0
@@ -215,7 +215,7 @@ class Device:
     def snapshot(self) -> dict:
         """Everything the operator metrics are computed from (copies, safe to read)."""
         with self._lock:
-            return {"started_at": self.started_at, "lists": [dict(l) for l in self.lists],
+            return {"started_at": self.started_at, "lists": [dict(lst) for lst in self.lists],
                     "events": [dict(e) for e in self.events], "flushes": list(self.flushes),
                     "syncs": list(self.syncs), "samples": list(self.samples), "status": dict(self._status)}
 

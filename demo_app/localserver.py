@@ -29,7 +29,7 @@ class LocalServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "LocalServer":
+    def start(self, timeout: float = 60.0) -> LocalServer:
         env = {**os.environ, "POCKETRANK_HOME": str(self.home)}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -57,7 +57,7 @@ class LocalServer:
                 self.proc.wait()
         self.proc = None
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

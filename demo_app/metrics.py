@@ -29,7 +29,7 @@ def bucket_edges(t0: float, now: float, n: int = 30, min_width: float = 1.0) -> 
 
 
 def _segment_of(lists: list[dict], by: str) -> dict[int, str]:
-    return {l["list_id"]: str(l["source"] if by == "source" else l["user_id"]) for l in lists}
+    return {lst["list_id"]: str(lst["source"] if by == "source" else lst["user_id"]) for lst in lists}
 
 
 def ctr(lists: list[dict], events: list[dict], edges: list[float], by: str = "source") -> dict[str, list]:
@@ -38,7 +38,7 @@ def ctr(lists: list[dict], events: list[dict], edges: list[float], by: str = "so
     for name in sorted(set(seg.values())):
         values = []
         for e in edges:
-            shown = sum(len(l["item_ids"]) for l in lists if seg[l["list_id"]] == name and l["t"] <= e)
+            shown = sum(len(lst["item_ids"]) for lst in lists if seg[lst["list_id"]] == name and lst["t"] <= e)
             clicks = sum(1 for ev in events if ev["type"] == "click" and ev.get("list_id") in seg
                          and seg[ev["list_id"]] == name and ev["t"] <= e)
             values.append(clicks / shown if shown else None)
@@ -48,9 +48,9 @@ def ctr(lists: list[dict], events: list[dict], edges: list[float], by: str = "so
 
 def bounce(lists: list[dict], events: list[dict], edges: list[float], by: str = "source") -> dict[str, list]:
     seg = _segment_of(lists, by)
-    ordered = sorted(lists, key=lambda l: (l["t"], l["list_id"]))
+    ordered = sorted(lists, key=lambda lst: (lst["t"], lst["list_id"]))
     # A list is left when the next one replaces it on the screen.
-    left = [(l, nxt["t"]) for l, nxt in zip(ordered, ordered[1:])]
+    left = [(lst, nxt["t"]) for lst, nxt in zip(ordered, ordered[1:])]
     engaged = {}
     for ev in events:
         if ev["type"] in ENGAGING and ev.get("list_id") is not None:
@@ -59,8 +59,8 @@ def bounce(lists: list[dict], events: list[dict], edges: list[float], by: str = 
     for name in sorted(set(seg.values())):
         values = []
         for e in edges:
-            done = [(l, t_left) for l, t_left in left if seg[l["list_id"]] == name and t_left <= e]
-            bounced = sum(1 for l, t_left in done if engaged.get(l["list_id"], math.inf) > t_left)
+            done = [(lst, t_left) for lst, t_left in left if seg[lst["list_id"]] == name and t_left <= e]
+            bounced = sum(1 for lst, t_left in done if engaged.get(lst["list_id"], math.inf) > t_left)
             values.append(bounced / len(done) if done else None)
         out[name] = values
     return out
@@ -130,7 +130,7 @@ def compute(log: dict, now: float, buckets: int = 30) -> dict:
         "outbox": last_sample(samples, edges, "outbox"),
         "traffic_bytes": {"device to server": deltas(samples, edges, "bytes_up"),
                           "server to device": deltas(samples, edges, "bytes_down")},
-        "latency": [{"t": round(l["t"] - t0, 2), "ms": l["latency_ms"], "source": l["source"]} for l in lists],
+        "latency": [{"t": round(lst["t"] - t0, 2), "ms": lst["latency_ms"], "source": lst["source"]} for lst in lists],
         "syncs": [{"t": round(s["t"] - t0, 2), "bytes": s["bytes"], "changed": s["changed"],
                    "version": s["version"], "ms": round(s["ms"], 1), "error": s["error"]} for s in log["syncs"]],
         "totals": {

@@ -64,7 +64,7 @@ def _reset(sock: socket.socket) -> None:
 class _Link:
     """One device connection and its upstream twin: a reader and a delayed writer each way."""
 
-    def __init__(self, proxy: "NetProxy", down: socket.socket, up: socket.socket):
+    def __init__(self, proxy: NetProxy, down: socket.socket, up: socket.socket):
         self.proxy, self.down, self.up = proxy, down, up
         self.closed = False
         self._lock = threading.Lock()
@@ -204,7 +204,7 @@ class NetProxy:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "NetProxy":
+    def start(self) -> NetProxy:
         self._thread = threading.Thread(target=self._accept, name="netproxy", daemon=True)
         self._thread.start()
         return self
@@ -218,7 +218,7 @@ class NetProxy:
         if mode == "offline":
             self._cut_all()
 
-    def set(self, mode: str, **params) -> "NetProxy":
+    def set(self, mode: str, **params) -> NetProxy:
         """A network change: any mode or fault, with its parameters; cuts every open connection."""
         if mode not in MODES + FAULTS:
             raise ValueError(f"mode must be one of {', '.join(MODES + FAULTS)}, got {mode!r}")
@@ -268,7 +268,7 @@ class NetProxy:
         except OSError:
             pass
 
-    def __enter__(self) -> "NetProxy":
+    def __enter__(self) -> NetProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:

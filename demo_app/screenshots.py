@@ -31,7 +31,7 @@ class Phone:
     def __init__(self, page):
         self.page = page
 
-    def open(self, url: str) -> "Phone":
+    def open(self, url: str) -> Phone:
         self.page.goto(url)
         self.page.wait_for_function("Number(document.querySelector('#feed').dataset.listId) > 0")
         return self

@@ -66,7 +66,7 @@ class DemoStack:
     def url(self) -> str:
         return f"http://{self.host}:{self._http.server_port}"
 
-    def start(self) -> "DemoStack":
+    def start(self) -> DemoStack:
         key_file = self.home / "keys" / "signing.pub"
         if not published(self.home):
             raise SystemExit(f"{self.home} has no published bundle: run `make demo` (or pocketrank train, "
@@ -108,7 +108,7 @@ class DemoStack:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "DemoStack":
+    def __enter__(self) -> DemoStack:
         return self.start()
 
     def __exit__(self, *exc) -> None:

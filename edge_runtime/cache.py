@@ -13,14 +13,15 @@ fsyncs the WAL, so the commit survives power loss too.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import sqlite_utils
@@ -199,7 +200,9 @@ class DeviceCache:
 
     @property
     def version(self) -> int:
-        return int(self.get("bundle_version", "0"))
+        value = self.get("bundle_version", "0")
+        assert value is not None  # a default was given
+        return int(value)
 
     def manifest(self) -> dict | None:
         return self.snapshot().manifest or None
@@ -251,11 +254,11 @@ class DeviceCache:
                      (user_id, np.asarray(state.s, dtype="<f4").tobytes(), float(state.w), state.n_events,
                       time.time()))
 
-    def consumed(self, user_id: str) -> set[str]:
+    def consumed(self, user_id: str) -> builtins.set[str]:
         """The products (their own ids) this user clicked, carted or bought on the device."""
         return {r[0] for r in self.query("SELECT item_id FROM consumed WHERE user_id = ?", (user_id,))}
 
-    def consumed_indexes(self, user_id: str) -> set[int]:
+    def consumed_indexes(self, user_id: str) -> builtins.set[int]:
         """The indexes of the held items this user consumed: what the local rules leave out."""
         return {r[0] for r in self.query("SELECT i.item_id FROM consumed c JOIN items i ON i.external_id = c.item_id "
                                          "WHERE c.user_id = ?", (user_id,))}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from shared.schemas import check_id, check_item_id, validate_event
 
@@ -280,7 +280,9 @@ class EdgeClient:
     def status(self) -> dict:
         snap = self.cache.snapshot()
         events, nbytes = self.outbox.totals()
-        rejected = self.cache.query_one("SELECT COUNT(*) FROM rejected")[0]
+        row = self.cache.query_one("SELECT COUNT(*) FROM rejected")
+        assert row is not None  # COUNT(*) always returns one row
+        rejected = row[0]
         return {
             "bundle_version": snap.version,
             "model_version": snap.model_version,
@@ -311,7 +313,7 @@ class EdgeClient:
         self.transport.close()
         self.cache.close()
 
-    def __enter__(self) -> "EdgeClient":
+    def __enter__(self) -> EdgeClient:
         return self
 
     def __exit__(self, *exc) -> None:

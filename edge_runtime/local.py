@@ -18,7 +18,7 @@ never shown (packed rows already leave such candidates out; popular ones too).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable, Set
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class LocalRecommender:
             return self.max_per_category
         return (snap.manifest.get("rules") or {}).get("max_per_category")
 
-    def recommend(self, user_id: str, k: int, exclude: set[str] = frozenset(),
+    def recommend(self, user_id: str, k: int, exclude: Set[str] = frozenset(),
                   max_per_category: int | None = None) -> Recommendation:
         """`exclude`: products (their own ids) not to show."""
         t0 = time.perf_counter()

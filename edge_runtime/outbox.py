@@ -22,8 +22,8 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from shared.schemas import Event
 
@@ -97,7 +97,9 @@ class Outbox:
 
     def totals(self) -> tuple[int, int]:
         """(events, bytes) queued."""
-        return tuple(self.cache.query_one("SELECT events, bytes FROM outbox_totals"))
+        row = self.cache.query_one("SELECT events, bytes FROM outbox_totals")
+        assert row is not None  # a view of aggregates: always one row
+        return tuple(row)
 
     def count(self) -> int:
         return self.totals()[0]
@@ -109,6 +111,7 @@ class Outbox:
 
     def oldest_age(self) -> float | None:
         row = self.cache.query_one("SELECT MIN(created_at) FROM outbox")
+        assert row is not None  # an aggregate without GROUP BY: always one row
         return None if row[0] is None else max(0.0, self.clock() - row[0])
 
     @property
@@ -129,7 +132,8 @@ class Outbox:
         """The oldest events, at most `max_events` of them and about `max_bytes` of JSON (at least one)."""
         rows = self.cache.query("SELECT event_id, body, size FROM outbox ORDER BY created_at, rowid LIMIT ?",
                                 (max_events,))
-        taken, total = [], 0
+        taken: list[tuple[str, bytes]] = []
+        total = 0
         for event_id, body, size in rows:
             if taken and total + size > max_bytes:
                 break

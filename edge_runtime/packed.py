@@ -31,7 +31,7 @@ class ItemTable:
     categories: list[str]
 
     @classmethod
-    def load(cls, conn: sqlite3.Connection) -> "ItemTable":
+    def load(cls, conn: sqlite3.Connection) -> ItemTable:
         rows = conn.execute("SELECT item_id, vector, in_stock, category FROM items ORDER BY item_id").fetchall()
         categories = sorted({r[3] or "" for r in rows})
         code = {c: i for i, c in enumerate(categories)}
@@ -111,7 +111,7 @@ class Candidates:
     received_at: float
 
     @classmethod
-    def from_row(cls, row: tuple) -> "Candidates":
+    def from_row(cls, row: tuple) -> Candidates:
         ids_b, scores_b, vectors_b, stock_b, cats_b, version, received_at = row
         ids = np.frombuffer(ids_b or b"", dtype="<i4")
         n = len(ids)

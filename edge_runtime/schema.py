@@ -9,7 +9,7 @@ than guessed at.
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 from .artifacts import ArtifactFiles
 from .errors import StorageError

@@ -37,7 +37,7 @@ import binascii
 import hashlib
 import json
 import time
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 from shared import wire
 from shared.features import DECAY, TYPE_WEIGHTS, UserState
@@ -116,7 +116,7 @@ class Syncer:
                 self._apply(answer, result, same_version_ok=True)
         return result
 
-    def _request(self, users: list[str], cursor: int, without: list[str] = ()) -> dict | None:
+    def _request(self, users: list[str], cursor: int, without: Sequence[str] = ()) -> dict | None:
         held = self.cache.version
         # With `without`, the server never answers 304 (those users need their records).
         headers = {"If-None-Match": f'"v{cursor}"'} if cursor and cursor == held and not without else None
@@ -264,7 +264,7 @@ class Syncer:
                     continue
             try:
                 raw = (wire.decompress(data, wire.MAX_RECORD_BYTES) if e["kind"] == "full"
-                       else wire.apply_delta(held, data, wire.MAX_RECORD_BYTES))
+                       else wire.apply_delta(held, data, wire.MAX_RECORD_BYTES))  # type: ignore[arg-type]  # held checked above
                 if hashlib.sha256(raw).digest() != sha:
                     raise IntegrityError(f"sha256 of the {e['kind']} record does not match the signed one; "
                                          "corrupted or tampered")
@@ -290,7 +290,7 @@ class Syncer:
 
     # --- download ---
 
-    def _artifact(self, name: str, art: dict, urls: dict, result: SyncResult) -> bytes:
+    def _artifact(self, name: str, art: dict, urls: dict | None, result: SyncResult) -> bytes:
         """The artifact's verified bytes: from a held file if one matches, else downloaded (resuming)."""
         sha, length = art["sha256"], art["length"]
         files = self.cache.files

@@ -15,7 +15,7 @@ the product stays out of the local lists if its entry arrives later.
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 

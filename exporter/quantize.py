@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -32,7 +33,7 @@ from shared.errors import ModelError
 QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "MatMulIntegerToFloat", "QGemm"}
 FLOAT_MATMULS = {"MatMul", "Gemm"}
 MIN_WEIGHT_ELEMENTS = 1024
-METHOD = {"method": "dynamic", "weight_type": "QInt8", "per_channel": False, "format": "DynamicQuantizeMatMul"}
+METHOD: dict[str, Any] = {"method": "dynamic", "weight_type": "QInt8", "per_channel": False, "format": "DynamicQuantizeMatMul"}
 
 
 def op_counts(path_or_model: Path | onnx.ModelProto) -> dict[str, int]:
@@ -114,7 +115,7 @@ def _int8_nodes(node: onnx.NodeProto, w: np.ndarray, per_channel: bool,
     base = node.name or node.output[0]
     zero = np.zeros(q.shape[1], np.int8) if per_channel else np.int8(0)
     inits = [numpy_helper.from_array(q, f"{base}.wq"), numpy_helper.from_array(scale, f"{base}.wscale"),
-             numpy_helper.from_array(zero, f"{base}.wzero")]
+             numpy_helper.from_array(zero, f"{base}.wzero")]  # type: ignore[arg-type]  # np.int8 scalar: a 0-d tensor
     inputs = [node.input[0]] + [t.name for t in inits]
     bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
     if bias is None or bias_is_row:

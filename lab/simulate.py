@@ -18,18 +18,18 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from lab import simulator as simmod
 from lab.simulator import CATEGORIES, MarketplaceSimulator, SimConfig
+from server.release.canary import bucket
 from shared.errors import ValidationError
 from shared.features import UserState, update_user_state, user_vector
 from shared.schemas import Event
-
-from server.release.canary import bucket
 
 
 @dataclass
@@ -196,7 +196,7 @@ class ItemModel:
             s += self.vectors[item_ids] @ user_vec
         return s
 
-    def shuffled(self, seed: int = 0) -> "ItemModel":
+    def shuffled(self, seed: int = 0) -> ItemModel:
         """A deliberately broken copy: every item gets another item's vector and bias."""
         perm = np.random.default_rng(seed).permutation(self.vectors.shape[0] - 1) + 1
         v, b = self.vectors.copy(), self.bias.copy()

@@ -15,9 +15,10 @@ and coins and differ only in what they show: a low-variance simulated A/B test.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

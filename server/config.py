@@ -14,7 +14,6 @@ from shared.errors import ValidationError
 
 from . import default_home
 
-
 STAGES = (0.05, 0.25, 0.5)
 
 
@@ -106,7 +105,7 @@ class Config:
     sync_history: int = 10  # bundle versions whose record history is kept; older cursors get a full snapshot
 
     @classmethod
-    def from_env(cls, **overrides) -> "Config":
+    def from_env(cls, **overrides) -> Config:
         values = {}
         for f in fields(cls):
             if f.name in overrides:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 @dataclass
 class Home:
     root: Path
-    config: "Config | None" = None  # None: read POCKETRANK_* from the environment when a store is opened
+    config: Config | None = None  # None: read POCKETRANK_* from the environment when a store is opened
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)

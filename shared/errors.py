@@ -45,6 +45,12 @@ class AuthError(PocketrankError):
 class TransportError(PocketrankError):
     """The server could not be reached, timed out, or answered with an error."""
 
+    # Set by edge_runtime.transport._error; class defaults for errors raised elsewhere.
+    status_code: int | None = None
+    retry_after: float | None = None
+    partial: bytes = b""
+    ranged: bool = False
+
 
 class BundleUnavailable(PocketrankError):
     """No bundle can be served: none published yet, or its manifest missing or unreadable (a 503 to a device)."""

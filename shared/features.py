@@ -13,8 +13,9 @@ can compute it in closed form over a whole history.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class UserState:
     n_events: int = 0
 
     @classmethod
-    def empty(cls, dim: int) -> "UserState":
+    def empty(cls, dim: int) -> UserState:
         return cls(np.zeros(dim, dtype=np.float32), 0.0, 0)
 
 
@@ -142,7 +143,7 @@ def window_aggregates(
     (sum of purchased prices), and category interest (TYPE_WEIGHTS summed per
     category, the same weights the user vector uses).
     """
-    out = {f"{d}d": {"counts": dict.fromkeys(_COUNTED, 0), "spend": 0.0, "categories": {}} for d in windows}
+    out: dict[str, dict[str, Any]] = {f"{d}d": {"counts": dict.fromkeys(_COUNTED, 0), "spend": 0.0, "categories": {}} for d in windows}
     spans = [(f"{d}d", d * _DAY) for d in windows]
     for ts, etype, category, price in events:
         age = as_of - ts

@@ -12,10 +12,10 @@ TEST_EPOCHS = 2  # enough for meaningful rankings; quality is measured by the be
 
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory) -> Path:
+    from server.bundle.publish import publish_job
     from server.data.datasets import import_movielens
     from server.home import Home
     from server.jobs.train import export_job, train_job
-    from server.bundle.publish import publish_job
 
     root = tmp_path_factory.mktemp("home")
     home = Home(root)

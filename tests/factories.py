@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from demo_app.localserver import free_port  # noqa: F401  (one copy: the demo's)
 from shared.schemas import Event, Item
@@ -44,3 +45,24 @@ def product(item_id: Any, category: str = "Books", title: str | None = None, pri
     """A catalogue Item: titled "<category> product <id>" and in the categories (category,) unless given."""
     return Item(item_id, title if title is not None else f"{category} product {item_id}", category, year,
                 price, in_stock, (category,) if categories is None else categories)
+
+
+def dot_ranker(dim: int) -> bytes:
+    """An ONNX model with the ranker's signature: scores = sigmoid(items @ user^T), serialized."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["user"], ["ut"], perm=[1, 0]),
+         helper.make_node("MatMul", ["items", "ut"], ["logit2d"]),
+         helper.make_node("Flatten", ["logit2d"], ["flat"], axis=0),
+         helper.make_node("Squeeze", ["flat", "zero"], ["logit"]),
+         helper.make_node("Sigmoid", ["logit"], ["scores"])],
+        "dot_ranker",
+        [helper.make_tensor_value_info("user", TensorProto.FLOAT, [1, dim]),
+         helper.make_tensor_value_info("items", TensorProto.FLOAT, ["candidates", dim])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["candidates"])],
+        [helper.make_tensor("zero", TensorProto.INT64, [1], [0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model.SerializeToString()

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from demo_app.localserver import LocalServer
 from edge_runtime import EdgeClient
-from pocketrank.cli import main
 from lab.sim_files import CATALOGUE_MAP, EVENTS_MAP, write_marketplace
 from lab.simulator import MarketplaceSimulator, SimConfig
+from pocketrank.cli import main
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
 

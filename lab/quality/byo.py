@@ -22,10 +22,10 @@ from shared.errors import DataError, ModelError
 
 from . import beyond
 from .data import read_csv, time_sorted_sequences
+from .defaults import DEFAULTS
 from .hybrid import DLAE
 from .peers import binary_matrix
 from .seqrec import SeqConfig, SeqTower, fit as fit_seq, score as seq_score
-from .defaults import DEFAULTS
 
 
 def _z(s: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ class RankingContentMap:
             raise DataError(f"RankingContentMap needs lam > 0, got {lam}")
         self.lam = float(lam)
 
-    def fit(self, user_vectors: np.ndarray, Y, F: np.ndarray, row_norm: bool = True) -> "RankingContentMap":
+    def fit(self, user_vectors: np.ndarray, Y, F: np.ndarray, row_norm: bool = True) -> RankingContentMap:
         """user_vectors (n_users, d); Y (n_users, n_items) interactions with warm items (dense or
         sparse); F (n_items, f) those items' content features. Users with no interaction are skipped."""
         Y = np.asarray(Y.toarray() if hasattr(Y, "toarray") else Y, dtype=np.float64)

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import DataError
-
 from server.training.sequences import user_sequences
+from shared.errors import DataError
 
 
 @dataclass
@@ -40,7 +39,7 @@ class Interactions:
     def __len__(self) -> int:
         return len(self.users)
 
-    def subset(self, mask: np.ndarray) -> "Interactions":
+    def subset(self, mask: np.ndarray) -> Interactions:
         """Rows where mask holds, same index spaces (ids keep their indices)."""
         return Interactions(self.users[mask], self.items[mask], self.timestamps[mask], self.user_ids,
                             self.item_ids, None if self.ratings is None else self.ratings[mask],

@@ -22,8 +22,8 @@ profile says, and a user with unknown fields gets popularity.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,7 +81,7 @@ class DemographicRidge:
         blocks.append(np.ones((len(profiles), 1), np.float32))
         return np.hstack(blocks)
 
-    def fit(self, profiles: Sequence[Mapping[str, str]], X: sp.spmatrix) -> "DemographicRidge":
+    def fit(self, profiles: Sequence[Mapping[str, str]], X: sp.spmatrix) -> DemographicRidge:
         """profiles[r] is the profile of X's row r (warm users only)."""
         if len(profiles) != X.shape[0]:
             raise DataError(f"{len(profiles)} profiles for {X.shape[0]} interaction rows")

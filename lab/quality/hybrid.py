@@ -23,7 +23,7 @@ class DLAE:
     def __init__(self, lam: float = 300.0, p: float = 0.5):
         self.lam, self.p = lam, p
 
-    def fit(self, X: sp.csr_matrix) -> "DLAE":
+    def fit(self, X: sp.csr_matrix) -> DLAE:
         G = (X.T @ X).toarray().astype(np.float64)
         L = self.p / (1.0 - self.p) * np.diag(G) + self.lam
         self.B = np.linalg.solve(G + np.diag(L), G).astype(np.float32)
@@ -76,7 +76,7 @@ class ContentMap:
     def __init__(self, alpha: float = 3.0):
         self.alpha = alpha
 
-    def fit(self, F: np.ndarray, vectors: np.ndarray) -> "ContentMap":
+    def fit(self, F: np.ndarray, vectors: np.ndarray) -> ContentMap:
         Fb = np.hstack([F, np.ones((len(F), 1), np.float32)])
         A = Fb.T @ Fb + self.alpha * np.eye(Fb.shape[1])
         self.W = np.linalg.solve(A, Fb.T @ vectors).astype(np.float32)
@@ -95,7 +95,7 @@ class SegmentPrior:
         self.m = m
 
     def fit(self, users: np.ndarray, items: np.ndarray, user_ids: np.ndarray,
-            features: dict[str, dict[str, str]], n_items: int) -> "SegmentPrior":
+            features: dict[str, dict[str, str]], n_items: int) -> SegmentPrior:
         self.features = features
         self.n_items = n_items
         self.glob = np.bincount(items, minlength=n_items).astype(np.float64)
@@ -123,7 +123,7 @@ class UserEASE:
     def __init__(self, lam: float = 300.0):
         self.lam = lam
 
-    def fit(self, X: sp.csr_matrix) -> "UserEASE":
+    def fit(self, X: sp.csr_matrix) -> UserEASE:
         G = (X @ X.T).toarray().astype(np.float64)
         G[np.diag_indices_from(G)] += self.lam
         P = np.linalg.inv(G)
@@ -148,7 +148,7 @@ class LinearHybrid:
     def __init__(self, lam: float = 300.0, p: float = 0.5, w_user: float = 0.0, user_lam: float = 300.0):
         self.dlae, self.w_user, self.user_lam = DLAE(lam, p), w_user, user_lam
 
-    def fit(self, X: sp.csr_matrix) -> "LinearHybrid":
+    def fit(self, X: sp.csr_matrix) -> LinearHybrid:
         self.dlae.fit(X)
         self.B = self.dlae.B
         self.user = UserEASE(self.user_lam).fit(X) if self.w_user > 0 else None

@@ -22,7 +22,7 @@ def binary_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: i
 class Popularity:
     name = "popularity"
 
-    def fit(self, X: sp.csr_matrix) -> "Popularity":
+    def fit(self, X: sp.csr_matrix) -> Popularity:
         self.counts = np.asarray(X.sum(0)).ravel().astype(np.float32)
         return self
 
@@ -46,7 +46,7 @@ class EASE:
     def __init__(self, lam: float = 500.0):
         self.lam = lam
 
-    def fit(self, X: sp.csr_matrix) -> "EASE":
+    def fit(self, X: sp.csr_matrix) -> EASE:
         self.X = X
         self.B = ease_weights(X, self.lam)
         return self
@@ -75,7 +75,7 @@ class ImplicitALS:
         self.kw = dict(factors=factors, regularization=regularization, alpha=alpha, iterations=iterations,
                        random_state=seed, num_threads=1, use_gpu=False)
 
-    def fit(self, X: sp.csr_matrix) -> "ImplicitALS":
+    def fit(self, X: sp.csr_matrix) -> ImplicitALS:
         from implicit.als import AlternatingLeastSquares
 
         _one_thread()
@@ -95,7 +95,7 @@ class ImplicitBPR:
         self.kw = dict(factors=factors, learning_rate=learning_rate, regularization=regularization,
                        iterations=iterations, random_state=seed, num_threads=1, use_gpu=False)
 
-    def fit(self, X: sp.csr_matrix) -> "ImplicitBPR":
+    def fit(self, X: sp.csr_matrix) -> ImplicitBPR:
         from implicit.bpr import BayesianPersonalizedRanking
 
         _one_thread()
@@ -116,7 +116,7 @@ class CornacBPR:
                  lambda_reg: float = 0.001, seed: int = 0):
         self.kw = dict(k=k, max_iter=max_iter, learning_rate=learning_rate, lambda_reg=lambda_reg, seed=seed)
 
-    def fit(self, X: sp.csr_matrix) -> "CornacBPR":
+    def fit(self, X: sp.csr_matrix) -> CornacBPR:
         import cornac
         from cornac.models import BPR
 

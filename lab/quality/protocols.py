@@ -20,13 +20,13 @@ import torch
 from server.training.ranking_metrics import ndcg_at_k
 
 from . import beyond, peers
-from .data import Interactions, time_sorted_sequences
-from .hybrid import DLAE, ContentMap, SegmentPrior, content_features, zscore
 from .content_rank import RankingContentMap, blend_vectors, content_profile
+from .data import Interactions, time_sorted_sequences
+from .defaults import DEFAULTS
 from .demographic import DemographicRidge
+from .hybrid import DLAE, ContentMap, SegmentPrior, content_features, zscore
 from .seqrec import SeqConfig, fit as fit_seq, score as seq_score
 from .splits import cold_users_mask, global_time_split, new_items_mask, protocol2_split, python_stratified_split
-from .defaults import DEFAULTS
 
 
 def _mask_history(s: np.ndarray, X: sp.csr_matrix) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from server.training import sequences
+
 from .data import Interactions
 
 

@@ -115,7 +115,7 @@ class RP3beta:
     def __init__(self, beta: float = 0.5):
         self.beta = beta
 
-    def fit(self, X: sp.csr_matrix) -> "RP3beta":
+    def fit(self, X: sp.csr_matrix) -> RP3beta:
         X = sp.csr_matrix(X, dtype=np.float64)
         deg_u = np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)
         deg_i = np.maximum(np.asarray(X.sum(0)).ravel(), 1.0)
@@ -142,7 +142,7 @@ class BaseModels:
     seed: int = 0
     n_candidates: int = 100
 
-    def fit(self, X: sp.csr_matrix) -> "BaseModels":
+    def fit(self, X: sp.csr_matrix) -> BaseModels:
         h = self.p1
         self.X = X
         self.hybrid = LinearHybrid(h["lam"], h["p"], h["w_user"], h["user_lam"]).fit(X)
@@ -232,7 +232,7 @@ class Ranker:
             d = self.c.hidden
         return nn.Sequential(*layers, nn.Linear(d, 1))
 
-    def fit(self, F: np.ndarray, y: np.ndarray) -> "Ranker":
+    def fit(self, F: np.ndarray, y: np.ndarray) -> Ranker:
         """F: (U, K, f) features of each user's candidates; y: (U, K) 0/1 labels."""
         if F.ndim != 3 or y.shape != F.shape[:2]:
             raise ValueError(f"features must be (users, candidates, f) and labels (users, candidates); "
@@ -305,7 +305,7 @@ class TwoStage:
         self.base, self.rc, self.genres, self.years, self.carve_seeds = base, ranker, genres, years, carve_seeds
 
     def fit(self, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_users: int,
-            n_items: int) -> "TwoStage":
+            n_items: int) -> TwoStage:
         """users/items/timestamps: the training rows only; the ranker never sees anything else."""
         Fs, ys = [], []
         for s in self.carve_seeds:

@@ -88,8 +88,7 @@ def tune_stacking(grid: list[dict] | None = None, carve_seeds=(7, 8, 9), ranker_
     import numpy as np
     import torch
 
-    from . import beyond
-    from . import stacking as st
+    from . import beyond, stacking as st
 
     torch.set_num_threads(1)
     ex = stacking_examples(carve_seeds)

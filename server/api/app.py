@@ -10,12 +10,10 @@ from werkzeug.exceptions import HTTPException
 
 from shared.errors import AuthError, PocketrankError, ValidationError
 
-from . import auth
-from . import devices, events, health, items, openapi, recommendations, sync, users
-from . import monitoring as metrics_api
 from ..config import Config
-from .device_registry import DeviceRegistry
 from ..online.serving import Serving
+from . import auth, devices, events, health, items, monitoring as metrics_api, openapi, recommendations, sync, users
+from .device_registry import DeviceRegistry
 
 log = logging.getLogger(__name__)
 

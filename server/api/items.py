@@ -15,8 +15,8 @@ from flask import Blueprint, abort, current_app, jsonify
 from shared.errors import ValidationError
 from shared.schemas import check_item_id, validate_item
 
-from .auth import check_operator_key
 from ..online.catalogue import provisional_vector
+from .auth import check_operator_key
 from .params import json_batch
 
 bp = Blueprint("items", __name__)

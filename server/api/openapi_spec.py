@@ -1,7 +1,7 @@
 """The OpenAPI 3.0 document of the REST API, served at /openapi.json.
 
 Written by hand beside the blueprints (not generated) so it is the contract a
-Kotlin or Swift client is built from; tests/server/test_openapi.py runs
+Kotlin or Swift client is built from; tests/server/api/test_openapi.py runs
 schemathesis against it in-process to keep the two honest.
 """
 

@@ -30,11 +30,11 @@ from shared.features import DECAY, TYPE_WEIGHTS, user_vector
 
 from ..config import Config
 from ..home import Home
+from ..online.catalogue import load_catalogue
+from ..online.ranker import Ranker, popular
 from ..stores.base import RecordRow
 from . import item_entries, variants
 from .model_artifacts import load_signer, manifest_artifacts, model_artifacts, model_section, save_artifacts
-from ..online.catalogue import load_catalogue
-from ..online.ranker import Ranker, popular
 
 DEFAULT_EXPIRY_DAYS = 30
 

@@ -30,18 +30,26 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from shared import wire
 from shared.errors import ValidationError
 
-from . import item_entries
-from .model_artifacts import MODEL_FILES, load_signer, manifest_artifacts, model_artifacts, model_section, save_artifacts
-from ..online.catalogue import Catalogue, load_catalogue
 from ..home import Home
-from ..release.registry import Registry
+from ..online.catalogue import Catalogue, load_catalogue
 from ..online.versions import catalogue_for, version_vectors
+from ..release.registry import Registry
+from . import item_entries
+from .model_artifacts import (
+    MODEL_FILES,
+    load_signer,
+    manifest_artifacts,
+    model_artifacts,
+    model_section,
+    save_artifacts,
+)
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ content key, a missing session_id is "", and the timestamp has been parsed by se
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -32,9 +32,10 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -70,7 +71,7 @@ def content_key(user_id: str, item_id: str | None, type: str, timestamp: float, 
     file is in time order, which is several times faster to write than random keys."""
     ms = int(np.rint(timestamp * 1000.0))
     data = _KEY_SEPARATOR.join((user_id, item_id or "", type, str(ms), query or "")).encode("utf-8")
-    return "k%011x%s" % (ms, hashlib.blake2b(data, digest_size=12).hexdigest())
+    return f"k{ms:011x}{hashlib.blake2b(data, digest_size=12).hexdigest()}"
 
 
 def content_keys(user_id: pa.Array, item_id: pa.Array, type: pa.Array, timestamp: np.ndarray,
@@ -82,7 +83,7 @@ def content_keys(user_id: pa.Array, item_id: pa.Array, type: pa.Array, timestamp
     offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[joined.offset:joined.offset + len(joined) + 1]
     data = memoryview(joined.buffers()[2] or b"")
     b2 = hashlib.blake2b
-    return ["k%011x%s" % (t, b2(data[s:e], digest_size=12).hexdigest())
+    return [f"k{t:011x}{b2(data[s:e], digest_size=12).hexdigest()}"
             for t, s, e in zip(ms.tolist(), offsets[:-1].tolist(), offsets[1:].tolist())]
 
 

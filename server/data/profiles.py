@@ -12,8 +12,8 @@ replaces a user's attributes with the file's.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pyarrow as pa
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Mapping
+from collections.abc import Mapping
 
 from shared.features import WINDOW_DAYS, user_vector, window_aggregates
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.errors import DataError
 from shared.schemas import check_id
 
 from ..config import Config
 from ..home import Home
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def read_users(path: Path) -> list[str]:
@@ -55,7 +59,7 @@ def recommend_to_csv(home_dir: Path, users_file: Path, k: int, out: Path) -> int
     return len(users)
 
 
-def _read_all(path: Path) -> "pa.Table":
+def _read_all(path: Path) -> pa.Table:
     """The whole file as one table (text columns as read); a line that does not parse is a DataError."""
     import pyarrow as pa
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 from tqdm import tqdm
@@ -49,13 +49,13 @@ from tqdm import tqdm
 from shared.errors import ModelError, ValidationError
 from shared.features import user_vector
 
+from ..home import Home
 from ..online import segments as seg
 from ..online.catalogue import Catalogue, provisional_vector
-from ..home import Home
-from ..release.registry import Registry
-from ..online.versions import RANKER_FILE, ensure_vectors, version_vectors
-from ..stores.base import Store, Updates, UserRecord
 from ..online.fold import fold_chunks
+from ..online.versions import RANKER_FILE, ensure_vectors, version_vectors
+from ..release.registry import Registry
+from ..stores.base import Store, Updates, UserRecord
 
 log = logging.getLogger(__name__)
 

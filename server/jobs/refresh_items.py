@@ -30,7 +30,7 @@ a measurable cost to the rest. The typical length is the default.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -60,18 +60,19 @@ import hashlib
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from shared.errors import DataError, ModelError, ValidationError
 from shared.schemas import Event
 
-from ..release.holdout import DEFAULT_MARGIN, K, MIN_EVENTS, Case, engaged, gated_retrain, in_window, iso
 from ..monitoring import drift
+from ..release.holdout import DEFAULT_MARGIN, MIN_EVENTS, Case, K, engaged, gated_retrain, in_window, iso
 from ..release.registry import Registry
 
 DAY = 86_400.0

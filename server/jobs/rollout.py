@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from shared.errors import ValidationError
 
 from ..config import STAGES
+from ..monitoring import collector, source
 from ..online.versions import ensure_vectors
 from ..release import canary
-from ..monitoring import collector, source
 from ..release.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ def start(root: Path | str, store: Any, version: str, share: float) -> dict:
     ro = reg.start_canary(version, share, log_position=source.log_head(store))
     # Devices too: the current bundle's canary variant, so canary users' devices get the canary on their
     # next sync rather than at the next publish (server/bundle/variants.py; a failure is reported, not raised).
-    from ..home import Home
     from ..bundle.variants import build_for_rollout
+    from ..home import Home
 
     built = build_for_rollout(Home(root), int(store.get_meta("bundle_version", "0") or 0), ro, store=store)
     if built is not None:
@@ -160,7 +161,7 @@ class Watcher:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="pocketrank-canary", daemon=True)
 
-    def start(self) -> "Watcher":
+    def start(self) -> Watcher:
         self.thread.start()
         return self
 

@@ -13,15 +13,15 @@ from exporter.parity import HeldOut, check_encoder, check_parity
 from exporter.quantize import quantize_ranker
 from shared.errors import ModelError
 
-from ..training import model as model_io
+from ..home import Home
 from ..online.catalogue import Catalogue, provisional_vector
+from ..online.fold import rebuild_states
+from ..training import model as model_io
 from ..training.evaluate import evaluate_last_item, pooled_user
 from ..training.history import load_history
-from ..home import Home
 from ..training.model import ModelConfig
 from ..training.sequences import split_last_two
 from ..training.train import train
-from ..online.fold import rebuild_states
 
 
 def train_job(home: Home, epochs: int = 8, seed: int = 42, progress: bool = True,

@@ -23,8 +23,8 @@ lands in the segment of the list it came from. A session counts under the first 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from shared.schemas import CONTEXT_KEYS, Event
 

@@ -12,7 +12,7 @@ chi-squared with B - 1 degrees of freedom (PSI is, to second order, the chi-squa
 identical populations score (B - 1)(1/n + 1/m) on average: 0.0036 for two windows of 5,000 events
 and 10 bins, but 0.18 for two of 100. A PSI therefore triggers only if it is over the threshold
 AND its p-value under that null is below `alpha` (0.001 by default): large windows are not
-retrained on immaterial shifts, small windows not on noise. tests/server/test_monitoring_drift.py
+retrained on immaterial shifts, small windows not on noise. tests/server/monitoring/test_monitoring_drift.py
 measures both, and the injected drift (a category's popularity tripled in the simulator).
 
 PSI over the category mix is blind to a small category: a category at 2% of engagement that
@@ -58,8 +58,8 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 

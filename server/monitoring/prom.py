@@ -9,7 +9,7 @@ over the window, not ever-increasing counters, so they are not Prometheus counte
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily

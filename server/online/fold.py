@@ -5,7 +5,7 @@ vectors change. The real-time updater, `pocketrank rebase` and training all fold
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from tqdm import tqdm

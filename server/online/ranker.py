@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import onnxruntime as ort
@@ -43,7 +43,7 @@ class Rules:
     category_weight: float = 0.0
 
     @classmethod
-    def from_config(cls, config) -> "Rules":
+    def from_config(cls, config) -> Rules:
         return cls(config.max_per_category, config.exposure_cap, config.exposure_penalty, config.explore_position,
                    tuple(config.pinned_items), dict(config.boosts), config.category_weight)
 

@@ -26,17 +26,17 @@ import numpy as np
 
 from shared.errors import PocketrankError
 
-from . import segments as seg
-from .catalogue import Catalogue, CatalogueCache
 from ..config import Config
 from ..home import Home
 from ..release import shadow as shadow_mod
 from ..release.canary import in_canary
 from ..release.registry import Registry
-from .versions import Rankers, VersionRanker
-from .ranker import Ranker, Ranking, Rules, Signals, popular
 from ..stores import open_store
+from . import segments as seg
+from .catalogue import Catalogue, CatalogueCache
+from .ranker import Ranker, Ranking, Rules, Signals, popular
 from .updater import Updater
+from .versions import Rankers, VersionRanker
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ the server's updater on 50,000 products. This index gives the same vector.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

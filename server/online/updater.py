@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from .catalogue import Catalogue
 from ..stores.base import Store, Updates
+from .catalogue import Catalogue
 from .fold import fold_entries
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Updater:
             raise mine.error
         return mine.new
 
-    def _ingest_group(self, group: list["_Request"], max_seconds: float, lock_timeout: float) -> None:
+    def _ingest_group(self, group: list[_Request], max_seconds: float, lock_timeout: float) -> None:
         try:
             with self.store.ingest_tx():
                 # One append for the whole group: a repeat across two requests is a duplicate too.

@@ -31,8 +31,8 @@ import numpy as np
 from shared.errors import ModelError
 from shared.features import UserState, fold_events, user_vector
 
-from .catalogue import Catalogue
 from ..home import Home
+from .catalogue import Catalogue
 from .ranker import Ranker, Rules, onnx_session
 
 VECTORS_FILE = "item_vectors.npz"

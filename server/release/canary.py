@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -101,7 +101,7 @@ class ArmStats:
     bounce: Ratio
 
     @classmethod
-    def from_units(cls, units: Iterable[UnitStats]) -> "ArmStats":
+    def from_units(cls, units: Iterable[UnitStats]) -> ArmStats:
         us = list(units)
         return cls(ratio(np.array([u.clicks for u in us]), np.array([u.impressions for u in us])),
                    ratio(np.array([u.bounces for u in us]), np.array([u.shown_sessions for u in us])))

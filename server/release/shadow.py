@@ -31,9 +31,9 @@ import logging
 import threading
 from bisect import bisect_right
 from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 

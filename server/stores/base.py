@@ -5,16 +5,16 @@ append-only event log with the updater's position in it, each user's online
 record (folded state, recent sequence, position of the last event applied)
 and the small derived tables the ranker reads (item stats, window features,
 bundle records, meta). SQLite is the embedded default; Redis is the
-scale-out path. tests/server/test_store_contract.py runs one suite against both.
+scale-out path. tests/server/stores/test_store_contract.py runs one suite against both.
 """
 
 from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class UserRecord:
     updated_at: float = 0.0
 
     @classmethod
-    def empty(cls, dim: int) -> "UserRecord":
+    def empty(cls, dim: int) -> UserRecord:
         return cls(UserState.empty(dim))
 
     def recent_events(self) -> list[dict]:
@@ -338,5 +338,5 @@ class Store(ABC):
         """Drop history no cursor >= keep_from needs: signatures of older versions, and rows older than
         keep_from that a newer row at or before keep_from supersedes. Returns the rows deleted."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op for stores without connections
         """Release connections held by the calling thread."""

@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Checkpointer:
     gunicorn workers and an updater process do not copy the same pages three times. It
     watches the WAL file itself, so it checkpoints other processes' commits too."""
 
-    def __init__(self, path: str, write_lock: ContextManager, interval: float = INTERVAL,
+    def __init__(self, path: str, write_lock: AbstractContextManager, interval: float = INTERVAL,
                  restart_bytes: int = RESTART_BYTES):
         self.path = path
         self.write_lock = write_lock
@@ -136,7 +136,7 @@ _CHECKPOINTERS: dict[str, Checkpointer] = {}
 _GUARD = threading.Lock()
 
 
-def checkpointer(path: str, write_lock: ContextManager) -> Checkpointer:
+def checkpointer(path: str, write_lock: AbstractContextManager) -> Checkpointer:
     """The process's checkpointer for this database file."""
     key = os.path.abspath(path)
     with _GUARD:

@@ -20,9 +20,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -30,8 +30,17 @@ from shared.errors import PocketrankError
 from shared.features import UserState
 from shared.schemas import Event, Item
 
-from .base import (RECORDS_EPOCH, LogEntry, RecordRow, Store, Updates, UserContext, UserRecord, pack_recent,
-                   unpack_recent)
+from .base import (
+    RECORDS_EPOCH,
+    LogEntry,
+    RecordRow,
+    Store,
+    Updates,
+    UserContext,
+    UserRecord,
+    pack_recent,
+    unpack_recent,
+)
 
 log = logging.getLogger(__name__)
 

@@ -21,19 +21,28 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from itertools import repeat
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from shared.features import UserState
 from shared.schemas import Event, Item
 
-from .base import (RECORDS_EPOCH, LogEntry, RecordRow, Store, Updates, UserContext, UserRecord, pack_recent,
-                   unpack_recent)
+from .base import (
+    RECORDS_EPOCH,
+    LogEntry,
+    RecordRow,
+    Store,
+    Updates,
+    UserContext,
+    UserRecord,
+    pack_recent,
+    unpack_recent,
+)
 from .checkpoint import checkpointer
 
 SCHEMA = """

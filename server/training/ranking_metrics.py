@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence, Set
+from collections.abc import Sequence
 
 
-def hit_rate_at_k(ranked: Sequence[int], relevant: Set[int], k: int) -> float:
+def hit_rate_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
     return 1.0 if any(i in relevant for i in ranked[:k]) else 0.0
 
 
-def precision_at_k(ranked: Sequence[int], relevant: Set[int], k: int) -> float:
+def precision_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
     return sum(1 for i in ranked[:k] if i in relevant) / k
 
 
-def recall_at_k(ranked: Sequence[int], relevant: Set[int], k: int) -> float:
+def recall_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
     if not relevant:
         return 0.0
     return sum(1 for i in ranked[:k] if i in relevant) / len(relevant)
 
 
-def ndcg_at_k(ranked: Sequence[int], relevant: Set[int], k: int) -> float:
+def ndcg_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
     """Binary-gain nDCG: log2 discount, ideal = all relevant items first."""
     if not relevant:
         return 0.0
@@ -29,7 +29,7 @@ def ndcg_at_k(ranked: Sequence[int], relevant: Set[int], k: int) -> float:
     return dcg / idcg
 
 
-def average_precision(ranked: Sequence[int], relevant: Set[int]) -> float:
+def average_precision(ranked: Sequence[int], relevant: set[int]) -> float:
     """Hits' precision summed over the ranking, divided by the user's relevant count."""
     if not relevant:
         return 0.0

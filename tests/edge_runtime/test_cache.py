@@ -5,8 +5,7 @@ import sqlite3
 
 import pytest
 
-from edge_runtime import EdgeClient, IntegrityError, StorageError
-from edge_runtime import schema
+from edge_runtime import EdgeClient, IntegrityError, StorageError, schema
 from edge_runtime.artifacts import ArtifactFiles
 
 USER = "196"

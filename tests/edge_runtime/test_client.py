@@ -2,8 +2,8 @@
 
 import base64
 import socket
-import time
 import threading
+import time
 
 import numpy as np
 import onnx
@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 
 from edge_runtime import EdgeClient, IntegrityError, SignatureError, TransportError, ValidationError
 from edge_runtime.rerank import LocalRanker
-from server.home import Home
 from server.bundle.publish import publish_job
+from server.home import Home
 from shared.errors import ModelError
 from shared.features import user_vector
 from shared.rules import top_by_score

@@ -19,12 +19,12 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_runtime import EdgeClient, IntegrityError, TransportError, ValidationError
-from edge_runtime import schema
+from edge_runtime import EdgeClient, IntegrityError, TransportError, ValidationError, schema
 from edge_runtime.artifacts import ArtifactFiles
 from shared import wire
 from shared.features import DECAY, TYPE_WEIGHTS, UserState
 from shared.rules import top_by_score
+from tests.factories import dot_ranker
 
 DIM = 8
 MODEL = "m-test-1"
@@ -52,27 +52,7 @@ def vectors() -> dict[int, np.ndarray]:
     return out
 
 
-def dot_ranker() -> bytes:
-    """The ranker's signature computing sigmoid(items . user)."""
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Transpose", ["user"], ["ut"], perm=[1, 0]),
-         helper.make_node("MatMul", ["items", "ut"], ["logit2d"]),
-         helper.make_node("Flatten", ["logit2d"], ["flat"], axis=0),
-         helper.make_node("Squeeze", ["flat", "zero"], ["logit"]),
-         helper.make_node("Sigmoid", ["logit"], ["scores"])],
-        "dot_ranker",
-        [helper.make_tensor_value_info("user", TensorProto.FLOAT, [1, DIM]),
-         helper.make_tensor_value_info("items", TensorProto.FLOAT, ["candidates", DIM])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["candidates"])],
-        [helper.make_tensor("zero", TensorProto.INT64, [1], [0])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    return model.SerializeToString()
-
-
-RANKER = dot_ranker()
+RANKER = dot_ranker(DIM)
 
 
 def entry(index: int, external_id: str | None = None, model: str = MODEL, title: str | None = None) -> dict:

@@ -10,8 +10,8 @@ import pytest
 
 from edge_runtime import IntegrityError, SignatureError, TransportError
 from exporter.signing import load_private
-from server.home import Home
 from server.bundle.publish import publish_job
+from server.home import Home
 from server.stores.base import RecordRow
 from shared import wire
 

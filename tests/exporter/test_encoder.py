@@ -7,9 +7,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from exporter.onnx_export import export_encoder
 from exporter.parity import check_encoder, encoder_inputs, session
-from server.training import model as model_io
 from server.data import movielens
 from server.home import Home
+from server.training import model as model_io
 from server.training.sequences import user_sequences
 from shared.errors import ModelError
 from shared.features import TYPE_WEIGHTS, fold_events, sequence_weights, user_vector

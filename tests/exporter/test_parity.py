@@ -10,9 +10,9 @@ import torch
 from exporter.onnx_export import export_ranker
 from exporter.parity import INT8_GATES, HeldOut, check_parity, session
 from exporter.quantize import quantize_ranker
-from server.training import model as model_io
 from server.home import Home
 from server.jobs.train import export_inputs
+from server.training import model as model_io
 from shared.errors import ModelError
 from shared.wire import sha256_hex
 

@@ -4,8 +4,14 @@ import numpy as np
 import onnx
 import pytest
 
-from exporter.quantize import (check_quantized, op_counts, quantize_ranker, quantize_weight, runtime_op_counts,
-                               unquantized_weights)
+from exporter.quantize import (
+    check_quantized,
+    op_counts,
+    quantize_ranker,
+    quantize_weight,
+    runtime_op_counts,
+    unquantized_weights,
+)
 from server.home import Home
 from shared.errors import ModelError
 

@@ -22,10 +22,10 @@ import signal
 import sys
 import time
 
-import edge_runtime  # noqa: F401  (imported before forking: that is the point)
 import httpx  # noqa: F401
 import onnxruntime  # noqa: F401
 
+import edge_runtime  # noqa: F401  (imported before forking: that is the point)
 from edge_runtime import EdgeClient
 from edge_runtime.artifacts import ArtifactFiles
 

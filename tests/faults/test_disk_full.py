@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge_runtime import StorageError
-from server.home import Home
 from server.bundle.publish import publish_job
+from server.home import Home
 
 USER = "196"
 

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from edge_runtime import EdgeClient
-from server.home import Home
 from server.bundle.publish import publish_job
+from server.home import Home
 
 from .liveserver import LiveServer
 
@@ -139,7 +139,7 @@ def check_after_kill(world: World, db: Path, device_id: str, events: list[str],
     assert left_on is not None, "the database holds a mix of the old and the new bundle"
 
     c = EdgeClient(db, world.key, base_url=world.server.url, device_id=device_id)
-    for name, sha in c.cache.artifact_shas().items():
+    for _name, sha in c.cache.artifact_shas().items():
         c.cache.files.read(sha)  # present and whole, or IntegrityError
     # The user states belong to the same version: the held bundle's live state plus the pending events.
     for u in USERS if new_base else ():

@@ -7,8 +7,8 @@ import pytest
 
 from edge_runtime import EdgeClient, TransportError
 from edge_runtime.policy import Connectivity
-from server.home import Home
 from server.bundle.publish import publish_job
+from server.home import Home
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
 

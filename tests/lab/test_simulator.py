@@ -66,7 +66,10 @@ ev = partial(event, user="s1", device="dev-s1", ts=1.0, session="x")
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ():
     cfg = SimConfig(n_users=150, n_items=120, n_days=3, seed=11)
-    dump = lambda c: json.dumps([e.to_dict() for e in MarketplaceSimulator(c).events()]).encode()
+
+    def dump(c):
+        return json.dumps([e.to_dict() for e in MarketplaceSimulator(c).events()]).encode()
+
     first = dump(cfg)
     assert first == dump(cfg)
     assert first != dump(SimConfig(n_users=150, n_items=120, n_days=3, seed=12))

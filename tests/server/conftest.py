@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from shared.schemas import Item
-from tests.factories import free_port, product
+from tests.factories import dot_ranker, free_port, product
 
 DIM = 64
 CATEGORIES = ("Books", "Garden", "Music", "Toys", "Tools", "Pets")
@@ -27,25 +27,8 @@ MODEL = "synthetic-1"
 
 def write_dot_ranker(path: Path, dim: int = DIM) -> None:
     """An ONNX model with the ranker's signature: scores = sigmoid(items @ user^T)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Transpose", ["user"], ["ut"], perm=[1, 0]),
-         helper.make_node("MatMul", ["items", "ut"], ["logit2d"]),
-         helper.make_node("Flatten", ["logit2d"], ["flat"], axis=0),
-         helper.make_node("Squeeze", ["flat", "zero"], ["logit"]),
-         helper.make_node("Sigmoid", ["logit"], ["scores"])],
-        "dot_ranker",
-        [helper.make_tensor_value_info("user", TensorProto.FLOAT, [1, dim]),
-         helper.make_tensor_value_info("items", TensorProto.FLOAT, ["candidates", dim])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["candidates"])],
-        [helper.make_tensor("zero", TensorProto.INT64, [1], [0])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
+    path.write_bytes(dot_ranker(dim))
 
 
 def synthetic_catalogue(n_items: int = 300, seed: int = 0) -> tuple[list[Item], dict[int, np.ndarray]]:

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from tests.factories import free_port
-
 from tests.server.conftest import seed_store
 
 pytestmark = pytest.mark.slow  # see `make test-fast`

@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from shared.features import (DECAY, TYPE_WEIGHTS, UserState, fold_events, query_vector, sequence_weights,
-                             update_user_state, user_vector)
+from shared.features import (
+    DECAY,
+    TYPE_WEIGHTS,
+    UserState,
+    fold_events,
+    query_vector,
+    sequence_weights,
+    update_user_state,
+    user_vector,
+)
 
 
 def test_fold_matches_the_closed_form_training_uses():

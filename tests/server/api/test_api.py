@@ -9,7 +9,6 @@ import pytest
 from shared.wire import parse_manifest
 from tests.factories import event_dict
 
-
 ev = partial(event_dict, user="t-1", item=50, age=60)
 
 

@@ -11,8 +11,8 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance,
 
 from demo_app.localserver import LocalServer
 from server.api.app import create_app
-from server.config import Config
 from server.api.openapi_spec import document
+from server.config import Config
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
 

@@ -7,7 +7,6 @@ import time
 import pytest
 
 from tests.factories import event_dict as ev
-
 from tests.server.conftest import CATEGORIES, MODEL
 
 
@@ -124,8 +123,8 @@ def test_a_device_token_limits_events_to_the_devices_users(api, serving):
 
 
 def test_paths_personal_segment_and_popular_say_who_answered(api, serving):
-    from server.online import segments
     from server.jobs.features import features_job
+    from server.online import segments
 
     for u, cat in (("a1", 0), ("a2", 0), ("b1", 1)):
         post(api, [ev(f"{u}-{i}", user=u, item=6 * i + cat + 6) for i in range(5)])

@@ -6,8 +6,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from server.bundle.item_entries import build_entries, load, save, select
 from shared import wire
 
+_KEY = Ed25519PrivateKey.generate()  # one key for every _build call, as the old default argument was
 
-def _build(version, vecs, meta, model="m1", previous=None, previous_model=None, key=Ed25519PrivateKey.generate()):
+
+def _build(version, vecs, meta, model="m1", previous=None, previous_model=None, key=_KEY):
     return build_entries(np.arange(1, len(vecs) + 1), vecs, meta, model, version, key.sign, previous, previous_model)
 
 

@@ -333,7 +333,7 @@ def test_malformed_csv_line_does_not_stop_the_import(store, tmp_path):
             'u4,"42",view,1709280002\n'
             "u5,SKU-1,vi\xe9w,1709280003\n")
     path = tmp_path / "m.csv"
-    path.write_bytes(text.encode("utf-8").replace("\xe9".encode("utf-8"), b"\xe9"))  # one line of Latin-1
+    path.write_bytes(text.encode("utf-8").replace("\xe9".encode(), b"\xe9"))  # one line of Latin-1
     for chunk in (7, 1 << 20):  # pieces cut inside the file, or the whole file at once
         src = formats.open_source(path, chunk_bytes=chunk)
         rows, bad = [], []
@@ -434,7 +434,7 @@ def test_content_key():
     assert content_key("u1", "SKU-1", "view", 1709280000.001, None) != key
     assert content_key("u1", "SKU-1", "click", 1709280000.0, None) != key
     # pinned: a different key would make events imported before a change count as new after it
-    digest = hashlib.blake2b("u1\x1fSKU-1\x1fview\x1f1709280000000\x1f".encode(), digest_size=12).hexdigest()
+    digest = hashlib.blake2b(b"u1\x1fSKU-1\x1fview\x1f1709280000000\x1f", digest_size=12).hexdigest()
     assert key == "k18df906f800" + digest == "k18df906f800e676e3d1db23237784ba678c"
     users, products = pa.array(["u1", "u2"]), pa.array(["SKU-1", None])
     got = content_keys(users, products, pa.array(["view", "search"]), np.array([1709280000.0, 5.5]),

@@ -17,23 +17,22 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from server.api.app import create_app
 from pocketrank.cli import main
+from server.api.app import create_app
+from server.bundle.publish import publish_job
 from server.config import Config
 from server.home import Home
-from server.release import canary
 from server.jobs import rollout
-from server.release.registry import Registry
-from server.bundle.publish import publish_job
-from server.online.versions import save_vectors, version_vectors
 from server.jobs.rebase import rebase
 from server.online.segments import compute_segments, loads
 from server.online.serving import Serving
+from server.online.versions import save_vectors, version_vectors
+from server.release import canary
+from server.release.registry import Registry
 from server.stores import open_store
 from shared.errors import ValidationError
 from shared.features import UserState, update_user_state, user_vector
 from shared.schemas import Event
-
 from tests.server.conftest import seed_store, write_dot_ranker
 from tests.server.release.test_canary_serving import _arm_events
 

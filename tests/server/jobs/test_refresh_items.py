@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from server.online.catalogue import load_catalogue, provisional_vector
 from pocketrank.cli import main as cli
 from server.home import Home
 from server.jobs.refresh_items import shrunk_mean
+from server.online.catalogue import load_catalogue, provisional_vector
 from shared.features import fold_events, user_vector
 from shared.schemas import Event
 from tests.factories import product

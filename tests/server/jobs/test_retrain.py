@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from server.jobs import retrain
-from pocketrank.cli import main as cli
-from server.home import Home
-from server.release.registry import Registry
 from lab.simulate import FeedbackSimulator
 from lab.simulator import CATEGORIES, SimConfig
+from pocketrank.cli import main as cli
+from server.home import Home
+from server.jobs import retrain
+from server.release.registry import Registry
 from shared.errors import ValidationError
 from shared.schemas import Event
 from tests.factories import product
@@ -235,8 +235,8 @@ def test_a_short_half_life_moves_the_retrained_model_further_toward_a_recent_shi
     """The shocked category's products (3x as popular on the last day) gain more learned popularity
     over the rest when the last day weighs more: the bench's item model, weighted as gated_retrain does
     (bench/drift fits it with a popularity term per category; bench/ab without)."""
-    from server.release.holdout import recency_weights
     from lab.simulate import fit_item_model
+    from server.release.holdout import recency_weights
 
     items, events = logs["shock"]
     cats = {it.item_id: CATEGORIES.index(it.category) for it in items}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.release import canary
-from server.monitoring import collector
-from server.monitoring.collector import UnitStats
-from server.release.registry import Registry
 from lab.simulate import CanaryPolicy, FeedbackSimulator, fit_item_model, item_categories, warmup
 from lab.simulator import SimConfig
+from server.monitoring import collector
+from server.monitoring.collector import UnitStats
+from server.release import canary
+from server.release.registry import Registry
 from shared.errors import ValidationError
 
 pytestmark = pytest.mark.slow  # see `make test-fast`

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from server.monitoring import drift
 from lab.simulate import FeedbackSimulator, item_categories
 from lab.simulator import CATEGORIES, SimConfig
+from server.monitoring import drift
 
 
 @pytest.mark.parametrize("x, df, p", [(3.841459, 1, 0.05), (5.991465, 2, 0.05), (16.918978, 9, 0.05),

@@ -36,7 +36,7 @@ def _tiny_warmup():
     cats = ["Books", "Toys", "Pets", "Sports", "Garden"]
     item_category = {i: c for i, c in enumerate(cats)}
     events, n = [], 0
-    for i, c in enumerate(cats):
+    for i, _c in enumerate(cats):
         for etype, count in (("click", 2 * i + 1), ("impression", 50 - 10 * i)):
             for _ in range(count):
                 events.append(Event(f"e{n}", "u1", "sim", etype, 1.7e9 + n, i))

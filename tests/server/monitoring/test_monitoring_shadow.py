@@ -9,13 +9,12 @@ import pytest
 
 from server.api.app import create_app
 from server.config import Config
-from server.release import shadow
 from server.monitoring import source
+from server.release import shadow
 from server.release.registry import Registry
 from server.stores import open_store
 from shared.errors import ValidationError
 from shared.schemas import Event
-
 from tests.server.served_models import Tastes, derive_version, post_all, session_events
 
 

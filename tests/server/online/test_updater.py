@@ -13,8 +13,7 @@ from server.online.catalogue import load_catalogue
 from server.online.updater import Updater
 from shared.features import fold_events, query_vector, user_vector
 from shared.schemas import Event
-
-from tests.server.conftest import DIM, seed_store, synthetic_catalogue
+from tests.server.conftest import DIM, seed_store
 
 TYPES = ("view", "click", "add_to_cart", "purchase", "impression")
 

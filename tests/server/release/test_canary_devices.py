@@ -19,17 +19,15 @@ import pytest
 
 from edge_runtime import EdgeClient, SignatureError
 from edge_runtime.transport import Transport
-from server.bundle import item_entries, variants
-from server.bundle import sync_answer
-from server.home import Home
-from server.release import canary
-from server.monitoring import collector, source
-from server.jobs import rollout
-from server.release.registry import Registry
+from server.bundle import item_entries, sync_answer, variants
 from server.bundle.publish import publish_job
+from server.home import Home
+from server.jobs import rollout
+from server.monitoring import collector, source
 from server.online.versions import version_vectors
+from server.release import canary
+from server.release.registry import Registry
 from shared import wire
-
 from tests.edge_runtime.test_sync_protocol import Rewriting
 from tests.server.served_models import derive_version
 

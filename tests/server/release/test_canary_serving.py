@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from server.api.app import create_app
 from pocketrank.cli import main
+from server.api.app import create_app
 from server.config import STAGES, Config, parse_stages
-from server.release import canary
 from server.jobs import rollout
 from server.monitoring import source
-from server.release.registry import Registry
 from server.online.versions import VECTORS_FILE, version_vectors
+from server.release import canary
+from server.release.registry import Registry
 from server.stores import open_store
-
+from shared.errors import ValidationError
 from tests.server.served_models import Tastes, derive_version, simulate_round
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
@@ -166,7 +166,7 @@ def test_a_healthy_canary_widens_then_is_promoted_and_serves_everyone(served, ho
     reg = Registry(home).load()
     assert reg["versions"]["m-good"]["state"] == "live" and reg["versions"][live]["state"] == "retired"
     assert [d["action"] for d in reg["rollouts"][-1]["decisions"]] == ["widen", "promote"]
-    # Promoted: the store is re-based on it (tests/server/test_rebase.py checks what that means), and
+    # Promoted: the store is re-based on it (tests/server/jobs/test_rebase.py checks what that means), and
     # every user is answered by it now.
     assert second["rebase"]["status"] == "rebased" and store.get_meta("current_model") == "m-good"
     assert api.get("/healthz").get_json()["model_version"] == "m-good"
@@ -184,7 +184,7 @@ def test_widening_starts_a_new_stage_and_the_last_stage_promotes(tmp_path):
     assert ro["stage_from"] == 7
     reg.record_decision({"action": "widen", "look": 1}, share=0.25, log_position=40)
     assert reg.rollout()["stage_from"] == 40 and reg.rollout()["share"] == 0.25
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         reg.record_decision({"action": "widen"}, share=1.0)  # 100% is a promotion, not a stage
     assert rollout.check(tmp_path, store)["action"] == "wait"  # no users: not a look
     assert not any("look" in d and d["look"] == 2 for d in reg.rollout()["decisions"])

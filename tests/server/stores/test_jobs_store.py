@@ -29,10 +29,10 @@ def redis_env(redis_url, monkeypatch):
 
 def test_train_export_publish_write_redis_and_the_server_serves_from_it(redis_env, tmp_path, monkeypatch):
     from server.api.app import create_app
+    from server.bundle.publish import publish_job
     from server.data.datasets import import_movielens
     from server.home import Home
     from server.jobs.train import export_job, train_job
-    from server.bundle.publish import publish_job
 
     home = tmp_path / "home"
     monkeypatch.setenv("POCKETRANK_HOME", str(home))

@@ -7,10 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from server.stores.base import UserRecord, Updates
+from server.stores.base import Updates, UserRecord
 from shared.features import UserState
 from tests.factories import event as ev, product
-
 from tests.server.conftest import DIM, synthetic_catalogue
 
 
@@ -140,8 +139,8 @@ def test_meta_features_exposures_and_bundle_records(store):
 
 def test_rebuild_states_equals_folding_event_by_event(store):
     from server.online.catalogue import load_catalogue
-    from server.online.updater import Updater
     from server.online.fold import rebuild_states
+    from server.online.updater import Updater
 
     items, vectors = synthetic_catalogue(30)
     store.put_items(items, vectors)
