@@ -37,6 +37,35 @@ def save_artifacts(out: Path, artifacts: dict[str, bytes]) -> None:
         (Path(out) / MODEL_FILES[name]).write_bytes(d)
 
 
+def write_bundle_dir(out: Path, entries: dict, artifacts: dict[str, bytes], manifest: bytes, signature: bytes
+                     ) -> None:
+    """Write a bundle (publish) or a canary variant directory atomically: everything goes into a hidden
+    sibling first, then one rename puts it in place, so a server never serves half a directory (and a
+    crash leaves only a `.building-*` folder behind). A rebuild replaces the old directory."""
+    import base64
+    import os
+    import shutil
+
+    from .item_entries import ITEMS_FILE, save
+
+    out = Path(out)
+    tmp = out.parent / f".building-{out.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save(tmp / ITEMS_FILE, entries)
+    save_artifacts(tmp, artifacts)
+    (tmp / "manifest.sig").write_text(base64.b64encode(signature).decode() + "\n")
+    (tmp / "manifest.json").write_bytes(manifest)
+    if out.exists():  # a directory cannot be renamed over a non-empty one
+        old = out.parent / f".old-{out.name}-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
 def model_section(export: dict) -> dict:
     """The manifest's `model` section from the model's export.json (the exporter's gates and formats)."""
     return {"opset": export["opset"], "exporter": export["exporter"],

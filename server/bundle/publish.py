@@ -18,8 +18,6 @@ is older gets a full snapshot (docs/sync-protocol.md).
 
 from __future__ import annotations
 
-import base64
-import shutil
 import time
 
 import numpy as np
@@ -34,7 +32,7 @@ from ..online.catalogue import load_catalogue
 from ..online.ranker import Ranker, popular
 from ..stores.base import RecordRow
 from . import item_entries, variants
-from .model_artifacts import load_signer, manifest_artifacts, model_artifacts, model_section, save_artifacts
+from .model_artifacts import load_signer, manifest_artifacts, model_artifacts, model_section, write_bundle_dir
 
 DEFAULT_EXPIRY_DAYS = 30
 
@@ -52,9 +50,6 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     export = home.read_json(model_dir / "export.json")
     version = int(store.get_meta("bundle_version", "0")) + 1
     out = home.bundle_dir(version)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
 
     catalogue = load_catalogue(store)
     ranker = Ranker(catalogue, model_dir / "ranker.fp32.onnx", n_candidates=n_candidates)
@@ -91,10 +86,8 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     meta = {it.item_id: it.to_dict() for it in store.items()}
     entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, version, signer.sign,
                                          previous, prev_model)
-    item_entries.save(out / item_entries.ITEMS_FILE, entries)
     items_changed = sum(1 for e in entries.values() if e.changed == version)
     artifacts = model_artifacts(model_dir)
-    save_artifacts(out, artifacts)
     now = time.time()
     manifest = {
         "wire_version": wire.WIRE_VERSION,
@@ -111,8 +104,7 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         "model": model_section(export),
     }
     body = wire.canonical_json(manifest)
-    (out / "manifest.json").write_bytes(body)
-    (out / "manifest.sig").write_text(base64.b64encode(signer.sign(body)).decode() + "\n")
+    write_bundle_dir(out, entries, artifacts, body, signer.sign(body))
     # A running canary gets its variant of this version before the version is served, so canary users'
     # devices move from the canary at version - 1 to the canary at version, never through the live model.
     variant = variants.build_for_rollout(home, version, store=store, signer=signer, base=catalogue, meta=meta)

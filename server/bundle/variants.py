@@ -23,12 +23,9 @@ Protocol: docs/sync-protocol.md, "Canary variants".
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -48,7 +45,7 @@ from .model_artifacts import (
     manifest_artifacts,
     model_artifacts,
     model_section,
-    save_artifacts,
+    write_bundle_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -174,21 +171,7 @@ def build_variant(home: Home, bundle_version: int, model_version: str, rollout: 
         manifest["model"] = model_section(export)
     body = wire.canonical_json(manifest)
     out = variant_dir(bundle, model_version)
-    tmp = out.parent / f".building-{model_version}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    item_entries.save(tmp / item_entries.ITEMS_FILE, entries)
-    save_artifacts(tmp, artifacts)
-    (tmp / "manifest.sig").write_text(base64.b64encode(signer.sign(body)).decode() + "\n")
-    (tmp / "manifest.json").write_bytes(body)
-    if out.exists():  # a rebuild: a directory cannot be renamed over a non-empty one
-        old = out.parent / f".old-{model_version}-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    write_bundle_dir(out, entries, artifacts, body, signer.sign(body))
     changed = sum(1 for e in entries.values() if e.changed == bundle_version)
     log.info("bundle %d: canary variant %s built (%d item entries, %d changed)", bundle_version, model_version,
              len(entries), changed)

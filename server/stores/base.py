@@ -194,6 +194,13 @@ class Store(ABC):
         return (np.array([r[2] for r in rows], dtype=object), np.array([r[3] for r in rows], dtype=np.int64),
                 np.array([r[0] for r in rows], dtype=np.float64))
 
+    def log_head(self) -> int:
+        """The newest log position (0 when the log is empty). Stores answer it with one query."""
+        pos = 0
+        for entry in self.iter_log(0):
+            pos = entry.pos
+        return pos
+
     @abstractmethod
     def count_events(self, event_ids: list[str] | None = None) -> int: ...
 

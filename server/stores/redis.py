@@ -282,6 +282,10 @@ class RedisStore(Store):
                 batch = []
         return new + sum(self.append_events(batch))
 
+    def log_head(self) -> int:
+        last = self.r.xrevrange(self.stream, count=1)
+        return pos_of(last[0][0]) if last else 0
+
     def count_events(self, event_ids: list[str] | None = None) -> int:
         if event_ids is None:
             return self.r.xlen(self.stream)

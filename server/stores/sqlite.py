@@ -399,6 +399,9 @@ class SQLiteStore(Store):
             db.executemany(_INSERT_EVENT, rows)
             return db.total_changes - before
 
+    def log_head(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
     def count_events(self, event_ids: list[str] | None = None) -> int:
         if event_ids is None:
             return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]

@@ -51,3 +51,10 @@ def test_profiles_round_trip(store):
     store.put_profiles({"u1": {"age_band": "18-24"}, "u2": {"plan": "gold"}})
     store.put_profiles({"u1": {"age_band": "25-34"}})
     assert store.profiles() == {"u1": {"age_band": "25-34"}, "u2": {"plan": "gold"}}
+
+
+def test_the_log_head_is_the_newest_position(store):
+    assert store.log_head() == 0
+    [it] = store.put_items([product("sku-1")])
+    store.append_events([Event(f"h{i}", "u1", "d", "click", 1_700_000_000.0 + i, it.item_id) for i in range(3)])
+    assert store.log_head() == max(e.pos for e in store.iter_log()) > 0
