@@ -124,7 +124,21 @@ def check_item_id(value: Any, name: str = "item_id") -> str:
         return str(value)
     if not ITEM_ID_RE.fullmatch(value):
         raise ValidationError(name, "must be 1-64 printable characters, without leading or trailing spaces")
+    _utf8(name, value, MAX_ITEM_ID_BYTES)
     return value
+
+
+MAX_ITEM_ID_BYTES = 255  # the signed item entry carries the id with a one-byte length
+
+
+def _utf8(name: str, value: str, max_bytes: int | None = None) -> None:
+    """Text must encode as UTF-8 (JSON can carry a lone surrogate that no store can hold)."""
+    try:
+        n = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValidationError(name, "must be valid Unicode text (it holds a lone surrogate)") from None
+    if max_bytes is not None and n > max_bytes:
+        raise ValidationError(name, f"must be at most {max_bytes} bytes of UTF-8")
 
 
 def check_item_index(value: Any, name: str = "item_id") -> int:
@@ -173,6 +187,7 @@ def validate_event(obj: Any) -> Event:
             raise ValidationError("query", "is required for a search event")
         if len(query) > MAX_QUERY_LEN:
             raise ValidationError("query", f"must be at most {MAX_QUERY_LEN} characters")
+        _utf8("query", query)
         item_id = None if item_id is None else check_item_id(item_id)
     else:
         if item_id is None:
@@ -236,6 +251,7 @@ def _attributes(value: Any) -> tuple[tuple[str, str], ...]:
             raise ValidationError("attributes", "names must be strings of 1-64 characters")
         if isinstance(val, bool) or not isinstance(val, (str, int, float)) or len(str(val)) > 256:
             raise ValidationError(f"attributes.{key}", "must be a string or a number of at most 256 characters")
+        _utf8(f"attributes.{key}", key + str(val))
         out.append((key, str(val)))
     return tuple(sorted(out))
 
@@ -250,10 +266,12 @@ def validate_item(obj: Any) -> Item:
     title = obj.get("title")
     if not isinstance(title, str) or not title.strip() or len(title) > 512:
         raise ValidationError("title", "must be a non-empty string of at most 512 characters")
+    _utf8("title", title)
     category = obj.get("category")
     if not isinstance(category, str) or not category.strip() or len(category) > 256:
         raise ValidationError("category", "must be a non-empty string of at most 256 characters "
                                           "(a path: \"Home > Kitchen\")")
+    _utf8("category", category)
     levels = category_levels(category)
     if not levels or any(len(c) > 256 for c in levels):
         raise ValidationError("category", "must name at least one level")
@@ -279,6 +297,8 @@ def validate_item(obj: Any) -> Item:
     if not isinstance(cats, (list, tuple)) or len(cats) > 32 or \
             not all(isinstance(c, str) and c.strip() and len(c) <= 256 for c in cats):
         raise ValidationError("categories", "must be a list of at most 32 non-empty strings")
+    for c in cats:
+        _utf8("categories", c)
     created = obj.get("created_at")
     created_at = None if created is None else _timestamp(created, "created_at")
     return Item(0, title.strip(), levels[-1], year, float(price), in_stock, tuple(c.strip() for c in cats),

@@ -49,7 +49,10 @@ def post_items():
             if not isinstance(obj, dict):
                 raise ValidationError("item", f"must be a JSON object, got {type(obj).__name__}")
             old = existing.get(sku)
-            item = validate_item({**old.to_dict(), **obj} if old else obj)
+            base = old.to_dict() if old else {}
+            if "category" in obj and "categories" not in obj:
+                base.pop("categories", None)  # a new path brings its own levels
+            item = validate_item({**base, **obj})
         except ValidationError as exc:
             results.append(_rejected(obj, exc))
             continue

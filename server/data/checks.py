@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.schemas import EVENT_TYPES, MAX_ITEM_ID, MAX_QUERY_LEN
+from shared.schemas import EVENT_TYPES, MAX_ITEM_ID, MAX_ITEM_ID_BYTES, MAX_QUERY_LEN
 
 from . import timestamps
 
@@ -168,7 +168,8 @@ def id_ok(values: pa.Array) -> np.ndarray:
 
 def item_id_ok(values: pa.Array) -> np.ndarray:
     """shared.schemas.check_item_id for strings (null: False)."""
-    return _np(pc.and_(pc.match_substring_regex(values, ITEM_ID_PATTERN), pc.less_equal(pc.utf8_length(values), 64)))
+    return _np(pc.and_(pc.and_(pc.match_substring_regex(values, ITEM_ID_PATTERN), pc.less_equal(pc.utf8_length(values), 64)),
+                       pc.less_equal(pc.binary_length(values), MAX_ITEM_ID_BYTES)))
 
 
 def strip(values: pa.Array) -> pa.Array:

@@ -26,15 +26,18 @@ if TYPE_CHECKING:
 def read_users(path: Path) -> list[str]:
     """User ids, one per line (blank lines and a `user_id` header skipped); DataError names a bad line."""
     users = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            u = line.strip()
-            if not u or (n == 1 and u == "user_id"):
-                continue
-            try:
-                users.append(check_id("user_id", u))
-            except ValueError as exc:
-                raise DataError(f"{path}, line {n}: {exc}") from exc
+    try:
+        lines = Path(path).read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+    for n, line in enumerate(lines, 1):
+        u = line.strip()
+        if not u or (n == 1 and u == "user_id"):
+            continue
+        try:
+            users.append(check_id("user_id", u))
+        except ValueError as exc:
+            raise DataError(f"{path}, line {n}: {exc}") from exc
     return users
 
 

@@ -73,10 +73,12 @@ def train_job(home: Home, epochs: int = 8, seed: int = 42, progress: bool = True
 
 
 def export_inputs(m, store, n_candidates: int = 200, seed: int = 0, since: float | None = None,
-                  until: float | None = None) -> tuple[HeldOut, HeldOut, list]:
+                  until: float | None = None, item_ids=None) -> tuple[HeldOut, HeldOut, list]:
     """Real inputs for the exporter from the store's log: (calibration, gate queries, gate users' event sequences).
 
-    The model must have been trained on the same store (its rows are the log's products).
+    `item_ids`: the store index of each of the model's rows (its metadata's `item_ids`); the log's
+    products are mapped through it and those the model never saw (trained on a window, or new since)
+    are left out of the histories. None: the model's rows are the log's products, in index order.
 
     Users are split at random into two disjoint groups, a third for
     calibration and the rest for the gates. A calibration user is pooled from
@@ -90,7 +92,13 @@ def export_inputs(m, store, n_candidates: int = 200, seed: int = 0, since: float
     product with the history excluded, as the server retrieves them.
     """
     vecs = m.item_vectors().detach().numpy()
-    split = split_last_two(load_history(store, since, until).seqs)
+    history = load_history(store, since, until)
+    seqs = history.seqs
+    if item_ids is not None:
+        row_of = {int(i): r for r, i in enumerate(item_ids)}
+        remap = np.array([row_of.get(int(i), -1) for i in history.item_index], dtype=np.int64)
+        seqs = [rows[rows >= 0] for rows in (remap[s] for s in history.seqs)]
+    split = split_last_two(seqs)
     users = np.random.default_rng(seed).permutation(len(split.train))
     calib_users, gate_users = users[: len(users) // 3], users[len(users) // 3 :]
 
@@ -142,7 +150,8 @@ def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200, 
 
     if inputs is None and len(m_items := _meta.get("item_ids", [])) != m.config.n_items:
         raise ModelError(f"model {version} has {m.config.n_items} items but its metadata names {len(m_items)}")
-    _calib, gate, sequences = inputs if inputs is not None else export_inputs(m, home.store(), n_candidates)
+    _calib, gate, sequences = inputs if inputs is not None else export_inputs(
+        m, home.store(), n_candidates, item_ids=_meta["item_ids"])
     if n_users is not None:
         q = 2 * n_users
         gate = HeldOut(gate.users[:q], gate.candidates[:q], gate.labels[:q])

@@ -297,7 +297,8 @@ class SQLiteStore(Store):
         if not todo:
             return items
         known = self._item_index(db, todo)
-        top = db.execute("SELECT COALESCE(MAX(item_id), 0) FROM items").fetchone()[0]
+        top = max([db.execute("SELECT COALESCE(MAX(item_id), 0) FROM items").fetchone()[0]]
+                  + [it.item_id for it in items if it.item_id])  # explicit indexes of this batch are taken too
         out = []
         for it in items:
             if not it.item_id:

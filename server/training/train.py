@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from shared.errors import ValidationError
+from shared.errors import DataError, ValidationError
 
 from .model import ModelConfig, Recommender
 from .sequences import training_examples
@@ -43,6 +43,9 @@ def train(train_seqs: list[np.ndarray], config: ModelConfig, progress: bool = Tr
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     hist, weights, targets = training_examples(train_seqs, config.history)
+    if len(targets) == 0:
+        raise DataError("nothing to learn from: no user has two products in a row to train on (each user's last "
+                        "two are held out for evaluation); import more events or widen --window-days")
     ex_w = None
     if sample_weights is not None:  # training_examples' rows: each sequence's targets s[1:], in order
         ex_w = torch.from_numpy(np.concatenate([np.zeros(0, np.float32)] + [

@@ -242,3 +242,21 @@ def test_recommendation_answers_are_json_with_rank_and_model(api):
     post(api, [ev("j1", user="j")])
     body = json.loads(api.get("/v1/recommendations?user_id=j&k=3").data)
     assert [i["rank"] for i in body["items"]] == [1, 2, 3] and body["source"] == "server"
+
+
+def test_a_new_category_path_brings_its_own_levels_and_bad_text_is_a_400(api):
+    made = {"item_id": "SKU-path", "title": "Secateurs", "category": "Home > Kitchen"}
+    assert api.post("/v1/items", json={"items": [made]}).get_json()["created"] == 1
+    assert api.post("/v1/items", json={"items": [{"item_id": "SKU-path", "category": "Garden > Tools"}]}
+                    ).get_json()["updated"] == 1
+    info = api.get("/v1/items/SKU-path").get_json()
+    assert info["category"] == "Garden > Tools" and info["categories"] == ["Garden", "Garden > Tools"]
+    # A lone surrogate (valid JSON, no store can hold it) and an id over 255 bytes are rejected, not a 500.
+    body = '{"items": [{"item_id": "a\\ud800b", "title": "x", "category": "c"}, ' \
+           '{"item_id": "' + "\U0001F600" * 64 + '", "title": "x", "category": "c"}]}'
+    resp = api.post("/v1/items", data=body, content_type="application/json")
+    assert resp.status_code == 200 and resp.get_json()["rejected"] == 2
+    events = '{"events": [{"event_id": "s1", "user_id": "u1", "device_id": "d", "type": "search", ' \
+             '"query": "a\\udc80", "timestamp": 1700000000}]}'
+    resp = api.post("/v1/events", data=events, content_type="application/json")
+    assert resp.status_code == 422 and resp.get_json()["results"][0]["field"] == "query"

@@ -58,3 +58,9 @@ def test_the_log_head_is_the_newest_position(store):
     [it] = store.put_items([product("sku-1")])
     store.append_events([Event(f"h{i}", "u1", "d", "click", 1_700_000_000.0 + i, it.item_id) for i in range(3)])
     assert store.log_head() == max(e.pos for e in store.iter_log()) > 0
+
+
+def test_an_explicit_index_in_the_same_batch_is_never_handed_out_again(store):
+    got = store.put_items([product("a"), Item(1, "X", "c", sku="x")])
+    assert len({it.item_id for it in got}) == 2
+    assert store.item_index(["a", "x"]) == {it.sku: it.item_id for it in got}
