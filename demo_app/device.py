@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from edge_runtime import EdgeClient, PocketrankError
 from shared.schemas import check_item_id
@@ -30,7 +32,7 @@ class Device:
         self.k = k
         self.device_id = device_id
         self.tick = tick
-        self._traffic = traffic or (lambda: {})  # the proxy's byte counters, sampled each tick
+        self._traffic: Callable[[], dict] = traffic or (lambda: {})  # the proxy's byte counters, sampled each tick
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
         self.client: EdgeClient = self._run(EdgeClient, db_path, public_key, base_url=base_url,
                                             device_id=device_id, latency_budget=latency_budget)
@@ -89,7 +91,7 @@ class Device:
 
     def _sync(self) -> dict:
         start = time.perf_counter()
-        record = {"t": time.time(), "version": None, "changed": False, "bytes": 0, "error": None}
+        record: dict[str, Any] = {"t": time.time(), "version": None, "changed": False, "bytes": 0, "error": None}
         try:
             res = self.client.sync(self.users)
             record.update(version=res.version, changed=res.changed, bytes=res.bytes_downloaded,

@@ -16,6 +16,7 @@ A segment is the list's source (server, on-device rerank, ...) or its user.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 ENGAGING = ("view", "click", "add_to_cart", "purchase")
 
@@ -28,7 +29,7 @@ def bucket_edges(t0: float, now: float, n: int = 30, min_width: float = 1.0) -> 
     return [t0 + width * (i + 1) for i in range(count)]
 
 
-def _segment_of(lists: list[dict], by: str) -> dict[int, str]:
+def _segment_of(lists: list[dict], by: str) -> dict[Any, str]:  # list id -> segment; get(None) is a miss
     return {lst["list_id"]: str(lst["source"] if by == "source" else lst["user_id"]) for lst in lists}
 
 
@@ -51,7 +52,7 @@ def bounce(lists: list[dict], events: list[dict], edges: list[float], by: str = 
     ordered = sorted(lists, key=lambda lst: (lst["t"], lst["list_id"]))
     # A list is left when the next one replaces it on the screen.
     left = [(lst, nxt["t"]) for lst, nxt in zip(ordered, ordered[1:])]
-    engaged = {}
+    engaged: dict[Any, float] = {}
     for ev in events:
         if ev["type"] in ENGAGING and ev.get("list_id") is not None:
             engaged[ev["list_id"]] = min(engaged.get(ev["list_id"], math.inf), ev["t"])

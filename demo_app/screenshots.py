@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -99,7 +100,7 @@ def capture(home: Path, out_dir: Path, out=print) -> list[Path]:
         out(f"   {paths[1]}")
 
         # More of a session, paced like a person, so the operator's time series have a shape.
-        steps = [("network", "online"), ("purchase", 0), ("search", "star wars"), ("view", 0), ("user", "186"),
+        steps: list[tuple[str, Any]] = [("network", "online"), ("purchase", 0), ("search", "star wars"), ("view", 0), ("user", "186"),
                  ("click", 0), ("view", 3), ("purchase", 2), ("network", "offline"), ("view", 4), ("click", 2),
                  ("add_to_cart", 1), ("network", "online"), ("click", 5), ("user", "22"), ("view", 1),
                  ("click", 1), ("network", "poor"), ("click", 0), ("network", "online"), ("purchase", 3)]

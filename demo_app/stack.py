@@ -18,7 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .device import Device
 from .device_app import create_device_app
@@ -50,8 +50,11 @@ class DemoStack:
                  latency_budget: float = 0.25, delay: float = 0.4, loss: float = 0.15,
                  device_id: str = "demo-phone", host: str = "127.0.0.1"):
         self.home = Path(home)
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="pocketrank-device-")
-        self.workdir = Path(workdir or self._tmp.name)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if not workdir:
+            self._tmp = tempfile.TemporaryDirectory(prefix="pocketrank-device-")
+            workdir = Path(self._tmp.name)
+        self.workdir = Path(workdir)
         self.users = list(users)
         self.host = host
         self.port = _port_or_free(host, port) if port else 0
@@ -59,11 +62,12 @@ class DemoStack:
         self.server: LocalServer | None = None
         self.proxy: NetProxy | None = None
         self.device: Device | None = None
-        self._http = None
+        self._http: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
+        assert self._http is not None  # the page's address exists once start() has run
         return f"http://{self.host}:{self._http.server_port}"
 
     def start(self) -> DemoStack:
@@ -87,6 +91,7 @@ class DemoStack:
         return self
 
     def _traffic(self) -> dict:
+        assert self.proxy is not None  # the device samples this only while the stack runs
         stats = self.proxy.stats()
         return {"bytes_up": stats["bytes_up"], "bytes_down": stats["bytes_down"], "mode": stats["mode"]}
 
@@ -119,6 +124,7 @@ def serve(home: Path, port: int = DEFAULT_PORT, users=DEMO_USERS, latency_budget
           out=print) -> int:
     """Run the interactive demo until Ctrl-C."""
     with DemoStack(home, users=users, port=port, latency_budget=latency_budget) as stack:
+        assert stack.server is not None and stack.proxy is not None  # start() made them
         out(f"\n== interactive demo (Ctrl-C stops)\n"
             f"   phone app      {stack.url}/\n"
             f"   operator page  {stack.url}/operator\n"

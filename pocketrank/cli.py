@@ -6,6 +6,7 @@ import json
 import sys
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -171,11 +172,11 @@ def import_catalogue_cmd(file: Path, home: Path | None, store: str | None, fmt: 
     """Import (upsert) products from FILE, keyed by their item_id. Creates the home if needed."""
     from server.data.importer import import_catalogue
 
-    mapping = _import_mapping(mapping)
+    renames = _import_mapping(mapping)
     _import_source(file, fmt)
     s = _home(home, store, create=True).store()
     try:
-        report = import_catalogue(s, file, fmt=fmt, mapping=mapping, time_unit=time_unit, progress=not no_progress)
+        report = import_catalogue(s, file, fmt=fmt, mapping=renames, time_unit=time_unit, progress=not no_progress)
     finally:
         s.close()
     _import_report(report, as_json)
@@ -188,11 +189,11 @@ def import_events_cmd(file: Path, home: Path | None, store: str | None, fmt: str
     """Import an event history from FILE (its products must be in the catalogue already)."""
     from server.data.importer import import_events
 
-    mapping = _import_mapping(mapping)
+    renames = _import_mapping(mapping)
     _import_source(file, fmt)
     s = _home(home, store).store()
     try:
-        report = import_events(s, file, fmt=fmt, mapping=mapping, time_unit=time_unit, progress=not no_progress)
+        report = import_events(s, file, fmt=fmt, mapping=renames, time_unit=time_unit, progress=not no_progress)
     finally:
         s.close()
     _import_report(report, as_json)
@@ -205,11 +206,11 @@ def import_users_cmd(file: Path, home: Path | None, store: str | None, fmt: str 
     """Import users' attributes from FILE (user_id plus one column per attribute): cold-start segments."""
     from server.data.profiles import import_profiles
 
-    mapping = _import_mapping(mapping)
+    renames = _import_mapping(mapping)
     _import_source(file, fmt)
     s = _home(home, store).store()
     try:
-        report = import_profiles(s, file, fmt=fmt, mapping=mapping)
+        report = import_profiles(s, file, fmt=fmt, mapping=renames)
     finally:
         s.close()
     _import_report(report, as_json)
@@ -456,7 +457,7 @@ def retrain(home: Path | None, window_days: float, as_of: str, margin: float, ep
     """
     from server.jobs.retrain import retrain_if_drift, retrain_job
 
-    kw = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed,
+    kw: dict[str, Any] = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed,
               progress=not no_progress)
     if half_life_days is not None:
         kw["half_life_days"] = half_life_days

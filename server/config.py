@@ -7,8 +7,10 @@ name in capitals. The README's "Command line" section has the table.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from shared.errors import ValidationError
 
@@ -46,7 +48,7 @@ def _optional_int(raw: str) -> int | None:
     return None if raw.strip().lower() in ("", "none", "off") else int(raw)
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[str], Any]] = {
     "Path": lambda raw: Path(raw).resolve(),
     "int": int,
     "float": float,
@@ -106,7 +108,7 @@ class Config:
 
     @classmethod
     def from_env(cls, **overrides) -> Config:
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in overrides:
                 values[f.name] = overrides[f.name]
@@ -116,9 +118,10 @@ class Config:
             if raw is None:
                 continue
             try:
-                values[f.name] = _PARSERS[f.type](raw)
+                ftype = str(f.type)  # a string: this module has `from __future__ import annotations`
+                values[f.name] = _PARSERS[ftype](raw)
             except (ValueError, TypeError, KeyError) as exc:
-                raise ValidationError(var, f"must be {_FORMATS.get(f.type, f.type)}, got {raw!r}") from exc
+                raise ValidationError(var, f"must be {_FORMATS.get(ftype, ftype)}, got {raw!r}") from exc
         config = cls(**values)
         config.check()
         return config

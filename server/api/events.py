@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import cast
 
 from flask import Blueprint, current_app, jsonify
 
@@ -45,7 +46,7 @@ def check_event(obj, index_of: dict[str, int], now: float, skew: float, users: f
     """A valid event with its product id resolved to the catalogue's index, or ValidationError."""
     ev = validate_event(obj)
     if ev.item_id is not None:
-        index = index_of.get(ev.item_id)
+        index = index_of.get(cast(str, ev.item_id))  # a validated wire event names the product id
         if index is None:
             raise ValidationError("item_id", f"{ev.item_id!r} is not in the catalogue; add it with POST /v1/items "
                                              "first")

@@ -7,8 +7,10 @@ schemathesis against it in-process to keep the two honest.
 
 from __future__ import annotations
 
+from typing import Any
+
 ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}$", "maxLength": 64, "minLength": 1}
-ERROR = {
+ERROR: dict[str, Any] = {
     "type": "object",
     "required": ["error", "message"],
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
@@ -35,7 +37,7 @@ EVENT_RESULT = {
                    "status": {"type": "string", "enum": ["accepted", "duplicate", "rejected"]},
                    "field": {"type": "string"}, "reason": {"type": "string"}},
 }
-EVENT_RESULTS = {
+EVENT_RESULTS: dict[str, Any] = {
     "type": "object", "required": ["results", "accepted", "duplicate", "rejected"],
     "properties": {"results": {"type": "array", "items": EVENT_RESULT}, "accepted": {"type": "integer"},
                    "duplicate": {"type": "integer"}, "rejected": {"type": "integer"}},
@@ -99,7 +101,7 @@ def _artifact_get(operation_id: str, extra_path: list[dict], errors: tuple[int, 
 
 
 def document() -> dict:
-    bearer = [{"device": []}, {}]  # a device token, optional unless POCKETRANK_REQUIRE_DEVICE_TOKEN is set
+    bearer: list[dict[str, list[str]]] = [{"device": []}, {}]  # a device token, optional unless POCKETRANK_REQUIRE_DEVICE_TOKEN is set
     return {
         "openapi": "3.0.3",
         "info": {"title": "pocketrank", "version": "1",

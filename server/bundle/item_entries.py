@@ -46,7 +46,7 @@ def build_entries(ids: np.ndarray, vectors: np.ndarray, meta: Mapping[int, dict]
                                    float(m.get("price", 0.0) or 0.0), bool(m.get("in_stock", True)), precision,
                                    external_id=str(m.get("item_id") or item_id))
         sha = wire.sha256_digest(raw)
-        old = previous.get(item_id) if same_model else None
+        old = previous.get(item_id) if same_model and previous is not None else None  # same_model implies previous
         if old is not None and old.sha256 == sha:
             out[item_id] = old
         else:

@@ -19,6 +19,7 @@ is older gets a full snapshot (docs/sync-protocol.md).
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import numpy as np
 from tqdm import tqdm
@@ -48,7 +49,7 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     model_version = home.current_model(store)
     model_dir = home.model_dir(model_version)
     export = home.read_json(model_dir / "export.json")
-    version = int(store.get_meta("bundle_version", "0")) + 1
+    version = int(cast(str, store.get_meta("bundle_version", "0"))) + 1  # not None: it has a default
     out = home.bundle_dir(version)
 
     catalogue = load_catalogue(store)

@@ -27,7 +27,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from shared import wire
 from shared.errors import BundleUnavailable, IntegrityError, PocketrankError
@@ -78,7 +78,7 @@ def answer(serving, req: SyncRequest) -> SyncAnswer:
     # The variant: the canary's when a rollout runs, this version has its variant, and every listed user
     # hashes into it (or the variant of the registry's live model, after a promotion); else the live bundle.
     bundle = serving.home.bundle_dir(version)
-    mkey, pre = manifest_for(bundle, version)
+    mkey, pre = cast("tuple[tuple, Manifest]", manifest_for(bundle, version))  # None only with missing_ok
     vdir, variant_model, live_model = bundle, None, pre.model_version
     model = variants.choose(serving.routing(), users, live_model)
     if model != live_model and variants.MODEL_RE.fullmatch(model):

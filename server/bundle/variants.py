@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shared import wire
 from shared.errors import ValidationError
@@ -82,7 +82,8 @@ def choose(data: dict, users: Iterable[str], live_model: str) -> str:
     canary user on a mixed device is better served the live model than a non-canary user the canary."""
     routes = {Registry.route(data, u, live_model) for u in users}
     # One route for every user: it; users routed apart, or none listed: the live version.
-    return routes.pop() if len(routes) == 1 else Registry.live_of(data, live_model)
+    # Not None: route and live_of both fall back to live_model, a str.
+    return cast(str, routes.pop() if len(routes) == 1 else Registry.live_of(data, live_model))
 
 
 def etag(version: int, variant_model: str | None) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -105,28 +105,28 @@ def event_text(column: pa.Array | pa.ChunkedArray | Sequence[Any] | None, n: int
         return Text(pa.nulls(n, pa.string()), bad)
     if not isinstance(column, (pa.Array, pa.ChunkedArray)):
         return _python_text(column, item_id, ints)
-    column = _as_array(column)
-    t = column.type
+    arr = _as_array(column)
+    t = arr.type
     if pa.types.is_string(t):
-        return Text(column, bad)
+        return Text(arr, bad)
     if pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return Text(column.cast(pa.string()), bad)
+        return Text(arr.cast(pa.string()), bad)
     if pa.types.is_null(t):
         return Text(pa.nulls(n, pa.string()), bad)
     if pa.types.is_integer(t) and ints:
         if item_id:
-            in_range = pc.and_(pc.greater(column, 0), pc.less_equal(column, MAX_ITEM_ID))
+            in_range = pc.and_(pc.greater(arr, 0), pc.less_equal(arr, MAX_ITEM_ID))
             out = pc.fill_null(pc.invert(in_range), False).to_numpy(zero_copy_only=False)
             bad[out] = OUT_OF_RANGE
-            column = pc.if_else(in_range, column, None)
-        return Text(column.cast(pa.string()), bad)
+            arr = pc.if_else(in_range, arr, None)
+        return Text(arr.cast(pa.string()), bad)
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         try:
-            return Text(column.cast(pa.string()), bad)
+            return Text(arr.cast(pa.string()), bad)
         except pa.ArrowInvalid:  # not all UTF-8: value by value
-            return _python_text([None if v is None else _decode(v) for v in column.to_pylist()], item_id, ints)
+            return _python_text([None if v is None else _decode(v) for v in arr.to_pylist()], item_id, ints)
     # A float, a bool, a list, an object...: shared.schemas takes none of them for an id.
-    bad[column.is_valid().to_numpy(zero_copy_only=False)] = WRONG_TYPE
+    bad[arr.is_valid().to_numpy(zero_copy_only=False)] = WRONG_TYPE
     return Text(pa.nulls(n, pa.string()), bad)
 
 
@@ -205,7 +205,7 @@ def check_events(cols: EventColumns) -> np.ndarray:
 
     def fail(mask: np.ndarray, c: int | np.ndarray) -> None:
         hit = mask & (code < 0)
-        code[hit] = c if np.isscalar(c) else c[hit]
+        code[hit] = c if np.isscalar(c) else cast(np.ndarray, c)[hit]
 
     etype = cols.type.values
     type_ok = _np(pc.is_in(etype, value_set=pa.array(EVENT_TYPES)))

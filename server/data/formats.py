@@ -79,9 +79,10 @@ class Batch:
         """A column by canonical name (None if this batch has no such column)."""
         if self.table is not None:
             return self.table[name] if name in self.table.column_names else None
-        if not any(name in r for r in self.records):
+        records = self.records or []  # a batch holds either a table or records
+        if not any(name in r for r in records):
             return None
-        return [r.get(name) for r in self.records]
+        return [r.get(name) for r in records]
 
 
 def detect_format(path: str | Path, fmt: str | None = None) -> tuple[str, str | None]:
@@ -294,6 +295,7 @@ class Source:
 
     def _csv_batches(self) -> Iterator[Batch]:
         names = self.columns
+        assert names is not None  # a CSV source's columns are set from its header when it is opened
         skip_header = True
         for piece, line, done in self._pieces(_csv_cut):
             if skip_header:  # the header is the first record of the first piece

@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -199,6 +199,8 @@ def import_events(store, source: str | Path | pa.Table, *, fmt: str | None = Non
 
 
 class _EventImport:
+    writer: _Writer  # set by the import that drives this job
+
     def __init__(self, store, report: ImportReport, times: timestamps.TimeParser, position: str):
         self.store, self.report, self.times = store, report, times
         self.items = ItemIndex(store)
@@ -423,7 +425,7 @@ class _CatalogueImport:
                 if time_code[i] != timestamps.OK:
                     rejects.append((lines[i], "created_at", self.times.reason(int(time_code[i]))))
                     continue
-                item = replace(item, created_at=float(seconds[i]))
+                item = replace(item, created_at=float(cast(np.ndarray, seconds)[i]))  # parsed with time_code
             if item.sku in items:
                 report.duplicates += 1  # repeated in the file: the last one wins
                 del items[item.sku]  # (and keeps its place at the end)

@@ -429,7 +429,7 @@ def _numeric_key(values: list[str]) -> np.ndarray:
     """A sort key per distinct user id: its number ("196", "1m_196" -> 196), else its rank among the ids."""
     nums = [re.fullmatch(r"(?:1m_)?([0-9]{1,18})", v) for v in values]
     if all(nums):
-        return np.array([int(m.group(1)) for m in nums], dtype=np.int64)
+        return np.array([int(m.group(1)) for m in nums if m is not None], dtype=np.int64)  # all matched
     return np.argsort(np.argsort(np.array(values, dtype=object))).astype(np.int64)
 
 

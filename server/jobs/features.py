@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping
+from typing import cast
 
 from shared.features import WINDOW_DAYS, user_vector, window_aggregates
 
@@ -40,11 +41,12 @@ def features_job(store: Store, as_of: float | None = None, profiles: Mapping[str
         ev = entry.event
         if not since <= ev.timestamp < as_of:
             continue
-        it = items.get(ev.item_id) if ev.item_id is not None else None
+        item = cast("int | None", ev.item_id)  # logged events carry the catalogue index, not the product id
+        it = items.get(item) if item is not None else None
         per_user.setdefault(ev.user_id, []).append(
             (ev.timestamp, ev.type, it.category if it else None, it.price if it else 0.0))
-        if ev.type == "impression" and ev.item_id is not None and as_of - ev.timestamp <= DAY:
-            shown[ev.item_id] += 1
+        if ev.type == "impression" and item is not None and as_of - ev.timestamp <= DAY:
+            shown[item] += 1
     features = {u: window_aggregates(evs, as_of) for u, evs in per_user.items()}
     store.put_features(features)
     store.set_exposures(dict(shown))

@@ -118,7 +118,7 @@ def rebase(home: Home | Path | str, store: Store, version: str, profiles: Mappin
            keep_recent: int = 50, force: bool = False, progress: bool = True, lock_timeout: float = 30.0,
            min_segment_users: int = 5) -> dict:
     """Make `version` the store's model (see the module docstring). Returns what was done, with timings."""
-    home = home if isinstance(home, Home) else Home(home)
+    home = home if isinstance(home, Home) else Home(Path(home))
     registry = Registry(home.root)
     check_version(home, registry, version)
     before = store.get_meta("current_model")

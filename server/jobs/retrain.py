@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -278,7 +278,7 @@ def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | flo
         if version in registry.versions():
             rec = registry.get(version)
             return {**rec, "status": "unchanged", "message": f"{version} already trained on this window ({rec['state']})"}
-        item_ids = np.array(sorted({it.item_id for it in store.items()} | {e.item_id for e in win if engaged(e)}),
+        item_ids = np.array(sorted({it.item_id for it in store.items()} | {cast(int, e.item_id) for e in win if engaged(e)}),
                             dtype=np.int64)
         fit = torch_fit(item_ids, epochs, seed, progress)
         out = gated_retrain(win, window, lambda tr, w: TorchModel(fit(tr, w), item_ids),
@@ -319,7 +319,7 @@ def overlaps(trained: Sequence[float] | None, current: Sequence[float]) -> bool:
     retrain has just trained on would trigger the next run too, and the next (every run of a 6-hourly
     cron), until the window slid past it; so the first check after a retrain comes a full current
     window after that retrain's data ends. No recorded window (None or empty): nothing to overlap."""
-    return bool(trained) and trained[1] > current[0]
+    return bool(trained) and trained is not None and trained[1] > current[0]
 
 
 def drift_windows(end: float, current_days: float, window_days: float, live_record: dict) -> tuple[tuple, tuple]:

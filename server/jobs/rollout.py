@@ -63,7 +63,7 @@ def start(root: Path | str, store: Any, version: str, share: float) -> dict:
     from ..bundle.variants import build_for_rollout
     from ..home import Home
 
-    built = build_for_rollout(Home(root), int(store.get_meta("bundle_version", "0") or 0), ro, store=store)
+    built = build_for_rollout(Home(Path(root)), int(store.get_meta("bundle_version", "0") or 0), ro, store=store)
     if built is not None:
         ro = {**ro, "device_variant": built}
     log.info("canary %s started: %s to %.1f%% of users against %s", ro["rollout_id"], version, 100 * share,

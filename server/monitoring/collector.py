@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from shared.schemas import CONTEXT_KEYS, Event
 
@@ -113,7 +114,7 @@ class Tally:
             self.clicks += 1
         elif e.type == "purchase":
             self.purchases += 1
-            self.revenue += float(prices.get(e.item_id, 0.0))
+            self.revenue += float(prices.get(cast(int, e.item_id), 0.0))  # logged events carry the index
 
     def add_session(self, s: Session) -> None:
         self.sessions += 1
@@ -198,5 +199,5 @@ def per_user(events: Iterable[Event], prices: Mapping[int, float] | None = None)
             u.impressions += e.type == "impression"
             u.clicks += e.type == "click"
             if e.type == "purchase":
-                u.revenue += float(prices.get(e.item_id, 0.0))
+                u.revenue += float(prices.get(cast(int, e.item_id), 0.0))  # logged events carry the index
     return dict(out)

@@ -60,6 +60,7 @@ import time
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ ALPHA = 1e-3
 N_BINS = 10
 
 
-def quantile_edges(reference: Sequence[float], n_bins: int = N_BINS) -> np.ndarray:
+def quantile_edges(reference: Sequence[float] | np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
     """Inner bin edges: the reference's quantiles, duplicates merged (ties make fewer bins)."""
     ref = np.asarray(reference, dtype=np.float64)
     ref = ref[np.isfinite(ref)]
@@ -83,7 +84,7 @@ def _shares(counts: np.ndarray) -> np.ndarray:
     return counts / counts.sum()
 
 
-def psi_from_counts(expected: Sequence[float], actual: Sequence[float]) -> float:
+def psi_from_counts(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> float:
     e, a = _shares(np.asarray(expected)), _shares(np.asarray(actual))
     return float(np.sum((a - e) * np.log(a / e)))
 
@@ -247,7 +248,8 @@ def category_ctr_drift(name: str, reference_events: Iterable, current_events: It
     module docstring. `act` on a significant rise only (Holm over categories); a fall is at most `watch`."""
 
     def tally(events) -> tuple[Counter, Counter]:
-        clicks, imps = Counter(), Counter()
+        clicks: Counter[str] = Counter()
+        imps: Counter[str] = Counter()
         for e in events:
             if e.item_id is None:
                 continue
@@ -270,7 +272,7 @@ def category_ctr_figure(name: str, rc: Mapping[str, int], ri: Mapping[str, int],
     keys = sorted(k for k in set(ri) & set(ci) if ri[k] and ci[k] and n > ri[k] and m > ci[k])
     if not keys or not nrc or not ncc:
         return DriftFigure(name, "ctr_ratio", 0.0, n, m, len(keys), 0.0, 1.0, "ok", [], "|ln CTR ratio| of the top category")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for k in keys:
         # the rest of the catalogue's CTR in each window: the base a category's CTR is relative to
         # (it absorbs a change of the whole window's CTR, such as a new model's)

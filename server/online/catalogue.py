@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def provisional_vector(item: Item, catalogue: Catalogue, max_neighbours: int = 2
     sums = catalogue.category_sums()
     if not sums:
         return np.zeros(catalogue.dim, dtype=np.float32)
-    estimates = []
+    estimates: list[Any] = []  # vectors: sums of vectors over counts
     in_cats = [sums[c] for c in set(item.categories) | {item.category} if c in sums]
     if in_cats:
         estimates.append(sum(s for s, _ in in_cats) / sum(n for _, n in in_cats))

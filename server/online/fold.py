@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 from tqdm import tqdm
@@ -33,7 +34,7 @@ def fold_entries(entries: list[LogEntry], records: dict[str, UserRecord], update
             rec = records[user] = UserRecord.empty(dim)
         if entry.pos <= rec.last_pos:
             continue  # folded before a crash cut the acknowledgement short
-        item = ev.item_id
+        item = cast("int | None", ev.item_id)  # logged events carry the catalogue index, not the product id
         vec = vectors.get(item) if item is not None else None
         if vec is None and ev.query:
             vec = titles.query_vector(ev.query)

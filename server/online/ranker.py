@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnxruntime as ort
@@ -110,10 +111,11 @@ class Ranker:
         raw = self.score(user_vec, candidates)
         r, cat = self.rules, self.catalogue
         adjusted = adjust_scores(
-            candidates.tolist(), raw, boosts=r.boosts, exposures=signals.exposures, exposure_cap=r.exposure_cap,
+            candidates.tolist(), cast("Sequence[float]", raw), boosts=r.boosts, exposures=signals.exposures, exposure_cap=r.exposure_cap,
             exposure_strength=r.exposure_penalty, category=cat.category,
             category_share=category_shares(signals.features), category_weight=r.category_weight)
-        return self.finish(top_by_score(candidates, adjusted), k, signals)
+        # 1-d arrays read as sequences here
+        return self.finish(top_by_score(cast("Sequence[int]", candidates), adjusted), k, signals)
 
     def finish(self, ranked: list[tuple[int, float]], k: int, signals: Signals) -> Ranking:
         """Filtering rules, then pinned items, then the exploration slot."""

@@ -231,4 +231,6 @@ class Serving:
 
     def _popular(self, k: int, signals: Signals, ranker: Ranker | None = None) -> Ranking:
         # No model scored these; the wire format promises 0.0 on this path.
-        return (ranker or self.ranker).finish([(i, 0.0) for i in self.popular], k, signals)
+        fallback = ranker or self.ranker
+        assert fallback is not None  # only called once a model is loaded
+        return fallback.finish([(i, 0.0) for i in self.popular], k, signals)

@@ -32,7 +32,9 @@ class _Request:
     __slots__ = ("events", "fold", "new", "error", "done")
 
     def __init__(self, events: list, fold: bool):
-        self.events, self.fold, self.new, self.error, self.done = events, fold, [], None, False
+        self.new: list[bool] = []
+        self.error: BaseException | None = None
+        self.events, self.fold, self.done = events, fold, False
 
 
 class Updater:
@@ -80,7 +82,8 @@ class Updater:
             # thread already committed is done by the time this thread gets the lock.
             while not mine.done:
                 with self._queue_guard:
-                    group, size = [], 0
+                    group: list[_Request] = []
+                    size = 0
                     while self._queue and (not group or (size + len(self._queue[0].events) <= self.batch
                                                          and self._queue[0].fold == group[0].fold)):
                         group.append(self._queue.pop(0))

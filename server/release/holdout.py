@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -87,18 +87,18 @@ def hold_out_newest_pick(events: Sequence[Event], min_items: int = MIN_EVENTS) -
     for e in events:
         if e.type == "impression" and e.item_id is not None and e.session_id:
             shown[(e.user_id, e.session_id)].add(int(e.item_id))
-    cases, ids, drop = [], set(), set()
+    cases, ids, drop = [], set[str](), set()
     for user, evs in sorted(by_user.items()):
         firsts: dict[int, Event] = {}
         for e in evs:
-            firsts.setdefault(int(e.item_id), e)
+            firsts.setdefault(int(cast(int, e.item_id)), e)  # engaged() events all name an item
         if len(firsts) < min_items:
             continue
         order = sorted(firsts.values(), key=lambda e: (e.timestamp, e.event_id))
         pick = order[-1]
         seen = shown.get((user, pick.session_id), set())
-        cases.append(Case(user, [int(e.item_id) for e in order[:-1]], int(pick.item_id),
-                          sorted(seen) if int(pick.item_id) in seen and len(seen) > 1 else None))
+        cases.append(Case(user, [int(cast(int, e.item_id)) for e in order[:-1]], int(cast(int, pick.item_id)),
+                          sorted(seen) if int(cast(int, pick.item_id)) in seen and len(seen) > 1 else None))
         ids.update(e.event_id for e in evs if e.item_id == pick.item_id and e.timestamp >= pick.timestamp)
         drop.add((user, pick.session_id, pick.item_id))
     train = [e for e in events if e.event_id not in ids

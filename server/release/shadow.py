@@ -34,6 +34,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def hit_rates(comparisons: Iterable[Comparison], events: Iterable[Event]) -> dic
     clicks: dict[str, list[tuple[float, int]]] = defaultdict(list)
     for e in events:
         if e.type == "click" and e.item_id is not None and e.user_id in by_user:
-            clicks[e.user_id].append((e.timestamp, e.item_id))
+            clicks[e.user_id].append((e.timestamp, cast(int, e.item_id)))  # logged events carry the index
     n = served_hits = shadow_hits = 0
     for user, comps in by_user.items():
         comps.sort(key=lambda c: c.at)

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
+from typing import Any, cast
 
 import numpy as np
 
@@ -197,7 +198,8 @@ class RedisStore(Store):
     # --- meta ---
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        v = self.r.hget(self.k("meta"), key)
+        # The client is made without decode_responses, so replies are bytes (the stubs say bytes | str).
+        v = cast("bytes | None", self.r.hget(self.k("meta"), key))
         return default if v is None else v.decode()
 
     def set_meta(self, key: str, value: str) -> None:
@@ -245,16 +247,17 @@ class RedisStore(Store):
         return out
 
     def items(self) -> list[Item]:
-        return sorted((_item(v) for v in self.r.hvals(self.k("items"))), key=lambda it: it.item_id)
+        return sorted((_item(v) for v in cast("list[bytes]", self.r.hvals(self.k("items")))), key=lambda it: it.item_id)
 
     def get_items(self, item_ids: Iterable[int]) -> dict[int, Item]:
         ids = sorted(set(item_ids))
         if not ids:
             return {}
-        return {i: _item(v) for i, v in zip(ids, self.r.hmget(self.k("items"), ids)) if v is not None}
+        vals = cast("list[bytes | None]", self.r.hmget(self.k("items"), ids))
+        return {i: _item(v) for i, v in zip(ids, vals) if v is not None}
 
     def item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        raw = self.r.hgetall(self.k("vectors"))
+        raw = cast("dict[bytes, bytes]", self.r.hgetall(self.k("vectors")))
         if not raw:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         pairs = sorted((int(k), v) for k, v in raw.items())
@@ -283,7 +286,7 @@ class RedisStore(Store):
         return new + sum(self.append_events(batch))
 
     def log_head(self) -> int:
-        last = self.r.xrevrange(self.stream, count=1)
+        last = cast("list[tuple[bytes, dict[bytes, bytes]]]", self.r.xrevrange(self.stream, count=1))
         return pos_of(last[0][0]) if last else 0
 
     def count_events(self, event_ids: list[str] | None = None) -> int:
@@ -292,9 +295,10 @@ class RedisStore(Store):
         return self.r.exists(*[self.k("eid", i) for i in event_ids]) if event_ids else 0
 
     def iter_log(self, after: int = 0) -> Iterator[LogEntry]:
-        start = "(" + id_of(after) if after else "-"
+        start: str | bytes = "(" + id_of(after) if after else "-"
         while True:
-            rows = self.r.xrange(self.stream, min=start, max="+", count=10_000)
+            rows = cast("list[tuple[bytes, dict[bytes, bytes]]]",
+                        self.r.xrange(self.stream, min=start, max="+", count=10_000))
             if not rows:
                 return
             for sid, fields in rows:
@@ -337,7 +341,9 @@ class RedisStore(Store):
         starts = (">",) if getattr(self._session, "recovered", False) else ("0", ">")
         for start in starts:
             wait = int(block * 1000) if start == ">" and block > 0 else None
-            got = self.r.xreadgroup(GROUP, CONSUMER, {self.stream: start}, count=limit, block=wait)
+            got = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]",
+                       self.r.xreadgroup(GROUP, CONSUMER,  # type: ignore[arg-type]  # redis-py takes bytes names; stub says str
+                                         {self.stream: start}, count=limit, block=wait))
             entries = [_entry(sid, f) for _, rows in got for sid, f in rows if f]
             if start == "0" and len(entries) < limit:
                 self._session.recovered = True
@@ -371,7 +377,7 @@ class RedisStore(Store):
         g = self._group()
         lag = g.get("lag")
         if lag is None:  # Redis cannot tell after deletions; count what follows the group's id
-            lag = len(self.r.xrange(self.stream, min=b"(" + g["last-delivered-id"], max="+"))
+            lag = len(cast("list[Any]", self.r.xrange(self.stream, min=b"(" + g["last-delivered-id"], max="+")))
         return int(g.get("pending", 0)) + int(lag)
 
     def wait_for_events(self, timeout: float) -> bool:
@@ -404,7 +410,7 @@ class RedisStore(Store):
             p.execute()
 
     def user_ids(self) -> list[str]:
-        return sorted(u.decode() for u in self.r.smembers(self.k("users")))
+        return sorted(u.decode() for u in cast("set[bytes]", self.r.smembers(self.k("users"))))
 
     def consumed_items(self, user_id: str) -> set[int]:
         return {int(i) for i in self.r.smembers(self.k("c", user_id))}
@@ -419,7 +425,7 @@ class RedisStore(Store):
 
     def reset_derived(self, records: dict[str, UserRecord], consumed: dict[str, set[int]],
                       popularity: dict[int, int], position: int) -> None:
-        old = [u.decode() for u in self.r.smembers(self.k("users"))]
+        old = [u.decode() for u in cast("set[bytes]", self.r.smembers(self.k("users")))]
         for i in range(0, len(old), 1000):
             chunk = old[i:i + 1000]
             self.r.delete(*[self.k("u", u) for u in chunk], *[self.k("c", u) for u in chunk])
@@ -432,7 +438,7 @@ class RedisStore(Store):
                 p.sadd(self.k("c", user_id), *its)
             p.execute()
         if popularity:
-            self.r.hset(self.k("popularity"), mapping=popularity)
+            self.r.hset(self.k("popularity"), mapping=cast("dict[Any, int]", popularity))  # Mapping keys are invariant
         self.r.xgroup_setid(self.stream, GROUP, id_of(position) if position else "0")
 
     # --- item stats, window features ---
@@ -447,7 +453,7 @@ class RedisStore(Store):
         p = self.r.pipeline(transaction=True)
         p.delete(self.k("exposures"))
         if counts:
-            p.hset(self.k("exposures"), mapping=counts)
+            p.hset(self.k("exposures"), mapping=cast("dict[Any, int]", counts))  # Mapping keys are invariant
         p.execute()
 
     def put_profiles(self, profiles: dict[str, dict[str, str]]) -> None:
@@ -456,7 +462,8 @@ class RedisStore(Store):
             self.r.hset(self.k("profiles"), mapping={u: json.dumps(p, sort_keys=True) for u, p in items[lo:lo + 1000]})
 
     def profiles(self) -> dict[str, dict[str, str]]:
-        return {u.decode(): json.loads(d) for u, d in self.r.hgetall(self.k("profiles")).items()}
+        return {u.decode(): json.loads(d)
+                for u, d in cast("dict[bytes, bytes]", self.r.hgetall(self.k("profiles"))).items()}
 
     def put_features(self, features: dict[str, dict]) -> None:
         p = self.r.pipeline(transaction=True)
@@ -484,7 +491,7 @@ class RedisStore(Store):
                     p.hset(self.k("rhead"), u, row.version.to_bytes(4, "little") + row.sha256)
                 p.execute()
         if sigs:
-            self.r.hset(self.k("rsig", version), mapping=sigs)
+            self.r.hset(self.k("rsig", version), mapping=cast("dict[Any, bytes]", sigs))  # Mapping keys are invariant
             self.r.sadd(self.k("rsigv"), version)
         # Sync answers are cached per epoch (server/bundle/sync_answer.py): any write to the log starts a new one.
         self.set_meta(RECORDS_EPOCH, os.urandom(8).hex())
@@ -494,8 +501,8 @@ class RedisStore(Store):
             for u in user_ids:
                 p.hkeys(self.k("rlog", u))
             keys = p.execute()
-        wanted = {u: max((int(v) for v in ks if int(v) <= version), default=None) for u, ks in zip(user_ids, keys)}
-        wanted = {u: v for u, v in wanted.items() if v is not None}
+        latest = {u: max((int(v) for v in ks if int(v) <= version), default=None) for u, ks in zip(user_ids, keys)}
+        wanted = {u: v for u, v in latest.items() if v is not None}
         with self.r.pipeline(transaction=False) as p:
             for u, v in wanted.items():
                 p.hget(self.k("rlog", u), str(v))
@@ -506,11 +513,11 @@ class RedisStore(Store):
     def record_sigs(self, version: int, user_ids: list[str]) -> dict[str, bytes]:
         if not user_ids:
             return {}
-        vals = self.r.hmget(self.k("rsig", version), user_ids)
+        vals = cast("list[bytes | None]", self.r.hmget(self.k("rsig", version), user_ids))
         return {u: v for u, v in zip(user_ids, vals) if v is not None}
 
     def record_heads(self) -> dict[str, bytes]:
-        return {u.decode(): v[4:] for u, v in self.r.hgetall(self.k("rhead")).items()}
+        return {u.decode(): v[4:] for u, v in cast("dict[bytes, bytes]", self.r.hgetall(self.k("rhead"))).items()}
 
     def compact_records(self, keep_from: int) -> int:
         for v in self.r.smembers(self.k("rsigv")):
@@ -520,7 +527,7 @@ class RedisStore(Store):
         # Two pipelined round trips per chunk of users (their version lists, then the deletions),
         # not two per user: at 100,000 users the per-user loop was ~200,000 round trips.
         deleted = 0
-        users = [u.decode() for u in self.r.hkeys(self.k("rhead"))]
+        users = [u.decode() for u in cast("list[bytes]", self.r.hkeys(self.k("rhead")))]
         for at in range(0, len(users), 1000):
             keys = [self.k("rlog", u) for u in users[at:at + 1000]]
             pipe = self.r.pipeline(transaction=False)

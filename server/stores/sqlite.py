@@ -139,12 +139,14 @@ class _WriteLock:
         if self.depth == 0:
             if self.pid != os.getpid():  # a forked child must not share its parent's open file (and lock)
                 self.fd, self.pid = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), os.getpid()
+            assert self.fd is not None  # opened above (pid starts at 0)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         self.depth += 1
 
     def __exit__(self, *exc) -> None:
         self.depth -= 1
         if self.depth == 0:
+            assert self.fd is not None  # opened by __enter__
             fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.rlock.release()
 
@@ -506,7 +508,7 @@ class SQLiteStore(Store):
 
     def user_records(self, user_ids: Iterable[str], dim: int) -> dict[str, UserRecord]:
         ids = list(dict.fromkeys(user_ids))
-        found = {}
+        found: dict[str, UserRecord] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             rows = self.db.execute("SELECT user_id, s, w, n_events, updated_at, last_pos, recent FROM user_state "
