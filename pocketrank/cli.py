@@ -165,6 +165,19 @@ def _import_report(report, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _run_import(job, file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
+                as_json: bool, create: bool = False, **kwargs) -> None:
+    """The shared body of the file imports: check the file, open the store, import, report."""
+    renames = _import_mapping(mapping)
+    _import_source(file, fmt)
+    s = _home(home, store, create=create).store()
+    try:
+        report = job(s, file, fmt=fmt, mapping=renames, **kwargs)
+    finally:
+        s.close()
+    _import_report(report, as_json)
+
+
 @import_group.command("catalogue")
 @_import_options
 def import_catalogue_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
@@ -172,14 +185,8 @@ def import_catalogue_cmd(file: Path, home: Path | None, store: str | None, fmt: 
     """Import (upsert) products from FILE, keyed by their item_id. Creates the home if needed."""
     from server.data.importer import import_catalogue
 
-    renames = _import_mapping(mapping)
-    _import_source(file, fmt)
-    s = _home(home, store, create=True).store()
-    try:
-        report = import_catalogue(s, file, fmt=fmt, mapping=renames, time_unit=time_unit, progress=not no_progress)
-    finally:
-        s.close()
-    _import_report(report, as_json)
+    _run_import(import_catalogue, file, home, store, fmt, mapping, as_json, create=True, time_unit=time_unit,
+                progress=not no_progress)
 
 
 @import_group.command("events")
@@ -189,14 +196,8 @@ def import_events_cmd(file: Path, home: Path | None, store: str | None, fmt: str
     """Import an event history from FILE (its products must be in the catalogue already)."""
     from server.data.importer import import_events
 
-    renames = _import_mapping(mapping)
-    _import_source(file, fmt)
-    s = _home(home, store).store()
-    try:
-        report = import_events(s, file, fmt=fmt, mapping=renames, time_unit=time_unit, progress=not no_progress)
-    finally:
-        s.close()
-    _import_report(report, as_json)
+    _run_import(import_events, file, home, store, fmt, mapping, as_json, time_unit=time_unit,
+                progress=not no_progress)
 
 
 @import_group.command("users")
@@ -206,14 +207,7 @@ def import_users_cmd(file: Path, home: Path | None, store: str | None, fmt: str 
     """Import users' attributes from FILE (user_id plus one column per attribute): cold-start segments."""
     from server.data.profiles import import_profiles
 
-    renames = _import_mapping(mapping)
-    _import_source(file, fmt)
-    s = _home(home, store).store()
-    try:
-        report = import_profiles(s, file, fmt=fmt, mapping=renames)
-    finally:
-        s.close()
-    _import_report(report, as_json)
+    _run_import(import_profiles, file, home, store, fmt, mapping, as_json)
 
 
 @import_group.command("movielens")

@@ -41,7 +41,8 @@ def post_items():
         except ValidationError:
             skus.append(None)
     index = serving.store.item_index(s for s in skus if s is not None)
-    existing = {sku: it for sku, i in index.items() if (it := serving.store.get_items([i]).get(i))}
+    stored = serving.store.get_items(index.values())  # one read for the whole batch
+    existing = {sku: stored[i] for sku, i in index.items() if i in stored}
     cat = serving.catalogue
     results, items = [], {}
     for obj, sku in zip(raw, skus):
