@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint data bench clean
+.PHONY: demo test test-fast lint data bench attack clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test-fast: data
 
 bench: data
 	$(PY) -m bench
+
+# Issue 17's attacker, hostile network and broken phone against the real server and client.
+attack: data
+	$(PY) -m bench attack
 
 clean:
 	rm -rf var .pytest_cache
