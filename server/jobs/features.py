@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
+
+import numpy as np
 
 from shared.features import WINDOW_DAYS, user_vector, window_aggregates
 
 from ..online import segments as seg
-from ..stores.base import Store
+from ..stores.base import Store, UserRecord
 
 DAY = 86_400.0
 
@@ -31,7 +33,10 @@ def latest_timestamp(store: Store) -> float:
 
 
 def features_job(store: Store, as_of: float | None = None, profiles: Mapping[str, Mapping[str, str]] | None = None,
-                 min_segment_users: int = 5, dim: int = 64) -> dict:
+                 min_segment_users: int = 5, dim: int = 64,
+                 user_vector_of: Callable[[UserRecord], np.ndarray | None] | None = None) -> dict:
+    """Window aggregates, exposures and segment vectors. `user_vector_of`: how a user record becomes the
+    model's user vector (server.online.encoding.record_vector_fn for a sequence model); None: its state's."""
     as_of = time.time() if as_of is None else as_of
     since = as_of - max(WINDOW_DAYS) * DAY
     items = {it.item_id: it for it in store.items()}
@@ -53,7 +58,10 @@ def features_job(store: Store, as_of: float | None = None, profiles: Mapping[str
     n_segments = 0
     if profiles:
         records = store.user_records(list(profiles), dim)
-        vectors = {u: user_vector(r.state) for u, r in records.items() if r.state.w > 0}
+        if user_vector_of is None:
+            vectors = {u: user_vector(r.state) for u, r in records.items() if r.state.w > 0}
+        else:
+            vectors = {u: v for u, v in ((u, user_vector_of(r)) for u, r in records.items()) if v is not None}
         segments = seg.compute_segments(vectors, profiles, min_segment_users)
         store.set_meta(seg.META_KEY, seg.dumps(segments))
         n_segments = len(segments)

@@ -79,7 +79,8 @@ def _read_all(path: Path) -> pa.Table:
     return pa.concat_tables(parts, promote_options="permissive")
 
 
-def train_on_file(interactions: Path, out: Path, epochs: int = 8, seed: int = 42, progress: bool = True) -> dict:
+def train_on_file(interactions: Path, out: Path, epochs: int | None = None, seed: int = 42, progress: bool = True,
+                  kind: str = "fold") -> dict:
     """Import a file of events into the new home `out` (a product per item id, named by it), train, export.
 
     The file needs user_id, item_id and timestamp; `type` defaults to click. For a real catalogue
@@ -108,6 +109,6 @@ def train_on_file(interactions: Path, out: Path, epochs: int = 8, seed: int = 42
     report = import_events(store, table, progress=progress)
     if report.accepted == 0:
         raise DataError(f"no event of {interactions} could be imported: {report.summary()}")
-    trained = train_job(home, epochs=epochs, seed=seed, progress=progress)
+    trained = train_job(home, epochs=epochs, seed=seed, progress=progress, kind=kind)
     export_job(home)
     return {"import": report.to_dict(), "catalogue": cat_report.to_dict(), **trained}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import asdict
 
@@ -23,19 +24,31 @@ from ..training.model import ModelConfig
 from ..training.sequences import split_last_two
 from ..training.train import train
 
+MODEL_KINDS = ("sequence", "fold")
 
-def train_job(home: Home, epochs: int = 8, seed: int = 42, progress: bool = True,
-              since: float | None = None, until: float | None = None) -> dict:
+
+def train_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
+              since: float | None = None, until: float | None = None, kind: str = "fold",
+              settings: dict | None = None, holdout: int = 2) -> dict:
     """Train on whatever the store holds (all but each user's last two products), evaluate, refold every user.
+
+    `kind`: "sequence" (server/training/seqmodel.py, early-stopped on validation; `epochs` caps it)
+    or "fold" (the decayed-mean user tower and click model, `epochs` of 8 by default).
 
     `since`/`until` (unix seconds) limit the events learnt from. Products the window
     never saw keep a content-only (provisional) vector from their title and category,
     as a product added through the API does, until a training run sees them.
     """
+    if kind == "sequence":
+        from .sequence import train_sequence_job
+
+        return train_sequence_job(home, epochs, seed, progress, since, until, settings, holdout)
+    if kind != "fold":
+        raise ModelError(f"model kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
     store = home.store()
     history = load_history(store, since, until)
     split = split_last_two(history.seqs)
-    config = ModelConfig(n_items=history.n_items, epochs=epochs, seed=seed)
+    config = ModelConfig(n_items=history.n_items, epochs=8 if epochs is None else epochs, seed=seed)
     result = train(split.train, config, progress=progress)
     m = result.model
     evaluation = {"val": evaluate_last_item(m, split, "val"), "test": evaluate_last_item(m, split, "test")}
@@ -126,6 +139,14 @@ def export_inputs(m, store, n_candidates: int = 200, seed: int = 0, since: float
     return held(calib), held(gate), sequences
 
 
+def load_encoder_kind(model_dir) -> str:
+    """"sequence" or "fold", from the model's config.json (models from before the sequence model: fold)."""
+    try:
+        return str(json.loads((model_dir / "config.json").read_text())["config"].get("kind", "fold"))
+    except (OSError, ValueError, KeyError):
+        return "fold"
+
+
 def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200, version: str | None = None,
                inputs: tuple[HeldOut, HeldOut, list] | None = None) -> dict:
     """fp32 and int8 ONNX ranker and the fp32 user encoder, each step gated.
@@ -141,6 +162,12 @@ def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200, 
     """
     version = version or home.current_model(home.store())
     out = home.model_dir(version)
+    if load_encoder_kind(out) == "sequence":
+        if inputs is not None:
+            raise ModelError(f"model {version} is a sequence model; its gates read the store's log, not `inputs`")
+        from .sequence import export_sequence_job
+
+        return export_sequence_job(home, version, n_users)
     m, _meta = model_io.load(out)
     dim = m.config.dim
     fp32, int8, encoder = out / "ranker.fp32.onnx", out / "ranker.int8.onnx", out / "encoder.onnx"

@@ -32,8 +32,9 @@ from ..release import shadow as shadow_mod
 from ..release.canary import in_canary
 from ..release.registry import Registry
 from ..stores import open_store
+from ..training.content import ContentTower
 from . import segments as seg
-from .catalogue import Catalogue, CatalogueCache
+from .catalogue import Catalogue, CatalogueCache, provisional_vector
 from .ranker import Ranker, Ranking, Rules, Signals, popular
 from .updater import Updater
 from .versions import Rankers, VersionRanker
@@ -74,6 +75,8 @@ class Serving:
         self.exposures: dict[int, int] = {}
         self.segments: dict[str, np.ndarray] = {}
         self.cached_bundle_version = 0
+        self._tower: ContentTower | None = None
+        self._tower_key: str | None = None
         self.warm()
         if config.updater == "embedded":
             self.catch_up()
@@ -228,6 +231,17 @@ class Serving:
                                       vr.ranker.score(uv, np.asarray(served, dtype=np.int64)))
 
         self.shadow.submit(target, job)
+
+    def new_product_vector(self, item, cat: Catalogue) -> np.ndarray:
+        """A product no training run has seen: the current sequence model's content tower when its content
+        has a known token (what id dropout trained it for), else the catalogue's estimate from its category
+        and title neighbours (server.online.catalogue.provisional_vector)."""
+        version = self.catalogues.model_version or ""
+        if self._tower_key != version:
+            self._tower = ContentTower.load(self.home.model_dir(version)) if version else None
+            self._tower_key = version
+        v = self._tower.vector(item) if self._tower is not None else None
+        return v if v is not None else provisional_vector(item, cat)
 
     def _popular(self, k: int, signals: Signals, ranker: Ranker | None = None) -> Ranking:
         # No model scored these; the wire format promises 0.0 on this path.

@@ -33,6 +33,7 @@ from shared.features import UserState, fold_events, user_vector
 
 from ..home import Home
 from .catalogue import Catalogue
+from .encoding import SequenceEncoder, load_encoder
 from .ranker import Ranker, Rules, onnx_session
 
 VECTORS_FILE = "item_vectors.npz"
@@ -104,6 +105,8 @@ class VersionRanker:
     # The store catalogue it was built on: held so that catalogue's id() cannot be reused by a newer
     # one while this entry is cached, and checked on each hit.
     base: Catalogue | None = None
+    # A sequence model's encoder: the user vector is its output over the recent events, native or not.
+    encoder: SequenceEncoder | None = None
 
     def state(self, record) -> UserState:
         """The user's state (a store UserRecord's) in this version's space: the store's own when native,
@@ -116,6 +119,9 @@ class VersionRanker:
 
     def user_vector(self, ctx) -> np.ndarray | None:
         """The user's vector in this version's space; None for a user with no weighted event yet."""
+        if self.encoder is not None:
+            vecs = self.vectors if self.vectors is not None else self.ranker.catalogue.vector_map()
+            return self.encoder.user_vector(ctx.record.recent_events(), vecs)
         state = self.state(ctx.record)
         return user_vector(state) if state.w > 0 else None
 
@@ -131,6 +137,7 @@ class Rankers:
         self._lock = threading.Lock()
         self._rankers: OrderedDict[tuple, VersionRanker] = OrderedDict()
         self._sessions: dict[str, object] = {}
+        self._encoders: dict[str, SequenceEncoder | None] = {}
         self._vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def available(self, version: str) -> bool:
@@ -158,12 +165,15 @@ class Rankers:
         session = self._sessions.get(str(path))
         if session is None:
             session = self._sessions[str(path)] = onnx_session(path)
+        if version not in self._encoders:
+            self._encoders[version] = load_encoder(self.home.model_dir(version))
+        encoder = self._encoders[version]
         if native:
             return VersionRanker(version, Ranker(catalogue, session, self.n_candidates, rules=rules), True,
-                                 base=catalogue)
+                                 base=catalogue, encoder=encoder)
         if version not in self._vectors:
             self._vectors[version] = version_vectors(self.home.model_dir(version))
         ids, vecs = self._vectors[version]
         cat = catalogue_for(catalogue, ids, vecs)
         return VersionRanker(version, Ranker(cat, session, self.n_candidates, rules=rules), False,
-                             {int(i): v for i, v in zip(ids, vecs)}, base=catalogue)
+                             {int(i): v for i, v in zip(ids, vecs)}, base=catalogue, encoder=encoder)

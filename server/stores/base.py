@@ -184,15 +184,16 @@ class Store(ABC):
                                            session_id)))
 
     def interactions(self, types: tuple[str, ...], since: float | None = None, until: float | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(user ids, item indexes, timestamps) of logged events of `types` that carry an item, with
-        since <= timestamp < until, ordered by timestamp then log position. Stores override this with
-        one query; this reads the whole log."""
-        rows = sorted((e.event.timestamp, e.pos, e.event.user_id, e.event.item_id) for e in self.iter_log()
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(user ids, item indexes, timestamps, TYPE_CODEs) of logged events of `types` that carry an
+        item, with since <= timestamp < until, ordered by timestamp then log position. Stores override
+        this with one query; this reads the whole log."""
+        rows = sorted((e.event.timestamp, e.pos, e.event.user_id, e.event.item_id, TYPE_CODE[e.event.type])
+                      for e in self.iter_log()
                       if e.event.type in types and e.event.item_id is not None
                       and (since is None or e.event.timestamp >= since) and (until is None or e.event.timestamp < until))
         return (np.array([r[2] for r in rows], dtype=object), np.array([r[3] for r in rows], dtype=np.int64),
-                np.array([r[0] for r in rows], dtype=np.float64))
+                np.array([r[0] for r in rows], dtype=np.float64), np.array([r[4] for r in rows], dtype=np.int8))
 
     def log_head(self) -> int:
         """The newest log position (0 when the log is empty). Stores answer it with one query."""

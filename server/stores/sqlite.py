@@ -34,6 +34,7 @@ from shared.schemas import Event, Item
 
 from .base import (
     RECORDS_EPOCH,
+    TYPE_CODE,
     LogEntry,
     RecordRow,
     Store,
@@ -412,19 +413,21 @@ class SQLiteStore(Store):
         return self.db.execute(f"SELECT COUNT(*) FROM events WHERE event_id IN ({marks})", event_ids).fetchone()[0]
 
     def interactions(self, types: tuple[str, ...], since: float | None = None, until: float | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        sql = (f"SELECT user_id, item_id, timestamp FROM events WHERE item_id IS NOT NULL AND type IN "
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        sql = (f"SELECT user_id, item_id, timestamp, type FROM events WHERE item_id IS NOT NULL AND type IN "
                f"({','.join('?' * len(types))}) AND timestamp >= ? AND timestamp < ? ORDER BY timestamp, seq")
         rows = self.db.execute(sql, (*types, -1.0 if since is None else since, 1e18 if until is None else until))
-        users, items, ts = [], [], []
+        users, items, ts, codes = [], [], [], []
         for chunk in iter(lambda: rows.fetchmany(100_000), []):
-            u, i, t = zip(*chunk)
+            u, i, t, k = zip(*chunk)
             users.append(np.array(u, dtype=object))
             items.append(np.array(i, dtype=np.int64))
             ts.append(np.array(t, dtype=np.float64))
+            codes.append(np.array([TYPE_CODE[x] for x in k], dtype=np.int8))
         if not items:
-            return np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        return np.concatenate(users), np.concatenate(items), np.concatenate(ts)
+            return (np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64),
+                    np.zeros(0, dtype=np.int8))
+        return np.concatenate(users), np.concatenate(items), np.concatenate(ts), np.concatenate(codes)
 
     def iter_log(self, after: int = 0) -> Iterator[LogEntry]:
         while True:

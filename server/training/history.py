@@ -6,8 +6,9 @@ say the user chose it (view, click, add_to_cart, purchase; not impressions,
 not searches), in time order, ties in log order (the order they were
 imported or received), optionally limited to a time window. A product the
 user touches several times in a row (a view, then a click, then a purchase)
-counts once there: the sequence is of products, and repeating the same one
-would teach the model that the next product is the one just seen.
+counts once there, with the type and time of the run's last event (the
+purchase, not the view before it): the sequence is of products, and repeating
+the same one would teach the model that the next product is the one just seen.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class History:
     item_index: np.ndarray  # (n_items,) int64, ascending
     user_ids: list[str]
     seqs: list[np.ndarray]  # per user, model rows, oldest first
+    types: list[np.ndarray]  # per user, the TYPE_CODE (server.stores.base) of each product's event, int8
+    times: list[np.ndarray]  # per user, the timestamp of each product's event, float64
     events: int  # log events read (before collapsing repeats)
     first_ts: float
     last_ts: float
@@ -40,7 +43,7 @@ class History:
 def load_history(store, since: float | None = None, until: float | None = None,
                  types: tuple[str, ...] = TRAINING_TYPES) -> History:
     """Per-user sequences from the store's log; DataError when there is nothing to learn from."""
-    users, items, ts = store.interactions(types, since, until)
+    users, items, ts, codes = store.interactions(types, since, until)
     if len(items) == 0:
         window = "" if since is None and until is None else " in the chosen time window"
         raise DataError(f"the store holds no {'/'.join(types)} events{window}; import some first: "
@@ -49,11 +52,13 @@ def load_history(store, since: float | None = None, until: float | None = None,
     user_ids, u = np.unique(users, return_inverse=True)
     item_index, rows = np.unique(items, return_inverse=True)
     order = np.argsort(u, kind="stable")  # stable: keeps time (then log) order inside each user
-    u, rows = u[order], rows[order]
-    keep = np.ones(len(rows), dtype=bool)
-    keep[1:] = (u[1:] != u[:-1]) | (rows[1:] != rows[:-1])
-    u, rows = u[keep], rows[keep]
+    u, rows, t, c = u[order], rows[order], ts[order], codes[order]
+    keep = np.ones(len(rows), dtype=bool)  # the last event of each run of one product
+    keep[:-1] = (u[1:] != u[:-1]) | (rows[1:] != rows[:-1])
+    u, rows, t, c = u[keep], rows[keep], t[keep], c[keep]
     bounds = np.searchsorted(u, np.arange(len(user_ids) + 1))
-    seqs = [rows[bounds[k]: bounds[k + 1]].astype(np.int64) for k in range(len(user_ids))]
-    return History(item_index.astype(np.int64), [str(x) for x in user_ids], seqs, int(len(items)),
-                   float(ts.min()), float(ts.max()))
+    cut = range(len(user_ids))
+    return History(item_index.astype(np.int64), [str(x) for x in user_ids],
+                   [rows[bounds[k]: bounds[k + 1]].astype(np.int64) for k in cut],
+                   [c[bounds[k]: bounds[k + 1]] for k in cut], [t[bounds[k]: bounds[k + 1]] for k in cut],
+                   int(len(items)), float(ts.min()), float(ts.max()))

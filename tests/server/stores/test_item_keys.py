@@ -43,7 +43,7 @@ def test_imported_events_count_only_new_ones(store):
     events = [Event(f"e{i}", "u1", "d", "click", 1_700_000_000.0 + i, it.item_id) for i in range(3)]
     assert store.import_events(events) == 3
     assert store.import_events(events[1:] + [Event("e9", "u1", "d", "view", 1_700_000_100.0, it.item_id)]) == 1
-    users, items, ts = store.interactions(("click",))
+    users, items, ts, _types = store.interactions(("click",))
     assert list(users) == ["u1"] * 3 and list(items) == [it.item_id] * 3 and list(ts) == sorted(ts)
 
 

@@ -1,0 +1,157 @@
+"""The shipped path, end to end, on MovieLens: what `bench quality` reports as pocketrank's figures.
+
+One run (a data set, a seed, a tie order):
+1. the MovieLens importer's tables (ties in the log ordered by a permutation seeded by the run's seed, or
+   in file order; optionally the catalogue relabelled), each user's newest rating set aside as the test
+   event, everything else imported into a fresh SQLite home with the real importers;
+2. `pocketrank train` (the sequence model, every user's newest stored product picking the epoch: the
+   protocol's validation item), `pocketrank export`, `pocketrank publish`, as the CLI runs them;
+3. (a) the server's answer: server.online.serving.Serving.recommend for every test user, business rules
+   off (no category weight, no exposure penalty, no exploration slot), the user's history excluded as the
+   server excludes what a user consumed; HR@10, nDCG@10, coverage@10 and the mean popularity percentile
+   of what was shown;
+4. the peers on the same split in the same run: popularity, EASE, implicit ALS (their tuned settings,
+   lab/quality/defaults.py) and the research sequence tower (lab/quality/seqrec.py), full ranking with the
+   history excluded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lab.quality import peers
+from lab.quality.defaults import DEFAULTS
+from server.training.ranking_metrics import ndcg_at_k
+
+K = 10
+
+
+def split_tables(size: str, seed: int, ties: str, relabel: int | None):
+    """(tables with the test events removed, test event table) from the MovieLens importer's tables."""
+    import pyarrow as pa
+
+    from server.data import movielens
+
+    t = movielens.tables(size, ties=ties, seed=seed, relabel=relabel)
+    users = np.asarray(t.events.column("user_id").to_pylist(), dtype=object)
+    # The log's order is (time, user, tie order): a user's newest event is the last row naming them.
+    last: dict[str, int] = {}
+    for k, u in enumerate(users):
+        last[u] = k
+    is_test = np.zeros(len(users), dtype=bool)
+    is_test[list(last.values())] = True
+    return t, t.events.filter(pa.array(~is_test)), t.events.filter(pa.array(is_test))
+
+
+def _metrics(lists: dict[str, list[int]], truth: dict[str, int], pop_pct: np.ndarray, n_items: int) -> dict:
+    hits, ndcg, shown, pct = [], [], set(), []
+    for u, target in truth.items():
+        ranked = lists.get(u, [])[:K]
+        hits.append(float(target in ranked))
+        ndcg.append(ndcg_at_k(ranked, {target}, K))
+        shown.update(ranked)
+        pct += [pop_pct[i] for i in ranked]
+    return {"HR@10": float(np.mean(hits)), "nDCG@10": float(np.mean(ndcg)),
+            "coverage@10": len(shown) / n_items, "pop_pct": float(np.mean(pct)) if pct else 0.0}
+
+
+def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, with_peers: bool = True,
+        log=print) -> dict:
+    from server.config import Config
+    from server.data.importer import import_catalogue, import_events
+    from server.home import Home
+    from server.jobs.train import export_job, train_job
+    from server.online.serving import Serving
+
+    t0 = time.perf_counter()
+    tables, train_events, test_events = split_tables(size, seed, ties, relabel)
+    out: dict = {"timings": {}}
+    with tempfile.TemporaryDirectory(prefix="pocketrank-shipped-") as tmp:
+        home = Home(Path(tmp) / "home")
+        store = home.store()
+        import_catalogue(store, tables.catalogue, progress=False)
+        import_events(store, train_events, progress=False)
+        store.put_profiles(tables.user_features)
+        out["timings"]["import"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        trained = train_job(home, kind="sequence", seed=seed, progress=False, holdout=1)
+        out["timings"]["train"] = time.perf_counter() - t
+        out["best_epoch"], out["val_nDCG@10"] = trained["best_epoch"], trained["evaluation"]["val"]["retrieval"]["nDCG@10"]
+        t = time.perf_counter()
+        exported = export_job(home)
+        out["timings"]["export"] = time.perf_counter() - t
+        out["parity"] = {k: exported["parity"][k] for k in ("ndcg10_fp32", "ndcg10_int8", "int8_ndcg10_kept",
+                                                              "int8_mean_top10_overlap")}
+        t = time.perf_counter()
+        from server.bundle.publish import publish_job
+
+        publish_job(home, progress=False)
+        out["timings"]["publish"] = time.perf_counter() - t
+
+        index = dict(zip((it.external_id for it in store.items()), (it.item_id for it in store.items())))
+        test_users = test_events.column("user_id").to_pylist()
+        truth = {u: index[i] for u, i in zip(test_users, test_events.column("item_id").to_pylist())}
+        counts = store.item_counts()
+        ids = sorted(index.values())
+        pop = np.array([counts.get(i, 0) for i in ids], dtype=np.float64)
+        pct_of = {i: p for i, p in zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1))}
+        pop_pct = _PctLookup(pct_of)
+        config = Config(home=home.root, category_weight=0.0, exposure_cap=10**9, exposure_penalty=0.0,
+                        explore_position=0)
+        serving = Serving(config)
+        t = time.perf_counter()
+        served = {u: [i for i, _ in serving.recommend(u, K).items] for u in truth}
+        out["timings"]["serve_per_user_ms"] = (time.perf_counter() - t) / max(len(truth), 1) * 1000
+        out["server"] = _metrics(served, truth, pop_pct, len(ids))
+        log(f"    {size} seed {seed} ties {ties}{'' if relabel is None else ' relabelled'}: server "
+            f"HR@10 {out['server']['HR@10']:.4f} nDCG@10 {out['server']['nDCG@10']:.4f} "
+            f"(epoch {out['best_epoch']}, train {out['timings']['train']:.0f} s)")
+        if with_peers:
+            out["peers"] = _peers(store, truth, seed, pop_pct, ids)
+            for name, m in out["peers"].items():
+                log(f"      {name:22s} HR@10 {m['HR@10']:.4f} nDCG@10 {m['nDCG@10']:.4f}")
+        store.close()
+    out["timings"]["total"] = time.perf_counter() - t0
+    return out
+
+
+class _PctLookup:
+    def __init__(self, pct: dict[int, float]):
+        self.pct = pct
+
+    def __getitem__(self, item: int) -> float:
+        return self.pct.get(item, 0.0)
+
+
+def _peers(store, truth: dict[str, int], seed: int, pop_pct, ids: list[int]) -> dict:
+    """Popularity, EASE, ALS and the research sequence tower on the store's training events."""
+    from lab.quality.seqrec import SeqConfig, fit, score
+    from server.training.history import load_history
+
+    h = load_history(store)
+    n_items = h.n_items
+    rows = [(u, int(i)) for u, s in enumerate(h.seqs) for i in s]
+    X = peers.binary_matrix(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), len(h.seqs), n_items)
+    users = [k for k, u in enumerate(h.user_ids) if u in truth]
+    out = {}
+    models = {"popularity": peers.Popularity(), "EASE": peers.EASE(DEFAULTS["ease_lambda"]),
+              "implicit ALS": peers.ImplicitALS(seed=seed, **DEFAULTS["als"])}
+    scores_of = {name: m.fit(X).scores(np.array(users)) for name, m in models.items()}
+    # Its validation item is each user's newest stored product, as the shipped model's; then it ranks
+    # from the whole stored history, as the server does.
+    head = [s[:-1] if len(s) >= 2 else s for s in h.seqs]
+    tower, _ = fit(head, SeqConfig(n_items=n_items, seed=seed, epochs=60),
+                   val=(head, np.array([s[-1] if len(s) >= 2 else -1 for s in h.seqs])))
+    scores_of["research seq tower"] = score(tower, [h.seqs[u] for u in users])
+    for name, s in scores_of.items():
+        s = np.array(s, dtype=np.float64, copy=True)
+        for j, u in enumerate(users):
+            s[j, h.seqs[u]] = -np.inf
+        top = np.argsort(-s, axis=1, kind="stable")[:, :K]
+        lists = {h.user_ids[u]: [int(h.item_index[c]) for c in top[j]] for j, u in enumerate(users)}
+        out[name] = _metrics(lists, {h.user_ids[u]: truth[h.user_ids[u]] for u in users}, pop_pct, len(ids))
+    return out

@@ -1,0 +1,142 @@
+"""`pocketrank train` and `pocketrank export` for the sequence model (server/training/seqmodel.py).
+
+Training reads the store's history (server/training/history.py) with each
+event's type and time, holds out every user's last two products (the
+second-to-last picks the epoch, the last is the test figure printed), and
+writes the model beside its content tower (content.npz, for products added
+later) and its item vectors. Export writes the encoder in fp32 (the server's)
+and int8 (the device's) and the ranker: the retrieval score as a graph, the
+order the model was trained to give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import torch
+
+from exporter.sequence_export import export_retrieval_ranker, export_sequence_encoder
+from shared.errors import ModelError
+
+from ..home import Home
+from ..online.catalogue import Catalogue, provisional_vector
+from ..online.encoding import ENCODER_FP32
+from ..online.fold import rebuild_states
+from ..online.versions import save_vectors
+from ..training import seqmodel
+from ..training.content import ContentTower, ContentVocab
+from ..training.history import load_history
+from ..training.seqmodel import SeqConfig
+from ..training.seqtrain import Histories, fit, rank_metrics, user_vectors
+
+ENCODER_INT8 = "encoder.onnx"  # the name the bundle ships to devices (server/bundle/model_artifacts.py)
+
+
+def held_out(history, holdout: int = 2) -> tuple[Histories, Histories, np.ndarray, np.ndarray]:
+    """(training histories, histories before the test product, validation targets, test targets); -1 = none.
+    `history`: a training.history.History or a Histories. `holdout` 1: no test product (every user's last
+    product picks the epoch, the rest is learnt from), for data whose test events are kept elsewhere."""
+    full = history if isinstance(history, Histories) else Histories(history.seqs, history.types, history.times)
+    if holdout == 1:
+        val = np.array([s[-1] if len(s) >= 2 else -1 for s in full.rows], dtype=np.int64)
+        return full.head(1), full, val, np.full(len(full), -1, dtype=np.int64)
+    val = np.array([s[-2] if len(s) >= 3 else -1 for s in full.rows], dtype=np.int64)
+    test = np.array([s[-1] if len(s) >= 3 else -1 for s in full.rows], dtype=np.int64)
+    return full.head(2), full.head(1), val, test
+
+
+def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
+                       since: float | None = None, until: float | None = None,
+                       settings: dict | None = None, holdout: int = 2) -> dict:
+    if holdout not in (1, 2):
+        raise ModelError(f"holdout must be 1 or 2 products per user, not {holdout}")
+    store = home.store()
+    history = load_history(store, since, until)
+    catalogue = store.items()
+    by_index = {it.item_id: it for it in catalogue}
+    vocab = ContentVocab.build(by_index[int(i)] for i in history.item_index if int(i) in by_index)
+    tokens = vocab.matrix([by_index.get(int(i)) for i in history.item_index])
+    train, before_test, val, test = held_out(history, holdout)
+    config = SeqConfig(n_items=history.n_items, n_tokens=len(vocab), seed=seed, **(settings or {}))
+    if epochs is not None:
+        config.epochs = epochs
+    result = fit(train, config, tokens, val=(train, val), progress=progress)
+    m = result.model
+    evaluation = {"val": {"retrieval": rank_metrics(m, train, val)},
+                  "test": {"retrieval": rank_metrics(m, before_test, test)}}
+
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in m.parameters())).hexdigest()
+    version = time.strftime("m%Y%m%d-%H%M%S-", time.gmtime()) + digest[:6]
+    out = home.model_dir(version)
+    metrics = {"train_seconds": result.seconds, "best_epoch": result.best_epoch, "history": result.history,
+               "evaluation": evaluation, "losses": [row["loss"] for row in result.history],
+               "protocol": "the store's events, temporal leave-last-out, full ranking, k=10",
+               "data": {"events": history.events, "users": len(history.user_ids), "items": history.n_items,
+                        "from": history.first_ts, "to": history.last_ts},
+               "config": config.to_dict(), "ranker_kind": "retrieval"}
+    seqmodel.save(m, out, {"model_version": version, "item_ids": history.item_index.tolist()})
+    with torch.no_grad():
+        tower = ContentTower(vocab, m.token.weight.numpy().copy(), m.content_proj.weight.numpy().copy())
+        vecs = m.item_vectors().numpy()
+    tower.save(out)
+    home.write_json(out / "metrics.json", metrics)
+
+    by_id = {int(i): vecs[k] for k, i in enumerate(history.item_index)}
+    store.put_items([it for it in catalogue if it.item_id in by_id], by_id)
+    unseen = [it for it in catalogue if it.item_id not in by_id]
+    if unseen:
+        # Content only, as training's id dropout taught the tower; a product with no known token
+        # gets the catalogue's estimate from its category and title neighbours.
+        trained = Catalogue(history.item_index, vecs, {i: by_index[i].in_stock for i in by_id if i in by_index},
+                            {i: by_index[i].category for i in by_id if i in by_index}, frozenset(),
+                            {i: by_index[i].title for i in by_id if i in by_index})
+        guesses = {}
+        for it in unseen:
+            v = tower.vector(it)
+            guesses[it.item_id] = v if v is not None else provisional_vector(it, trained)
+        store.put_items(unseen, guesses, provisional=list(guesses))
+        by_id.update(guesses)
+    save_vectors(out, np.array(list(by_id), dtype=np.int64), np.stack(list(by_id.values())))
+    users = rebuild_states(store, by_id, {it.item_id: it.title for it in catalogue}, config.dim)
+    store.set_meta("current_model", version)
+    return {"model_version": version, "users": users, "provisional_items": len(unseen), **metrics}
+
+
+def export_sequence_job(home: Home, version: str, n_users: int | None = None) -> dict:
+    """The encoder (fp32 for the server, int8 for the device) and the retrieval ranker, with parity figures."""
+    from exporter.sequence_parity import check_sequence_parity
+
+    out = home.model_dir(version)
+    m, meta = seqmodel.load(out)
+    c = m.config
+    if len(meta.get("item_ids", [])) != c.n_items:
+        raise ModelError(f"model {version} has {c.n_items} items but its metadata names {len(meta.get('item_ids', []))}")
+    ranker = export_retrieval_ranker(out / "ranker.fp32.onnx", out / "ranker.int8.onnx", c.dim)
+    enc = export_sequence_encoder(m.encoder, out / ENCODER_FP32, out / ENCODER_INT8, c.dim, c.max_len)
+    # Gate users: each one's history before their last product, in the model's rows (products the model
+    # never saw, trained on a window or new since, are left out, as the server leaves out unknown ones).
+    history = load_history(home.store())
+    row_of = {int(i): r for r, i in enumerate(meta["item_ids"])}
+    remap = np.array([row_of.get(int(i), -1) for i in history.item_index], dtype=np.int64)
+    rows = [remap[s] for s in history.seqs]
+    keep = [r >= 0 for r in rows]
+    hist = Histories([r[k] for r, k in zip(rows, keep)], [t[k] for t, k in zip(history.types, keep)],
+                     [t[k] for t, k in zip(history.times, keep)])
+    _train, before_test, _val, test = held_out(hist)
+    with torch.no_grad():
+        items = m.item_vectors().numpy()
+    parity = check_sequence_parity(
+        lambda users: user_vectors(m, before_test, users), items, out / ENCODER_FP32, out / ENCODER_INT8,
+        list(zip(before_test.rows, before_test.types, before_test.times)), test, c.max_len,
+        n_users=n_users or 600)
+    result = {"model_version": version, **ranker, "kind": "sequence", "ranker_kind": "retrieval",
+              "encoder": {**enc, "parity": parity}, "parity": parity,
+              "bytes": {"torch_state": (out / "model.pt").stat().st_size,
+                        "fp32_onnx": (out / "ranker.fp32.onnx").stat().st_size,
+                        "int8_onnx": (out / "ranker.int8.onnx").stat().st_size,
+                        "encoder_fp32_onnx": (out / ENCODER_FP32).stat().st_size,
+                        "encoder_onnx": (out / ENCODER_INT8).stat().st_size}}
+    home.write_json(out / "export.json", result)
+    return result
