@@ -258,6 +258,9 @@ def keys_init(home: Path | None, force: bool) -> None:
 @click.option("--model", "kind", type=click.Choice(["sequence", "fold"]), default="fold", show_default=True,
               help="sequence: item tower with content + self-attention user encoder (server and device run the "
                    "same encoder); fold: the decayed mean of item vectors and a click model.")
+@click.option("--tune", "tune_trials", default=0, show_default=True, type=click.IntRange(0, 1000),
+              help="Sequence model: first run an Optuna study of this many trials on a validation carve of the "
+                   "training data (the held-out products never enter it), then train with its best settings.")
 @click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
 @click.option("--window-days", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learn only from the last N days of the log (ending at its newest event). Default: all of it.")
@@ -268,7 +271,8 @@ def keys_init(home: Path | None, force: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The home to create for --interactions.")
 @_progress_option
-def train(home: Path | None, store: str | None, epochs: int | None, kind: str, seed: int, window_days: float | None,
+def train(home: Path | None, store: str | None, epochs: int | None, kind: str, tune_trials: int, seed: int,
+          window_days: float | None,
           interactions: Path | None, out: Path | None, no_progress: bool) -> None:
     """Train product embeddings, the user encoder and the click model on the store's events.
 
@@ -294,7 +298,10 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, s
 
         with closing(h.store()) as s:
             since = latest_timestamp(s) - window_days * 86400
-    result = train_job(h, epochs=epochs, seed=seed, since=since, progress=not no_progress, kind=kind)
+    if tune_trials and kind != "sequence":
+        raise click.UsageError("--tune is for --model sequence")
+    result = train_job(h, epochs=epochs, seed=seed, since=since, progress=not no_progress, kind=kind,
+                       tune_trials=tune_trials)
     ev = result["evaluation"]["test"]
     d = result["data"]
     click.echo(f"model {result['model_version']} trained in {result['train_seconds']:.1f}s on {d['events']} events "
@@ -308,7 +315,9 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, s
         click.echo(f"  settings: epoch {result['best_epoch']} of at most {c['epochs']} (best on validation), "
                    + ", ".join(f"{k} {c[k]}" for k in ("dim", "layers", "heads", "max_len", "dropout", "id_dropout",
                                                         "lr", "batch_size"))
-                   + f"; ranker: {result['ranker_kind']}")
+                   + f"; ranker: {result['ranker_kind']}"
+                   + (f"; tuned over {result['tuning']['trials']} trials (validation nDCG@10 "
+                      f"{result['tuning']['val_nDCG@10']:.4f})" if result.get("tuning") else ""))
 
 
 @main.command()

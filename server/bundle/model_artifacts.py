@@ -68,9 +68,13 @@ def write_bundle_dir(out: Path, entries: dict, artifacts: dict[str, bytes], mani
 
 def model_section(export: dict) -> dict:
     """The manifest's `model` section from the model's export.json (the exporter's gates and formats)."""
-    return {"opset": export["opset"], "exporter": export["exporter"],
-            "quantization": export["quantization"]["method"], "parity": export["parity"],  # gates within
-            "encoder": {k: export["encoder"][k] for k in ("inputs", "outputs", "precision", "parity")}}
+    section = {"opset": export["opset"], "exporter": export["exporter"],
+               "quantization": export["quantization"]["method"], "parity": export["parity"],  # gates within
+               "encoder": {k: export["encoder"][k] for k in ("inputs", "outputs", "precision", "parity")}}
+    if export.get("kind") == "sequence":  # what the device runs: the encoder over its history, and which ranker
+        section.update(kind="sequence", ranker_kind=export["ranker_kind"])
+        section["encoder"]["max_len"] = export["encoder"]["max_len"]
+    return section
 
 
 def load_signer(home):

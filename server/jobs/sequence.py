@@ -49,7 +49,7 @@ def held_out(history, holdout: int = 2) -> tuple[Histories, Histories, np.ndarra
 
 def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
                        since: float | None = None, until: float | None = None,
-                       settings: dict | None = None, holdout: int = 2) -> dict:
+                       settings: dict | None = None, holdout: int = 2, tune_trials: int = 0) -> dict:
     if holdout not in (1, 2):
         raise ModelError(f"holdout must be 1 or 2 products per user, not {holdout}")
     store = home.store()
@@ -59,6 +59,13 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
     vocab = ContentVocab.build(by_index[int(i)] for i in history.item_index if int(i) in by_index)
     tokens = vocab.matrix([by_index.get(int(i)) for i in history.item_index])
     train, before_test, val, test = held_out(history, holdout)
+    tuning = None
+    if tune_trials > 0:
+        from ..training.tuning import tune
+
+        tuning = tune(train, history.n_items, tokens, len(vocab), tune_trials, seed,
+                      log=(lambda line: print(line, flush=True)) if progress else None)
+        settings = {**tuning["settings"], **(settings or {})}
     config = SeqConfig(n_items=history.n_items, n_tokens=len(vocab), seed=seed, **(settings or {}))
     if epochs is not None:
         config.epochs = epochs
@@ -75,7 +82,7 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
                "protocol": "the store's events, temporal leave-last-out, full ranking, k=10",
                "data": {"events": history.events, "users": len(history.user_ids), "items": history.n_items,
                         "from": history.first_ts, "to": history.last_ts},
-               "config": config.to_dict(), "ranker_kind": "retrieval"}
+               "config": config.to_dict(), "ranker_kind": "retrieval", "tuning": tuning}
     seqmodel.save(m, out, {"model_version": version, "item_ids": history.item_index.tolist()})
     with torch.no_grad():
         tower = ContentTower(vocab, m.token.weight.numpy().copy(), m.content_proj.weight.numpy().copy())
@@ -132,6 +139,8 @@ def export_sequence_job(home: Home, version: str, n_users: int | None = None) ->
         list(zip(before_test.rows, before_test.types, before_test.times)), test, c.max_len,
         n_users=n_users or 600)
     result = {"model_version": version, **ranker, "kind": "sequence", "ranker_kind": "retrieval",
+              "quantization": {"method": {"ranker": "none (the retrieval score has no weights)",
+                                          "encoder": enc["quantization"]}},
               "encoder": {**enc, "parity": parity}, "parity": parity,
               "bytes": {"torch_state": (out / "model.pt").stat().st_size,
                         "fp32_onnx": (out / "ranker.fp32.onnx").stat().st_size,

@@ -29,7 +29,7 @@ MODEL_KINDS = ("sequence", "fold")
 
 def train_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
               since: float | None = None, until: float | None = None, kind: str = "fold",
-              settings: dict | None = None, holdout: int = 2) -> dict:
+              settings: dict | None = None, holdout: int = 2, tune_trials: int = 0) -> dict:
     """Train on whatever the store holds (all but each user's last two products), evaluate, refold every user.
 
     `kind`: "sequence" (server/training/seqmodel.py, early-stopped on validation; `epochs` caps it)
@@ -42,7 +42,7 @@ def train_job(home: Home, epochs: int | None = None, seed: int = 42, progress: b
     if kind == "sequence":
         from .sequence import train_sequence_job
 
-        return train_sequence_job(home, epochs, seed, progress, since, until, settings, holdout)
+        return train_sequence_job(home, epochs, seed, progress, since, until, settings, holdout, tune_trials)
     if kind != "fold":
         raise ModelError(f"model kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
     store = home.store()

@@ -1,0 +1,117 @@
+"""The on-device user encoder of a sequence model: its int8 graph over the device's own event history.
+
+A bundle whose manifest says `user_encoder: sequence` ships the model's
+encoder (the `encoder` artifact, int8 ONNX). The device keeps each user's
+history (table user_history): the server's recent events for the user as of
+the last sync, then every event tracked here since, so a click made offline
+moves the next ranking at once. The feed is shared.sequence.encoder_feed over
+the vectors of the held item entries, the function the server builds its own
+feed with, so the device's user vector is the server's for the same history
+(exporter/sequence_parity.py gates the int8 graph against the server's fp32
+one before a bundle is published).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from shared.errors import ModelError
+from shared.sequence import encoder_feed
+
+from .rerank import DEFAULT_MAX_BYTES, uses_external_data
+
+EXPECTED_INPUTS = ("items", "types", "gaps")
+EXPECTED_OUTPUTS = ("user",)
+KEEP_EVENTS = 200  # per user; the encoder reads at most the newest max_len products of them
+
+
+class DeviceEncoder:
+    """One onnxruntime session of the encoder graph, checked as the ranker is (size, no external data, signature)."""
+
+    def __init__(self, blob: bytes, max_len: int, max_bytes: int = DEFAULT_MAX_BYTES):
+        if len(blob) > max_bytes:
+            raise ModelError(f"encoder is {len(blob)} bytes, above the configured bound of {max_bytes}")
+        try:
+            external = uses_external_data(blob)
+        except ValueError as exc:
+            raise ModelError(f"encoder could not be loaded: not a valid ONNX protobuf ({exc})") from exc
+        if external:
+            raise ModelError("encoder uses ONNX external data; the device only loads self-contained models")
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"encoder could not be loaded: {exc}") from exc
+        inputs = tuple(i.name for i in self.session.get_inputs())
+        outputs = tuple(o.name for o in self.session.get_outputs())
+        if inputs != EXPECTED_INPUTS or outputs != EXPECTED_OUTPUTS:
+            raise ModelError(f"encoder signature {inputs} -> {outputs}, expected {EXPECTED_INPUTS} -> {EXPECTED_OUTPUTS}")
+        dim = self.session.get_inputs()[0].shape[-1]
+        if not isinstance(dim, int):
+            raise ModelError(f"encoder's item width is not fixed ({dim!r})")
+        self.dim, self.max_len = dim, max_len
+
+    def user_vector(self, events: list[tuple[str, object, float]], vectors: list[np.ndarray | None]) -> np.ndarray | None:
+        feed = encoder_feed(events, vectors, self.max_len, self.dim)
+        if feed is None:
+            return None
+        out = self.session.run(None, feed)[0][0]
+        return out if np.all(np.isfinite(out)) else None
+
+
+class EncoderSlot:
+    """The loaded encoder, keyed by its sha256 (as rerank.ModelSlot keeps the ranker); a load error is kept, not raised."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sha: str | None = None
+        self.encoder: DeviceEncoder | None = None
+        self.error: str | None = None
+
+    def get(self, sha: str | None, load: Callable[[str], DeviceEncoder]) -> DeviceEncoder | None:
+        if sha is None:
+            return None
+        if sha == self.sha:
+            return self.encoder
+        with self._lock:
+            if sha != self.sha:
+                try:
+                    encoder, error = load(sha), None
+                except Exception as exc:  # ModelError, IntegrityError (file damaged), StorageError
+                    encoder, error = None, str(exc)
+                self.sha, self.encoder, self.error = sha, encoder, error
+        return self.encoder
+
+
+def history(conn: sqlite3.Connection, user_id: str) -> tuple[list[tuple[str, object, float]], list[np.ndarray | None]]:
+    """The user's held history, oldest first, as (type, product, time) and each product's held vector (or None)."""
+    rows = conn.execute(
+        "SELECT h.type, h.ts, COALESCE(i.external_id, h.external_id, '#' || h.item_index), i.vector "
+        "FROM user_history h LEFT JOIN items i ON (h.item_index IS NOT NULL AND i.item_id = h.item_index) "
+        "OR (h.item_index IS NULL AND i.external_id = h.external_id) "
+        "WHERE h.user_id = ? ORDER BY h.pos", (user_id,)).fetchall()
+    events = [(t, key, float(ts)) for t, ts, key, _ in rows]
+    vectors = [None if v is None else np.frombuffer(v, dtype="<f4") for *_, v in rows]
+    return events, vectors
+
+
+def append(conn: sqlite3.Connection, user_id: str, rows: list[tuple[str, int | None, str | None, float]]) -> None:
+    """Add (type, item index or None, product id or None, time) rows to the user's history, keeping the newest."""
+    conn.executemany("INSERT INTO user_history (user_id, type, item_index, external_id, ts) VALUES (?, ?, ?, ?, ?)",
+                     [(user_id, t, i, e, ts) for t, i, e, ts in rows])
+    conn.execute("DELETE FROM user_history WHERE user_id = ? AND pos NOT IN (SELECT pos FROM user_history "
+                 "WHERE user_id = ? ORDER BY pos DESC LIMIT ?)", (user_id, user_id, KEEP_EVENTS))
+
+
+def replace(conn: sqlite3.Connection, user_id: str, rows: list[tuple[str, int | None, str | None, float]]) -> None:
+    """The server's history for the user replaces the held one (the caller re-appends still-queued events)."""
+    conn.execute("DELETE FROM user_history WHERE user_id = ?", (user_id,))
+    append(conn, user_id, rows)
