@@ -9,6 +9,7 @@ server's /healthz, which the operator (not the phone) asks directly.
 
 from __future__ import annotations
 
+import os
 import time
 
 import httpx
@@ -107,8 +108,10 @@ def create_device_app(device: Device, proxy: NetProxy, server_url: str) -> Flask
     def _server_summary() -> dict:
         """The server's own monitoring over its event log (every device), the last hour of it."""
         try:
-            body = httpx.get(server_url + "/v1/metrics/summary", params={"window": 3600, "limit": 20000},
-                             timeout=2.0).json()
+            # An operator surface: the demo's server has no key unless POCKETRANK_OPERATOR_KEY says one.
+            key = os.environ.get("POCKETRANK_OPERATOR_KEY", "")
+            body = httpx.get(server_url + "/v1/metrics/summary", params={"window": 3600},
+                             headers={"X-Operator-Key": key} if key else None, timeout=2.0).json()
         except (httpx.HTTPError, ValueError) as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
         return {"overall": body.get("overall"), "by_source": (body.get("by_segment") or {}).get("source", {}),

@@ -17,6 +17,7 @@ from shared.errors import ValidationError
 from . import default_home
 
 STAGES = (0.05, 0.25, 0.5)
+MIN_OPERATOR_KEY = 16  # characters; token_urlsafe(32) gives 43
 
 
 def parse_stages(raw: str | tuple | list) -> tuple[float, ...]:
@@ -100,7 +101,9 @@ class Config:
     canary_check_seconds: float = 0.0  # `pocketrank serve` looks at a running canary this often; 0 = off
     canary_stages: str = "0.05,0.25,0.5"  # shares a healthy canary widens through before it is promoted
     # devices and operators
-    operator_key: str = ""  # guards device registration/revocation and catalogue writes; "" = open (dev)
+    # The operator's credential: device registration and revocation, catalogue writes, metrics.
+    # "" = open, for development only; required (and long) once device tokens are.
+    operator_key: str = ""
     require_device_token: bool = False
     sync_rate: float = 5.0  # sync requests per second per device, sustained
     sync_burst: int = 20
@@ -140,4 +143,18 @@ class Config:
         if self.canary_check_seconds < 0:
             raise ValidationError("POCKETRANK_CANARY_CHECK_SECONDS", "must be 0 (off) or a number of seconds")
         parse_stages(self.canary_stages)  # raises for a malformed POCKETRANK_CANARY_STAGES
+        self.check_credentials()
+
+    def check_credentials(self) -> None:
+        """Device tokens without an operator key mean nothing: anyone could register a device for any user.
+
+        So a server that requires tokens refuses to start without a key, and a key short enough to
+        guess over the network is refused whenever one is set."""
+        hint = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        if self.operator_key and len(self.operator_key) < MIN_OPERATOR_KEY:
+            raise ValidationError("POCKETRANK_OPERATOR_KEY", f"must be at least {MIN_OPERATOR_KEY} characters; {hint}")
+        if self.require_device_token and not self.operator_key:
+            raise ValidationError("POCKETRANK_OPERATOR_KEY",
+                                  "must be set when POCKETRANK_REQUIRE_DEVICE_TOKEN=1: without it anyone could "
+                                  f"register, revoke or take over devices and change the catalogue; {hint}")
 

@@ -1,8 +1,12 @@
 """Device registry: one token per device, stored hashed, bound to the users it may see.
 
 A token is shown once, at registration; the server keeps only its sha256, so
-a leaked database does not leak working tokens. Re-registering a device
-rotates its token; revoking it makes every later request with it a 401.
+a leaked database does not leak working tokens. A device id is registered once
+and never again: registering an id that exists (active or revoked) is refused,
+so nobody, not even a caller holding the operator key by mistake, takes over a
+device's id, its users or the events it already sent. Revoking a device makes
+every later request with its token a 401, for good; a replacement is
+registered under a new id.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import AuthError, ValidationError
+from shared.errors import AuthError, PocketrankError, ValidationError
 from shared.schemas import check_id
 
 SCHEMA = """
@@ -27,6 +31,10 @@ CREATE TABLE IF NOT EXISTS devices (
 );
 """
 MAX_USERS_PER_DEVICE = 50
+
+
+class DeviceTaken(PocketrankError):
+    """The device id is registered already (or was, and was revoked): a 409, never a takeover."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class DeviceRegistry:
         return conn
 
     def register(self, device_id: str, users: list[str]) -> tuple[Device, str]:
-        """Create or rotate the device's token; returns the device and its token (shown only now)."""
+        """Register a new device; returns it and its token (shown only now). DeviceTaken if the id exists."""
         device_id = check_id("device_id", device_id)
         if not isinstance(users, list) or not users:
             raise ValidationError("users", "must be a non-empty list of user ids")
@@ -68,11 +76,17 @@ class DeviceRegistry:
             raise ValidationError("users", f"at most {MAX_USERS_PER_DEVICE} users per device")
         users = sorted({check_id("users", u) for u in users})
         token = secrets.token_urlsafe(32)
-        self.db.execute(
-            "INSERT INTO devices VALUES (?, ?, ?, ?, NULL) ON CONFLICT(device_id) DO UPDATE SET "
-            "token_sha256=excluded.token_sha256, users=excluded.users, revoked_at=NULL",
-            (device_id, _digest(token), json.dumps(users), time.time()),
-        )
+        # A plain INSERT: the primary key makes "is it taken?" and "take it" one atomic step, so two
+        # racing registrations of one id cannot both win.
+        cur = self.db.execute("INSERT INTO devices VALUES (?, ?, ?, ?, NULL) ON CONFLICT(device_id) DO NOTHING",
+                              (device_id, _digest(token), json.dumps(users), time.time()))
+        if cur.rowcount != 1:
+            row = self.db.execute("SELECT revoked_at FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+            if row is not None and row[0] is not None:
+                raise DeviceTaken(f"device {device_id!r} was revoked; a revoked id is never reused: register the "
+                                  "device under a new id")
+            raise DeviceTaken(f"device {device_id!r} is registered already; a registered id is never taken over "
+                              "(revoke it and register the device under a new id)")
         return Device(device_id, frozenset(users)), token
 
     def revoke(self, device_id: str) -> bool:

@@ -1,4 +1,8 @@
-"""POST /v1/devices registers a device (its token is shown once); DELETE revokes it."""
+"""POST /v1/devices registers a new device (its token is shown once); DELETE revokes it for good.
+
+Both need the operator key. An id is registered once: a second registration of it, or of a
+revoked one, is a 409 (server/api/device_registry.py says why).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from flask import Blueprint, jsonify
 from shared.errors import ValidationError
 
 from .auth import check_operator_key, registry
+from .device_registry import DeviceTaken
 from .params import json_body
 
 bp = Blueprint("devices", __name__)
@@ -18,7 +23,10 @@ def register_device():
     body = json_body()
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object with device_id and users")
-    device, token = registry().register(body.get("device_id"), body.get("users"))
+    try:
+        device, token = registry().register(body.get("device_id"), body.get("users"))
+    except DeviceTaken as exc:
+        return jsonify(error="conflict", field="device_id", message=str(exc)), 409
     return jsonify(device_id=device.device_id, token=token, users=sorted(device.users)), 201
 
 

@@ -4,7 +4,7 @@ The batch is checked as a whole first (a JSON object with an `events` list of at
 most max_events_per_batch); a bad batch is a 400 and nothing is logged. Then each
 event on its own: the schema, an item the catalogue knows, a timestamp no
 further in the future than max_clock_skew and, for a device with a token, one
-of the device's users. Good events are appended to the log in one
+of the device's users, sent from that device (its `device_id`). Good events are appended to the log in one
 transaction, durable before the answer; a rejected neighbour never costs them.
 With the embedded updater they are folded into their users' embeddings before
 the answer too, so a client reads its own writes.
@@ -20,7 +20,8 @@ What "unknown" means here:
 - a user id the server has never seen is accepted: users have no registration
   step, their first event is how they arrive (cold start, then personal). Only
   a malformed user id is rejected, and, for a device holding a token, a user
-  the device was not registered for (the same scoping sync applies).
+  the device was not registered for (the same scoping sync applies) or a
+  device_id other than the token's: a device speaks only for itself.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from shared.errors import ValidationError
 from shared.schemas import validate_event
 
 from .auth import current_device
+from .device_registry import Device
 from .params import json_batch
 
 bp = Blueprint("events", __name__)
@@ -42,8 +44,10 @@ bp = Blueprint("events", __name__)
 MAX_PROBLEMS_NAMED = 3  # in the 422's message; every problem is in `results`
 
 
-def check_event(obj, index_of: dict[str, int], now: float, skew: float, users: frozenset[str] | None = None):
-    """A valid event with its product id resolved to the catalogue's index, or ValidationError."""
+def check_event(obj, index_of: dict[str, int], now: float, skew: float, device: Device | None = None):
+    """A valid event with its product id resolved to the catalogue's index, or ValidationError.
+
+    `device`: the token's device, whose users and id the event must carry; None for an anonymous upload."""
     ev = validate_event(obj)
     if ev.item_id is not None:
         index = index_of.get(cast(str, ev.item_id))  # a validated wire event names the product id
@@ -54,9 +58,12 @@ def check_event(obj, index_of: dict[str, int], now: float, skew: float, users: f
     if ev.timestamp > now + skew:
         raise ValidationError("timestamp", f"is {ev.timestamp - now:.0f} s in the future, beyond the allowed clock "
                                            f"skew of {skew:g} s (POCKETRANK_MAX_CLOCK_SKEW); check the device clock")
-    if users is not None and ev.user_id not in users:
+    if device is not None and ev.user_id not in device.users:
         raise ValidationError("user_id", f"{ev.user_id} is not a user of this device; register it with "
                                          "POST /v1/devices first")
+    if device is not None and ev.device_id != device.device_id:
+        raise ValidationError("device_id", f"{ev.device_id!r} is not this token's device "
+                                           f"({device.device_id!r}); a device sends only its own events")
     return ev
 
 
@@ -78,12 +85,11 @@ def post_events():
     raw = json_batch("events", config.max_events_per_batch)
     known = serving.catalogue.index_of  # every item in the catalogue, in stock or not
     now = time.time()
-    users = device.users if device is not None else None
     results: list[dict] = [{} for _ in raw]
     valid, positions = [], []
     for pos, obj in enumerate(raw):
         try:
-            ev = check_event(obj, known, now, config.max_clock_skew, users)
+            ev = check_event(obj, known, now, config.max_clock_skew, device)
         except ValidationError as exc:
             event_id = obj.get("event_id") if isinstance(obj, dict) and isinstance(obj.get("event_id"), str) else None
             results[pos] = {"event_id": event_id, "status": "rejected", "field": exc.field, "reason": exc.message}

@@ -1,46 +1,62 @@
-"""GET /metrics (Prometheus text), GET /v1/metrics/summary and GET /v1/metrics/shadow (JSON).
+"""GET /metrics (Prometheus text), GET /v1/metrics/summary and GET /v1/metrics/shadow (JSON): operators only.
 
-The first two are computed from the event log at request time over a window ending at the newest
-event (`window` seconds, default a day; `bucket` seconds per time-series point, default an hour),
-from at most `limit` recent events. The shadow report is this process's comparisons of the shadow
-model against the served one (server/release/shadow.py), with hit rates over the clicks logged
-since the shadow started. Operators scrape these; they carry aggregates only, no user ids.
+They tell revenue, CTR, the model registry and the canary, so each needs the operator key (server/api/auth.py;
+Prometheus sends it as `authorization: {credentials: <key>}`, a Bearer header).
+
+The figures come from this process's RunningMetrics (server/monitoring/running.py): each request first
+folds what was logged since the previous one, then sums the sessions that started in a window ending at the
+newest event (`window` seconds, default a day; `bucket` seconds per time-series point, default an hour).
+A request costs what was logged since the last look plus at most one pass over the sessions held (bounded,
+and shared by every request for the same window within a second), however long the log; one look at a time
+per process. The shadow report is this process's comparisons of the shadow model against
+the served one (server/release/shadow.py), with hit rates over the clicks logged since the shadow started
+(at most `limit` of the newest). Aggregates only, no user ids.
 """
 
 from __future__ import annotations
-
-import time
 
 from flask import Blueprint, Response, current_app, jsonify
 
 from shared.errors import ValidationError
 
-from ..monitoring import collector, prom, source
+from ..monitoring import prom, source
+from ..monitoring.running import MAX_CLICKS, RunningMetrics
 from ..release import shadow
 from ..release.registry import Registry
+from .auth import check_operator_key
 from .params import number_arg
 
 bp = Blueprint("metrics", __name__)
 
-DEFAULT_WINDOW, DEFAULT_BUCKET, DEFAULT_LIMIT = 86_400.0, 3_600.0, 50_000
+DEFAULT_WINDOW, DEFAULT_BUCKET = 86_400.0, 3_600.0
+MAX_BUCKETS = 10_000
 
 
-def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET, limit: int = DEFAULT_LIMIT) -> dict:
+@bp.record_once
+def _start_counting(state) -> None:
+    # Made with the app, not at the first request: events_per_second counts what is logged from here on.
+    store = state.app.extensions["pocketrank"].store
+    state.app.extensions["pocketrank.metrics"] = RunningMetrics(source.log_head(store))
+
+
+def _running() -> RunningMetrics:
+    return current_app.extensions["pocketrank.metrics"]
+
+
+def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET) -> dict:
     serving = current_app.extensions["pocketrank"]
     store = serving.store
-    events = source.recent_events(store, limit=limit)
-    until = max((e.timestamp for e in events), default=0.0)
-    since = until - window
-    events = [e for e in events if e.timestamp >= since]
-    prices = {it.item_id: it.price for it in store.items()}
-    summary = collector.summarize(events, prices)
+    running = _running()
+    with running.lock:
+        running.look(store)
+        figures = running.recent_summary(window, bucket)
+        eps = running.events_per_second()
+        shadow_report = _shadow(running, MAX_CLICKS)
     registry = Registry(serving.home.root)
     rollout = registry.rollout()
     return {
-        "window": {"since": since, "until": until, "seconds": window, "events": len(events)},
-        **summary,
-        "timeseries": collector.timeseries(events, bucket, prices),
-        "events_per_second": source.events_per_second(store, time.time()),
+        **figures,
+        "events_per_second": eps,
         "models": {"current": store.get_meta("current_model"), "live": registry.live(),
                    "canary": rollout["version"] if rollout else None},
         "canary": ({**{k: rollout[k] for k in ("rollout_id", "version", "share", "control", "started_at")},
@@ -48,42 +64,52 @@ def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET
                     "last_decision": rollout["decisions"][-1] if rollout["decisions"] else None}
                    if rollout else None),
         "registry": {v: rec["state"] for v, rec in registry.versions().items()},
-        "shadow": build_shadow(events_limit=limit),
+        "shadow": shadow_report,
     }
 
 
-def build_shadow(events_limit: int = DEFAULT_LIMIT) -> dict | None:
+def build_shadow(limit: int = MAX_CLICKS) -> dict | None:
     """The shadow report, or None when no shadow is set."""
+    running = _running()
+    with running.lock:
+        running.look(current_app.extensions["pocketrank"].store)
+        return _shadow(running, limit)
+
+
+def _shadow(running: RunningMetrics, limit: int) -> dict | None:
     serving = current_app.extensions["pocketrank"]
     sh = serving.routing().get("shadow")
     if not sh:
         return None
     shadow_log = serving.shadow.log_for((sh["version"], sh["started_at"]))
-    events = source.events_after(serving.store, sh.get("log_from", 0), limit=events_limit)
+    clicks = running.clicks_after(sh.get("log_from", 0), limit)
     return {"version": sh["version"], "sample": sh["sample"], "started_at": sh["started_at"],
-            "served_model": serving.live_version(), **shadow.report(shadow_log, events)}
+            "served_model": serving.live_version(), **shadow.report(shadow_log, clicks)}
 
 
-def _args() -> tuple[float, float, int]:
+def _args() -> tuple[float, float]:
     window = number_arg("window", DEFAULT_WINDOW, 1, 90 * 86_400)
     bucket = number_arg("bucket", DEFAULT_BUCKET, 1, 90 * 86_400)
-    if window / bucket > 10_000:
-        raise ValidationError("bucket", "gives more than 10,000 buckets for this window; make it larger")
-    return window, bucket, int(number_arg("limit", DEFAULT_LIMIT, 1, source.MAX_EVENTS))
+    if window / bucket > MAX_BUCKETS:
+        raise ValidationError("bucket", f"gives more than {MAX_BUCKETS:,} buckets for this window; make it larger")
+    return window, bucket
 
 
 @bp.get("/v1/metrics/summary")
 def summary():
+    check_operator_key("reading the metrics")
     return jsonify(build_summary(*_args()))
 
 
 @bp.get("/v1/metrics/shadow")
 def shadow_report():
-    limit = int(number_arg("limit", DEFAULT_LIMIT, 1, source.MAX_EVENTS))
+    check_operator_key("reading the metrics")
+    limit = int(number_arg("limit", MAX_CLICKS, 1, MAX_CLICKS))
     return jsonify({"shadow": build_shadow(limit)})
 
 
 @bp.get("/metrics")
 def metrics():
+    check_operator_key("reading the metrics")
     body = prom.render(build_summary(*_args()))
     return Response(body, mimetype=None, content_type=prom.CONTENT_TYPE)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..monitoring.running import MAX_CLICKS
+
 ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}$", "maxLength": 64, "minLength": 1}
 ERROR: dict[str, Any] = {
     "type": "object",
@@ -69,8 +71,9 @@ RECORD_ENTRY = {
 METRICS_PARAMS = [
     {"name": "window", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 90 * 86400}},
     {"name": "bucket", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 90 * 86400}},
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
 ]
+# The operator key; "{}" because a development server (no POCKETRANK_OPERATOR_KEY) asks for none.
+OPERATOR: list[dict[str, list[str]]] = [{"operator": []}, {"operatorBearer": []}, {}]
 
 
 def _errors(*codes: int) -> dict:
@@ -108,7 +111,11 @@ def document() -> dict:
                  "description": "Recommendations and delta sync for devices; byte layouts in docs/wire-format.md."},
         "components": {"securitySchemes": {
             "device": {"type": "http", "scheme": "bearer", "description": "token from POST /v1/devices"},
-            "operator": {"type": "apiKey", "in": "header", "name": "X-Operator-Key"},
+            "operator": {"type": "apiKey", "in": "header", "name": "X-Operator-Key",
+                         "description": "POCKETRANK_OPERATOR_KEY"},
+            "operatorBearer": {"type": "http", "scheme": "bearer",
+                               "description": "POCKETRANK_OPERATOR_KEY as a Bearer token (what Prometheus sends); "
+                                              "on the operator's endpoints only"},
         }},
         "paths": {
             "/healthz": {"get": {"operationId": "health", "responses": {"200": _json({
@@ -127,7 +134,7 @@ def document() -> dict:
                                            "others are logged as in a 200"),
                               **_errors(400, 401, 403, 413, 503)}}},
             "/v1/recommendations": {"get": {
-                "operationId": "getRecommendations",
+                "operationId": "getRecommendations", "security": bearer,
                 "parameters": [{"name": "user_id", "in": "query", "required": True, "schema": ID},
                                {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
                 "responses": {"200": _json({"type": "object", "required": ["user_id", "items", "source", "path"],
@@ -136,7 +143,7 @@ def document() -> dict:
                                                            "source": {"type": "string"}, "path": {"type": "string"},
                                                            "model_version": {"type": "string"},
                                                            "bundle_version": {"type": "integer"}}}),
-                              **_errors(400, 503)}}},
+                              **_errors(400, 401, 403, 503)}}},
             "/v1/sync": {"get": {
                 "operationId": "sync", "security": bearer,
                 "parameters": [
@@ -177,14 +184,16 @@ def document() -> dict:
                               "304": {"description": "nothing changed since the cursor (or If-None-Match matched "
                                                      "the ETag); no body"},
                               **_errors(400, 401, 403, 429, 503)}}},
-            "/v1/artifacts/{version}/{name}": {"get": _artifact_get("getArtifact", [], (404,))},
+            "/v1/artifacts/{version}/{name}": {"get": {**_artifact_get("getArtifact", [], (401, 404)),
+                                                       "security": bearer}},
             "/v1/artifacts/{version}/canary/{model}/{name}": {"get": {
                 **_artifact_get("getVariantArtifact",
                                 [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                (400, 404)),
+                                (400, 401, 404)),
+                "security": bearer,
                 "description": "an artifact of bundle version's canary variant for model (docs/sync-protocol.md)"}},
             "/v1/items": {"post": {
-                "operationId": "upsertItems", "security": [{"operator": []}, {}],
+                "operationId": "upsertItems", "security": OPERATOR,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["items"],
                     "properties": {"items": {"type": "array", "items": {"type": "object"}}}}}}},
@@ -220,13 +229,13 @@ def document() -> dict:
                                                            "features": {"type": "object", "nullable": True}}}),
                               **_errors(400, 401, 403, 404, 503)}}},
             "/metrics": {"get": {
-                "operationId": "prometheusMetrics",
+                "operationId": "prometheusMetrics", "security": OPERATOR,
                 "parameters": METRICS_PARAMS,
                 "responses": {"200": {"description": "Prometheus text exposition",
                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
-                              **_errors(400)}}},
+                              **_errors(400, 401)}}},
             "/v1/metrics/summary": {"get": {
-                "operationId": "metricsSummary",
+                "operationId": "metricsSummary", "security": OPERATOR,
                 "parameters": METRICS_PARAMS,
                 "responses": {"200": _json({"type": "object", "required": ["overall", "by_segment", "timeseries"],
                                             "properties": {"overall": {"type": "object"},
@@ -236,13 +245,14 @@ def document() -> dict:
                                                            "models": {"type": "object"},
                                                            "canary": {"type": "object", "nullable": True},
                                                            "shadow": {"type": "object", "nullable": True}}}),
-                              **_errors(400)}}},
+                              **_errors(400, 401)}}},
             "/v1/metrics/shadow": {"get": {
-                "operationId": "metricsShadow",
+                "operationId": "metricsShadow", "security": OPERATOR,
                 "description": "The shadow model's agreement with the served one (this process's sample) and "
                                "hit rates of later clicks; `shadow` is null when none is set "
                                "(pocketrank shadow start).",
-                "parameters": [METRICS_PARAMS[2]],
+                "parameters": [{"name": "limit", "in": "query", "description": "the newest clicks counted",
+                                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CLICKS}}],
                 "responses": {"200": _json({"type": "object", "required": ["shadow"], "properties": {"shadow": {
                     "type": "object", "nullable": True,
                     "required": ["version", "sample", "compared", "dropped", "overlap", "kendall_tau", "hit_rate"],
@@ -256,9 +266,10 @@ def document() -> dict:
                                                 "properties": {"clicks": {"type": "integer"},
                                                                "served": {"type": "number", "nullable": True},
                                                                "shadow": {"type": "number", "nullable": True}}}}}}}),
-                              **_errors(400)}}},
+                              **_errors(400, 401)}}},
             "/v1/devices": {"post": {
-                "operationId": "registerDevice", "security": [{"operator": []}, {}],
+                "operationId": "registerDevice", "security": OPERATOR,
+                "description": "a new device id only: an id registered before (even revoked) is a 409",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["device_id", "users"],
                     "properties": {"device_id": ID, "users": {"type": "array", "minItems": 1, "maxItems": 50,
@@ -267,9 +278,9 @@ def document() -> dict:
                                             "properties": {"device_id": {"type": "string"},
                                                            "token": {"type": "string"},
                                                            "users": {"type": "array", "items": {"type": "string"}}}}),
-                              **_errors(400, 401, 413)}}},
+                              **_errors(400, 401, 409, 413)}}},
             "/v1/devices/{device_id}": {"delete": {
-                "operationId": "revokeDevice", "security": [{"operator": []}, {}],
+                "operationId": "revokeDevice", "security": OPERATOR,
                 "parameters": [{"name": "device_id", "in": "path", "required": True, "schema": ID}],
                 "responses": {"204": {"description": "revoked"}, **_errors(401, 404)}}},
         },

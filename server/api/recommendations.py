@@ -1,10 +1,16 @@
-"""GET /v1/recommendations: retrieval -> ranker -> business rules; segment or popular for new users."""
+"""GET /v1/recommendations: retrieval -> ranker -> business rules; segment or popular for new users.
+
+A personal list says what a user looked at and bought, so it goes only to a device whose token
+covers the user (server/api/auth.py): 401 without a valid token where tokens are required, 403
+for another device's user.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
 from ..online.segments import parse_attrs
+from .auth import authorize_users
 from .params import id_arg, int_arg
 
 bp = Blueprint("recommendations", __name__)
@@ -16,6 +22,7 @@ def get_recommendations():
     serving = current_app.extensions["pocketrank"]
     user_id = id_arg("user_id")
     k = int_arg("k", config.default_k, 1, config.max_k)
+    authorize_users([user_id])
     rec = serving.recommend(user_id, k, parse_attrs(request.args))
     items = []
     # Display metadata with each item: a device holds entries only for its own lists' items (wire 4),

@@ -86,12 +86,14 @@ def get_sync():
 
 @bp.get("/v1/artifacts/<int:version>/<name>")
 def get_artifact(version: int, name: str):
+    current_device()  # where tokens are required, the model and the catalogue's vectors are for devices only
     return _artifact(current_app.extensions["pocketrank"].home.bundle_dir(version), version, name)
 
 
 @bp.get("/v1/artifacts/<int:version>/canary/<model>/<name>")
 def get_variant_artifact(version: int, model: str, name: str):
     """An artifact of bundle `version`'s canary variant for `model` (server/bundle/variants.py)."""
+    current_device()
     variants.check_model("model", model)
     bundle = current_app.extensions["pocketrank"].home.bundle_dir(version)
     return _artifact(variants.variant_dir(bundle, model), version, name, f" canary variant {model}")

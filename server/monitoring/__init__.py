@@ -3,7 +3,8 @@
     collector  pure functions over events: figures overall, per segment, per time bucket
     drift      population stability index with a sample-size-aware noise floor, and a decision record
     prom       the figures as Prometheus metrics, on a private CollectorRegistry
-    source     the one place that reads events from the server's store
+    running    the collector's figures kept up to date as the log grows (what the metrics endpoints serve)
+    source     the log's head, and the events after a position (the canary rule's evidence)
 
 The canary rule, the model registry and shadow mode are in server/release/; the canary job
 (pocketrank canary) is server/jobs/rollout.py; simulated rollouts are research, in lab/simulate.py.

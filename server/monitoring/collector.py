@@ -107,22 +107,27 @@ class Tally:
     users: set = field(default_factory=set)
 
     def add_event(self, e: Event, prices: Mapping[int, float]) -> None:
-        self.events += 1
-        if e.type == "impression":
-            self.impressions += 1
-        elif e.type == "click":
-            self.clicks += 1
-        elif e.type == "purchase":
-            self.purchases += 1
-            self.revenue += float(prices.get(cast(int, e.item_id), 0.0))  # logged events carry the index
+        revenue = float(prices.get(cast(int, e.item_id), 0.0)) if e.type == "purchase" else 0.0  # logged: the index
+        self.add_counts(1, e.type == "impression", e.type == "click", e.type == "purchase", revenue)
+
+    def add_counts(self, events: int, impressions: int, clicks: int, purchases: int, revenue: float) -> None:
+        """Events counted elsewhere (a running session aggregate, server/monitoring/running.py)."""
+        self.events += events
+        self.impressions += impressions
+        self.clicks += clicks
+        self.purchases += purchases
+        self.revenue += revenue
 
     def add_session(self, s: Session) -> None:
+        self.add_session_flags(s.user_id, s.shown, s.bounced, any(e.type == "purchase" for e in s.events))
+
+    def add_session_flags(self, user_id: str, shown: bool, bounced: bool, converted: bool) -> None:
         self.sessions += 1
-        self.users.add(s.user_id)
-        if s.shown:
+        self.users.add(user_id)
+        if shown:
             self.shown_sessions += 1
-            self.bounces += s.bounced
-        self.converted_sessions += any(e.type == "purchase" for e in s.events)
+            self.bounces += bounced
+        self.converted_sessions += converted
 
     def figures(self) -> dict:
         n_users = len(self.users)

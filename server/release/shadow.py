@@ -22,7 +22,7 @@ What is accumulated (per process; every worker reports its own sample):
 
     log = ShadowLog()
     log.add(compare("u1", t, [3, 1, 2], [0.9, 0.5, 0.4], [1, 3, 7], [0.7, 0.8, 0.1]))
-    report(log, events_after_the_shadow_started)
+    report(log, clicks_of(events_after_the_shadow_started))
 """
 
 from __future__ import annotations
@@ -69,20 +69,33 @@ def compare(user_id: str, at: float, served: list[int], served_scores: list[floa
     return Comparison(user_id, at, tuple(served), tuple(shadow), overlap, tau)
 
 
+Click = tuple[str, float, int]  # user id, timestamp, item index (what a logged click event carries)
+
+
+def clicks_of(events: Iterable[Event]) -> list[Click]:
+    # logged events carry the item's index
+    return [(e.user_id, e.timestamp, cast(int, e.item_id)) for e in events if e.type == "click" and e.item_id is not None]
+
+
 def hit_rates(comparisons: Iterable[Comparison], events: Iterable[Event]) -> dict:
     """Share of later clicks in the served list and in the shadow's list (see the module docstring)."""
+    return click_hit_rates(comparisons, clicks_of(events))
+
+
+def click_hit_rates(comparisons: Iterable[Comparison], clicks: Iterable[Click]) -> dict:
+    """hit_rates of clicks already picked out (server/monitoring/running.py keeps them so)."""
     by_user: dict[str, list[Comparison]] = defaultdict(list)
     for c in comparisons:
         by_user[c.user_id].append(c)
-    clicks: dict[str, list[tuple[float, int]]] = defaultdict(list)
-    for e in events:
-        if e.type == "click" and e.item_id is not None and e.user_id in by_user:
-            clicks[e.user_id].append((e.timestamp, cast(int, e.item_id)))  # logged events carry the index
+    by_user_clicks: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for user, ts, item in clicks:
+        if user in by_user:
+            by_user_clicks[user].append((ts, item))
     n = served_hits = shadow_hits = 0
     for user, comps in by_user.items():
         comps.sort(key=lambda c: c.at)
         times = [c.at for c in comps]
-        for ts, item in clicks.get(user, ()):
+        for ts, item in by_user_clicks.get(user, ()):
             i = bisect_right(times, ts) - 1  # the latest compared request before this click
             if i < 0:
                 continue
@@ -123,8 +136,8 @@ class ShadowLog:
             return list(self.recent)
 
 
-def report(shadow_log: ShadowLog, events: Iterable[Event]) -> dict:
-    return {**shadow_log.figures(), "hit_rate": hit_rates(shadow_log.comparisons(), events)}
+def report(shadow_log: ShadowLog, clicks: Iterable[Click]) -> dict:
+    return {**shadow_log.figures(), "hit_rate": click_hit_rates(shadow_log.comparisons(), clicks)}
 
 
 class ShadowRunner:

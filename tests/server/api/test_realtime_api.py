@@ -112,14 +112,17 @@ def test_a_user_never_seen_before_is_how_a_new_user_arrives(api):
 def test_a_device_token_limits_events_to_the_devices_users(api, serving):
     token = api.post("/v1/devices", json={"device_id": "phone-9", "users": ["u-1"]}).get_json()["token"]
     auth = {"Authorization": f"Bearer {token}"}
-    resp = api.post("/v1/events", json={"events": [ev("mine"), ev("theirs", user="u-2")]}, headers=auth)
+    batch = [ev("mine", device="phone-9"), ev("theirs", user="u-2", device="phone-9"),
+             ev("spoofed", device="phone-1")]  # a device speaks only for its own users, as itself
+    resp = api.post("/v1/events", json={"events": batch}, headers=auth)
     assert resp.status_code == 422
     body = resp.get_json()
-    assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "rejected"]
     assert body["results"][1]["field"] == "user_id" and "u-2 is not a user of this device" in body["message"]
+    assert body["results"][2]["field"] == "device_id" and "phone-9" in body["results"][2]["reason"]
     assert api.post("/v1/events", json={"events": [ev("x")]}, headers={"Authorization": "Bearer nope"}
                     ).status_code == 401
-    assert serving.store.count_events(["mine", "theirs", "x"]) == 1
+    assert serving.store.count_events(["mine", "theirs", "spoofed", "x"]) == 1
 
 
 def test_paths_personal_segment_and_popular_say_who_answered(api, serving):

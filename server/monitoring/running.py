@@ -1,0 +1,275 @@
+"""The business figures kept up to date event by event, so a request adds up sessions, never rereads the log.
+
+`GET /v1/metrics/summary` and `/metrics` used to read and sessionize the whole event log on every
+request: most of a second of CPU at 100,000 events, enough for a few callers to slow every
+recommendation. A `RunningMetrics` (one per app, so one per worker process) instead reads only the
+log entries that are new since its last look and folds each into its session's running aggregate:
+the counts of its events by their own context, whether it showed, engaged and converted, and the
+first value of each context key. A request then sums the aggregates of the sessions in its window,
+at a cost bound by the number of sessions held, whatever the size of the log.
+
+The figures are `collector.summarize` and `collector.timeseries` over the same sessions (the same
+sessionizing, segment attribution and definitions; tests/server/monitoring/test_running.py checks
+them against each other on random logs), with two differences, both deliberate:
+
+- a window holds the sessions that *started* in it, each whole; a session that began before the
+  window is left out rather than counted from its middle (which would make it look like a bounce);
+- a purchase is priced when this process first reads it (the product's price then), not at the
+  price the product has when the figures are asked for.
+
+Bounds: the newest MAX_SESSIONS sessions by start (older ones are forgotten, so a very late event
+of a forgotten session starts a new one) and the newest MAX_CLICKS clicks (the shadow's hit rates).
+A summary is recomputed at most once per FRESH_SECONDS for one (window, bucket) while events keep
+arriving (and not at all while none do), so however many callers poll, a process spends at most
+about one pass over its sessions per second on each window they ask for.
+A new worker reads the log from its start once, at its first look; after that each look reads what
+was logged since the previous one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_right
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.schemas import Event
+
+from .collector import ENGAGED, SEGMENT_KEYS, SESSION_GAP_S, SHOWN, UNKNOWN, Tally
+
+MAX_SESSIONS = 50_000  # a summary costs about 12 us per session in its window
+MAX_CLICKS = 100_000
+FRESH_SECONDS = 1.0  # a summary asked again within this long is answered from the last one
+MAX_KEPT_SUMMARIES = 16
+READ_CHUNK = 5_000  # log entries priced and folded together (one price lookup per chunk)
+RATE_WINDOW_S = 60.0  # events_per_second: over about the last minute
+
+Click = tuple[str, float, int]  # user id, timestamp, item index
+
+
+@dataclass(slots=True)
+class SessionAgg:
+    """One session's running aggregate: exactly what collector.Tally needs of it."""
+
+    user_id: str
+    start: float
+    end: float
+    shown: bool = False
+    engaged: bool = False
+    purchased: bool = False
+    # context key -> (timestamp, log position, value) of the earliest event that carries it:
+    # collector.Session.context's "first value", independent of the order events arrive in.
+    first: dict[str, tuple[float, int, str]] = field(default_factory=dict)
+    # the events' own context -> [events, impressions, clicks, purchases, revenue]
+    counts: dict[tuple, list] = field(default_factory=dict)
+
+    def add(self, e: Event, pos: int, price: float) -> None:
+        self.start, self.end = min(self.start, e.timestamp), max(self.end, e.timestamp)
+        self.shown |= e.type in SHOWN
+        self.engaged |= e.type in ENGAGED
+        self.purchased |= e.type == "purchase"
+        for k, v in e.context:
+            held = self.first.get(k)
+            if held is None or (e.timestamp, pos) < held[:2]:
+                self.first[k] = (e.timestamp, pos, v)
+        c = self.counts.get(e.context)
+        if c is None:
+            c = self.counts[e.context] = [0, 0, 0, 0, 0.0]
+        c[0] += 1
+        c[1] += e.type == "impression"
+        c[2] += e.type == "click"
+        if e.type == "purchase":
+            c[3] += 1
+            c[4] += price
+
+    def absorb(self, other: SessionAgg) -> None:
+        """Merge a session an event has just joined to this one (loose sessions only: same user)."""
+        self.start, self.end = min(self.start, other.start), max(self.end, other.end)
+        self.shown |= other.shown
+        self.engaged |= other.engaged
+        self.purchased |= other.purchased
+        for k, held in other.first.items():
+            mine = self.first.get(k)
+            if mine is None or held[:2] < mine[:2]:
+                self.first[k] = held
+        for ctx, c in other.counts.items():
+            mine_c = self.counts.get(ctx)
+            if mine_c is None:
+                self.counts[ctx] = list(c)
+            else:
+                for i, x in enumerate(c):
+                    mine_c[i] += x
+
+    @property
+    def bounced(self) -> bool:
+        return self.shown and not self.engaged
+
+
+class RunningMetrics:
+    """Sessions folded from the log as it grows; `look(store)` catches up, the summaries read what is held.
+
+    Thread-safe: one lock, so one look at a time per process (concurrent callers wait for it and
+    then cost no more than what was logged in between)."""
+
+    def __init__(self, head: int = 0, now: float | None = None, max_sessions: int = MAX_SESSIONS,
+                 max_clicks: int = MAX_CLICKS, gap: float = SESSION_GAP_S):
+        self.lock = threading.Lock()
+        self.pos = 0  # the last log position folded
+        self.newest = 0.0  # the newest event timestamp seen
+        self.max_sessions, self.gap = max_sessions, gap
+        self._by_id: dict[str, SessionAgg] = {}
+        self._loose: dict[tuple[str, str], list[SessionAgg]] = defaultdict(list)  # sorted by start
+        self._n_loose = 0
+        self.clicks: deque[tuple[int, str, float, int]] = deque(maxlen=max_clicks)  # (pos, user, ts, item)
+        # events_per_second: entries logged after `head` (the log's end when this process started
+        # looking), sampled at each look against the monotonic clock.
+        self._head = head
+        self._new = 0
+        self._samples: deque[tuple[float, int]] = deque([(time.monotonic() if now is None else now, 0)])
+        self._kept: dict[tuple[float, float], tuple[float, int, dict]] = {}  # (window, bucket) -> (when, pos, summary)
+
+    # --- folding ---
+
+    def look(self, store: Any, now: float | None = None) -> int:
+        """Fold what was logged since the last look; returns how many entries that was."""
+        read, chunk = 0, []
+        for entry in store.iter_log(self.pos):
+            chunk.append(entry)
+            if len(chunk) >= READ_CHUNK:
+                read += self._fold(store, chunk)
+                chunk = []
+        read += self._fold(store, chunk)
+        self._samples.append((time.monotonic() if now is None else now, self._new))
+        self._trim_samples()
+        if self.n_sessions > self.max_sessions * 1.1:  # amortized: a sort per tenth of the cap
+            self._forget_oldest()
+        return read
+
+    def _fold(self, store: Any, entries: list) -> int:
+        if not entries:
+            return 0
+        bought = {e.event.item_id for e in entries if e.event.type == "purchase" and e.event.item_id is not None}
+        prices = {i: float(it.price) for i, it in store.get_items(bought).items()} if bought else {}
+        for entry in entries:
+            e, pos = entry.event, entry.pos
+            self.add(e, pos, prices.get(e.item_id, 0.0) if e.type == "purchase" else 0.0)
+            if pos > self._head:
+                self._new += 1
+        self.pos = entries[-1].pos
+        return len(entries)
+
+    def add(self, e: Event, pos: int, price: float = 0.0) -> None:
+        """Fold one logged event (log position `pos`; `price` for a purchase) into its session."""
+        self.newest = max(self.newest, e.timestamp)
+        if e.type == "click" and e.item_id is not None:
+            self.clicks.append((pos, e.user_id, e.timestamp, int(e.item_id)))
+        if e.session_id:
+            agg = self._by_id.get(e.session_id)
+            if agg is None:
+                agg = self._by_id[e.session_id] = SessionAgg(e.user_id, e.timestamp, e.timestamp)
+            agg.add(e, pos, price)
+            return
+        # Without a session id: the user's events on one device, split where they fall silent for
+        # more than `gap`. An event joins a session it lies within `gap` of, and may bridge two.
+        runs = self._loose[(e.user_id, e.device_id)]
+        ts = e.timestamp
+        i = bisect_right(runs, ts, key=lambda a: a.start)
+        before = runs[i - 1] if i > 0 and ts - runs[i - 1].end <= self.gap else None
+        after = runs[i] if i < len(runs) and runs[i].start - ts <= self.gap else None
+        if before is not None and after is not None:  # it fills the silence between two: one session now
+            before.absorb(after)
+            del runs[i]
+            self._n_loose -= 1
+        joined = before or after
+        if joined is None:
+            joined = SessionAgg(e.user_id, ts, ts)
+            runs.insert(i, joined)
+            self._n_loose += 1
+        joined.add(e, pos, price)
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self._by_id) + self._n_loose
+
+    def sessions(self) -> Iterator[SessionAgg]:
+        yield from self._by_id.values()
+        for runs in self._loose.values():
+            yield from runs
+
+    def _forget_oldest(self) -> None:
+        starts = sorted(a.start for a in self.sessions())
+        cutoff = starts[-self.max_sessions]
+        self._by_id = {k: a for k, a in self._by_id.items() if a.start >= cutoff}
+        loose: dict[tuple[str, str], list[SessionAgg]] = defaultdict(list)
+        for key, runs in self._loose.items():
+            kept = [a for a in runs if a.start >= cutoff]
+            if kept:
+                loose[key] = kept
+        self._loose = loose
+        self._n_loose = sum(len(r) for r in loose.values())
+
+    def _trim_samples(self) -> None:
+        now = self._samples[-1][0]
+        while len(self._samples) > 2 and self._samples[1][0] <= now - RATE_WINDOW_S:
+            self._samples.popleft()
+
+    # --- reading ---
+
+    def events_per_second(self) -> float:
+        """Entries logged per second since about a minute ago (since the previous look, if older)."""
+        (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
+        return (n1 - n0) / max(RATE_WINDOW_S, t1 - t0)
+
+    def recent_summary(self, window: float, bucket: float, now: float | None = None) -> dict:
+        """summary(window, bucket), or the one computed less than FRESH_SECONDS ago (or since which
+        nothing was folded): what the endpoints serve."""
+        now = time.monotonic() if now is None else now
+        kept = self._kept.get((window, bucket))
+        if kept is not None and (kept[1] == self.pos or now - kept[0] < FRESH_SECONDS):
+            return kept[2]
+        figures = self.summary(window, bucket)
+        if len(self._kept) >= MAX_KEPT_SUMMARIES:
+            self._kept.pop(next(iter(self._kept)))
+        self._kept[(window, bucket)] = (now, self.pos, figures)
+        return figures
+
+    def summary(self, window: float, bucket: float) -> dict:
+        """collector.summarize and collector.timeseries of the sessions that started in the window,
+        which ends at the newest event seen."""
+        if bucket <= 0:
+            raise ValueError("bucket must be positive")
+        until = self.newest
+        since = until - window
+        overall = Tally()
+        by: dict[str, dict[str, Tally]] = {k: defaultdict(Tally) for k in SEGMENT_KEYS}
+        buckets: dict[int, Tally] = defaultdict(Tally)
+        for a in self.sessions():
+            if a.start < since:
+                continue
+            ctx = {k: v for k, (_, _, v) in a.first.items()}
+            in_bucket = buckets[int(a.start // bucket)]
+            for t in (overall, in_bucket, *(by[k][ctx.get(k, UNKNOWN)] for k in SEGMENT_KEYS)):
+                t.add_session_flags(a.user_id, a.shown, a.bounced, a.purchased)
+            for own_ctx, c in a.counts.items():
+                overall.add_counts(*c)
+                in_bucket.add_counts(*c)
+                own = dict(own_ctx)
+                for k in SEGMENT_KEYS:
+                    by[k][own.get(k) or ctx.get(k, UNKNOWN)].add_counts(*c)
+        return {
+            "window": {"since": since, "until": until, "seconds": window, "events": overall.events,
+                       "sessions": overall.sessions},
+            "overall": overall.figures(),
+            "by_segment": {k: {v: t.figures() for v, t in sorted(vals.items())}
+                           for k, vals in by.items() if set(vals) - {UNKNOWN}},
+            "timeseries": [{"start": b * bucket, "end": (b + 1) * bucket, **buckets[b].figures()}
+                           for b in sorted(buckets)],
+        }
+
+    def clicks_after(self, position: int, limit: int = MAX_CLICKS) -> list[Click]:
+        """The newest `limit` clicks logged after `position` (those still held), oldest first."""
+        out = [(u, ts, item) for pos, u, ts, item in self.clicks if pos > position]
+        return out[-limit:] if limit < len(out) else out
