@@ -64,7 +64,7 @@ class Transport:
                 for chunk in resp.iter_bytes():
                     size += len(chunk)
                     if limit is not None and size > limit:
-                        raise IntegrityError(f"{method} {url}: the body runs past the {limit} bytes allowed; "
+                        raise IntegrityError(f"{method} {url}: the body runs past the declared {limit} bytes; "
                                              "refused (a tampered or endless answer)")
                     got.append(chunk)
                     if time.monotonic() > deadline:
@@ -100,8 +100,9 @@ class Transport:
                    **kwargs) -> tuple[int, httpx.Headers, bytes]:
         try:
             return self._call(method, url, timeout, answers, limit, **kwargs)
-        except IntegrityError as exc:  # past the cap
-            raise _error(str(exc)) from exc
+        except IntegrityError as exc:  # past the cap: a JSON answer has none declared, only the cap
+            raise _error(f"{method} {url}: the answer runs past the {limit} bytes allowed; refused (a tampered "
+                         "or endless answer)") from exc
 
     def get_bytes(self, url: str, timeout: float, start: int = 0, limit: int | None = None) -> tuple[bytes, bool]:
         """Fetch bytes from `start`; returns (data, ranged), ranged meaning the server honoured Range.

@@ -346,7 +346,7 @@ def loads(data: bytes | str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except RecursionError:
         raise IntegrityError(f"{what} is nested deeper than {max_depth} levels") from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError; so is a 5,000-digit int
-        raise IntegrityError(f"{what} is not valid JSON: {str(exc)[:200]}") from exc
+        raise IntegrityError(f"{what} is not JSON: {str(exc)[:200]}") from exc
     if depth(obj, max_depth) > max_depth:
         raise IntegrityError(f"{what} is nested deeper than {max_depth} levels")
     return obj
