@@ -96,7 +96,9 @@ def synthetic_bundle(directory: Path) -> tuple[dict, dict[str, bytes], str]:
               "unknown_users": [], "artifacts": {n: f"/v1/artifacts/1/{n}" for n in artifacts},
               "items": item_json,
               "candidates": {u: wire.unpack_candidates(b)[0].tolist() for u, b in records.items()},
-              "popular": catalog["popular"]}
+              "popular": catalog["popular"],
+              # what BundleAnswers seals each answer with (wire 6), as the server does
+              "item_shas": {i: e.sha256 for i, e in items.items()}, "signer": signer}
     return answer, {f"/v1/artifacts/1/{n}": b for n, b in artifacts.items()}, public_key_hex(keys)
 
 
@@ -106,16 +108,24 @@ class BundleAnswers:
     def __init__(self, answer: dict, files: dict[str, bytes]):
         self.answer, self.files = answer, files
 
-    def get_json(self, url, timeout, params=None, headers=None):
-        if int(params["cursor"]) >= self.answer["version"]:
+    def get_json(self, url, timeout, params=None, headers=None, limit=None):
+        from shared import wire
+
+        a, cursor = self.answer, int(params["cursor"])
+        if cursor >= a["version"]:
             return 304, None
         users = params["users"].split(",")
-        want = set(self.answer["popular"]).union(*(self.answer["candidates"][u] for u in users))
+        want = set(a["popular"]).union(*(a["candidates"][u] for u in users))
         want |= {int(i) for i in params.get("items", "").split(",") if i}
-        body = {k: v for k, v in self.answer.items() if k not in ("candidates", "popular")}
-        return 200, {**body, "records": {u: self.answer["records"][u] for u in users},
-                     "states": {u: self.answer["states"][u] for u in users},
-                     "items": {str(i): self.answer["items"][str(i)] for i in sorted(want)}}
+        body = {k: v for k, v in a.items() if k not in ("candidates", "popular", "item_shas", "signer")}
+        body.update(cursor=cursor, records={u: a["records"][u] for u in users}, states={u: a["states"][u] for u in users},
+                    items={str(i): a["items"][str(i)] for i in sorted(want)},
+                    list_digests={u: wire.items_digest(a["candidates"][u], a["item_shas"]).hex() for u in users},
+                    popular_digest=wire.items_digest(a["popular"], a["item_shas"]).hex())
+        block = wire.sealed_block(body["states"], body["unknown_users"], body["list_digests"], body["popular_digest"])
+        body["seal"] = base64.b64encode(a["signer"].sign(wire.seal_message(a["version"], cursor, "bench-untrained",
+                                                                            block))).decode()
+        return 200, body
 
     def get_bytes(self, url, timeout, start=0, limit=None):
         return self.files[url][start:], bool(start)

@@ -21,7 +21,12 @@ The faults the tests make (`set(mode, **params)`; "pass" is online, "reset" is o
 - cut: forward the request, then only the first `cut_after` bytes of the response, then reset
   (only for requests whose path starts with `cut_path`; every request when it is "");
 - lose_ack: forward the request, then reset as the response starts (the server did the work);
-- busy: answer 503 with a Retry-After header without asking the server (a load balancer shedding).
+- busy: answer 503 with a Retry-After header without asking the server (a load balancer shedding);
+- rewrite: a man in the middle that reads each whole HTTP response and passes it through
+  `rewrite(path, status, body)`, which returns None (unchanged), new body bytes, a (status, body)
+  pair, or an iterator of byte chunks (sent chunked, for as long as it yields: an endless answer).
+  `path` is the request's path with its query string. The tests and `bench attack sync` use it to
+  drop, replay or forge parts of a sync answer on a real socket between a real client and server.
 
 `set_mode` cuts open connections only when going offline (a phone's link turning poor
 keeps its sockets); `set` cuts every open connection, as a real network change would,
@@ -30,17 +35,19 @@ and `flap` switches between modes every period until `steady`.
 
 from __future__ import annotations
 
+import http
 import queue
 import random
 import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 MODES = ("online", "poor", "offline")  # the phone's: what the demo page offers
-FAULTS = ("pass", "delay", "trickle", "blackhole", "reset", "cut", "lose_ack", "busy")
+FAULTS = ("pass", "delay", "trickle", "blackhole", "reset", "cut", "lose_ack", "busy", "rewrite")
 _ALIASES = {"pass": "online", "reset": "offline"}
-_PARAMS = ("delay", "loss", "piece", "cut_after", "cut_path", "retry_after")
+_PARAMS = ("delay", "loss", "piece", "cut_after", "cut_path", "retry_after", "rewrite")
 _METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"PATCH", b"OPTIONS")
 _CHUNK = 65536
 
@@ -72,6 +79,7 @@ class _Link:
         self._ended = 0  # directions whose end of stream has been delivered
         self.path = ""  # the path of the request being answered (requests on one connection come one at a time)
         self.sent = 0  # response bytes sent for that request
+        self._response = bytearray()  # rewrite: the response read so far, until it is whole
 
     def start(self) -> None:
         for src, dst, upstream in ((self.down, self.up, True), (self.up, self.down, False)):
@@ -110,6 +118,11 @@ class _Link:
             if self.closed:
                 return
             if data is None:
+                if not upstream and self._response:  # a response delimited by the end of the stream
+                    try:
+                        self._rewrite(dst, b"", ended=True)
+                    except OSError:
+                        pass
                 try:
                     dst.shutdown(socket.SHUT_WR)
                 except OSError:
@@ -132,6 +145,9 @@ class _Link:
         if mode == "lose_ack":
             self.cut()
             return True
+        if mode == "rewrite":
+            self._rewrite(dst, data)
+            return True
         if mode == "trickle":
             for i in range(0, len(data), p.piece):
                 dst.sendall(data[i : i + p.piece])
@@ -146,6 +162,20 @@ class _Link:
             return True
         self.sent += len(data)
         return False
+
+    def _rewrite(self, dst: socket.socket, data: bytes, ended: bool = False) -> None:
+        """Collect the response; each time one is whole, send what the proxy's `rewrite` makes of it."""
+        self._response += data
+        while True:
+            got = _whole_response(self._response, ended)
+            if got is None:
+                return
+            status, headers, body, used = got
+            del self._response[:used]
+            out = self.proxy.rewrite(self.path, status, body) if self.proxy.rewrite else None
+            if isinstance(out, tuple):
+                status, out = out
+            _send_response(dst, status, headers, body if out is None else out)
 
     def _end(self) -> None:
         """Both ways ended normally: close quietly (no reset) and forget the link."""
@@ -185,6 +215,7 @@ class NetProxy:
         self.cut_after = 0  # cut: response bytes let through
         self.cut_path = ""  # cut: only requests whose path starts with this
         self.retry_after = "1"  # busy: the Retry-After header
+        self.rewrite: Callable | None = None  # rewrite: (path, status, body) -> None | body | (status, body) | chunks
         self.mode = "online"
         self.attempts = 0  # every connection accepted, refused or not (backing off means not even trying)
         self.requests: list[str] = []  # request heads seen, for tests to check (e.g. a Range header)
@@ -363,3 +394,60 @@ class NetProxy:
                 sock.close()
             except OSError:
                 pass
+
+
+def _whole_response(buf: bytearray, ended: bool) -> tuple[int, list[tuple[str, str]], bytes, int] | None:
+    """(status, headers, body, bytes used) of the HTTP/1.1 response at the start of `buf` once it is whole
+    (Content-Length, chunked, or, when `ended`, delimited by the end of the stream); None until then."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = [(k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)]
+    named = {k.lower(): v for k, v in headers}
+    start = end + 4
+    if status in (204, 304) or status < 200:
+        return status, headers, b"", start
+    if "chunked" in named.get("transfer-encoding", "").lower():
+        body, at = bytearray(), start
+        while True:
+            eol = buf.find(b"\r\n", at)
+            if eol < 0:
+                return None
+            size = int(bytes(buf[at:eol]).split(b";")[0], 16)
+            if size == 0:
+                trailer = buf.find(b"\r\n\r\n", eol)
+                return (status, headers, bytes(body), trailer + 4) if trailer >= 0 else None
+            if len(buf) < eol + 2 + size + 2:
+                return None
+            body += buf[eol + 2 : eol + 2 + size]
+            at = eol + 2 + size + 2
+    if "content-length" in named:
+        n = int(named["content-length"])
+        return (status, headers, bytes(buf[start : start + n]), start + n) if len(buf) >= start + n else None
+    return (status, headers, bytes(buf[start:]), len(buf)) if ended else None
+
+
+def _send_response(dst: socket.socket, status: int, headers: list[tuple[str, str]], body) -> None:
+    """One response with the server's headers, its length (or chunked encoding, for an iterator) set anew."""
+    keep = [(k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    chunked = not isinstance(body, (bytes, bytearray))
+    if chunked:
+        keep.append(("Transfer-Encoding", "chunked"))
+    elif status not in (204, 304):
+        keep.append(("Content-Length", str(len(body))))
+    head = f"HTTP/1.1 {status} {phrase}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in keep) + "\r\n"
+    dst.sendall(head.encode("latin-1"))
+    if not chunked:
+        if status not in (204, 304):
+            dst.sendall(bytes(body))
+        return
+    for piece in body:
+        if piece:
+            dst.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+    dst.sendall(b"0\r\n\r\n")

@@ -7,7 +7,8 @@ changed in place, so a "swap" is only the database switching which sha256 it
 points at, inside the sync's one transaction. The order that makes a crash at
 any point safe:
 
-1. write `<sha>.tmp.<pid>`, fsync it, rename it to `<sha>`, fsync the directory;
+1. write `<sha>.tmp.<unique>`, fsync it, rename it to `<sha>`, fsync the directory (the temporary name
+   is unique per write, not per process: two threads writing one sha256 never share a file);
 2. load and check the new model;
 3. commit the transaction that points the database at the new sha256;
 4. only then delete the files the previous version used.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,8 +73,9 @@ class ArtifactFiles:
             raise IntegrityError(f"refusing to store bytes under sha256 {sha[:12]}: they do not match it")
         if self.has(sha, len(data)):
             return
-        tmp = self.dir / f"{sha}.tmp.{os.getpid()}"
+        tmp: Path | None = None
         try:
+            tmp = self._temp(sha)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -80,8 +83,27 @@ class ArtifactFiles:
             os.replace(tmp, self.path(sha))
             self._sync_dir()
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise _storage_error(exc, f"cannot write artifact {sha[:12]}") from exc
+
+    def _temp(self, stem: str) -> Path:
+        """A new empty file `<stem>.tmp.<random>` of this writer alone (threads of one process share a pid)."""
+        fd, name = tempfile.mkstemp(prefix=f"{stem}.tmp.", dir=self.dir)
+        os.close(fd)
+        return Path(name)
+
+    def verify(self, sha: str, length: int) -> bool:
+        """True when the file is there with exactly `length` bytes and its sha256; a damaged copy is removed
+        (so the next download does not take it for held)."""
+        try:
+            self.read(sha)
+            ok = self.has(sha, length)
+        except IntegrityError:
+            ok = False
+        if not ok:
+            self.path(sha).unlink(missing_ok=True)
+        return ok
 
     # --- partial downloads, kept so that a retry resumes ---
 
@@ -93,12 +115,14 @@ class ArtifactFiles:
 
     def save_partial(self, sha: str, data: bytes) -> None:
         # Best effort: losing a partial only costs a download from the start.
+        tmp: Path | None = None
         try:
-            tmp = self.dir / f"{sha}{PARTIAL}.tmp.{os.getpid()}"
+            tmp = self._temp(sha + PARTIAL)
             tmp.write_bytes(data)
             os.replace(tmp, self.dir / (sha + PARTIAL))
         except OSError:
-            pass
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
     def drop_partial(self, sha: str) -> None:
         (self.dir / (sha + PARTIAL)).unlink(missing_ok=True)

@@ -9,15 +9,18 @@ asked for one: recommend() with the server allowed, sync() and flush().
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from shared.schemas import check_id, check_item_id, validate_event
 
 from .cache import DeviceCache
-from .errors import TransportError, ValidationError
+from .errors import IntegrityError, TransportError, ValidationError
 from .local import LocalRecommender
 from .outbox import Outbox
 from .policy import Connectivity
@@ -97,6 +100,9 @@ class EdgeClient:
         self.local = LocalRecommender(self.cache, self.slot, max_model_bytes, stale_after, clock, max_per_category,
                                       drop_out_of_stock)
         self.session_id = uuid.uuid4().hex[:16]
+        # One sync at a time per client: two threads syncing one database would race on its version (and
+        # refuse each other's answers as rollbacks).
+        self._sync_lock = threading.Lock()
         # What each user was last shown (products by their own ids), so an event on one of those items can
         # say which path (server / edge / cache / popular) and which versions served it: monitoring per segment.
         self._served: dict[str, tuple[frozenset[str], dict[str, str]]] = {}
@@ -209,7 +215,8 @@ class EdgeClient:
                         self.sync_timeout, self.max_model_bytes, self.clock, sleep=self._sleep,
                         models_allowed=not self.wifi_only or on_wifi)
         try:
-            result = syncer.run(users)
+            with self._sync_lock:
+                result = syncer.run(users)
         except TransportError as exc:
             self.connectivity.failure(getattr(exc, "retry_after", None), str(exc))
             raise
@@ -236,7 +243,7 @@ class EdgeClient:
                 rec = self._from_server(user_id, k, exclude)
                 self.connectivity.success()
                 return self._remember(user_id, _timed(rec, start))
-            except TransportError as exc:
+            except (TransportError, IntegrityError) as exc:  # unreachable, or an answer that cannot be used
                 self.connectivity.failure(getattr(exc, "retry_after", None), str(exc))
                 reason = str(exc)
         elif allow_server:
@@ -257,12 +264,7 @@ class EdgeClient:
     def _from_server(self, user_id: str, k: int, exclude: set[str]) -> Recommendation:
         _, body = self.transport.get_json("/v1/recommendations", timeout=self.latency_budget,
                                           params={"user_id": user_id, "k": min(100, k + len(exclude))})
-        try:
-            # The products' own ids, as the server names them (an integer is taken as its digits).
-            ranked = [(check_item_id(i["item_id"]), float(i["score"])) for i in body["items"]]
-            sent = {check_item_id(i["item_id"]): i for i in body["items"]}
-        except (KeyError, TypeError, ValueError, ValidationError) as exc:
-            raise TransportError(f"GET /v1/recommendations answered a malformed body: {exc!r}") from exc
+        ranked, sent = _server_items(body)
         ranked = [(i, s) for i, s in ranked if i not in exclude][:k]
         # The held entry's metadata (signed) first; for an item the device holds no entry for (it holds only
         # its lists' items), the answer's own fields.
@@ -270,10 +272,13 @@ class EdgeClient:
         items = []
         for r, (i, s) in enumerate(ranked):
             m = meta.get(i) or sent[i]
-            price = m.get("price")
-            items.append(RecommendedItem(i, s, r + 1, str(m.get("title") or ""), str(m.get("category") or ""),
-                                         "server", price=float(price) if isinstance(price, (int, float)) else None))
-        return Recommendation(items, "server", body.get("model_version"), body.get("bundle_version"))
+            price, title, category = m.get("price"), m.get("title"), m.get("category")
+            items.append(RecommendedItem(i, s, r + 1, title if isinstance(title, str) else "",
+                                         category if isinstance(category, str) else "", "server",
+                                         price=float(cast(float, price)) if _number(price) else None))
+        model, version = body.get("model_version"), body.get("bundle_version")
+        return Recommendation(items, "server", model if isinstance(model, str) else None,
+                              version if isinstance(version, int) and not isinstance(version, bool) else None)
 
     # --- status ---
 
@@ -339,6 +344,31 @@ def _context(context: dict | None) -> tuple[set[str], int | None]:
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise ValidationError("context", "max_per_category must be a positive integer")
     return exclude, cap
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _server_items(body: object) -> tuple[list[tuple[str, float]], dict[str, dict]]:
+    """([(product id, score)] in the server's order, {product id: its fields}) of a /v1/recommendations answer,
+    or TransportError for anything else: recommend() then answers from the device, whatever the server sent."""
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list) or len(items) > 1000:
+        raise TransportError("GET /v1/recommendations answered a malformed body: no list of items")
+    ranked, sent = [], {}
+    for it in items:
+        try:
+            # The products' own ids, as the server names them (an integer is taken as its digits).
+            item_id = check_item_id(it.get("item_id")) if isinstance(it, dict) else None
+        except ValidationError as exc:
+            raise TransportError(f"GET /v1/recommendations answered a malformed item id: {exc}") from exc
+        score = it.get("score") if isinstance(it, dict) else None
+        if item_id is None or not _number(score):
+            raise TransportError(f"GET /v1/recommendations answered a malformed item: {str(it)[:100]!r}")
+        ranked.append((item_id, float(score)))  # type: ignore[arg-type]  # _number checked it
+        sent[item_id] = it
+    return ranked, sent
 
 
 def _timed(rec: Recommendation, start: float) -> Recommendation:

@@ -38,10 +38,12 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from shared import wire
 from shared.features import DECAY, TYPE_WEIGHTS, UserState
 
+from .answer import StaleEntries, check_answered, check_envelope, stale_lists, verify_answer_seal
 from .cache import DeviceCache
 from .errors import IntegrityError, SignatureError, TransportError
 from .items import held_lists, verify_items
@@ -58,6 +60,20 @@ REQUIRED_ARTIFACTS = ("ranker",)
 MAX_LACKING_ITEMS = 2000
 MODEL_ARTIFACTS = ("ranker", "encoder")  # what wifi_only defers
 RECORD_KINDS = ("full", "delta", "same")
+# One sync answer: 50 users' records (~1 KB each whole) and their lists' item entries (10,000 distinct
+# items at most, ~400 B each with a 64-dim f16 vector, ~1 KB at 256 dims). Past this it is hostile.
+MAX_SYNC_ANSWER_BYTES = 32 * 1024 * 1024
+ARTIFACT_URLS = "artifact_urls"  # meta key: the held version's artifact URLs, from its answer
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The request an answer is checked against."""
+    users: frozenset[str]
+    cursor: int
+    without: frozenset[str]
+    lacking: tuple[int, ...]
+    held: int  # the device's bundle version when the request went out
 
 
 class Syncer:
@@ -75,6 +91,7 @@ class Syncer:
         self._asked: set[str] = set()  # the users of the request being answered
         self._lacking: set[int] = set()  # items the held lists reference but the device holds no current entry for
         self._lacking_asked: set[int] = set()  # asked for once this run: not asked again if the server has none
+        self._req = Asked(frozenset(), 0, frozenset(), (), 0)  # the request being answered
 
     def run(self, users: list[str]) -> SyncResult:
         if self.public_key is None:
@@ -90,9 +107,7 @@ class Syncer:
         first = [u for u, v in versions.items() if v == held or v == 0 or u in unknown][: self.users_per_request]
         without = [u for u in first if held and versions[u] == 0 and u not in unknown]
         if first:
-            answer = self._request(first, cursor=held, without=without)
-            if answer is not None:
-                self._apply(answer, result, same_version_ok=bool(without), switch_ok=True)
+            self._exchange(first, held, without, result, same_version_ok=bool(without), switch_ok=True)
         # Each round either gives a chunk its records or marks its users unknown at
         # this version; a newer version arriving mid-way starts the rounds over.
         for _ in range(4 * (len(users) // self.users_per_request + 1)):
@@ -103,18 +118,33 @@ class Syncer:
                 break
             cursor = max(lagging.values())
             chunk = [u for u, v in lagging.items() if v == cursor][: self.users_per_request]
-            answer = self._request(chunk, cursor=cursor)
-            if answer is None:
+            if not self._exchange(chunk, cursor, (), result, same_version_ok=True):
                 break
-            self._apply(answer, result, same_version_ok=True)
         # Items the held lists reference without a current entry (entries held under an older model,
         # a damaged copy, a list that arrived before its items): named once, with a held user.
         held_users = [u for u, v in self._held_versions(users).items() if v == self.cache.version]
         if self._lacking - self._lacking_asked and held_users and not result.deferred:
-            answer = self._request(held_users[:1], cursor=self.cache.version)
-            if answer is not None:
-                self._apply(answer, result, same_version_ok=True)
+            self._exchange(held_users[:1], self.cache.version, (), result, same_version_ok=True)
+        self._repair_artifacts(result)
         return result
+
+    def _exchange(self, users: list[str], cursor: int, without: Sequence[str], result: SyncResult,
+                  same_version_ok: bool, switch_ok: bool = False) -> bool:
+        """One request and its answer applied; False on a 304. An answer whose item entries do not add up to
+        its sealed digests is asked for once more with cursor 0 (every entry of the lists comes whole: a held
+        copy gone stale is replaced); a second such answer is refused (StaleEntries, an IntegrityError)."""
+        answer = self._request(users, cursor, without)
+        if answer is None:
+            return False
+        try:
+            self._apply(answer, result, same_version_ok, switch_ok)
+        except StaleEntries:
+            if cursor == 0:
+                raise
+            again = self._request(users, 0)
+            if again is not None:  # _request refuses a 304 to cursor 0
+                self._apply(again, result, same_version_ok=True, switch_ok=switch_ok)
+        return True
 
     def _request(self, users: list[str], cursor: int, without: Sequence[str] = ()) -> dict | None:
         held = self.cache.version
@@ -134,7 +164,7 @@ class Syncer:
         for attempt in range(3):
             try:
                 status, body = self.transport.get_json("/v1/sync", timeout=self.timeout, headers=headers,
-                                                       params=params)
+                                                       params=params, limit=MAX_SYNC_ANSWER_BYTES)
                 break
             except TransportError as exc:
                 # A rate limit of a second or two is waited out here, so a
@@ -144,11 +174,16 @@ class Syncer:
                     raise
                 self.sleep(wait)
         self._asked = set(users)
+        self._req = Asked(frozenset(users), cursor, frozenset(without), tuple(lacking), held)
         if status == 304:
+            # "Nothing newer" cannot answer a device that holds nothing (cursor 0), users it holds no record of
+            # (`without`) or items it lacks: the server never says it, so someone else did.
+            if cursor == 0 or without or lacking:
+                raise IntegrityError(f"the server answered 304 (nothing newer) to cursor {cursor}"
+                                     f"{' with users held at no version' if without else ''}"
+                                     f"{' naming lacking items' if lacking else ''}: that cannot be true; refused")
             return None
-        if not isinstance(body, dict):
-            raise IntegrityError("sync answer is not a JSON object")
-        return body
+        return check_envelope(body)
 
     def _held_external_ids(self, model: str, entries: object) -> dict[str, int]:
         """{external id: index} of the held entries an answer's entries must not contradict: those held under
@@ -179,21 +214,30 @@ class Syncer:
 
     # --- verify ---
 
-    def _verify_manifest(self, body: dict, same_version_ok: bool, switch_ok: bool = False) -> tuple[bytes, dict, str]:
+    def _verify_manifest(self, body: dict, same_version_ok: bool, switch_ok: bool = False
+                         ) -> tuple[bytes, dict, str]:
         """(manifest bytes, manifest, how it applies): "new" (a newer version), "same" (the held manifest again:
-        records and states), "switch" (another variant of the held version, first round: applied whole) or
-        "foreign" (another variant of the held version in a later round: its records only)."""
+        records and states), "switch" (another variant of the held version, first round: applied whole),
+        "foreign" (another variant of the held version in a later round: its records only) or "obsolete"
+        (another sync on this database applied this version or a newer one while the request was out:
+        nothing to apply, and no rollback either)."""
         try:
             manifest_bytes = base64.b64decode(body["manifest"], validate=True)
         except (KeyError, TypeError, binascii.Error) as exc:
             raise IntegrityError("sync answer has no readable manifest") from exc
         held = self.cache.version
         held_bytes = (self.cache.get("manifest") or "").encode()
-        same = same_version_ok and held > 0 and manifest_bytes == held_bytes
         try:  # unverified, only to pick the rollback floor; what is accepted is decided after the signature
             peeked = wire.parse_manifest(manifest_bytes).get("version")
         except IntegrityError:
             peeked = None
+        # A race, not a rollback: the version held moved since this request went out (another thread's or
+        # process's sync), and the answer is not newer than it now. The held manifest again is taken as a
+        # re-sent one; anything else is dropped unread (the rounds go on from the new held version).
+        raced = held > self._req.held and isinstance(peeked, int) and peeked <= held
+        if raced and manifest_bytes != held_bytes:
+            return manifest_bytes, {}, "obsolete"
+        same = (same_version_ok or raced) and held > 0 and manifest_bytes == held_bytes
         floor = held - 1 if held > 0 and (same or peeked == held) else held
         manifest = verify_manifest(manifest_bytes, body.get("signature", ""), self.public_key, floor, now=self.clock())
         mode = "same" if same else "new"
@@ -224,25 +268,34 @@ class Syncer:
         except IntegrityError:
             return None
 
-    def _records(self, body: dict, version: int, asked: set[str]) -> tuple[dict[str, bytes], list[str], list[str]]:
-        """(new records as zstd frames, users whose held record is confirmed, users to ask for whole).
+    def _records(self, body: dict, version: int, asked: set[str]
+                 ) -> tuple[dict[str, bytes], list[str], list[str], dict[str, list[int]]]:
+        """(new records as zstd frames, users whose held record is confirmed, users to ask for whole, and each
+        applied or confirmed user's list of item indexes).
 
         Per record: the signature over (version, user, sha256) first, then the
         bytes: a full frame or a delta inflated to at most MAX_RECORD_BYTES, its
         sha256 against the signed one, and its layout. A delta or "same" whose
         base is not the record the device holds is not applied; the user is
         asked for again with cursor 0 (a wrong claim costs a request, never a
-        wrong list). Anything else that fails rejects the whole answer.
+        wrong list). A delta or "same" answering cursor 0 (or a user held at no
+        version, or in a snapshot) cannot be true: the server answers those whole.
+        Anything else that fails rejects the whole answer.
         """
         entries = body.get("records") or {}
         if not isinstance(entries, dict):
             raise IntegrityError("sync answer's records must be an object")
-        records, same, need_full = {}, [], []
+        whole = asked if self._req.cursor == 0 or body.get("snapshot") else set(self._req.without)
+        records, same, need_full, lists = {}, [], [], {}
         for uid, e in entries.items():
             if uid not in asked:  # not this request's: never stored (the device would gain a user)
                 continue
             if not isinstance(e, dict) or e.get("kind") not in RECORD_KINDS:
                 raise IntegrityError(f"record of user {uid!r} must be an object with kind full, delta or same")
+            if e["kind"] != "full" and uid in whole:
+                raise IntegrityError(f"record of user {uid!r} is a {e['kind']!r} answering a request for it whole "
+                                     "(cursor 0, a user held at no version, or a snapshot): that cannot be true; "
+                                     "refused")
             try:
                 sha = bytes.fromhex(e["sha256"])
                 sig = base64.b64decode(e["sig"], validate=True)
@@ -261,6 +314,7 @@ class Syncer:
                     continue
                 if e["kind"] == "same":
                     same.append(uid)
+                    lists[uid] = wire.unpack_candidates_raw(held)[0].tolist()
                     continue
             try:
                 raw = (wire.decompress(data, wire.MAX_RECORD_BYTES) if e["kind"] == "full"
@@ -268,11 +322,11 @@ class Syncer:
                 if hashlib.sha256(raw).digest() != sha:
                     raise IntegrityError(f"sha256 of the {e['kind']} record does not match the signed one; "
                                          "corrupted or tampered")
-                wire.unpack_candidates_raw(raw)  # decodes, or raises IntegrityError
+                lists[uid] = wire.unpack_candidates_raw(raw)[0].tolist()  # decodes, or raises IntegrityError
             except IntegrityError as exc:
                 raise IntegrityError(f"record of user {uid!r}: {exc}") from exc
             records[uid] = data if e["kind"] == "full" else wire.compress(raw)
-        return records, same, need_full
+        return records, same, need_full, lists
 
     def _states(self, body: dict, dim: int) -> dict[str, UserState]:
         states = {}
@@ -283,6 +337,8 @@ class Syncer:
                 state = wire.unpack_state(base64.b64decode(b64, validate=True))
             except (TypeError, binascii.Error) as exc:
                 raise IntegrityError(f"live state of user {uid!r} is not base64") from exc
+            except IntegrityError as exc:  # a bad layout, or a NaN or infinite value
+                raise IntegrityError(f"live state of user {uid!r}: {exc}") from exc
             if len(state.s) != dim:
                 raise IntegrityError(f"live state of user {uid!r} has dim {len(state.s)}, the bundle {dim}")
             states[uid] = state
@@ -328,10 +384,49 @@ class Syncer:
         result.bytes_downloaded += len(data)
         return data
 
+    def _repair_artifacts(self, result: SyncResult) -> None:
+        """Fetch again every held artifact whose file is missing or no longer matches its sha256 (a damaged
+        disk, a file removed by hand). Without this a damaged ranker is never repaired: the device serves its
+        cached order, and every sync is a 304 that downloads nothing. Reading and hashing the held files costs
+        a few ms (the ranker is ~20 KB, at most max_model_bytes); it runs once per sync, after the rounds (a
+        new version brings its own files). A download that fails is raised like any sync failure."""
+        snap = self.cache.snapshot()
+        arts = snap.manifest.get("artifacts") if snap.manifest else None
+        if not isinstance(arts, dict) or result.deferred:
+            return
+        damaged = {name: art for name, art in arts.items()
+                   if isinstance(art, dict) and not self.cache.files.verify(art["sha256"], art["length"])}
+        if not damaged:
+            return
+        try:
+            urls = json.loads(self.cache.get(ARTIFACT_URLS) or "{}")
+        except ValueError:
+            urls = {}
+        # A database from before ARTIFACT_URLS: the URL the protocol gives (docs/sync-protocol.md §12, §16).
+        rollout = f"canary/{snap.model_version}/" if snap.manifest.get("rollout") else ""
+        urls = {name: urls.get(name) if isinstance(urls, dict) and isinstance(urls.get(name), str)
+                else f"/v1/artifacts/{snap.version}/{rollout}{art.get('file', name)}" for name, art in arts.items()}
+        for name, art in damaged.items():
+            data = self._artifact(name, art, urls, result)
+            if name == "ranker":
+                self.slot.put(art["sha256"], LocalRanker(data, self.max_model_bytes))
+
     # --- apply ---
 
     def _apply(self, body: dict, result: SyncResult, same_version_ok: bool, switch_ok: bool = False) -> None:
         manifest_bytes, manifest, mode = self._verify_manifest(body, same_version_ok, switch_ok)
+        if mode == "obsolete":
+            return
+        # What only this answer says: its version and cursor as the manifest and the request say, and the seal
+        # over its states, unknown users and item digests (for the answer's model, even when only its records
+        # are taken).
+        if body["version"] != manifest["version"] or body["cursor"] != self._req.cursor:
+            raise IntegrityError(f"sync answer says version {body['version']} and cursor {body['cursor']}; its "
+                                 f"manifest is version {manifest['version']} and the request's cursor "
+                                 f"{self._req.cursor}: that cannot be true; refused")
+        verify_answer_seal(body, self.public_key, manifest["version"], self._req.cursor,
+                           str(manifest["model_version"]))
+        check_answered(body, set(self._asked))
         # "foreign": another variant's answer in a later round; its records are the held version's (they carry
         # no model), its item entries and states another model's: only the records are taken.
         same, foreign = mode in ("same", "foreign"), mode == "foreign"
@@ -345,11 +440,20 @@ class Syncer:
             if not isinstance(art, dict) or not isinstance(art.get("length"), int):
                 raise IntegrityError(f"manifest artifact {name!r} is malformed")
         # Records are checked before any download: a tampered answer costs no artifact bytes.
-        records, carried, need_full = self._records(body, version, self._asked)
+        records, carried, need_full, list_ids = self._records(body, version, self._asked)
         # Each item entry is checked (signature under this manifest's model, layout, dim, caps) before
         # anything is downloaded or written; one bad entry refuses the answer.
         items = {} if foreign else verify_items(body.get("items"), model, dim, self.public_key,
                                                 held=self._held_external_ids(model, body.get("items")))
+        if not foreign:
+            # Every list this answer applies or confirms, and the popular list, must be held at exactly the
+            # entries it sealed once the answer applies: the held ones of this model, overlaid by the answer's.
+            shas = {int(i): bytes(h) for i, h in self.cache.query("SELECT item_id, sha256 FROM items WHERE model = ?",
+                                                                  (model,)) if h is not None}
+            shas.update({i: it.sha256 for i, it in items.items()})
+            stale, popular = stale_lists(list_ids, manifest["popular"], body, shas)
+            if stale or popular:
+                raise StaleEntries(stale, popular)
         if not same and not self.models_allowed:
             models = [n for n in MODEL_ARTIFACTS if n in arts and arts[n]["sha256"] != held_shas.get(n)
                       and not self.cache.files.has(arts[n]["sha256"], arts[n]["length"])]
@@ -392,7 +496,10 @@ class Syncer:
                 conn.executemany("INSERT INTO artifacts (name, sha256, length) VALUES (?, ?, ?)",
                                  [(n, a["sha256"], a["length"]) for n, a in arts.items()])
                 for key, value in (("bundle_version", str(version)), ("manifest", manifest_bytes.decode()),
-                                   ("bundle_model", model)):  # the snapshot's key with the version (cache.py)
+                                   ("bundle_model", model),  # the snapshot's key with the version (cache.py)
+                                   # where this version's artifacts are served: a damaged file is fetched again
+                                   # from there even when every later answer is a 304 (_repair_artifacts)
+                                   (ARTIFACT_URLS, json.dumps(body.get("artifacts") or {}, sort_keys=True))):
                     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('synced_at', ?)", (str(now),))
             conn.executemany("INSERT OR REPLACE INTO candidates (user_id, blob, version, received_at) "

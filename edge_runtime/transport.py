@@ -5,6 +5,13 @@ server that trickles a response byte by byte is cut off at the deadline like
 one that never answers. That is what lets recommend() promise its latency
 budget. A download cut off part-way raises TransportError with the bytes that
 did arrive in `partial`, so the caller can keep them and resume with Range.
+
+Every JSON answer is capped: in bytes while it streams (MAX_JSON_BYTES; a sync answer names its own,
+larger cap) and in nesting depth when parsed (shared.wire.loads, which also refuses NaN, Infinity and
+numbers that overflow to them). An endless or hostile answer costs at most the cap and is never held
+whole in memory; it is refused as a TransportError (the server's answer could not be used, like one
+that is not JSON at all), so every caller's retry and backoff applies: flush() keeps its batch,
+recommend() answers from the device. An artifact past its declared length is an IntegrityError.
 """
 
 from __future__ import annotations
@@ -16,7 +23,12 @@ from typing import Any
 
 import httpx
 
+from shared import wire
 from shared.errors import IntegrityError, TransportError
+
+# An upload's or a recommendation's answer is a few KB (100 results, 100 items); 4 MiB leaves room and
+# bounds what a hostile or endless answer costs.
+MAX_JSON_BYTES = 4 * 1024 * 1024
 
 
 def _error(message: str, status_code: int | None = None, retry_after: float | None = None,
@@ -69,18 +81,28 @@ class Transport:
         return status, headers, body
 
     def get_json(self, url: str, timeout: float, params: dict | None = None,
-                 headers: dict | None = None) -> tuple[int, Any]:
-        status, _, body = self._call("GET", url, timeout, params=params, headers=headers)
+                 headers: dict | None = None, limit: int = MAX_JSON_BYTES) -> tuple[int, Any]:
+        """(status, parsed body); None for a 304. A body past `limit` bytes, not JSON, nested too deep or
+        carrying a non-finite number raises TransportError."""
+        status, _, body = self._json_call("GET", url, timeout, (), limit, params=params, headers=headers)
         if status == 304:
             return 304, None
         return status, _json(body, f"GET {url}")
 
     def post_json(self, url: str, body: Any, timeout: float, headers: dict | None = None,
-                  answers: tuple[int, ...] = ()) -> Any:
+                  answers: tuple[int, ...] = (), limit: int = MAX_JSON_BYTES) -> Any:
         """The JSON answer; statuses >= 400 raise TransportError, except those in `answers`,
-        whose body is an answer too (POST /v1/events' 422 carries per-event results)."""
-        _, _, answer = self._call("POST", url, timeout, answers, json=body, headers=headers)
+        whose body is an answer too (POST /v1/events' 422 carries per-event results). Capped as get_json."""
+        _, _, answer = self._json_call("POST", url, timeout, answers, limit, json=body, headers=headers)
         return _json(answer, f"POST {url}")
+
+    def _json_call(self, method: str, url: str, timeout: float, answers: tuple[int, ...], limit: int,
+                   **kwargs) -> tuple[int, httpx.Headers, bytes]:
+        try:
+            return self._call(method, url, timeout, answers, limit, **kwargs)
+        except IntegrityError as exc:  # past the cap: a JSON answer has none declared, only the cap
+            raise _error(f"{method} {url}: the answer runs past the {limit} bytes allowed; refused (a tampered "
+                         "or endless answer)") from exc
 
     def get_bytes(self, url: str, timeout: float, start: int = 0, limit: int | None = None) -> tuple[bytes, bool]:
         """Fetch bytes from `start`; returns (data, ranged), ranged meaning the server honoured Range.
@@ -96,10 +118,13 @@ class Transport:
 
 
 def _json(body: bytes, what: str) -> Any:
+    """The parsed answer, or TransportError: not JSON (an HTML page from a captive portal), or JSON no
+    server of ours sends (nested too deep, NaN, Infinity, 1e400)."""
     try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise _error(f"{what} answered non-JSON") from exc
+        return wire.loads(body, f"{what}'s answer")
+    except IntegrityError as exc:
+        plain = isinstance(exc.__cause__, (json.JSONDecodeError, UnicodeDecodeError))
+        raise _error(f"{what} answered non-JSON" if plain else f"{exc}; refused") from exc
 
 
 def _retry_after(raw: str | None) -> float | None:

@@ -1,4 +1,4 @@
-"""Manifest and record verification: signatures, rollback and expiry (TUF's lessons, small)."""
+"""Manifest, record and answer-seal verification: signatures, rollback and expiry (TUF's lessons, small)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared.errors import SignatureError
-from shared.wire import parse_manifest, record_message
+from shared.errors import SignatureError, ValidationError
+from shared.wire import parse_manifest, record_message, seal_message
 
 
 def load_public_key(hex_key: str) -> Ed25519PublicKey:
@@ -27,7 +27,7 @@ def verify_manifest(manifest_bytes: bytes, signature_b64: str, public_key: Ed255
         raise SignatureError("the bundle is unsigned; refusing it")
     try:
         signature = base64.b64decode(signature_b64, validate=True)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, TypeError) as exc:
         raise SignatureError("the bundle signature is not base64; refusing it") from exc
     try:
         public_key.verify(signature, manifest_bytes)
@@ -55,3 +55,19 @@ def verify_record(public_key: Ed25519PublicKey, version: int, user_id: str, raw_
     except (InvalidSignature, ValueError) as exc:
         raise SignatureError(f"the record signature of user {user_id!r} does not verify for bundle {version}: "
                              "tampered, or signed for another version or user") from exc
+
+
+def verify_seal(public_key: Ed25519PublicKey, version: int, cursor: int, model_version: str, block: bytes,
+                seal_b64: object) -> None:
+    """Raise SignatureError unless `seal_b64` signs shared.wire.seal_message(version, cursor, model, block).
+
+    `version` and `model_version` are the verified manifest's, `cursor` the one the device asked with, and
+    `block` shared.wire.sealed_block of the answer's states, unknown users and list digests: a state forged
+    or taken from another answer, a user marked unknown, or a list digest changed does not verify."""
+    try:
+        signature = base64.b64decode(seal_b64, validate=True)  # type: ignore[arg-type]  # checked by the except
+        public_key.verify(signature, seal_message(version, cursor, model_version, block))
+    except (InvalidSignature, ValueError, TypeError, binascii.Error, ValidationError) as exc:
+        raise SignatureError(f"the answer's seal does not verify for bundle {version}, cursor {cursor}: its "
+                             "states, unknown users or item digests were tampered with, or belong to another "
+                             "answer") from exc

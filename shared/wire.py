@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,10 @@ from .features import UserState
 # 3: candidate records are PRC2 (no user state, shuffled ids, quantized scores).
 # 4: signed per-item entries (PRI1) in the sync answer replace the `items` and `catalog` artifacts;
 #    the manifest carries the popular list.
-WIRE_VERSION = 5
+# 5: PRI2 entries carry the marketplace's own product id.
+# 6: the sync answer is sealed (PRA1: its states, unknown users and each list's item-entry digest, bound to
+#    the version, cursor and model under the manifest's key); no JSON part may hold a non-finite number.
+WIRE_VERSION = 6
 ZSTD_LEVEL = 3
 # A decompressed part larger than this is refused: protects the device from
 # a zstd bomb in a corrupted or hostile frame.
@@ -35,6 +40,10 @@ CANDIDATES_MAGIC_V1 = b"PRC1"  # wire 2; still read (see unpack_candidates_raw)
 VECTORS_MAGIC = b"PRV1"
 STATE_MAGIC = b"PRS1"
 RECORD_SIG_MAGIC = b"PRR1"
+SEAL_MAGIC = b"PRA1"
+# JSON nesting: a sync answer needs 4 levels, a manifest 5; 32 leaves room and bounds what a hostile answer
+# makes a parser walk.
+MAX_JSON_DEPTH = 32
 
 
 def sha256_hex(data: bytes) -> str:
@@ -166,8 +175,12 @@ def quantize_scores(scores: np.ndarray, levels: int = SCORE_LEVELS) -> tuple[flo
 
 
 def decode_scores(top: float, step: float, codes: np.ndarray) -> np.ndarray:
-    """float32(top - step * code), computed in float64: the exact values every client must produce."""
-    return (np.float64(top) - np.float64(step) * codes.astype(np.float64)).astype(np.float32)
+    """float32(top - step * code), computed in float64: the exact values every client must produce.
+    IntegrityError when one is not finite (a step near the f32 maximum times a code overflows)."""
+    out = (np.float64(top) - np.float64(step) * codes.astype(np.float64)).astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise IntegrityError("candidate record: its scores overflow to non-finite values")
+    return out
 
 
 def _shuffle(a: np.ndarray) -> bytes:
@@ -236,6 +249,8 @@ def _unpack_prc1(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
             raise IntegrityError("candidate record: trailing bytes")
     except (struct.error, ValueError) as exc:
         raise IntegrityError(f"candidate record is truncated: {exc}") from exc
+    if not np.all(np.isfinite(scores)):
+        raise IntegrityError("candidate record: scores must be finite")
     return ids, scores
 
 
@@ -249,6 +264,8 @@ def pack_state(state: UserState) -> bytes:
 
 
 def unpack_state(raw: bytes) -> UserState:
+    """The PRS1 state, or IntegrityError (bad layout, or a value that is not finite: a NaN state would
+    give every candidate a NaN score)."""
     try:
         if raw[:4] != STATE_MAGIC:
             raise IntegrityError("user state: bad magic")
@@ -259,6 +276,8 @@ def unpack_state(raw: bytes) -> UserState:
         w, n = struct.unpack_from("<fI", raw, 6 + 4 * dim)
     except struct.error as exc:
         raise IntegrityError(f"user state is truncated: {exc}") from exc
+    if not (np.all(np.isfinite(s)) and np.isfinite(w)):
+        raise IntegrityError("user state: S and W must be finite")
     return UserState(s, float(w), int(n))
 
 
@@ -304,10 +323,50 @@ def pack_json(obj: Any) -> bytes:
 
 
 def unpack_json(blob: bytes) -> Any:
+    return loads(decompress(blob), "JSON part")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON may carry")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
+
+
+def loads(data: bytes | str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse JSON that came from elsewhere, or IntegrityError: not JSON, a non-finite number (NaN,
+    Infinity, 1e400: Python's json takes them all), or nested deeper than `max_depth` (a deep document
+    makes the parser recurse; it is refused before anything walks it)."""
     try:
-        return json.loads(decompress(blob))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"JSON part could not be decoded: {exc}") from exc
+        obj = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise IntegrityError(f"{what} is nested deeper than {max_depth} levels") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError; so is a 5,000-digit int
+        raise IntegrityError(f"{what} is not JSON: {str(exc)[:200]}") from exc
+    if depth(obj, max_depth) > max_depth:
+        raise IntegrityError(f"{what} is nested deeper than {max_depth} levels")
+    return obj
+
+
+def depth(obj: Any, stop: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0, [] is 1), walked without recursion; stops counting
+    past `stop`."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        node, d = todo.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        deepest = max(deepest, d)
+        if d > stop:
+            return d
+        todo.extend((child, d + 1) for child in node if isinstance(child, (dict, list)))
+    return deepest
 
 
 MANIFEST_FIELDS = {
@@ -325,10 +384,7 @@ MANIFEST_FIELDS = {
 
 def parse_manifest(data: bytes) -> dict[str, Any]:
     """Parse manifest bytes and check its shape (not its signature)."""
-    try:
-        manifest = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"manifest is not JSON: {exc}") from exc
+    manifest = loads(data, "manifest")
     # The wire version first: an older or newer server's manifest has other fields, and the fix is the app's.
     if isinstance(manifest, dict) and "wire_version" in manifest and manifest["wire_version"] != WIRE_VERSION:
         raise IntegrityError(
@@ -341,13 +397,29 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
         raise IntegrityError(
             f"manifest wire version {manifest['wire_version']} is not {WIRE_VERSION}; update the app"
         )
+    if not _int(manifest["version"]) or manifest["version"] < 1 or manifest["version"] >= 2**32:
+        raise IntegrityError("manifest version must be an integer 1 to 2^32 - 1")
+    for key in ("created_at", "expires_at"):
+        if not isinstance(manifest[key], (int, float)) or isinstance(manifest[key], bool):
+            raise IntegrityError(f"manifest {key} must be a number")
+    if not isinstance(manifest["model_version"], str) or not 0 < len(manifest["model_version"].encode()) <= 255:
+        raise IntegrityError("manifest model_version must be a string of 1-255 bytes")
     if not isinstance(manifest["popular"], list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in manifest["popular"]):
+            _int(i) and -(2**31) <= i < 2**31 for i in manifest["popular"]):
         raise IntegrityError("manifest popular must be a list of item ids")
+    if not isinstance(manifest["artifacts"], dict):
+        raise IntegrityError("manifest artifacts must be an object")
     for name, art in manifest["artifacts"].items():
         if not isinstance(art, dict) or not {"sha256", "length"} <= set(art):
             raise IntegrityError(f"manifest artifact {name!r} lacks sha256 or length")
+        if not (isinstance(art["sha256"], str) and len(art["sha256"]) == 64
+                and all(c in "0123456789abcdef" for c in art["sha256"])) or not _int(art["length"]) or art["length"] < 0:
+            raise IntegrityError(f"manifest artifact {name!r}: sha256 must be 64 lowercase hex, length an integer >= 0")
     return manifest
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- item entries: one item's vector and metadata, signed on its own (PRI1) ---
@@ -467,3 +539,42 @@ def item_message(model_version: str, item_id: int, raw_sha256: bytes) -> bytes:
     if not 0 < len(mv) <= 255 or len(raw_sha256) != 32 or not -(2**31) <= int(item_id) < 2**31:
         raise ValidationError("item", "model version must be 1-255 bytes, sha256 32 bytes, item id an i32")
     return ITEM_SIG_MAGIC + bytes([len(mv)]) + mv + struct.pack("<i", int(item_id)) + raw_sha256
+
+
+# --- the answer seal (PRA1): what a sync answer says beyond its signed parts, signed per answer ---
+#
+# Records are signed per version at publish and entries per model, but three things in an answer are
+# only true of this answer: the users' live states (the real-time layer's, newer than any publish),
+# which listed users have no record, and which revision of each item entry is current at this version
+# (an entry stays signed across versions, so an old one, replayed, or a new one dropped by a proxy,
+# verifies on its own). The server signs them together, with the manifest's key, for the version,
+# cursor and model of the answer. The states are opaque bytes to the seal: whatever a state holds, the
+# seal covers the canonical bytes of the whole block.
+
+NO_ENTRY = bytes(32)  # the digest's stand-in for an item the version has no entry for
+
+
+def items_digest(item_ids: Iterable[int], entry_sha256: Mapping[int, bytes]) -> bytes:
+    """sha256 over each distinct index of `item_ids`, ascending: i32 index, then sha256 of its raw PRI2 entry
+    at this version (NO_ENTRY when it has none). A device holding exactly this version's entries of a
+    list computes the digest the seal carries for it; one stale, replayed or missing entry changes it."""
+    parts = [struct.pack("<i", i) + entry_sha256.get(i, NO_ENTRY) for i in sorted({int(i) for i in item_ids})]
+    return sha256_digest(b"".join(parts))
+
+
+def sealed_block(states: Mapping[str, str], unknown_users: Iterable[str], list_digests: Mapping[str, str],
+                 popular_digest: str) -> bytes:
+    """The canonical bytes the seal covers, built from the answer's own fields (both sides build them the
+    same way): canonical JSON of {"lists", "popular", "states", "unknown_users"}."""
+    return canonical_json({"lists": dict(list_digests), "popular": popular_digest, "states": dict(states),
+                           "unknown_users": list(unknown_users)})
+
+
+def seal_message(version: int, cursor: int, model_version: str, block: bytes) -> bytes:
+    """The bytes ed25519 signs for one answer: "PRA1", u32 version, u32 cursor, u8 len, UTF-8 model version,
+    sha256(block). The cursor ties the block to the request (a block answered to another cursor does not
+    verify), the version and model to the manifest the answer carries."""
+    mv = str(model_version).encode()
+    if not 0 < len(mv) <= 255 or not 0 <= version < 2**32 or not 0 <= cursor < 2**32:
+        raise ValidationError("seal", "model version must be 1-255 bytes, version and cursor u32")
+    return SEAL_MAGIC + struct.pack("<II", version, cursor) + bytes([len(mv)]) + mv + sha256_digest(block)

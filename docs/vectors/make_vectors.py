@@ -1,4 +1,4 @@
-"""Generate the pocketrank wire-format test vectors in docs/vectors/*.json (wire 5: PRI2 item entries
+"""Generate the pocketrank wire-format test vectors in docs/vectors/*.json (wire 6: PRI2 item entries
 carrying the products' own string ids; events name products by those ids).
 
     cd /work/main && .venv/bin/python docs/vectors/make_vectors.py
@@ -438,6 +438,15 @@ def main() -> None:
         "items": {str(i): {"data": base64.b64encode(entries[i][0]).decode(),
                            "sig": base64.b64encode(entries[i][1]).decode()} for i in sorted(entries)},
     }
+    # Wire 6: each listed user's list digest (its candidates' current entries; 70000 has none) and the popular
+    # list's, then the seal over them, the states and the unknown users, for version, cursor 0 and the model.
+    shas = {i: hashlib.sha256(raw).digest() for i, (raw, _) in entries.items()}
+    envelope["list_digests"] = {u: wire.items_digest(wire.unpack_candidates(records[u])[0].tolist(), shas).hex()
+                                for u in envelope["records"]}
+    envelope["popular_digest"] = wire.items_digest(POPULAR, shas).hex()
+    block = wire.sealed_block(envelope["states"], envelope["unknown_users"], envelope["list_digests"],
+                              envelope["popular_digest"])
+    envelope["seal"] = base64.b64encode(key.sign(wire.seal_message(BUNDLE_VERSION, 0, MODEL_VERSION, block))).decode()
     # What the device's offline rerank of u1 gives with this bundle and the tiny ranker.
     cand = np.array([1001, 7, 42])
     # The device holds the f16 vectors of the item entries.

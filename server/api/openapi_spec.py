@@ -165,7 +165,8 @@ def document() -> dict:
                 "responses": {"200": _json({"type": "object",
                                             "required": ["version", "cursor", "snapshot", "history_from", "manifest",
                                                          "signature", "records", "unknown_users", "states",
-                                                         "artifacts", "items"],
+                                                         "artifacts", "items", "list_digests", "popular_digest",
+                                                         "seal"],
                                             "properties": {"version": {"type": "integer"},
                                                            "cursor": {"type": "integer"},
                                                            "snapshot": {"type": "boolean"},
@@ -180,7 +181,13 @@ def document() -> dict:
                                                            "states": {"type": "object"},
                                                            "unknown_users": {"type": "array",
                                                                              "items": {"type": "string"}},
-                                                           "artifacts": {"type": "object"}}}),
+                                                           "artifacts": {"type": "object"},
+                                                           # wire 6: sealed per answer (docs/sync-protocol.md §5.4)
+                                                           "list_digests": {"type": "object", "additionalProperties": {
+                                                               "type": "string", "pattern": "^[0-9a-f]{64}$"}},
+                                                           "popular_digest": {"type": "string",
+                                                                              "pattern": "^[0-9a-f]{64}$"},
+                                                           "seal": {"type": "string", "format": "byte"}}}),
                               "304": {"description": "nothing changed since the cursor (or If-None-Match matched "
                                                      "the ETag); no body"},
                               **_errors(400, 401, 403, 429, 503)}}},

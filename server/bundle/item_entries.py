@@ -6,6 +6,9 @@
   An entry whose bytes and model did not change keeps its signature and the
   version it last changed at (`changed`), so it is never re-sent to a device
   that already holds it.
+- Each answer seals, per listed user and for the popular list, a digest of the list's current
+  entries (list_digest; docs/sync-protocol.md §4a, "Freshness"): entries are signed per model,
+  not per version, so this is what tells a device that none it holds is stale.
 - Items need no history: a device holding every item of a user's list at cursor
   C needs, for that user at V, the items of its list changed after C plus the
   items that entered the list since C (select()). Items leaving every held list
@@ -70,6 +73,14 @@ def select(entries: Mapping[int, ItemEntry], now: Iterable[int], before: Iterabl
         want = {i for i in now if i not in held or (i in entries and entries[i].changed > cursor)}
     want |= {int(i) for i in lacking}
     return sorted(i for i in want if i in entries)
+
+
+def list_digest(entries: Mapping[int, ItemEntry], item_ids: Iterable[int]) -> bytes:
+    """shared.wire.items_digest of a list (a user's candidates, or the popular list) over this version's
+    entries: sealed into each answer, so a device can tell that it holds every entry of the list at its
+    current revision (none dropped by a proxy, none replayed from an older revision)."""
+    wanted = {int(i) for i in item_ids}
+    return wire.items_digest(wanted, {i: entries[i].sha256 for i in wanted if i in entries})
 
 
 # The bundle's item file (server-side only, never sent whole): per item i32 id, u32 changed,

@@ -9,6 +9,11 @@ list) that the device does not hold at their current revision. The model files a
 (with HTTP Range, so they resume) and only when their sha256 differs from what
 the device holds. The protocol is docs/sync-protocol.md.
 
+Each 200 answer is sealed (wire 6): one ed25519 signature, with the home's signing key (the manifest's),
+over the live states, the unknown users and each list's items digest (the entries current at this
+version), bound to the version, the request's cursor and the model. Entries and records are signed at
+publish; the seal covers what only this answer says (sync-protocol.md §5.4, §4a "Freshness").
+
 While a canary runs, a bundle version may have canary variants (server/bundle/variants.py): the answer's
 manifest, item entries and live states are those of the variant chosen for the listed users, and the
 device says which model it holds (`model=`), so a switch between variants of one version (a canary
@@ -29,6 +34,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from exporter.signing import PRIVATE_NAME, load_private
 from shared import wire
 from shared.errors import BundleUnavailable, IntegrityError, PocketrankError
 from shared.wire import pack_state, parse_manifest
@@ -105,16 +113,16 @@ def answer(serving, req: SyncRequest) -> SyncAnswer:
         return SyncAnswer(304, b"", etag)
     if cursor >= version and without and not switch:  # the device is current: only the users it holds nothing for
         users = sorted(without)
-    items = _items(vdir, mkey)
+    items = _items(vdir, mkey, pre.popular)
     history_from = int(serving.store.get_meta("records_history_from", "1") or 1)
     reason = snapshot_reason(cursor, history_from, version)
     cursors = {u: 0 if reason is not None or u in without else min(cursor, version) for u in users}
     frags = _entries(serving.store, (mkey, serving.store.get_meta(RECORDS_EPOCH, "")), version, users, cursors,
                      items.entries, every_item=switch)
-    records = [f[0] for f in frags.values() if f is not None]
+    records = [f.json for f in frags.values() if f is not None]
     # Item entries: each listed user's candidates the device lacks at this revision, the popular list's
     # likewise (against the popular list of the cursor's bundle), and the items it names as lacking.
-    send = {i for f in frags.values() if f is not None for i in f[1]}
+    send = {i for f in frags.values() if f is not None for i in f.items}
     pop_cursor = 0 if reason is not None or switch else min(cursor, version)
     pop_facts = cursor_facts if cursor_facts is not None and pop_cursor == cursor else _bundle_facts(serving.home,
                                                                                                        pop_cursor)
@@ -122,17 +130,26 @@ def answer(serving, req: SyncRequest) -> SyncAnswer:
     # Live states: the real-time layer's latest vector for each user, so a
     # device starts from every event the server has folded since publish.
     states = _states(serving, users, pre.model_version)
+    unknown = [u for u in users if frags[u] is None]
+    lists = {u: f.digest for u, f in frags.items() if f is not None}
+    # The seal (shared.wire.seal_message): the states, the unknown users and the digest of each list's current
+    # item entries, signed for this version, cursor and model. It is what lets a device refuse a forged state
+    # and notice an entry a proxy dropped, replayed or froze.
+    block = wire.sealed_block(states, unknown, lists, items.popular_digest)
+    seal = _signer(serving.home).sign(wire.seal_message(version, cursor, pre.model_version, block))
     # The answer is assembled from pre-encoded JSON (sorted keys, no spaces): the records' and the
     # manifest's parts are encoded once per version, not per request.
     body = b"".join([
         b'{"artifacts":', pre.artifacts, b',"cursor":', str(cursor).encode(),
         b',"history_from":', str(history_from).encode(),
         b',"items":{', b",".join(items.frags[i] for i in sorted(send)), b'}',
-        b',"manifest":', pre.manifest,
-        b',"records":{', b",".join(records), b'},"signature":', pre.signature,
+        b',"list_digests":', _dumps(lists), b',"manifest":', pre.manifest,
+        b',"popular_digest":', _dumps(items.popular_digest),
+        b',"records":{', b",".join(records), b'},"seal":', _dumps(base64.b64encode(seal).decode()),
+        b',"signature":', pre.signature,
         b',"snapshot":', b"false" if reason is None else b"true",
         b',"snapshot_reason":', _dumps(reason), b',"states":', _dumps(states),
-        b',"unknown_users":', _dumps([u for u in users if frags[u] is None]),
+        b',"unknown_users":', _dumps(unknown),
         b',"version":', str(version).encode(), b"}",
     ])
     return SyncAnswer(200, body, etag)
@@ -183,12 +200,20 @@ def entry(row: RecordRow, sig: bytes, held: RecordRow | None, raw: bytes | None,
     return {"kind": "full", **out, "data": base64.b64encode(row.blob).decode()}
 
 
+@dataclass(frozen=True)
+class Fragment:
+    """One user's part of an answer for a (version, cursor) pair."""
+    json: bytes  # `"user":{...}`: the record entry
+    items: tuple[int, ...]  # the item entries to send with it
+    digest: str  # hex shared.wire.items_digest of the version's list and its current entries: sealed
+
+
 # Each user's answer for a (version, cursor) pair, as its JSON fragment `"user":{...}` (None: no
 # record at this version), is computed once, then served from memory: every device of one publish
 # asks for the same pairs, and the delta (zstd) work is the costly part. Keyed by the manifest file
 # (a store reset and republished under the same version is not confused with the old one) and the
 # store's records_epoch (any write to the record log, e.g. a republished record, starts afresh).
-_ENTRIES: OrderedDict[tuple, tuple[bytes, tuple[int, ...]] | None] = OrderedDict()
+_ENTRIES: OrderedDict[tuple, Fragment | None] = OrderedDict()
 _MANIFESTS: dict[tuple, Manifest] = {}
 _LOCK = threading.Lock()
 # First in, first out. A full entry is ~850 B of JSON (a 480 B record in base64, sha256, signature), a
@@ -197,10 +222,10 @@ MAX_CACHED_ENTRIES = 200_000
 
 
 def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[str, int],
-             items: dict, every_item: bool = False) -> dict[str, tuple[bytes, tuple[int, ...]] | None]:
+             items: dict, every_item: bool = False) -> dict[str, Fragment | None]:
     """Each user's fragment and the item ids to send with it: from the cache, else built from the store (and cached).
     `every_item`: the device holds entries of another model, so every item of the list goes."""
-    out: dict[str, tuple[bytes, tuple[int, ...]] | None] = {}
+    out: dict[str, Fragment | None] = {}
     missing = []
     with _LOCK:
         for u in users:
@@ -220,16 +245,18 @@ def _entries(store, key: tuple, version: int, users: list[str], cursors: dict[st
     for c, us in by_cursor.items():
         if c:
             held.update(store.records_at(c, us))
-    built: dict[str, tuple[bytes, tuple[int, ...]] | None] = {}
+    built: dict[str, Fragment | None] = {}
     for u in missing:
         if u not in sigs:
             built[u] = None
             continue
         data, held_data = raw(current[u]), raw(held[u]) if u in held else None  # each decompressed once
-        built[u] = (_dumps(u) + b":" + _dumps(entry(current[u], sigs[u], held.get(u), data, held_data)),
-                    tuple(item_entries.select(items, ids(data),
-                                              ids(held_data) if u in held and not every_item else None,
-                                              cursors[u] if u in held and not every_item else 0)))
+        now_ids = ids(data)
+        built[u] = Fragment(_dumps(u) + b":" + _dumps(entry(current[u], sigs[u], held.get(u), data, held_data)),
+                            tuple(item_entries.select(items, now_ids,
+                                                      ids(held_data) if u in held and not every_item else None,
+                                                      cursors[u] if u in held and not every_item else 0)),
+                            item_entries.list_digest(items, now_ids).hex())
     with _LOCK:
         for u, frag in built.items():
             _ENTRIES[(key, u, cursors[u], every_item)] = frag
@@ -273,19 +300,20 @@ class _Items:
     """A version's item entries and each one's JSON fragment `"id":{"data":...,"sig":...}`, encoded once."""
     entries: dict
     frags: dict
+    popular_digest: str  # hex shared.wire.items_digest of the popular list's entries
 
 
 _ITEMS: dict[tuple, _Items] = {}
 
 
-def _items(bundle, key: tuple) -> _Items:
+def _items(bundle, key: tuple, popular: tuple[int, ...]) -> _Items:
     hit = _ITEMS.get(key)
     if hit is None:
         entries = item_entries.load(bundle / item_entries.ITEMS_FILE)
         frags = {i: _dumps(str(i)) + b":" + _dumps({"data": base64.b64encode(e.raw).decode(),
                                                      "sig": base64.b64encode(e.sig).decode()})
                  for i, e in entries.items()}
-        hit = _Items(entries, frags)
+        hit = _Items(entries, frags, item_entries.list_digest(entries, popular).hex())
         with _LOCK:
             if len(_ITEMS) > 4:
                 _ITEMS.clear()
@@ -294,6 +322,28 @@ def _items(bundle, key: tuple) -> _Items:
 
 
 _FACTS: dict[tuple, tuple[list[int] | None, str | None]] = {}
+_SIGNERS: dict[tuple, Ed25519PrivateKey] = {}
+
+
+def _signer(home) -> Ed25519PrivateKey:
+    """The home's signing key (the manifest's), read once per key file: it seals every answer.
+    BundleUnavailable (a 503) when there is none: an unsealed answer is one no device accepts."""
+    path = home.keys / PRIVATE_NAME
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        raise BundleUnavailable(f"no signing key at {path} to seal sync answers with; run `pocketrank keys init` "
+                                "and publish") from None
+    hit = _SIGNERS.get(key)
+    if hit is None:
+        try:
+            hit = load_private(home.keys)
+        except (PocketrankError, ValueError, OSError) as exc:
+            raise BundleUnavailable(f"the signing key at {path} cannot be read ({exc})") from exc
+        with _LOCK:
+            _SIGNERS.clear()
+            _SIGNERS[key] = hit
+    return hit
 
 
 def _bundle_facts(home, version: int) -> tuple[list[int] | None, str | None]:

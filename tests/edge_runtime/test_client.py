@@ -133,8 +133,8 @@ class ByteTamperingTransport:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def get_json(self, url, timeout, params=None, headers=None):
-        status, body = self.inner.get_json(url, timeout, params, headers)
+    def get_json(self, url, timeout, params=None, headers=None, limit=None):
+        status, body = self.inner.get_json(url, timeout, params, headers, limit)
         if self.mode == "tamper" and url == "/v1/sync" and body:
             manifest = base64.b64decode(body["manifest"]).replace(b'"version":', b'"version": ')
             body["manifest"] = base64.b64encode(manifest).decode()

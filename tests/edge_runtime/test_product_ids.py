@@ -1,4 +1,4 @@
-"""Products named by the marketplace's own string ids on the device (wire 5), without a server.
+"""Products named by the marketplace's own string ids on the device (wire 5 on), without a server.
 
 A small bundle is made and signed here (a TEST ONLY key), its sync answer served from memory: records,
 `popular` and the answer's `items` keys carry int32 indexes; each signed PRI2 entry maps its index to the
@@ -89,6 +89,25 @@ def answer(version: int = 1, model: str = MODEL, items: dict | None = None) -> d
             "artifacts": {"ranker": f"/v1/artifacts/{version}/ranker.onnx"}, "items": items}
 
 
+def sealed(body: dict, cursor: int) -> dict:
+    """`body` as the server answers it to `cursor` (wire 6): its lists' and popular's digests over the server's
+    entries (every product's default entry, replaced by the ones the body carries) and the seal."""
+    body = copy.deepcopy(body)
+    shas = {i: hashlib.sha256(base64.b64decode(entry(i)["data"])).digest() for i in PRODUCTS}
+    for key, e in (body.get("items") or {}).items():
+        try:
+            shas[int(key)] = hashlib.sha256(base64.b64decode(e["data"])).digest()
+        except (TypeError, KeyError, ValueError):
+            pass  # a malformed entry the device refuses anyway
+    lists = {u: wire.unpack_candidates(base64.b64decode(r["data"]))[0].tolist() for u, r in body["records"].items()}
+    body.update(cursor=cursor, list_digests={u: wire.items_digest(ids, shas).hex() for u, ids in lists.items()},
+                popular_digest=wire.items_digest(POPULAR, shas).hex())
+    block = wire.sealed_block(body["states"], body["unknown_users"], body["list_digests"], body["popular_digest"])
+    model = json.loads(base64.b64decode(body["manifest"]))["model_version"]
+    body["seal"] = base64.b64encode(KEY.sign(wire.seal_message(body["version"], cursor, model, block))).decode()
+    return body
+
+
 class Memory:
     """The server's side, from memory: one sync answer, the ranker, /v1/events, /v1/recommendations."""
 
@@ -97,7 +116,7 @@ class Memory:
         self.posted: list[dict] = []
         self.sync_params: list[dict] = []
 
-    def get_json(self, url, timeout, params=None, headers=None):
+    def get_json(self, url, timeout, params=None, headers=None, limit=None):
         if url == "/v1/recommendations":
             if self.recommendations is None:
                 raise TransportError("offline")
@@ -105,7 +124,7 @@ class Memory:
         self.sync_params.append(dict(params))
         if int(params["cursor"]) >= self.body["version"] and not params.get("items"):
             return 304, None
-        return 200, copy.deepcopy(self.body)
+        return 200, sealed(self.body, int(params["cursor"]))
 
     def get_bytes(self, url, timeout, start=0, limit=None):
         return RANKER[start:], bool(start)

@@ -47,8 +47,8 @@ class Rewriting:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def get_json(self, url, timeout, params=None, headers=None):
-        status, body = self.inner.get_json(url, timeout, params, headers)
+    def get_json(self, url, timeout, params=None, headers=None, limit=None):
+        status, body = self.inner.get_json(url, timeout, params, headers, limit)
         if url == "/v1/sync" and body:
             self.edit(body)
             self.bodies.append(body)

@@ -1,4 +1,4 @@
-"""The wire-format test vectors in docs/vectors/ (wire 5) still hold for the reference implementation.
+"""The wire-format test vectors in docs/vectors/ (wire 6) still hold for the reference implementation.
 
 Each stored vector must decode to its documented values, the uncompressed
 payloads must re-encode byte for byte, and the manifest signature must verify
@@ -367,9 +367,28 @@ class VectorTransport:
         self.truncate_once = truncate_once
         self.ranges: list[tuple[str, int]] = []
 
-    def get_json(self, url, timeout, params=None, headers=None):
+    def get_json(self, url, timeout, params=None, headers=None, limit=None):
         assert url == "/v1/sync" and params["users"]
+        if params["cursor"] != self.body["cursor"] and params.get("items"):
+            return 200, self.lacking_answer(int(params["cursor"]), params["users"].split(","))
         return 200, copy.deepcopy(self.body)
+
+    def lacking_answer(self, cursor: int, users: list[str]) -> dict:
+        """What the server answers a device at the vector's version naming lacking items it has no entry for:
+        each user's record `same`, no entries, sealed (wire 6) for that cursor with the TEST ONLY key."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        body = copy.deepcopy(self.body)
+        body.update(cursor=cursor, items={}, snapshot=False, snapshot_reason=None, unknown_users=[],
+                    records={u: {k: v for k, v in body["records"][u].items() if k != "data"} | {"kind": "same"}
+                             for u in users},
+                    states={u: body["states"][u] for u in users},
+                    list_digests={u: body["list_digests"][u] for u in users})
+        block = wire.sealed_block(body["states"], body["unknown_users"], body["list_digests"], body["popular_digest"])
+        model = json.loads(base64.b64decode(body["manifest"]))["model_version"]
+        key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(load("keys.json")["seed_hex"]))
+        body["seal"] = base64.b64encode(key.sign(wire.seal_message(body["version"], cursor, model, block))).decode()
+        return body
 
     def get_bytes(self, url, timeout, start=0, limit=None):
         self.ranges.append((url, start))
@@ -429,7 +448,7 @@ def test_tampered_record_leaves_the_device_untouched(tmp_path):
     body["records"]["u1"]["data"] = base64.b64encode(bytes(blob)).decode()
     client = device(tmp_path, VectorTransport(body))
     with pytest.raises(IntegrityError, match="u1"):
-        client.sync(["u1"])
+        client.sync(vec["request"]["params"]["users"].split(","))  # the users the answer is for
     assert client.cache.version == 0 and client.cache.candidates("u1") is None
     client.close()
 
@@ -439,10 +458,11 @@ def test_truncated_artifact_resumes_with_a_range_request(tmp_path):
     url = vec["body"]["artifacts"]["ranker"]
     transport = VectorTransport(vec["body"], truncate_once=url)
     client = device(tmp_path, transport)
+    users = vec["request"]["params"]["users"].split(",")  # the users the answer is for
     with pytest.raises(TransportError, match="resume"):
-        client.sync(["u1"])
+        client.sync(users)
     assert client.cache.version == 0
-    assert client.sync(["u1"]).version == 3
+    assert client.sync(users).version == 3
     half = len(artifact_bytes()["ranker"]) // 2
     assert (url, half) in transport.ranges
     client.close()

@@ -1,4 +1,4 @@
-"""Generate the sync-protocol v2 (wire 5) golden vectors in tests/vectors/sync/*.json.
+"""Generate the sync-protocol v2 (wire 6) golden vectors in tests/vectors/sync/*.json.
 
     cd /work/main && .venv/bin/python tests/vectors/make_sync_vectors.py
 
@@ -51,6 +51,7 @@ CREATED_AT = 1767225600.0  # 2026-01-01
 EXPIRES_AT = 4102444800.0  # 2100-01-01
 NOW = CREATED_AT + 3600.0  # the device's clock in every scenario
 MODEL_VERSION = "m20260101-000000-sync00"
+CHANGED = 5  # the item whose entry changes at version 2
 
 
 def external_id(index: int) -> str:
@@ -107,8 +108,12 @@ class World:
         meta = {int(i): dataclasses.replace(validate_item(p), item_id=int(i)).to_dict()  # as server/bundle/publish.py
                 for i, p in zip(ids, products)}
         self.popular = [1, 2, 3]  # item indexes
-        # Item entries (wire 5, PRI2): every item signed once, for the model, at version 1; none changes later.
-        self.items = item_entries.build_entries(ids, vecs, meta, MODEL_VERSION, 1, self.key.sign)
+        # Item entries (PRI2): every item signed for the model at version 1; at version 2 item CHANGED (in u1's
+        # list) changes price, so it is re-signed and sent to a device at cursor 1; the others keep theirs.
+        self.entries = {1: item_entries.build_entries(ids, vecs, meta, MODEL_VERSION, 1, self.key.sign)}
+        meta2 = {**meta, CHANGED: {**meta[CHANGED], "price": meta[CHANGED]["price"] + 5.0}}
+        self.entries[2] = item_entries.build_entries(ids, vecs, meta2, MODEL_VERSION, 2, self.key.sign,
+                                                     self.entries[1], MODEL_VERSION)
         self.artifacts = {"ranker": tiny_ranker()}
         self.files = {"ranker": "ranker.int8.onnx"}
         state = UserState(np.array([0.5, -0.25, 1.0, 0.125], dtype=np.float32), 2.5, 7)
@@ -124,6 +129,10 @@ class World:
             ("u2", 4): wire.pack_candidates_raw(order2[::-1].copy(), scores),
         }
         self.states = {"u1": state, "u2": UserState(np.zeros(DIM, dtype=np.float32), 0.0, 0)}
+
+    def items(self, version: int) -> dict[int, item_entries.ItemEntry]:
+        """The entries current at `version`."""
+        return self.entries[max(v for v in self.entries if v <= version)]
 
     def record_at(self, uid: str, version: int) -> RecordRow | None:
         """The change log: the newest row at or before `version`."""
@@ -142,7 +151,7 @@ class World:
             "wire_version": wire.WIRE_VERSION, "version": version, "created_at": CREATED_AT,
             "expires_at": expires_at, "model_version": MODEL_VERSION, "embedding_dim": DIM,
             "user_state": {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)},
-            "popular": self.popular, "items": {"count": len(self.items), "precision": "f16"},
+            "popular": self.popular, "items": {"count": len(self.items(version)), "precision": "f16"},
             "artifacts": {k: {"file": self.files[k], "sha256": sha(b), "length": len(b)}
                           for k, b in self.artifacts.items()},
             "model": {"opset": 18, "exporter": "test vector (onnx.helper)", "quantization": "none", "parity": {}},
@@ -155,7 +164,8 @@ class World:
         if cursor >= version:  # only the users the device holds nothing for need an answer
             users = sorted(without)
         reason = snapshot_reason(cursor, history_from, version)
-        records, send = {}, set()
+        items = self.items(version)
+        records, send, lists = {}, set(), {}
         for uid in users:
             row = self.record_at(uid, version)
             if row is None:
@@ -164,18 +174,29 @@ class World:
             held = self.record_at(uid, cursor) if reason is None and uid not in without else None
             raw, held_raw = _raw(row), _raw(held) if held else None
             records[uid] = _entry(row, sig, held, raw, held_raw)
-            send.update(item_entries.select(self.items, _ids(raw), _ids(held_raw) if held else None,
+            send.update(item_entries.select(items, _ids(raw), _ids(held_raw) if held else None,
                                             cursor if held else 0))
+            lists[uid] = item_entries.list_digest(items, _ids(raw)).hex()
         pop_cursor = 0 if reason is not None else min(cursor, version)
-        send.update(item_entries.select(self.items, self.popular, self.popular if pop_cursor else None, pop_cursor))
+        send.update(item_entries.select(items, self.popular, self.popular if pop_cursor else None, pop_cursor))
         manifest, signature = self.manifest(version, expires_at)
-        return {"version": version, "cursor": cursor, "snapshot": reason is not None, "snapshot_reason": reason,
+        body = {"version": version, "cursor": cursor, "snapshot": reason is not None, "snapshot_reason": reason,
                 "history_from": history_from, "manifest": b64(manifest), "signature": signature,
-                "items": {str(i): {"data": b64(self.items[i].raw), "sig": b64(self.items[i].sig)}
-                          for i in sorted(send)},
+                "items": {str(i): {"data": b64(items[i].raw), "sig": b64(items[i].sig)} for i in sorted(send)},
                 "records": records, "unknown_users": [u for u in users if u not in records],
                 "states": {u: b64(wire.pack_state(self.states.get(u, UserState.empty(DIM)))) for u in users},
+                "list_digests": lists, "popular_digest": item_entries.list_digest(items, self.popular).hex(),
                 "artifacts": {k: f"/v1/artifacts/{version}/{self.files[k]}" for k in sorted(self.artifacts)}}
+        return self.seal(body)
+
+    def seal(self, body: dict, cursor: int | None = None) -> dict:
+        """The answer's seal (wire 6) over its states, unknown users and digests, as the server signs it; after
+        an edit, sealing again makes a tampered answer that only the server could have sent."""
+        block = wire.sealed_block(body["states"], body["unknown_users"], body["list_digests"],
+                                  body["popular_digest"])
+        message = wire.seal_message(body["version"], body["cursor"] if cursor is None else cursor, MODEL_VERSION,
+                                    block)
+        return {**body, "seal": b64(self.key.sign(message))}
 
 
 def exchange(params: dict, body: dict | None, headers: dict | None = None, status: int = 200,
@@ -198,7 +219,7 @@ def state(world: World, version: int, held: dict[str, int], unknown: list[str]) 
     items = set(world.popular).union(*(r["item_ids"] for r in recs.values()))
     return {"bundle_version": version, "records": recs, "unknown_users": unknown,
             "artifacts": {k: sha(b) for k, b in world.artifacts.items()},
-            "items": {str(i): world.items[i].sha256.hex() for i in sorted(items)}}
+            "items": {str(i): world.items(version)[i].sha256.hex() for i in sorted(items)}}
 
 
 def result(version, changed=True, updated=(), delta=(), unchanged=(), unknown=(), snapshot=False) -> dict:
@@ -310,19 +331,19 @@ def scenarios(w: World) -> dict[str, dict]:
         b["manifest"] = b64(bytes(m))
 
     def flip_item(b):
-        key = sorted(b["items"], key=int)[0]
+        key = "201"
         data = bytearray(base64.b64decode(b["items"][key]["data"]))
         data[-1] ^= 0x01
         b["items"][key]["data"] = b64(bytes(data))
 
     def item_of_another_model(b):
-        key = sorted(b["items"], key=int)[0]
-        e = w.items[int(key)]
+        key = "201"
+        e = w.items(2)[int(key)]
         b["items"][key]["sig"] = b64(w.key.sign(wire.item_message("m-another-model", int(key), e.sha256)))
 
-    tampered("tamper_item_entry_bit_flip", "One bit flipped in the first item entry (201, entering u1's list).",
+    tampered("tamper_item_entry_bit_flip", "One bit flipped in item 201's entry (entering u1's list).",
              flip_item, "SignatureError", "signature of item 201")
-    tampered("tamper_item_signed_for_another_model", "The first item entry is signed for another model version.",
+    tampered("tamper_item_signed_for_another_model", "Item 201's entry is signed for another model version.",
              item_of_another_model, "SignatureError", "signature of item 201 does not verify for model")
     tampered("tamper_manifest_bit_flip", "One bit flipped in the manifest.", flip_manifest,
              "SignatureError", "does not match the manifest")
@@ -330,6 +351,83 @@ def scenarios(w: World) -> dict[str, dict]:
              lambda b: None, "SignatureError", "rollback refused", body=w.answer(1, 0, users))
     tampered("expired_manifest", "Version 2's manifest expired before the device's clock (now).",
              lambda b: None, "SignatureError", "expired", body=w.answer(2, 1, users, expires_at=NOW - 1))
+
+    # Wire 6: the seal. What it covers cannot be changed on the way, and what it says must add up.
+    other = b64(wire.pack_state(UserState(np.array([9.0, 9.0, -9.0, 9.0], dtype=np.float32), 1.0, 1)))
+    tampered("tamper_state_forged", "u1's live state replaced on the way (it would move u1's ranking).",
+             lambda b: b["states"].update(u1=other), "SignatureError", "seal does not verify")
+
+    def mark_unknown(b):
+        del b["records"]["u2"]
+        b["unknown_users"] = sorted([*b["unknown_users"], "u2"])
+
+    tampered("tamper_user_marked_unknown", "u2's record removed and u2 listed as unknown on the way.",
+             mark_unknown, "SignatureError", "seal does not verify")
+    tampered("tamper_record_dropped", "u1's record removed on the way (the seal still lists u1's state).",
+             lambda b: b["records"].pop("u1"), "IntegrityError", "neither a record nor an unknown mark")
+    nan = b64(wire.pack_state(UserState(np.full(DIM, np.nan, dtype=np.float32), 1.0, 1)))
+    tampered("tamper_state_not_finite", "u1's live state is all NaN, sealed by the server itself (a bug, not a "
+             "proxy): every score would be NaN.", lambda b: b.update(w.seal({**b, "states": {**b["states"], "u1": nan}})),
+             "IntegrityError", "must be finite")
+    tampered("tamper_answer_to_another_cursor", "A genuine answer sealed for cursor 0 (records whole), served to "
+             "the request with cursor 1.", lambda b: b.update(cursor=1), "SignatureError", "seal does not verify",
+             body=w.answer(2, 0, users))
+
+    # Item freshness: item CHANGED's entry changed at version 2; a proxy drops it, or replays its version 1
+    # entry (genuinely signed for the model). The digest of u1's list no longer adds up: the device asks once
+    # more with cursor 0 (every entry of its lists whole); a second such answer is refused.
+    old = w.items(1)[CHANGED]
+
+    def drop_changed(b):
+        del b["items"][str(CHANGED)]
+
+    def replay_changed(b):
+        b["items"][str(CHANGED)] = {"data": b64(old.raw), "sig": b64(old.sig)}
+
+    for name, edit, what in (("tamper_item_entry_dropped", drop_changed, "dropped"),
+                             ("tamper_item_entry_replayed", replay_changed, "replaced by its version 1 entry")):
+        first_try, retry = w.answer(2, 1, users), w.answer(2, 0, users)
+        edit(first_try)
+        edit(retry)
+        out[name] = {"description": f"Item {CHANGED}'s new entry (version 2) is {what} on the way, in the answer "
+                                    "and in the cursor 0 retry: refused, version 1 kept.",
+                     "starts_from": "first_sync", "steps": [{"sync": users, "exchanges": [
+                         exchange({"cursor": "1", "users": "gone,u1,u2"}, first_try, {"If-None-Match": '"v1"'}),
+                         exchange({"cursor": "0", "users": "gone,u1,u2"}, retry)],
+                         "expect": {"error": "IntegrityError", "match": "not the ones this version's answer sealed",
+                                    **kept}}]}
+    dropped_once = w.answer(2, 1, users)
+    drop_changed(dropped_once)
+    out["item_entry_dropped_once"] = {
+        "description": f"Item {CHANGED}'s new entry is dropped from the cursor 1 answer only: the device asks "
+                       "again with cursor 0 and applies that answer (every record whole, every entry of its "
+                       "lists), reaching version 2 with the new entry.",
+        "starts_from": "first_sync", "steps": [{"sync": users, "exchanges": [
+            exchange({"cursor": "1", "users": "gone,u1,u2"}, dropped_once, {"If-None-Match": '"v1"'}),
+            exchange({"cursor": "0", "users": "gone,u1,u2"}, w.answer(2, 0, users))],
+            "expect": {"result": result(2, updated=["u1", "u2"], unknown=["gone"], snapshot=True),
+                       "state": after_v2}}]}
+
+    # Answers that cannot be true.
+    out["tamper_304_to_a_first_sync"] = {
+        "description": "An empty device (cursor 0) is answered 304: the server never says that; refused.",
+        "steps": [{"sync": users, "exchanges": [
+            {"request": {"path": "/v1/sync", "params": {"cursor": "0", "users": "gone,u1,u2"}, "headers": {}},
+             "response": {"status": 304, "headers": {"ETag": '"v1"'}, "body_base64": "", "body": None}}],
+            "expect": {"error": "IntegrityError", "match": "cannot be true",
+                       "state": {"bundle_version": 0, "records": {}, "unknown_users": [], "artifacts": {},
+                                 "items": {}}}}]}
+    same_whole = w.answer(2, 0, ["u1"])
+    same_whole["records"]["u1"] = {k: v for k, v in same_whole["records"]["u1"].items() if k != "data"} | {
+        "kind": "same"}
+    out["tamper_same_answering_cursor_0"] = {
+        "description": "u1's delta names a base the device does not hold, so u1 is asked for whole (cursor 0); "
+                       "that answer says 'same', which cannot answer cursor 0: refused, version 1 kept.",
+        "starts_from": "first_sync", "steps": [{"sync": users, "exchanges": [
+            exchange({"cursor": "1", "users": "gone,u1,u2"}, wrong_base, {"If-None-Match": '"v1"'}),
+            exchange({"cursor": "0", "users": "u1"}, same_whole)],
+            "expect": {"error": "IntegrityError", "match": "cannot be true",
+                       "state": state(w, 2, {"u1": 1, "u2": 2}, ["gone"])}}]}
     return out
 
 

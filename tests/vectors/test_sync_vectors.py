@@ -35,7 +35,7 @@ class Replay:
         self.artifacts = {url: base64.b64decode(a["bytes_base64"]) for url, a in load("artifacts").items()}
         self.exchanges: list[dict] = []
 
-    def get_json(self, url, timeout, params=None, headers=None):
+    def get_json(self, url, timeout, params=None, headers=None, limit=None):
         assert self.exchanges, f"an unexpected request: {url} {params}"
         ex = self.exchanges.pop(0)
         want = ex["request"]

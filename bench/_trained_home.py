@@ -1,0 +1,55 @@
+"""A small trained and published home for `bench attack`: MovieLens-100k, 2 epochs, exported and published.
+
+Built once into ~/.cache/pocketrank/bench/attack-home-w<wire version> (a few minutes on two shared
+cores: what tests/conftest.py's trained_home does, which a bench may not import), then copied for each
+run, which may publish into its copy. A home published under another wire version is not reused: its
+bundles would not be served.
+
+    from bench._trained_home import trained_home
+    root = trained_home(Path(tmp) / "home")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from shared.wire import WIRE_VERSION
+
+EPOCHS = 2
+
+
+def _cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")))
+    return base / "pocketrank" / "bench" / f"attack-home-w{WIRE_VERSION}-e{EPOCHS}"
+
+
+def trained_home(dst: Path) -> Path:
+    """A private copy of the cached home at `dst` (built first if there is none)."""
+    cache = _cache_dir()
+    if not (cache / ".complete").exists():
+        _build(cache)
+    shutil.copytree(cache, dst, ignore=shutil.ignore_patterns(".complete"))
+    return dst
+
+
+def _build(cache: Path) -> None:
+    from server.bundle.publish import publish_job
+    from server.data.datasets import import_movielens
+    from server.home import Home
+    from server.jobs.train import export_job, train_job
+
+    tmp = cache.with_name(cache.name + f".building-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    home = Home(tmp)
+    store = home.store()
+    import_movielens(store, "100k", progress=False)
+    train_job(home, epochs=EPOCHS, progress=False)
+    export_job(home, n_users=100)
+    publish_job(home, progress=False)
+    store.close()
+    (tmp / ".complete").write_text("built\n")
+    shutil.rmtree(cache, ignore_errors=True)
+    os.replace(tmp, cache)
