@@ -33,7 +33,7 @@ from . import schema
 from .artifacts import ArtifactFiles
 from .errors import STORAGE_CODES, StorageError
 from .packed import Candidates, repack
-from .rowsum import note_damage, packed_crc, state_crc
+from .rowsum import note_damage, packed_sum, state_sum
 
 DURABILITY = ("crash", "power")
 
@@ -113,15 +113,15 @@ def _retry_busy(conn: sqlite3.Connection, sql: str, timeout: float = 5.0) -> lis
 
 def _packed_ok(user_id: str, row: tuple) -> bool:
     try:
-        return row[7] is not None and row[7] == packed_crc(user_id, *row[:5])
+        return row[7] is not None and row[7] == packed_sum(user_id, *row[:5])
     except TypeError:  # a column of the wrong type: damaged as well
         return False
 
 
 def state_ok(user_id: str, row: tuple) -> bool:
-    """Whether a (s, w, n_events, crc) row matches its checksum."""
+    """Whether a (s, w, n_events, checksum) row matches its checksum."""
     try:
-        return row[3] is not None and row[3] == state_crc(user_id, row[0], row[1], row[2])
+        return row[3] is not None and row[3] == state_sum(user_id, row[0], row[1], row[2])
     except (TypeError, ValueError):
         return False
 
@@ -329,7 +329,7 @@ class DeviceCache:
         """The user's packed candidates, checked against their checksum. A damaged row is rebuilt from the held
         record; if that is damaged too, it is marked to be fetched whole at the next sync and None is returned
         (the caller answers without it): a damaged row is never reranked."""
-        row = self.query_one("SELECT ids, scores, vectors, stock, cats, version, received_at, crc FROM candidates "
+        row = self.query_one("SELECT ids, scores, vectors, stock, cats, version, received_at, checksum FROM candidates "
                              "WHERE user_id = ?", (user_id,))
         if row is None:
             return None
@@ -341,7 +341,7 @@ class DeviceCache:
             if repack(conn, [user_id], skip_damaged=True):
                 note_damage(conn, "candidates", user_id, "held record damaged too; fetched whole at the next sync",
                             time.time())
-        row = self.query_one("SELECT ids, scores, vectors, stock, cats, version, received_at, crc FROM candidates "
+        row = self.query_one("SELECT ids, scores, vectors, stock, cats, version, received_at, checksum FROM candidates "
                              "WHERE user_id = ?", (user_id,))
         if row is None or not row[0] or not _packed_ok(user_id, row):
             return None
@@ -358,7 +358,7 @@ class DeviceCache:
     def user_state(self, user_id: str, dim: int | None = None) -> UserState | None:
         """The user's on-device state; None if there is none, or if it is damaged (then it is dropped and the
         user's record marked to be fetched whole at the next sync, which brings the server's live state)."""
-        row = self.query_one("SELECT s, w, n_events, crc FROM user_state WHERE user_id = ?", (user_id,))
+        row = self.query_one("SELECT s, w, n_events, checksum FROM user_state WHERE user_id = ?", (user_id,))
         if row is None:
             return None
         if not state_ok(user_id, row):
@@ -372,9 +372,9 @@ class DeviceCache:
             with self.tx() as conn:
                 return self.put_state(user_id, state, conn)
         s = np.asarray(state.s, dtype="<f4").tobytes()
-        conn.execute("INSERT OR REPLACE INTO user_state (user_id, s, w, n_events, updated_at, crc) "
+        conn.execute("INSERT OR REPLACE INTO user_state (user_id, s, w, n_events, updated_at, checksum) "
                      "VALUES (?, ?, ?, ?, ?, ?)", (user_id, s, float(state.w), int(state.n_events), time.time(),
-                                                   state_crc(user_id, s, state.w, state.n_events)))
+                                                   state_sum(user_id, s, state.w, state.n_events)))
 
     def damaged(self) -> dict[str, int]:
         """Damage found so far, by kind (event, candidates, state)."""

@@ -43,7 +43,7 @@ from shared.schemas import Event
 
 from .cache import DeviceCache
 from .errors import StorageError
-from .rowsum import event_crc, note_damage
+from .rowsum import event_sum, note_damage
 from .steadyclock import SteadyClock
 
 DROP_ORDER = ("impression", "view", "search", "click", "add_to_cart")
@@ -101,9 +101,9 @@ class Outbox:
         body = json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":"))
         now, steady = self.clock(), self.steady.now()
         conn.execute("INSERT OR IGNORE INTO outbox (event_id, user_id, type, body, size, created_at, attempts, steady, "
-                     "crc) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                     "checksum) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
                      (event.event_id, event.user_id, event.type, body, len(body), now, steady,
-                      event_crc(event.event_id, event.user_id, event.type, body)))
+                      event_sum(event.event_id, event.user_id, event.type, body)))
         if steady - self._anchored > ANCHOR_EVERY:
             self._save_anchor(conn)
         self._enforce(conn, steady, now)
@@ -190,7 +190,7 @@ class Outbox:
 
         A damaged row met on the way is quarantined, and the batch is read again without it."""
         while True:
-            rows = self.cache.query("SELECT rowid, event_id, user_id, type, body, size, crc FROM outbox "
+            rows = self.cache.query("SELECT rowid, event_id, user_id, type, body, size, checksum FROM outbox "
                                     "ORDER BY steady, rowid LIMIT ?", (max_events,))
             taken: list[tuple[int, str, dict]] = []
             damaged: list[tuple[tuple, str]] = []
@@ -214,7 +214,7 @@ class Outbox:
 
     def pending_for(self, user_id: str, conn: sqlite3.Connection | None = None) -> list[dict]:
         """The user's queued events, oldest first; damaged ones are quarantined (in `conn`'s transaction if given)."""
-        sql = "SELECT rowid, event_id, user_id, type, body, size, crc FROM outbox WHERE user_id = ? ORDER BY steady, rowid"
+        sql = "SELECT rowid, event_id, user_id, type, body, size, checksum FROM outbox WHERE user_id = ? ORDER BY steady, rowid"
         rows = conn.execute(sql, (user_id,)).fetchall() if conn is not None else self.cache.query(sql, (user_id,))
         events: list[dict] = []
         damaged: list[tuple[tuple, str]] = []
@@ -298,8 +298,8 @@ class Outbox:
         age = max(0.0, self.steady.now() - row[1]) if row[1] is not None else 0.0
         dated = dict(event, timestamp=max(0.0, server_time - age))
         body = json.dumps(dated, sort_keys=True, separators=(",", ":"))
-        conn.execute("UPDATE outbox SET body = ?, size = ?, crc = ?, redated = 1 WHERE rowid = ?",
-                     (body, len(body), event_crc(event["event_id"], event["user_id"], event["type"], body), row[0]))
+        conn.execute("UPDATE outbox SET body = ?, size = ?, checksum = ?, redated = 1 WHERE rowid = ?",
+                     (body, len(body), event_sum(event["event_id"], event["user_id"], event["type"], body), row[0]))
         return True
 
     def retry_removal(self) -> int:
@@ -314,10 +314,10 @@ class Outbox:
 
 
 def _read(row: tuple) -> tuple[dict | None, str | None]:
-    """(event, None) for a sound outbox row (rowid, event_id, user_id, type, body, size, crc), else (None, why)."""
-    _, event_id, user_id, etype, body, _, crc = row
+    """(event, None) for a sound outbox row (rowid, event_id, user_id, type, body, size, checksum), else (None, why)."""
+    _, event_id, user_id, etype, body, _, checksum = row
     try:
-        if crc is None or crc != event_crc(event_id, user_id, etype, body):
+        if checksum is None or checksum != event_sum(event_id, user_id, etype, body):
             return None, "its checksum does not match (damaged on the device)"
     except TypeError:
         return None, "a column holds a value of the wrong type (damaged on the device)"

@@ -19,7 +19,7 @@ import numpy as np
 from shared import wire
 from shared.errors import IntegrityError
 
-from .rowsum import blob_crc, packed_crc
+from .rowsum import blob_sum, packed_sum
 
 
 @dataclass
@@ -83,7 +83,7 @@ def repack(conn: sqlite3.Connection, user_ids: list[str] | None = None, table: I
     whose tables have no column for them yet.
     """
     table = table or ItemTable.load(conn)
-    cols = "user_id, blob, blob_crc" if checksums else "user_id, blob, NULL"
+    cols = "user_id, blob, blob_checksum" if checksums else "user_id, blob, NULL"
     if user_ids is None:
         rows = conn.execute(f"SELECT {cols} FROM candidates").fetchall()
     else:
@@ -94,11 +94,11 @@ def repack(conn: sqlite3.Connection, user_ids: list[str] | None = None, table: I
                                  part).fetchall()
     damaged: list[str] = []
 
-    def packed(uid: str, blob: bytes, held_crc: int | None) -> tuple[bytes, ...]:
+    def packed(uid: str, blob: bytes, held_sum: int | None) -> tuple[bytes, ...]:
         try:
             # A record written by this sync has no checksum yet (its INSERT OR REPLACE cleared it): it was
             # verified against its signature a moment ago. One held from before must still match its own.
-            if held_crc is not None and held_crc != blob_crc(uid, blob):
+            if held_sum is not None and held_sum != blob_sum(uid, blob):
                 raise IntegrityError(f"the held record of user {uid!r} is damaged on the device (checksum "
                                      "mismatch); sync again")
             return pack(table, blob)
@@ -113,13 +113,13 @@ def repack(conn: sqlite3.Connection, user_ids: list[str] | None = None, table: I
                          "WHERE user_id = ?", [(*packed(uid, blob, None), uid) for uid, blob, _ in rows])
     else:
         updates = []
-        for uid, blob, held_crc in rows:
-            cols5 = packed(uid, blob, held_crc)
+        for uid, blob, held_sum in rows:
+            cols5 = packed(uid, blob, held_sum)
             whole = uid not in damaged
-            updates.append((*cols5, packed_crc(uid, *cols5), blob_crc(uid, blob) if whole else held_crc,
+            updates.append((*cols5, packed_sum(uid, *cols5), blob_sum(uid, blob) if whole else held_sum,
                             None if whole else 0, uid))
-        conn.executemany("UPDATE candidates SET ids = ?, scores = ?, vectors = ?, stock = ?, cats = ?, crc = ?, "
-                         "blob_crc = ?, version = COALESCE(?, version) WHERE user_id = ?", updates)
+        conn.executemany("UPDATE candidates SET ids = ?, scores = ?, vectors = ?, stock = ?, cats = ?, checksum = ?, "
+                         "blob_checksum = ?, version = COALESCE(?, version) WHERE user_id = ?", updates)
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('categories', ?)", (json.dumps(table.categories),))
     return damaged
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from .artifacts import ArtifactFiles
 from .errors import STORAGE_CODES, StorageError
 from .packed import repack
-from .rowsum import blob_crc, event_crc, packed_crc, state_crc
+from .rowsum import blob_sum, event_sum, packed_sum, state_sum
 
 # v1: the first release's tables, exactly as it created them (through sqlite-utils),
 # so a database it wrote is recognised as v1 although its user_version is 0.
@@ -106,16 +106,16 @@ ALTER TABLE consumed_v4 RENAME TO consumed;
 # `redated`: an event the server refused as dated in its future, re-dated once by the server's clock.
 V5 = """
 ALTER TABLE outbox ADD COLUMN steady REAL;
-ALTER TABLE outbox ADD COLUMN crc INTEGER;
+ALTER TABLE outbox ADD COLUMN checksum INTEGER;
 ALTER TABLE outbox ADD COLUMN redated INTEGER NOT NULL DEFAULT 0;
 UPDATE outbox SET steady = created_at;
 DROP INDEX IF EXISTS idx_outbox_created_at;
 DROP INDEX IF EXISTS outbox_type_age;
 CREATE INDEX outbox_steady ON outbox (steady);
 CREATE INDEX outbox_type_steady ON outbox (type, steady);
-ALTER TABLE candidates ADD COLUMN crc INTEGER;
-ALTER TABLE candidates ADD COLUMN blob_crc INTEGER;
-ALTER TABLE user_state ADD COLUMN crc INTEGER;
+ALTER TABLE candidates ADD COLUMN checksum INTEGER;
+ALTER TABLE candidates ADD COLUMN blob_checksum INTEGER;
+ALTER TABLE user_state ADD COLUMN checksum INTEGER;
 CREATE TABLE damaged (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT, detail TEXT NOT NULL, at REAL NOT NULL,
     body BLOB);
 """
@@ -158,15 +158,15 @@ def _v4(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
 
 def _v5(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
     _run_script(conn, V5)
-    conn.executemany("UPDATE outbox SET crc = ? WHERE rowid = ?", [
-        (event_crc(e, u, t, b), r) for r, e, u, t, b in conn.execute(
+    conn.executemany("UPDATE outbox SET checksum = ? WHERE rowid = ?", [
+        (event_sum(e, u, t, b), r) for r, e, u, t, b in conn.execute(
             "SELECT rowid, event_id, user_id, type, body FROM outbox").fetchall()])
-    conn.executemany("UPDATE candidates SET crc = ?, blob_crc = ? WHERE rowid = ?", [
-        (packed_crc(u, *packed), blob_crc(u, blob), r) for r, u, blob, *packed in conn.execute(
+    conn.executemany("UPDATE candidates SET checksum = ?, blob_checksum = ? WHERE rowid = ?", [
+        (packed_sum(u, *packed), blob_sum(u, blob), r) for r, u, blob, *packed in conn.execute(
             "SELECT rowid, user_id, blob, ids, scores, vectors, stock, cats FROM candidates").fetchall()])
     rows = conn.execute("SELECT rowid, user_id, s, w, n_events FROM user_state").fetchall()
-    conn.executemany("UPDATE user_state SET crc = ? WHERE rowid = ?",
-                     [(state_crc(u, s, w, n), r) for r, u, s, w, n in rows if None not in (s, w, n)])
+    conn.executemany("UPDATE user_state SET checksum = ? WHERE rowid = ?",
+                     [(state_sum(u, s, w, n), r) for r, u, s, w, n in rows if None not in (s, w, n)])
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection, ArtifactFiles], None]] = [_v1, _v2, _v3, _v4, _v5]
@@ -184,7 +184,7 @@ def shape(conn: sqlite3.Connection) -> int:
     def columns(table: str) -> set[str]:
         return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")} if table in tables else set()
 
-    if "crc" in columns("outbox"):
+    if "checksum" in columns("outbox"):
         return 5
     items = columns("items")
     if "external_id" in items:

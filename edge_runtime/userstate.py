@@ -25,7 +25,7 @@ import numpy as np
 from shared.features import UserState, query_vector, update_user_state
 
 from .cache import DeviceCache, drop_damaged_state, state_ok
-from .rowsum import state_crc
+from .rowsum import state_sum
 
 CONSUMED_TYPES = ("click", "add_to_cart", "purchase")
 
@@ -55,7 +55,7 @@ def fold(conn: sqlite3.Connection, user_id: str, events: Iterable[dict], dim: in
     """Fold `events` (oldest first) into the user's state and consumed items, inside the caller's transaction."""
     state = base
     if state is None:
-        row = conn.execute("SELECT s, w, n_events, crc FROM user_state WHERE user_id = ?", (user_id,)).fetchone()
+        row = conn.execute("SELECT s, w, n_events, checksum FROM user_state WHERE user_id = ?", (user_id,)).fetchone()
         if row is not None and not state_ok(user_id, row):
             # Folding onto damaged bytes would carry the damage (a NaN) into every later state: start
             # empty, and have the next sync bring the server's live state with these events folded on top.
@@ -78,7 +78,7 @@ def fold(conn: sqlite3.Connection, user_id: str, events: Iterable[dict], dim: in
             conn.execute("INSERT OR REPLACE INTO consumed (user_id, item_id, type) VALUES (?, ?, ?)",
                          (user_id, item_id, ev["type"]))
     s = np.asarray(state.s, dtype="<f4").tobytes()
-    conn.execute("INSERT OR REPLACE INTO user_state (user_id, s, w, n_events, updated_at, crc) VALUES (?, ?, ?, ?, "
+    conn.execute("INSERT OR REPLACE INTO user_state (user_id, s, w, n_events, updated_at, checksum) VALUES (?, ?, ?, ?, "
                  "strftime('%s', 'now'), ?)", (user_id, s, float(state.w), int(state.n_events),
-                                               state_crc(user_id, s, state.w, state.n_events)))
+                                               state_sum(user_id, s, state.w, state.n_events)))
     return state
