@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -30,24 +31,108 @@ from shared.features import UserState
 
 from . import schema
 from .artifacts import ArtifactFiles
-from .errors import StorageError
-from .packed import Candidates
+from .errors import STORAGE_CODES, StorageError
+from .packed import Candidates, repack
+from .rowsum import note_damage, packed_sum, state_sum
 
 DURABILITY = ("crash", "power")
-# SQLite result codes that mean the storage, not the statement, is at fault.
-STORAGE_CODES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CORRUPT", "SQLITE_NOTADB",
-                 "SQLITE_CANTOPEN", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PERM")
 
 
-def storage_error(exc: sqlite3.Error, what: str) -> Exception:
-    """StorageError for storage failures; the original error for anything else (a bug)."""
+def storage_state(path: Path) -> str | None:
+    """"read-only" or "full" when the file system holding `path` is (statvfs); None otherwise or when unknown."""
+    try:
+        st = os.statvfs(path.parent if not path.exists() else path)
+    except (OSError, AttributeError):
+        return None
+    if st.f_flag & getattr(os, "ST_RDONLY", 1):
+        return "read-only"
+    return "full" if st.f_bavail * st.f_frsize < 64 << 10 else None
+
+
+def queued_events(path: Path) -> int | None:
+    """How many events the database at `path` holds for upload, read without writing anything; None if unreadable.
+
+    On read-only storage a WAL database whose -shm file is gone cannot be opened even read-only; then it
+    is read as immutable (the main file alone: after a clean close, the WAL is in it)."""
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True, timeout=1.0)
+            try:
+                return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError, ValueError):
+            continue
+    return None
+
+
+def storage_error(exc: sqlite3.Error, what: str, path: Path | None = None) -> Exception:
+    """StorageError for storage failures, saying what is wrong; the original error for anything else (a bug).
+
+    Never advises deleting the database: it may hold events not yet uploaded, and what
+    fails is usually the storage (read-only, full), which deleting would not fix.
+    """
     name = getattr(exc, "sqlite_errorname", "") or ""
     if not name.startswith(STORAGE_CODES):
         return exc
-    hint = ("the device is out of space: free some, then retry" if name == "SQLITE_FULL"
-            else "another process holds the database: retry" if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-            else "the database may be damaged: delete it and sync again if this persists")
+    fs = storage_state(path) if path is not None else None
+    if name == "SQLITE_FULL" or fs == "full":
+        hint = ("the device's storage is full: free some space, then retry; nothing already stored is lost "
+                "(queued events stay queued)")
+    elif name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN")) or fs == "read-only":
+        hint = ("the device's storage is read-only" if fs == "read-only" else
+                "the app may not write the database or its folder (read-only storage, permissions)")
+        hint += ": nothing was written, and what the database holds (queued events too) is kept; retry once " \
+                "it is writable"
+    elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        hint = "another process holds the database: retry"
+    elif name.startswith("SQLITE_IOERR"):
+        hint = "the storage reported an I/O error: retry; if it persists, the storage is failing"
+    else:  # SQLITE_CORRUPT, SQLITE_NOTADB
+        hint = ("the database file is damaged. Do not delete it: copy it aside first, it may hold events not yet "
+                "uploaded")
+    queued = queued_events(path) if path is not None and name != "SQLITE_FULL" else None
+    if queued:
+        hint += f" (it holds {queued} queued events)"
     return StorageError(f"{what} failed: {exc} ({name}); {hint}")
+
+
+def _retry_busy(conn: sqlite3.Connection, sql: str, timeout: float = 5.0) -> list:
+    """Run `sql`, retrying while another connection holds the lock it needs (switching to WAL
+    returns SQLITE_BUSY at once, without waiting in SQLite's busy handler)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorname", "") or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _packed_ok(user_id: str, row: tuple) -> bool:
+    try:
+        return row[7] is not None and row[7] == packed_sum(user_id, *row[:5])
+    except TypeError:  # a column of the wrong type: damaged as well
+        return False
+
+
+def state_ok(user_id: str, row: tuple) -> bool:
+    """Whether a (s, w, n_events, checksum) row matches its checksum."""
+    try:
+        return row[3] is not None and row[3] == state_sum(user_id, row[0], row[1], row[2])
+    except (TypeError, ValueError):
+        return False
+
+
+def drop_damaged_state(conn: sqlite3.Connection, user_id: str) -> None:
+    """Inside the caller's transaction: drop a damaged state, and have the next sync fetch the user whole (its
+    answer carries the server's live state, onto which the pending events are folded again)."""
+    note_damage(conn, "state", user_id, "user state does not match its checksum; dropped, fetched at the next sync",
+                time.time())
+    conn.execute("DELETE FROM user_state WHERE user_id = ?", (user_id,))
+    conn.execute("UPDATE candidates SET version = 0 WHERE user_id = ?", (user_id,))
 
 
 @dataclass
@@ -130,15 +215,17 @@ class DeviceCache:
         self.durability = durability
         self.files = ArtifactFiles(f"{self.path}-artifacts")
         self.lock = threading.RLock()
+        self.last_storage_error: str | None = None  # the last write the storage refused, until one succeeds
         try:
             conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0)
-            conn.execute("PRAGMA journal_mode=WAL")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                _retry_busy(conn, "PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
             conn.execute(f"PRAGMA wal_autocheckpoint={Checkpointer.FALLBACK_PAGES}")
             self.db = sqlite_utils.Database(conn)
             self.schema_version = schema.migrate(conn, self.files)
         except sqlite3.Error as exc:
-            raise storage_error(exc, f"opening {self.path}") from exc
+            raise storage_error(exc, f"opening {self.path}", self.path) from exc
         self._snapshot: Snapshot | None = None
         self._reader = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0)
         self._reader.execute("PRAGMA query_only = 1")
@@ -162,12 +249,16 @@ class DeviceCache:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
+                self.last_storage_error = None
                 self.checkpointer.committed(now=large)
             except sqlite3.Error as exc:
                 # SQLite rolls some errors (SQLITE_FULL among them) back by itself.
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise storage_error(exc, "a write to the device database") from exc
+                err = storage_error(exc, "a write to the device database", self.path)
+                if isinstance(err, StorageError):
+                    self.last_storage_error = str(err)
+                raise err from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -197,6 +288,13 @@ class DeviceCache:
     def set(self, key: str, value: str) -> None:
         with self.tx() as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def clock_offset(self) -> float | None:
+        """The server's clock minus this device's, in seconds, as the last upload measured it; None before any."""
+        try:
+            return float(json.loads(self.get("server_clock") or "null")["offset"])
+        except (TypeError, ValueError, KeyError):
+            return None
 
     @property
     def version(self) -> int:
@@ -228,9 +326,26 @@ class DeviceCache:
     # --- reads used by the local rerank ---
 
     def packed(self, user_id: str) -> Candidates | None:
-        row = self.query_one("SELECT ids, scores, vectors, stock, cats, version, received_at FROM candidates "
+        """The user's packed candidates, checked against their checksum. A damaged row is rebuilt from the held
+        record; if that is damaged too, it is marked to be fetched whole at the next sync and None is returned
+        (the caller answers without it): a damaged row is never reranked."""
+        row = self.query_one("SELECT ids, scores, vectors, stock, cats, version, received_at, checksum FROM candidates "
                              "WHERE user_id = ?", (user_id,))
-        return Candidates.from_row(row) if row else None
+        if row is None:
+            return None
+        if _packed_ok(user_id, row):
+            return Candidates.from_row(row[:7])
+        with self.tx() as conn:
+            note_damage(conn, "candidates", user_id, "packed row does not match its checksum; rebuilt from the "
+                        "held record", time.time())
+            if repack(conn, [user_id], skip_damaged=True):
+                note_damage(conn, "candidates", user_id, "held record damaged too; fetched whole at the next sync",
+                            time.time())
+        row = self.query_one("SELECT ids, scores, vectors, stock, cats, version, received_at, checksum FROM candidates "
+                             "WHERE user_id = ?", (user_id,))
+        if row is None or not row[0] or not _packed_ok(user_id, row):
+            return None
+        return Candidates.from_row(row[:7])
 
     def candidates(self, user_id: str) -> tuple[bytes, int, float] | None:
         """The user's candidate record: (zstd frame of the PRC2 record, version it is confirmed at, received_at).
@@ -241,8 +356,14 @@ class DeviceCache:
         return (row[0], row[1], row[2]) if row else None
 
     def user_state(self, user_id: str, dim: int | None = None) -> UserState | None:
-        row = self.query_one("SELECT s, w, n_events FROM user_state WHERE user_id = ?", (user_id,))
+        """The user's on-device state; None if there is none, or if it is damaged (then it is dropped and the
+        user's record marked to be fetched whole at the next sync, which brings the server's live state)."""
+        row = self.query_one("SELECT s, w, n_events, checksum FROM user_state WHERE user_id = ?", (user_id,))
         if row is None:
+            return None
+        if not state_ok(user_id, row):
+            with self.tx() as conn:
+                drop_damaged_state(conn, user_id)
             return None
         return UserState(np.frombuffer(row[0], dtype="<f4").astype(np.float32), row[1], row[2])
 
@@ -250,9 +371,14 @@ class DeviceCache:
         if conn is None:
             with self.tx() as conn:
                 return self.put_state(user_id, state, conn)
-        conn.execute("INSERT OR REPLACE INTO user_state (user_id, s, w, n_events, updated_at) VALUES (?, ?, ?, ?, ?)",
-                     (user_id, np.asarray(state.s, dtype="<f4").tobytes(), float(state.w), state.n_events,
-                      time.time()))
+        s = np.asarray(state.s, dtype="<f4").tobytes()
+        conn.execute("INSERT OR REPLACE INTO user_state (user_id, s, w, n_events, updated_at, checksum) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", (user_id, s, float(state.w), int(state.n_events), time.time(),
+                                                   state_sum(user_id, s, state.w, state.n_events)))
+
+    def damaged(self) -> dict[str, int]:
+        """Damage found so far, by kind (event, candidates, state)."""
+        return dict(self.query("SELECT kind, COUNT(*) FROM damaged GROUP BY kind"))
 
     def consumed(self, user_id: str) -> builtins.set[str]:
         """The products (their own ids) this user clicked, carted or bought on the device."""

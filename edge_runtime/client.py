@@ -9,6 +9,7 @@ asked for one: recommend() with the server allowed, sync() and flush().
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -20,12 +21,13 @@ from typing import cast
 from shared.schemas import check_id, check_item_id, validate_event
 
 from .cache import DeviceCache
-from .errors import IntegrityError, TransportError, ValidationError
+from .errors import IntegrityError, StorageError, TransportError, ValidationError
 from .local import LocalRecommender
 from .outbox import Outbox
 from .policy import Connectivity
 from .rerank import ModelSlot
 from .results import FlushResult, Recommendation, RecommendedItem, SyncResult
+from .steadyclock import SteadyClock, boottime, describe_offset
 from .sync import Syncer
 from .transport import Transport
 from .trust import load_public_key
@@ -48,6 +50,9 @@ class EdgeClient:
     `on_wifi=True`; candidate lists always. A version that needs a new model is
     left pending as a whole until then, and the held version keeps serving
     (docs/sync-protocol.md, "wifi_only").
+
+    `clock` is the wall clock (event timestamps); `monotonic` the steady one the
+    outbox ages events on (edge_runtime/steadyclock.py); tests inject both.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class EdgeClient:
         wifi_only: bool = False,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = boottime,
     ):
         self.device_id = check_id("device_id", device_id)
         self.cache = DeviceCache(db_path, durability)
@@ -91,7 +97,8 @@ class EdgeClient:
         self.wifi_only = wifi_only
         self.connectivity = connectivity or Connectivity()
         self.uploads = uploads or Connectivity()
-        self.outbox = Outbox(self.cache, max_outbox_events, max_outbox_bytes, max_outbox_age_days, clock)
+        self.outbox = Outbox(self.cache, max_outbox_events, max_outbox_bytes, max_outbox_age_days, clock,
+                             SteadyClock(clock, monotonic))
         self.batch_size = batch_size
         self.clock = clock
         self._sleep = sleep
@@ -103,6 +110,7 @@ class EdgeClient:
         # One sync at a time per client: two threads syncing one database would race on its version (and
         # refuse each other's answers as rollbacks).
         self._sync_lock = threading.Lock()
+        self._clock_offset: float | None = None  # the last measured, also when the storage refused to keep it
         # What each user was last shown (products by their own ids), so an event on one of those items can
         # say which path (server / edge / cache / popular) and which versions served it: monitoring per segment.
         self._served: dict[str, tuple[frozenset[str], dict[str, str]]] = {}
@@ -153,12 +161,25 @@ class EdgeClient:
 
         Honours the upload backoff (and any Retry-After): with `wait` = 0 it
         returns at once when backing off; otherwise it waits and retries for up
-        to `wait` seconds.
+        to `wait` seconds. Always returns: every answered round must remove rows
+        from the outbox (a round that removes none stops the flush), so the rows
+        queued at the start bound the rounds. A damaged queued event is
+        quarantined (result.quarantined), never sent, and the others go on.
         """
         result = FlushResult()
+        quarantined = self.outbox.quarantined_now
+        try:
+            self.outbox.retry_removal()
+        except StorageError as exc:
+            result.error = _unremoved(len(self.outbox.unremoved), exc)
+            result.remaining = self.outbox.count()
+            return result
         clock = self.uploads.clock
         deadline = clock() + wait
-        while True:
+        offset = None
+        rounds = limit = self.outbox.count() + 32  # a row per answered round at least; the rest for 413 halvings
+        while rounds > 0:
+            rounds -= 1
             if not self.uploads.allow():
                 delay = self.uploads.delay()
                 if clock() + delay > deadline:
@@ -166,9 +187,14 @@ class EdgeClient:
                     result.error = result.error or f"uploads back off for {delay:.1f} s more"
                     break
                 self._sleep(delay)
-            batch = self.outbox.next_batch(self.batch_size)
+            try:
+                batch = self.outbox.next_batch(self.batch_size)
+            except StorageError as exc:  # quarantining a damaged row needs a write
+                result.error = str(exc)
+                break
             if not batch:
                 break
+            sent_at = self.clock()
             try:
                 # 422: some events were rejected; its results are handled like a 200's (the
                 # rejected ones set aside, the rest acknowledged), never retried as a failure.
@@ -181,21 +207,57 @@ class EdgeClient:
                 result.error = str(exc)
                 self.uploads.failure(getattr(exc, "retry_after", None), str(exc))
                 continue
+            server_time = _server_time(answer)
+            if server_time is not None:
+                offset = server_time - (sent_at + self.clock()) / 2
             results = answer.get("results") if isinstance(answer, dict) else None
-            acked, rejected = self.outbox.acknowledge(results if isinstance(results, list) else [], batch.events)
             result.sent += len(batch)
             result.batches += 1
-            result.acknowledged += acked
-            result.rejected += rejected
-            if acked + rejected == 0:
+            held = len(self.outbox.unremoved)
+            try:
+                ack = self.outbox.acknowledge(results if isinstance(results, list) else [], batch.events,
+                                              batch.rowids, server_time)
+            except StorageError as exc:
+                result.acknowledged += len(self.outbox.unremoved) - held  # the server has them all the same
+                result.error = _unremoved(len(self.outbox.unremoved), exc)
+                break
+            result.acknowledged += ack.acknowledged
+            result.rejected += ack.rejected
+            result.redated += ack.redated
+            if ack.acknowledged + ack.rejected + ack.redated == 0:
                 result.error = "the server acknowledged none of the batch"
                 self.uploads.failure(None, result.error)
                 continue
+            if ack.removed + ack.redated == 0:
+                # Acknowledged, yet nothing left the outbox: the next round would send the same batch again.
+                result.error = (f"the server acknowledged {ack.acknowledged + ack.rejected} events of the batch, but "
+                                "none of them left the outbox; stopped instead of sending them again")
+                break
             self.uploads.success()
+        else:
+            result.error = result.error or f"stopped after {limit} rounds (the events queued at the start, and 32 " \
+                                            "more); flush again"
+        if offset is not None:
+            self._note_server_clock(offset)
+        result.quarantined = self.outbox.quarantined_now - quarantined
         result.remaining = self.outbox.count()
         if result.remaining == 0:
             result.error = None
         return result
+
+    def _note_server_clock(self, offset: float) -> None:
+        """Keep the server's view of this device's clock (server minus device, seconds), for status() and for
+        the messages that depend on the device's clock."""
+        self._clock_offset = offset
+        try:
+            self.cache.set("server_clock", json.dumps({"offset": offset, "at": self.clock()}))
+        except StorageError:
+            pass  # kept in memory; the next flush tries to store it again
+
+    @property
+    def clock_offset(self) -> float | None:
+        """The server's clock minus this device's, in seconds, as the last upload measured it; None before any."""
+        return self._clock_offset if self._clock_offset is not None else self.cache.clock_offset()
 
     # --- sync ---
 
@@ -288,6 +350,7 @@ class EdgeClient:
         row = self.cache.query_one("SELECT COUNT(*) FROM rejected")
         assert row is not None  # COUNT(*) always returns one row
         rejected = row[0]
+        offset = self.clock_offset
         return {
             "bundle_version": snap.version,
             "model_version": snap.model_version,
@@ -301,6 +364,11 @@ class EdgeClient:
             "dropped": self.outbox.dropped,
             "dropped_by_reason": self.outbox.dropped_by_reason(),
             "rejected": rejected,
+            "quarantined": self.outbox.quarantined(),
+            "damaged": self.cache.damaged(),
+            "clock_offset": offset,
+            "clock_problem": describe_offset(offset),
+            "storage_error": self.cache.last_storage_error,
             "connectivity": self.connectivity.state,
             "uploads": self.uploads.state,
             "uploads_retry_in": self.uploads.delay() or None,
@@ -369,6 +437,18 @@ def _server_items(body: object) -> tuple[list[tuple[str, float]], dict[str, dict
         ranked.append((item_id, float(score)))  # type: ignore[arg-type]  # _number checked it
         sent[item_id] = it
     return ranked, sent
+def _server_time(answer: object) -> float | None:
+    """The server's clock from an upload answer (`server_time`, unix seconds), if it sent a plausible one."""
+    value = answer.get("server_time") if isinstance(answer, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
+def _unremoved(n: int, exc: StorageError) -> str:
+    return (f"the server has the {n} events it acknowledged, but the device could not remove them from its outbox "
+            f"({exc}); they stay queued, this client does not send them again and retries removing them at the "
+            "next flush (after a restart they are sent again, and the server counts them once)")
 
 
 def _timed(rec: Recommendation, start: float) -> Recommendation:

@@ -15,6 +15,10 @@ from shared.errors import (  # re-exported: the SDK's whole hierarchy in one pla
     ValidationError,
 )
 
+# SQLite result codes that mean the storage, not the statement, is at fault.
+STORAGE_CODES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CORRUPT", "SQLITE_NOTADB",
+                 "SQLITE_CANTOPEN", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PERM")
+
 
 class StorageError(PocketrankError):
     """The device's storage refused a write (disk full, read-only, corrupt database).

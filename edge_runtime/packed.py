@@ -19,6 +19,8 @@ import numpy as np
 from shared import wire
 from shared.errors import IntegrityError
 
+from .rowsum import blob_sum, packed_sum
+
 
 @dataclass
 class ItemTable:
@@ -70,32 +72,56 @@ def pack(table: ItemTable, record: bytes) -> tuple[bytes, bytes, bytes, bytes, b
 
 
 def repack(conn: sqlite3.Connection, user_ids: list[str] | None = None, table: ItemTable | None = None,
-           skip_damaged: bool = False) -> None:
-    """Rebuild the packed columns of `user_ids` (every user when None) from their records.
+           skip_damaged: bool = False, checksums: bool = True) -> list[str]:
+    """Rebuild the packed columns of `user_ids` (every user when None) from their records; returns the users
+    whose record is damaged.
 
     Runs inside the caller's transaction. With `skip_damaged` (a sync, which replaces such records
-    in its next round), a record that no longer decodes gets empty packed columns instead of an error.
+    in its next round), a record that no longer decodes, or no longer matches its checksum, gets empty
+    packed columns and version 0 (asked for whole at the next sync) instead of an error. Each row's
+    checksums (edge_runtime/rowsum.py) are written with it; `checksums=False` only for the v2 migration,
+    whose tables have no column for them yet.
     """
     table = table or ItemTable.load(conn)
+    cols = "user_id, blob, blob_checksum" if checksums else "user_id, blob, NULL"
     if user_ids is None:
-        rows = conn.execute("SELECT user_id, blob FROM candidates").fetchall()
+        rows = conn.execute(f"SELECT {cols} FROM candidates").fetchall()
     else:
         rows = []
         for i in range(0, len(user_ids), 500):
             part = user_ids[i : i + 500]
-            rows += conn.execute(f"SELECT user_id, blob FROM candidates WHERE user_id IN ({','.join('?' * len(part))})",
+            rows += conn.execute(f"SELECT {cols} FROM candidates WHERE user_id IN ({','.join('?' * len(part))})",
                                  part).fetchall()
-    def packed(blob: bytes) -> tuple[bytes, ...]:
+    damaged: list[str] = []
+
+    def packed(uid: str, blob: bytes, held_sum: int | None) -> tuple[bytes, ...]:
         try:
+            # A record written by this sync has no checksum yet (its INSERT OR REPLACE cleared it): it was
+            # verified against its signature a moment ago. One held from before must still match its own.
+            if held_sum is not None and held_sum != blob_sum(uid, blob):
+                raise IntegrityError(f"the held record of user {uid!r} is damaged on the device (checksum "
+                                     "mismatch); sync again")
             return pack(table, blob)
         except IntegrityError:
             if not skip_damaged:
                 raise
+            damaged.append(uid)
             return (b"",) * 5
 
-    conn.executemany("UPDATE candidates SET ids = ?, scores = ?, vectors = ?, stock = ?, cats = ? WHERE user_id = ?",
-                     [(*packed(blob), uid) for uid, blob in rows])
+    if not checksums:
+        conn.executemany("UPDATE candidates SET ids = ?, scores = ?, vectors = ?, stock = ?, cats = ? "
+                         "WHERE user_id = ?", [(*packed(uid, blob, None), uid) for uid, blob, _ in rows])
+    else:
+        updates = []
+        for uid, blob, held_sum in rows:
+            cols5 = packed(uid, blob, held_sum)
+            whole = uid not in damaged
+            updates.append((*cols5, packed_sum(uid, *cols5), blob_sum(uid, blob) if whole else held_sum,
+                            None if whole else 0, uid))
+        conn.executemany("UPDATE candidates SET ids = ?, scores = ?, vectors = ?, stock = ?, cats = ?, checksum = ?, "
+                         "blob_checksum = ?, version = COALESCE(?, version) WHERE user_id = ?", updates)
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('categories', ?)", (json.dumps(table.categories),))
+    return damaged
 
 
 @dataclass

@@ -59,6 +59,8 @@ class FlushResult:
     sent: int = 0
     acknowledged: int = 0
     rejected: int = 0
+    redated: int = 0  # refused as dated in the server's future; re-dated by its clock and sent again
+    quarantined: int = 0  # found damaged on the device: set aside, never sent (status()["quarantined"])
     remaining: int = 0
     batches: int = 0
     error: str | None = None

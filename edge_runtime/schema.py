@@ -4,6 +4,15 @@ Each migration runs in its own transaction together with the version bump, so
 a crash mid-migration leaves the database on the previous version and the
 next open runs it again. A database written by a newer SDK is refused rather
 than guessed at.
+
+Several processes may open one database at once (the app, its widget, the
+CLI). Each step therefore reads the version again after taking the write lock
+(BEGIN IMMEDIATE) and does nothing if another process got there first: a
+version read before the lock is stale by the time the lock is held. Releases
+before v5 read it only before, so two processes could run a step twice and set
+the version back on a newer schema, after which every open failed; such a
+database is recognised by its tables (`shape`), its version is set right, and
+it opens again with its queued events.
 """
 
 from __future__ import annotations
@@ -12,8 +21,9 @@ import sqlite3
 from collections.abc import Callable
 
 from .artifacts import ArtifactFiles
-from .errors import StorageError
+from .errors import STORAGE_CODES, StorageError
 from .packed import repack
+from .rowsum import blob_sum, event_sum, packed_sum, state_sum
 
 # v1: the first release's tables, exactly as it created them (through sqlite-utils),
 # so a database it wrote is recognised as v1 although its user_version is 0.
@@ -89,6 +99,28 @@ ALTER TABLE consumed_v4 RENAME TO consumed;
 """
 
 
+# v5: what the device stores carries a checksum (edge_runtime/rowsum.py): queued events, packed candidate
+# rows and their records, user states; damage found on a read is recorded in `damaged` (a damaged queued
+# event's bytes with it). The outbox ages its events on the steady clock (edge_runtime/steadyclock.py), not
+# the wall clock, which jumps; events held before start at their wall-clock time, the steady clock's origin.
+# `redated`: an event the server refused as dated in its future, re-dated once by the server's clock.
+V5 = """
+ALTER TABLE outbox ADD COLUMN steady REAL;
+ALTER TABLE outbox ADD COLUMN checksum INTEGER;
+ALTER TABLE outbox ADD COLUMN redated INTEGER NOT NULL DEFAULT 0;
+UPDATE outbox SET steady = created_at;
+DROP INDEX IF EXISTS idx_outbox_created_at;
+DROP INDEX IF EXISTS outbox_type_age;
+CREATE INDEX outbox_steady ON outbox (steady);
+CREATE INDEX outbox_type_steady ON outbox (type, steady);
+ALTER TABLE candidates ADD COLUMN checksum INTEGER;
+ALTER TABLE candidates ADD COLUMN blob_checksum INTEGER;
+ALTER TABLE user_state ADD COLUMN checksum INTEGER;
+CREATE TABLE damaged (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT, detail TEXT NOT NULL, at REAL NOT NULL,
+    body BLOB);
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Statement by statement: executescript() would commit the migration's open transaction."""
     pending = ""
@@ -113,7 +145,7 @@ def _v2(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
         conn.execute("INSERT INTO artifact_files VALUES (?, ?, ?)", (name, sha, len(blob)))
     conn.execute("DROP TABLE artifacts")
     conn.execute("ALTER TABLE artifact_files RENAME TO artifacts")
-    repack(conn)
+    repack(conn, checksums=False)  # v2's columns: the checksums come with v5
 
 
 def _v3(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
@@ -124,7 +156,20 @@ def _v4(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
     _run_script(conn, V4)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection, ArtifactFiles], None]] = [_v1, _v2, _v3, _v4]
+def _v5(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
+    _run_script(conn, V5)
+    conn.executemany("UPDATE outbox SET checksum = ? WHERE rowid = ?", [
+        (event_sum(e, u, t, b), r) for r, e, u, t, b in conn.execute(
+            "SELECT rowid, event_id, user_id, type, body FROM outbox").fetchall()])
+    conn.executemany("UPDATE candidates SET checksum = ?, blob_checksum = ? WHERE rowid = ?", [
+        (packed_sum(u, *packed), blob_sum(u, blob), r) for r, u, blob, *packed in conn.execute(
+            "SELECT rowid, user_id, blob, ids, scores, vectors, stock, cats FROM candidates").fetchall()])
+    rows = conn.execute("SELECT rowid, user_id, s, w, n_events FROM user_state").fetchall()
+    conn.executemany("UPDATE user_state SET checksum = ? WHERE rowid = ?",
+                     [(state_sum(u, s, w, n), r) for r, u, s, w, n in rows if None not in (s, w, n)])
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection, ArtifactFiles], None]] = [_v1, _v2, _v3, _v4, _v5]
 LATEST = len(MIGRATIONS)
 
 
@@ -132,20 +177,65 @@ def version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
+def shape(conn: sqlite3.Connection) -> int:
+    """The newest schema whose changes the tables show, whatever user_version says."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def columns(table: str) -> set[str]:
+        return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")} if table in tables else set()
+
+    if "checksum" in columns("outbox"):
+        return 5
+    items = columns("items")
+    if "external_id" in items:
+        return 4
+    if "sha256" in items:
+        return 3
+    if "outbox_totals" in tables:
+        return 2
+    return 1 if "meta" in tables else 0
+
+
+def _newer(current: int) -> StorageError:
+    return StorageError(f"the device database has schema v{current}, written by a newer SDK; this one reads up "
+                        f"to v{LATEST}: update the app (keep the database: it may hold events not yet uploaded)")
+
+
 def migrate(conn: sqlite3.Connection, files: ArtifactFiles, target: int = LATEST) -> int:
     """Bring the database to `target` (default: the newest schema); returns the version it is on."""
     current = version(conn)
     if current > LATEST:
-        raise StorageError(f"the device database has schema v{current}, written by a newer SDK; this one reads up "
-                           f"to v{LATEST}: update the app, or delete the database to start over")
-    for number in range(current + 1, target + 1):
+        raise _newer(current)
+    if current >= target:
+        return current  # the common open: no write lock taken
+    while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            MIGRATIONS[number - 1](conn, files)
-            conn.execute(f"PRAGMA user_version = {number}")
+            # Under the write lock: another process may have migrated since the read above.
+            recorded = version(conn)
+            if recorded > LATEST:
+                raise _newer(recorded)
+            current = max(recorded, shape(conn))
+            if current != recorded:
+                # A version set back by the old race: the step it reran was v1's, whose
+                # CREATE IF NOT EXISTS only brought back the table v2 drops.
+                if current >= 2:
+                    conn.execute("DROP TABLE IF EXISTS partials")
+                conn.execute(f"PRAGMA user_version = {current}")
+            if current >= target:
+                conn.execute("COMMIT")
+                return current
+            try:
+                MIGRATIONS[current](conn, files)
+            except sqlite3.Error as exc:
+                if (getattr(exc, "sqlite_errorname", "") or "").startswith(STORAGE_CODES):
+                    raise  # the storage's fault: the caller names it
+                raise StorageError(f"migrating the device database from schema v{current} to v{current + 1} failed "
+                                   f"({exc}); nothing of that step was applied, and the database stays on "
+                                   f"v{current} with everything it holds; report this with the SDK version") from exc
+            conn.execute(f"PRAGMA user_version = {current + 1}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    return version(conn)

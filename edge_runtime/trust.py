@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from datetime import datetime, timezone
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -21,8 +22,13 @@ def load_public_key(hex_key: str) -> Ed25519PublicKey:
 
 
 def verify_manifest(manifest_bytes: bytes, signature_b64: str, public_key: Ed25519PublicKey,
-                    held_version: int, now: float | None = None) -> dict:
-    """Return the manifest if it is signed by `public_key`, newer than held, and unexpired."""
+                    held_version: int, now: float | None = None, clock_offset: float | None = None) -> dict:
+    """Return the manifest if it is signed by `public_key`, newer than held, and unexpired.
+
+    Expiry is judged by the device's clock. `clock_offset` (the server's clock minus the device's, as the
+    last upload measured it: EdgeClient.clock_offset) only shapes the message, so that a device whose clock
+    is wrong is told so instead of blaming the server; an unsigned offset never makes a bundle acceptable.
+    """
     if not signature_b64:
         raise SignatureError("the bundle is unsigned; refusing it")
     try:
@@ -40,8 +46,24 @@ def verify_manifest(manifest_bytes: bytes, signature_b64: str, public_key: Ed255
         )
     now = time.time() if now is None else now
     if manifest["expires_at"] < now:
-        raise SignatureError(f"bundle version {manifest['version']} expired; the server must republish")
+        raise SignatureError(_expired(manifest, now, clock_offset))
     return manifest
+
+
+def _expired(manifest: dict, now: float, clock_offset: float | None) -> str:
+    def utc(t: float) -> str:
+        try:
+            return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        except (OverflowError, OSError, ValueError):
+            return f"{t:.0f}"
+
+    version, expires = manifest["version"], manifest["expires_at"]
+    if clock_offset is not None and now + clock_offset < expires:
+        return (f"bundle version {version} looks expired only because the device clock is wrong: it reads "
+                f"{utc(now)}, {abs(clock_offset) / 86400:.1f} days ahead of the server's; the bundle is valid until "
+                f"{utc(expires)}. Set the device clock right, then sync again")
+    return (f"bundle version {version} expired at {utc(expires)} by the device clock ({utc(now)}): if the device "
+            "clock is right, the server must republish; if it is wrong, set it right and sync again")
 
 
 def verify_record(public_key: Ed25519PublicKey, version: int, user_id: str, raw_sha256: bytes, signature: bytes) -> None:

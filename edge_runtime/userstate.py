@@ -10,6 +10,9 @@ the held entry's index through the items table's unique `external_id`. An event
 on a product the device holds no entry for folds no vector (the server's live
 state, at the next sync, includes it) and is still marked consumed by its id, so
 the product stays out of the local lists if its entry arrives later.
+
+Each stored state carries a checksum (edge_runtime/rowsum.py), written with it and checked before it is
+folded onto or reranked with.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import numpy as np
 
 from shared.features import UserState, query_vector, update_user_state
 
-from .cache import DeviceCache
+from .cache import DeviceCache, drop_damaged_state, state_ok
+from .rowsum import state_sum
 
 CONSUMED_TYPES = ("click", "add_to_cart", "purchase")
 
@@ -51,7 +55,12 @@ def fold(conn: sqlite3.Connection, user_id: str, events: Iterable[dict], dim: in
     """Fold `events` (oldest first) into the user's state and consumed items, inside the caller's transaction."""
     state = base
     if state is None:
-        row = conn.execute("SELECT s, w, n_events FROM user_state WHERE user_id = ?", (user_id,)).fetchone()
+        row = conn.execute("SELECT s, w, n_events, checksum FROM user_state WHERE user_id = ?", (user_id,)).fetchone()
+        if row is not None and not state_ok(user_id, row):
+            # Folding onto damaged bytes would carry the damage (a NaN) into every later state: start
+            # empty, and have the next sync bring the server's live state with these events folded on top.
+            drop_damaged_state(conn, user_id)
+            row = None
         state = UserState(np.frombuffer(row[0], dtype="<f4").astype(np.float32), row[1], row[2]) if row \
             else UserState.empty(dim)
     for ev in events:
@@ -68,7 +77,8 @@ def fold(conn: sqlite3.Connection, user_id: str, events: Iterable[dict], dim: in
         if ev["type"] in CONSUMED_TYPES and item_id is not None:
             conn.execute("INSERT OR REPLACE INTO consumed (user_id, item_id, type) VALUES (?, ?, ?)",
                          (user_id, item_id, ev["type"]))
-    conn.execute("INSERT OR REPLACE INTO user_state (user_id, s, w, n_events, updated_at) VALUES (?, ?, ?, ?, "
-                 "strftime('%s', 'now'))", (user_id, np.asarray(state.s, dtype="<f4").tobytes(), float(state.w),
-                                            state.n_events))
+    s = np.asarray(state.s, dtype="<f4").tobytes()
+    conn.execute("INSERT OR REPLACE INTO user_state (user_id, s, w, n_events, updated_at, checksum) VALUES (?, ?, ?, ?, "
+                 "strftime('%s', 'now'), ?)", (user_id, s, float(state.w), int(state.n_events),
+                                               state_sum(user_id, s, state.w, state.n_events)))
     return state

@@ -12,7 +12,10 @@ the answer too, so a client reads its own writes.
 The status says whether everything went in: 200 when no event was rejected,
 422 when at least one was. Both carry the same per-event results, so a client
 acknowledges the accepted and duplicate ones and sets aside exactly the
-rejected ones; neither is worth retrying unchanged.
+rejected ones; neither is worth retrying unchanged. Both also carry
+`server_time`, the server's clock (unix seconds) when it checked the batch: a
+device learns from it how far off its own clock is, and re-dates by it an event
+refused as dated in the future.
 
 What "unknown" means here:
 - an item id the catalogue does not hold is rejected, naming the item (add it
@@ -103,7 +106,7 @@ def post_events():
         results[pos] = {"event_id": ev.event_id, "status": "accepted" if is_new else "duplicate"}
     rejected = len(raw) - len(valid)
     accepted = sum(new)
-    counts = {"accepted": accepted, "duplicate": len(valid) - accepted, "rejected": rejected}
+    counts = {"accepted": accepted, "duplicate": len(valid) - accepted, "rejected": rejected, "server_time": now}
     if rejected:
         return jsonify(error="invalid_events", field="events", message=summary(results), results=results,
                        **counts), 422

@@ -42,7 +42,9 @@ EVENT_RESULT = {
 EVENT_RESULTS: dict[str, Any] = {
     "type": "object", "required": ["results", "accepted", "duplicate", "rejected"],
     "properties": {"results": {"type": "array", "items": EVENT_RESULT}, "accepted": {"type": "integer"},
-                   "duplicate": {"type": "integer"}, "rejected": {"type": "integer"}},
+                   "duplicate": {"type": "integer"}, "rejected": {"type": "integer"},
+                   "server_time": {"type": "number", "description": "the server's clock (unix seconds) when it "
+                                   "checked the batch: how a device learns its clock's offset"}},
 }
 ITEM = {
     "type": "object",

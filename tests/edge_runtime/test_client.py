@@ -18,6 +18,8 @@ from shared.errors import ModelError
 from shared.features import user_vector
 from shared.rules import top_by_score
 
+from .queued import reseal
+
 USER = "196"
 
 
@@ -193,6 +195,7 @@ def test_rejected_events_are_kept_aside_with_the_reason(device):
     device.track(USER, "click", "1")
     # An event the server will refuse (an item id the schema rejects once on the wire).
     device.cache.conn.execute("UPDATE outbox SET body = replace(body, '\"item_id\":\"1\"', '\"item_id\":-1')")
+    reseal(device)
     result = device.flush()
     assert result.rejected == 1 and result.remaining == 0
     reason = device.cache.conn.execute("SELECT reason FROM rejected").fetchone()[0]

@@ -12,7 +12,9 @@ DEAD = "http://127.0.0.1:9"  # nothing listens there; these tests never reach th
 
 
 def client(tmp_path, clock=None, **limits):
-    return EdgeClient(tmp_path / "d.sqlite", None, base_url=DEAD, clock=clock or __import__("time").time, **limits)
+    # One injected clock stands for both the wall clock and the steady one the outbox ages events on.
+    extra = {"clock": clock, "monotonic": clock} if clock else {}
+    return EdgeClient(tmp_path / "d.sqlite", None, base_url=DEAD, **extra, **limits)
 
 
 def queued(c):
@@ -122,8 +124,44 @@ def test_a_full_disk_refuses_the_event_loudly(tmp_path):
     c.track("u", "view", 1)
     pages = c.cache.conn.execute("PRAGMA page_count").fetchone()[0]
     c.cache.conn.execute(f"PRAGMA max_page_count = {pages}")
-    with pytest.raises(StorageError, match="out of space"):
+    with pytest.raises(StorageError, match="storage is full"):
         for i in range(200):  # a few fit in free pages; then the database must grow
             c.track("u", "search", query="x" * 200 + str(i))
     assert c.outbox.totals()[0] == c.cache.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
     c.close()
+
+
+def test_a_clock_corrected_forwards_ages_no_event(tmp_path):
+    """A phone whose clock restarted years behind, then corrected by the network: seconds-old events
+    looked years old on the wall clock and were dropped "by age". The steady clock saw seconds pass."""
+    wall = [978_307_200.0]  # 2001: the clock after a dead battery
+    c = EdgeClient(tmp_path / "d.sqlite", None, base_url=DEAD, clock=lambda: wall[0], max_outbox_age_days=7)
+    c.track("u", "click", 1)
+    c.track("u", "view", 2)
+    wall[0] = 1_900_000_000.0  # corrected forwards by 29 years
+    c.track("u", "view", 3)
+    assert queued(c) == ["click", "view", "view"] and c.status()["dropped"] == {}
+    assert c.status()["outbox_oldest_age"] < 60
+    c.close()
+    c = EdgeClient(tmp_path / "d.sqlite", None, base_url=DEAD, clock=lambda: wall[0], max_outbox_age_days=7)
+    c.track("u", "view", 4)  # the next process continues the steady clock (same boot): still nothing aged
+    assert len(queued(c)) == 4 and c.status()["dropped"] == {}
+    c.close()
+
+
+def test_across_a_reboot_the_wall_clock_counts_at_most_a_day():
+    from edge_runtime.steadyclock import UNWITNESSED_CAP, SteadyClock
+
+    wall, mono = [1_000.0], [50.0]
+    before = SteadyClock(lambda: wall[0], lambda: mono[0], boot="boot-a")
+    before.resume(None)
+    anchor = before.anchor()
+    wall[0] += 5 * 365 * 86400  # the clock was set five years forwards while the phone was off
+    mono[0] = 3.0  # a new boot's clock starts again
+    after = SteadyClock(lambda: wall[0], lambda: mono[0], boot="boot-b")
+    after.resume(anchor)
+    assert after.now() == 1_000.0 + UNWITNESSED_CAP
+    wall[0] = 0.0  # and set back to 1970: the steady clock never steps back
+    again = SteadyClock(lambda: wall[0], lambda: mono[0], boot="boot-c")
+    again.resume(after.anchor())
+    assert again.now() == after.now()

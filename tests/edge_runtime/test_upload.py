@@ -2,6 +2,8 @@
 
 import pytest
 
+from .queued import reseal
+
 USER = "196"
 
 
@@ -18,6 +20,7 @@ def test_a_422_acknowledges_the_good_events_and_sets_aside_the_bad_one(device, b
     for item in ("1", "2", "3"):
         device.track(USER, "click", item)
     device.cache.conn.execute(f"UPDATE outbox SET body = {bad_edit} WHERE body LIKE '%\"item_id\":\"1\",%'")
+    reseal(device)
     result = device.flush()
     assert (result.acknowledged, result.rejected, result.remaining) == (2, 1, 0)
     assert result.error is None and result.batches == 1  # one request: no retry loop, no backoff

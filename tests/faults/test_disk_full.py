@@ -9,6 +9,8 @@ from edge_runtime import StorageError
 from server.bundle.publish import publish_job
 from server.home import Home
 
+from .storage import needs_namespaces, run_child
+
 USER = "196"
 
 
@@ -29,7 +31,7 @@ def test_a_full_disk_during_sync_leaves_the_previous_version_serving(device, hom
     conn = device.cache.conn
     conn.execute("VACUUM")  # no free pages to fall back on: the sync's writes must grow the file
     conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
-    with pytest.raises(StorageError, match="out of space"):
+    with pytest.raises(StorageError, match="storage is full"):
         device.sync([USER, "186"])  # a second user's candidates need new pages
 
     assert device.cache.version == 1 and device.cache.artifact_shas() == old_files
@@ -44,3 +46,23 @@ def test_a_full_disk_during_sync_leaves_the_previous_version_serving(device, hom
     conn.execute("PRAGMA max_page_count = 1073741823")  # space freed
     assert device.sync([USER, "186"]).version == 2
     assert device.recommend("186", 10, allow_server=False).candidates_version == 2
+
+
+@needs_namespaces
+def test_a_disk_filling_at_random_points_loses_and_duplicates_nothing(live_server, tmp_path):
+    """RUNS devices on a real tmpfs that fills at a random point (a random few KB left): every event whose
+    track() returned reaches the server exactly once after the space is freed. Prints the figures."""
+    runs = 20
+    out = run_child(scenario="loop", dir=str(tmp_path / "mnt"), url=live_server.url, runs=runs, seed=11)
+    promised = [e for r in out["runs"] for e in r["promised"]]
+    counts = live_server.event_counts(promised)
+    figures = {
+        "runs": runs, "promised": len(promised), "refused_by_track": sum(r["refused"] for r in out["runs"]),
+        "lost": sum(c == 0 for c in counts.values()), "duplicated": sum(c > 1 for c in counts.values()),
+        "corrupted": sum(r["integrity"] != "ok" for r in out["runs"]),
+        "flush_raised": sum(r["flush_raised"] for r in out["runs"]),
+    }
+    print(f"\ndisk full loop: {figures}")
+    assert figures["lost"] == figures["duplicated"] == figures["corrupted"] == figures["flush_raised"] == 0
+    assert figures["refused_by_track"] > 0  # the disk did fill up
+    assert all(r["remaining"] == 0 for r in out["runs"])
