@@ -20,6 +20,7 @@ from typing import cast
 
 from shared.schemas import check_id, check_item_id, validate_event
 
+from . import sequence
 from .cache import DeviceCache
 from .errors import IntegrityError, StorageError, TransportError, ValidationError
 from .local import LocalRecommender
@@ -152,6 +153,9 @@ class EdgeClient:
         dim = self.cache.snapshot().dim
         with self.cache.tx(durable=type == "purchase") as conn:
             self.outbox.add(event, conn)
+            # A sequence model's encoder reads the held history: the event is in it at once, offline too.
+            sequence.append(conn, event.user_id, [(event.type, None, None if event.item_id is None
+                                                   else str(event.item_id), event.timestamp)])
             if dim:  # before the first sync there is nothing to fold with; the sync refolds the outbox
                 fold(conn, event.user_id, [event.to_dict()], dim, self.search.vector)
         return event.event_id
@@ -437,6 +441,8 @@ def _server_items(body: object) -> tuple[list[tuple[str, float]], dict[str, dict
         ranked.append((item_id, float(score)))  # type: ignore[arg-type]  # _number checked it
         sent[item_id] = it
     return ranked, sent
+
+
 def _server_time(answer: object) -> float | None:
     """The server's clock from an upload answer (`server_time`, unix seconds), if it sent a plausible one."""
     value = answer.get("server_time") if isinstance(answer, dict) else None

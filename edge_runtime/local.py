@@ -28,6 +28,7 @@ from shared.rules import apply_rules
 from .cache import DeviceCache, Snapshot
 from .rerank import LocalRanker, ModelSlot
 from .results import Recommendation, RecommendedItem
+from .sequence import DeviceEncoder, EncoderSlot, history
 
 STAGES = ("read", "features", "model", "rules")
 
@@ -42,11 +43,28 @@ class LocalRecommender:
         self.stale_after = stale_after
         self.clock = clock
         self.max_per_category = max_per_category
+        self.encoders = EncoderSlot()
         # Seconds spent in each stage of the last call: what `bench edge` reports.
         self.stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
 
     def _load(self, sha: str) -> LocalRanker:
         return LocalRanker(self.cache.files.read(sha), self.max_model_bytes)
+
+    def user_vector(self, snap: Snapshot, user_id: str) -> np.ndarray | None:
+        """The user's vector on the device: a sequence model's encoder over the held history (the server's
+        events as of the last sync and every event tracked here since), else the folded state."""
+        model = snap.manifest.get("model") or {}
+        if model.get("kind") == "sequence":
+            row = self.cache.query_one("SELECT sha256 FROM artifacts WHERE name = 'encoder'")
+            max_len = int((model.get("encoder") or {}).get("max_len") or 50)
+            encoder = self.encoders.get(row[0] if row else None,
+                                        lambda sha: DeviceEncoder(self.cache.files.read(sha), max_len,
+                                                                  self.max_model_bytes))
+            if encoder is None:
+                return None
+            return encoder.user_vector(*history(self.cache.query, user_id))
+        state = self.cache.user_state(user_id)
+        return user_vector(state) if state is not None and state.w > 0 else None
 
     def _cap(self, snap: Snapshot, override: int | None) -> int | None:
         if override is not None:
@@ -76,15 +94,18 @@ class LocalRecommender:
             stages["rules"] = time.perf_counter() - t1
             return self._answer(picked, "popular", snap, snap.version or None, stale)
         ranker = self.slot.get(snap.ranker_sha, self._load)
-        state = self.cache.user_state(user_id)
         t1 = time.perf_counter()
+        uv = self.user_vector(snap, user_id)  # a sequence model's encoder runs here: the "features" stage
         model = 0.0
-        if (ranker is not None and state is not None and state.w > 0 and len(cands.ids)
-                and len(state.s) == cands.vectors.shape[1]):
-            inputs = ranker_inputs(user_vector(state), cands.vectors)
+        scores = None
+        if ranker is not None and uv is not None and len(cands.ids) and len(uv) == cands.vectors.shape[1]:
+            inputs = ranker_inputs(uv, cands.vectors)
             t2 = time.perf_counter()
             scores = ranker.session.run(None, inputs)[0]
             model = time.perf_counter() - t2
+            if not np.all(np.isfinite(scores)):  # a damaged model or state: the server's order, never NaN order
+                scores = None
+        if scores is not None:
             order = np.lexsort((cands.ids, -scores))  # best first, ties by id: as shared.rules.top_by_score
             source = "edge"
         else:

@@ -121,6 +121,16 @@ CREATE TABLE damaged (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT, deta
 """
 
 
+# v6: a sequence model's device keeps each user's event history (edge_runtime/sequence.py): the server's
+# events as of the last sync (by item index) and the events tracked here since (by product id), each row
+# checksummed like the other stored rows.
+V6 = """
+CREATE TABLE user_history (pos INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, type TEXT NOT NULL,
+    item_index INTEGER, external_id TEXT, ts REAL NOT NULL, checksum INTEGER);
+CREATE INDEX user_history_user ON user_history (user_id, pos);
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Statement by statement: executescript() would commit the migration's open transaction."""
     pending = ""
@@ -169,7 +179,11 @@ def _v5(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
                      [(state_sum(u, s, w, n), r) for r, u, s, w, n in rows if None not in (s, w, n)])
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection, ArtifactFiles], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(conn: sqlite3.Connection, files: ArtifactFiles) -> None:
+    _run_script(conn, V6)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection, ArtifactFiles], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 LATEST = len(MIGRATIONS)
 
 
@@ -184,6 +198,8 @@ def shape(conn: sqlite3.Connection) -> int:
     def columns(table: str) -> set[str]:
         return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")} if table in tables else set()
 
+    if "user_history" in tables:
+        return 6
     if "checksum" in columns("outbox"):
         return 5
     items = columns("items")

@@ -23,6 +23,7 @@ from shared.errors import ModelError
 from shared.sequence import encoder_feed
 
 from .rerank import DEFAULT_MAX_BYTES, uses_external_data
+from .rowsum import row_sum
 
 EXPECTED_INPUTS = ("items", "types", "gaps")
 EXPECTED_OUTPUTS = ("user",)
@@ -91,22 +92,40 @@ class EncoderSlot:
         return self.encoder
 
 
-def history(conn: sqlite3.Connection, user_id: str) -> tuple[list[tuple[str, object, float]], list[np.ndarray | None]]:
-    """The user's held history, oldest first, as (type, product, time) and each product's held vector (or None)."""
-    rows = conn.execute(
-        "SELECT h.type, h.ts, COALESCE(i.external_id, h.external_id, '#' || h.item_index), i.vector "
-        "FROM user_history h LEFT JOIN items i ON (h.item_index IS NOT NULL AND i.item_id = h.item_index) "
-        "OR (h.item_index IS NULL AND i.external_id = h.external_id) "
-        "WHERE h.user_id = ? ORDER BY h.pos", (user_id,)).fetchall()
-    events = [(t, key, float(ts)) for t, ts, key, _ in rows]
-    vectors = [None if v is None else np.frombuffer(v, dtype="<f4") for *_, v in rows]
+HISTORY_SQL = (
+    "SELECT h.type, h.ts, COALESCE(i.external_id, h.external_id, '#' || h.item_index), i.vector, "
+    "h.user_id, h.item_index, h.external_id, h.checksum "
+    "FROM user_history h LEFT JOIN items i ON (h.item_index IS NOT NULL AND i.item_id = h.item_index) "
+    "OR (h.item_index IS NULL AND i.external_id = h.external_id) "
+    "WHERE h.user_id = ? ORDER BY h.pos")
+
+
+def history(query: Callable[[str, tuple], list[tuple]], user_id: str
+            ) -> tuple[list[tuple[str, object, float]], list[np.ndarray | None]]:
+    """The user's held history, oldest first, as (type, product, time) and each product's held vector (or None).
+    `query`: DeviceCache.query (a committed read) or a transaction's connection's execute + fetchall."""
+    rows = query(HISTORY_SQL, (user_id,))
+    # A damaged row (its checksum does not match) is left out, never read as another product or time.
+    rows = [r for r in rows if history_sum(r[4], r[0], r[5], r[6], r[1]) == r[7]]
+    events = [(t, key, float(ts)) for t, ts, key, *_ in rows]
+    vectors = [None if r[3] is None else np.frombuffer(r[3], dtype="<f4") for r in rows]
     return events, vectors
+
+
+def history_sum(user_id: str, etype: str, item_index: int | None, external_id: str | None, ts: float) -> int:
+    return row_sum(user_id, etype, item_index, external_id, float(ts))
+
+
+def history_items(conn: sqlite3.Connection) -> set[int]:
+    """Item indexes held histories name: their entries are kept (and asked for) like candidates'."""
+    return {i for (i,) in conn.execute("SELECT DISTINCT item_index FROM user_history WHERE item_index IS NOT NULL")}
 
 
 def append(conn: sqlite3.Connection, user_id: str, rows: list[tuple[str, int | None, str | None, float]]) -> None:
     """Add (type, item index or None, product id or None, time) rows to the user's history, keeping the newest."""
-    conn.executemany("INSERT INTO user_history (user_id, type, item_index, external_id, ts) VALUES (?, ?, ?, ?, ?)",
-                     [(user_id, t, i, e, ts) for t, i, e, ts in rows])
+    conn.executemany("INSERT INTO user_history (user_id, type, item_index, external_id, ts, checksum) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
+                     [(user_id, t, i, e, float(ts), history_sum(user_id, t, i, e, ts)) for t, i, e, ts in rows])
     conn.execute("DELETE FROM user_history WHERE user_id = ? AND pos NOT IN (SELECT pos FROM user_history "
                  "WHERE user_id = ? ORDER BY pos DESC LIMIT ?)", (user_id, user_id, KEEP_EVENTS))
 

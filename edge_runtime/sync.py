@@ -40,9 +40,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from shared import wire
 from shared.features import DECAY, TYPE_WEIGHTS, UserState
+from shared.schemas import EVENT_TYPES
 
+from . import sequence as seq
 from .answer import StaleEntries, check_answered, check_envelope, stale_lists, verify_answer_seal
 from .cache import DeviceCache
 from .errors import IntegrityError, SignatureError, TransportError
@@ -328,6 +332,20 @@ class Syncer:
             records[uid] = data if e["kind"] == "full" else wire.compress(raw)
         return records, same, need_full, lists
 
+    def _histories(self, body: dict) -> dict[str, np.ndarray]:
+        """A sequence model's live states: each user's history as the server holds it (PRH1 rows)."""
+        out = {}
+        for uid, b64 in (body.get("states") or {}).items():
+            if uid not in self._asked:
+                continue
+            try:
+                out[uid] = wire.unpack_history(base64.b64decode(b64, validate=True), len(EVENT_TYPES))
+            except (TypeError, binascii.Error) as exc:
+                raise IntegrityError(f"live history of user {uid!r} is not base64") from exc
+            except IntegrityError as exc:
+                raise IntegrityError(f"live history of user {uid!r}: {exc}") from exc
+        return out
+
     def _states(self, body: dict, dim: int) -> dict[str, UserState]:
         states = {}
         for uid, b64 in (body.get("states") or {}).items():
@@ -468,7 +486,9 @@ class Syncer:
         if not same:
             for name, art in arts.items():
                 parts[name] = self._artifact(name, art, body.get("artifacts"), result)
-        states = {} if foreign else self._states(body, dim)
+        sequence = (manifest.get("model") or {}).get("kind") == "sequence"
+        states = {} if foreign or sequence else self._states(body, dim)
+        histories = self._histories(body) if sequence and not foreign else {}
         ranker = None
         if not same and arts["ranker"]["sha256"] != self.slot.sha:
             # Refuse a bad model before anything is applied; the one in use stays.
@@ -514,7 +534,15 @@ class Syncer:
                              [(version, now, u) for u in carried])
             # Items no held list (nor the popular list) references are dropped.
             lists = held_lists(conn.execute("SELECT user_id, blob FROM candidates").fetchall())
-            needed = set(int(i) for i in manifest["popular"]).union(*lists.values())
+            # The server's history for each listed user replaces the held one; the events still queued here
+            # (not yet in the server's) go on top, as the folded state's do below.
+            for uid, rows in histories.items():
+                seq.replace(conn, uid, [(EVENT_TYPES[int(r["type"])], int(r["item"]) or None, None, float(r["ts"]))
+                                        for r in rows])
+                seq.append(conn, uid, [(e["type"], None, None if e.get("item_id") is None else str(e["item_id"]),
+                                        float(e["timestamp"])) for e in self.outbox.pending_for(uid, conn)])
+            # Entries the held histories name are kept and asked for like the lists': the encoder reads their vectors.
+            needed = set(int(i) for i in manifest["popular"]).union(*lists.values(), seq.history_items(conn))
             held_items = dict(conn.execute("SELECT item_id, model FROM items").fetchall())
             unreferenced = [(i,) for i in held_items if i not in needed]
             conn.executemany("DELETE FROM items WHERE item_id = ?", unreferenced)

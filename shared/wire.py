@@ -281,6 +281,35 @@ def unpack_state(raw: bytes) -> UserState:
     return UserState(s, float(w), int(n))
 
 
+# --- a sequence model's live user history, pushed instead of a state when the bundle's model is one ---
+
+HISTORY_MAGIC = b"PRH1"
+HISTORY_ROW = np.dtype([("item", "<i4"), ("type", "u1"), ("ts", "<f8")])
+MAX_HISTORY_ROWS = 1000
+
+
+def pack_history(items: np.ndarray, types: np.ndarray, times: np.ndarray) -> bytes:
+    """Layout: magic "PRH1", u16 n, n x (i32 item index (0: none, a search), u8 EVENT_TYPES index, f64 unix
+    seconds), oldest first: the events the server holds for the user, which the device's encoder reads."""
+    rows = np.zeros(len(items), dtype=HISTORY_ROW)
+    rows["item"], rows["type"], rows["ts"] = items, types, times
+    return HISTORY_MAGIC + struct.pack("<H", len(rows)) + rows.tobytes()
+
+
+def unpack_history(raw: bytes, n_types: int) -> np.ndarray:
+    """The PRH1 rows (a HISTORY_ROW array), or IntegrityError: bad layout, a type code out of range, an item
+    index below 0 or a time that is not finite."""
+    if raw[:4] != HISTORY_MAGIC or len(raw) < 6:
+        raise IntegrityError("user history: bad magic")
+    (n,) = struct.unpack_from("<H", raw, 4)
+    if n > MAX_HISTORY_ROWS or len(raw) != 6 + n * HISTORY_ROW.itemsize:
+        raise IntegrityError("user history: wrong length")
+    rows = np.frombuffer(raw, dtype=HISTORY_ROW, count=n, offset=6)
+    if not (np.all(np.isfinite(rows["ts"])) and np.all(rows["type"] < n_types) and np.all(rows["item"] >= 0)):
+        raise IntegrityError("user history: a time that is not finite, an unknown event type or a negative item")
+    return rows
+
+
 # --- item vectors: the catalogue's embeddings ---
 
 

@@ -41,6 +41,7 @@ from shared import wire
 from shared.errors import BundleUnavailable, IntegrityError, PocketrankError
 from shared.wire import pack_state, parse_manifest
 
+from ..online.encoding import model_kind
 from ..stores.base import RECORDS_EPOCH, RecordRow
 from . import item_entries, variants
 
@@ -178,8 +179,17 @@ def _states(serving, users: list[str], model: str) -> dict[str, str]:
         except PocketrankError as exc:  # its files are gone: the store's states, as before variants
             log.warning("no item vectors of model %s here (%s); sync answers carry the store's states", model, exc)
     records = serving.store.user_records(users, cat.dim)  # one read for all the listed users
+    if _is_sequence(serving, model):
+        # A sequence model's device runs the encoder over the user's history itself: it gets the events
+        # the server holds (PRH1), then adds its own; what a state would be is the encoder's output.
+        return {u: base64.b64encode(wire.pack_history(records[u].recent["item"], records[u].recent["type"],
+                                                      records[u].recent["ts"])).decode() for u in users}
     return {u: base64.b64encode(pack_state(records[u].state if vr is None else vr.state(records[u]))).decode()
             for u in users}
+
+
+def _is_sequence(serving, model: str) -> bool:
+    return model_kind(serving.home.model_dir(model)) == "sequence"
 
 
 def _dumps(obj) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict
 
@@ -16,6 +15,7 @@ from shared.errors import ModelError
 
 from ..home import Home
 from ..online.catalogue import Catalogue, provisional_vector
+from ..online.encoding import model_kind
 from ..online.fold import rebuild_states
 from ..training import model as model_io
 from ..training.evaluate import evaluate_last_item, pooled_user
@@ -139,14 +139,6 @@ def export_inputs(m, store, n_candidates: int = 200, seed: int = 0, since: float
     return held(calib), held(gate), sequences
 
 
-def load_encoder_kind(model_dir) -> str:
-    """"sequence" or "fold", from the model's config.json (models from before the sequence model: fold)."""
-    try:
-        return str(json.loads((model_dir / "config.json").read_text())["config"].get("kind", "fold"))
-    except (OSError, ValueError, KeyError):
-        return "fold"
-
-
 def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200, version: str | None = None,
                inputs: tuple[HeldOut, HeldOut, list] | None = None) -> dict:
     """fp32 and int8 ONNX ranker and the fp32 user encoder, each step gated.
@@ -162,7 +154,7 @@ def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200, 
     """
     version = version or home.current_model(home.store())
     out = home.model_dir(version)
-    if load_encoder_kind(out) == "sequence":
+    if model_kind(out) == "sequence":
         if inputs is not None:
             raise ModelError(f"model {version} is a sequence model; its gates read the store's log, not `inputs`")
         from .sequence import export_sequence_job

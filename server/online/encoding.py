@@ -42,6 +42,23 @@ class SequenceEncoder:
         return self.session.run(None, feed)[0][0]
 
 
+_KINDS: dict[str, str] = {}
+
+
+def model_kind(model_dir: Path) -> str:
+    """"sequence" or "fold", from the model's config.json (a model from before the sequence model, or one
+    not found: fold). Cached per folder: a trained model's folder does not change."""
+    key = str(model_dir)
+    kind = _KINDS.get(key)
+    if kind is None:
+        try:
+            kind = str(json.loads((Path(model_dir) / "config.json").read_text())["config"].get("kind", "fold"))
+        except (OSError, ValueError, KeyError, AttributeError):
+            return "fold"  # not cached: the folder may be being written
+        _KINDS[key] = kind
+    return kind
+
+
 def load_encoder(model_dir: Path) -> SequenceEncoder | None:
     """The version's encoder if it is a sequence model (its config.json says so), else None (a fold model)."""
     model_dir = Path(model_dir)
