@@ -243,7 +243,8 @@ class Syncer:
             return manifest_bytes, {}, "obsolete"
         same = (same_version_ok or raced) and held > 0 and manifest_bytes == held_bytes
         floor = held - 1 if held > 0 and (same or peeked == held) else held
-        manifest = verify_manifest(manifest_bytes, body.get("signature", ""), self.public_key, floor, now=self.clock())
+        manifest = verify_manifest(manifest_bytes, body.get("signature", ""), self.public_key, floor, now=self.clock(),
+                                   clock_offset=self.cache.clock_offset())
         mode = "same" if same else "new"
         if manifest["version"] == held and not same:
             # The held version again, signed: another variant of it when it names another model, else a replay
