@@ -10,6 +10,14 @@ model initialisation and sampling. Single-threaded, so it shares a machine.
 `python -m bench quality -- cold_users new_items --update-docs` runs only the
 named sections and replaces just those (and their targets rows) in
 docs/benchmarks.md; without `--update-docs` a partial run only prints.
+
+`python -m bench quality -- shipped --update-docs` measures what ships instead
+(bench/_shipped.py: import, `train --model sequence`, export, publish, the
+server's answers) on MovieLens-100k and -1M over the 3 seeds with the tie-order
+and relabelling controls, beside the peers on the same splits, and writes its
+own section of docs/benchmarks.md (`--sizes 100k`, `--seeds 0`,
+`--no-controls` for a shorter run). The research protocols above are the
+peers' and the lab's figures.
 """
 
 from __future__ import annotations
@@ -149,6 +157,61 @@ def _update_docs(page: Path, blocks: dict[str, list[str]], checks: list[tuple[st
     page.write_text(text)
 
 
+SHIPPED_GOALS = {"1m": (0.32, 0.185), "100k": (0.20, 0.10)}  # HR@10, nDCG@10 of the served path (issue 15)
+
+
+def shipped(argv: list[str]) -> list[str]:
+    """The shipped path (bench/_shipped.py) on MovieLens-100k and -1M over seeds, with the tie-order and
+    relabelling controls on 100k; returns the page section's lines.
+
+    `--sizes 100k,1m` and `--seeds 0,1,2` choose the runs; `--no-controls` skips the file-order and
+    relabelled 100k runs."""
+    from bench import _shipped
+
+    def opt(name: str, default: str) -> str:
+        return argv[argv.index(name) + 1] if name in argv else default
+
+    sizes = opt("--sizes", "100k,1m").split(",")
+    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    plan = [(size, "random", None) for size in sizes]
+    if "100k" in sizes and "--no-controls" not in argv:
+        plan += [("100k", "file", None), ("100k", "random", 7)]
+    cols = ["HR@10", "nDCG@10", "coverage@10", "pop_pct"]
+    lines = ["## The shipped model, end to end (issue 15)", "",
+             "`pocketrank import` (each user's newest rating set aside), `train --model sequence` (every "
+             "user's newest stored product picks the epoch), `export`, `publish`; then the server's answer "
+             "(`Serving.recommend`, rules off) for every user, ranked over the whole catalogue with the "
+             "user's history left out. Peers on the same split in the same run. Mean ± standard deviation "
+             f"over seeds {', '.join(map(str, seeds))}; ties ordered by a permutation seeded by the seed "
+             "(`random`), or in file order (`file`); `relabelled`: the catalogue imported in a random order.",
+             "", "| data | ties | model | " + " | ".join(cols) + " |", "| --- | --- | --- |" + " --- |" * len(cols)]
+    checks = []
+    for size, ties, relabel in plan:
+        runs = [_shipped.run(size, seed, ties, relabel, with_peers=relabel is None and ties == "random")
+                for seed in seeds]
+        label = ties + (" relabelled" if relabel is not None else "")
+        rows = {"pocketrank (server)": [r["server"] for r in runs]}
+        for name in (runs[0].get("peers") or {}):
+            rows[name] = [r["peers"][name] for r in runs]
+        for name, ms in rows.items():
+            lines.append(f"| MovieLens-{size} | {label} | {name} | " + " | ".join(_fmt([m[c] for m in ms])
+                                                                              for c in cols) + " |")
+        if ties == "random" and relabel is None:
+            hr, nd = (float(np.mean([r["server"][c] for r in runs])) for c in ("HR@10", "nDCG@10"))
+            goal = SHIPPED_GOALS[size]
+            checks.append(f"MovieLens-{size}: HR@10 {hr:.4f} (goal >= {goal[0]}), nDCG@10 {nd:.4f} "
+                          f"(goal >= {goal[1]}): {'met' if hr >= goal[0] and nd >= goal[1] else '**not met**'}")
+            t = {k: float(np.mean([r["timings"][k] for r in runs])) for k in runs[0]["timings"]}
+            p = {k: float(np.mean([r["parity"][k] for r in runs])) for k in runs[0]["parity"]}
+            checks.append(f"MovieLens-{size} timings (mean): import {t['import']:.0f} s, train {t['train']:.0f} s, "
+                          f"export {t['export']:.0f} s, publish {t['publish']:.0f} s, server answer "
+                          f"{t['serve_per_user_ms']:.1f} ms per user; encoder parity: int8 keeps "
+                          f"{p['int8_ndcg10_kept']:.4f} of fp32's nDCG@10, top-10 overlap "
+                          f"{p['int8_mean_top10_overlap']:.4f}")
+    lines += ["", *[f"- {c}" for c in checks], ""]
+    return lines
+
+
 def main(argv: list[str]) -> int:
     import torch
 
@@ -157,6 +220,14 @@ def main(argv: list[str]) -> int:
     from lab.quality.defaults import DEFAULTS
 
     torch.set_num_threads(1)
+    if "shipped" in argv:  # python -m bench quality -- shipped [--sizes 100k] [--seeds 0] [--no-controls]
+        from bench._sections import write_section
+
+        lines = shipped(argv)
+        print("\n".join(lines), flush=True)
+        if "--update-docs" in argv:
+            write_section(ROOT / "docs" / "benchmarks.md", "shipped", "\n".join(lines))
+        return 0
     only = [a for a in argv if not a.startswith("-")]
     seeds = SEEDS[:1] if "--one-seed" in argv else SEEDS
     data = movielens_100k()
