@@ -152,12 +152,14 @@ class Outbox:
     def acknowledge(self, results: list[dict], sent: list[dict]) -> tuple[int, int]:
         """Delete accepted and duplicate events; move rejected ones aside with their reason.
 
-        Only ids that were in `sent` count: an answer about anything else is ignored.
+        A conflict (the server logged another event under the id) is set aside like a rejection:
+        resending can never get it logged. Only ids that were in `sent` count: an answer about
+        anything else is ignored.
         """
         by_id = {e["event_id"]: e for e in sent}
         done = [r["event_id"] for r in results
                 if isinstance(r, dict) and r.get("status") in ("accepted", "duplicate") and r.get("event_id") in by_id]
-        rejected = [r for r in results if isinstance(r, dict) and r.get("status") == "rejected"
+        rejected = [r for r in results if isinstance(r, dict) and r.get("status") in ("rejected", "conflict")
                     and r.get("event_id") in by_id]
         now = self.clock()
         with self.cache.tx() as conn:

@@ -14,6 +14,7 @@ from ..config import Config
 from ..online.serving import Serving
 from . import auth, devices, events, health, items, monitoring as metrics_api, openapi, recommendations, sync, users
 from .device_registry import DeviceRegistry
+from .params import BoundedJSONProvider
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 def create_app(config: Config | None = None, **overrides) -> Flask:
     config = config or Config.from_env(**overrides)
     app = Flask(__name__)
+    app.json = BoundedJSONProvider(app)  # every JSON body passes one door: nesting, NaN, number sizes
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["POCKETRANK"] = config
     app.extensions["pocketrank"] = Serving(config)

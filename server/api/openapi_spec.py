@@ -34,13 +34,14 @@ EVENT = {
 EVENT_RESULT = {
     "type": "object", "required": ["event_id", "status"],
     "properties": {"event_id": {"type": "string", "nullable": True},
-                   "status": {"type": "string", "enum": ["accepted", "duplicate", "rejected"]},
+                   "status": {"type": "string", "enum": ["accepted", "duplicate", "conflict", "rejected"]},
                    "field": {"type": "string"}, "reason": {"type": "string"}},
 }
 EVENT_RESULTS: dict[str, Any] = {
-    "type": "object", "required": ["results", "accepted", "duplicate", "rejected"],
+    "type": "object", "required": ["results", "accepted", "duplicate", "conflict", "rejected"],
     "properties": {"results": {"type": "array", "items": EVENT_RESULT}, "accepted": {"type": "integer"},
-                   "duplicate": {"type": "integer"}, "rejected": {"type": "integer"}},
+                   "duplicate": {"type": "integer"}, "conflict": {"type": "integer"},
+                   "rejected": {"type": "integer"}},
 }
 ITEM = {
     "type": "object",
@@ -123,8 +124,9 @@ def document() -> dict:
                 "responses": {"200": _json(EVENT_RESULTS, "every event accepted or duplicate"),
                               "422": _json({**EVENT_RESULTS, "required": [*EVENT_RESULTS["required"], "error", "message"],
                                             "properties": {**EVENT_RESULTS["properties"], **ERROR["properties"]}},
-                                           "some events rejected (named in `message` and `results`); the "
-                                           "others are logged as in a 200"),
+                                           "some events rejected or in conflict with a logged event of the "
+                                           "same id (named in `message` and `results`); the others are "
+                                           "logged as in a 200"),
                               **_errors(400, 401, 403, 413, 503)}}},
             "/v1/recommendations": {"get": {
                 "operationId": "getRecommendations",
