@@ -1,10 +1,9 @@
-"""Device authentication, the operator key, and rate limiting.
+"""Device authentication and the operator key (rate limits: server/api/ratelimit.py).
 
 Settings live in server.config.Config (README's settings table): OPERATOR_KEY
 guards device registration and revocation and catalogue writes (empty: open,
 for development); REQUIRE_DEVICE_TOKEN makes sync and event upload refuse
-requests without a valid device token; SYNC_RATE / SYNC_BURST bound each
-device's sync requests.
+requests without a valid device token.
 """
 
 from __future__ import annotations
@@ -16,18 +15,10 @@ from flask import current_app, g, request
 from shared.errors import AuthError
 
 from .device_registry import Device, DeviceRegistry
-from .ratelimit import RateLimiter
-
-
-class RateLimited(Exception):
-    def __init__(self, retry_after: float):
-        self.retry_after = retry_after
 
 
 def init_app(app, registry: DeviceRegistry) -> None:
-    config = app.config["POCKETRANK"]
     app.extensions["pocketrank.devices"] = registry
-    app.extensions["pocketrank.sync_limiter"] = RateLimiter(config.sync_rate, config.sync_burst)
 
 
 def settings():
@@ -57,8 +48,3 @@ def current_device() -> Device | None:
     g.device = registry().authenticate(token)
     return g.device
 
-
-def rate_limit(key: str) -> None:
-    wait = current_app.extensions["pocketrank.sync_limiter"].check(key)
-    if wait is not None:
-        raise RateLimited(wait)

@@ -101,7 +101,21 @@ def _artifact_get(operation_id: str, extra_path: list[dict], errors: tuple[int, 
     }
 
 
+TOO_MANY = {"description": "rate limited (per device token, or per address without one); retry after "
+                           "`Retry-After` seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            "content": {"application/json": {"schema": ERROR}}}
+
+
 def document() -> dict:
+    doc = _paths()
+    for operations in doc["paths"].values():  # every endpoint is rate limited (server/api/ratelimit.py)
+        for op in operations.values():
+            op["responses"]["429"] = TOO_MANY
+    return doc
+
+
+def _paths() -> dict:
     bearer: list[dict[str, list[str]]] = [{"device": []}, {}]  # a device token, optional unless POCKETRANK_REQUIRE_DEVICE_TOKEN is set
     return {
         "openapi": "3.0.3",
@@ -178,7 +192,7 @@ def document() -> dict:
                                                            "artifacts": {"type": "object"}}}),
                               "304": {"description": "nothing changed since the cursor (or If-None-Match matched "
                                                      "the ETag); no body"},
-                              **_errors(400, 401, 403, 429, 503)}}},
+                              **_errors(400, 401, 403, 503)}}},
             "/v1/artifacts/{version}/{name}": {"get": _artifact_get("getArtifact", [], (404,))},
             "/v1/artifacts/{version}/canary/{model}/{name}": {"get": {
                 **_artifact_get("getVariantArtifact",
