@@ -28,7 +28,7 @@ from demo_app.localserver import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR = {"X-Operator-Key": "op"}
-BURST = 30  # requests per client address per 300 s in the deployed server
+BURST = 30  # requests per device and per address per 300 s in the deployed server
 
 
 class Server:
@@ -320,6 +320,7 @@ def run(report) -> None:
         env = {"POCKETRANK_HOME": str(root), "POCKETRANK_PORT": str(port), "POCKETRANK_UPSTREAM_PORT": str(free_port()),
                "POCKETRANK_RUN_DIR": str(tmp / "nginx"), "PYTHON": sys.executable, "POCKETRANK_OPERATOR_KEY": "op",
                "POCKETRANK_REQUEST_BURST": str(BURST), "POCKETRANK_REQUEST_RATE": str(BURST / 300),
+               "POCKETRANK_ADDRESS_BURST": str(BURST), "POCKETRANK_ADDRESS_RATE": str(BURST / 300),
                "POCKETRANK_LOG_LEVEL": "warning"}
         server = Server(["bash", str(REPO / "deploy" / "start.sh")], env, tmp / "start.log", f"http://127.0.0.1:{port}")
         try:

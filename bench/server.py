@@ -85,7 +85,7 @@ class Server:
         self.port = port
         env = {**env, "POCKETRANK_BIND": f"127.0.0.1:{port}", "POCKETRANK_WORKERS": "2",
                "POCKETRANK_UPDATER": "external" if external else "embedded", "PYTHONPATH": str(REPO),
-               "POCKETRANK_REQUEST_RATE": "0"}  # a load generator on one address, not a device
+               "POCKETRANK_ADDRESS_RATE": "0"}  # a load generator on one address, not a device
         self.procs = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf",
                                         "server.wsgi:app"], env=env, cwd=REPO,
                                        stdout=open(logdir / "gunicorn.log", "ab"), stderr=subprocess.STDOUT)]

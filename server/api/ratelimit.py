@@ -1,10 +1,14 @@
 """Rate limits on every endpoint (Flask-Limiter): per device token, per address only for anonymous calls.
 
-Two limits, each a sliding window; past either the answer is 429 with Retry-After
+Each limit is a sliding window; past one the answer is 429 with Retry-After
 (whole seconds), which the SDK honours (edge_runtime/transport.py, policy.py):
 
-- every request of one client, whatever the endpoint: `request_burst` per
-  `request_burst / request_rate` seconds (defaults 600 per 30 s, 20/s sustained);
+- every request of a device (a valid device token), whatever the endpoint:
+  `request_burst` per `request_burst / request_rate` seconds (600 per 30 s, 20/s);
+- every request of an address without a token: `address_burst` per
+  `address_burst / address_rate` seconds (6,000 per 60 s, 100/s). An address
+  stands for many clients (a carrier's NAT, an office, the marketplace's own
+  backend asking for its web users), so it gets more than one device;
 - GET /v1/sync on top: `sync_burst` per `sync_burst / sync_rate` seconds (20 per 4 s).
 
 A rate of 0 turns a limit off. The defaults are far above what a device does (a
@@ -12,9 +16,9 @@ sync every few minutes, an upload batch per flush, a handful of artifact pieces)
 they stop a runaway loop or a flood, not a phone.
 
 The client is its device when the request carries a valid device token
-("device:<id>"), so devices behind one address (a carrier's NAT, an office)
-never share a budget; otherwise its address ("ip:<addr>"). A request with a bad
-token counts against its address: inventing tokens buys no fresh budget. The
+("device:<id>"), so devices behind one address never share a budget; otherwise
+its address ("ip:<addr>"). A request with a bad token counts against its
+address: inventing tokens buys no fresh budget. The
 address is the socket's peer, or with `proxy_hops` = N the N-th address from the
 right of X-Forwarded-For, as the trusted proxies in front wrote it
 (server/api/app.py). Requests carrying the operator's key are not limited: the
@@ -36,8 +40,8 @@ import math
 import time
 from typing import Any, cast
 
-from flask import Flask, current_app, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask import Flask, current_app, g, request
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 
 from shared.errors import AuthError
 
@@ -59,11 +63,17 @@ def storage_uri(config: Config) -> str:
 
 
 def client_key() -> str:
-    try:
-        device = current_device()
-    except AuthError:  # a missing or bad token: the view answers 401; the count is the address's
-        device = None
-    return f"device:{device.device_id}" if device is not None else f"ip:{request.remote_addr}"
+    if "pocketrank_client" not in g:  # asked by each limit; a bad token is looked up once
+        try:
+            device = current_device()
+        except AuthError:  # a missing or bad token: the view answers 401; the count is the address's
+            device = None
+        g.pocketrank_client = f"device:{device.device_id}" if device is not None else f"ip:{request.remote_addr}"
+    return g.pocketrank_client
+
+
+def _is_device() -> bool:
+    return client_key().startswith("device:")
 
 
 def _is_operator() -> bool:
@@ -73,10 +83,13 @@ def _is_operator() -> bool:
 
 
 def init_app(app: Flask, config: Config) -> Limiter:
-    """The app's limiter: the every-endpoint limit now, the sync limit on GET /v1/sync (registered before)."""
-    every = limit_string(config.request_burst, config.request_rate)
+    """The app's limiter: the every-endpoint limits now, the sync limit on GET /v1/sync (registered before)."""
+    device = limit_string(config.request_burst, config.request_rate)
+    address = limit_string(config.address_burst, config.address_rate)
+    every = ([ApplicationLimit(device, exempt_when=lambda: not _is_device())] if device else []) + \
+        ([ApplicationLimit(address, exempt_when=_is_device)] if address else [])
     limiter = Limiter(
-        client_key, app=app, application_limits=[every] if every else [], storage_uri=storage_uri(config),
+        client_key, app=app, application_limits=every, storage_uri=storage_uri(config),
         storage_options={"key_prefix": f"{config.redis_prefix}ratelimit"},  # Redis keys beside the store's
         strategy="sliding-window-counter",
         headers_enabled=False,  # Retry-After is written on the 429 itself (retry_after)

@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def run(home, tmp_path, monkeypatch):
     monkeypatch.setenv("POCKETRANK_SYNC_RATE", "0")
-    monkeypatch.setenv("POCKETRANK_REQUEST_RATE", "0")  # loops of syncs and uploads, not a test of limits
     server = LiveServer(home)
     runner = CliRunner()
     base = ["device", "--db", str(tmp_path / "cli.sqlite"), "--server", server.url,

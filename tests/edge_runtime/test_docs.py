@@ -19,7 +19,6 @@ def blocks(lang: str) -> list[str]:
 @pytest.fixture
 def reader(home, tmp_path, monkeypatch):
     monkeypatch.setenv("POCKETRANK_SYNC_RATE", "0")
-    monkeypatch.setenv("POCKETRANK_REQUEST_RATE", "0")  # loops of syncs and uploads, not a test of limits
     server = LiveServer(home)
     monkeypatch.setenv("POCKETRANK_SERVER", server.url)
     monkeypatch.setenv("POCKETRANK_HOME", str(home))

@@ -13,7 +13,6 @@ from .liveserver import LiveServer
 def live_server(home, monkeypatch):
     # Many short syncs from one loopback address: the per-device rate limit is not under test here.
     monkeypatch.setenv("POCKETRANK_SYNC_RATE", "0")
-    monkeypatch.setenv("POCKETRANK_REQUEST_RATE", "0")  # loops of syncs and uploads, not a test of limits
     server = LiveServer(home)
     yield server
     server.close()

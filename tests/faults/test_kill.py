@@ -85,7 +85,6 @@ def world(trained_home, tmp_path_factory):
     shutil.copytree(trained_home, home)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POCKETRANK_SYNC_RATE", "0")
-        mp.setenv("POCKETRANK_REQUEST_RATE", "0")  # loops of syncs and uploads, not a test of limits
         server = LiveServer(home)
     key = (home / "keys" / "signing.pub").read_text().strip()
     template = root / "template"

@@ -40,7 +40,7 @@ def deployed(tmp_path):
     port = free_port()
     env = env_for(config, POCKETRANK_PORT=str(port), POCKETRANK_UPSTREAM_PORT=str(free_port()),
                   POCKETRANK_RUN_DIR=str(tmp_path / "nginx"), PYTHON=sys.executable,
-                  POCKETRANK_REQUEST_BURST=str(BURST), POCKETRANK_REQUEST_RATE="0.1")
+                  POCKETRANK_ADDRESS_BURST=str(BURST), POCKETRANK_ADDRESS_RATE="0.1")
     env.pop("POCKETRANK_BIND", None)
     proc = Proc(["bash", str(REPO / "deploy" / "start.sh")], env, tmp_path / "start.log")
     url = f"http://127.0.0.1:{port}"

@@ -16,7 +16,8 @@ OPERATOR = {"X-Operator-Key": "operator-secret"}
 def make(synthetic_app, store_config):
     """An app on the seeded synthetic home with small limits (the defaults are far above a device's needs)."""
     def build(**limits):
-        settings = {"operator_key": "operator-secret", "request_rate": 0.1, "request_burst": 5, **limits}
+        settings = {"operator_key": "operator-secret", "request_rate": 0.1, "request_burst": 5, "address_rate": 0.1,
+                    "address_burst": 5, **limits}
         # The store's settings (Redis: a key prefix of this test's own, so counts start at zero).
         fields = {f: getattr(store_config, f) for f in ("home", "store", "redis_url", "redis_prefix")}
         return create_app(Config(**fields, **settings)).test_client()
@@ -44,6 +45,13 @@ def test_every_endpoint_counts_and_the_429_says_when_to_retry(make, method, path
     assert int(resp.headers["Retry-After"]) >= 1
     body = resp.get_json()
     assert body["error"] == "too_many_requests" and "5 per 50 second" in body["message"]
+
+
+def test_an_address_gets_a_budget_apart_from_a_device_s(make):
+    api = make(address_burst=8, address_rate=0.1)
+    auth = token(api, "phone-x")
+    assert [api.get("/healthz").status_code for _ in range(9)] == [200] * 8 + [429]
+    assert [api.get("/healthz", headers=auth).status_code for _ in range(6)] == [200] * 5 + [429]
 
 
 def test_each_device_has_its_own_budget_behind_one_address(make):
@@ -76,7 +84,7 @@ def test_the_operator_key_is_not_limited_and_a_wrong_key_is(make):
 
 
 def test_sync_has_its_own_tighter_limit_on_top(make):
-    api = make(request_burst=100, request_rate=10, sync_burst=2, sync_rate=0.05)
+    api = make(request_burst=100, request_rate=10, address_burst=100, address_rate=10, sync_burst=2, sync_rate=0.05)
     auth = token(api, "phone-s")
     codes = [api.get("/v1/sync?cursor=1&users=u-1", headers=auth).status_code for _ in range(3)]
     assert codes[-1] == 429 and 429 not in codes[:2]
@@ -94,12 +102,13 @@ def test_behind_a_trusted_proxy_each_forwarded_address_counts_on_its_own(make):
 
 
 def test_a_zero_rate_turns_the_limits_off(make):
-    api = make(request_rate=0, sync_rate=0)
+    api = make(request_rate=0, address_rate=0, sync_rate=0)
     assert {api.get("/healthz").status_code for _ in range(30)} == {200}
 
 
 def test_defaults_leave_a_device_s_cadence_alone(make):
-    api = make(request_rate=Config.request_rate, request_burst=Config.request_burst)
+    api = make(request_rate=Config.request_rate, request_burst=Config.request_burst,
+               address_rate=Config.address_rate, address_burst=Config.address_burst)
     auth = token(api, "phone-d")
     # A generous session: 50 uploads, 10 syncs and 100 recommendation calls back to back.
     codes = [api.post("/v1/events", json={"events": [ev(f"d{i}")]}, headers=auth).status_code for i in range(50)]
@@ -114,7 +123,7 @@ def test_the_sdk_backs_off_for_the_retry_after_and_loses_nothing(make, tmp_path)
     from edge_runtime import EdgeClient
     from edge_runtime.transport import Transport
 
-    api = make(request_burst=2, request_rate=0.1)  # 2 per 20 s
+    api = make(address_burst=2, address_rate=0.1)  # 2 per 20 s for this address (the SDK sends no token here)
     transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=api.application),
                                               base_url="http://test"))
     device = EdgeClient(tmp_path / "device.sqlite", None, transport=transport, device_id="d1", batch_size=1)
