@@ -38,6 +38,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from flask import Flask, current_app, g, request
@@ -86,8 +87,11 @@ def init_app(app: Flask, config: Config) -> Limiter:
     """The app's limiter: the every-endpoint limits now, the sync limit on GET /v1/sync (registered before)."""
     device = limit_string(config.request_burst, config.request_rate)
     address = limit_string(config.address_burst, config.address_rate)
-    every = ([ApplicationLimit(device, exempt_when=lambda: not _is_device())] if device else []) + \
-        ([ApplicationLimit(address, exempt_when=_is_device)] if address else [])
+    every: list[str | Callable[[], str] | ApplicationLimit] = []
+    if device:
+        every.append(ApplicationLimit(device, exempt_when=lambda: not _is_device()))
+    if address:
+        every.append(ApplicationLimit(address, exempt_when=_is_device))
     limiter = Limiter(
         client_key, app=app, application_limits=every, storage_uri=storage_uri(config),
         storage_options={"key_prefix": f"{config.redis_prefix}ratelimit"},  # Redis keys beside the store's
