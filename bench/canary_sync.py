@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
         t = time.perf_counter()
         root = _home(Path(tmp), args.home)
         print(f"scratch home ready in {time.perf_counter() - t:.0f} s")
-        app = create_app(Config(home=root, sync_rate=0))
+        app = create_app(Config(home=root, sync_rate=0, address_rate=0))
         api, store = app.test_client(), app.extensions["pocketrank"].store
         version = int(store.get_meta("bundle_version"))
         users = [str(u) for u in range(1, 944)]

@@ -84,7 +84,8 @@ class Server:
     def __init__(self, env: dict, port: int, external: bool, logdir: Path):
         self.port = port
         env = {**env, "POCKETRANK_BIND": f"127.0.0.1:{port}", "POCKETRANK_WORKERS": "2",
-               "POCKETRANK_UPDATER": "external" if external else "embedded", "PYTHONPATH": str(REPO)}
+               "POCKETRANK_UPDATER": "external" if external else "embedded", "PYTHONPATH": str(REPO),
+               "POCKETRANK_ADDRESS_RATE": "0"}  # a load generator on one address, not a device
         self.procs = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf",
                                         "server.wsgi:app"], env=env, cwd=REPO,
                                        stdout=open(logdir / "gunicorn.log", "ab"), stderr=subprocess.STDOUT)]

@@ -209,7 +209,7 @@ class Gunicorn:
         env = {**os.environ, "POCKETRANK_HOME": str(root), "POCKETRANK_BIND": f"127.0.0.1:{self.port}",
                "POCKETRANK_WORKERS": str(workers), "POCKETRANK_LOG_LEVEL": "warning",
                # No device tokens in this load, and its request rate is the point: no per-device limit.
-               "POCKETRANK_SYNC_RATE": "0",
+               "POCKETRANK_SYNC_RATE": "0", "POCKETRANK_ADDRESS_RATE": "0",
                # Production runs the updater as its own process; none is needed here.
                "POCKETRANK_UPDATER": "external"}
         self.log = open(log, "ab")
@@ -322,7 +322,7 @@ def in_process(root: Path, scenarios: dict, profile: bool) -> dict:
     from server.api.app import create_app
     from server.config import Config
 
-    api = create_app(Config(home=root, sync_rate=0, updater="external")).test_client()
+    api = create_app(Config(home=root, sync_rate=0, address_rate=0, updater="external")).test_client()
     out = {}
     for label, (paths, headers, expect) in scenarios.items():
         t0 = time.perf_counter()

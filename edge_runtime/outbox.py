@@ -246,14 +246,15 @@ class Outbox:
         """Delete accepted and duplicate events; move rejected ones aside with their reason; re-date (once) those
         refused as dated in the server's future, when the answer gave the server's time.
 
-        Only ids that were in `sent` count: an answer about anything else is ignored. With `rowids` (the
+        A conflict (the server logged another event under the id) is set aside like a rejection:
+        resending can never get it logged. Only ids that were in `sent` count: an answer about anything else is ignored. With `rowids` (the
         batch's), the rows sent are the rows deleted, whatever their id column says. If the storage refuses
         the deletion, the acknowledged rows are remembered in `unremoved` and StorageError is raised.
         """
         by_id = {e["event_id"]: (e, rowids[i] if rowids else None) for i, e in enumerate(sent)}
         done = [r["event_id"] for r in results
                 if isinstance(r, dict) and r.get("status") in ("accepted", "duplicate") and r.get("event_id") in by_id]
-        rejected = [r for r in results if isinstance(r, dict) and r.get("status") == "rejected"
+        rejected = [r for r in results if isinstance(r, dict) and r.get("status") in ("rejected", "conflict")
                     and r.get("event_id") in by_id]
         future = [r for r in rejected if r.get("field") == "timestamp" and server_time is not None]
         ack = Ack(acknowledged=len(done))

@@ -105,8 +105,15 @@ class Config:
     # "" = open, for development only; required (and long) once device tokens are.
     operator_key: str = ""
     require_device_token: bool = False
-    sync_rate: float = 5.0  # sync requests per second per device, sustained
+    sync_rate: float = 5.0  # sync requests per second per device, sustained; 0 = no sync limit
     sync_burst: int = 20
+    # rate limits on every endpoint (server/api/ratelimit.py): per device token, else per address
+    request_rate: float = 20.0  # requests per second per device token, sustained, all endpoints; 0 = off
+    request_burst: int = 600
+    address_rate: float = 100.0  # the same per address, for calls without a token (NAT, a backend); 0 = off
+    address_burst: int = 6000
+    rate_limit_storage: str = ""  # "" = the Redis URL with the Redis store, else memory:// (per worker)
+    proxy_hops: int = 0  # trusted proxies in front that append to X-Forwarded-For (the Docker image: 1)
     sync_history: int = 10  # bundle versions whose record history is kept; older cursors get a full snapshot
 
     @classmethod
@@ -140,6 +147,11 @@ class Config:
             raise ValidationError("POCKETRANK_SYNC_HISTORY", "must be at least 1 (bundle versions kept)")
         if self.explore_position < 0:
             raise ValidationError("POCKETRANK_EXPLORE_POSITION", "must be 0 (off) or a 1-based slot")
+        if min(self.request_rate, self.request_burst, self.address_rate, self.address_burst, self.sync_rate,
+               self.sync_burst) < 0:
+            raise ValidationError("POCKETRANK_REQUEST_RATE", "rates and bursts must be 0 (off) or positive")
+        if self.proxy_hops < 0:
+            raise ValidationError("POCKETRANK_PROXY_HOPS", "must be 0 (no proxy) or the number of trusted proxies")
         if self.canary_check_seconds < 0:
             raise ValidationError("POCKETRANK_CANARY_CHECK_SECONDS", "must be 0 (off) or a number of seconds")
         parse_stages(self.canary_stages)  # raises for a malformed POCKETRANK_CANARY_STAGES

@@ -3,6 +3,12 @@
 Workers are stateless (the state is in the store), so any number behind a
 load balancer answer alike. The app is not preloaded: each worker opens its own
 store connections after the fork, as SQLite and redis-py require.
+
+Facing clients, run it behind a buffering proxy: deploy/start.sh (the Docker
+image's command) puts nginx in front with deploy/nginx.conf. A gthread worker's
+threads read request bodies themselves, so a handful of clients trickling a
+body a byte a second hold all 2 x 4 threads and /healthz stops answering;
+nginx reads every request whole first (tests/server/test_slow_clients.py).
 """
 
 import os

@@ -156,15 +156,26 @@ def check_item_index(value: Any, name: str = "item_id") -> int:
     return value
 
 
+def _number(value: Any, name: str, lo: float, hi: float, what: str) -> float:
+    """A JSON number within [lo, hi] as a float, or ValidationError saying `what` it must be.
+
+    Every numeric field goes through here: the range check on an int comes before float(),
+    which overflows on 10**400, and math.isfinite, which overflows on an int past 1e308.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(name, f"must be {what}")
+    if isinstance(value, int) and not lo <= value <= hi:
+        raise ValidationError(name, f"must be {what}")
+    value = float(value)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ValidationError(name, f"must be {what}")
+    return value
+
+
 def _timestamp(value: Any, name: str = "timestamp") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(name, "must be a number of unix seconds")
-    if isinstance(value, int) and not 0 <= value <= MAX_TIMESTAMP:  # before float(): 10**400 overflows it
-        raise ValidationError(name, "must be unix seconds between 1970 and 2100")
-    value = float(value)
-    if not math.isfinite(value) or not 0 <= value <= MAX_TIMESTAMP:
-        raise ValidationError(name, "must be unix seconds between 1970 and 2100")
-    return value
+    return _number(value, name, 0, MAX_TIMESTAMP, "unix seconds between 1970 and 2100")
 
 
 _EVENT_FIELDS = frozenset(Event.__dataclass_fields__)
@@ -230,6 +241,7 @@ def _context(value: Any) -> tuple[tuple[str, str], ...]:
 MAX_ATTRIBUTES = 32
 CATEGORY_SEPARATOR = " > "  # a category path's levels: "Home > Kitchen > Knives"
 MAX_PRICE = 1e9  # bounded at the door: prices are packed as f32 and summed into revenue
+MAX_STOCK = 10**12  # units; only its sign is kept (in_stock), but no field is unbounded
 
 
 def category_levels(path: str) -> tuple[str, ...]:
@@ -278,10 +290,7 @@ def validate_item(obj: Any) -> Item:
     year = obj.get("year")
     if year is not None and (isinstance(year, bool) or not isinstance(year, int) or not 1800 <= year <= 2100):
         raise ValidationError("year", "must be an integer year between 1800 and 2100")
-    price = obj.get("price", 0.0)
-    if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) \
-            or not 0 <= price <= MAX_PRICE:
-        raise ValidationError("price", f"must be a number between 0 and {MAX_PRICE:g}")
+    price = _number(obj.get("price", 0.0), "price", 0, MAX_PRICE, f"a number between 0 and {MAX_PRICE:g}")
     currency = obj.get("currency") or ""
     if not isinstance(currency, str) or (currency and not re.fullmatch(r"[A-Z]{3}", currency)):
         raise ValidationError("currency", "must be a three-letter ISO 4217 code such as EUR")
@@ -290,8 +299,8 @@ def validate_item(obj: Any) -> Item:
         raise ValidationError("in_stock", "must be true or false")
     stock = obj.get("stock")
     if stock is not None:
-        if isinstance(stock, bool) or not isinstance(stock, int) or stock < 0:
-            raise ValidationError("stock", "must be a non-negative integer (units available)")
+        if isinstance(stock, bool) or not isinstance(stock, int) or not 0 <= stock <= MAX_STOCK:
+            raise ValidationError("stock", f"must be an integer between 0 and {MAX_STOCK} (units available)")
         in_stock = stock > 0
     cats = obj.get("categories", list(levels))
     if not isinstance(cats, (list, tuple)) or len(cats) > 32 or \
@@ -301,5 +310,5 @@ def validate_item(obj: Any) -> Item:
         _utf8("categories", c)
     created = obj.get("created_at")
     created_at = None if created is None else _timestamp(created, "created_at")
-    return Item(0, title.strip(), levels[-1], year, float(price), in_stock, tuple(c.strip() for c in cats),
+    return Item(0, title.strip(), levels[-1], year, price, in_stock, tuple(c.strip() for c in cats),
                 sku=sku, currency=currency, attributes=_attributes(obj.get("attributes")), created_at=created_at)

@@ -7,13 +7,27 @@ from pathlib import Path
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.errors import AuthError, PocketrankError, ValidationError
 
 from ..config import Config
 from ..online.serving import Serving
-from . import auth, devices, events, health, items, monitoring as metrics_api, openapi, recommendations, sync, users
+from . import (
+    auth,
+    devices,
+    events,
+    health,
+    items,
+    monitoring as metrics_api,
+    openapi,
+    ratelimit,
+    recommendations,
+    sync,
+    users,
+)
 from .device_registry import DeviceRegistry
+from .params import BoundedJSONProvider
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +35,7 @@ log = logging.getLogger(__name__)
 def create_app(config: Config | None = None, **overrides) -> Flask:
     config = config or Config.from_env(**overrides)
     app = Flask(__name__)
+    app.json = BoundedJSONProvider(app)  # every JSON body passes one door: nesting, NaN, number sizes
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["POCKETRANK"] = config
     app.extensions["pocketrank"] = Serving(config)
@@ -28,15 +43,19 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     for bp in (health.bp, events.bp, recommendations.bp, sync.bp, devices.bp, openapi.bp, metrics_api.bp,
                items.bp, users.bp):
         app.register_blueprint(bp)
+    if config.proxy_hops:  # the client's address as the trusted proxies in front saw it (rate limit keys)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops)  # type: ignore[method-assign]
+    limiter = ratelimit.init_app(app, config)
 
     @app.errorhandler(AuthError)
     def _auth(exc: AuthError):
         return jsonify(error="unauthorized" if exc.status == 401 else "forbidden", message=str(exc)), exc.status
 
-    @app.errorhandler(auth.RateLimited)
-    def _limited(exc: auth.RateLimited):
-        retry = max(1, int(exc.retry_after + 0.999))
-        return jsonify(error="too_many_requests", message=f"slow down; retry in {retry} s"), 429, {"Retry-After": str(retry)}
+    @app.errorhandler(ratelimit.RateLimitExceeded)
+    def _limited(exc: ratelimit.RateLimitExceeded):
+        retry = ratelimit.retry_after(limiter)
+        return (jsonify(error="too_many_requests", message=f"rate limit of {exc.description} exceeded; retry in "
+                                                          f"{retry} s"), 429, {"Retry-After": str(retry)})
 
     @app.errorhandler(ValidationError)
     def _invalid(exc: ValidationError):

@@ -10,7 +10,7 @@ Settings live in server.config.Config (README's settings table):
 - REQUIRE_DEVICE_TOKEN makes every device endpoint (events, sync, artifacts, recommendations, user
   records) refuse a request without a valid device token. A token sent when tokens are optional is
   checked all the same: an unknown or revoked one is a 401, another device's user a 403.
-- SYNC_RATE / SYNC_BURST bound each device's sync requests.
+- Rate limits: server/api/ratelimit.py (Flask-Limiter), per device token.
 """
 
 from __future__ import annotations
@@ -23,14 +23,8 @@ from flask import current_app, g, request
 from shared.errors import AuthError
 
 from .device_registry import Device, DeviceRegistry
-from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
-
-
-class RateLimited(Exception):
-    def __init__(self, retry_after: float):
-        self.retry_after = retry_after
 
 
 def init_app(app, registry: DeviceRegistry) -> None:
@@ -41,7 +35,6 @@ def init_app(app, registry: DeviceRegistry) -> None:
         log.warning("POCKETRANK_OPERATOR_KEY is empty: device registration, catalogue writes and the business "
                     "metrics are open to anyone who can reach this server (development only)")
     app.extensions["pocketrank.devices"] = registry
-    app.extensions["pocketrank.sync_limiter"] = RateLimiter(config.sync_rate, config.sync_burst)
 
 
 def settings():
@@ -89,8 +82,3 @@ def authorize_users(users: list[str]) -> Device | None:
         device.check_users(users)
     return device
 
-
-def rate_limit(key: str) -> None:
-    wait = current_app.extensions["pocketrank.sync_limiter"].check(key)
-    if wait is not None:
-        raise RateLimited(wait)

@@ -1,4 +1,4 @@
-"""POST /v1/events: idempotent ingestion; each event accepted, duplicate or rejected.
+"""POST /v1/events: idempotent ingestion; each event accepted, duplicate, conflict or rejected.
 
 The batch is checked as a whole first (a JSON object with an `events` list of at
 most max_events_per_batch); a bad batch is a 400 and nothing is logged. Then each
@@ -9,13 +9,18 @@ transaction, durable before the answer; a rejected neighbour never costs them.
 With the embedded updater they are folded into their users' embeddings before
 the answer too, so a client reads its own writes.
 
-The status says whether everything went in: 200 when no event was rejected,
-422 when at least one was. Both carry the same per-event results, so a client
-acknowledges the accepted and duplicate ones and sets aside exactly the
-rejected ones; neither is worth retrying unchanged. Both also carry
-`server_time`, the server's clock (unix seconds) when it checked the batch: a
-device learns from it how far off its own clock is, and re-dates by it an event
-refused as dated in the future.
+An event whose id was logged before is a duplicate when it is the same event
+(a retry after a lost answer: nothing changes) and a conflict when its content
+differs (the id was reused for another event: nothing changes either, and the
+client is told, since resending it can never get it logged).
+
+The status says whether everything went in: 200 when no event was rejected or
+in conflict, 422 when at least one was. Both carry the same per-event results,
+so a client acknowledges the accepted and duplicate ones and sets aside
+exactly the rejected and conflicting ones; neither is worth retrying unchanged.
+Both also carry `server_time`, the server's clock (unix seconds) when it checked the
+batch: a device learns from it how far off its own clock is, and re-dates by it an
+event refused as dated in the future.
 
 What "unknown" means here:
 - an item id the catalogue does not hold is rejected, naming the item (add it
@@ -72,11 +77,11 @@ def check_event(obj, index_of: dict[str, int], now: float, skew: float, device: 
 
 def summary(results: list[dict]) -> str:
     """The 422's message: how many were rejected, and the first few problems by position."""
-    bad = [(pos, r) for pos, r in enumerate(results) if r["status"] == "rejected"]
+    bad = [(pos, r) for pos, r in enumerate(results) if r["status"] in ("rejected", "conflict")]
     named = "; ".join(f"events[{pos}]{' (' + r['event_id'] + ')' if r['event_id'] else ''} {r['field']}: "
                       f"{r['reason']}" for pos, r in bad[:MAX_PROBLEMS_NAMED])
     more = f"; and {len(bad) - MAX_PROBLEMS_NAMED} more" if len(bad) > MAX_PROBLEMS_NAMED else ""
-    return (f"{len(bad)} of {len(results)} events rejected (the others are logged; see results): "
+    return (f"{len(bad)} of {len(results)} events rejected or in conflict (the others are logged; see results): "
             f"{named}{more}")
 
 
@@ -102,12 +107,19 @@ def post_events():
     # Durable (committed) when this returns; with the embedded updater, folded too. Requests
     # of this worker's other threads that arrive meanwhile share the commit (group commit).
     new = serving.updater.ingest(valid, fold=config.updater == "embedded")
+    seen = [ev for ev, is_new in zip(valid, new) if not is_new]
+    conflicts = iter(serving.store.conflicting(seen) if seen else [])
     for pos, ev, is_new in zip(positions, valid, new):
-        results[pos] = {"event_id": ev.event_id, "status": "accepted" if is_new else "duplicate"}
-    rejected = len(raw) - len(valid)
-    accepted = sum(new)
-    counts = {"accepted": accepted, "duplicate": len(valid) - accepted, "rejected": rejected, "server_time": now}
-    if rejected:
+        if is_new:
+            results[pos] = {"event_id": ev.event_id, "status": "accepted"}
+        elif next(conflicts):
+            results[pos] = {"event_id": ev.event_id, "status": "conflict", "field": "event_id",
+                            "reason": "already logged with different content; a new event needs a new event_id"}
+        else:
+            results[pos] = {"event_id": ev.event_id, "status": "duplicate"}
+    counts: dict = {s: sum(r["status"] == s for r in results) for s in ("accepted", "duplicate", "conflict", "rejected")}
+    counts["server_time"] = now
+    if counts["rejected"] or counts["conflict"]:
         return jsonify(error="invalid_events", field="events", message=summary(results), results=results,
                        **counts), 422
     return jsonify(results=results, **counts)

@@ -36,13 +36,14 @@ EVENT = {
 EVENT_RESULT = {
     "type": "object", "required": ["event_id", "status"],
     "properties": {"event_id": {"type": "string", "nullable": True},
-                   "status": {"type": "string", "enum": ["accepted", "duplicate", "rejected"]},
+                   "status": {"type": "string", "enum": ["accepted", "duplicate", "conflict", "rejected"]},
                    "field": {"type": "string"}, "reason": {"type": "string"}},
 }
 EVENT_RESULTS: dict[str, Any] = {
-    "type": "object", "required": ["results", "accepted", "duplicate", "rejected"],
+    "type": "object", "required": ["results", "accepted", "duplicate", "conflict", "rejected"],
     "properties": {"results": {"type": "array", "items": EVENT_RESULT}, "accepted": {"type": "integer"},
-                   "duplicate": {"type": "integer"}, "rejected": {"type": "integer"},
+                   "duplicate": {"type": "integer"}, "conflict": {"type": "integer"},
+                   "rejected": {"type": "integer"},
                    "server_time": {"type": "number", "description": "the server's clock (unix seconds) when it "
                                    "checked the batch: how a device learns its clock's offset"}},
 }
@@ -105,7 +106,21 @@ def _artifact_get(operation_id: str, extra_path: list[dict], errors: tuple[int, 
     }
 
 
+TOO_MANY = {"description": "rate limited (per device token, or per address without one); retry after "
+                           "`Retry-After` seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            "content": {"application/json": {"schema": ERROR}}}
+
+
 def document() -> dict:
+    doc = _paths()
+    for operations in doc["paths"].values():  # every endpoint is rate limited (server/api/ratelimit.py)
+        for op in operations.values():
+            op["responses"]["429"] = TOO_MANY
+    return doc
+
+
+def _paths() -> dict:
     bearer: list[dict[str, list[str]]] = [{"device": []}, {}]  # a device token, optional unless POCKETRANK_REQUIRE_DEVICE_TOKEN is set
     return {
         "openapi": "3.0.3",
@@ -132,8 +147,9 @@ def document() -> dict:
                 "responses": {"200": _json(EVENT_RESULTS, "every event accepted or duplicate"),
                               "422": _json({**EVENT_RESULTS, "required": [*EVENT_RESULTS["required"], "error", "message"],
                                             "properties": {**EVENT_RESULTS["properties"], **ERROR["properties"]}},
-                                           "some events rejected (named in `message` and `results`); the "
-                                           "others are logged as in a 200"),
+                                           "some events rejected or in conflict with a logged event of the "
+                                           "same id (named in `message` and `results`); the others are "
+                                           "logged as in a 200"),
                               **_errors(400, 401, 403, 413, 503)}}},
             "/v1/recommendations": {"get": {
                 "operationId": "getRecommendations", "security": bearer,

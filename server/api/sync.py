@@ -1,8 +1,8 @@
 """GET /v1/sync and GET /v1/artifacts: a device pulls the bundle for its users.
 
-This blueprint parses and checks the request (users, cursor, items, model; the device's token and rate
-limit) and sends the answer that server/bundle/sync_answer.py computes: the protocol is explained there
-and in docs/sync-protocol.md. The artifacts are served with HTTP Range, so downloads resume.
+This blueprint parses and checks the request (users, cursor, items, model; the device's token; its rate
+limit is set in server/api/ratelimit.py) and sends the answer that server/bundle/sync_answer.py computes:
+the protocol is explained there and in docs/sync-protocol.md. The artifacts are served with HTTP Range, so downloads resume.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from shared.wire import parse_manifest
 
 from ..bundle import variants
 from ..bundle.sync_answer import SyncRequest, answer
-from .auth import current_device, rate_limit
+from .auth import current_device
 from .params import int_arg
 
 bp = Blueprint("sync", __name__)
@@ -74,7 +74,6 @@ def get_sync():
     device = current_device()
     if device is not None:
         device.check_users(users)  # a device only ever receives its own users' lists
-    rate_limit(device.device_id if device else f"ip:{request.remote_addr}")
     try:
         got = answer(current_app.extensions["pocketrank"], req)
     except BundleUnavailable as exc:  # nothing published, or a bundle that cannot be served: the operator's to fix

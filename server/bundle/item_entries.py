@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -26,6 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from shared import wire
+from shared.errors import ValidationError
+from shared.schemas import MAX_PRICE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,9 @@ def build_entries(ids: np.ndarray, vectors: np.ndarray, meta: Mapping[int, dict]
     out: dict[int, ItemEntry] = {}
     for item_id, vec in zip(ids, vectors):
         item_id = int(item_id)
-        m = meta.get(item_id, {})
-        raw = wire.pack_item_entry(item_id, vec, m.get("title", ""), m.get("category", ""),
-                                   float(m.get("price", 0.0) or 0.0), bool(m.get("in_stock", True)), precision,
-                                   external_id=str(m.get("item_id") or item_id))
+        raw = packed_entry(item_id, vec, meta.get(item_id, {}), precision)
+        if raw is None:
+            continue
         sha = wire.sha256_digest(raw)
         old = previous.get(item_id) if same_model and previous is not None else None  # same_model implies previous
         if old is not None and old.sha256 == sha:
@@ -55,6 +60,39 @@ def build_entries(ids: np.ndarray, vectors: np.ndarray, meta: Mapping[int, dict]
         else:
             out[item_id] = ItemEntry(raw, sha, sign(wire.item_message(model_version, item_id, sha)), version)
     return out
+
+
+def packable_price(value) -> float:
+    """The price an entry carries: the stored one when it is a number in [0, MAX_PRICE], else 0 (none).
+
+    The API bounds prices at the door, but a store may hold older rows, a file import's or a hand
+    edit's; one unpackable price (1e39 overflows the entry's f32) must not stop every publish.
+    """
+    try:
+        price = float(value or 0.0)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return price if math.isfinite(price) and 0.0 <= price <= MAX_PRICE else 0.0
+
+
+def packed_entry(item_id: int, vector: np.ndarray, m: Mapping, precision: str = "f16") -> bytes | None:
+    """The raw PRI2 entry of one product, or None (logged, naming it) when the product cannot be packed.
+
+    A product that cannot travel (an id or vector the wire cannot carry) is left out of the bundle
+    rather than failing the publish of every other product; a device never shows an item it
+    holds no entry for.
+    """
+    price = packable_price(m.get("price"))
+    if m.get("price") and price != m.get("price"):
+        log.warning("product %.80r: stored price %r is not a number in [0, %g]; its entry carries no price",
+                    m.get("item_id", item_id), m.get("price"), MAX_PRICE)
+    try:
+        return wire.pack_item_entry(item_id, vector, str(m.get("title") or ""), str(m.get("category") or ""),
+                                    price, bool(m.get("in_stock", True)), precision,
+                                    external_id=str(m.get("item_id") or item_id))
+    except (ValidationError, struct.error, OverflowError, ValueError) as exc:
+        log.warning("product %.80r (index %d) left out of the bundle: %s", m.get("item_id", item_id), item_id, exc)
+        return None
 
 
 def select(entries: Mapping[int, ItemEntry], now: Iterable[int], before: Iterable[int] | None, cursor: int,

@@ -123,6 +123,7 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         "records_changed": len(changed),
         "records_compacted": compacted,
         "items_changed": items_changed,
+        "items_left_out": len(catalogue.ids) - len(entries),  # unpackable products, named in the log
         "history_from": keep_from,
         "sign_us_per_record": sign_seconds / len(sigs) * 1e6 if sigs else 0.0,
         "bytes": {name: len(d) for name, d in artifacts.items()},

@@ -172,6 +172,12 @@ class Store(ABC):
         its event_id was seen before (then nothing changes)."""
 
     @abstractmethod
+    def conflicting(self, events: list[Event]) -> list[bool]:
+        """For events that append_events answered False (already logged): per event, True when the
+        event logged under its id differs in content (the id was reused for another event: a
+        conflict, not a retry). An id whose logged content can no longer be read is no conflict."""
+
+    @abstractmethod
     def import_events(self, events: Iterable[Event]) -> int:
         """Bulk-load a history (item ids resolved to indexes); an event_id already logged is
         skipped. Returns how many were new. Call server.online.fold.rebuild_states after."""

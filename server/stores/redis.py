@@ -14,6 +14,7 @@ folded, so a redelivered event is never applied twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -49,10 +50,12 @@ GROUP = b"updater"
 CONSUMER = b"updater"
 _SEQ_BITS = 20  # stream ids are "ms-seq"; positions pack them into one int
 
+# Each event id's dedupe key holds the sha1 of the event's payload, so a reused id with other
+# content can be told from a retry (conflicting). Keys written before hold '1': not comparable.
 _APPEND = """
 local out = {}
 for i = 2, #KEYS do
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+  if redis.call('SET', KEYS[i], redis.sha1hex(ARGV[i]), 'NX', 'EX', ARGV[1]) then
     redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
     out[#out + 1] = 1
   else
@@ -274,6 +277,14 @@ class RedisStore(Store):
             return []
         keys = [self.stream] + [self.k("eid", e.event_id) for e in events]
         return [bool(x) for x in self._append(keys=keys, args=[self.dedupe_ttl] + [_payload(e) for e in events])]
+
+    def conflicting(self, events: list[Event]) -> list[bool]:
+        if not events:
+            return []
+        logged = cast("list[bytes | None]", self.r.mget([self.k("eid", e.event_id) for e in events]))
+        return [digest is not None and len(digest) == 40  # '1': logged before digests were kept
+                and digest.decode() != hashlib.sha1(_payload(e).encode()).hexdigest()
+                for e, digest in zip(events, logged)]
 
     def import_events(self, events: Iterable[Event]) -> int:
         batch: list[Event] = []

@@ -387,6 +387,16 @@ class SQLiteStore(Store):
                 self._local.appended = [LogEntry(last - len(fresh) + 1 + k, e) for k, e in enumerate(fresh)]
         return out
 
+    def conflicting(self, events: list[Event]) -> list[bool]:
+        width = len(EVENT_COLUMNS.split(","))
+        logged: dict[str, tuple] = {}
+        ids = list({e.event_id for e in events})
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            logged.update((row[0], tuple(row)) for row in self.db.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({','.join('?' * len(chunk))})", chunk))
+        return [e.event_id in logged and logged[e.event_id] != _event_row(e, 0.0)[:width] for e in events]
+
     def import_events(self, events: Iterable[Event]) -> int:
         now = time.time()
         with self.tx() as db:

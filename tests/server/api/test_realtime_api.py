@@ -33,12 +33,13 @@ def post(api, events):
 
 def test_an_accepted_event_is_in_the_embedding_when_the_answer_arrives(api, serving):
     assert api.get("/v1/users/u-1").status_code == 404
-    post(api, [ev("a"), ev("b", item=13, etype="purchase")])
+    b = ev("b", item=13, etype="purchase")
+    post(api, [ev("a"), b])
     body = api.get("/v1/users/u-1?recent=5").get_json()
     assert body["n_events"] == 2 and body["log_position"] > 0
     # Events may name a product by an integer (taken as its digits); the API answers product ids.
     assert [r["item_id"] for r in body["recent"]] == ["7", "13"] and len(body["embedding"]) == 64
-    assert post(api, [ev("b", item=13, etype="purchase")])["duplicate"] == 1
+    assert post(api, [b])["duplicate"] == 1  # a retry resends the same event
     assert api.get("/v1/users/u-1").get_json()["n_events"] == 2  # a retry is not folded twice
 
 
@@ -63,8 +64,9 @@ BAD_EVENTS = [
 
 @pytest.mark.parametrize("kind, bad, field, words", BAD_EVENTS, ids=[b[0] for b in BAD_EVENTS])
 def test_a_batch_with_a_bad_event_is_422_naming_it_and_keeps_the_good_ones(api, serving, kind, bad, field, words):
-    assert post(api, [ev("early-1"), ev("early-2", item=8)])["accepted"] == 2
-    batch = [ev("early-1"), ev("late-1", item=9), bad]
+    early = ev("early-1")
+    assert post(api, [early, ev("early-2", item=8)])["accepted"] == 2
+    batch = [early, ev("late-1", item=9), bad]
     resp = api.post("/v1/events", json={"events": batch})
     assert resp.status_code == 422, kind
     body = resp.get_json()

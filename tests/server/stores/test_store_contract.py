@@ -20,6 +20,17 @@ def test_append_answers_new_or_duplicate_per_event(store):
     assert store.count_events(["e1", "e3", "nope"]) == 2
 
 
+def test_a_logged_id_with_other_content_is_a_conflict_and_the_same_event_is_not(store):
+    first = ev(n=1, item=4, context=(("platform", "ios"),))
+    assert store.append_events([first]) == [True]
+    others = [replace(first, item_id=5), replace(first, timestamp=first.timestamp + 1e-6), replace(first, context=()),
+              replace(first, user_id="u9"), replace(first, type="purchase"), replace(first, session_id="s2")]
+    assert store.append_events([first, *others]) == [False] * 7
+    assert store.conflicting([first, *others]) == [False] + [True] * 6
+    assert store.conflicting([ev(n=99)]) == [False]  # never logged: nothing to conflict with
+    assert [e.event for e in store.iter_log()] == [first]
+
+
 def test_the_log_keeps_order_and_gives_increasing_positions(store):
     store.append_events([ev(n=i, user=f"u{i % 3}", context=(("platform", "ios"),) if i == 4 else ())
                          for i in range(10)])
