@@ -324,7 +324,7 @@ def test_a_v3_database_gets_the_index_digits_then_the_signed_ids_at_the_next_syn
     conn.execute("INSERT INTO consumed (user_id, item_id, type) VALUES ('u1', 40, 'click')")
     conn.close()
     client = EdgeClient(path, PUBLIC, transport=Memory(answer()), device_id="phone")
-    assert client.cache.schema_version == schema.LATEST == 5
+    assert client.cache.schema_version == schema.LATEST == 6
     assert held(client) == {1: "1", 40: "40"}  # guessed: a catalogue from before named products by index
     assert client.cache.consumed(USER) == {"40"} and client.cache.consumed_indexes(USER) == {40}
     assert client.cache.query("SELECT COUNT(*) FROM items WHERE model IS NULL")[0][0] == 2  # to be replaced

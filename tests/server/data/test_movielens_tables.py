@@ -87,9 +87,10 @@ def test_100k_tables(ml100k):
 
 
 def test_100k_events_follow_load(ml100k):
-    """The same ratings in the same order as the research view (`load()`), and the same products."""
+    """With ties in file order: the same ratings in the same order as the research view (`load()`), and the
+    same products."""
     ml = movielens.load()
-    ev = ml100k.events
+    ev = movielens.tables("100k", ties="file").events
     assert ev.column("user_id").to_pylist() == [str(ml.user_ids[u]) for u in ml.users]
     assert ev.column("item_id").to_pylist() == [str(ml.item_ids[i]) for i in ml.items]
     assert np.array_equal(ev.column("timestamp").to_numpy(), ml.timestamps.astype(np.float64))
@@ -98,6 +99,36 @@ def test_100k_events_follow_load(ml100k):
         it = by_id[row["item_id"]]
         assert (row["title"], row["category"], row["year"], row["price"]) == (it.title, it.category, it.year, it.price)
     assert ml100k.user_features == ml.user_features
+
+
+def test_ties_in_random_order_move_only_ratings_of_the_same_second(ml100k):
+    """The default orders a user's ratings made in one second by a seeded permutation (no model can learn the
+    tie order); ratings made at different times keep their order, and the seed decides the rest."""
+    by_file = movielens.tables("100k", ties="file").events
+    shuffled, other = ml100k.events, movielens.tables("100k", seed=1).events
+
+    def rows(t):
+        return list(zip(t.column("timestamp").to_pylist(), t.column("user_id").to_pylist(),
+                        t.column("item_id").to_pylist()))
+
+    a, b, c = rows(by_file), rows(shuffled), rows(other)
+    assert sorted(a) == sorted(b) == sorted(c)  # the same ratings
+    assert [r[:2] for r in a] == [r[:2] for r in b]  # (time, user) order unchanged: only ties move
+    assert a != b and b != c
+    # A user's last two ratings fall in one second for many users: which is "last" now depends on the seed.
+    last = {}
+    for ts, u, i in b:
+        last[u] = i
+    last_file = {}
+    for ts, u, i in a:
+        last_file[u] = i
+    assert sum(last[u] != last_file[u] for u in last) > 100
+
+
+def test_relabel_changes_the_catalogue_order_not_its_products(ml100k):
+    t = movielens.tables("100k", relabel=3)
+    assert sorted(t.catalogue.column("item_id").to_pylist()) == sorted(ml100k.catalogue.column("item_id").to_pylist())
+    assert t.catalogue.column("item_id").to_pylist() != ml100k.catalogue.column("item_id").to_pylist()
 
 
 def test_100k_is_deterministic(ml100k):

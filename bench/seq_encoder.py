@@ -1,0 +1,112 @@
+"""`python -m bench seq_encoder`: the sequence model's on-device cost (issue 15's speed figures), one thread.
+
+A sequence model is trained into a scratch home on MovieLens-100k (2 epochs: speed does not depend on
+quality), exported as it ships, and then, for real users' histories of 50 events:
+- the encoder alone: torch eager, fp32 ONNX, int8 ONNX (the device's), median and p99, and the ratios;
+- the device's whole step: the int8 encoder over the history plus the ranker over 200 candidates;
+- the session creation of each graph, and the bytes of the model set a device holds (encoder + ranker).
+Targets beside each figure: p99 < 2 ms for encoder + rerank, model set <= 4 MB, session < 20 ms,
+int8 >= 1.8x fp32 ONNX and >= 3x torch eager.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+RUNS = 2000
+
+
+def _times(fn, runs: int = RUNS) -> np.ndarray:
+    for _ in range(50):
+        fn()
+    out = np.empty(runs)
+    for k in range(runs):
+        t = time.perf_counter()
+        fn()
+        out[k] = time.perf_counter() - t
+    return out * 1e6  # microseconds
+
+
+def main(argv: list[str]) -> int:
+    import torch
+
+    from exporter.parity import session
+    from server.data.datasets import import_movielens
+    from server.home import Home
+    from server.jobs.train import export_job, train_job
+    from server.training import seqmodel
+    from server.training.history import load_history
+    from shared.schemas import EVENT_TYPES
+    from shared.sequence import encoder_feed
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="pocketrank-seqbench-") as tmp:
+        home = Home(Path(tmp))
+        import_movielens(home.store(), "100k", progress=False)
+        version = train_job(home, epochs=2, kind="sequence", progress=False)["model_version"]
+        export_job(home, n_users=100)
+        out = home.model_dir(version)
+        m, _ = seqmodel.load(out)
+        items = m.item_vectors().detach().numpy()
+        h = load_history(home.store())
+        long = [k for k, s in enumerate(h.seqs) if len(s) >= 50][:200]
+        feeds = []
+        for u in long:
+            rows, codes, ts = h.seqs[u][-50:], h.types[u][-50:], h.times[u][-50:]
+            feed = encoder_feed([(EVENT_TYPES[int(c)], int(r), float(t)) for r, c, t in zip(rows, codes, ts)],
+                                [items[int(r)] for r in rows], 50, items.shape[1])
+            assert feed is not None
+            feeds.append(feed)
+        cands = [items[np.random.default_rng(k).choice(len(items), 200, replace=False)] for k in range(len(feeds))]
+
+        figures = {}
+        for name in ("encoder.fp32.onnx", "encoder.onnx", "ranker.int8.onnx"):
+            t = time.perf_counter()
+            for _ in range(20):
+                session(out / name)
+            figures[f"session {name}"] = (time.perf_counter() - t) / 20 * 1000
+        fp32, int8, ranker = session(out / "encoder.fp32.onnx"), session(out / "encoder.onnx"), session(
+            out / "ranker.int8.onnx")
+        it = iter(range(10**9))
+
+        def pick():
+            return feeds[next(it) % len(feeds)]
+
+        def eager():
+            f = pick()
+            with torch.no_grad():
+                m.encoder(torch.from_numpy(f["items"]), torch.from_numpy(f["types"]), torch.from_numpy(f["gaps"]))
+
+        def step():
+            k = next(it) % len(feeds)
+            uv = int8.run(None, feeds[k])[0]
+            ranker.run(None, {"user": uv, "items": cands[k]})
+
+        t_eager = _times(eager, 500)
+        t_fp32 = _times(lambda: fp32.run(None, pick()))
+        t_int8 = _times(lambda: int8.run(None, pick()))
+        t_step = _times(step)
+        size = sum((out / n).stat().st_size for n in ("encoder.onnx", "ranker.int8.onnx"))
+
+    def row(label: str, t: np.ndarray) -> str:
+        return f"  {label:40s} median {np.median(t):8.1f} us   p99 {np.percentile(t, 99):8.1f} us"
+
+    print("Sequence encoder over 50 events, one thread (MovieLens-100k users):")
+    print(row("torch eager", t_eager))
+    print(row("fp32 ONNX (the server's)", t_fp32))
+    print(row("int8 ONNX (the device's)", t_int8))
+    print(row("device step: int8 encoder + 200-candidate rerank", t_step) + "   target p99 < 2000 us")
+    r_fp32 = np.median(t_fp32) / np.median(t_int8)
+    r_eager = np.median(t_eager) / np.median(t_int8)
+    print(f"  int8 vs fp32 ONNX {r_fp32:.2f}x (target >= 1.8x); int8 vs torch eager {r_eager:.2f}x (target >= 3x)")
+    for k, v in figures.items():
+        print(f"  {k:40s} {v:6.2f} ms (target < 20 ms)")
+    print(f"  model set on the device (encoder + ranker) {size:,} bytes (target <= 4 MB)")
+    return 0
