@@ -27,7 +27,7 @@ import httpx
 from demo_app.localserver import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-OPERATOR = {"X-Operator-Key": "op"}
+OPERATOR = {"X-Operator-Key": "attack-bench-operator-key"}
 BURST = 30  # requests per device and per address per 300 s in the deployed server
 
 
@@ -208,7 +208,7 @@ def across_workers(report, tmp: Path) -> None:
         for name, extra in stores:
             port = free_port()
             env = {"POCKETRANK_HOME": str(tmp / f"home-{name}"), "POCKETRANK_BIND": f"127.0.0.1:{port}",
-                   "POCKETRANK_WORKERS": "2", "POCKETRANK_OPERATOR_KEY": "op", "POCKETRANK_REQUEST_BURST": "10",
+                   "POCKETRANK_WORKERS": "2", "POCKETRANK_OPERATOR_KEY": "attack-bench-operator-key", "POCKETRANK_REQUEST_BURST": "10",
                    "POCKETRANK_REQUEST_RATE": "0.1", "POCKETRANK_LOG_LEVEL": "warning", **extra}
             server = Server([sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf", "server.wsgi:app"],
                             env, tmp / f"gunicorn-{name}.log", f"http://127.0.0.1:{port}")
@@ -318,7 +318,7 @@ def run(report) -> None:
         _trained_home(root)
         port = free_port()
         env = {"POCKETRANK_HOME": str(root), "POCKETRANK_PORT": str(port), "POCKETRANK_UPSTREAM_PORT": str(free_port()),
-               "POCKETRANK_RUN_DIR": str(tmp / "nginx"), "PYTHON": sys.executable, "POCKETRANK_OPERATOR_KEY": "op",
+               "POCKETRANK_RUN_DIR": str(tmp / "nginx"), "PYTHON": sys.executable, "POCKETRANK_OPERATOR_KEY": "attack-bench-operator-key",
                "POCKETRANK_REQUEST_BURST": str(BURST), "POCKETRANK_REQUEST_RATE": str(BURST / 300),
                "POCKETRANK_ADDRESS_BURST": str(BURST), "POCKETRANK_ADDRESS_RATE": str(BURST / 300),
                "POCKETRANK_LOG_LEVEL": "warning"}

@@ -17,12 +17,12 @@ def test_two_workers_share_one_count_on_redis_and_count_apart_on_sqlite(store_co
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = env_for(store_config, POCKETRANK_BIND=f"127.0.0.1:{port}", POCKETRANK_WORKERS="2",
-                  POCKETRANK_OPERATOR_KEY="op", POCKETRANK_REQUEST_BURST=str(BURST), POCKETRANK_REQUEST_RATE="0.1")
+                  POCKETRANK_OPERATOR_KEY="limits-live-operator-key", POCKETRANK_REQUEST_BURST=str(BURST), POCKETRANK_REQUEST_RATE="0.1")
     server = Proc(GUNICORN, env, tmp_path / "gunicorn.log")
     try:
         wait_healthy(url, server)  # anonymous: counts against 127.0.0.1, not the device below
         reg = httpx.post(url + "/v1/devices", json={"device_id": "phone", "users": ["u"]},
-                         headers={"X-Operator-Key": "op"})
+                         headers={"X-Operator-Key": "limits-live-operator-key"})
         auth = {"Authorization": f"Bearer {reg.json()['token']}"}
         codes = []
         for _ in range(6 * BURST):

@@ -9,14 +9,14 @@ from server.api.app import create_app
 from server.config import Config
 from tests.factories import event_dict as ev
 
-OPERATOR = {"X-Operator-Key": "operator-secret"}
+OPERATOR = {"X-Operator-Key": "operator-secret-key"}
 
 
 @pytest.fixture
 def make(synthetic_app, store_config):
     """An app on the seeded synthetic home with small limits (the defaults are far above a device's needs)."""
     def build(**limits):
-        settings = {"operator_key": "operator-secret", "request_rate": 0.1, "request_burst": 5, "address_rate": 0.1,
+        settings = {"operator_key": "operator-secret-key", "request_rate": 0.1, "request_burst": 5, "address_rate": 0.1,
                     "address_burst": 5, **limits}
         # The store's settings (Redis: a key prefix of this test's own, so counts start at zero).
         fields = {f: getattr(store_config, f) for f in ("home", "store", "redis_url", "redis_prefix")}

@@ -117,10 +117,10 @@ def test_ties_in_random_order_move_only_ratings_of_the_same_second(ml100k):
     assert a != b and b != c
     # A user's last two ratings fall in one second for many users: which is "last" now depends on the seed.
     last = {}
-    for ts, u, i in b:
+    for _ts, u, i in b:
         last[u] = i
     last_file = {}
-    for ts, u, i in a:
+    for _ts, u, i in a:
         last_file[u] = i
     assert sum(last[u] != last_file[u] for u in last) > 100
 
