@@ -44,11 +44,11 @@ def _copy(src: Path, dst: Path):
 
 
 def latency(src: Path, work: Path) -> None:
+    from lab.served_models import derive_version  # the same derived versions as the tests
     from server.api.app import create_app
     from server.config import Config
     from server.jobs import rollout
     from server.release.registry import Registry
-    from tests.server.served_models import derive_version  # the same derived versions as the tests
 
     root = work / "latency"
     store = _copy(src, root)
@@ -88,11 +88,11 @@ def latency(src: Path, work: Path) -> None:
 
 
 def scenario(src: Path, work: Path) -> None:
+    from lab.served_models import Tastes, derive_version, simulate_round
     from server.api.app import create_app
     from server.config import Config
     from server.jobs import rollout
     from server.release.registry import Registry
-    from tests.server.served_models import Tastes, derive_version, simulate_round
 
     print("\nCanary at 5%, 943 MovieLens users a round, a look after each:")
     for version, seed in (("m-broken", 1), ("m-good", None)):

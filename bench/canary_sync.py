@@ -1,7 +1,7 @@
 """`python -m bench canary_sync`: what canary variants of a bundle cost (docs/sync-protocol.md §16).
 
 On MovieLens-100k: a 2-epoch model trained, exported and published into a scratch home (or a copy of
-`--home PATH`, e.g. var/demo, to skip training), and a derived canary (tests/server/served_models.py:
+`--home PATH`, e.g. var/demo, to skip training), and a derived canary (lab/served_models.py:
 the same model with its item vectors shuffled).
 
 1. CPU per sync answer, in one process through the Flask test client (no HTTP), each (user, cursor)
@@ -54,12 +54,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--home", help="copy this home (with a published bundle) instead of training one")
     p.add_argument("--requests", type=int, default=2000, help="answers timed per row")
     args = p.parse_args(argv)
+    from lab.served_models import derive_version
     from server.api.app import create_app
     from server.config import Config
     from server.jobs import rollout
     from server.release import canary
     from server.release.registry import Registry
-    from tests.server.served_models import derive_version
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

@@ -49,11 +49,12 @@ def _source(arg: str | None, tmp: Path) -> tuple[np.ndarray, np.ndarray, bytes, 
         version = home.current_model()
     except Exception:  # no trained model there: a small one, as the test suite trains
         from server.data.datasets import import_movielens
-        from server.jobs.train import train_job
+        from server.jobs.train import export_job, train_job
 
         home = Home(tmp / "home")
         import_movielens(home.store(), "100k", progress=False)
         version = train_job(home, epochs=2, progress=False)["model_version"]
+        export_job(home, n_users=100)  # the int8 ranker read below
         label = "a 2-epoch MovieLens model trained for this run"
     ids, vectors = home.store().item_vectors()
     return ids, vectors, (home.model_dir(version) / "ranker.int8.onnx").read_bytes(), f"{version} ({label})"

@@ -1,2 +1,3 @@
-"""Research, not shipped: recommendation-quality protocols, the marketplace simulator, simulated rollouts
-and quantization candidates. bench/ and tests/ import it; the product (server, pocketrank, ...) never does."""
+"""Research, not shipped: recommendation-quality protocols, the marketplace simulator, simulated rollouts,
+quantization candidates, and the derived model versions and simulated users (served_models) that tests
+and benches share. bench/ and tests/ import it; the product (server, pocketrank, ...) never does."""

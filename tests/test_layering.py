@@ -4,6 +4,7 @@
   (pocketrank, demo_app), research (lab), bench or tests;
 - shared imports nothing of the project; edge_runtime imports neither server, exporter nor torch;
 - lab (research, not shipped) never imports pocketrank or demo_app;
+- bench and lab never import tests (what they share with the tests lives in lab/);
 - no import cycle among server/'s modules.
 """
 
@@ -83,6 +84,10 @@ def test_edge_runtime_imports_neither_server_exporter_nor_torch():
 
 def test_lab_never_imports_pocketrank_or_demo_app():
     assert _violations(("lab",), lambda m, top: top in ("pocketrank", "demo_app")) == []
+
+
+def test_bench_and_lab_never_import_tests():
+    assert _violations(("bench", "lab"), lambda m, top: top == "tests") == []
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:

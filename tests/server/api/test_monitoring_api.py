@@ -61,10 +61,10 @@ def test_bad_parameters_get_a_400(api):
 
 
 def test_a_running_canary_is_in_the_summary_and_in_prometheus(api, home):
+    from lab.served_models import derive_version
     from server.config import Config
     from server.jobs import rollout
     from server.stores import open_store
-    from tests.server.served_models import derive_version
 
     store = open_store(Config(home=home))
     derive_version(home, store, "m-next")

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from lab.served_models import Tastes, derive_version, post_all, session_events
 from server.api.app import create_app
 from server.config import Config
 from server.monitoring import source
@@ -15,7 +16,6 @@ from server.release.registry import Registry
 from server.stores import open_store
 from shared.errors import ValidationError
 from shared.schemas import Event
-from tests.server.served_models import Tastes, derive_version, post_all, session_events
 
 
 def test_compare_and_hit_rates_by_hand():

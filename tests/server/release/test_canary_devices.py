@@ -1,7 +1,7 @@
 """Issue 8: the canary model reaches canary users' devices through the sync manifest (server/bundle/variants.py).
 
 Real Flask app, real EdgeClient over httpx's WSGI transport, real onnxruntime and SQLite. The canary
-is a derived model version (tests/server/served_models.py) with its item vectors shuffled and its
+is a derived model version (lab/served_models.py) with its item vectors shuffled and its
 int8 ranker re-saved with another doc string (the same function, other bytes), so a device that
 installs it visibly downloads another ranker and holds other item vectors.
 """
@@ -19,6 +19,7 @@ import pytest
 
 from edge_runtime import EdgeClient, SignatureError
 from edge_runtime.transport import Transport
+from lab.served_models import derive_version
 from server.bundle import item_entries, sync_answer, variants
 from server.bundle.publish import publish_job
 from server.home import Home
@@ -29,7 +30,6 @@ from server.release import canary
 from server.release.registry import Registry
 from shared import wire
 from tests.edge_runtime.test_sync_protocol import Rewriting
-from tests.server.served_models import derive_version
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
 

@@ -2,8 +2,8 @@
 
 A deliberately broken model (shuffled item vectors) released as a canary to 5% is rolled back
 automatically before it reaches more users; a good model under the same procedure is not.
-MovieLens users ask the Flask app for recommendations, click by their tastes (tests/server/
-served_models.py), post the events back with the model version that answered, and the canary job
+MovieLens users ask the Flask app for recommendations, click by their tastes
+(lab/served_models.py), post the events back with the model version that answered, and the canary job
 looks after every round.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from lab.served_models import Tastes, derive_version, simulate_round
 from pocketrank.cli import main
 from server.api.app import create_app
 from server.config import STAGES, Config, parse_stages
@@ -26,7 +27,6 @@ from server.release import canary
 from server.release.registry import Registry
 from server.stores import open_store
 from shared.errors import ValidationError
-from tests.server.served_models import Tastes, derive_version, simulate_round
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
 

@@ -1,4 +1,4 @@
-"""Helpers for tests that serve several model versions: derived versions and simulated users.
+"""Helpers for tests and benches that serve several model versions: derived versions and simulated users.
 
 A derived version is a copy of the trained home's model directory with its own item vectors
 (server/online/versions.py reads `item_vectors.npz`): the same vectors make a "good" copy, the rows
