@@ -13,6 +13,16 @@ import pytest
 USER = "196"
 
 
+@pytest.fixture
+def app(home):
+    """The shared fixture's app with the sync rate limit off: the damage loop syncs one device dozens of
+    times in a few seconds, far past what a phone does (and what the limit is for)."""
+    from server.api.app import create_app
+    from server.config import Config
+
+    return create_app(Config(home=home, sync_rate=0))
+
+
 def flip(device, table: str, column: str, key: str, rng: random.Random, where: str = "user_id") -> None:
     """Change one byte of one stored value, keeping its SQLite type."""
     conn = device.cache.conn
