@@ -17,17 +17,9 @@ USER = "196"
 
 def scratch_home(root: Path) -> Path:
     """MovieLens-100k, a 1-epoch model exported and published: nothing of yours changes."""
-    from server.bundle.publish import publish_job
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    from lab.homes import movielens_home
 
-    home = Home(root / "home")
-    import_movielens(home.store(), "100k", progress=False)
-    train_job(home, epochs=1, progress=False)
-    export_job(home, n_users=100)
-    publish_job(home, progress=False)
-    return home.root
+    return movielens_home(root / "home", 1).root
 
 
 def start_server(home: Path):

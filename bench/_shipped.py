@@ -47,14 +47,14 @@ def split_tables(size: str, seed: int, ties: str, relabel: int | None):
     return t, t.events.filter(pa.array(~is_test)), t.events.filter(pa.array(is_test))
 
 
-def _metrics(lists: dict[str, list[int]], truth: dict[str, int], pop_pct: np.ndarray, n_items: int) -> dict:
+def _metrics(lists: dict[str, list[int]], truth: dict[str, int], pop_pct: dict[int, float], n_items: int) -> dict:
     hits, ndcg, shown, pct = [], [], set(), []
     for u, target in truth.items():
         ranked = lists.get(u, [])[:K]
         hits.append(float(target in ranked))
         ndcg.append(ndcg_at_k(ranked, {target}, K))
         shown.update(ranked)
-        pct += [pop_pct[i] for i in ranked]
+        pct += [pop_pct.get(i, 0.0) for i in ranked]
     return {"HR@10": float(np.mean(hits)), "nDCG@10": float(np.mean(ndcg)),
             "coverage@10": len(shown) / n_items, "pop_pct": float(np.mean(pct)) if pct else 0.0}
 
@@ -98,8 +98,7 @@ def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, 
         counts = store.item_counts()
         ids = sorted(index.values())
         pop = np.array([counts.get(i, 0) for i in ids], dtype=np.float64)
-        pct_of = {i: p for i, p in zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1))}
-        pop_pct = _PctLookup(pct_of)
+        pop_pct = dict(zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1)))
         config = Config(home=home.root, category_weight=0.0, exposure_cap=10**9, exposure_penalty=0.0,
                         explore_position=0)
         serving = Serving(config)
@@ -117,14 +116,6 @@ def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, 
         store.close()
     out["timings"]["total"] = time.perf_counter() - t0
     return out
-
-
-class _PctLookup:
-    def __init__(self, pct: dict[int, float]):
-        self.pct = pct
-
-    def __getitem__(self, item: int) -> float:
-        return self.pct.get(item, 0.0)
 
 
 def _peers(store, truth: dict[str, int], seed: int, pop_pct, ids: list[int]) -> dict:

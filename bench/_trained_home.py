@@ -35,21 +35,12 @@ def trained_home(dst: Path) -> Path:
 
 
 def _build(cache: Path) -> None:
-    from server.bundle.publish import publish_job
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    from lab.homes import movielens_home
 
     tmp = cache.with_name(cache.name + f".building-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    home = Home(tmp)
-    store = home.store()
-    import_movielens(store, "100k", progress=False)
-    train_job(home, epochs=EPOCHS, progress=False)
-    export_job(home, n_users=100)
-    publish_job(home, progress=False)
-    store.close()
+    movielens_home(tmp, EPOCHS)
     (tmp / ".complete").write_text("built\n")
     shutil.rmtree(cache, ignore_errors=True)
     os.replace(tmp, cache)

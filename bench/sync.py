@@ -129,17 +129,9 @@ def record_sizes(n_users: int = 1000, n_items: int = 50_000, n_cand: int = 200) 
 
 
 def _home(tmp: Path) -> Path:
-    from server.bundle.publish import publish_job
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    from lab.homes import movielens_home
 
-    home = Home(tmp / "home")
-    import_movielens(home.store(), "100k", progress=False)
-    train_job(home, epochs=2, progress=False)
-    export_job(home, n_users=100)
-    publish_job(home, progress=False)
-    return home.root
+    return movielens_home(tmp / "home", 2).root
 
 
 def _sizes(body: dict) -> dict[str, int]:

@@ -26,7 +26,7 @@ from .errors import IntegrityError, StorageError, TransportError, ValidationErro
 from .local import LocalRecommender
 from .outbox import Outbox
 from .policy import Connectivity
-from .rerank import ModelSlot
+from .rerank import LocalRanker, ModelSlot
 from .results import FlushResult, Recommendation, RecommendedItem, SyncResult
 from .steadyclock import SteadyClock, boottime, describe_offset
 from .sync import Syncer
@@ -103,7 +103,7 @@ class EdgeClient:
         self.batch_size = batch_size
         self.clock = clock
         self._sleep = sleep
-        self.slot = ModelSlot()
+        self.slot: ModelSlot[LocalRanker] = ModelSlot()
         self.search = SearchIndex(self.cache)
         self.local = LocalRecommender(self.cache, self.slot, max_model_bytes, stale_after, clock, max_per_category,
                                       drop_out_of_stock)
@@ -150,12 +150,16 @@ class EdgeClient:
             **({"query": query} if query is not None else {}),
             **({"context": context} if context else {}),
         })
-        dim = self.cache.snapshot().dim
+        snap = self.cache.snapshot()
+        dim = snap.dim
         with self.cache.tx(durable=type == "purchase") as conn:
             self.outbox.add(event, conn)
-            # A sequence model's encoder reads the held history: the event is in it at once, offline too.
-            sequence.append(conn, event.user_id, [(event.type, None, None if event.item_id is None
-                                                   else str(event.item_id), event.timestamp)])
+            if (snap.manifest.get("model") or {}).get("kind") == "sequence":
+                # The encoder reads the held history: the event is in it at once, offline too. (A fold bundle's
+                # device keeps none: a sync that brings a sequence model fills it with the server's history
+                # and the queued events.)
+                sequence.append(conn, event.user_id, [(event.type, None, None if event.item_id is None
+                                                       else str(event.item_id), event.timestamp)])
             if dim:  # before the first sync there is nothing to fold with; the sync refolds the outbox
                 fold(conn, event.user_id, [event.to_dict()], dim, self.search.vector)
         return event.event_id
@@ -376,7 +380,7 @@ class EdgeClient:
             "connectivity": self.connectivity.state,
             "uploads": self.uploads.state,
             "uploads_retry_in": self.uploads.delay() or None,
-            "ranker": {"sha256": snap.ranker_sha, "loaded": self.slot.sha == snap.ranker_sha and self.slot.ranker
+            "ranker": {"sha256": snap.ranker_sha, "loaded": self.slot.sha == snap.ranker_sha and self.slot.model
                        is not None, "error": self.slot.error},
             "users": self.cache.users(),
         }

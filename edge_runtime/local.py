@@ -28,13 +28,13 @@ from shared.rules import apply_rules
 from .cache import DeviceCache, Snapshot
 from .rerank import LocalRanker, ModelSlot
 from .results import Recommendation, RecommendedItem
-from .sequence import DeviceEncoder, EncoderSlot, history
+from .sequence import DeviceEncoder, history
 
 STAGES = ("read", "features", "model", "rules")
 
 
 class LocalRecommender:
-    def __init__(self, cache: DeviceCache, slot: ModelSlot, max_model_bytes: int, stale_after: float,
+    def __init__(self, cache: DeviceCache, slot: ModelSlot[LocalRanker], max_model_bytes: int, stale_after: float,
                  clock: Callable[[], float] = time.time, max_per_category: int | None = None,
                  drop_out_of_stock: bool = False):
         self.cache, self.slot = cache, slot
@@ -43,7 +43,7 @@ class LocalRecommender:
         self.stale_after = stale_after
         self.clock = clock
         self.max_per_category = max_per_category
-        self.encoders = EncoderSlot()
+        self.encoders: ModelSlot[DeviceEncoder] = ModelSlot()
         # Seconds spent in each stage of the last call: what `bench edge` reports.
         self.stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
 

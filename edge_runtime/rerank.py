@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from shared.features import ranker_inputs
 EXPECTED_INPUTS = ("user", "items")
 EXPECTED_OUTPUTS = ("scores",)
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+M = TypeVar("M")
 
 
 def _fields(buf: bytes):
@@ -71,6 +73,37 @@ def uses_external_data(blob: bytes) -> bool:
     return False
 
 
+def load_session(blob: bytes, what: str, inputs: tuple[str, ...], outputs: tuple[str, ...],
+                 max_bytes: int = DEFAULT_MAX_BYTES):
+    """One single-threaded onnxruntime session of a held model (`what`: "ranker", "encoder"), refused with
+    ModelError when it is larger than `max_bytes`, reaches for ONNX external data, or its signature is not
+    `inputs` -> `outputs`."""
+    if len(blob) > max_bytes:
+        raise ModelError(f"{what} is {len(blob)} bytes, above the configured bound of {max_bytes}")
+    try:
+        external = uses_external_data(blob)
+    except ValueError as exc:
+        raise ModelError(f"{what} could not be loaded: not a valid ONNX protobuf ({exc})") from exc
+    if external:
+        raise ModelError(f"{what} uses ONNX external data; the device only loads self-contained models")
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # One thread: a phone's rerank competes with its UI, and at 200
+    # candidates a thread pool's hand-off costs more than it saves.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{what} could not be loaded: {exc}") from exc
+    got_in = tuple(i.name for i in session.get_inputs())
+    got_out = tuple(o.name for o in session.get_outputs())
+    if got_in != inputs or got_out != outputs:
+        raise ModelError(f"{what} signature {got_in} -> {got_out}, expected {inputs} -> {outputs}")
+    return session
+
+
 class LocalRanker:
     """One onnxruntime session, created once and reused for every rerank.
 
@@ -79,29 +112,7 @@ class LocalRanker:
     """
 
     def __init__(self, blob: bytes, max_bytes: int = DEFAULT_MAX_BYTES):
-        if len(blob) > max_bytes:
-            raise ModelError(f"ranker is {len(blob)} bytes, above the configured bound of {max_bytes}")
-        try:
-            external = uses_external_data(blob)
-        except ValueError as exc:
-            raise ModelError(f"ranker could not be loaded: not a valid ONNX protobuf ({exc})") from exc
-        if external:
-            raise ModelError("ranker uses ONNX external data; the device only loads self-contained models")
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        # One thread: a phone's rerank competes with its UI, and at 200
-        # candidates a thread pool's hand-off costs more than it saves.
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"ranker could not be loaded: {exc}") from exc
-        inputs = tuple(i.name for i in self.session.get_inputs())
-        outputs = tuple(o.name for o in self.session.get_outputs())
-        if inputs != EXPECTED_INPUTS or outputs != EXPECTED_OUTPUTS:
-            raise ModelError(f"ranker signature {inputs} -> {outputs}, expected {EXPECTED_INPUTS} -> {EXPECTED_OUTPUTS}")
+        self.session = load_session(blob, "ranker", EXPECTED_INPUTS, EXPECTED_OUTPUTS, max_bytes)
 
     def score(self, user_vec: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
         if len(item_vectors) == 0:
@@ -109,8 +120,9 @@ class LocalRanker:
         return self.session.run(None, ranker_inputs(user_vec, item_vectors))[0]
 
 
-class ModelSlot:
-    """The loaded ranker, keyed by its sha256; loads a new one only when the held bundle's changes.
+class ModelSlot(Generic[M]):
+    """A loaded model (the ranker, a sequence model's encoder), keyed by its sha256; loads a new one only when
+    the held bundle's changes.
 
     If the new model cannot be loaded, the error is kept (`error`) and None is
     returned, so the caller falls back to the server's cached order instead of
@@ -120,23 +132,23 @@ class ModelSlot:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.sha: str | None = None
-        self.ranker: LocalRanker | None = None
+        self.model: M | None = None
         self.error: str | None = None
 
-    def get(self, sha: str | None, load: Callable[[str], LocalRanker]) -> LocalRanker | None:
+    def get(self, sha: str | None, load: Callable[[str], M]) -> M | None:
         if sha is None:
             return None
         if sha == self.sha:
-            return self.ranker
+            return self.model
         with self._lock:
             if sha != self.sha:
                 try:
-                    ranker, error = load(sha), None
+                    model, error = load(sha), None
                 except Exception as exc:  # ModelError, IntegrityError (file damaged), StorageError
-                    ranker, error = None, str(exc)
-                self.sha, self.ranker, self.error = sha, ranker, error
-        return self.ranker
+                    model, error = None, str(exc)
+                self.sha, self.model, self.error = sha, model, error
+        return self.model
 
-    def put(self, sha: str, ranker: LocalRanker) -> None:
+    def put(self, sha: str, model: M) -> None:
         with self._lock:
-            self.sha, self.ranker, self.error = sha, ranker, None
+            self.sha, self.model, self.error = sha, model, None

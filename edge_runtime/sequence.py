@@ -14,7 +14,6 @@ one before a bundle is published).
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from shared.errors import ModelError
 from shared.sequence import encoder_feed
 
-from .rerank import DEFAULT_MAX_BYTES, uses_external_data
+from .rerank import DEFAULT_MAX_BYTES, load_session
 from .rowsum import row_sum
 
 EXPECTED_INPUTS = ("items", "types", "gaps")
@@ -34,27 +33,7 @@ class DeviceEncoder:
     """One onnxruntime session of the encoder graph, checked as the ranker is (size, no external data, signature)."""
 
     def __init__(self, blob: bytes, max_len: int, max_bytes: int = DEFAULT_MAX_BYTES):
-        if len(blob) > max_bytes:
-            raise ModelError(f"encoder is {len(blob)} bytes, above the configured bound of {max_bytes}")
-        try:
-            external = uses_external_data(blob)
-        except ValueError as exc:
-            raise ModelError(f"encoder could not be loaded: not a valid ONNX protobuf ({exc})") from exc
-        if external:
-            raise ModelError("encoder uses ONNX external data; the device only loads self-contained models")
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"encoder could not be loaded: {exc}") from exc
-        inputs = tuple(i.name for i in self.session.get_inputs())
-        outputs = tuple(o.name for o in self.session.get_outputs())
-        if inputs != EXPECTED_INPUTS or outputs != EXPECTED_OUTPUTS:
-            raise ModelError(f"encoder signature {inputs} -> {outputs}, expected {EXPECTED_INPUTS} -> {EXPECTED_OUTPUTS}")
+        self.session = load_session(blob, "encoder", EXPECTED_INPUTS, EXPECTED_OUTPUTS, max_bytes)
         dim = self.session.get_inputs()[0].shape[-1]
         if not isinstance(dim, int):
             raise ModelError(f"encoder's item width is not fixed ({dim!r})")
@@ -66,30 +45,6 @@ class DeviceEncoder:
             return None
         out = self.session.run(None, feed)[0][0]
         return out if np.all(np.isfinite(out)) else None
-
-
-class EncoderSlot:
-    """The loaded encoder, keyed by its sha256 (as rerank.ModelSlot keeps the ranker); a load error is kept, not raised."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.sha: str | None = None
-        self.encoder: DeviceEncoder | None = None
-        self.error: str | None = None
-
-    def get(self, sha: str | None, load: Callable[[str], DeviceEncoder]) -> DeviceEncoder | None:
-        if sha is None:
-            return None
-        if sha == self.sha:
-            return self.encoder
-        with self._lock:
-            if sha != self.sha:
-                try:
-                    encoder, error = load(sha), None
-                except Exception as exc:  # ModelError, IntegrityError (file damaged), StorageError
-                    encoder, error = None, str(exc)
-                self.sha, self.encoder, self.error = sha, encoder, error
-        return self.encoder
 
 
 HISTORY_SQL = (

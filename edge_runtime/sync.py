@@ -81,7 +81,7 @@ class Asked:
 
 
 class Syncer:
-    def __init__(self, cache: DeviceCache, transport: Transport, public_key, slot: ModelSlot, outbox: Outbox,
+    def __init__(self, cache: DeviceCache, transport: Transport, public_key, slot: ModelSlot[LocalRanker], outbox: Outbox,
                  search: SearchIndex, timeout: float, max_model_bytes: int, clock: Callable[[], float] = time.time,
                  users_per_request: int = 50, sleep: Callable[[float], None] = time.sleep,
                  models_allowed: bool = True):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from server.training.ranking_metrics import ndcg_at_k
 from shared.errors import ModelError
 from shared.schemas import EVENT_TYPES
 from shared.sequence import encoder_feed
@@ -27,12 +28,6 @@ GATES: dict[str, tuple[float, str]] = {
     "int8_mean_top10_overlap": (0.90, "min"),
     "int8_ndcg10_kept": (0.98, "min"),  # the device keeps at least 98% of the server's nDCG@10
 }
-
-
-def _ndcg(scores: np.ndarray, target: int) -> float:
-    top = np.argsort(-scores, kind="stable")[:10]
-    hit = np.flatnonzero(top == target)
-    return float(1.0 / np.log2(hit[0] + 2)) if len(hit) else 0.0
 
 
 def check_sequence_parity(torch_vectors: Callable[[list[int]], np.ndarray], item_vectors: np.ndarray,
@@ -62,7 +57,7 @@ def check_sequence_parity(torch_vectors: Callable[[list[int]], np.ndarray], item
             s = item_vectors @ uv
             s[rows] = -np.inf
             scores[name] = s
-            ndcg[name].append(_ndcg(s, int(targets[u])))
+            ndcg[name].append(ndcg_at_k(agreement.order(s)[:10].tolist(), {int(targets[u])}, 10))
         overlap.append(agreement.top_k_overlap(scores["fp32"], scores["int8"], 10))
     mean = {name: float(np.mean(v)) for name, v in ndcg.items()}
     report: dict = {"users": len(users), "fp32_max_abs_diff_vs_torch": worst,

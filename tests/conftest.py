@@ -12,18 +12,9 @@ TEST_EPOCHS = 2  # enough for meaningful rankings; quality is measured by the be
 
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory) -> Path:
-    from server.bundle.publish import publish_job
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    from lab.homes import movielens_home
 
-    root = tmp_path_factory.mktemp("home")
-    home = Home(root)
-    import_movielens(home.store(), "100k", progress=False)
-    train_job(home, epochs=TEST_EPOCHS, progress=False)
-    export_job(home, n_users=100)
-    publish_job(home, progress=False)
-    return root
+    return movielens_home(tmp_path_factory.mktemp("home"), TEST_EPOCHS).root
 
 
 @pytest.fixture

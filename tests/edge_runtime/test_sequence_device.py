@@ -12,7 +12,6 @@ import pytest
 from edge_runtime import EdgeClient
 from edge_runtime.transport import Transport
 from server.config import Config
-from server.home import Home
 
 pytestmark = pytest.mark.slow
 USERS = [str(u) for u in range(1, 41)]
@@ -20,17 +19,9 @@ USERS = [str(u) for u in range(1, 41)]
 
 @pytest.fixture(scope="module")
 def seq_published(tmp_path_factory):
-    from server.bundle.publish import publish_job
-    from server.data.datasets import import_movielens
-    from server.jobs.train import export_job, train_job
+    from lab.homes import movielens_home
 
-    root = tmp_path_factory.mktemp("seq-published")
-    home = Home(root)
-    import_movielens(home.store(), "100k", progress=False)
-    train_job(home, epochs=2, kind="sequence", progress=False)
-    export_job(home, n_users=150)
-    publish_job(home, progress=False)
-    return root
+    return movielens_home(tmp_path_factory.mktemp("seq-published"), 2, kind="sequence", n_users=150).root
 
 
 @pytest.fixture

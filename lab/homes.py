@@ -1,0 +1,30 @@
+"""A MovieLens-100k home trained, exported and (optionally) published: what tests and benches start from.
+
+    from lab.homes import movielens_home
+    home = movielens_home(tmp / "home", epochs=2)                      # the fold model, published
+    home = movielens_home(tmp / "home", epochs=2, kind="sequence")     # the sequence model
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def movielens_home(root: Path, epochs: int, kind: str = "fold", n_users: int = 100, publish: bool = True,
+                   seed: int = 42):
+    """Import MovieLens-100k into a new home at `root`, train `kind` for `epochs`, export (gating on `n_users`
+    users) and publish; returns the server.home.Home."""
+    from server.bundle.publish import publish_job
+    from server.data.datasets import import_movielens
+    from server.home import Home
+    from server.jobs.train import export_job, train_job
+
+    home = Home(Path(root))
+    store = home.store()
+    import_movielens(store, "100k", progress=False)
+    store.close()
+    train_job(home, epochs=epochs, kind=kind, seed=seed, progress=False)
+    export_job(home, n_users=n_users)
+    if publish:
+        publish_job(home, progress=False)
+    return home
