@@ -89,6 +89,9 @@ class Config:
     default_k: int = 10
     max_k: int = 100
     n_candidates: int = 200
+    # Retrieval by an approximate nearest-neighbour index (server/online/ann.py) from this many products;
+    # below it the exact scan; 0 = always exact. docs/scaling.md says when to lower it.
+    ann_min_items: int = 200_000
     # business rules
     max_per_category: int | None = None  # None: no cap
     exposure_cap: int = 1000  # impressions per item per day before the penalty starts
@@ -152,6 +155,8 @@ class Config:
             raise ValidationError("POCKETRANK_REQUEST_RATE", "rates and bursts must be 0 (off) or positive")
         if self.proxy_hops < 0:
             raise ValidationError("POCKETRANK_PROXY_HOPS", "must be 0 (no proxy) or the number of trusted proxies")
+        if self.ann_min_items < 0:
+            raise ValidationError("POCKETRANK_ANN_MIN_ITEMS", "must be 0 (always the exact scan) or a number of products")
         if self.canary_check_seconds < 0:
             raise ValidationError("POCKETRANK_CANARY_CHECK_SECONDS", "must be 0 (off) or a number of seconds")
         parse_stages(self.canary_stages)  # raises for a malformed POCKETRANK_CANARY_STAGES

@@ -29,6 +29,7 @@ from shared.features import DECAY, TYPE_WEIGHTS, user_vector
 
 from ..config import Config
 from ..home import Home
+from ..online.ann import AnnIndexes
 from ..online.catalogue import load_catalogue
 from ..online.ranker import Ranker, popular
 from ..stores.base import RecordRow
@@ -42,8 +43,9 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
                 progress: bool = True, keep_versions: int | None = None) -> dict:
     """Publish the next bundle version; `keep_versions` (default: the sync_history setting) bounds history."""
     store = home.store()
+    config = home.config or Config.from_env(home=home.root)
     if keep_versions is None:
-        keep_versions = (home.config or Config.from_env(home=home.root)).sync_history
+        keep_versions = config.sync_history
     if keep_versions < 1:
         raise ValueError("keep_versions must be at least 1")
     model_version = home.current_model(store)
@@ -53,7 +55,9 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     out = home.bundle_dir(version)
 
     catalogue = load_catalogue(store)
-    ranker = Ranker(catalogue, model_dir / "ranker.fp32.onnx", n_candidates=n_candidates)
+    # Above ann_min_items products, each user's candidates come from the ANN index, as the server's do.
+    ann = AnnIndexes(config.ann_min_items).view("publish", catalogue.ids, catalogue.vectors, model_dir / "ann")
+    ranker = Ranker(catalogue, model_dir / "ranker.fp32.onnx", n_candidates=n_candidates, ann=ann)
     dim = catalogue.vectors.shape[1]
     signer = load_signer(home)
     heads = store.record_heads()

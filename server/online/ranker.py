@@ -1,9 +1,10 @@
 """Online ranking: retrieval by inner product, the ONNX ranker, then business rules.
 
-Retrieval is exact (one matrix-vector product over the catalogue). On the
-simulator's 50,000 x 64 catalogue that is about a millisecond on one core
-(bench/server.py prints it), well inside the 25 ms budget, so an ANN index
-would add approximation and a build step for nothing at this size.
+Retrieval is exact (one matrix-vector product over the catalogue) below `Config.ann_min_items`
+products: on the simulator's 50,000 x 64 catalogue that is about a millisecond on one core
+(bench/server.py prints it), well inside the 25 ms budget, and the answer is deterministic. Above
+it, an approximate nearest-neighbour index (server/online/ann.py) proposes the candidates and they
+are scored exactly; docs/scaling.md has the measured recall and latency of both.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ import onnxruntime as ort
 from shared.features import category_shares, ranker_inputs
 from shared.rules import adjust_scores, apply_rules, pick_exploration, place_exploration, place_pins, top_by_score
 
+from .ann import AnnView
 from .catalogue import Catalogue
+
+# The ANN path asks the index for this many more than it keeps, over and above the excluded and
+# out-of-stock items it will drop: the graph's last few answers are its least certain.
+ANN_SLACK = 1.1
 
 
 def onnx_session(path: Path) -> ort.InferenceSession:
@@ -66,11 +72,12 @@ class Signals:
 
 
 class Ranker:
-    """Retrieval (exact inner product over the catalogue) -> ONNX click model -> rules."""
+    """Retrieval (inner product: exact, or an ANN view's candidates) -> ONNX click model -> rules."""
 
     def __init__(self, catalogue: Catalogue, model_path: Path | ort.InferenceSession, n_candidates: int = 200,
-                 max_per_category: int | None = None, rules: Rules | None = None):
+                 max_per_category: int | None = None, rules: Rules | None = None, ann: AnnView | None = None):
         self.catalogue = catalogue
+        self.ann = ann
         self.session = model_path if isinstance(model_path, ort.InferenceSession) else onnx_session(model_path)
         self.n_candidates = n_candidates
         self.rules = rules or Rules(max_per_category=max_per_category)
@@ -83,20 +90,50 @@ class Ranker:
         cat = self.catalogue
         if len(cat.ids) == 0:
             return cat.ids
+        excluded = self._positions(exclude)
+        if self.ann is not None:
+            # Enough to survive dropping every excluded and out-of-stock item the graph might return;
+            # past a quarter of the catalogue the exact scan is the cheaper way to the same answer.
+            # When the dropped items crowd the top more than the stock share says, ask again for twice as many.
+            in_stock = float(cat.stock_mask.mean()) if in_stock_only else 1.0
+            fetch = int(np.ceil((n + len(excluded)) * ANN_SLACK / max(in_stock, 1e-3)))
+            while fetch <= len(cat.ids) // 4:
+                found = self._retrieve_ann(user_vec, excluded, n, fetch, in_stock_only)
+                if len(found) == n:
+                    return found
+                fetch *= 2
         scores = cat.vectors @ user_vec.astype(np.float32)
         if in_stock_only:
             scores[~cat.stock_mask] = -np.inf
-        if exclude:
-            ex = np.fromiter(exclude, dtype=np.int64)
-            pos = np.searchsorted(cat.ids, ex)
-            pos = pos[(pos < len(cat.ids)) & (cat.ids[np.minimum(pos, len(cat.ids) - 1)] == ex)]
-            scores[pos] = -np.inf
+        scores[excluded] = -np.inf
         n = min(n, int(np.isfinite(scores).sum()))
         if n <= 0:
             return cat.ids[:0]
         top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
         top = top[np.isfinite(scores[top])]
         return cat.ids[top[np.argsort(-scores[top], kind="stable")]]
+
+    def _positions(self, item_ids: set[int]) -> np.ndarray:
+        """Catalogue positions of those of these ids the catalogue has."""
+        ids = self.catalogue.ids
+        if not item_ids:
+            return np.zeros(0, dtype=np.int64)
+        ex = np.fromiter(item_ids, dtype=np.int64)
+        pos = np.searchsorted(ids, ex)
+        return pos[(pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == ex)]
+
+    def _retrieve_ann(self, user_vec: np.ndarray, excluded: np.ndarray, n: int, fetch: int,
+                      in_stock_only: bool) -> np.ndarray:
+        """The ANN view's candidates scored exactly with the catalogue's current vectors, filtered, top n."""
+        assert self.ann is not None
+        cat = self.catalogue
+        pos = self.ann.positions(cat.ids, user_vec, fetch)  # ascending, so ties keep id order
+        keep = ~np.isin(pos, excluded)
+        if in_stock_only:
+            keep &= cat.stock_mask[pos]
+        pos = pos[keep]
+        scores = cat.vectors[pos] @ user_vec.astype(np.float32)
+        return cat.ids[pos[np.argsort(-scores, kind="stable")[:n]]]
 
     def score(self, user_vec: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         if len(item_ids) == 0:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.errors import PocketrankError
+from shared.errors import ModelError, PocketrankError
 
 from ..config import Config
 from ..home import Home
@@ -34,6 +34,7 @@ from ..release.registry import Registry
 from ..stores import open_store
 from ..training.content import ContentTower
 from . import segments as seg
+from .ann import AnnIndexes
 from .catalogue import Catalogue, CatalogueCache, provisional_vector
 from .ranker import Ranker, Ranking, Rules, Signals, popular
 from .updater import Updater
@@ -63,7 +64,7 @@ class Serving:
         self.model_version = ""
         self.ranker: Ranker | None = None
         self._ranker_key: tuple | None = None
-        self.rankers = Rankers(self.home, config.n_candidates, self.rules)
+        self.rankers = Rankers(self.home, config.n_candidates, self.rules, indexes=AnnIndexes(config.ann_min_items))
         self.registry = Registry(self.home.root)
         self._registry_stamp: tuple | None = None
         self._routing: dict = {}
@@ -86,6 +87,11 @@ class Serving:
         cat = self.catalogues.get()
         cat.vector_map()
         cat.title_index()
+        if self.rankers.indexes is not None and self.rankers.indexes.wanted(len(cat.ids)):
+            try:  # a catalogue above ann_min_items: build (or load) the current model's index now
+                self.version_ranker(self.home.current_model(self.store))
+            except ModelError as exc:
+                log.info("no ANN index yet: %s", exc)
 
     def catch_up(self) -> int:
         """Fold whatever the log holds that no one folded yet (after a crash, or another process's appends)."""

@@ -32,6 +32,7 @@ from shared.errors import ModelError
 from shared.features import UserState, fold_events, user_vector
 
 from ..home import Home
+from .ann import AnnIndexes
 from .catalogue import Catalogue
 from .encoding import SequenceEncoder, load_encoder
 from .ranker import Ranker, Rules, onnx_session
@@ -127,10 +128,14 @@ class VersionRanker:
 
 
 class Rankers:
-    """Cached VersionRankers, rebuilt when the store's catalogue object changes; ONNX sessions by path."""
+    """Cached VersionRankers, rebuilt when the store's catalogue object changes; ONNX sessions by path.
 
-    def __init__(self, home: Home, n_candidates: int = 200, rules: Rules | None = None, keep: int = 6):
+    `indexes`: ANN indexes by version, for catalogues above their size threshold (None: always exact)."""
+
+    def __init__(self, home: Home, n_candidates: int = 200, rules: Rules | None = None, keep: int = 6,
+                 indexes: AnnIndexes | None = None):
         self.home = home
+        self.indexes = indexes
         self.n_candidates = n_candidates
         self.rules = rules
         self.keep = keep
@@ -158,6 +163,12 @@ class Rankers:
                     self._rankers.popitem(last=False)
             return vr
 
+    def _ann(self, version: str, native: bool, catalogue: Catalogue):
+        if self.indexes is None:
+            return None
+        return self.indexes.view((version, native), catalogue.ids, catalogue.vectors,
+                                 self.home.model_dir(version) / "ann")
+
     def _build(self, version: str, catalogue: Catalogue, native: bool, rules: Rules | None) -> VersionRanker:
         path = self.home.model_dir(version) / RANKER_FILE
         if not path.exists():
@@ -169,11 +180,13 @@ class Rankers:
             self._encoders[version] = load_encoder(self.home.model_dir(version))
         encoder = self._encoders[version]
         if native:
-            return VersionRanker(version, Ranker(catalogue, session, self.n_candidates, rules=rules), True,
+            return VersionRanker(version, Ranker(catalogue, session, self.n_candidates, rules=rules,
+                                                 ann=self._ann(version, True, catalogue)), True,
                                  base=catalogue, encoder=encoder)
         if version not in self._vectors:
             self._vectors[version] = version_vectors(self.home.model_dir(version))
         ids, vecs = self._vectors[version]
         cat = catalogue_for(catalogue, ids, vecs)
-        return VersionRanker(version, Ranker(cat, session, self.n_candidates, rules=rules), False,
+        return VersionRanker(version, Ranker(cat, session, self.n_candidates, rules=rules,
+                                             ann=self._ann(version, False, cat)), False,
                              {int(i): v for i, v in zip(ids, vecs)}, base=catalogue, encoder=encoder)
