@@ -24,10 +24,7 @@ from shared.rules import adjust_scores, apply_rules, pick_exploration, place_exp
 
 from .ann import AnnView
 from .catalogue import Catalogue
-
-# The ANN path asks the index for this many more than it keeps, over and above the excluded and
-# out-of-stock items it will drop: the graph's last few answers are its least certain.
-ANN_SLACK = 1.1
+from .retrieval import retrieve
 
 
 def onnx_session(path: Path) -> ort.InferenceSession:
@@ -86,54 +83,7 @@ class Ranker:
     def retrieve(self, user_vec: np.ndarray, exclude: set[int], n: int | None = None,
                  in_stock_only: bool = False) -> np.ndarray:
         """Top-n item ids by inner product, excluded (and, if asked, out-of-stock) items removed first."""
-        n = n or self.n_candidates
-        cat = self.catalogue
-        if len(cat.ids) == 0:
-            return cat.ids
-        excluded = self._positions(exclude)
-        if self.ann is not None:
-            # Enough to survive dropping every excluded and out-of-stock item the graph might return;
-            # past a quarter of the catalogue the exact scan is the cheaper way to the same answer.
-            # When the dropped items crowd the top more than the stock share says, ask again for twice as many.
-            in_stock = float(cat.stock_mask.mean()) if in_stock_only else 1.0
-            fetch = int(np.ceil((n + len(excluded)) * ANN_SLACK / max(in_stock, 1e-3)))
-            while fetch <= len(cat.ids) // 4:
-                found = self._retrieve_ann(user_vec, excluded, n, fetch, in_stock_only)
-                if len(found) == n:
-                    return found
-                fetch *= 2
-        scores = cat.vectors @ user_vec.astype(np.float32)
-        if in_stock_only:
-            scores[~cat.stock_mask] = -np.inf
-        scores[excluded] = -np.inf
-        n = min(n, int(np.isfinite(scores).sum()))
-        if n <= 0:
-            return cat.ids[:0]
-        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-        top = top[np.isfinite(scores[top])]
-        return cat.ids[top[np.argsort(-scores[top], kind="stable")]]
-
-    def _positions(self, item_ids: set[int]) -> np.ndarray:
-        """Catalogue positions of those of these ids the catalogue has."""
-        ids = self.catalogue.ids
-        if not item_ids:
-            return np.zeros(0, dtype=np.int64)
-        ex = np.fromiter(item_ids, dtype=np.int64)
-        pos = np.searchsorted(ids, ex)
-        return pos[(pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == ex)]
-
-    def _retrieve_ann(self, user_vec: np.ndarray, excluded: np.ndarray, n: int, fetch: int,
-                      in_stock_only: bool) -> np.ndarray:
-        """The ANN view's candidates scored exactly with the catalogue's current vectors, filtered, top n."""
-        assert self.ann is not None
-        cat = self.catalogue
-        pos = self.ann.positions(cat.ids, user_vec, fetch)  # ascending, so ties keep id order
-        keep = ~np.isin(pos, excluded)
-        if in_stock_only:
-            keep &= cat.stock_mask[pos]
-        pos = pos[keep]
-        scores = cat.vectors[pos] @ user_vec.astype(np.float32)
-        return cat.ids[pos[np.argsort(-scores, kind="stable")[:n]]]
+        return retrieve(self.catalogue, user_vec, exclude, n or self.n_candidates, in_stock_only, self.ann)
 
     def score(self, user_vec: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         if len(item_ids) == 0:
