@@ -13,7 +13,7 @@ well (the MIPS-to-L2 reduction of Bachrach et al., 2014).
 Products added or re-estimated after the build (POST /v1/items, `pocketrank refresh-items`) are not
 written into the graph: faiss' HNSW cannot update a row, and searching while adding is not
 thread-safe. An `AnnView` of a catalogue holds the rows that differ from the build (new ids, or a
-changed vector) and scans them exactly beside the graph's answer, so a new product is retrievable at
+vector that differs from the graph's copy) and scans them exactly beside the graph's answer, so a new product is retrievable at
 once; candidates are always scored with the catalogue's current vectors. When those rows pass
 `REBUILD_SHARE` of the catalogue, a new index is built off the request path and replaces the old one.
 An index is saved under the home (keyed by a digest of its ids and vectors), so workers and restarts
@@ -29,6 +29,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,18 +41,6 @@ M, EF_CONSTRUCTION, EF_SEARCH = 32, 200, 800
 BUILD_THREADS = 2  # the build is the only multi-threaded step; a query runs on the caller's thread
 REBUILD_SHARE = 0.05  # rebuild once this share of the catalogue is scanned exactly beside the graph
 KEEP_FILES = 2  # saved indexes kept per directory
-_HASH_COEF = np.random.default_rng(19).integers(1, 2**61, 64 * 8, dtype=np.uint64)
-
-
-def row_digests(vectors: np.ndarray) -> np.ndarray:
-    """A 64-bit digest of each row's bytes, to see which rows changed since a build without keeping a copy."""
-    n, dim = vectors.shape
-    words = np.ascontiguousarray(vectors, dtype=np.float32).view(np.uint32)
-    coef = _HASH_COEF[:dim] if dim <= len(_HASH_COEF) else np.resize(_HASH_COEF, dim)
-    out = np.empty(n, dtype=np.uint64)
-    for lo in range(0, n, 65_536):  # chunks keep the uint64 temporary small at a million rows
-        out[lo:lo + 65_536] = (words[lo:lo + 65_536].astype(np.uint64) * coef).sum(axis=1)
-    return out
 
 
 def catalogue_digest(ids: np.ndarray, vectors: np.ndarray) -> str:
@@ -69,9 +58,9 @@ class AnnIndex:
         import faiss
 
         self.ids = np.asarray(ids, dtype=np.int64)
-        self.digests = row_digests(vectors)
-        norms = np.linalg.norm(vectors, axis=1)
-        self.radius = float(radius if radius is not None else (norms.max() if len(norms) else 1.0))
+        if radius is None:
+            radius = float(np.linalg.norm(vectors, axis=1).max()) if len(vectors) else 1.0
+        self.radius = float(radius)
         if index is None:
             index = faiss.IndexHNSWFlat(vectors.shape[1] + 1, M)
             index.hnsw.efConstruction = EF_CONSTRUCTION
@@ -87,6 +76,14 @@ class AnnIndex:
     def _augment(self, x: np.ndarray) -> np.ndarray:
         sq = np.maximum(self.radius ** 2 - np.einsum("ij,ij->i", x, x), 0.0)
         return np.hstack([x, np.sqrt(sq)[:, None]]).astype(np.float32)
+
+    def stored(self) -> np.ndarray:
+        """The vectors as the graph holds them, (n, dim): a view of faiss' own storage, no copy."""
+        import faiss
+
+        storage: Any = faiss.downcast_index(self.index.storage)  # an IndexFlatL2
+        n, d = self.index.ntotal, self.index.d
+        return faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)[:, :d - 1]
 
     def search(self, user_vec: np.ndarray, k: int) -> np.ndarray:
         """Ids of (about) the k items of largest inner product with user_vec, in no particular order."""
@@ -122,12 +119,12 @@ class AnnIndex:
             old.with_suffix(".npz").unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: Path, vectors: np.ndarray) -> AnnIndex:
+    def load(cls, path: Path) -> AnnIndex:
         import faiss
 
         with np.load(path.with_suffix(".npz")) as z:
             ids, radius = z["ids"], float(z["radius"])
-        return cls(ids, vectors, faiss.read_index(str(path)), radius)
+        return cls(ids, np.zeros((0, 0), dtype=np.float32), faiss.read_index(str(path)), radius)
 
     @classmethod
     def build_or_load(cls, ids: np.ndarray, vectors: np.ndarray, directory: Path | None) -> AnnIndex:
@@ -135,7 +132,7 @@ class AnnIndex:
         path = directory / f"{catalogue_digest(ids, vectors)}.faiss" if directory is not None else None
         if path is not None and path.exists():
             try:
-                return cls.load(path, vectors)
+                return cls.load(path)
             except (OSError, RuntimeError, ValueError, KeyError) as exc:  # a torn or foreign file: build again
                 log.warning("could not load ANN index %s (%s); building it again", path, exc)
         index = cls(ids, vectors)
@@ -168,7 +165,11 @@ def view_of(index: AnnIndex, ids: np.ndarray, vectors: np.ndarray) -> AnnView:
     pos = np.searchsorted(index.ids, ids)
     pos = np.minimum(pos, max(len(index.ids) - 1, 0))
     same = (index.ids[pos] == ids) if len(index.ids) else np.zeros(len(ids), dtype=bool)
-    same[same] = index.digests[pos[same]] == row_digests(vectors[same])
+    stored = index.stored()
+    rows = np.nonzero(same)[0]
+    for lo in range(0, len(rows), 65_536):  # in chunks: the comparison's temporary stays small
+        at = rows[lo:lo + 65_536]
+        same[at] = (stored[pos[at]] == vectors[at]).all(axis=1)
     return AnnView(index, np.nonzero(~same)[0])
 
 

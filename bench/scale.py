@@ -1,0 +1,236 @@
+"""Scale: the opt-in engines past one machine's defaults, each against the default, side by side.
+
+    python -m bench scale                                  # every section (`make bench`)
+    python -m bench scale -- --only ann                    # one section
+    python -m bench scale -- --only ann --sizes 20000 --users 100     # a quick look
+
+Sections (more come with the Ray and Redis Cluster work of issue 19):
+
+ann: retrieval at catalogue scale. At 200,000 and 1,000,000 products: the exact scan (what serves
+below POCKETRANK_ANN_MIN_ITEMS) against the shipped index (server/online/ann.py: faiss HNSW on
+vectors augmented for inner product) and, when installed, the peer it was chosen over (hnswlib, same
+augmentation and parameters), at the smallest size also faiss HNSW on raw inner products (what the
+augmentation is for). Each query goes through server.online.retrieval.retrieve, the function the
+ranker calls: recall@200 against the exact top 200 with nothing excluded and with the user's 50
+history items excluded (the exact answer recomputed without them), p50/p99 per query on one thread,
+build time on BUILD_THREADS threads, and the index's size. Vectors: lab/catalogue_vectors.py (shaped
+like a trained item table; users are folds of 50-item histories). Figures go to docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "scaling.md"
+K = 200
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average:")[-1].strip()
+
+
+class HnswlibPeer:
+    """hnswlib with the shipped index's augmentation and parameters, in the AnnIndex search shape."""
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray, threads: int):
+        import hnswlib
+
+        from server.online import ann
+
+        self.ids = ids
+        norms = np.linalg.norm(vectors, axis=1)
+        self.radius = float(norms.max())
+        self.index = hnswlib.Index(space="l2", dim=vectors.shape[1] + 1)
+        self.index.init_index(max_elements=len(ids), M=ann.M, ef_construction=ann.EF_CONSTRUCTION, random_seed=0)
+        self.index.set_num_threads(threads)
+        for lo in range(0, len(ids), 100_000):
+            x = vectors[lo:lo + 100_000]
+            aug = np.hstack([x, np.sqrt(np.maximum(self.radius ** 2 - (x * x).sum(1), 0))[:, None]])
+            self.index.add_items(aug.astype(np.float32), np.arange(lo, lo + len(x)))
+        self.index.set_num_threads(1)
+        self.ef_search = ann.EF_SEARCH
+
+    def search(self, user_vec: np.ndarray, k: int) -> np.ndarray:
+        self.index.set_ef(max(self.ef_search, 2 * k))
+        rows, _ = self.index.knn_query(np.append(user_vec, np.float32(0))[None], k=k)
+        return self.ids[rows[0].astype(np.int64)]
+
+    def nbytes(self) -> int:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "i.bin")
+            self.index.save_index(path)
+            return os.path.getsize(path)
+
+
+class RawInnerProduct:
+    """faiss HNSW on the raw vectors with METRIC_INNER_PRODUCT: the index without the augmentation."""
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray, threads: int):
+        import faiss
+
+        from server.online import ann
+
+        self.ids = ids
+        self.index = faiss.IndexHNSWFlat(vectors.shape[1], ann.M, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = ann.EF_CONSTRUCTION
+        faiss.omp_set_num_threads(threads)
+        self.index.add(vectors)
+        faiss.omp_set_num_threads(1)
+        self.ef_search = ann.EF_SEARCH
+
+    def search(self, user_vec: np.ndarray, k: int) -> np.ndarray:
+        import faiss
+
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, 2 * k))
+        _, rows = self.index.search(user_vec[None], k, params=params)
+        return self.ids[rows[0][rows[0] >= 0]]
+
+    def nbytes(self) -> int:
+        import faiss
+
+        return int(faiss.serialize_index(self.index).nbytes)
+
+
+def exact_truth(items: np.ndarray, users: np.ndarray, history: np.ndarray) -> tuple[list[set], list[set]]:
+    """Per user, the exact top K row sets: with nothing excluded, and with the history excluded."""
+    plain, excl = [], []
+    for lo in range(0, len(users), 50):  # 50 x 1 M scores at a time: 200 MB
+        s = users[lo:lo + 50] @ items.T
+        for j, row in enumerate(s):
+            plain.append(set(np.argpartition(-row, K - 1)[:K].tolist()))
+            row[history[lo + j]] = -np.inf
+            excl.append(set(np.argpartition(-row, K - 1)[:K].tolist()))
+    return plain, excl
+
+
+def measure(cat, users, history, truth, view) -> dict:
+    """recall@K (plain, history excluded) and per-query latency of the shipped retrieve() with this view."""
+    from server.online.retrieval import retrieve
+
+    out: dict = {}
+    for name, excluded in (("plain", False), ("excl", True)):
+        recalls, times = [], []
+        for u, uv in enumerate(users):
+            exclude = set((history[u] + 1).tolist()) if excluded else set()  # ids are rows + 1
+            t = time.perf_counter()
+            got = retrieve(cat, uv, exclude, K, ann=view)
+            times.append(time.perf_counter() - t)
+            recalls.append(len(set((got - 1).tolist()) & truth[name][u]) / K)
+        out[f"recall_{name}"] = float(np.mean(recalls))
+        out[f"recall_{name}_min"] = float(np.min(recalls))
+        out[f"p50_{name}"] = float(np.percentile(times, 50) * 1e3)
+        out[f"p99_{name}"] = float(np.percentile(times, 99) * 1e3)
+    return out
+
+
+def ann_section(args) -> str:
+    import faiss
+
+    from lab.catalogue_vectors import synthetic_catalogue
+    from server.online import ann
+    from server.online.ann import AnnIndex, AnnView, view_of
+    from server.online.catalogue import Catalogue
+
+    faiss.omp_set_num_threads(1)
+    try:
+        import hnswlib  # noqa: F401
+        peers = True
+    except ImportError:
+        log("hnswlib is not installed (pip install hnswlib; it builds from source): its rows are left out")
+        peers = False
+    rows = []
+    for n in args.sizes:
+        t0 = time.perf_counter()
+        data = synthetic_catalogue(n, n_users=args.users, seed=0)
+        ids = np.arange(1, n + 1, dtype=np.int64)
+        cat = Catalogue(ids, data.items, {}, {})
+        plain, excl = exact_truth(data.items, data.users, data.history)
+        truth = {"plain": plain, "excl": excl}
+        log(f"{n:,} products, {args.users} users: vectors and exact truth in {time.perf_counter() - t0:.0f} s "
+            f"(load {load()})")
+        r = measure(cat, data.users, data.history, truth, None)
+        rows.append({"n": n, "method": "exact scan (default)", "build_s": 0.0, "bytes": data.items.nbytes, **r})
+        log(f"  exact: {r}")
+        candidates: list[tuple[str, Callable]] = [
+            (f"faiss HNSW, augmented (shipped; M {ann.M}, efC {ann.EF_CONSTRUCTION}, efS {ann.EF_SEARCH})",
+             lambda: AnnIndex(ids, data.items))]
+        if peers:
+            candidates.append(("hnswlib, augmented (peer; same M, efC, efS)",
+                               lambda: HnswlibPeer(ids, data.items, ann.BUILD_THREADS)))
+        if n == min(args.sizes):
+            candidates.append(("faiss HNSW, raw inner product (no augmentation)",
+                               lambda: RawInnerProduct(ids, data.items, ann.BUILD_THREADS)))
+        for name, build in candidates:
+            load_before = load()
+            t = time.perf_counter()
+            index = build()
+            build_s = time.perf_counter() - t
+            view = AnnView(index, np.zeros(0, dtype=np.int64))
+            if isinstance(index, AnnIndex):  # what each catalogue reload (a POST /v1/items) costs the server
+                t = time.perf_counter()
+                view_of(index, ids, data.items)
+                log(f"  re-viewing the catalogue against the shipped index (rows compared with the graph's copy): "
+                    f"{time.perf_counter() - t:.2f} s")
+            r = measure(cat, data.users, data.history, truth, view)
+            rows.append({"n": n, "method": name, "build_s": build_s, "bytes": index.nbytes(), **r})
+            log(f"  {name}: build {build_s:.0f} s (load before {load_before}), {r}")
+            del index, view
+    return report(rows, args)
+
+
+def report(rows: list[dict], args) -> str:
+    head = ("| products | retrieval | recall@200 | recall@200, 50 history items excluded | p50 / p99 ms per query "
+            "(excluded) | build | index size |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n")
+    lines = []
+    for r in rows:
+        build = "none" if r["build_s"] == 0 else f"{r['build_s']:.0f} s"
+        lines.append(f"| {r['n']:,} | {r['method']} | {r['recall_plain']:.3f} (min {r['recall_plain_min']:.2f}) | "
+                     f"{r['recall_excl']:.3f} (min {r['recall_excl_min']:.2f}) | {r['p50_excl']:.2f} / "
+                     f"{r['p99_excl']:.2f} | {build} | {r['bytes'] / 2**20:.0f} MiB |")
+    table = head + "\n".join(lines)
+    return (f"### Measured: exact scan against ANN (`python -m bench scale -- --only ann`)\n\n"
+            f"{args.users} users per size; one query at a time on one thread; builds on 2 threads. Load average "
+            f"(1, 5, 15 min) when the run ended: {load()} on {os.cpu_count()} cores (shared with other work, so "
+            f"latencies and build times are upper bounds). The exact scan's size is the vector table it reads "
+            f"(which every row also keeps); an index's size is what faiss or hnswlib serialises (graph and its "
+            f"own augmented copy of the vectors).\n\n{table}\n")
+
+
+SECTIONS = {"ann": ann_section}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench scale")
+    parser.add_argument("--only", choices=sorted(SECTIONS), action="append", help="run just these sections")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000], help="catalogue sizes")
+    parser.add_argument("--users", type=int, default=500, help="queries per size")
+    parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/scaling.md as it is")
+    args = parser.parse_args(argv)
+    from bench._sections import write_section
+
+    for name in args.only or sorted(SECTIONS):
+        log(f"== scale: {name}")
+        body = SECTIONS[name](args)
+        log(body)
+        if not args.no_docs:
+            write_section(DOCS, f"scale-{name}", body)
+            log(f"wrote the {name} section of {DOCS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
