@@ -166,10 +166,9 @@ def ann_section(args) -> str:
         rows.append({"n": n, "method": "exact scan (default)", "build_s": 0.0, "bytes": data.items.nbytes, **r})
         log(f"  exact: {r}")
         candidates: list[tuple[str, Callable]] = [
-            (f"faiss HNSW, augmented (shipped; M {ann.M}, efC {ann.EF_CONSTRUCTION}, efS {ann.EF_SEARCH})",
-             lambda: AnnIndex(ids, data.items))]
+            (f"faiss HNSW, augmented (M {ann.M}, efC {ann.EF_CONSTRUCTION})", lambda: AnnIndex(ids, data.items))]
         if peers:
-            candidates.append(("hnswlib, augmented (peer; same M, efC, efS)",
+            candidates.append(("hnswlib, augmented (peer; same M, efC)",
                                lambda: HnswlibPeer(ids, data.items, ann.BUILD_THREADS)))
         if n == min(args.sizes):
             candidates.append(("faiss HNSW, raw inner product (no augmentation)",
@@ -185,9 +184,13 @@ def ann_section(args) -> str:
                 view_of(index, ids, data.items)
                 log(f"  re-viewing the catalogue against the shipped index (rows compared with the graph's copy): "
                     f"{time.perf_counter() - t:.2f} s")
-            r = measure(cat, data.users, data.history, truth, view)
-            rows.append({"n": n, "method": name, "build_s": build_s, "bytes": index.nbytes(), **r})
-            log(f"  {name}: build {build_s:.0f} s (load before {load_before}), {r}")
+            size = index.nbytes()
+            for ef in args.ef:
+                index.ef_search = ef
+                r = measure(cat, data.users, data.history, truth, view)
+                label = f"{name}, efS {ef}" + (" (shipped)" if ef == ann.EF_SEARCH and isinstance(index, AnnIndex) else "")
+                rows.append({"n": n, "method": label, "build_s": build_s, "bytes": size, **r})
+                log(f"  {label}: build {build_s:.0f} s (load before {load_before}), {r}")
             del index, view
     return report(rows, args)
 
@@ -218,6 +221,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append", help="run just these sections")
     parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000], help="catalogue sizes")
     parser.add_argument("--users", type=int, default=500, help="queries per size")
+    parser.add_argument("--ef", type=int, nargs="+", default=[400, 800, 1600], help="efSearch values to measure")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/scaling.md as it is")
     args = parser.parse_args(argv)
     from bench._sections import write_section

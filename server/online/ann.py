@@ -72,6 +72,7 @@ class AnnIndex:
             finally:
                 faiss.omp_set_num_threads(threads)
         self.index = index
+        self.ef_search = EF_SEARCH
 
     def _augment(self, x: np.ndarray) -> np.ndarray:
         sq = np.maximum(self.radius ** 2 - np.einsum("ij,ij->i", x, x), 0.0)
@@ -93,7 +94,7 @@ class AnnIndex:
         if k <= 0:
             return self.ids[:0]
         q = np.append(np.asarray(user_vec, dtype=np.float32), np.float32(0.0))[None]
-        params = faiss.SearchParametersHNSW(efSearch=max(EF_SEARCH, 2 * k))  # type: ignore[attr-defined]
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, 2 * k))  # type: ignore[attr-defined]
         _, rows = self.index.search(q, k, params=params)
         rows = rows[0]
         return self.ids[rows[rows >= 0]]
