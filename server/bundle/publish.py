@@ -56,7 +56,8 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
 
     catalogue = load_catalogue(store)
     # Above ann_min_items products, each user's candidates come from the ANN index, as the server's do.
-    ann = AnnIndexes(config.ann_min_items).view("publish", catalogue.ids, catalogue.vectors, model_dir / "ann")
+    indexes = AnnIndexes(config.ann_min_items, background=False)  # a batch job: build it here, then use it
+    ann = indexes.view("publish", catalogue.ids, catalogue.vectors, model_dir / "ann")
     ranker = Ranker(catalogue, model_dir / "ranker.fp32.onnx", n_candidates=n_candidates, ann=ann)
     dim = catalogue.vectors.shape[1]
     signer = load_signer(home)

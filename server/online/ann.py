@@ -15,7 +15,8 @@ written into the graph: faiss' HNSW cannot update a row, and searching while add
 thread-safe. An `AnnView` of a catalogue holds the rows that differ from the build (new ids, or a
 vector that differs from the graph's copy) and scans them exactly beside the graph's answer, so a new product is retrievable at
 once; candidates are always scored with the catalogue's current vectors. When those rows pass
-`REBUILD_SHARE` of the catalogue, a new index is built off the request path and replaces the old one.
+`REBUILD_SHARE` of the catalogue, a new index is built off the request path and replaces the old one;
+the server's first index is built off it too (the exact scan answers until it is ready).
 An index is saved under the home (keyed by a digest of its ids and vectors), so workers and restarts
 load it instead of building it again.
 """
@@ -152,6 +153,9 @@ class AnnView:
     index: AnnIndex
     fresh: np.ndarray  # catalogue positions of rows new or changed since the build
 
+    def current(self) -> AnnView:
+        return self
+
     def positions(self, ids: np.ndarray, user_vec: np.ndarray, k: int) -> np.ndarray:
         """Catalogue positions of the candidates, ascending: the graph's k best that the catalogue still
         has, and every fresh row."""
@@ -177,30 +181,30 @@ def view_of(index: AnnIndex, ids: np.ndarray, vectors: np.ndarray) -> AnnView:
 class AnnSlot:
     """The index of one vector space (a model version), shared by every catalogue of it.
 
-    `view(catalogue)` answers at once once an index exists; when a catalogue has grown past
-    REBUILD_SHARE new or changed rows, one rebuild runs in a background thread and its index
-    serves the catalogues seen after it is done."""
+    With `background` (the server), the first index and every rebuild are built in a thread: until
+    the first is ready `view` answers None (the exact scan serves), and a rebuild's index serves the
+    views asked for after it is done. Without (publish, a batch job), `view` builds in the caller."""
 
     def __init__(self, directory: Path | None = None, background: bool = True):
         self.directory = directory
         self.background = background
-        self._index: AnnIndex | None = None
+        self.index: AnnIndex | None = None
         self._lock = threading.Lock()
         self._building = False
 
-    def view(self, ids: np.ndarray, vectors: np.ndarray) -> AnnView:
-        with self._lock:
-            if self._index is None:
-                self._index = AnnIndex.build_or_load(ids, vectors, self.directory)
-            index = self._index
-        view = view_of(index, ids, vectors)
+    def view(self, ids: np.ndarray, vectors: np.ndarray) -> AnnView | None:
+        if self.index is None:
+            self._build(ids, vectors)
+            if self.index is None:
+                return None
+        view = view_of(self.index, ids, vectors)
         if len(view.fresh) > REBUILD_SHARE * len(ids):
-            self._rebuild(ids, vectors)
-            if not self.background:
-                view = view_of(self._index, ids, vectors)
+            self._build(ids, vectors)
+            if view.index is not self.index and self.index is not None:  # built in this thread
+                view = view_of(self.index, ids, vectors)
         return view
 
-    def _rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def _build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         with self._lock:
             if self._building:
                 return
@@ -208,44 +212,64 @@ class AnnSlot:
 
         def job() -> None:
             try:
-                index = AnnIndex.build_or_load(ids, vectors, self.directory)
-                with self._lock:
-                    self._index = index
-            except Exception:  # the old index keeps serving; say why this one did not replace it
-                log.exception("ANN index rebuild failed; the previous index keeps serving")
+                self.index = AnnIndex.build_or_load(ids, vectors, self.directory)
+            except Exception:  # whatever served before keeps serving; say why this index did not come
+                log.exception("building the ANN index failed; the %s keeps serving",
+                              "previous index" if self.index is not None else "exact scan")
             finally:
                 self._building = False
 
         if self.background:
-            threading.Thread(target=job, name="ann-rebuild", daemon=True).start()
+            threading.Thread(target=job, name="ann-build", daemon=True).start()
         else:
             job()
 
 
+class LiveView:
+    """What a Ranker holds: a slot as one catalogue sees it, followed across builds.
+
+    `current()` is the view of the slot's newest index (computed once per index), or None while the
+    slot has none yet."""
+
+    def __init__(self, slot: AnnSlot, ids: np.ndarray, vectors: np.ndarray):
+        self.slot, self.ids, self.vectors = slot, ids, vectors
+        self._view: AnnView | None = None
+
+    def current(self) -> AnnView | None:
+        view = self._view
+        if view is None or view.index is not self.slot.index:
+            view = self._view = self.slot.view(self.ids, self.vectors)
+        return view
+
+
 class AnnIndexes:
     """AnnSlots by a space's key (a model version and whether the vectors are the store's); the `keep`
-    most recently used are held (at a million products an index is about half a gigabyte)."""
+    most recently used are held (at a million products an index is about half a gigabyte).
+    `background`: build in a thread (the server) or in the caller (publish)."""
 
-    def __init__(self, min_items: int, keep: int = 3):
+    def __init__(self, min_items: int, keep: int = 3, background: bool = True):
         self.min_items = min_items
         self.keep = keep
+        self.background = background
         self._slots: OrderedDict[object, AnnSlot] = OrderedDict()
         self._lock = threading.Lock()
 
     def wanted(self, n_items: int) -> bool:
         return self.min_items > 0 and n_items >= self.min_items
 
-    def view(self, key: object, ids: np.ndarray, vectors: np.ndarray, directory: Path | None = None) -> AnnView | None:
-        """A view for this catalogue when it is large enough to want one, else None (the exact scan).
-        `directory`: where this space's index is saved and looked for."""
+    def view(self, key: object, ids: np.ndarray, vectors: np.ndarray, directory: Path | None = None) -> LiveView | None:
+        """A live view for this catalogue when it is large enough to want one, else None (the exact scan).
+        `directory`: where this space's index is saved and looked for. The first view of a space starts
+        building (or loading) its index."""
         if not self.wanted(len(ids)):
             return None
         with self._lock:
             slot = self._slots.get(key)
             if slot is None:
-                slot = self._slots[key] = AnnSlot(directory)
+                slot = self._slots[key] = AnnSlot(directory, self.background)
                 while len(self._slots) > self.keep:
                     self._slots.popitem(last=False)
             self._slots.move_to_end(key)
-        return slot.view(ids, vectors)
-
+        live = LiveView(slot, ids, vectors)
+        live.current()
+        return live

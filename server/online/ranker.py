@@ -22,7 +22,7 @@ import onnxruntime as ort
 from shared.features import category_shares, ranker_inputs
 from shared.rules import adjust_scores, apply_rules, pick_exploration, place_exploration, place_pins, top_by_score
 
-from .ann import AnnView
+from .ann import AnnView, LiveView
 from .catalogue import Catalogue
 from .retrieval import retrieve
 
@@ -72,7 +72,8 @@ class Ranker:
     """Retrieval (inner product: exact, or an ANN view's candidates) -> ONNX click model -> rules."""
 
     def __init__(self, catalogue: Catalogue, model_path: Path | ort.InferenceSession, n_candidates: int = 200,
-                 max_per_category: int | None = None, rules: Rules | None = None, ann: AnnView | None = None):
+                 max_per_category: int | None = None, rules: Rules | None = None,
+                 ann: AnnView | LiveView | None = None):
         self.catalogue = catalogue
         self.ann = ann
         self.session = model_path if isinstance(model_path, ort.InferenceSession) else onnx_session(model_path)
@@ -83,7 +84,8 @@ class Ranker:
     def retrieve(self, user_vec: np.ndarray, exclude: set[int], n: int | None = None,
                  in_stock_only: bool = False) -> np.ndarray:
         """Top-n item ids by inner product, excluded (and, if asked, out-of-stock) items removed first."""
-        return retrieve(self.catalogue, user_vec, exclude, n or self.n_candidates, in_stock_only, self.ann)
+        ann = self.ann.current() if self.ann is not None else None  # None while a first index is built
+        return retrieve(self.catalogue, user_vec, exclude, n or self.n_candidates, in_stock_only, ann)
 
     def score(self, user_vec: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         if len(item_ids) == 0:

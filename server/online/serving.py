@@ -88,7 +88,7 @@ class Serving:
         cat.vector_map()
         cat.title_index()
         if self.rankers.indexes is not None and self.rankers.indexes.wanted(len(cat.ids)):
-            try:  # a catalogue above ann_min_items: build (or load) the current model's index now
+            try:  # above ann_min_items: start building (or loading) the current model's index now
                 self.version_ranker(self.home.current_model(self.store))
             except ModelError as exc:
                 log.info("no ANN index yet: %s", exc)

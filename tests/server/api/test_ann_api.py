@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -26,15 +27,20 @@ def app(store_config):
 def test_a_product_added_through_the_api_is_retrieved_through_the_index(app):
     api, serving = app.test_client(), app.extensions["pocketrank"]
     serving.refresh()
-    assert serving.ranker is not None and serving.ranker.ann is not None  # the ANN path serves
-    built = serving.ranker.ann.index
+    assert serving.ranker is not None and serving.ranker.ann is not None  # the ANN path serves...
+    deadline = time.monotonic() + 60
+    while serving.ranker.ann.current() is None:  # ...once its index, started when the server did, is built
+        assert time.monotonic() < deadline, "the server never built its index"
+        time.sleep(0.05)
+    built = serving.ranker.ann.current().index
     item = {"item_id": "new-garden-hose", "title": "Garden hose", "category": "Garden", "price": 12.0}
     assert api.post("/v1/items", json={"items": [item]}).get_json()["created"] == 1
     serving.refresh()
     ranker, cat = serving.ranker, serving.catalogue
-    assert ranker.ann is not None and ranker.ann.index is built  # no rebuild for one product
+    view = ranker.ann.current() if ranker.ann is not None else None
+    assert view is not None and view.index is built  # no rebuild for one product
     new = cat.index_of["new-garden-hose"]
-    assert np.searchsorted(cat.ids, new) in ranker.ann.fresh  # scanned beside the graph
+    assert np.searchsorted(cat.ids, new) in view.fresh  # scanned beside the graph
     uv = cat.vector_map()[new]  # a user whose taste is the new product's (a Garden centroid) vector
     got = ranker.retrieve(uv, set(), n=50)
     assert new in got.tolist()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -34,14 +36,14 @@ def catalogue(vectors: np.ndarray, ids: np.ndarray | None = None, out_of_stock=(
 
 
 def rankers(cat: Catalogue, session, min_items: int = 100):
-    view = AnnIndexes(min_items).view("m", cat.ids, cat.vectors)
+    view = AnnIndexes(min_items, background=False).view("m", cat.ids, cat.vectors)
     return Ranker(cat, session, ann=view), Ranker(cat, session)
 
 
 def test_the_ann_path_returns_the_exact_top_k_after_excluding_the_history(data, session):
     cat = catalogue(data.items)
     fast, exact = rankers(cat, session)
-    assert fast.ann is not None and exact.ann is None
+    assert fast.ann is not None and fast.ann.current() is not None and exact.ann is None
     recalls = []
     for uv, hist in zip(data.users, data.history):
         exclude = set((hist + 1).tolist())  # ids are rows + 1
@@ -68,6 +70,16 @@ def test_out_of_stock_items_never_come_back(data, session):
 def test_below_the_threshold_retrieval_stays_exact(data):
     assert AnnIndexes(N + 1).view("m", np.arange(N), data.items) is None
     assert AnnIndexes(0).view("m", np.arange(N), data.items) is None  # 0: never
+
+
+def test_the_server_builds_its_first_index_off_the_request_path(data):
+    live = AnnIndexes(100).view("m", np.arange(N, dtype=np.int64), data.items)  # background, as Serving's
+    assert live is not None
+    deadline = time.monotonic() + 60
+    while live.current() is None:  # meanwhile retrieval scans exactly
+        assert time.monotonic() < deadline, "the index was never built"
+        time.sleep(0.05)
+    assert len(live.current().fresh) == 0
 
 
 def test_a_product_added_after_the_build_is_retrieved_at_once(data, session):
