@@ -13,8 +13,8 @@ well (the MIPS-to-L2 reduction of Bachrach et al., 2014).
 Products added or re-estimated after the build (POST /v1/items, `pocketrank refresh-items`) are not
 written into the graph: faiss' HNSW cannot update a row, and searching while adding is not
 thread-safe. An `AnnView` of a catalogue holds the rows that differ from the build (new ids, or a
-vector that differs from the graph's copy) and scans them exactly beside the graph's answer, so a new product is retrievable at
-once; candidates are always scored with the catalogue's current vectors. When those rows pass
+vector that differs from the graph's copy) and scans them exactly beside the graph's answer, so a
+new product is retrievable at once; candidates are always scored with the catalogue's current vectors. When those rows pass
 `REBUILD_SHARE` of the catalogue, a new index is built off the request path and replaces the old one;
 the server's first index is built off it too (the exact scan answers until it is ready).
 An index is saved under the home (keyed by a digest of its ids and vectors), so workers and restarts
@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import threading
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,7 @@ class AnnIndex:
         if path is not None and path.exists():
             try:
                 return cls.load(path)
-            except (OSError, RuntimeError, ValueError, KeyError) as exc:  # a torn or foreign file: build again
+            except (OSError, RuntimeError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # torn: build again
                 log.warning("could not load ANN index %s (%s); building it again", path, exc)
         index = cls(ids, vectors)
         if path is not None:
