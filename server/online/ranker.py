@@ -1,6 +1,6 @@
 """Online ranking: retrieval by inner product, the ONNX ranker, then business rules.
 
-Retrieval is exact (one matrix-vector product over the catalogue) below `Config.ann_min_items`
+Retrieval (server/online/retrieval.py) is exact (one matrix-vector product over the catalogue) below `Config.ann_min_items`
 products: on the simulator's 50,000 x 64 catalogue that is about a millisecond on one core
 (bench/server.py prints it), well inside the 25 ms budget, and the answer is deterministic. Above
 it, an approximate nearest-neighbour index (server/online/ann.py) proposes the candidates and they
