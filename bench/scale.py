@@ -8,9 +8,9 @@ Sections (more come with the Ray and Redis Cluster work of issue 19):
 
 ann: retrieval at catalogue scale. At 200,000 and 1,000,000 products: the exact scan (what serves
 below POCKETRANK_ANN_MIN_ITEMS) against the shipped index (server/online/ann.py: faiss HNSW on
-vectors augmented for inner product) and, when installed, the peer it was chosen over (hnswlib, same
-augmentation and parameters), at the smallest size also faiss HNSW on raw inner products (what the
-augmentation is for). Each query goes through server.online.retrieval.retrieve, the function the
+vectors augmented for inner product) at several efSearch widths; at the smallest size also the peer
+it was chosen over (hnswlib, same augmentation and parameters; when installed) and faiss HNSW on raw
+inner products (what the augmentation is for). Each query goes through server.online.retrieval.retrieve, the function the
 ranker calls: recall@200 against the exact top 200 with nothing excluded and with the user's 50
 history items excluded (the exact answer recomputed without them), p50/p99 per query on one thread,
 build time on BUILD_THREADS threads, and the index's size. Vectors: lab/catalogue_vectors.py (shaped
@@ -167,7 +167,7 @@ def ann_section(args) -> str:
         log(f"  exact: {r}")
         candidates: list[tuple[str, Callable]] = [
             (f"faiss HNSW, augmented (M {ann.M}, efC {ann.EF_CONSTRUCTION})", lambda: AnnIndex(ids, data.items))]
-        if peers:
+        if peers and n == min(args.sizes):  # the peers at the smallest size only: a 1 M build takes minutes
             candidates.append(("hnswlib, augmented (peer; same M, efC)",
                                lambda: HnswlibPeer(ids, data.items, ann.BUILD_THREADS)))
         if n == min(args.sizes):
@@ -188,7 +188,8 @@ def ann_section(args) -> str:
             for ef in args.ef:
                 index.ef_search = ef
                 r = measure(cat, data.users, data.history, truth, view)
-                label = f"{name}, efS {ef}" + (" (shipped)" if ef == ann.EF_SEARCH and isinstance(index, AnnIndex) else "")
+                shipped = isinstance(index, AnnIndex) and ef == ann.ef_search_for(n)
+                label = f"{name}, efS {ef}" + (" (shipped)" if shipped else "")
                 rows.append({"n": n, "method": label, "build_s": build_s, "bytes": size, **r})
                 log(f"  {label}: build {build_s:.0f} s (load before {load_before}), {r}")
             del index, view
@@ -221,7 +222,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append", help="run just these sections")
     parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000], help="catalogue sizes")
     parser.add_argument("--users", type=int, default=500, help="queries per size")
-    parser.add_argument("--ef", type=int, nargs="+", default=[400, 800, 1600], help="efSearch values to measure")
+    parser.add_argument("--ef", type=int, nargs="+", default=[800, 1600, 3200], help="efSearch values to measure")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/scaling.md as it is")
     args = parser.parse_args(argv)
     from bench._sections import write_section

@@ -37,12 +37,19 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Measured by `python -m bench scale -- --only ann` (docs/scaling.md): M 32 and efConstruction 200 reach
-# recall@200 0.96 at efSearch 800 on 200,000 products; a query asks for a little over what it keeps.
+# Measured by `python -m bench scale -- --only ann` (docs/scaling.md): with M 32 and efConstruction 200,
+# efSearch 800 reaches recall@200 0.96 on 200,000 products but 0.90 on 1,000,000 (1,600: 0.94), so the
+# search widens with the catalogue: EF_SEARCH up to LARGE products, EF_SEARCH_LARGE from there.
 M, EF_CONSTRUCTION, EF_SEARCH = 32, 200, 800
+LARGE, EF_SEARCH_LARGE = 500_000, 3200
 BUILD_THREADS = 2  # the build is the only multi-threaded step; a query runs on the caller's thread
 REBUILD_SHARE = 0.05  # rebuild once this share of the catalogue is scanned exactly beside the graph
 KEEP_FILES = 2  # saved indexes kept per directory
+
+
+def ef_search_for(n_items: int) -> int:
+    """The HNSW search width for a catalogue of this size (a query asking for more gets twice its k)."""
+    return EF_SEARCH_LARGE if n_items >= LARGE else EF_SEARCH
 
 
 def catalogue_digest(ids: np.ndarray, vectors: np.ndarray) -> str:
@@ -74,7 +81,7 @@ class AnnIndex:
             finally:
                 faiss.omp_set_num_threads(threads)
         self.index = index
-        self.ef_search = EF_SEARCH
+        self.ef_search = ef_search_for(len(self.ids))
 
     def _augment(self, x: np.ndarray) -> np.ndarray:
         sq = np.maximum(self.radius ** 2 - np.einsum("ij,ij->i", x, x), 0.0)
