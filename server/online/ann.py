@@ -4,7 +4,7 @@ Below `Config.ann_min_items` products (200,000 by default) the ranker scans the 
 above it, the ranker asks this index for candidates and scores them exactly (docs/scaling.md has the
 measurements behind every number here).
 
-Inner product is not a metric, and HNSW on raw inner products finds only about 0.7 of the exact top
+Inner product is not a metric, and HNSW on raw inner products finds only about 0.8 of the exact top
 200 on vectors shaped like the model's (their norms spread threefold). So the index holds each item
 augmented to length R (x, sqrt(R^2 - |x|^2)), R the largest norm, and is searched in L2 with the
 query (u, 0): |u|^2 + R^2 - 2 u.x orders items exactly as u.x does, and L2 is a metric HNSW handles
