@@ -38,8 +38,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Measured by `python -m bench scale -- --only ann` (docs/scaling.md): with M 32 and efConstruction 200,
-# efSearch 800 reaches recall@200 0.96 on 200,000 products but 0.90 on 1,000,000 (1,600: 0.94), so the
-# search widens with the catalogue: EF_SEARCH up to LARGE products, EF_SEARCH_LARGE from there.
+# efSearch 800 reaches recall@200 0.959 on 200,000 products but 0.902 on 1,000,000 (1,600: 0.941; 3,200:
+# 0.966), so the search widens with the catalogue: EF_SEARCH below LARGE products, EF_SEARCH_LARGE from there.
 M, EF_CONSTRUCTION, EF_SEARCH = 32, 200, 800
 LARGE, EF_SEARCH_LARGE = 500_000, 3200
 BUILD_THREADS = 2  # the build is the only multi-threaded step; a query runs on the caller's thread
