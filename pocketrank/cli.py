@@ -255,9 +255,9 @@ def keys_init(home: Path | None, force: bool) -> None:
 @click.option("--epochs", default=None, type=click.IntRange(1, 1000),
               help="Training epochs: at most this many for the sequence model (it stops early on validation; "
                    "default 60), exactly this many for the fold model (default 8).")
-@click.option("--model", "kind", type=click.Choice(["sequence", "fold"]), default="fold", show_default=True,
-              help="sequence: item tower with content + self-attention user encoder (server and device run the "
-                   "same encoder); fold: the decayed mean of item vectors and a click model.")
+@click.option("--model", "kind", type=click.Choice(["sequence", "fold"]), default="sequence", show_default=True,
+              help="sequence: item tower with content + self-attention user encoder over the user's events (server "
+                   "and device run the same encoder); fold: the older decayed mean of item vectors and a click model.")
 @click.option("--tune", "tune_trials", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Sequence model: first run an Optuna study of this many trials on a validation carve of the "
                    "training data (the held-out products never enter it), then train with its best settings.")
@@ -451,7 +451,11 @@ def features(home: Path | None, as_of: str, profiles: str, store: str | None) ->
               help="Window end: 'latest' (the newest logged event), 'now' or unix seconds.")
 @click.option("--margin", default=0.05, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Gate: the candidate's HR@10 and nDCG@10 on the hold-out must reach (1 - margin) x the live model's.")
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(0, 1000), help="Training epochs.")
+@click.option("--epochs", default=None, type=click.IntRange(1, 1000),
+              help="Training epochs: at most this many for the sequence model (it stops early; default 60), "
+                   "exactly this many for the fold model (default 8).")
+@click.option("--model", "kind", type=click.Choice(["sequence", "fold"]), default=None, show_default="the live model's",
+              help="The model kind to train (the live model's, or sequence when there is none).")
 @click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
 @click.option("--if-drift", is_flag=True, help="Check drift first; retrain only if the decision is 'act'.")
 @click.option("--current-days", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -461,12 +465,12 @@ def features(home: Path | None, as_of: str, profiles: str, store: str | None) ->
                    "drift candidate awaiting its canary) is skipped.")
 @click.option("--half-life-days", default=None, type=click.FloatRange(min=0),
               show_default="none",
-              help="Recency weighting: a training event's loss weight is 0.5 ** (age in days / this); 0: none. "
+              help="Fold model only: a training event's loss weight is 0.5 ** (age in days / this); 0: none. "
                    "bench/drift validated 1 day for the simulator's sudden shift.")
 @_store_option
 @_progress_option
-def retrain(home: Path | None, window_days: float, as_of: str, margin: float, epochs: int, seed: int,
-            if_drift: bool, current_days: float, half_life_days: float | None, store: str | None,
+def retrain(home: Path | None, window_days: float, as_of: str, margin: float, epochs: int | None,
+            kind: str | None, seed: int, if_drift: bool, current_days: float, half_life_days: float | None, store: str | None,
             no_progress: bool) -> None:
     """Train on a recent window of the event log, gate on its hold-out, register a candidate (or rejected).
 
@@ -475,7 +479,7 @@ def retrain(home: Path | None, window_days: float, as_of: str, margin: float, ep
     from server.jobs.retrain import retrain_if_drift, retrain_job
 
     kw: dict[str, Any] = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed,
-              progress=not no_progress)
+                              progress=not no_progress, kind=kind)
     if half_life_days is not None:
         kw["half_life_days"] = half_life_days
     if if_drift:
