@@ -128,8 +128,8 @@ class WindowView:
             if in_bucket.drained():
                 del self.buckets[b]
             for k, value in touched | {(k, ctx.get(k, UNKNOWN)) for k in SEGMENT_KEYS}:
-                t = self.by[k].get(value)
-                if t is not None and t.drained():
+                held = self.by[k].get(value)
+                if held is not None and held.drained():
                     del self.by[k][value]
             self.overall.drained()
 
