@@ -11,7 +11,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.errors import AuthError, PocketrankError, ValidationError
 
+from .. import logs
 from ..config import Config
+from ..monitoring.service import ServiceMetrics
 from ..online.serving import Serving
 from . import (
     auth,
@@ -20,6 +22,7 @@ from . import (
     health,
     items,
     monitoring as metrics_api,
+    observe,
     openapi,
     ratelimit,
     recommendations,
@@ -34,12 +37,14 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config | None = None, **overrides) -> Flask:
     config = config or Config.from_env(**overrides)
+    logs.configure()  # JSON lines unless stderr is a terminal (POCKETRANK_LOG_FORMAT); once per process
     app = Flask(__name__)
     app.json = BoundedJSONProvider(app)  # every JSON body passes one door: nesting, NaN, number sizes
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["POCKETRANK"] = config
     app.extensions["pocketrank"] = Serving(config)
     auth.init_app(app, DeviceRegistry(Path(config.home) / "devices.sqlite"))
+    observe.init_app(app, ServiceMetrics())  # request id, request metrics, a log line per request: first hooks
     for bp in (health.bp, events.bp, recommendations.bp, sync.bp, devices.bp, openapi.bp, metrics_api.bp,
                items.bp, users.bp):
         app.register_blueprint(bp)

@@ -15,18 +15,24 @@ the served one (server/release/shadow.py), with hit rates over the clicks logged
 
 from __future__ import annotations
 
+import logging
+import time
+
 from flask import Blueprint, Response, current_app, jsonify
 
 from shared.errors import ValidationError
 
 from ..monitoring import prom, source
 from ..monitoring.running import MAX_CLICKS, RunningMetrics
+from ..monitoring.service import StoreGauges
 from ..release import shadow
 from ..release.registry import Registry
 from .auth import check_operator_key
+from .health import readiness
 from .params import number_arg
 
 bp = Blueprint("metrics", __name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW, DEFAULT_BUCKET = 86_400.0, 3_600.0
 MAX_BUCKETS = 10_000
@@ -108,8 +114,27 @@ def shadow_report():
     return jsonify({"shadow": build_shadow(limit)})
 
 
+def _store_figures() -> dict[str, float | None]:
+    """The gauges read from the store at scrape time (service.StoreGauges); a store that does not answer
+    leaves them out rather than failing the whole scrape."""
+    serving = current_app.extensions["pocketrank"]
+    running = _running()
+    out: dict[str, float | None] = {
+        "newest_event_age_seconds": max(0.0, time.time() - running.newest) if running.newest else None}
+    try:
+        out["updater_pending_events"] = float(serving.store.pending_count())
+        out["bundle_version"] = float(serving.bundle_version)
+    except Exception as exc:  # noqa: BLE001 - whatever the backend raises; /readyz says what is wrong
+        log.warning("store gauges left out of this scrape: %s: %s", type(exc).__name__, exc)
+    out["ready"] = 1.0 if readiness()["ready"] else 0.0
+    return out
+
+
 @bp.get("/metrics")
 def metrics():
+    """The business figures, the service's request metrics (summed over every worker under gunicorn)
+    and the store's gauges, on one page."""
     check_operator_key("reading the metrics")
-    body = prom.render(build_summary(*_args()))
+    service = current_app.extensions["pocketrank.service_metrics"]
+    body = prom.render(build_summary(*_args()), *service.collectors(), StoreGauges(_store_figures))
     return Response(body, mimetype=None, content_type=prom.CONTENT_TYPE)
