@@ -30,7 +30,6 @@ import argparse
 import logging
 import os
 import random
-import statistics
 import tempfile
 import time
 from pathlib import Path

@@ -20,12 +20,23 @@ import heapq
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .collector import SEGMENT_KEYS, UNKNOWN, Tally
 
-if TYPE_CHECKING:
-    from .running import SessionAgg
+
+class SessionAgg(Protocol):
+    """What a window reads of a session's running aggregate (running.SessionAgg)."""
+
+    user_id: str
+    start: float
+    shown: bool
+    purchased: bool
+    first: dict[str, tuple[float, int, str]]
+    counts: dict[tuple, list]
+
+    @property
+    def bounced(self) -> bool: ...
 
 
 @dataclass
