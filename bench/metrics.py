@@ -20,6 +20,8 @@ Three ways, side by side in one run:
   events and then summing every held session (up to 50,000) per scrape (`summary_by_pass`).
 - `running totals`: the endpoint as it is (window.py: per-window totals, O(segments + buckets)).
 
+Each scrape's wall time and CPU time (time.process_time) are reported: on a shared machine the wall
+time includes waiting for a core, the CPU time is what the scrape itself costs.
 Also: the first scrape of a fresh app (a new worker), which reads the whole log once.
 Goal (issue 18): a scrape under 50 ms at 1 M events, and independent of the log's size.
 """
@@ -86,11 +88,10 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def recompute_50k(store) -> float:
+def recompute_50k(store) -> None:
     """The pre-running-metrics scrape's figures: the newest 50,000 events, sessionized, per scrape."""
     from server.monitoring import collector
 
-    t0 = time.perf_counter()
     head = store.log_head()
     events = [e.event for e in store.iter_log(max(0, head - 50_000))]  # SQLite positions are dense
     until = max((e.timestamp for e in events), default=0.0)
@@ -98,27 +99,29 @@ def recompute_50k(store) -> float:
     prices = {it.item_id: it.price for it in store.items()}
     collector.summarize(events, prices)
     collector.timeseries(events, BUCKET, prices)
-    return (time.perf_counter() - t0) * 1000
 
 
-def scrape_times(app, store, way: str, scrapes: int, rng: random.Random, next_id: list[int]) -> list[float]:
+def scrape_times(app, store, way: str, scrapes: int, rng: random.Random, next_id: list[int]
+                 ) -> tuple[list[float], list[float]]:
+    """Wall and CPU milliseconds of each scrape."""
     running = app.extensions["pocketrank.metrics"]
     running.fresh_seconds = 0.0  # every scrape recomputes
     if way == "pass over sessions":
         running.summary = running.summary_by_pass  # the code before the running totals
     client = app.test_client()
-    out = []
+    wall, cpu = [], []
     for _ in range(scrapes):
         store.append_events(make_events(20, next_id[0], rng, time.time(), span=600))
         next_id[0] += 20
+        t0, c0 = time.perf_counter(), time.process_time()
         if way == "recompute 50k":
-            out.append(recompute_50k(store))
-            continue
-        t0 = time.perf_counter()
-        resp = client.get("/metrics")
-        out.append((time.perf_counter() - t0) * 1000)
-        assert resp.status_code == 200 and b"pocketrank_ctr" in resp.data
-    return out
+            recompute_50k(store)
+        else:
+            resp = client.get("/metrics")
+            assert resp.status_code == 200 and b"pocketrank_ctr" in resp.data
+        wall.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    return wall, cpu
 
 
 def main(argv: list[str]) -> int:
@@ -151,23 +154,27 @@ def main(argv: list[str]) -> int:
                 first = app.test_client().get("/metrics")
                 first_ms = (time.perf_counter() - t0) * 1000
                 assert first.status_code == 200
-                times = scrape_times(app, store, way, args.scrapes, rng, next_id)
+                wall, cpu = scrape_times(app, store, way, args.scrapes, rng, next_id)
                 sessions = app.extensions["pocketrank.metrics"].n_sessions
-                rows.append((store.log_head(), way, first_ms, pct(times, 50), pct(times, 99), sessions))
-                print(f"  {way:<20} first scrape {first_ms:8.0f} ms   p50 {pct(times, 50):7.1f} ms   "
-                      f"p99 {pct(times, 99):7.1f} ms   ({sessions:,} sessions held)", flush=True)
+                row = (store.log_head(), way, first_ms, pct(wall, 50), pct(wall, 99), pct(cpu, 50), pct(cpu, 99))
+                rows.append(row)
+                print(f"  {way:<20} first scrape {first_ms:8.0f} ms   wall p50 {row[3]:7.1f} p99 {row[4]:7.1f}   "
+                      f"cpu p50 {row[5]:7.1f} p99 {row[6]:7.1f} ms   ({sessions:,} sessions held, "
+                      f"load {os.getloadavg()[0]:.1f})", flush=True)
                 app.extensions["pocketrank"].store.close()
             logged = store.log_head()
         store.close()
     print(f"\nload after: {os.getloadavg()[0]:.2f}")
-    print(f"\n{'events':>10}  {'way':<20} {'first (ms)':>10} {'p50 (ms)':>9} {'p99 (ms)':>9}")
-    for n, way, first_ms, p50, p99, _ in rows:
-        print(f"{n:>10,}  {way:<20} {first_ms:>10.0f} {p50:>9.1f} {p99:>9.1f}")
+    print(f"\nmilliseconds per scrape ({args.scrapes} scrapes; wall time waits for the CPU on a shared machine,"
+          " CPU time does not)")
+    print(f"{'events':>10}  {'way':<20} {'first':>8} {'wall p50':>9} {'wall p99':>9} {'cpu p50':>8} {'cpu p99':>8}")
+    for n, way, first_ms, p50, p99, c50, c99 in rows:
+        print(f"{n:>10,}  {way:<20} {first_ms:>8.0f} {p50:>9.1f} {p99:>9.1f} {c50:>8.1f} {c99:>8.1f}")
     final = [r for r in rows if r[1] == "running totals"]
-    ok = bool(final) and final[-1][4] < GOAL_MS
-    spread = [r[3] for r in final]
-    print(f"\nrunning totals: p99 {final[-1][4]:.1f} ms at {final[-1][0]:,} events (goal < {GOAL_MS:.0f} ms: "
-          f"{'met' if ok else 'NOT met'}); p50 from {min(spread):.1f} to {max(spread):.1f} ms across sizes")
+    verdict = "met" if final[-1][4] < GOAL_MS else "NOT met (wall)" if final[-1][6] < GOAL_MS else "NOT met"
+    print(f"\nrunning totals at {final[-1][0]:,} events: wall p99 {final[-1][4]:.1f} ms, cpu p99 {final[-1][6]:.1f} ms "
+          f"(goal < {GOAL_MS:.0f} ms: {verdict}); cpu p50 from {min(r[5] for r in final):.1f} to "
+          f"{max(r[5] for r in final):.1f} ms across sizes")
     return 0
 
 

@@ -22,8 +22,9 @@ them against each other on random logs), with two differences, both deliberate:
 
 Bounds: the newest MAX_SESSIONS sessions by start (older ones are forgotten, so a very late event
 of a forgotten session starts a new one) and the newest MAX_CLICKS clicks (the shadow's hit rates).
-A look that reads a whole READ_CHUNK (a new worker's first look, a burst) drops the views rather than
-update them entry by entry, and the next summary of each window rebuilds its view in one pass
+A look that reads more than a READ_CHUNK and REBUILD_RATIO times a window's sessions (a new worker's
+first look, a burst) drops the views rather than update them entry by entry (an event costs about as
+much as 4 sessions of a rebuild), and the next summary of each window rebuilds its view in one pass
 over the held sessions. A summary is recomputed at most once per FRESH_SECONDS for one (window, bucket) while events keep
 arriving (and not at all while none do), so however many callers poll, a process spends at most
 about one pass over its sessions per second on each window they ask for.
@@ -50,6 +51,7 @@ MAX_SESSIONS = 50_000  # a summary costs about 12 us per session in its window
 MAX_CLICKS = 100_000
 FRESH_SECONDS = 1.0  # a summary asked again within this long is answered from the last one
 MAX_KEPT_SUMMARIES = 16
+REBUILD_RATIO = 4  # a look reading more entries than this many times a view's sessions rebuilds it instead
 MAX_VIEWS = 4  # (window, bucket) pairs kept as running totals; each costs a few us per event folded
 READ_CHUNK = 5_000  # log entries priced and folded together (one price lookup per chunk)
 RATE_WINDOW_S = 60.0  # events_per_second: over about the last minute
@@ -115,6 +117,22 @@ class SessionAgg:
         return self.shown and not self.engaged
 
 
+def _reshapes(agg: SessionAgg, e: Event, pos: int) -> bool:
+    """True if adding `e` changes more of its session than its counts: its first event, the start (and so
+    its bucket and whether it is in a window), a flag (shown, engaged, purchased) or a first context value."""
+    ts = e.timestamp
+    if not agg.counts or ts < agg.start:  # a new session is admitted whole
+        return True
+    if (e.type in SHOWN and not agg.shown) or (e.type in ENGAGED and not agg.engaged) or (
+            e.type == "purchase" and not agg.purchased):
+        return True
+    for k, _ in e.context:
+        held = agg.first.get(k)
+        if held is None or (ts, pos) < held[:2]:
+            return True
+    return False
+
+
 class RunningMetrics:
     """Sessions folded from the log as it grows; `look(store)` catches up, the summaries read what is held.
 
@@ -148,7 +166,8 @@ class RunningMetrics:
         for entry in store.iter_log(self.pos):
             chunk.append(entry)
             if len(chunk) >= READ_CHUNK:
-                self._views.clear()  # cheaper to rebuild each from the sessions when next asked
+                if self._views and read + len(chunk) > REBUILD_RATIO * max(v.size for v in self._views.values()):
+                    self._views.clear()  # cheaper to rebuild each from the sessions when next asked
                 read += self._fold(store, chunk)
                 chunk = []
         read += self._fold(store, chunk)
@@ -181,10 +200,7 @@ class RunningMetrics:
             agg = self._by_id.get(e.session_id)
             if agg is None:
                 agg = self._by_id[e.session_id] = SessionAgg(e.user_id, e.timestamp, e.timestamp)
-            for v in views:
-                v.retract(agg)
-            agg.add(e, pos, price)
-            self._admit(agg)
+            self._join(agg, e, pos, price)
             return
         # Without a session id: the user's events on one device, split where they fall silent for
         # more than `gap`. An event joins a session it lies within `gap` of, and may bridge two.
@@ -193,11 +209,10 @@ class RunningMetrics:
         i = bisect_right(runs, ts, key=lambda a: a.start)
         before = runs[i - 1] if i > 0 and ts - runs[i - 1].end <= self.gap else None
         after = runs[i] if i < len(runs) and runs[i].start - ts <= self.gap else None
-        for v in views:
-            for a in (before, after):
-                if a is not None:
-                    v.retract(a)
         if before is not None and after is not None:  # it fills the silence between two: one session now
+            for v in views:
+                v.retract(before)
+                v.retract(after)
             before.absorb(after)
             del runs[i]
             self._n_loose -= 1
@@ -206,12 +221,29 @@ class RunningMetrics:
             joined = SessionAgg(e.user_id, ts, ts)
             runs.insert(i, joined)
             self._n_loose += 1
-        joined.add(e, pos, price)
-        self._admit(joined)
+        self._join(joined, e, pos, price, merged=before is not None and after is not None)
 
-    def _admit(self, agg: SessionAgg) -> None:
-        for v in self._views.values():
-            v.admit(agg)
+    def _join(self, agg: SessionAgg, e: Event, pos: int, price: float, merged: bool = False) -> None:
+        """Add an event to its session, and to the views' totals: only its counts when the session keeps
+        its start, flags and first context values (most events), else the session's share again (always
+        after a merge, which took both shares back)."""
+        views = self._views.values()
+        if not views:
+            agg.add(e, pos, price)
+            return
+        if merged or _reshapes(agg, e, pos):
+            for v in views:
+                v.retract(agg)
+            agg.add(e, pos, price)
+            for v in views:
+                v.admit(agg)
+                v.advance(self.newest)
+            return
+        agg.add(e, pos, price)
+        counts = [1, e.type == "impression", e.type == "click", e.type == "purchase",
+                  price if e.type == "purchase" else 0.0]
+        for v in views:
+            v.add_counts(agg, e.context, counts)
             v.advance(self.newest)
 
     @property

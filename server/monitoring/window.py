@@ -85,6 +85,11 @@ class WindowView:
         self._heap: list[tuple[float, int, SessionAgg]] = []
         self._seq = itertools.count()
 
+    @property
+    def size(self) -> int:
+        """Sessions in the window."""
+        return len(self._held)
+
     # --- membership ---
 
     def admit(self, a: SessionAgg) -> None:
@@ -113,6 +118,17 @@ class WindowView:
         if len(heap) > 4 * len(self._held) + 1024:  # entries left behind by sessions that changed
             heap[:] = [entry for entry in heap if self._held.get(id(entry[2])) == entry[1]]
             heapq.heapify(heap)
+
+    def add_counts(self, a: SessionAgg, own_ctx: tuple, c: list) -> None:
+        """One more event in a held session that changed nothing else of it (running._reshapes)."""
+        if id(a) not in self._held:
+            return
+        ctx = {k: v for k, (_, _, v) in a.first.items()}
+        self.overall.add_signed(c, 1)
+        self.buckets[int(a.start // self.bucket)].add_signed(c, 1)
+        own = dict(own_ctx)
+        for k in SEGMENT_KEYS:
+            self._tally(k, own.get(k) or ctx.get(k, UNKNOWN)).add_signed(c, 1)
 
     # --- totals ---
 

@@ -235,3 +235,21 @@ def test_a_gauge_equals_its_recount_from_the_log_after_a_stream_of_events():
     assert got["ctr"] == pytest.approx(want["ctr"], rel=1e-12)
     assert got["bounce_rate"] == pytest.approx(want["bounce_rate"], rel=1e-12)
     assert_same_figures(got, want)
+
+
+@pytest.mark.parametrize("ratio", [0, 10**9])  # a large look drops the views / updates them entry by entry
+def test_a_large_look_gives_the_recount_whether_it_rebuilds_the_views_or_not(ratio, monkeypatch):
+    from server.monitoring import running as running_mod
+
+    monkeypatch.setattr(running_mod, "REBUILD_RATIO", ratio)
+    log = ListLog()
+    events = random_log(7, 12_000)
+    log.append(*events[:500])
+    running = RunningMetrics(now=0.0)
+    running.look(log, now=0.0)
+    running.summary(86_400, 3_600)
+    log.append(*events[500:])
+    assert running.look(log, now=1.0) == 11_500
+    assert bool(running._views) == (ratio > 0)
+    assert_same_summary(running.summary(86_400, 3_600), running.summary_by_pass(86_400, 3_600))
+    assert_same_figures(running.summary(10 * 86_400, 3_600)["overall"], collector.summarize(events, PRICES)["overall"])
