@@ -96,7 +96,7 @@ def configure(stream: IO | None = None, level: str | None = None, force: bool = 
     """Give the root logger one stderr handler with the chosen format (once per process, unless `force`).
 
     werkzeug's development server logs each request itself, outside the request: that line is left
-    out (warnings and errors stay) because the app logs its own line per request, with the id."""
+    out because the app logs its own line per request, with the id."""
     global _configured
     if _configured and not force:
         return
@@ -109,5 +109,16 @@ def configure(stream: IO | None = None, level: str | None = None, force: bool = 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel((level or os.environ.get("POCKETRANK_LOG_LEVEL", "info")).upper())
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    werkzeug = logging.getLogger("werkzeug")
+    if not any(isinstance(f, _NoRequestLines) for f in werkzeug.filters):
+        werkzeug.addFilter(_NoRequestLines())
     _configured = True
+
+
+class _NoRequestLines(logging.Filter):
+    """Drops werkzeug's development-server line per request (WSGIRequestHandler.log_request), logged after
+    the request and so without its id; the app's own line replaces it. Its other lines ("Running on") stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.endswith('] "%s" %s %s\n'))
+

@@ -4,11 +4,12 @@ They tell revenue, CTR, the model registry and the canary, so each needs the ope
 Prometheus sends it as `authorization: {credentials: <key>}`, a Bearer header).
 
 The figures come from this process's RunningMetrics (server/monitoring/running.py): each request first
-folds what was logged since the previous one, then sums the sessions that started in a window ending at the
-newest event (`window` seconds, default a day; `bucket` seconds per time-series point, default an hour).
-A request costs what was logged since the last look plus at most one pass over the sessions held (bounded,
-and shared by every request for the same window within a second), however long the log; one look at a time
-per process. The shadow report is this process's comparisons of the shadow model against
+folds what was logged since the previous one, then reads the running totals of the sessions that started in
+a window ending at the newest event (`window` seconds, default a day; `bucket` seconds per time-series point,
+default an hour; server/monitoring/window.py). A request costs what was logged since the last look plus
+O(segment values + buckets), however long the log (the first request for a window: one pass over the
+sessions held); one look at a time per process. /metrics also carries the service's request metrics, summed
+over every gunicorn worker, and gauges read from the store at scrape time (server/monitoring/service.py). The shadow report is this process's comparisons of the shadow model against
 the served one (server/release/shadow.py), with hit rates over the clicks logged since the shadow started
 (at most `limit` of the newest). Aggregates only, no user ids.
 """

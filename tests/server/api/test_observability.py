@@ -75,6 +75,7 @@ def test_a_log_line_is_json_without_colour_and_text_only_on_a_terminal():
             return True
 
     assert logs.wants_json(io.StringIO(), env={}) and not logs.wants_json(Tty(), env={})
+    assert "\x1b[" not in logs.TextFormatter().format(record)
     assert logs.wants_json(Tty(), env={"POCKETRANK_LOG_FORMAT": "json"})
     assert not logs.wants_json(io.StringIO(), env={"POCKETRANK_LOG_FORMAT": "text"})
 
@@ -206,3 +207,12 @@ def test_readyz_is_503_when_redis_stops_answering_and_healthz_stays_200(tmp_path
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_werkzeugs_own_request_line_is_dropped_and_its_banner_kept(api):
+    werkzeug = logging.getLogger("werkzeug")
+    line = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '127.0.0.1 - - [06/Dec/2026 23:00:00] "%s" %s %s\n',
+                             ("GET / HTTP/1.1", "200", "-"), None)
+    banner = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, " * Running on %s", ("http://127.0.0.1:8000",),
+                               None)
+    assert not werkzeug.filter(line) and werkzeug.filter(banner)
