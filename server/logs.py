@@ -94,6 +94,8 @@ def formatter(json_lines: bool | None = None) -> logging.Formatter:
 
 def configure(stream: IO | None = None, level: str | None = None, force: bool = False) -> None:
     """Give the root logger one stderr handler with the chosen format (once per process, unless `force`).
+    The entry points call it (server/wsgi.py, `pocketrank serve`), not the app factory: an app made inside
+    another program (a test, a notebook) leaves that program's logging alone.
 
     werkzeug's development server logs each request itself, outside the request: that line is left
     out because the app logs its own line per request, with the id."""
@@ -120,5 +122,5 @@ class _NoRequestLines(logging.Filter):
     the request and so without its id; the app's own line replaces it. Its other lines ("Running on") stay."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.endswith('] "%s" %s %s\n'))
+        return not (isinstance(record.msg, str) and record.msg.rstrip().endswith('] "%s" %s %s'))
 

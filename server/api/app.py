@@ -11,7 +11,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.errors import AuthError, PocketrankError, ValidationError
 
-from .. import logs
 from ..config import Config
 from ..monitoring.service import ServiceMetrics
 from ..online.serving import Serving
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config | None = None, **overrides) -> Flask:
     config = config or Config.from_env(**overrides)
-    logs.configure()  # JSON lines unless stderr is a terminal (POCKETRANK_LOG_FORMAT); once per process
     app = Flask(__name__)
     app.json = BoundedJSONProvider(app)  # every JSON body passes one door: nesting, NaN, number sizes
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
