@@ -23,5 +23,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends nginx && rm -rf
 USER pocketrank
 VOLUME ["/var/lib/pocketrank"]
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
+# /readyz: 200 once the store answers and a model and a bundle are loaded, 503 until then (docs/operations.md);
+# /healthz is the liveness check (no store access) for an orchestrator's liveness probe.
+HEALTHCHECK --interval=30s --timeout=3s --start-period=60s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2)"
 CMD ["bash", "deploy/start.sh"]

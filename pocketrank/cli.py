@@ -373,9 +373,11 @@ def publish(home: Path | None, store: str | None, candidates: int, no_progress: 
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
 def serve(home: Path | None, store: str | None, host: str, port: int) -> None:
     """Run the API with Flask's server (development). Production: gunicorn, see README."""
+    from server import logs
     from server.api.app import create_app
     from server.config import parse_stages
 
+    logs.configure()  # JSON lines unless stderr is a terminal (POCKETRANK_LOG_FORMAT), each with its request id
     # A home named on the command line must exist; one from the environment is made, as gunicorn's would be.
     config = _config(_home(home, create=not _named_on_the_command_line("home")), store)
     app = create_app(config)

@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from shared.errors import AuthError, PocketrankError, ValidationError
 
 from ..config import Config
+from ..monitoring.service import ServiceMetrics
 from ..online.serving import Serving
 from . import (
     auth,
@@ -20,6 +21,7 @@ from . import (
     health,
     items,
     monitoring as metrics_api,
+    observe,
     openapi,
     ratelimit,
     recommendations,
@@ -40,6 +42,7 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     app.config["POCKETRANK"] = config
     app.extensions["pocketrank"] = Serving(config)
     auth.init_app(app, DeviceRegistry(Path(config.home) / "devices.sqlite"))
+    observe.init_app(app, ServiceMetrics())  # request id, request metrics, a log line per request: first hooks
     for bp in (health.bp, events.bp, recommendations.bp, sync.bp, devices.bp, openapi.bp, metrics_api.bp,
                items.bp, users.bp):
         app.register_blueprint(bp)

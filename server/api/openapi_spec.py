@@ -136,9 +136,19 @@ def _paths() -> dict:
         }},
         "paths": {
             "/healthz": {"get": {"operationId": "health", "responses": {"200": _json({
-                "type": "object", "required": ["status"],
-                "properties": {"status": {"type": "string"}, "model_version": {"type": "string", "nullable": True},
-                               "bundle_version": {"type": "integer"}}})}}},
+                "type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+                "liveness: the process answers; touches no store")}}},
+            "/readyz": {"get": {"operationId": "ready", "responses": {
+                code: _json({"type": "object", "required": ["status", "ready", "missing", "checks"],
+                             "properties": {"status": {"type": "string", "enum": ["ready", "not_ready"]},
+                                            "ready": {"type": "boolean"},
+                                            "missing": {"type": "array", "items": {"type": "string"}},
+                                            "checks": {"type": "object"},
+                                            "model_version": {"type": "string", "nullable": True},
+                                            "loaded_model": {"type": "string", "nullable": True},
+                                            "bundle_version": {"type": "integer", "nullable": True}}}, what)
+                for code, what in (("200", "store, model and bundle ready"),
+                                   ("503", "not ready: `missing` names what (store, model, bundle)"))}}},
             "/v1/events": {"post": {
                 "operationId": "postEvents", "security": bearer,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
