@@ -24,11 +24,11 @@ def test_train_on_a_file_of_your_own_makes_the_sequence_model(tmp_path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["user_id", "item_id", "timestamp"])
-        for u in range(60):
-            for n, item in enumerate(rng.choice(40, size=8, replace=False)):
+        for u in range(300):  # four tastes of ten products each: something to learn, enough users to gate on
+            for n, item in enumerate(10 * (u % 4) + rng.choice(10, size=8, replace=False)):
                 w.writerow([f"u{u}", f"sku-{item}", 1_700_000_000 + 3600 * n + u])
     out = CliRunner().invoke(cli, ["train", "--interactions", str(path), "--out", str(tmp_path / "mine"),
-                                   "--epochs", "2", "--no-progress"])
+                                   "--epochs", "6", "--no-progress"])
     assert out.exit_code == 0, out.output
     (model,) = (tmp_path / "mine" / "models").iterdir()
     assert model_kind(model) == "sequence" and (model / "encoder.fp32.onnx").exists()
