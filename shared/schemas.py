@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, cast, get_args, get_origin
 
 import pydantic
 from pydantic import BaseModel, TypeAdapter
@@ -140,10 +140,10 @@ def _says(model: type[BaseModel], name: str) -> Says | None:
     info = model.model_fields.get(name)
     if info is None:
         return None
-    return next((m for m in info.metadata if isinstance(m, Says)), None) or _says_in(info.annotation)
+    return next((m for m in info.metadata if isinstance(m, Says)), None) or _says_in(cast(Any, info.annotation))
 
 
-def _words(says: Says, errors: list[dict], value: Any) -> str:
+def _words(says: Says, errors: list[Any], value: Any) -> str:
     """The message for one field from its errors (several when the field is a union of types)."""
     kinds = [e["type"] for e in errors]
     if "missing" in kinds or value is None:
@@ -162,7 +162,7 @@ def _words(says: Says, errors: list[dict], value: Any) -> str:
     return says.invalid
 
 
-def _nested(model: type[BaseModel], name: str, rest: tuple, errors: list[dict], value: Any) -> ValidationError:
+def _nested(model: type[BaseModel], name: str, rest: tuple, errors: list[Any], value: Any) -> ValidationError:
     """An error inside a field that is itself an object (context, attributes, categories)."""
     if name == "context" and rest and isinstance(rest[0], str) and isinstance(value, Mapping):
         key = rest[0]
@@ -193,10 +193,10 @@ def refusal(exc: pydantic.ValidationError, model: type[BaseModel], obj: Mapping[
             order: tuple[str, ...] = ()) -> ValidationError:
     """The first problem (fields in `order` first, then the model's own order) as a ValidationError
     naming the field, in the words of its Says."""
-    errors = exc.errors(include_url=False)
+    errors: list[Any] = exc.errors(include_url=False)
     fields = list(order) + [f for f in model.model_fields if f not in order]
 
-    def rank(e: dict) -> int:
+    def rank(e: Any) -> int:
         name = str(e["loc"][0]) if e["loc"] else ""
         if e["type"] == "missing" and f"{name}:missing" in fields:
             return fields.index(f"{name}:missing")
@@ -229,7 +229,7 @@ def _unknown_first(obj: Mapping[str, Any], known: frozenset[str], model: type[Ba
     unknown = obj.keys() - known
     if unknown:
         first = sorted(map(str, unknown))[0]
-        raise ValidationError(first or '""', model.unknown)  # an empty key is named visibly
+        raise ValidationError(first or '""', cast(Any, model).unknown)  # an empty key is named visibly
 
 
 _ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)

@@ -83,6 +83,11 @@ def _ids(most: int | None) -> str:
     return rf"^{_ID}(?:,{_ID}){{0,{most - 1}}}$" if most else rf"^{_ID}(?:,{_ID})*$"
 
 
+def _fields(**fields: Any) -> dict[str, Any]:
+    """create_model's field definitions, (type, default) each (typed loosely: Annotated forms are values here)."""
+    return fields
+
+
 @cache
 def queries(default_k: int, max_k: int, max_users: int) -> dict[str, type[Query]]:
     """The query models of the endpoints that take query parameters, with the configured bounds."""
@@ -93,10 +98,10 @@ def queries(default_k: int, max_k: int, max_users: int) -> dict[str, type[Query]
     user_list = f"must list 1-{max_users} user ids ({ID_TEXT[8:]}), comma-separated"
     return {
         "recommendations": create_model(
-            "RecommendationsQuery", __base__=Query, user_id=(Id, ...), k=(k, default_k),
-            **{name: (segment, None) for name in SEGMENT_FIELDS}),
+            "RecommendationsQuery", __base__=Query, **_fields(user_id=(Id, ...), k=(k, default_k),
+                                                            **{name: (segment, None) for name in SEGMENT_FIELDS})),
         "sync": create_model(
-            "SyncQuery", __base__=Query,
+            "SyncQuery", __base__=Query, **_fields(
             cursor=(Annotated[int, Field(ge=0, le=2**31 - 1, description="the bundle version the device holds"),
                               Says(f"must be between 0 and {2**31 - 1}", "must be an integer")], 0),
             users=(Annotated[str, Field(pattern=_ids(max_users), description="the device's users, comma-separated"),
@@ -114,21 +119,21 @@ def queries(default_k: int, max_k: int, max_users: int) -> dict[str, type[Query]
                                                "the device holds; sent when it holds a canary variant (absent: the "
                                                "live model of the cursor's bundle)"),
                              Says("must be a model version: 1-255 characters of A-Z a-z 0-9 _ . : + @ -, "
-                                  "not starting with . + : @ or -")], None)),
+                                  "not starting with . + : @ or -")], None))),
         "user": create_model(
-            "UserQuery", __base__=Query,
+            "UserQuery", __base__=Query, **_fields(
             recent=(Annotated[int, Field(ge=0, le=1000, description="how many recent events (default 10)"),
-                              Says("must be between 0 and 1000", "must be an integer")], 10)),
+                              Says("must be between 0 and 1000", "must be an integer")], 10))),
         "metrics": create_model(
-            "MetricsQuery", __base__=Query,
+            "MetricsQuery", __base__=Query, **_fields(
             window=(Annotated[float, Field(ge=1, le=MAX_METRICS_SPAN, description="seconds summed (default a day)")],
                     None),
             bucket=(Annotated[float, Field(ge=1, le=MAX_METRICS_SPAN,
                                            description="seconds per time-series point (default an hour); at most "
-                                                       "10,000 points per window")], None)),
+                                                       "10,000 points per window")], None))),
         "shadow": create_model(
-            "ShadowQuery", __base__=Query,
-            limit=(Annotated[int, Field(ge=1, le=MAX_CLICKS, description="the newest clicks counted")], None)),
+            "ShadowQuery", __base__=Query, **_fields(
+            limit=(Annotated[int, Field(ge=1, le=MAX_CLICKS, description="the newest clicks counted")], None))),
     }
 
 

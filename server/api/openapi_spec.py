@@ -12,7 +12,9 @@ real server with this document.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -104,14 +106,14 @@ def _artifact_get(operation_id: str, extra_path: list[dict], errors: tuple[int, 
 
 def document(config: Config | None = None) -> dict:
     """The document for a server with `config`'s bounds (default: the defaults)."""
-    config = config or Config(home="")
+    config = config or Config(home=Path())
     return copy.deepcopy(_document(config.default_k, config.max_k, config.max_users_per_sync,
                                    config.max_events_per_batch, config.max_items_per_batch))
 
 
 @cache
 def _document(default_k: int, max_k: int, max_users: int, max_events: int, max_items: int) -> dict:
-    config = Config(home="", default_k=default_k, max_k=max_k, max_users_per_sync=max_users)
+    config = Config(home=Path(), default_k=default_k, max_k=max_k, max_users_per_sync=max_users)
     queries = query_models(config)
     schemas = copy.deepcopy(_components())
     schemas[EventBatch.__name__]["properties"]["events"]["maxItems"] = max_events
@@ -126,7 +128,7 @@ def _document(default_k: int, max_k: int, max_users: int, max_events: int, max_i
     return doc
 
 
-def _paths(queries: dict[str, type[BaseModel]]) -> dict:
+def _paths(queries: Mapping[str, type[BaseModel]]) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "pocketrank", "version": "1",
