@@ -15,9 +15,19 @@ newline, Rust's and ECMA's do not).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+)
 from pydantic_core import PydanticCustomError
 
 EVENT_TYPES = ("view", "click", "search", "add_to_cart", "purchase", "impression")
@@ -70,10 +80,21 @@ def _fits_an_item_entry(value: str) -> str:
     return value
 
 
+def _whole_on_the_wire(value: Any, info: ValidationInfo) -> Any:
+    """On the wire a JSON number with no fraction is an integer (JSON Schema says so, and a JavaScript
+    client cannot even write 7 as anything but 7): 7.0 is taken as 7. A Python caller's float stays a float."""
+    if type(value) is float and info.context and info.context.get("wire") and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeOnTheWire = BeforeValidator(_whole_on_the_wire)
+WIRE = {"wire": True}  # the validation context of a JSON request (model_validate(..., context=WIRE))
+
 Id = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=64), Says(ID_TEXT, "must be a string")]
 ProductIdText = Annotated[str, Field(pattern=PRODUCT_ID_PATTERN, min_length=1, max_length=64),
                           AfterValidator(_fits_an_item_entry)]
-ProductIdNumber = Annotated[StrictInt, Field(ge=1, le=MAX_ITEM_ID)]
+ProductIdNumber = Annotated[StrictInt, Field(ge=1, le=MAX_ITEM_ID), WholeOnTheWire]
 PRODUCT_ID_SAYS = Says("must be 1-64 printable characters, without leading or trailing spaces",
                        "must be a string (the product's own id)", f"as an integer must be between 1 and {MAX_ITEM_ID}")
 # The marketplace's own product id; an integer is taken as its decimal digits.
@@ -163,7 +184,7 @@ class Product(BaseModel):
                                    description='a path of levels, broadest first: "Home > Kitchen"'),
                         Says(CATEGORY_TEXT, required=CATEGORY_TEXT,
                              by_error={"string_pattern_mismatch": "must name at least one level"})]
-    year: Annotated[StrictInt | None, Field(ge=1800, le=2100),
+    year: Annotated[StrictInt | None, Field(ge=1800, le=2100), WholeOnTheWire,
                     Says("must be an integer year between 1800 and 2100")] = None
     price: Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False),
                      Says(f"must be a number between 0 and {MAX_PRICE:g}")] = 0.0
@@ -171,6 +192,7 @@ class Product(BaseModel):
                         Says("must be a three-letter ISO 4217 code such as EUR")] = None
     in_stock: Annotated[StrictBool, Says("must be true or false")] = True
     stock: Annotated[StrictInt | None, Field(ge=0, le=MAX_STOCK, description="units available; sets in_stock"),
+                     WholeOnTheWire,
                      Says(f"must be an integer between 0 and {MAX_STOCK} (units available)")] = None
     categories: Annotated[list[Text] | None, Field(max_length=32, description="default: the category's levels"),
                           Says("must be a list of at most 32 non-empty strings")] = None

@@ -6,9 +6,10 @@ shared/models.py (the OpenAPI document is generated from them); `validate_*` run
 untrusted dict and returns a dataclass, or raises ValidationError with the field and the words the
 model's `Says` gives.
 
-`wire=True` is the JSON contract exactly (POST /v1/events, POST /v1/items). Python callers (the
-importer, the device SDK) get two old conveniences on top: an integer id is taken as its digits,
-and a tuple of categories as a list.
+`wire=True` is the JSON contract exactly (POST /v1/events, POST /v1/items): ids are strings, and a
+number without a fraction is an integer (7.0 is 7, as JSON Schema has it). Python callers (the
+importer, the device SDK) keep Python's types and two old conveniences: an integer id is taken as
+its digits, and a tuple of categories as a list.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .models import (
     PRODUCT_ID_SAYS,
     SOURCES,
     UNICODE_TEXT,
+    WIRE,
     EventContext,
     Id,
     Product,
@@ -249,10 +251,11 @@ def check_id(name: str, value: Any) -> str:
         raise ValidationError(name, _words(_ID_SAYS, exc.errors(include_url=False), value)) from None
 
 
-def check_item_id(value: Any, name: str = "item_id") -> str:
-    """A product id as the marketplace's string (an integer is taken as its decimal digits), or ValidationError."""
+def check_item_id(value: Any, name: str = "item_id", *, wire: bool = False) -> str:
+    """A product id as the marketplace's string (an integer is taken as its decimal digits), or ValidationError.
+    `wire`: a JSON value, where 7.0 is the integer 7."""
     try:
-        return str(_PRODUCT_ID_ADAPTER.validate_python(value))
+        return str(_PRODUCT_ID_ADAPTER.validate_python(value, context=WIRE if wire else None))
     except pydantic.ValidationError as exc:
         words = _words(PRODUCT_ID_SAYS, exc.errors(include_url=False), value) if value is not None else None
         raise ValidationError(name, words or str(PRODUCT_ID_SAYS.wrong_type)) from None
@@ -301,7 +304,7 @@ def validate_event(obj: Any, *, wire: bool = False) -> Event:
         obj = _loosened_event(obj)
     model: type[ProductEvent] | type[SearchEvent] = SearchEvent if etype == "search" else ProductEvent
     try:
-        ev = model.model_validate(obj)
+        ev = model.model_validate(obj, context=WIRE if wire else None)
     except pydantic.ValidationError as exc:
         err = refusal(exc, model, obj, EVENT_ORDER["search" if etype == "search" else "other"] + EVENT_ORDER_REST)
         if err.field == "item_id" and obj.get("item_id") is None and etype != "search":
@@ -343,7 +346,7 @@ def validate_item(obj: Any, *, wire: bool = False) -> Item:
     if "item_id" not in obj or obj["item_id"] is None:  # the product's id is named first, as a missing string
         raise ValidationError("item_id", str(PRODUCT_ID_SAYS.wrong_type))
     try:
-        p = Product.model_validate(obj)
+        p = Product.model_validate(obj, context=WIRE if wire else None)
     except pydantic.ValidationError as exc:
         raise refusal(exc, Product, obj) from None
     levels = category_levels(p.category)

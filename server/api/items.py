@@ -37,7 +37,7 @@ def post_items():
     skus = []
     for obj in raw:
         try:
-            skus.append(check_item_id(obj.get("item_id")) if isinstance(obj, dict) else None)
+            skus.append(check_item_id(obj.get("item_id"), wire=True) if isinstance(obj, dict) else None)
         except ValidationError:
             skus.append(None)
     index = serving.store.item_index(s for s in skus if s is not None)
