@@ -166,6 +166,11 @@ EVENT_ORDER = {"search": ("query", "item_id"), "other": ("item_id", "query")}
 EVENT_ORDER_REST = ("timestamp:missing", "event_id", "user_id", "device_id", "timestamp", "session_id", "context")
 
 Text = Annotated[str, Field(max_length=256, pattern=NOT_BLANK)]
+# A product attribute's value: text, or a number within the JSON door's integer range (a number spelled
+# as an integer past it is refused at the door, so the bound holds for every spelling).
+_WITHIN_INT64 = Field(ge=-MAX_JSON_INT - 1, le=MAX_JSON_INT, allow_inf_nan=False)
+AttributeValue = Annotated[str, Field(max_length=256)] | Annotated[StrictInt, _WITHIN_INT64] | Annotated[
+    StrictFloat, _WITHIN_INT64]
 TITLE_TEXT = "must be a non-empty string of at most 512 characters"
 CATEGORY_TEXT = 'must be a non-empty string of at most 256 characters (a path: "Home > Kitchen")'
 
@@ -198,10 +203,9 @@ class Product(BaseModel):
                           Says("must be a list of at most 32 non-empty strings")] = None
     created_at: Timestamp | None = None
     attributes: Annotated[
-        dict[Annotated[str, Field(min_length=1, max_length=64)],
-             Annotated[str, Field(max_length=256)] | Annotated[StrictInt, Field(ge=-MAX_JSON_INT - 1, le=MAX_JSON_INT)] | Annotated[StrictFloat, Field(allow_inf_nan=False)]] | None,
+        dict[Annotated[str, Field(min_length=1, max_length=64)], AttributeValue] | None,
         Field(max_length=MAX_ATTRIBUTES),
-        Says("must be a string or a number of at most 256 characters",
+        Says("must be a string of at most 256 characters or a number within +-2**63",
              by_error={"too_long": f"must have at most {MAX_ATTRIBUTES} entries"})] = None
 
 
