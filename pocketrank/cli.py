@@ -11,7 +11,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from server import __version__, default_home
+from pocketrank import __version__
+from server import default_home
 
 
 def _home_option(f):
