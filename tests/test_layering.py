@@ -35,6 +35,18 @@ def _files(package: str) -> dict[str, Path]:
 MODULES: dict[str, Path] = {m: p for pkg in PROJECT for m, p in _files(pkg).items()}
 
 
+INSTALLED_UNDER_POCKETRANK = ("server", "shared", "exporter", "edge_runtime", "demo_app")
+
+
+def canonical(name: str) -> str:
+    """An imported module by its folder in this repository: `pocketrank.server.config` (the installed import
+    name, setup.cfg) is `server.config` here, whose file is server/config.py."""
+    head, _, rest = name.partition(".")
+    if head == "pocketrank" and rest.split(".")[0] in INSTALLED_UNDER_POCKETRANK:
+        return rest
+    return name
+
+
 def imports(module: str) -> list[tuple[int, str]]:
     """(line, imported module) for every import in `module`, at any depth, relative ones resolved.
     `from pkg import name` counts as importing pkg.name when that is a module; a literal
@@ -44,18 +56,18 @@ def imports(module: str) -> list[tuple[int, str]]:
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, alias.name) for alias in node.names]
+            out += [(node.lineno, canonical(alias.name)) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
             else:
-                base = node.module
+                base = canonical(node.module or "")
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 out.append((node.lineno, sub if sub in MODULES else base))
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__"
               and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-            out.append((node.lineno, node.args[0].value))
+            out.append((node.lineno, canonical(node.args[0].value)))
     return out
 
 

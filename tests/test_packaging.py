@@ -37,7 +37,7 @@ def _serving_third_party_modules() -> set[str]:
     """Every third-party top-level module in the import graph of server.wsgi and the updater command,
     read statically (module level and inside functions), except the lazy torch fallback for versions
     exported before item_vectors.npz existed (server/online/versions.py)."""
-    project = ("server", "shared", "exporter", "edge_runtime")
+    project = ("server", "shared", "exporter", "edge_runtime", "pocketrank")  # pocketrank.server, installed
     seen, queue, third = set(), ["server.wsgi", "server.online.serving", "server.stores.redis"], set()
     while queue:
         name = queue.pop()
