@@ -29,7 +29,10 @@ def _module_name(path: Path) -> str:
 
 
 def _files(package: str) -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
+    """The package's modules by folder; pocketrank/server and its siblings (symlinks to server/, ...: the
+    installed names) are not walked into, so each file is one module."""
+    return {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))
+            if not any((ROOT / parent).is_symlink() for parent in p.relative_to(ROOT).parents)}
 
 
 MODULES: dict[str, Path] = {m: p for pkg in PROJECT for m, p in _files(pkg).items()}
