@@ -50,9 +50,11 @@ _ALT = "|".join(NAMES)
 # A dotted module path that is not already part of a longer name (pocketrank.server, tests/server, x-server).
 DOTTED = re.compile(rf"(?<![\w.\-/])({_ALT})((?:\.[A-Za-z_]\w*)+)")
 DASH_M = re.compile(rf"(?<![\w-])(-m\s+)({_ALT})(?![\w/-])")
-FROM_LINE = re.compile(rf"(?m)((?:^|;)[ \t]*from[ \t]+)({_ALT})(?=[ \t.])(?=[^\n]*\bimport\b)")
-IMPORT_LINE = re.compile(rf"(?m)((?:^|;)[ \t]*import[ \t]+)({_ALT})\b(?![\w.])(?![ \t]+as\b)")
-IMPORT_DOTTED_LINE = re.compile(rf"(?m)((?:^|;)[ \t]*import[ \t]+)({_ALT})(?=\.|[ \t]+as\b)")
+# Where a statement starts: a line, after `;`, or just inside a one-line string ("import x; ...").
+_START = r"(?:^|;|^[rRbBuUfF]{0,2}[\"']{1,3})"
+FROM_LINE = re.compile(rf"(?m)({_START}[ \t]*from[ \t]+)({_ALT})(?=[ \t.])(?=[^\n]*\bimport\b)")
+IMPORT_LINE = re.compile(rf"(?m)({_START}[ \t]*import[ \t]+)({_ALT})\b(?![\w.])(?![ \t]+as\b)")
+IMPORT_DOTTED_LINE = re.compile(rf"(?m)({_START}[ \t]*import[ \t]+)({_ALT})(?=\.|[ \t]+as\b)")
 
 
 def is_module(top: str, rest: str) -> bool:
