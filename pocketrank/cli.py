@@ -11,7 +11,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from server import __version__, default_home
+from pocketrank import __version__, extras
+from server import default_home
 
 
 def _home_option(f):
@@ -70,15 +71,35 @@ def _profiles(spec: str, store):
     return load_profiles(spec, store)
 
 
+class MissingExtra(click.ClickException):
+    """A command run where its install extra is missing: one line naming it, exit status 2 (as a usage error)."""
+
+    exit_code = 2
+
+
 class _Group(click.Group):
     """Turns the project's errors (and a file that cannot be read or written) into one clean line, not a
     traceback: every command below runs inside this invoke."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """Before a command runs (and before it looks for its home): is the extra it needs installed?"""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        extra = extras.command_extra(name)
+        if extra and not any(a in ("-h", "--help") for a in rest) and (absent := extras.missing(extra)):
+            raise MissingExtra(extras.install_hint(name or "?", extra, absent))
+        return name, cmd, rest
 
     def invoke(self, ctx: click.Context):
         from shared.errors import PocketrankError
 
         try:
             return super().invoke(ctx)
+        except ModuleNotFoundError as exc:  # an install whose metadata did not tell (or a stale one)
+            if not extras.is_third_party(exc):
+                raise
+            command = ctx.invoked_subcommand or "?"
+            raise MissingExtra(extras.install_hint(command, extras.command_extra(command) or extras.DEFAULT_EXTRA,
+                                                   [exc.name or "a module"])) from exc
         except PocketrankError as exc:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:
@@ -91,7 +112,8 @@ class _Group(click.Group):
 def main() -> None:
     """pocketrank: marketplace recommendations that keep working offline.
 
-    Errors are one line on stderr and exit status 1. docs/cli.md lists every command."""
+    Errors are one line on stderr and exit status 1 (2 for a usage error or a missing install extra).
+    docs/cli.md lists every command."""
 
 
 @main.group()
