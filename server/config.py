@@ -74,6 +74,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "THREADS": "server/gunicorn_conf.py: threads per worker",
     "ACCESS_LOG": "server/gunicorn_conf.py: gunicorn's access log",
     "LOG_LEVEL": "server/gunicorn_conf.py: gunicorn's log level",
+    "LOG_FORMAT": "server/logs.py: json or text log lines (default: json unless stderr is a terminal)",
     "PORT": "deploy/start.sh: the port nginx listens on",
     "UPSTREAM_PORT": "deploy/start.sh: the loopback port gunicorn listens on behind nginx",
     "RUN_DIR": "deploy/start.sh: nginx's pid, rendered config and buffers",
