@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint data bench attack clean
+.PHONY: demo test test-fast lint data bench attack clean dist lock
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,20 @@ attack: data
 	$(PY) -m bench attack
 
 clean:
-	rm -rf var .pytest_cache
+	rm -rf var .pytest_cache build dist
+
+# The sdist and wheel, checked as PyPI would (twine check --strict); .ci/run builds them on every run.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build -o dist .
+	$(VENV)/bin/twine check --strict dist/*
+
+# requirements/serve.lock: the serving image's exact versions (the serve extra, resolved for Python 3.11
+# on Linux, with hashes). Re-run after changing the serve extra; the Dockerfile installs from it.
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--extra serve --generate-hashes --no-header --annotation-style line \
+		-o requirements/serve.lock setup.cfg
 
 .PHONY: demo-app screenshots
 # The clickable phone app and operator page (sets up var/demo first if it has no bundle).

@@ -19,7 +19,7 @@ def scratch_home(root: Path) -> Path:
     """MovieLens-100k, a 1-epoch model exported and published: nothing of yours changes."""
     from lab.homes import movielens_home
 
-    return movielens_home(root / "home", 1).root
+    return movielens_home(root / "home", 1, kind="fold").root
 
 
 def start_server(home: Path):

@@ -40,7 +40,7 @@ def _build(cache: Path) -> None:
     tmp = cache.with_name(cache.name + f".building-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    movielens_home(tmp, EPOCHS)
+    movielens_home(tmp, EPOCHS, kind="fold")
     (tmp / ".complete").write_text("built\n")
     shutil.rmtree(cache, ignore_errors=True)
     os.replace(tmp, cache)

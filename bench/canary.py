@@ -29,7 +29,7 @@ def _home(tmp: Path) -> Path:
 
     home = Home(tmp / "home")
     import_movielens(home.store(), "100k", progress=False)
-    train_job(home, epochs=2, progress=False)
+    train_job(home, epochs=2, kind="fold", progress=False)
     export_job(home, n_users=100)
     return home.root
 

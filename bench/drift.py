@@ -166,7 +166,8 @@ class ServingPolicy:
             out, took = _SCHEDULED[t]
         else:
             t0 = time.perf_counter()
-            out = holdout.gated_retrain(events, window, lambda tr, w: fit(tr, self.cats, w), top_k, self.live,
+            out = holdout.gated_retrain(events, window, lambda tr, w: fit(tr, self.cats, w),
+                                        lambda m, c, k: top_k(m, c.history, k, c.shown), self.live,
                                         half_life_days=HALF_LIFE_DAYS)
             took = time.perf_counter() - t0
             if trigger == "scheduled":

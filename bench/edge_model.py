@@ -49,7 +49,7 @@ def _model(home_arg: str | None, tmp: Path):
             pass
     scratch = Home(tmp / "home")  # no trained model there: a small one, as the test suite trains
     import_movielens(scratch.store(), "100k", progress=False)
-    version = train_job(scratch, epochs=2, progress=False)["model_version"]
+    version = train_job(scratch, epochs=2, kind="fold", progress=False)["model_version"]  # its subject: the click model
     return (model_io.load(scratch.model_dir(version))[0], f"{version} (2 epochs, trained for this run)",
             scratch.store())
 

@@ -53,7 +53,7 @@ def _source(arg: str | None, tmp: Path) -> tuple[np.ndarray, np.ndarray, bytes, 
 
         home = Home(tmp / "home")
         import_movielens(home.store(), "100k", progress=False)
-        version = train_job(home, epochs=2, progress=False)["model_version"]
+        version = train_job(home, epochs=2, kind="fold", progress=False)["model_version"]
         export_job(home, n_users=100)  # the int8 ranker read below
         label = "a 2-epoch MovieLens model trained for this run"
     ids, vectors = home.store().item_vectors()

@@ -6,9 +6,9 @@
 Issue 3 asks that training and evaluation of the full pipeline take under 5 minutes on 2 cores.
 "The full pipeline" here is everything a release of the model goes through, on MovieLens-100k:
 
-1. production: `pocketrank train` (the towers and the click model, 8 epochs, with its own
-   leave-last-out evaluation), `pocketrank export` (fp32 and int8 ONNX ranker, encoder, every
-   parity gate) and `pocketrank publish` (candidates, signatures, item entries for 943 users),
+1. production: `pocketrank train` (the sequence model, early-stopped on validation, with its own
+   leave-last-out evaluation), `pocketrank export` (fp32 and int8 ONNX encoder, the retrieval ranker,
+   every parity gate) and `pocketrank publish` (candidates, signatures, item entries for 943 users),
    into a fresh home on the embedded SQLite store, exactly as `make demo` runs them;
 2. quality: every quality protocol (docs/architecture.md) for one seed (`lab.quality.protocols`: 1 to 4, cold
    users, new items), the peer libraries included: that is more than the pipeline needs (the
@@ -48,9 +48,9 @@ def _production(stages: list[tuple[str, float]]) -> None:
         # The embedded SQLite store, as `make demo`, whatever POCKETRANK_STORE says.
         home = Home(root, dataclasses.replace(Config.from_env(home=root), store="sqlite"))
         for name, job in (("import MovieLens-100k into the store", lambda: import_movielens(home.store(), "100k", progress=False)),
-                          ("train (towers + click model, 8 epochs, with its evaluation)",
+                          ("train (the sequence model, early-stopped, with its evaluation)",
                            lambda: train_job(home, progress=False)),
-                          ("export (int8 ONNX ranker + encoder, parity gates)", lambda: export_job(home)),
+                          ("export (fp32 + int8 ONNX encoder, ranker, parity gates)", lambda: export_job(home)),
                           ("publish (943 users' signed records, item entries)",
                            lambda: publish_job(home, progress=False))):
             t0 = time.perf_counter()

@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     try:
         home = Home(tmp / "home")
         import_movielens(home.store(), "100k", progress=False)
-        train_job(home, epochs=2, progress=False)
+        train_job(home, epochs=2, kind="fold", progress=False)
         export_job(home, n_users=100)
         store = open_store(Config(home=home.root))
         current = store.get_meta("current_model")

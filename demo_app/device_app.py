@@ -4,7 +4,7 @@ It is what a mobile app would be: the page is the UI, this process embeds the
 edge runtime (through `Device`) and reaches the server only through the
 network proxy, whose mode the page's connectivity switch sets. The operator
 page reads `/api/metrics`, computed from this session's own log plus the
-server's /healthz, which the operator (not the phone) asks directly.
+server's /readyz, which the operator (not the phone) asks directly.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def create_device_app(device: Device, proxy: NetProxy, server_url: str) -> Flask
         log = device.snapshot()
         data = metrics.compute(log, time.time())
         try:
-            health = httpx.get(server_url + "/healthz", timeout=1.0).json()
+            health = httpx.get(server_url + "/readyz", timeout=1.0).json()  # 503 until ready: the body says why
         except (httpx.HTTPError, ValueError) as exc:
             health = {"status": "unreachable", "error": f"{type(exc).__name__}: {exc}"}
         status = log["status"]

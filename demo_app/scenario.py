@@ -12,6 +12,7 @@ events upload exactly once.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import statistics
@@ -99,7 +100,7 @@ def story(server: LocalServer, client: EdgeClient, user_id: str, out=print, k: i
     return report
 
 
-def prepare(home: Path | None = None, epochs: int = 8, out=print, only_if_missing: bool = False,
+def prepare(home: Path | None = None, epochs: int | None = None, out=print, only_if_missing: bool = False,
             timings: dict | None = None) -> Path:
     """import -> train -> export -> publish into `home` (default var/demo); returns its absolute path."""
     home = Path(home or Path("var") / "demo").resolve()
@@ -109,13 +110,14 @@ def prepare(home: Path | None = None, epochs: int = 8, out=print, only_if_missin
     timings = {} if timings is None else timings
     timings["import"] = _step("import MovieLens-100k (pinned recbole wheel, sha256-checked) into the store",
                               ["import", "movielens", "--size", "100k", "--no-progress"], home, out)
-    timings["train"] = _step("train embeddings + click model", ["train", "--epochs", str(epochs)], home, out)
+    timings["train"] = _step("train the sequence model (item tower + event encoder; stops early on validation)",
+                             ["train"] + ([] if epochs is None else ["--epochs", str(epochs)]), home, out)
     timings["export"] = _step("export fp32 + int8 ONNX, parity gates", ["export"], home, out)
     timings["publish"] = _step("publish a signed bundle", ["publish"], home, out)
     return home
 
 
-def run(home: Path | None = None, epochs: int = 8, out=print) -> int:
+def run(home: Path | None = None, epochs: int | None = None, out=print) -> int:
     total = time.perf_counter()
     timings: dict = {}
     home = prepare(home, epochs, out, timings=timings)
@@ -133,9 +135,13 @@ def run(home: Path | None = None, epochs: int = 8, out=print) -> int:
     out("\n== summary")
     out(f"   training {timings['train']:.1f} s (incl. start-up), export {timings['export']:.1f} s, "
         f"publish {timings['publish']:.1f} s")
-    out(f"   model sizes: torch {(models / 'model.pt').stat().st_size:,} B, "
-        f"fp32 ONNX {(models / 'ranker.fp32.onnx').stat().st_size:,} B, "
-        f"int8 ONNX {(models / 'ranker.int8.onnx').stat().st_size:,} B")
+    out(f"   model sizes: torch {(models / 'model.pt').stat().st_size:,} B; on the device: "
+        + ", ".join(f"{name} {(models / name).stat().st_size:,} B" for name in ("encoder.onnx", "ranker.int8.onnx")
+                    if (models / name).exists()))
+    metrics = json.loads((models / "metrics.json").read_text())
+    test = metrics["evaluation"]["test"]
+    out("   test (each user's last product, full ranking): " + "; ".join(
+        f"{name} HR@10 {m['HR@10']:.4f} nDCG@10 {m['nDCG@10']:.4f}" for name, m in test.items()))
     out(f"   first sync {report['sync_bytes']:,} B; local rerank median {report['rerank_ms_median']:.2f} ms")
     out(f"   offline clicks stored on the server: {n} of {len(report['clicked'])} (each exactly once); "
         f"second flush sent {report['flush_again'].sent}")
@@ -149,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo_app", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=None, help="server home (default: var/demo)")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="cap the sequence model's training epochs (default: its own, stopping early)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--serve", action="store_true",
                       help="skip the story: start the server and the phone-shaped device app (set up the home "

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=Path("var") / "demo", help="published server home (default: var/demo)")
     parser.add_argument("--out", type=Path, default=Path("docs") / "screenshots")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs if the home has no bundle yet")
+    parser.add_argument("--epochs", type=int, default=None, help="cap training epochs if the home has no bundle yet")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found: apt-get install chromium")

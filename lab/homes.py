@@ -1,8 +1,8 @@
 """A MovieLens-100k home trained, exported and (optionally) published: what tests and benches start from.
 
     from lab.homes import movielens_home
-    home = movielens_home(tmp / "home", epochs=2)                      # the fold model, published
-    home = movielens_home(tmp / "home", epochs=2, kind="sequence")     # the sequence model
+    home = movielens_home(tmp / "home", epochs=2)                      # the sequence model, published
+    home = movielens_home(tmp / "home", epochs=2, kind="fold")         # the older fold model
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def movielens_home(root: Path, epochs: int, kind: str = "fold", n_users: int = 100, publish: bool = True,
+def movielens_home(root: Path, epochs: int, kind: str = "sequence", n_users: int = 100, publish: bool = True,
                    seed: int = 42):
     """Import MovieLens-100k into a new home at `root`, train `kind` for `epochs`, export (gating on `n_users`
     users) and publish; returns the server.home.Home."""

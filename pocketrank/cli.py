@@ -11,7 +11,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from server import __version__, default_home
+from pocketrank import __version__, extras
+from server import default_home
 
 
 def _home_option(f):
@@ -70,15 +71,35 @@ def _profiles(spec: str, store):
     return load_profiles(spec, store)
 
 
+class MissingExtra(click.ClickException):
+    """A command run where its install extra is missing: one line naming it, exit status 2 (as a usage error)."""
+
+    exit_code = 2
+
+
 class _Group(click.Group):
     """Turns the project's errors (and a file that cannot be read or written) into one clean line, not a
     traceback: every command below runs inside this invoke."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """Before a command runs (and before it looks for its home): is the extra it needs installed?"""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        extra = extras.command_extra(name)
+        if extra and not any(a in ("-h", "--help") for a in rest) and (absent := extras.missing(extra)):
+            raise MissingExtra(extras.install_hint(name or "?", extra, absent))
+        return name, cmd, rest
 
     def invoke(self, ctx: click.Context):
         from shared.errors import PocketrankError
 
         try:
             return super().invoke(ctx)
+        except ModuleNotFoundError as exc:  # an install whose metadata did not tell (or a stale one)
+            if not extras.is_third_party(exc):
+                raise
+            command = ctx.invoked_subcommand or "?"
+            raise MissingExtra(extras.install_hint(command, extras.command_extra(command) or extras.DEFAULT_EXTRA,
+                                                   [exc.name or "a module"])) from exc
         except PocketrankError as exc:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:
@@ -91,7 +112,8 @@ class _Group(click.Group):
 def main() -> None:
     """pocketrank: marketplace recommendations that keep working offline.
 
-    Errors are one line on stderr and exit status 1. docs/cli.md lists every command."""
+    Errors are one line on stderr and exit status 1 (2 for a usage error or a missing install extra).
+    docs/cli.md lists every command."""
 
 
 @main.group()
@@ -255,9 +277,9 @@ def keys_init(home: Path | None, force: bool) -> None:
 @click.option("--epochs", default=None, type=click.IntRange(1, 1000),
               help="Training epochs: at most this many for the sequence model (it stops early on validation; "
                    "default 60), exactly this many for the fold model (default 8).")
-@click.option("--model", "kind", type=click.Choice(["sequence", "fold"]), default="fold", show_default=True,
-              help="sequence: item tower with content + self-attention user encoder (server and device run the "
-                   "same encoder); fold: the decayed mean of item vectors and a click model.")
+@click.option("--model", "kind", type=click.Choice(["sequence", "fold"]), default="sequence", show_default=True,
+              help="sequence: item tower with content + self-attention user encoder over the user's events (server "
+                   "and device run the same encoder); fold: the older decayed mean of item vectors and a click model.")
 @click.option("--tune", "tune_trials", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Sequence model: first run an Optuna study of this many trials on a validation carve of the "
                    "training data (the held-out products never enter it), then train with its best settings.")
@@ -373,9 +395,11 @@ def publish(home: Path | None, store: str | None, candidates: int, no_progress: 
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
 def serve(home: Path | None, store: str | None, host: str, port: int) -> None:
     """Run the API with Flask's server (development). Production: gunicorn, see README."""
+    from server import logs
     from server.api.app import create_app
     from server.config import parse_stages
 
+    logs.configure()  # JSON lines unless stderr is a terminal (POCKETRANK_LOG_FORMAT), each with its request id
     # A home named on the command line must exist; one from the environment is made, as gunicorn's would be.
     config = _config(_home(home, create=not _named_on_the_command_line("home")), store)
     app = create_app(config)
@@ -451,7 +475,11 @@ def features(home: Path | None, as_of: str, profiles: str, store: str | None) ->
               help="Window end: 'latest' (the newest logged event), 'now' or unix seconds.")
 @click.option("--margin", default=0.05, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Gate: the candidate's HR@10 and nDCG@10 on the hold-out must reach (1 - margin) x the live model's.")
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(0, 1000), help="Training epochs.")
+@click.option("--epochs", default=None, type=click.IntRange(1, 1000),
+              help="Training epochs: at most this many for the sequence model (it stops early; default 60), "
+                   "exactly this many for the fold model (default 8).")
+@click.option("--model", "kind", type=click.Choice(["sequence", "fold"]), default=None, show_default="the live model's",
+              help="The model kind to train (the live model's, or sequence when there is none).")
 @click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
 @click.option("--if-drift", is_flag=True, help="Check drift first; retrain only if the decision is 'act'.")
 @click.option("--current-days", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -461,12 +489,12 @@ def features(home: Path | None, as_of: str, profiles: str, store: str | None) ->
                    "drift candidate awaiting its canary) is skipped.")
 @click.option("--half-life-days", default=None, type=click.FloatRange(min=0),
               show_default="none",
-              help="Recency weighting: a training event's loss weight is 0.5 ** (age in days / this); 0: none. "
+              help="Fold model only: a training event's loss weight is 0.5 ** (age in days / this); 0: none. "
                    "bench/drift validated 1 day for the simulator's sudden shift.")
 @_store_option
 @_progress_option
-def retrain(home: Path | None, window_days: float, as_of: str, margin: float, epochs: int, seed: int,
-            if_drift: bool, current_days: float, half_life_days: float | None, store: str | None,
+def retrain(home: Path | None, window_days: float, as_of: str, margin: float, epochs: int | None,
+            kind: str | None, seed: int, if_drift: bool, current_days: float, half_life_days: float | None, store: str | None,
             no_progress: bool) -> None:
     """Train on a recent window of the event log, gate on its hold-out, register a candidate (or rejected).
 
@@ -475,7 +503,7 @@ def retrain(home: Path | None, window_days: float, as_of: str, margin: float, ep
     from server.jobs.retrain import retrain_if_drift, retrain_job
 
     kw: dict[str, Any] = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed,
-              progress=not no_progress)
+                              progress=not no_progress, kind=kind)
     if half_life_days is not None:
         kw["half_life_days"] = half_life_days
     if if_drift:

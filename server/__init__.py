@@ -21,26 +21,6 @@ import os
 from pathlib import Path
 
 
-def _version() -> str:
-    """The version, defined once: setup.cfg's, as installed (package metadata; `pip install -e .` writes it),
-    else read from the setup.cfg beside this package (a source tree on PYTHONPATH, not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pocketrank")
-    except PackageNotFoundError:
-        import configparser
-
-        cfg = configparser.ConfigParser(interpolation=None)
-        cfg.read(Path(__file__).resolve().parent.parent / "setup.cfg", encoding="utf-8")
-        if cfg.get("metadata", "name", fallback=None) == "pocketrank":
-            return cfg.get("metadata", "version", fallback="0+unknown")
-        return "0+unknown"
-
-
-__version__ = _version()
-
-
 def default_home() -> Path:
     """Where the server keeps its store, models, bundles and keys ($POCKETRANK_HOME)."""
     return Path(os.environ.get("POCKETRANK_HOME", "var")).resolve()

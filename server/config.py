@@ -6,8 +6,9 @@ name in capitals. The README's "Command line" section has the table.
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,52 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 _FORMATS = {"bool": "1/0, true/false or yes/no", "tuple[int, ...]": "a comma-separated list of item ids",
             "dict[int, float]": "comma-separated item_id:factor pairs, e.g. 12:1.5,40:2"}
+
+
+# POCKETRANK_* variables read outside Config (so not its fields), by whom. Config.from_env refuses any other
+# POCKETRANK_* name, so a typo (POCKETRANK_OPERATR_KEY) stops the start instead of silently running with
+# the default; a new variable read anywhere must be added here (tests/server/test_config.py finds them all).
+OTHER_VARIABLES: dict[str, str] = {
+    "BIND": "server/gunicorn_conf.py: the address gunicorn listens on",
+    "WORKERS": "server/gunicorn_conf.py: gunicorn worker processes",
+    "THREADS": "server/gunicorn_conf.py: threads per worker",
+    "ACCESS_LOG": "server/gunicorn_conf.py: gunicorn's access log",
+    "LOG_LEVEL": "server/gunicorn_conf.py: gunicorn's log level",
+    "LOG_FORMAT": "server/logs.py: json or text log lines (default: json unless stderr is a terminal)",
+    "PORT": "deploy/start.sh: the port nginx listens on",
+    "UPSTREAM_PORT": "deploy/start.sh: the loopback port gunicorn listens on behind nginx",
+    "RUN_DIR": "deploy/start.sh: nginx's pid, rendered config and buffers",
+    "DATA": "server/data/movielens.py: where MovieLens is cached",
+    "DEVICE_DB": "edge_runtime/cli.py (pocketrank device --db)",
+    "SERVER": "edge_runtime/cli.py (pocketrank device --server)",
+    "PUBLIC_KEY": "edge_runtime/cli.py (pocketrank device --public-key)",
+    "DEVICE_ID": "edge_runtime/cli.py (pocketrank device --device-id)",
+    "DEVICE_TOKEN": "edge_runtime/cli.py (pocketrank device --token)",
+    "RAY_ADDRESS": "distributed training: the Ray cluster to join",
+    "TEST_REDIS_URL": "tests: the Redis the store tests use (.ci/run sets db 15)",
+    "FUZZ_EXAMPLES": "tests/server/api/test_openapi.py: schemathesis examples per operation",
+    "KILL_REPEATS": "tests/faults/test_kill.py: kills per kill point",
+}
+
+
+def known_variables() -> list[str]:
+    """Every POCKETRANK_* name pocketrank reads: Config's fields and OTHER_VARIABLES."""
+    return sorted([f"POCKETRANK_{f.name.upper()}" for f in fields(Config)]
+                  + [f"POCKETRANK_{name}" for name in OTHER_VARIABLES])
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a POCKETRANK_* variable nothing reads, naming the closest known one (a misspelt setting
+    would otherwise be ignored, and the server would start with the default)."""
+    known = known_variables()
+    for var in sorted(os.environ if environ is None else environ):
+        if var.startswith("POCKETRANK_") and var not in known:
+            # Compared without the shared prefix, which would make every name look close.
+            close = difflib.get_close_matches(var.removeprefix("POCKETRANK_"),
+                                              [k.removeprefix("POCKETRANK_") for k in known], n=1, cutoff=0.6)
+            hint = (f"did you mean POCKETRANK_{close[0]}?" if close
+                    else "README.md's Settings table lists every setting")
+            raise ValidationError(var, f"unknown setting; {hint}")
 
 
 @dataclass
@@ -121,6 +168,7 @@ class Config:
 
     @classmethod
     def from_env(cls, **overrides) -> Config:
+        check_environment()
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in overrides:

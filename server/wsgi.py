@@ -13,6 +13,8 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+from . import logs  # noqa: E402
 from .api.app import create_app  # noqa: E402
 
+logs.configure()  # the process's log format: JSON lines unless stderr is a terminal (server/logs.py)
 app = create_app()

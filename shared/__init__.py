@@ -1,7 +1,8 @@
 """Contracts both sides agree on: schemas, features, wire format, versions, errors.
 
-Imports only the standard library, numpy and zstandard, so the edge runtime
-and the server can both depend on it without pulling in torch or flask.
+Imports only the standard library, numpy, zstandard and pydantic (the request contract,
+shared/models.py), so the edge runtime and the server can both depend on it without pulling
+in torch or flask.
 """
 
 from .errors import (

@@ -1,35 +1,65 @@
-"""Event and item schemas with validation that names the bad field.
+"""Events and items: the frozen dataclasses the code works with, and validation that names the bad field.
 
-Events are what devices send and the server logs; items are catalogue entries.
-Both travel as JSON objects (see docs/wire-format.md); `validate_*` turns an
-untrusted dict into a frozen dataclass or raises ValidationError.
+Events are what devices send and the server logs; items are catalogue entries. Both travel as
+JSON objects (docs/wire-format.md). What a valid one is, is declared once, as pydantic models in
+shared/models.py (the OpenAPI document is generated from them); `validate_*` runs a model over an
+untrusted dict and returns a dataclass, or raises ValidationError with the field and the words the
+model's `Says` gives.
+
+`wire=True` is the JSON contract exactly (POST /v1/events, POST /v1/items): ids are strings, and a
+number without a fraction is an integer (7.0 is 7, as JSON Schema has it). Python callers (the
+importer, the device SDK) keep Python's types and two old conveniences: an integer id is taken as
+its digits, and a tuple of categories as a list.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import cache
+from typing import Annotated, Any, Union, cast, get_args, get_origin
+
+import pydantic
+from pydantic import BaseModel, TypeAdapter
 
 from .errors import ValidationError
+from .models import (
+    CONTEXT_KEYS,
+    EVENT_FIELDS,
+    EVENT_ORDER,
+    EVENT_ORDER_REST,
+    EVENT_TYPES,
+    ID_PATTERN,
+    MAX_ATTRIBUTES,
+    MAX_ITEM_ID,
+    MAX_ITEM_ID_BYTES,
+    MAX_PRICE,
+    MAX_QUERY_LEN,
+    MAX_STOCK,
+    MAX_TIMESTAMP,
+    PRODUCT_FIELDS,
+    PRODUCT_ID_PATTERN,
+    PRODUCT_ID_SAYS,
+    SOURCES,
+    UNICODE_TEXT,
+    WIRE,
+    EventContext,
+    Id,
+    Product,
+    ProductEvent,
+    ProductId,
+    Says,
+    SearchEvent,
+)
 
-EVENT_TYPES = ("view", "click", "search", "add_to_cart", "purchase", "impression")
+__all__ = ["CONTEXT_KEYS", "EVENT_TYPES", "ID_RE", "ITEM_ID_RE", "MAX_ATTRIBUTES", "MAX_ITEM_ID", "MAX_ITEM_ID_BYTES",
+           "MAX_PRICE", "MAX_QUERY_LEN", "MAX_STOCK", "MAX_TIMESTAMP", "SOURCES", "Event", "Item", "category_levels",
+           "check_id", "check_item_id", "check_item_index", "refusal", "validate_event", "validate_item"]
 
-# Identifiers are opaque to the server but must be safe to log, index and
-# put in URLs, so they are restricted to a conservative alphabet.
-ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")  # used with fullmatch: "$" would let a trailing newline in
-# A product's id is the marketplace's own (a SKU, a slug, a title): any printable text of 1-64
-# characters without surrounding spaces. Inside the server and in packed records a product is a
-# dense index the store assigns (1..MAX_ITEM_ID, stable across retrains); see server/stores/base.py.
-ITEM_ID_RE = re.compile(r"[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]{0,62}[^\x00-\x1f\x7f\s])?")
-MAX_ITEM_ID = 2**31 - 1  # item indexes are packed as int32 on the wire
-MAX_QUERY_LEN = 256
-CONTEXT_KEYS = ("source", "model_version", "candidates_version", "platform", "connectivity", "segment")
-SOURCES = ("server", "edge", "cache", "popular")
-# 2100-01-01; timestamps are unix seconds. Old data (MovieLens is 1997) is fine.
-MAX_TIMESTAMP = 4102444800.0
+# The models' patterns, for code that checks many strings at once (importers); use with fullmatch.
+ID_RE = re.compile(ID_PATTERN)
+ITEM_ID_RE = re.compile(PRODUCT_ID_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -89,56 +119,146 @@ class Item:
         return d
 
 
+# --- pydantic's errors in the contract's words ---
+
+def _is_type_error(kind: str) -> bool:
+    return kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "model_attributes_type")
+
+
+@cache
+def _says_in(annotation: Any) -> Says | None:
+    """The Says an annotation carries, looking through Annotated and unions (X | None)."""
+    if get_origin(annotation) is Annotated:
+        args = get_args(annotation)
+        found = next((m for m in args[1:] if isinstance(m, Says)), None)
+        return found or _says_in(args[0])
+    if get_origin(annotation) in (Union, type(int | None)):
+        return next((s for s in map(_says_in, get_args(annotation)) if s is not None), None)
+    return None
+
+
+@cache
+def _says(model: type[BaseModel], name: str) -> Says | None:
+    info = model.model_fields.get(name)
+    if info is None:
+        return None
+    return next((m for m in info.metadata if isinstance(m, Says)), None) or _says_in(cast(Any, info.annotation))
+
+
+def _words(says: Says, errors: list[Any], value: Any) -> str:
+    """The message for one field from its errors (several when the field is a union of types)."""
+    kinds = [e["type"] for e in errors]
+    if "missing" in kinds or value is None:
+        return says.required
+    if "string_unicode" in kinds:
+        return UNICODE_TEXT
+    for e in errors:
+        if e["type"] == "explained":  # a validator's own words (the id's UTF-8 length)
+            return str(e["msg"])
+        if e["type"] in says.by_error:
+            return says.by_error[e["type"]]
+    if all(_is_type_error(k) for k in kinds):
+        return says.wrong_type or says.invalid
+    if says.as_integer and isinstance(value, int) and not isinstance(value, bool):
+        return says.as_integer
+    return says.invalid
+
+
+def _nested(model: type[BaseModel], name: str, rest: tuple, errors: list[Any], value: Any) -> ValidationError:
+    """An error inside a field that is itself an object (context, attributes, categories)."""
+    if name == "context" and rest and isinstance(rest[0], str) and isinstance(value, Mapping):
+        key = rest[0]
+        inner = [e for e in errors if e["loc"][1:2] == (key,)]
+        if inner[0]["type"] == "extra_forbidden":
+            return ValidationError(f"context.{key}", EventContext.unknown.format(keys=", ".join(CONTEXT_KEYS)))
+        says = _says(EventContext, key)
+        assert says is not None
+        return ValidationError(f"context.{key}", _words(says, inner, value.get(key)))
+    if name == "attributes" and rest and isinstance(value, Mapping):
+        key = rest[0]
+        if rest[-1] == "[key]":
+            return ValidationError("attributes", "names must be strings of 1-64 characters")
+        inner = [e for e in errors if e["loc"][1:2] == (key,)]
+        says = _says(model, name)
+        assert says is not None
+        return ValidationError(f"attributes.{key}", _words(says, inner, value.get(key)))
+    says = _says(model, name)
+    assert says is not None
+    if name == "attributes" and not isinstance(value, Mapping):
+        return ValidationError("attributes", "must be a JSON object of names to strings or numbers")
+    if name == "attributes" and len(value) > MAX_ATTRIBUTES:
+        return ValidationError("attributes", f"must have at most {MAX_ATTRIBUTES} entries")
+    return ValidationError(name, _words(says, errors, value))
+
+
+def refusal(exc: pydantic.ValidationError, model: type[BaseModel], obj: Mapping[str, Any],
+            order: tuple[str, ...] = ()) -> ValidationError:
+    """The first problem (fields in `order` first, then the model's own order) as a ValidationError
+    naming the field, in the words of its Says."""
+    errors: list[Any] = exc.errors(include_url=False)
+    fields = list(order) + [f for f in model.model_fields if f not in order]
+
+    def rank(e: Any) -> int:
+        name = str(e["loc"][0]) if e["loc"] else ""
+        if e["type"] == "missing" and f"{name}:missing" in fields:
+            return fields.index(f"{name}:missing")
+        return fields.index(name) if name in fields else -1
+
+    first = min(errors, key=rank)
+    if not first["loc"]:
+        return ValidationError(model.__name__.lower(), f"must be a JSON object, got {type(obj).__name__}")
+    name = str(first["loc"][0])
+    mine = [e for e in errors if e["loc"][:1] == (name,)]
+    if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
+        return ValidationError(name or '""', getattr(model, "unknown", "is not a known field"))
+    value = obj.get(name)
+    nested = [e for e in mine if len(e["loc"]) > 1 and not isinstance(value, (str, int, float))]
+    if nested:
+        return _nested(model, name, tuple(nested[0]["loc"][1:]), nested, value)
+    says = _says(model, name)
+    if says is None:  # a field without words of its own: say pydantic's
+        return ValidationError(name, str(first["msg"]))
+    return ValidationError(name, _words(says, mine, value))
+
+
 def _require_mapping(obj: Any, what: str) -> Mapping[str, Any]:
     if type(obj) is not dict and not isinstance(obj, Mapping):  # a plain dict skips the slow ABC check
         raise ValidationError(what, f"must be a JSON object, got {type(obj).__name__}")
     return obj
 
 
+def _unknown_first(obj: Mapping[str, Any], known: frozenset[str], model: type[BaseModel]) -> None:
+    unknown = obj.keys() - known
+    if unknown:
+        first = sorted(map(str, unknown))[0]
+        raise ValidationError(first or '""', cast(Any, model).unknown)  # an empty key is named visibly
+
+
+_ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)
+_PRODUCT_ID_ADAPTER: TypeAdapter[str | int] = TypeAdapter(ProductId)
+_ID_SAYS = _says_in(Id)
+
+
 def check_id(name: str, value: Any) -> str:
-    """An identifier (user, device, event, session) as a safe string, or ValidationError."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValidationError(name, "must be a string")
-    value = str(value)
-    if not ID_RE.fullmatch(value):
-        raise ValidationError(name, "must be 1-64 characters of A-Z a-z 0-9 _ . : -")
-    return value
-
-
-def _id(obj: Mapping[str, Any], name: str, required: bool = True) -> str:
-    value = obj.get(name)
-    if value is None:
-        if required:
-            raise ValidationError(name, "is required")
-        return ""
-    return check_id(name, value)
-
-
-def check_item_id(value: Any, name: str = "item_id") -> str:
-    """A product id as the marketplace's string (an integer is taken as its decimal digits), or ValidationError."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValidationError(name, "must be a string (the product's own id)")
-    if isinstance(value, int):
-        if not 0 < value <= MAX_ITEM_ID:
-            raise ValidationError(name, f"as an integer must be between 1 and {MAX_ITEM_ID}")
-        return str(value)
-    if not ITEM_ID_RE.fullmatch(value):
-        raise ValidationError(name, "must be 1-64 printable characters, without leading or trailing spaces")
-    _utf8(name, value, MAX_ITEM_ID_BYTES)
-    return value
-
-
-MAX_ITEM_ID_BYTES = 255  # the signed item entry carries the id with a one-byte length
-
-
-def _utf8(name: str, value: str, max_bytes: int | None = None) -> None:
-    """Text must encode as UTF-8 (JSON can carry a lone surrogate that no store can hold)."""
+    """An identifier (user, device, event, session) as a safe string, or ValidationError.
+    An integer is taken as its digits (a Python caller's convenience; the JSON contract wants strings)."""
+    if type(value) is int:
+        value = str(value)
     try:
-        n = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValidationError(name, "must be valid Unicode text (it holds a lone surrogate)") from None
-    if max_bytes is not None and n > max_bytes:
-        raise ValidationError(name, f"must be at most {max_bytes} bytes of UTF-8")
+        return _ID_ADAPTER.validate_python(value)
+    except pydantic.ValidationError as exc:
+        assert _ID_SAYS is not None
+        raise ValidationError(name, _words(_ID_SAYS, exc.errors(include_url=False), value)) from None
+
+
+def check_item_id(value: Any, name: str = "item_id", *, wire: bool = False) -> str:
+    """A product id as the marketplace's string (an integer is taken as its decimal digits), or ValidationError.
+    `wire`: a JSON value, where 7.0 is the integer 7."""
+    try:
+        return str(_PRODUCT_ID_ADAPTER.validate_python(value, context=WIRE if wire else None))
+    except pydantic.ValidationError as exc:
+        words = _words(PRODUCT_ID_SAYS, exc.errors(include_url=False), value) if value is not None else None
+        raise ValidationError(name, words or str(PRODUCT_ID_SAYS.wrong_type)) from None
 
 
 def check_item_index(value: Any, name: str = "item_id") -> int:
@@ -156,92 +276,56 @@ def check_item_index(value: Any, name: str = "item_id") -> int:
     return value
 
 
-def _number(value: Any, name: str, lo: float, hi: float, what: str) -> float:
-    """A JSON number within [lo, hi] as a float, or ValidationError saying `what` it must be.
-
-    Every numeric field goes through here: the range check on an int comes before float(),
-    which overflows on 10**400, and math.isfinite, which overflows on an int past 1e308.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(name, f"must be {what}")
-    if isinstance(value, int) and not lo <= value <= hi:
-        raise ValidationError(name, f"must be {what}")
-    value = float(value)
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise ValidationError(name, f"must be {what}")
-    return value
+_ID_FIELDS = ("event_id", "user_id", "device_id", "session_id")
 
 
-def _timestamp(value: Any, name: str = "timestamp") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(name, "must be a number of unix seconds")
-    return _number(value, name, 0, MAX_TIMESTAMP, "unix seconds between 1970 and 2100")
+def _loosened_event(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A Python caller's event with integer ids and context values as their digits."""
+    out = dict(obj)
+    for name in _ID_FIELDS:
+        if type(out.get(name)) is int:
+            out[name] = str(out[name])
+    context = out.get("context")
+    if isinstance(context, Mapping) and any(type(v) is int for v in context.values()):
+        out["context"] = {k: str(v) if type(v) is int else v for k, v in context.items()}
+    return out
 
 
-_EVENT_FIELDS = frozenset(Event.__dataclass_fields__)
+def validate_event(obj: Any, *, wire: bool = False) -> Event:
+    """Check an untrusted event dict and return an Event, or raise ValidationError.
 
-
-def validate_event(obj: Any) -> Event:
-    """Check an untrusted event dict and return an Event, or raise ValidationError."""
+    `wire`: the JSON contract exactly (ids must be strings); else integer ids are taken as digits."""
     obj = _require_mapping(obj, "event")
-    unknown = obj.keys() - _EVENT_FIELDS
-    if unknown:
-        first = sorted(map(str, unknown))[0]
-        raise ValidationError(first or '""', "is not a known event field")  # an empty key is named visibly
+    _unknown_first(obj, EVENT_FIELDS, ProductEvent)
     etype = obj.get("type")
     if etype not in EVENT_TYPES:
         raise ValidationError("type", f"must be one of {', '.join(EVENT_TYPES)}")
-    item_id = obj.get("item_id")
-    query = obj.get("query")
-    if etype == "search":
-        if not isinstance(query, str) or not query.strip():
-            raise ValidationError("query", "is required for a search event")
-        if len(query) > MAX_QUERY_LEN:
-            raise ValidationError("query", f"must be at most {MAX_QUERY_LEN} characters")
-        _utf8("query", query)
-        item_id = None if item_id is None else check_item_id(item_id)
-    else:
-        if item_id is None:
-            raise ValidationError("item_id", f"is required for a {etype} event")
-        item_id = check_item_id(item_id)
-        if query is not None:
-            raise ValidationError("query", "is only allowed on search events")
-    if "timestamp" not in obj:
-        raise ValidationError("timestamp", "is required")
+    if not wire:
+        obj = _loosened_event(obj)
+    model: type[ProductEvent] | type[SearchEvent] = SearchEvent if etype == "search" else ProductEvent
+    try:
+        ev = model.model_validate(obj, context=WIRE if wire else None)
+    except pydantic.ValidationError as exc:
+        err = refusal(exc, model, obj, EVENT_ORDER["search" if etype == "search" else "other"] + EVENT_ORDER_REST)
+        if err.field == "item_id" and obj.get("item_id") is None and etype != "search":
+            err = ValidationError("item_id", f"is required for a {etype} event")
+        raise err from None
+    # The context as sent (its keys and values are the model's, checked above): cheaper than a dump.
+    context = obj.get("context") if ev.context is not None else None
     return Event(
-        event_id=_id(obj, "event_id"),
-        user_id=_id(obj, "user_id"),
-        device_id=_id(obj, "device_id"),
+        event_id=ev.event_id,
+        user_id=ev.user_id,
+        device_id=ev.device_id,
         type=etype,
-        timestamp=_timestamp(obj["timestamp"]),
-        item_id=item_id,
-        query=query.strip() if isinstance(query, str) else None,
-        session_id=_id(obj, "session_id", required=False),
-        context=_context(obj.get("context")),
+        timestamp=float(ev.timestamp),
+        item_id=None if ev.item_id is None else str(ev.item_id),
+        query=ev.query.strip() if ev.query is not None else None,
+        session_id=ev.session_id or "",
+        context=() if not context else tuple(sorted((k, v) for k, v in context.items() if v is not None)),
     )
 
 
-def _context(value: Any) -> tuple[tuple[str, str], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, Mapping):
-        raise ValidationError("context", "must be a JSON object")
-    out = []
-    for key, val in value.items():
-        if key not in CONTEXT_KEYS:
-            raise ValidationError(f"context.{key}", f"is not a known context key ({', '.join(CONTEXT_KEYS)})")
-        if isinstance(val, bool) or not isinstance(val, (str, int)) or not 0 < len(str(val)) <= 64:
-            raise ValidationError(f"context.{key}", "must be a string of 1-64 characters")
-        if key == "source" and val not in SOURCES:
-            raise ValidationError("context.source", f"must be one of {', '.join(SOURCES)}")
-        out.append((key, str(val)))
-    return tuple(sorted(out))
-
-
-MAX_ATTRIBUTES = 32
 CATEGORY_SEPARATOR = " > "  # a category path's levels: "Home > Kitchen > Knives"
-MAX_PRICE = 1e9  # bounded at the door: prices are packed as f32 and summed into revenue
-MAX_STOCK = 10**12  # units; only its sign is kept (in_stock), but no field is unbounded
 
 
 def category_levels(path: str) -> tuple[str, ...]:
@@ -250,65 +334,25 @@ def category_levels(path: str) -> tuple[str, ...]:
     return tuple(CATEGORY_SEPARATOR.join(parts[: k + 1]) for k in range(len(parts)))
 
 
-def _attributes(value: Any) -> tuple[tuple[str, str], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, Mapping):
-        raise ValidationError("attributes", "must be a JSON object of names to strings or numbers")
-    if len(value) > MAX_ATTRIBUTES:
-        raise ValidationError("attributes", f"must have at most {MAX_ATTRIBUTES} entries")
-    out = []
-    for key, val in value.items():
-        if not isinstance(key, str) or not 0 < len(key) <= 64:
-            raise ValidationError("attributes", "names must be strings of 1-64 characters")
-        if isinstance(val, bool) or not isinstance(val, (str, int, float)) or len(str(val)) > 256:
-            raise ValidationError(f"attributes.{key}", "must be a string or a number of at most 256 characters")
-        _utf8(f"attributes.{key}", key + str(val))
-        out.append((key, str(val)))
-    return tuple(sorted(out))
-
-
-def validate_item(obj: Any) -> Item:
+def validate_item(obj: Any, *, wire: bool = False) -> Item:
     """Check an untrusted product dict and return an Item, or raise ValidationError.
 
     The Item's index is 0: the store assigns one (stable for the product's id) when it is written.
-    """
+    `wire`: the JSON contract exactly; else a tuple of categories is taken as a list."""
     obj = _require_mapping(obj, "item")
-    sku = check_item_id(obj.get("item_id"))
-    title = obj.get("title")
-    if not isinstance(title, str) or not title.strip() or len(title) > 512:
-        raise ValidationError("title", "must be a non-empty string of at most 512 characters")
-    _utf8("title", title)
-    category = obj.get("category")
-    if not isinstance(category, str) or not category.strip() or len(category) > 256:
-        raise ValidationError("category", "must be a non-empty string of at most 256 characters "
-                                          "(a path: \"Home > Kitchen\")")
-    _utf8("category", category)
-    levels = category_levels(category)
-    if not levels or any(len(c) > 256 for c in levels):
-        raise ValidationError("category", "must name at least one level")
-    year = obj.get("year")
-    if year is not None and (isinstance(year, bool) or not isinstance(year, int) or not 1800 <= year <= 2100):
-        raise ValidationError("year", "must be an integer year between 1800 and 2100")
-    price = _number(obj.get("price", 0.0), "price", 0, MAX_PRICE, f"a number between 0 and {MAX_PRICE:g}")
-    currency = obj.get("currency") or ""
-    if not isinstance(currency, str) or (currency and not re.fullmatch(r"[A-Z]{3}", currency)):
-        raise ValidationError("currency", "must be a three-letter ISO 4217 code such as EUR")
-    in_stock = obj.get("in_stock", True)
-    if not isinstance(in_stock, bool):
-        raise ValidationError("in_stock", "must be true or false")
-    stock = obj.get("stock")
-    if stock is not None:
-        if isinstance(stock, bool) or not isinstance(stock, int) or not 0 <= stock <= MAX_STOCK:
-            raise ValidationError("stock", f"must be an integer between 0 and {MAX_STOCK} (units available)")
-        in_stock = stock > 0
-    cats = obj.get("categories", list(levels))
-    if not isinstance(cats, (list, tuple)) or len(cats) > 32 or \
-            not all(isinstance(c, str) and c.strip() and len(c) <= 256 for c in cats):
-        raise ValidationError("categories", "must be a list of at most 32 non-empty strings")
-    for c in cats:
-        _utf8("categories", c)
-    created = obj.get("created_at")
-    created_at = None if created is None else _timestamp(created, "created_at")
-    return Item(0, title.strip(), levels[-1], year, price, in_stock, tuple(c.strip() for c in cats),
-                sku=sku, currency=currency, attributes=_attributes(obj.get("attributes")), created_at=created_at)
+    _unknown_first(obj, PRODUCT_FIELDS, Product)
+    if not wire and isinstance(obj.get("categories"), tuple):
+        obj = {**obj, "categories": list(obj["categories"])}
+    if "item_id" not in obj or obj["item_id"] is None:  # the product's id is named first, as a missing string
+        raise ValidationError("item_id", str(PRODUCT_ID_SAYS.wrong_type))
+    try:
+        p = Product.model_validate(obj, context=WIRE if wire else None)
+    except pydantic.ValidationError as exc:
+        raise refusal(exc, Product, obj) from None
+    levels = category_levels(p.category)
+    in_stock = p.in_stock if p.stock is None else p.stock > 0
+    cats = levels if p.categories is None else tuple(c.strip() for c in p.categories)
+    attributes = tuple(sorted((k, str(v)) for k, v in (p.attributes or {}).items()))
+    return Item(0, p.title.strip(), levels[-1], p.year, float(p.price), in_stock, cats, sku=str(p.item_id),
+                currency=p.currency or "", attributes=attributes,
+                created_at=None if p.created_at is None else float(p.created_at))

@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-import server
+import pocketrank
 from pocketrank.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,16 +60,20 @@ def test_documented_commands_exist():
 
 
 def test_version_is_defined_once():
+    """pocketrank/__init__.py holds it; setup.cfg reads it from there, the installed metadata and --version agree."""
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(REPO / "setup.cfg")
-    assert server.__version__ == cfg["metadata"]["version"] == version("pocketrank")
+    assert cfg["metadata"]["version"] == "attr: pocketrank.__version__"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pocketrank.__version__)
+    assert pocketrank.__version__ == version("pocketrank")
+    assert f"## [{pocketrank.__version__}]" in (REPO / "CHANGELOG.md").read_text()  # every release is recorded
     result = CliRunner().invoke(main, ["--version"])
-    assert result.exit_code == 0 and result.output == f"pocketrank {server.__version__}\n"
+    assert result.exit_code == 0 and result.output == f"pocketrank {pocketrank.__version__}\n"
 
 
 def test_version_from_the_installed_command():
     out = subprocess.run([sys.executable, "-m", "pocketrank", "--version"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == f"pocketrank {server.__version__}"
+    assert out.stdout.strip() == f"pocketrank {pocketrank.__version__}"
 
 
 STORE_COMMANDS = ["features", "updater", "canary start", "canary check", "rebase", "shadow start", "refresh-items",

@@ -29,10 +29,25 @@ def _module_name(path: Path) -> str:
 
 
 def _files(package: str) -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
+    """The package's modules by folder; pocketrank/server and its siblings (symlinks to server/, ...: the
+    installed names) are not walked into, so each file is one module."""
+    return {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))
+            if not any((ROOT / parent).is_symlink() for parent in p.relative_to(ROOT).parents)}
 
 
 MODULES: dict[str, Path] = {m: p for pkg in PROJECT for m, p in _files(pkg).items()}
+
+
+INSTALLED_UNDER_POCKETRANK = ("server", "shared", "exporter", "edge_runtime", "demo_app")
+
+
+def canonical(name: str) -> str:
+    """An imported module by its folder in this repository: `pocketrank.server.config` (the installed import
+    name, setup.cfg) is `server.config` here, whose file is server/config.py."""
+    head, _, rest = name.partition(".")
+    if head == "pocketrank" and rest.split(".")[0] in INSTALLED_UNDER_POCKETRANK:
+        return rest
+    return name
 
 
 def imports(module: str) -> list[tuple[int, str]]:
@@ -44,18 +59,18 @@ def imports(module: str) -> list[tuple[int, str]]:
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, alias.name) for alias in node.names]
+            out += [(node.lineno, canonical(alias.name)) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
             else:
-                base = node.module
+                base = canonical(node.module or "")
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 out.append((node.lineno, sub if sub in MODULES else base))
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__"
               and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-            out.append((node.lineno, node.args[0].value))
+            out.append((node.lineno, canonical(node.args[0].value)))
     return out
 
 

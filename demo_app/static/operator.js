@@ -112,7 +112,7 @@ function render(m) {
     ? pill(`${ro.version} to ${Math.round(ro.share * 100)}% of users, ${ro.looks} look(s)`, "warn")
     : pill(m.server_monitoring && !m.server_monitoring.error ? "none running" : "unknown: server monitoring unreachable");
   dl(document.getElementById("versions"), [
-    ["server", srv.status === "ok" ? pill("healthy", "ok") : pill(srv.status || "unknown", "warn")],
+    ["server", srv.status === "ready" ? pill("ready", "ok") : pill(srv.status || "unknown", "warn")],
     ["server model", srv.model_version || "–"],
     ["server bundle", srv.bundle_version ? "v" + srv.bundle_version : "–"],
     ["device model", dev.model_version || "–"],

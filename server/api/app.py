@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.errors import AuthError, PocketrankError, ValidationError
 
 from ..config import Config
+from ..monitoring.service import ServiceMetrics
 from ..online.serving import Serving
 from . import (
     auth,
@@ -20,6 +21,7 @@ from . import (
     health,
     items,
     monitoring as metrics_api,
+    observe,
     openapi,
     ratelimit,
     recommendations,
@@ -40,6 +42,7 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     app.config["POCKETRANK"] = config
     app.extensions["pocketrank"] = Serving(config)
     auth.init_app(app, DeviceRegistry(Path(config.home) / "devices.sqlite"))
+    observe.init_app(app, ServiceMetrics())  # request id, request metrics, a log line per request: first hooks
     for bp in (health.bp, events.bp, recommendations.bp, sync.bp, devices.bp, openapi.bp, metrics_api.bp,
                items.bp, users.bp):
         app.register_blueprint(bp)
@@ -68,6 +71,13 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
             message = (f"request body larger than {config.max_body_bytes} bytes (POCKETRANK_MAX_BODY_BYTES); "
                        "send smaller batches")
         return jsonify(error=exc.name.lower().replace(" ", "_"), message=message), exc.code
+
+    @app.errorhandler(MethodNotAllowed)
+    def _method(exc: MethodNotAllowed):
+        # RFC 9110: a 405 lists the methods the resource does allow (TRACE, PATCH, ... on any path).
+        allow = ", ".join(sorted(exc.valid_methods or ()))
+        return (jsonify(error="method_not_allowed", message=f"{request.method} is not allowed here; allowed: {allow}"),
+                405, {"Allow": allow})
 
     @app.errorhandler(PocketrankError)
     def _ours(exc: PocketrankError):

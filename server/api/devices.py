@@ -6,13 +6,15 @@ revoked one, is a 409 (server/api/device_registry.py says why).
 
 from __future__ import annotations
 
+import pydantic
 from flask import Blueprint, jsonify
 
-from shared.errors import ValidationError
+from shared.schemas import refusal
 
 from .auth import check_operator_key, registry
+from .contract import DeviceRegistration
 from .device_registry import DeviceTaken
-from .params import json_body
+from .params import json_object
 
 bp = Blueprint("devices", __name__)
 
@@ -20,11 +22,13 @@ bp = Blueprint("devices", __name__)
 @bp.post("/v1/devices")
 def register_device():
     check_operator_key("registering a device")
-    body = json_body()
-    if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object with device_id and users")
+    body = json_object(DeviceRegistration)
     try:
-        device, token = registry().register(body.get("device_id"), body.get("users"))
+        asked = DeviceRegistration.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise refusal(exc, DeviceRegistration, body) from None
+    try:
+        device, token = registry().register(asked.device_id, asked.users)
     except DeviceTaken as exc:
         return jsonify(error="conflict", field="device_id", message=str(exc)), 409
     return jsonify(device_id=device.device_id, token=token, users=sorted(device.users)), 201

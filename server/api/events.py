@@ -44,6 +44,7 @@ from shared.errors import ValidationError
 from shared.schemas import validate_event
 
 from .auth import current_device
+from .contract import EventBatch
 from .device_registry import Device
 from .params import json_batch
 
@@ -56,7 +57,7 @@ def check_event(obj, index_of: dict[str, int], now: float, skew: float, device: 
     """A valid event with its product id resolved to the catalogue's index, or ValidationError.
 
     `device`: the token's device, whose users and id the event must carry; None for an anonymous upload."""
-    ev = validate_event(obj)
+    ev = validate_event(obj, wire=True)  # the JSON contract exactly: ids are strings
     if ev.item_id is not None:
         index = index_of.get(cast(str, ev.item_id))  # a validated wire event names the product id
         if index is None:
@@ -90,7 +91,7 @@ def post_events():
     config = current_app.config["POCKETRANK"]
     serving = current_app.extensions["pocketrank"]
     device = current_device()  # 401 without a token when POCKETRANK_REQUIRE_DEVICE_TOKEN is set
-    raw = json_batch("events", config.max_events_per_batch)
+    raw = json_batch(EventBatch, config.max_events_per_batch)
     known = serving.catalogue.index_of  # every item in the catalogue, in stock or not
     now = time.time()
     results: list[dict] = [{} for _ in raw]

@@ -16,6 +16,7 @@ from shared.errors import ValidationError
 from shared.schemas import check_item_id, validate_item
 
 from .auth import check_operator_key
+from .contract import ProductBatch
 from .params import json_batch
 
 bp = Blueprint("items", __name__)
@@ -32,11 +33,11 @@ def post_items():
     check_operator_key("changing the catalogue")
     config = current_app.config["POCKETRANK"]
     serving = current_app.extensions["pocketrank"]
-    raw = json_batch("items", config.max_items_per_batch)
+    raw = json_batch(ProductBatch, config.max_items_per_batch)
     skus = []
     for obj in raw:
         try:
-            skus.append(check_item_id(obj.get("item_id")) if isinstance(obj, dict) else None)
+            skus.append(check_item_id(obj.get("item_id"), wire=True) if isinstance(obj, dict) else None)
         except ValidationError:
             skus.append(None)
     index = serving.store.item_index(s for s in skus if s is not None)
@@ -52,7 +53,7 @@ def post_items():
             base = old.to_dict() if old else {}
             if "category" in obj and "categories" not in obj:
                 base.pop("categories", None)  # a new path brings its own levels
-            item = validate_item({**base, **obj})
+            item = validate_item({**base, **obj}, wire=True)
         except ValidationError as exc:
             results.append(_rejected(obj, exc))
             continue

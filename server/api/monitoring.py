@@ -4,16 +4,20 @@ They tell revenue, CTR, the model registry and the canary, so each needs the ope
 Prometheus sends it as `authorization: {credentials: <key>}`, a Bearer header).
 
 The figures come from this process's RunningMetrics (server/monitoring/running.py): each request first
-folds what was logged since the previous one, then sums the sessions that started in a window ending at the
-newest event (`window` seconds, default a day; `bucket` seconds per time-series point, default an hour).
-A request costs what was logged since the last look plus at most one pass over the sessions held (bounded,
-and shared by every request for the same window within a second), however long the log; one look at a time
-per process. The shadow report is this process's comparisons of the shadow model against
+folds what was logged since the previous one, then reads the running totals of the sessions that started in
+a window ending at the newest event (`window` seconds, default a day; `bucket` seconds per time-series point,
+default an hour; server/monitoring/window.py). A request costs what was logged since the last look plus
+O(segment values + buckets), however long the log (the first request for a window: one pass over the
+sessions held); one look at a time per process. /metrics also carries the service's request metrics, summed
+over every gunicorn worker, and gauges read from the store at scrape time (server/monitoring/service.py). The shadow report is this process's comparisons of the shadow model against
 the served one (server/release/shadow.py), with hit rates over the clicks logged since the shadow started
 (at most `limit` of the newest). Aggregates only, no user ids.
 """
 
 from __future__ import annotations
+
+import logging
+import time
 
 from flask import Blueprint, Response, current_app, jsonify
 
@@ -21,12 +25,15 @@ from shared.errors import ValidationError
 
 from ..monitoring import prom, source
 from ..monitoring.running import MAX_CLICKS, RunningMetrics
+from ..monitoring.service import StoreGauges
 from ..release import shadow
 from ..release.registry import Registry
 from .auth import check_operator_key
+from .health import readiness
 from .params import number_arg
 
 bp = Blueprint("metrics", __name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW, DEFAULT_BUCKET = 86_400.0, 3_600.0
 MAX_BUCKETS = 10_000
@@ -108,8 +115,27 @@ def shadow_report():
     return jsonify({"shadow": build_shadow(limit)})
 
 
+def _store_figures() -> dict[str, float | None]:
+    """The gauges read from the store at scrape time (service.StoreGauges); a store that does not answer
+    leaves them out rather than failing the whole scrape."""
+    serving = current_app.extensions["pocketrank"]
+    running = _running()
+    out: dict[str, float | None] = {
+        "newest_event_age_seconds": max(0.0, time.time() - running.newest) if running.newest else None}
+    try:
+        out["updater_pending_events"] = float(serving.store.pending_count())
+        out["bundle_version"] = float(serving.bundle_version)
+    except Exception as exc:  # noqa: BLE001 - whatever the backend raises; /readyz says what is wrong
+        log.warning("store gauges left out of this scrape: %s: %s", type(exc).__name__, exc)
+    out["ready"] = 1.0 if readiness()["ready"] else 0.0
+    return out
+
+
 @bp.get("/metrics")
 def metrics():
+    """The business figures, the service's request metrics (summed over every worker under gunicorn)
+    and the store's gauges, on one page."""
     check_operator_key("reading the metrics")
-    body = prom.render(build_summary(*_args()))
+    service = current_app.extensions["pocketrank.service_metrics"]
+    body = prom.render(build_summary(*_args()), *service.collectors(), StoreGauges(_store_figures))
     return Response(body, mimetype=None, content_type=prom.CONTENT_TYPE)

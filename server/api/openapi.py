@@ -1,4 +1,6 @@
-from flask import Blueprint, jsonify
+"""GET /openapi.json: the document generated from the contract, with this server's configured bounds."""
+
+from flask import Blueprint, current_app, jsonify
 
 from .openapi_spec import document
 
@@ -7,4 +9,4 @@ bp = Blueprint("openapi", __name__)
 
 @bp.get("/openapi.json")
 def openapi_json():
-    return jsonify(document())
+    return jsonify(document(current_app.config["POCKETRANK"]))

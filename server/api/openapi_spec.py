@@ -1,104 +1,102 @@
-"""The OpenAPI 3.0 document of the REST API, served at /openapi.json.
+"""The OpenAPI 3.1 document of the REST API, served at /openapi.json, generated from the contract.
 
-Written by hand beside the blueprints (not generated) so it is the contract a
-Kotlin or Swift client is built from; tests/server/api/test_openapi.py runs
-schemathesis against it in-process to keep the two honest.
+Every request body, query parameter and answer is a pydantic model (shared/models.py for events
+and products, server/api/contract.py for the rest); their JSON schemas are the document's named
+`components/schemas`, referenced by `$ref`, so a generated Kotlin or Swift client gets named types.
+This module adds only what is not a type: the paths, their operations, security and statuses.
+Bounds an operator configures (batch sizes, k, users per sync) are the running server's.
+tests/server/api/test_openapi.py runs schemathesis (every check, the stateful phase too) against a
+real server with this document.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from ..monitoring.running import MAX_CLICKS
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}$", "maxLength": 64, "minLength": 1}
-ERROR: dict[str, Any] = {
-    "type": "object",
-    "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
-}
-# The marketplace's own product id (an integer is accepted as its digits).
-PRODUCT_ID = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^\S(.*\S)?$"},
-                        {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}]}
-EVENT = {
-    "type": "object",
-    "required": ["event_id", "user_id", "device_id", "type", "timestamp"],
-    "additionalProperties": False,
-    "properties": {
-        "event_id": ID, "user_id": ID, "device_id": ID, "session_id": ID,
-        "type": {"type": "string", "enum": ["view", "click", "search", "add_to_cart", "purchase", "impression"]},
-        "item_id": PRODUCT_ID,
-        "query": {"type": "string", "minLength": 1, "maxLength": 256},
-        "timestamp": {"type": "number", "minimum": 0, "maximum": 4102444800},
-        "context": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 64}},
-    },
-}
-EVENT_RESULT = {
-    "type": "object", "required": ["event_id", "status"],
-    "properties": {"event_id": {"type": "string", "nullable": True},
-                   "status": {"type": "string", "enum": ["accepted", "duplicate", "conflict", "rejected"]},
-                   "field": {"type": "string"}, "reason": {"type": "string"}},
-}
-EVENT_RESULTS: dict[str, Any] = {
-    "type": "object", "required": ["results", "accepted", "duplicate", "conflict", "rejected"],
-    "properties": {"results": {"type": "array", "items": EVENT_RESULT}, "accepted": {"type": "integer"},
-                   "duplicate": {"type": "integer"}, "conflict": {"type": "integer"},
-                   "rejected": {"type": "integer"},
-                   "server_time": {"type": "number", "description": "the server's clock (unix seconds) when it "
-                                   "checked the batch: how a device learns its clock's offset"}},
-}
-ITEM = {
-    "type": "object",
-    "required": ["item_id", "score", "rank"],
-    "properties": {"item_id": {"type": "string"}, "score": {"type": "number"}, "rank": {"type": "integer"},
-                   # display metadata, for devices that hold no entry for the item (wire 4)
-                   "title": {"type": "string"}, "category": {"type": "string"}, "price": {"type": "number"},
-                   "in_stock": {"type": "boolean"}},
-}
+from shared.models import ID_PATTERN, PRODUCT_ID_PATTERN
 
+from ..config import Config
+from . import contract as c
+from .contract import ANSWERS, REQUESTS, EventBatch, ProductBatch, query_models
 
-# One item's signed PRI2 entry in a sync answer (docs/sync-protocol.md, "Item entries").
-ITEM_ENTRY = {"type": "object", "required": ["data", "sig"], "additionalProperties": False,
-              "properties": {"data": {"type": "string", "format": "byte"}, "sig": {"type": "string", "format": "byte"}}}
-
-# One user's part of a sync answer (docs/sync-protocol.md, "Record entries").
-RECORD_ENTRY = {
-    "type": "object", "required": ["kind", "sha256", "sig"],
-    "properties": {"kind": {"type": "string", "enum": ["full", "delta", "same"]},
-                   "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                   "sig": {"type": "string", "format": "byte"},
-                   "data": {"type": "string", "format": "byte"},
-                   "base_version": {"type": "integer"},
-                   "base_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
-}
-METRICS_PARAMS = [
-    {"name": "window", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 90 * 86400}},
-    {"name": "bucket", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 90 * 86400}},
-]
+REF = "#/components/schemas/{model}"
 # The operator key; "{}" because a development server (no POCKETRANK_OPERATOR_KEY) asks for none.
 OPERATOR: list[dict[str, list[str]]] = [{"operator": []}, {"operatorBearer": []}, {}]
+# A device token, optional unless POCKETRANK_REQUIRE_DEVICE_TOKEN is set.
+DEVICE: list[dict[str, list[str]]] = [{"device": []}, {}]
+ID = {"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 64}
+PRODUCT_ID = {"type": "string", "pattern": PRODUCT_ID_PATTERN, "minLength": 1, "maxLength": 64}
+
+
+@cache
+def _components() -> dict[str, Any]:
+    _, schemas = models_json_schema([(m, "validation") for m in (*REQUESTS, *ANSWERS)], ref_template=REF)
+    return schemas["$defs"]
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json(model: type[BaseModel], description: str = "ok", **extra: Any) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}, **extra}
 
 
 def _errors(*codes: int) -> dict:
-    return {str(c): {"description": "error", "content": {"application/json": {"schema": ERROR}}} for c in codes}
+    return {str(code): _json(c.Error, "error") for code in codes}
 
 
-def _json(schema: dict, description: str = "ok") -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _query(model: type[BaseModel]) -> list[dict]:
+    """A query model's fields as OpenAPI query parameters (their schemas inline)."""
+    schema = model.model_json_schema(ref_template=REF)
+    required = set(schema.get("required", ()))
+    out = []
+    for name, prop in schema["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        description = prop.pop("description", None)
+        if "anyOf" in prop:  # "X or null": a query parameter is a string or absent, never null
+            prop = next(s for s in prop["anyOf"] if s.get("type") != "null") | (
+                {"default": prop["default"]} if prop.get("default") is not None else {})
+        param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if description:
+            param["description"] = description
+        out.append(param)
+    return out
+
+
+def _body(model: type[BaseModel]) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _path(name: str, schema: dict) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+TOO_MANY = {"description": "rate limited (per device token, or per address without one); retry after "
+                           "`Retry-After` seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
 
 
 def _artifact_get(operation_id: str, extra_path: list[dict], errors: tuple[int, ...]) -> dict:
     """GET of a bundle artifact (live or a canary variant's): the same bytes, Range and caching answers."""
     return {
-        "operationId": operation_id,
-        "parameters": [{"name": "version", "in": "path", "required": True,
-                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
-                       *extra_path,
-                       {"name": "name", "in": "path", "required": True, "schema": ID},
-                       {"name": "Range", "in": "header", "schema": {"type": "string"}}],
+        "operationId": operation_id, "security": DEVICE,
+        "parameters": [_path("version", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}), *extra_path,
+                       _path("name", ID),
+                       {"name": "Range", "in": "header", "description": "a byte range (RFC 9110), so an interrupted "
+                        "download resumes; a range past the end is a 416", "schema": {"type": "string"}}],
         "responses": {"200": {"description": "the artifact's bytes",
                               "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                                                  "format": "binary"}}}},
+                                                                                  "contentMediaType":
+                                                                                  "application/octet-stream"}}}},
                       "206": {"description": "a byte range of the artifact"},
                       "304": {"description": "not modified"},
                       "416": {"description": "range not satisfiable"},
@@ -106,26 +104,36 @@ def _artifact_get(operation_id: str, extra_path: list[dict], errors: tuple[int, 
     }
 
 
-TOO_MANY = {"description": "rate limited (per device token, or per address without one); retry after "
-                           "`Retry-After` seconds",
-            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
-            "content": {"application/json": {"schema": ERROR}}}
+def document(config: Config | None = None) -> dict:
+    """The document for a server with `config`'s bounds (default: the defaults)."""
+    config = config or Config(home=Path())
+    return copy.deepcopy(_document(config.default_k, config.max_k, config.max_users_per_sync,
+                                   config.max_events_per_batch, config.max_items_per_batch))
 
 
-def document() -> dict:
-    doc = _paths()
+@cache
+def _document(default_k: int, max_k: int, max_users: int, max_events: int, max_items: int) -> dict:
+    config = Config(home=Path(), default_k=default_k, max_k=max_k, max_users_per_sync=max_users)
+    queries = query_models(config)
+    schemas = copy.deepcopy(_components())
+    schemas[EventBatch.__name__]["properties"]["events"]["maxItems"] = max_events
+    schemas[ProductBatch.__name__]["properties"]["items"]["maxItems"] = max_items
+    for model in queries.values():  # a query model's fields are parameters, not a schema of their own
+        schemas.pop(model.__name__, None)
+    doc = _paths(queries)
+    doc["components"]["schemas"] = schemas
     for operations in doc["paths"].values():  # every endpoint is rate limited (server/api/ratelimit.py)
         for op in operations.values():
             op["responses"]["429"] = TOO_MANY
     return doc
 
 
-def _paths() -> dict:
-    bearer: list[dict[str, list[str]]] = [{"device": []}, {}]  # a device token, optional unless POCKETRANK_REQUIRE_DEVICE_TOKEN is set
+def _paths(queries: Mapping[str, type[BaseModel]]) -> dict:
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "pocketrank", "version": "1",
-                 "description": "Recommendations and delta sync for devices; byte layouts in docs/wire-format.md."},
+                 "description": "Recommendations and delta sync for devices; byte layouts in docs/wire-format.md. "
+                                "A method a path does not list is a 405 with an Allow header."},
         "components": {"securitySchemes": {
             "device": {"type": "http", "scheme": "bearer", "description": "token from POST /v1/devices"},
             "operator": {"type": "apiKey", "in": "header", "name": "X-Operator-Key",
@@ -135,178 +143,80 @@ def _paths() -> dict:
                                               "on the operator's endpoints only"},
         }},
         "paths": {
-            "/healthz": {"get": {"operationId": "health", "responses": {"200": _json({
-                "type": "object", "required": ["status"],
-                "properties": {"status": {"type": "string"}, "model_version": {"type": "string", "nullable": True},
-                               "bundle_version": {"type": "integer"}}})}}},
+            "/healthz": {"get": {"operationId": "health", "responses": {
+                "200": _json(c.Health, "liveness: the process answers; touches no store")}}},
+            "/readyz": {"get": {"operationId": "ready", "responses": {
+                "200": _json(c.Readiness, "store, model and bundle ready"),
+                "503": _json(c.Readiness, "not ready: `missing` names what (store, model, bundle)")}}},
             "/v1/events": {"post": {
-                "operationId": "postEvents", "security": bearer,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["events"],
-                    "properties": {"events": {"type": "array", "maxItems": 500, "items": EVENT}}}}}},
-                "responses": {"200": _json(EVENT_RESULTS, "every event accepted or duplicate"),
-                              "422": _json({**EVENT_RESULTS, "required": [*EVENT_RESULTS["required"], "error", "message"],
-                                            "properties": {**EVENT_RESULTS["properties"], **ERROR["properties"]}},
-                                           "some events rejected or in conflict with a logged event of the "
-                                           "same id (named in `message` and `results`); the others are "
-                                           "logged as in a 200"),
+                "operationId": "postEvents", "security": DEVICE, "requestBody": _body(c.EventBatch),
+                "responses": {"200": _json(c.EventResults, "every event accepted or duplicate"),
+                              "422": _json(c.EventRejections, "some events rejected or in conflict with a logged "
+                                           "event of the same id (named in `message` and `results`); the others "
+                                           "are logged as in a 200"),
                               **_errors(400, 401, 403, 413, 503)}}},
             "/v1/recommendations": {"get": {
-                "operationId": "getRecommendations", "security": bearer,
-                "parameters": [{"name": "user_id", "in": "query", "required": True, "schema": ID},
-                               {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
-                "responses": {"200": _json({"type": "object", "required": ["user_id", "items", "source", "path"],
-                                            "properties": {"user_id": {"type": "string"},
-                                                           "items": {"type": "array", "items": ITEM},
-                                                           "source": {"type": "string"}, "path": {"type": "string"},
-                                                           "model_version": {"type": "string"},
-                                                           "bundle_version": {"type": "integer"}}}),
-                              **_errors(400, 401, 403, 503)}}},
+                "operationId": "getRecommendations", "security": DEVICE,
+                "parameters": _query(queries["recommendations"]),
+                "responses": {"200": _json(c.Recommendations), **_errors(400, 401, 403, 503)}}},
             "/v1/sync": {"get": {
-                "operationId": "sync", "security": bearer,
-                "parameters": [
-                    {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
-                    {"name": "users", "in": "query", "required": True,
-                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}(,[A-Za-z0-9_.:\-]{1,64}){0,49}$"}},
-                    {"name": "without", "in": "query", "required": False,
-                     "description": "users (also in users) the device holds no record for: answered whole",
-                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}(,[A-Za-z0-9_.:\-]{1,64}){0,49}$"}},
-                    {"name": "items", "in": "query", "required": False,
-                     "description": "item ids the device lacks (at most 2,000): their entries are sent whatever the cursor",
-                     "schema": {"type": "string", "pattern": r"^-?[0-9]{1,10}(,-?[0-9]{1,10}){0,1999}$"}},
-                    {"name": "model", "in": "query", "required": False,
-                     "description": "the model_version of the manifest the device holds; sent when it holds a "
-                                    "canary variant (absent: the live model of the cursor's bundle)",
-                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.:+@\-]{0,254}$"}},
-                    {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
-                ],
-                "responses": {"200": _json({"type": "object",
-                                            "required": ["version", "cursor", "snapshot", "history_from", "manifest",
-                                                         "signature", "records", "unknown_users", "states",
-                                                         "artifacts", "items", "list_digests", "popular_digest",
-                                                         "seal"],
-                                            "properties": {"version": {"type": "integer"},
-                                                           "cursor": {"type": "integer"},
-                                                           "snapshot": {"type": "boolean"},
-                                                           "snapshot_reason": {"type": "string", "nullable": True},
-                                                           "history_from": {"type": "integer"},
-                                                           "manifest": {"type": "string", "format": "byte"},
-                                                           "signature": {"type": "string", "format": "byte"},
-                                                           "records": {"type": "object",
-                                                                       "additionalProperties": RECORD_ENTRY},
-                                                           "items": {"type": "object",
-                                                                     "additionalProperties": ITEM_ENTRY},
-                                                           "states": {"type": "object"},
-                                                           "unknown_users": {"type": "array",
-                                                                             "items": {"type": "string"}},
-                                                           "artifacts": {"type": "object"},
-                                                           # wire 6: sealed per answer (docs/sync-protocol.md §5.4)
-                                                           "list_digests": {"type": "object", "additionalProperties": {
-                                                               "type": "string", "pattern": "^[0-9a-f]{64}$"}},
-                                                           "popular_digest": {"type": "string",
-                                                                              "pattern": "^[0-9a-f]{64}$"},
-                                                           "seal": {"type": "string", "format": "byte"}}}),
+                "operationId": "sync", "security": DEVICE,
+                "description": "`without` may only name users that are also in `users` (else a 400).",
+                "parameters": [*_query(queries["sync"]),
+                               {"name": "If-None-Match", "in": "header", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json(c.SyncAnswer),
                               "304": {"description": "nothing changed since the cursor (or If-None-Match matched "
                                                      "the ETag); no body"},
-                              **_errors(400, 401, 403, 429, 503)}}},
-            "/v1/artifacts/{version}/{name}": {"get": {**_artifact_get("getArtifact", [], (401, 404)),
-                                                       "security": bearer}},
+                              **_errors(400, 401, 403, 503)}}},
+            "/v1/artifacts/{version}/{name}": {"get": _artifact_get("getArtifact", [], (401, 404))},
             "/v1/artifacts/{version}/canary/{model}/{name}": {"get": {
                 **_artifact_get("getVariantArtifact",
-                                [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                [_path("model", queries["sync"].model_json_schema()["properties"]["model"]["anyOf"][0])],
                                 (400, 401, 404)),
-                "security": bearer,
                 "description": "an artifact of bundle version's canary variant for model (docs/sync-protocol.md)"}},
             "/v1/items": {"post": {
-                "operationId": "upsertItems", "security": OPERATOR,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["items"],
-                    "properties": {"items": {"type": "array", "items": {"type": "object"}}}}}}},
-                "responses": {"200": _json({"type": "object", "required": ["results", "created", "updated", "rejected"],
-                                            "properties": {"results": {"type": "array", "items": {"type": "object"}},
-                                                           "created": {"type": "integer"},
-                                                           "updated": {"type": "integer"},
-                                                           "rejected": {"type": "integer"}}}),
+                "operationId": "upsertItems", "security": OPERATOR, "requestBody": _body(c.ProductBatch),
+                "responses": {"200": _json(c.ItemResults, "each product created, updated or rejected (named in "
+                                           "`results`)", links={"GetItem": {
+                                               "operationId": "getItem", "description": "the first product sent",
+                                               "parameters": {"item_id": "$response.body#/results/0/item_id"}}}),
                               **_errors(400, 401, 413, 503)}}},
             "/v1/items/{item_id}": {"get": {
                 "operationId": "getItem",
-                "parameters": [{"name": "item_id", "in": "path", "required": True,
-                                "schema": {"type": "string", "minLength": 1, "maxLength": 64}}],
-                "responses": {"200": _json({"type": "object", "required": ["item_id", "title", "category"],
-                                            "properties": {"item_id": {"type": "string"},
-                                                           "title": {"type": "string"},
-                                                           "category": {"type": "string"},
-                                                           "provisional": {"type": "boolean"},
-                                                           "has_vector": {"type": "boolean"}}}),
-                              **_errors(400, 404, 503)}}},
+                "parameters": [_path("item_id", PRODUCT_ID)],
+                "responses": {"200": _json(c.ItemInfo), **_errors(400, 404, 503)}}},
             "/v1/users/{user_id}": {"get": {
-                "operationId": "getUser", "security": bearer,
-                "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": ID},
-                               {"name": "recent", "in": "query",
-                                "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}],
-                "responses": {"200": _json({"type": "object", "required": ["user_id", "n_events", "embedding"],
-                                            "properties": {"user_id": {"type": "string"},
-                                                           "n_events": {"type": "integer"},
-                                                           "updated_at": {"type": "number"},
-                                                           "embedding": {"type": "array",
-                                                                         "items": {"type": "number"}},
-                                                           "recent": {"type": "array"},
-                                                           "features": {"type": "object", "nullable": True}}}),
-                              **_errors(400, 401, 403, 404, 503)}}},
+                "operationId": "getUser", "security": DEVICE,
+                "parameters": [_path("user_id", ID), *_query(queries["user"])],
+                "responses": {"200": _json(c.UserRecord), **_errors(400, 401, 403, 404, 503)}}},
             "/metrics": {"get": {
                 "operationId": "prometheusMetrics", "security": OPERATOR,
-                "parameters": METRICS_PARAMS,
+                "description": "`window` / `bucket` may give at most 10,000 points (else a 400 naming bucket).",
+                "parameters": _query(queries["metrics"]),
                 "responses": {"200": {"description": "Prometheus text exposition",
                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
                               **_errors(400, 401)}}},
             "/v1/metrics/summary": {"get": {
                 "operationId": "metricsSummary", "security": OPERATOR,
-                "parameters": METRICS_PARAMS,
-                "responses": {"200": _json({"type": "object", "required": ["overall", "by_segment", "timeseries"],
-                                            "properties": {"overall": {"type": "object"},
-                                                           "by_segment": {"type": "object"},
-                                                           "timeseries": {"type": "array", "items": {"type": "object"}},
-                                                           "events_per_second": {"type": "number"},
-                                                           "models": {"type": "object"},
-                                                           "canary": {"type": "object", "nullable": True},
-                                                           "shadow": {"type": "object", "nullable": True}}}),
-                              **_errors(400, 401)}}},
+                "description": "`window` / `bucket` may give at most 10,000 points (else a 400 naming bucket).",
+                "parameters": _query(queries["metrics"]),
+                "responses": {"200": _json(c.MetricsSummary), **_errors(400, 401)}}},
             "/v1/metrics/shadow": {"get": {
                 "operationId": "metricsShadow", "security": OPERATOR,
                 "description": "The shadow model's agreement with the served one (this process's sample) and "
                                "hit rates of later clicks; `shadow` is null when none is set "
                                "(pocketrank shadow start).",
-                "parameters": [{"name": "limit", "in": "query", "description": "the newest clicks counted",
-                                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CLICKS}}],
-                "responses": {"200": _json({"type": "object", "required": ["shadow"], "properties": {"shadow": {
-                    "type": "object", "nullable": True,
-                    "required": ["version", "sample", "compared", "dropped", "overlap", "kendall_tau", "hit_rate"],
-                    "properties": {"version": {"type": "string"}, "sample": {"type": "number"},
-                                   "started_at": {"type": "number"}, "served_model": {"type": "string"},
-                                   "compared": {"type": "integer"}, "dropped": {"type": "integer"},
-                                   "failed": {"type": "integer"},
-                                   "overlap": {"type": "number", "nullable": True},
-                                   "kendall_tau": {"type": "number", "nullable": True},
-                                   "hit_rate": {"type": "object", "required": ["clicks", "served", "shadow"],
-                                                "properties": {"clicks": {"type": "integer"},
-                                                               "served": {"type": "number", "nullable": True},
-                                                               "shadow": {"type": "number", "nullable": True}}}}}}}),
-                              **_errors(400, 401)}}},
+                "parameters": _query(queries["shadow"]),
+                "responses": {"200": _json(c.ShadowReport), **_errors(400, 401)}}},
             "/v1/devices": {"post": {
                 "operationId": "registerDevice", "security": OPERATOR,
                 "description": "a new device id only: an id registered before (even revoked) is a 409",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["device_id", "users"],
-                    "properties": {"device_id": ID, "users": {"type": "array", "minItems": 1, "maxItems": 50,
-                                                              "items": ID}}}}}},
-                "responses": {"201": _json({"type": "object", "required": ["device_id", "token", "users"],
-                                            "properties": {"device_id": {"type": "string"},
-                                                           "token": {"type": "string"},
-                                                           "users": {"type": "array", "items": {"type": "string"}}}}),
-                              **_errors(400, 401, 409, 413)}}},
+                "requestBody": _body(c.DeviceRegistration),
+                "responses": {"201": _json(c.RegisteredDevice), **_errors(400, 401, 409, 413)}}},
             "/v1/devices/{device_id}": {"delete": {
                 "operationId": "revokeDevice", "security": OPERATOR,
-                "parameters": [{"name": "device_id", "in": "path", "required": True, "schema": ID}],
+                "parameters": [_path("device_id", ID)],
                 "responses": {"204": {"description": "revoked"}, **_errors(401, 404)}}},
         },
     }

@@ -3,8 +3,9 @@
 JSON bodies pass one door (`parse_json`, also the app's JSON provider) before any
 schema sees them: at most MAX_JSON_DEPTH levels of nesting, no NaN or Infinity,
 every integer within a signed 64-bit range and every decimal finite. Past the
-door each schema bounds its own fields (shared/schemas.py); no number that
-gets through can overflow a float, a SQLite integer or a packed f32/i64.
+door the contract's models (shared/models.py, server/api/contract.py) bound each
+field; no number that gets through can overflow a float, a SQLite integer or a
+packed f32/i64. Query parameters go through their endpoint's query model (`query`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pydantic
 from flask import request
 from flask.json.provider import DefaultJSONProvider
 
 from shared.errors import ValidationError
-from shared.schemas import check_id
+from shared.schemas import refusal
+
+from .contract import Body, Query
 
 
 def number_arg(name: str, default, lo, hi, cast=float):
@@ -34,15 +38,14 @@ def number_arg(name: str, default, lo, hi, cast=float):
     return value
 
 
-def int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    return number_arg(name, default, lo, hi, cast=int)
-
-
-def id_arg(name: str) -> str:
-    raw = request.args.get(name)
-    if not raw:
-        raise ValidationError(name, "is required")
-    return check_id(name, raw)
+def query(model: type[Query]) -> Any:
+    """The request's query parameters checked by `model` (the first value of each), or a 400 naming the
+    first bad one in the words of its Says."""
+    args = request.args.to_dict()
+    try:
+        return model.model_validate(args)
+    except pydantic.ValidationError as exc:
+        raise refusal(exc, model, args) from None
 
 
 # Our deepest document is a batch: {"items": [{"attributes": {...}}]} is 3 levels. 32 leaves room
@@ -117,12 +120,30 @@ def json_body() -> Any:
     return body
 
 
-def json_batch(key: str, limit: int) -> list:
-    """The body's `key` list (a batch of objects), at most `limit` long; else a 400 naming `key`."""
+def _declared_keys_only(body: dict, model: type[Body]) -> None:
+    unknown = body.keys() - model.model_fields.keys()
+    if unknown:
+        raise ValidationError(sorted(unknown)[0] or '""', model.unknown)
+
+
+def json_object(model: type[Body]) -> dict:
+    """The body as a JSON object holding no key `model` does not declare; else a 400 naming the key."""
+    body = json_body()
+    if not isinstance(body, dict):
+        raise ValidationError("body", f"must be a JSON object with {' and '.join(model.model_fields)}")
+    _declared_keys_only(body, model)
+    return body
+
+
+def json_batch(model: type[Body], limit: int) -> list:
+    """The body's one list (a batch of objects, `model`'s only field), at most `limit` long; else a 400
+    naming the list (or a key the body should not hold)."""
+    (key,) = model.model_fields
     body = json_body()
     raw = body.get(key) if isinstance(body, dict) else None
-    if not isinstance(raw, list):
+    if not isinstance(raw, list):  # named first when missing: {"event": []} is about `events`
         raise ValidationError(key, f"must be a list of {key[:-1]} objects")
     if len(raw) > limit:
         raise ValidationError(key, f"at most {limit} {key} per request")
+    _declared_keys_only(body, model)
     return raw

@@ -7,11 +7,12 @@ for another device's user.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
-from ..online.segments import parse_attrs
+from ..online.segments import SEGMENT_FIELDS
 from .auth import authorize_users
-from .params import id_arg, int_arg
+from .contract import query_models
+from .params import query
 
 bp = Blueprint("recommendations", __name__)
 
@@ -20,10 +21,11 @@ bp = Blueprint("recommendations", __name__)
 def get_recommendations():
     config = current_app.config["POCKETRANK"]
     serving = current_app.extensions["pocketrank"]
-    user_id = id_arg("user_id")
-    k = int_arg("k", config.default_k, 1, config.max_k)
+    q = query(query_models(config)["recommendations"])
+    user_id, k = q.user_id, q.k
     authorize_users([user_id])
-    rec = serving.recommend(user_id, k, parse_attrs(request.args))
+    attrs = {name: getattr(q, name) for name in SEGMENT_FIELDS if getattr(q, name)}  # "": not given
+    rec = serving.recommend(user_id, k, attrs)
     items = []
     # Display metadata with each item: a device holds entries only for its own lists' items (wire 4),
     # not the catalogue, so it shows a server-ranked item it holds no entry for from these fields.

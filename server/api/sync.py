@@ -10,67 +10,34 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, request, send_file
 
 from shared.errors import BundleUnavailable, ValidationError
-from shared.schemas import check_id
 from shared.wire import parse_manifest
 
 from ..bundle import variants
 from ..bundle.sync_answer import SyncRequest, answer
 from .auth import current_device
-from .params import int_arg
+from .contract import MAX_LACKING_ITEMS, query_models
+from .params import query
 
 bp = Blueprint("sync", __name__)
 
 
-def _users(limit: int) -> list[str]:
-    raw = request.args.get("users", "")
-    users = [check_id("users", u) for u in raw.split(",") if u]
-    if not users:
-        raise ValidationError("users", "list at least one user id, comma-separated")
-    if len(users) > limit:
-        raise ValidationError("users", f"at most {limit} users per sync")
-    return sorted(set(users))
-
-
-def _without(users: list[str]) -> set[str]:
+def _without(q, users: list[str]) -> frozenset[str]:
     """Listed users the device holds no record for at the cursor: answered whole, never with 304."""
-    raw = request.args.get("without", "")
-    without = {check_id("without", u) for u in raw.split(",") if u}
-    if not without <= set(users):
+    without = frozenset(q.without.split(",")) if q.without else frozenset()
+    if not without <= set(users):  # a rule between two parameters, which the document can only say in words
         raise ValidationError("without", "may only name users that are also in users")
     return without
-
-
-# Item ids a device may name as lacking in one request (it asks again for more).
-MAX_LACKING_ITEMS = 2000
-
-
-def _lacking() -> list[int]:
-    """Items the device says it lacks (a damaged copy, or entries held under an older model): sent whatever the cursor."""
-    raw = request.args.get("items", "")
-    try:
-        ids = sorted({int(i) for i in raw.split(",") if i})
-    except ValueError:
-        raise ValidationError("items", "must be comma-separated integer item ids") from None
-    if len(ids) > MAX_LACKING_ITEMS:
-        raise ValidationError("items", f"at most {MAX_LACKING_ITEMS} item ids per sync")
-    if ids and (ids[0] < -(2**31) or ids[-1] >= 2**31):
-        raise ValidationError("items", "item ids must fit in a signed 32-bit integer")
-    return ids
-
-
-def _held_model() -> str | None:
-    """The model the device holds (`model=`); None when it does not say (then: its cursor's bundle's live one)."""
-    raw = request.args.get("model")
-    return None if raw is None else variants.check_model("model", raw)
 
 
 @bp.get("/v1/sync")
 def get_sync():
     config = current_app.config["POCKETRANK"]
-    cursor = int_arg("cursor", 0, 0, 2**31 - 1)
-    users = _users(config.max_users_per_sync)
-    req = SyncRequest(cursor, users, frozenset(_without(users)), tuple(_lacking()), _held_model(),
-                      request.headers.get("If-None-Match"))
+    q = query(query_models(config)["sync"])  # users, items and model are checked whole by their patterns
+    users = sorted(set(q.users.split(",")))
+    lacking = tuple(sorted({int(i) for i in q.items.split(",")})) if q.items else ()
+    if len(lacking) > MAX_LACKING_ITEMS:
+        raise ValidationError("items", f"at most {MAX_LACKING_ITEMS} item ids per sync")
+    req = SyncRequest(q.cursor, users, _without(q, users), lacking, q.model, request.headers.get("If-None-Match"))
     device = current_device()
     if device is not None:
         device.check_users(users)  # a device only ever receives its own users' lists

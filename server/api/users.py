@@ -8,7 +8,8 @@ from shared.features import user_vector
 from shared.schemas import check_id
 
 from .auth import authorize_users
-from .params import int_arg
+from .contract import query_models
+from .params import query
 
 bp = Blueprint("users", __name__)
 
@@ -20,7 +21,8 @@ def get_user(user_id: str):
     authorize_users([user_id])  # a device reads only its own users
     if not serving.store.has_user(user_id):
         abort(404, description=f"no events folded for user {user_id!r} yet")
-    recent = int_arg("recent", 10, 0, 1000)
+    config = current_app.config["POCKETRANK"]
+    recent = query(query_models(config)["user"]).recent
     rec = serving.store.user_records([user_id], serving.dim)[user_id]
     cat = serving.catalogue  # the record holds the store's item indexes; the API speaks product ids
     events = [{**e, "item_id": None if e["item_id"] is None else cat.external_id(e["item_id"])}

@@ -64,6 +64,8 @@ def features_job(store: Store, as_of: float | None = None, profiles: Mapping[str
             vectors = {u: v for u, v in ((u, user_vector_of(r)) for u, r in records.items()) if v is not None}
         segments = seg.compute_segments(vectors, profiles, min_segment_users)
         store.set_meta(seg.META_KEY, seg.dumps(segments))
+        lists = seg.popular_lists({u: store.consumed_items(u) for u in profiles}, profiles, min_segment_users)
+        store.set_meta(seg.POPULAR_KEY, seg.dumps_popular(lists))
         n_segments = len(segments)
     store.set_meta("features_as_of", repr(as_of))
     return {"as_of": as_of, "users": len(features), "items_shown": len(shown), "segments": n_segments,

@@ -80,7 +80,7 @@ def _read_all(path: Path) -> pa.Table:
 
 
 def train_on_file(interactions: Path, out: Path, epochs: int | None = None, seed: int = 42, progress: bool = True,
-                  kind: str = "fold") -> dict:
+                  kind: str = "sequence") -> dict:
     """Import a file of events into the new home `out` (a product per item id, named by it), train, export.
 
     The file needs user_id, item_id and timestamp; `type` defaults to click. For a real catalogue

@@ -2,7 +2,7 @@
 
 Serving ranks with the registry's live version as soon as a canary is promoted (server/online/versions.py
 folds each user's last 50 events with its vectors). The store still holds the old model's item
-vectors, user states, segment vectors and `current_model`, which /healthz reports, `pocketrank
+vectors, user states, segment vectors and `current_model`, which /readyz reports, `pocketrank
 publish` ships to devices and the real-time updater folds with. `rebase(home, store, version)`
 moves all of them to `version`:
 

@@ -133,12 +133,13 @@ class TorchModel:
     def history_rows(self, history: list[int]) -> np.ndarray:
         return np.array([self.index[i] for i in history if i in self.index], dtype=np.int64)
 
-    def top_k(self, history: list[int], k: int, shown: list[int] | None = None, n_candidates: int = 200) -> list[int]:
+    def top_k(self, case: Case, k: int, n_candidates: int = 200) -> list[int]:
         import torch
 
         from ..training.evaluate import pooled_user, retrieve_and_rank
 
-        rows = self.history_rows(history)
+        shown = case.shown
+        rows = self.history_rows(case.history)
         uv = pooled_user(self.vecs, rows, self.model.config.history)
         if shown is not None:  # the click model ranks what the user was shown; unknown items last
             known = [i for i in shown if i in self.index]
@@ -183,15 +184,24 @@ def live_version(store, versions: dict) -> str | None:
     return Registry.live_of({"versions": versions}) or store.get_meta("current_model")
 
 
-def live_model(home, store, registry: Registry) -> tuple[str | None, TorchModel | None, dict]:
-    """The live version (registry, else the store's current model), loaded, and its registry record."""
+def _top_k(model, case: Case, k: int) -> list[int]:
+    return model.top_k(case, k)
+
+
+def live_model(home, store, registry: Registry) -> tuple[str | None, Any, dict]:
+    """The live version (registry, else the store's current model), loaded (a TorchModel or a
+    SequenceCandidate), and its registry record."""
+    from ..online.encoding import model_kind
     from ..training import model as model_io
+    from .sequence_retrain import load_candidate
 
     versions = registry.versions()
     version = live_version(store, versions)
     if not version:
         return None, None, {}
     try:
+        if model_kind(home.model_dir(version)) == "sequence":
+            return version, load_candidate(home.model_dir(version)), versions.get(version, {})
         m, meta = model_io.load(home.model_dir(version))
     except ModelError:
         return version, None, {}
@@ -252,12 +262,16 @@ def _version(window: tuple[float, float], win_events: Sequence[Event], parent: s
 
 
 def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | float | None = "latest",
-                margin: float = DEFAULT_MARGIN, epochs: int = 8, seed: int = 42, parity_users: int = 300,
+                margin: float = DEFAULT_MARGIN, epochs: int | None = None, seed: int = 42, parity_users: int = 300,
                 trigger: dict | None = None, store=None, progress: bool = True, events: list[Event] | None = None,
-                half_life_days: float | None = DEFAULT_HALF_LIFE_DAYS) -> dict:
-    """Train, gate and register one candidate; see the module docstring. Returns the registry record."""
-    from ..training import model as model_io
-    from .train import export_job
+                half_life_days: float | None = DEFAULT_HALF_LIFE_DAYS, kind: str | None = None) -> dict:
+    """Train, gate and register one candidate; see the module docstring. Returns the registry record.
+
+    `kind`: "sequence" or "fold"; None trains the live model's kind (a sequence model when there is none).
+    `epochs`: the fold model's 8 when None; the sequence model stops early on its validation products and
+    `epochs` caps it."""
+    from .sequence_retrain import SequenceCandidate, save_candidate, sequence_fit
+    from .train import MODEL_KINDS, export_job
 
     if not window_days > 0:
         raise ValidationError("window_days", "must be a positive number of days")
@@ -272,26 +286,45 @@ def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | flo
         window = (end - window_days * DAY, end)
         win = in_window(events, *window)
         parent, live, _ = live_model(home, store, registry)
-        settings = {"epochs": int(epochs), "seed": int(seed), "margin": float(margin), "window_days": float(window_days),
-                    "half_life_days": half_life_days}
+        kind = kind or ("sequence" if live is None or isinstance(live, SequenceCandidate) else "fold")
+        if kind not in MODEL_KINDS:
+            raise ValidationError("kind", f"must be one of {', '.join(MODEL_KINDS)}")
+        if kind == "sequence" and half_life_days is not None:
+            raise ValidationError("half_life_days", "weighs a fold model's loss; the sequence model reads recency "
+                                  "from its history (omit it, or retrain with --model fold)")
+        if kind == "fold" and epochs is None:
+            epochs = 8
+        settings = {"kind": kind, "epochs": epochs, "seed": int(seed), "margin": float(margin),
+                    "window_days": float(window_days), "half_life_days": half_life_days}
         version = _version(window, win, parent, settings)
         if version in registry.versions():
             rec = registry.get(version)
             return {**rec, "status": "unchanged", "message": f"{version} already trained on this window ({rec['state']})"}
         item_ids = np.array(sorted({it.item_id for it in store.items()} | {cast(int, e.item_id) for e in win if engaged(e)}),
                             dtype=np.int64)
-        fit = torch_fit(item_ids, epochs, seed, progress)
-        out = gated_retrain(win, window, lambda tr, w: TorchModel(fit(tr, w), item_ids),
-                            lambda m, h, k, shown: m.top_k(h, k, shown), live, margin, half_life_days=half_life_days)
-        cand: TorchModel = out.model
+        if kind == "sequence":
+            out = gated_retrain(win, window, sequence_fit(store, item_ids, epochs, seed, progress), _top_k, live,
+                                margin)
+        else:
+            fit = torch_fit(item_ids, cast(int, epochs), seed, progress)
+            out = gated_retrain(win, window, lambda tr, w: TorchModel(fit(tr, w), item_ids), _top_k, live, margin,
+                                half_life_days=half_life_days)
+        cand = out.model
         path = home.model_dir(version)
-        model_io.save(cand.model, path, {"model_version": version, "item_ids": item_ids.tolist()})
+        if isinstance(cand, SequenceCandidate):
+            save_candidate(cand, path, version)
+        else:
+            from ..training import model as model_io
+
+            model_io.save(cand.model, path, {"model_version": version, "item_ids": item_ids.tolist()})
         reasons = list(out.gate["reasons"]) if not out.gate["passed"] else []
         parity: dict | None = None
         if out.gate["passed"]:
             try:
-                exp = export_job(home, version=version,
-                                 inputs=parity_inputs(cand, out.extra["split"].cases, max_users=parity_users))
+                # A sequence candidate's gates run on the store's users (their whole event histories).
+                exp = export_job(home, version=version, n_users=parity_users if kind == "sequence" else None,
+                                 inputs=None if kind == "sequence" else
+                                 parity_inputs(cand, out.extra["split"].cases, max_users=parity_users))
                 parity = {"ranker": exp["parity"], "encoder": exp["encoder"]["parity"], "bytes": exp["bytes"]}
             except ModelError as exc:
                 reasons.append(str(exc))
@@ -300,7 +333,8 @@ def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | flo
                    "protocol": f"window leave-last-out per user, full ranking (retrieval 200 + click model), k={K}"}
         lineage = {"parent": parent, "window": list(window), "window_days": window_days,
                    "holdout": f"leave-last-out per user: newest pick (>= {MIN_EVENTS} distinct items)", **out.counts,
-                   "n_items": int(item_ids.size), "epochs": epochs, "seed": seed, "half_life_days": half_life_days,
+                   "n_items": int(item_ids.size), "kind": kind, "epochs": epochs, "seed": seed,
+                   "half_life_days": half_life_days,
                    "trigger": trigger or {"kind": "manual"}}
         home.write_json(path / "metrics.json", metrics)
         registry.register(version, metrics=metrics, lineage=lineage)

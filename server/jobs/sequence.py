@@ -47,6 +47,16 @@ def held_out(history, holdout: int = 2) -> tuple[Histories, Histories, np.ndarra
     return full.head(2), full.head(1), val, test
 
 
+def save_model(m, vocab: ContentVocab, out, meta: dict) -> tuple[ContentTower, np.ndarray]:
+    """The model (weights, config, metadata) beside its content tower; returns (tower, item vectors)."""
+    seqmodel.save(m, out, meta)
+    with torch.no_grad():
+        tower = ContentTower(vocab, m.token.weight.numpy().copy(), m.content_proj.weight.numpy().copy())
+        vecs = m.item_vectors().numpy()
+    tower.save(out)
+    return tower, vecs
+
+
 def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
                        since: float | None = None, until: float | None = None,
                        settings: dict | None = None, holdout: int = 2, tune_trials: int = 0) -> dict:
@@ -83,11 +93,7 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
                "data": {"events": history.events, "users": len(history.user_ids), "items": history.n_items,
                         "from": history.first_ts, "to": history.last_ts},
                "config": config.to_dict(), "ranker_kind": "retrieval", "tuning": tuning}
-    seqmodel.save(m, out, {"model_version": version, "item_ids": history.item_index.tolist()})
-    with torch.no_grad():
-        tower = ContentTower(vocab, m.token.weight.numpy().copy(), m.content_proj.weight.numpy().copy())
-        vecs = m.item_vectors().numpy()
-    tower.save(out)
+    tower, vecs = save_model(m, vocab, out, {"model_version": version, "item_ids": history.item_index.tolist()})
     home.write_json(out / "metrics.json", metrics)
 
     by_id = {int(i): vecs[k] for k, i in enumerate(history.item_index)}

@@ -28,7 +28,7 @@ MODEL_KINDS = ("sequence", "fold")
 
 
 def train_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
-              since: float | None = None, until: float | None = None, kind: str = "fold",
+              since: float | None = None, until: float | None = None, kind: str = "sequence",
               settings: dict | None = None, holdout: int = 2, tune_trials: int = 0) -> dict:
     """Train on whatever the store holds (all but each user's last two products), evaluate, refold every user.
 

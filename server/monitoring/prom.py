@@ -10,6 +10,7 @@ over the window, not ever-increasing counters, so they are not Prometheus counte
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -90,6 +91,20 @@ def registry_for(summary_fn: Callable[[], dict]) -> CollectorRegistry:
     return reg
 
 
-def render(summary: dict) -> bytes:
-    """Prometheus text exposition of one summary."""
-    return generate_latest(registry_for(lambda: summary))
+def render(summary: dict, *collectors: Any) -> bytes:
+    """Prometheus text exposition of one summary, and of `collectors` (the service's metrics, the
+    store's gauges: server/monitoring/service.py) on the same page."""
+    reg = registry_for(lambda: summary)
+    for c in collectors:
+        reg.register(_Forward(c))
+    return generate_latest(reg)
+
+
+class _Forward:
+    """A registry or collector rendered inside another registry (a registry is not registrable itself)."""
+
+    def __init__(self, source: Any):
+        self.source = source
+
+    def collect(self):
+        yield from self.source.collect()

@@ -6,7 +6,10 @@ recommendation. A `RunningMetrics` (one per app, so one per worker process) inst
 log entries that are new since its last look and folds each into its session's running aggregate:
 the counts of its events by their own context, whether it showed, engaged and converted, and the
 first value of each context key. A request then sums the aggregates of the sessions in its window,
-at a cost bound by the number of sessions held, whatever the size of the log.
+at a cost bound by the number of sessions held, whatever the size of the log. Better still, each
+(window, bucket) asked for is kept as running totals (window.py's WindowView: sessions' shares
+added and taken back as they change and as the window moves), so a summary costs O(segment values
++ buckets), not O(sessions); `summary_by_pass` is the pass over the sessions, kept as the reference.
 
 The figures are `collector.summarize` and `collector.timeseries` over the same sessions (the same
 sessionizing, segment attribution and definitions; tests/server/monitoring/test_running.py checks
@@ -19,7 +22,10 @@ them against each other on random logs), with two differences, both deliberate:
 
 Bounds: the newest MAX_SESSIONS sessions by start (older ones are forgotten, so a very late event
 of a forgotten session starts a new one) and the newest MAX_CLICKS clicks (the shadow's hit rates).
-A summary is recomputed at most once per FRESH_SECONDS for one (window, bucket) while events keep
+A look that reads more than a READ_CHUNK and REBUILD_RATIO times a window's sessions (a new worker's
+first look, a burst) drops the views rather than update them entry by entry (an event costs about as
+much as 4 sessions of a rebuild), and the next summary of each window rebuilds its view in one pass
+over the held sessions. A summary is recomputed at most once per FRESH_SECONDS for one (window, bucket) while events keep
 arriving (and not at all while none do), so however many callers poll, a process spends at most
 about one pass over its sessions per second on each window they ask for.
 A new worker reads the log from its start once, at its first look; after that each look reads what
@@ -39,11 +45,14 @@ from typing import Any
 from shared.schemas import Event
 
 from .collector import ENGAGED, SEGMENT_KEYS, SESSION_GAP_S, SHOWN, UNKNOWN, Tally
+from .window import WindowView
 
 MAX_SESSIONS = 50_000  # a summary costs about 12 us per session in its window
 MAX_CLICKS = 100_000
 FRESH_SECONDS = 1.0  # a summary asked again within this long is answered from the last one
 MAX_KEPT_SUMMARIES = 16
+REBUILD_RATIO = 4  # a look reading more entries than this many times a view's sessions rebuilds it instead
+MAX_VIEWS = 4  # (window, bucket) pairs kept as running totals; each costs a few us per event folded
 READ_CHUNK = 5_000  # log entries priced and folded together (one price lookup per chunk)
 RATE_WINDOW_S = 60.0  # events_per_second: over about the last minute
 
@@ -108,6 +117,22 @@ class SessionAgg:
         return self.shown and not self.engaged
 
 
+def _reshapes(agg: SessionAgg, e: Event, pos: int) -> bool:
+    """True if adding `e` changes more of its session than its counts: its first event, the start (and so
+    its bucket and whether it is in a window), a flag (shown, engaged, purchased) or a first context value."""
+    ts = e.timestamp
+    if not agg.counts or ts < agg.start:  # a new session is admitted whole
+        return True
+    if (e.type in SHOWN and not agg.shown) or (e.type in ENGAGED and not agg.engaged) or (
+            e.type == "purchase" and not agg.purchased):
+        return True
+    for k, _ in e.context:
+        held = agg.first.get(k)
+        if held is None or (ts, pos) < held[:2]:
+            return True
+    return False
+
+
 class RunningMetrics:
     """Sessions folded from the log as it grows; `look(store)` catches up, the summaries read what is held.
 
@@ -130,6 +155,8 @@ class RunningMetrics:
         self._new = 0
         self._samples: deque[tuple[float, int]] = deque([(time.monotonic() if now is None else now, 0)])
         self._kept: dict[tuple[float, float], tuple[float, int, dict]] = {}  # (window, bucket) -> (when, pos, summary)
+        self._views: dict[tuple[float, float], WindowView] = {}  # the most recently asked last
+        self.fresh_seconds = FRESH_SECONDS
 
     # --- folding ---
 
@@ -139,6 +166,8 @@ class RunningMetrics:
         for entry in store.iter_log(self.pos):
             chunk.append(entry)
             if len(chunk) >= READ_CHUNK:
+                if self._views and read + len(chunk) > REBUILD_RATIO * max(v.size for v in self._views.values()):
+                    self._views.clear()  # cheaper to rebuild each from the sessions when next asked
                 read += self._fold(store, chunk)
                 chunk = []
         read += self._fold(store, chunk)
@@ -166,11 +195,12 @@ class RunningMetrics:
         self.newest = max(self.newest, e.timestamp)
         if e.type == "click" and e.item_id is not None:
             self.clicks.append((pos, e.user_id, e.timestamp, int(e.item_id)))
+        views = self._views.values()
         if e.session_id:
             agg = self._by_id.get(e.session_id)
             if agg is None:
                 agg = self._by_id[e.session_id] = SessionAgg(e.user_id, e.timestamp, e.timestamp)
-            agg.add(e, pos, price)
+            self._join(agg, e, pos, price)
             return
         # Without a session id: the user's events on one device, split where they fall silent for
         # more than `gap`. An event joins a session it lies within `gap` of, and may bridge two.
@@ -180,6 +210,9 @@ class RunningMetrics:
         before = runs[i - 1] if i > 0 and ts - runs[i - 1].end <= self.gap else None
         after = runs[i] if i < len(runs) and runs[i].start - ts <= self.gap else None
         if before is not None and after is not None:  # it fills the silence between two: one session now
+            for v in views:
+                v.retract(before)
+                v.retract(after)
             before.absorb(after)
             del runs[i]
             self._n_loose -= 1
@@ -188,7 +221,30 @@ class RunningMetrics:
             joined = SessionAgg(e.user_id, ts, ts)
             runs.insert(i, joined)
             self._n_loose += 1
-        joined.add(e, pos, price)
+        self._join(joined, e, pos, price, merged=before is not None and after is not None)
+
+    def _join(self, agg: SessionAgg, e: Event, pos: int, price: float, merged: bool = False) -> None:
+        """Add an event to its session, and to the views' totals: only its counts when the session keeps
+        its start, flags and first context values (most events), else the session's share again (always
+        after a merge, which took both shares back)."""
+        views = self._views.values()
+        if not views:
+            agg.add(e, pos, price)
+            return
+        if merged or _reshapes(agg, e, pos):
+            for v in views:
+                v.retract(agg)
+            agg.add(e, pos, price)
+            for v in views:
+                v.admit(agg)
+                v.advance(self.newest)
+            return
+        agg.add(e, pos, price)
+        counts = [1, e.type == "impression", e.type == "click", e.type == "purchase",
+                  price if e.type == "purchase" else 0.0]
+        for v in views:
+            v.add_counts(agg, e.context, counts)
+            v.advance(self.newest)
 
     @property
     def n_sessions(self) -> int:
@@ -202,6 +258,10 @@ class RunningMetrics:
     def _forget_oldest(self) -> None:
         starts = sorted(a.start for a in self.sessions())
         cutoff = starts[-self.max_sessions]
+        for v in self._views.values():
+            for a in self.sessions():
+                if a.start < cutoff:
+                    v.retract(a)
         self._by_id = {k: a for k, a in self._by_id.items() if a.start >= cutoff}
         loose: dict[tuple[str, str], list[SessionAgg]] = defaultdict(list)
         for key, runs in self._loose.items():
@@ -228,7 +288,7 @@ class RunningMetrics:
         nothing was folded): what the endpoints serve."""
         now = time.monotonic() if now is None else now
         kept = self._kept.get((window, bucket))
-        if kept is not None and (kept[1] == self.pos or now - kept[0] < FRESH_SECONDS):
+        if kept is not None and (kept[1] == self.pos or now - kept[0] < self.fresh_seconds):
             return kept[2]
         figures = self.summary(window, bucket)
         if len(self._kept) >= MAX_KEPT_SUMMARIES:
@@ -238,7 +298,23 @@ class RunningMetrics:
 
     def summary(self, window: float, bucket: float) -> dict:
         """collector.summarize and collector.timeseries of the sessions that started in the window,
-        which ends at the newest event seen."""
+        which ends at the newest event seen: from the window's running totals (built in one pass over
+        the held sessions the first time a (window, bucket) is asked for, or after a large look)."""
+        key = (window, bucket)
+        view = self._views.pop(key, None)
+        if view is None:
+            view = WindowView(window, bucket)
+            view.advance(self.newest)
+            for a in self.sessions():
+                view.admit(a)
+            if len(self._views) >= MAX_VIEWS:
+                self._views.pop(next(iter(self._views)))  # the least recently asked
+        self._views[key] = view
+        return view.summary(self.newest)
+
+    def summary_by_pass(self, window: float, bucket: float) -> dict:
+        """summary(), computed by a pass over every held session (O(sessions)): the reference the
+        running totals are tested against, and what every summary cost before they were kept."""
         if bucket <= 0:
             raise ValueError("bucket must be positive")
         until = self.newest

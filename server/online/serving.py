@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.errors import ModelError, PocketrankError
+from shared.errors import PocketrankError
 
 from ..config import Config
 from ..home import Home
@@ -75,6 +75,7 @@ class Serving:
         self.popular: list[int] = []
         self.exposures: dict[int, int] = {}
         self.segments: dict[str, np.ndarray] = {}
+        self.segment_popular: dict[str, list[tuple[int, float]]] = {}
         self.cached_bundle_version = 0
         self._tower: ContentTower | None = None
         self._tower_key: str | None = None
@@ -87,11 +88,20 @@ class Serving:
         cat = self.catalogues.get()
         cat.vector_map()
         cat.title_index()
-        if self.rankers.indexes is not None and self.rankers.indexes.wanted(len(cat.ids)):
-            try:  # above ann_min_items: start building (or loading) the current model's index now
-                self.version_ranker(self.home.current_model(self.store))
-            except ModelError as exc:
-                log.info("no ANN index yet: %s", exc)
+        # The live version's ONNX sessions, and one encoder run (onnxruntime's first run is its slowest):
+        # otherwise the first recommendation after a start pays for them and misses a device's budget.
+        # Above ann_min_items products this also starts building (or loading) its ANN index, in a thread.
+        try:
+            version = self.live_version()
+            if not version:
+                return  # nothing trained yet
+            vr = self.version_ranker(version)
+        except PocketrankError as exc:
+            log.warning("could not load the live model at start: %s", exc)
+            return
+        if vr.encoder is not None and len(cat.ids):
+            first = int(cat.ids[0])
+            vr.encoder.user_vector([{"type": "click", "item_id": first, "timestamp": 0.0}], cat.vector_map())
 
     def catch_up(self) -> int:
         """Fold whatever the log holds that no one folded yet (after a crash, or another process's appends)."""
@@ -183,11 +193,13 @@ class Serving:
             self.popular = popular(self.store.item_counts(), cat.in_stock)
             self.exposures = self.store.exposures()
             self.segments = seg.loads(self.store.get_meta(seg.META_KEY))
+            self.segment_popular = seg.loads_popular(self.store.get_meta(seg.POPULAR_KEY))
             self.cached_bundle_version = self.bundle_version
             self._stats_at = time.monotonic()
 
     def recommend(self, user_id: str, k: int, attrs: dict[str, str] | None = None) -> Recommendation:
-        """Personal ranking if the user has a state; else their segment's vector; else popular items."""
+        """Personal ranking if the user has a state; else their segment's prior (server/online/segments.py);
+        else popular items."""
         self.refresh()
         version = self.model_for(user_id, self._routing)  # refresh() has just read the registry
         vr = self.version_ranker(version)
@@ -197,8 +209,11 @@ class Serving:
                           rng=self.rng if self.rules.explore_position else None)
         segment = None
         uv = vr.user_vector(ctx)
+        listed = seg.lookup_popular(self.segment_popular, attrs or {}) if uv is None else None
         if uv is not None:
             path = "personal"
+        elif listed is not None:  # model-free, so any version may answer with it
+            path, segment = "segment", listed[1]
         elif vr.native:
             # Segment vectors are averages of the store's (native) user vectors: no other space has them.
             found = seg.lookup(self.segments, attrs or {})
@@ -208,6 +223,9 @@ class Serving:
             path = "popular"
         if uv is not None:
             ranking = ranker.rank_with_rules(uv, k, signals)
+        elif listed is not None:  # popular products after the segment's, so the rules never empty the list
+            held = {i for i, _ in listed[0]}
+            ranking = ranker.finish(listed[0] + [(i, 0.0) for i in self.popular if i not in held], k, signals)
         else:
             ranking = self._popular(k, signals, ranker)
         if path == "personal":

@@ -62,6 +62,8 @@ class Case:
     history: list[int]  # engaged item ids, oldest first
     target: int
     shown: list[int] | None = None  # the items shown in the pick's session, when the log has impressions
+    types: list[str] = field(default_factory=list)  # each history item's first engagement: its type and time,
+    times: list[float] = field(default_factory=list)  # for models that read them (the sequence encoder)
 
 
 @dataclass
@@ -98,7 +100,8 @@ def hold_out_newest_pick(events: Sequence[Event], min_items: int = MIN_EVENTS) -
         pick = order[-1]
         seen = shown.get((user, pick.session_id), set())
         cases.append(Case(user, [int(cast(int, e.item_id)) for e in order[:-1]], int(cast(int, pick.item_id)),
-                          sorted(seen) if int(cast(int, pick.item_id)) in seen and len(seen) > 1 else None))
+                          sorted(seen) if int(cast(int, pick.item_id)) in seen and len(seen) > 1 else None,
+                          [e.type for e in order[:-1]], [e.timestamp for e in order[:-1]]))
         ids.update(e.event_id for e in evs if e.item_id == pick.item_id and e.timestamp >= pick.timestamp)
         drop.add((user, pick.session_id, pick.item_id))
     train = [e for e in events if e.event_id not in ids
@@ -106,12 +109,12 @@ def hold_out_newest_pick(events: Sequence[Event], min_items: int = MIN_EVENTS) -
     return Split(train, cases, len(events) - len(train))
 
 
-def rank_metrics(top_k: Callable[[list[int], int, list[int] | None], Sequence[int]], cases: Sequence[Case],
-                 k: int = K) -> dict:
-    """HR@k and nDCG@k of `top_k(history, k, shown)` over the cases, with their standard errors."""
+def rank_metrics(top_k: Callable[[Case, int], Sequence[int]], cases: Sequence[Case], k: int = K) -> dict:
+    """HR@k and nDCG@k of `top_k(case, k)` (its history, ranked among `shown` when set) over the cases,
+    with their standard errors."""
     hr, nd = [], []
     for c in cases:
-        ranked = [int(i) for i in top_k(c.history, k, c.shown)][:k]
+        ranked = [int(i) for i in top_k(c, k)][:k]
         hr.append(rank.hit_rate_at_k(ranked, {c.target}, k))
         nd.append(rank.ndcg_at_k(ranked, {c.target}, k))
     n = len(cases)
@@ -154,7 +157,7 @@ class Outcome:
 
 def gated_retrain(events: Sequence[Event], window: tuple[float, float],
                   fit: Callable[[list[Event], np.ndarray | None], Any],
-                  top_k: Callable[[Any, list[int], int, list[int] | None], Sequence[int]], live: Any = None,
+                  top_k: Callable[[Any, Case, int], Sequence[int]], live: Any = None,
                   margin: float = DEFAULT_MARGIN, min_items: int = MIN_EVENTS,
                   half_life_days: float | None = None) -> Outcome:
     """Window -> leave-last-out -> fit on the rest -> both models on the hold-out -> accuracy gate.
@@ -171,8 +174,8 @@ def gated_retrain(events: Sequence[Event], window: tuple[float, float],
     t0 = time.perf_counter()
     model = fit(split.train, weights)
     took = time.perf_counter() - t0
-    cand = rank_metrics(lambda h, k, shown: top_k(model, h, k, shown), split.cases)
-    old = rank_metrics(lambda h, k, shown: top_k(live, h, k, shown), split.cases) if live is not None else None
+    cand = rank_metrics(lambda c, k: top_k(model, c, k), split.cases)
+    old = rank_metrics(lambda c, k: top_k(live, c, k), split.cases) if live is not None else None
     counts = {"events_in_window": len(win), "train_events": len(split.train),
               "train_engagements": sum(engaged(e) for e in split.train), "held_out_events": split.held_out_events,
               "users": len({e.user_id for e in win}), "items": len({e.item_id for e in win if e.item_id is not None}),

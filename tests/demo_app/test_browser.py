@@ -100,7 +100,7 @@ def test_search_cart_buy_and_the_operator_page(stack, page, home):
     expect(page.locator("#c-ctr svg path").first).to_be_attached()
     expect(page.locator("#c-revenue svg path").first).to_be_attached()
     expect(page.locator("#tiles")).to_contain_text("impressions")
-    expect(page.locator("#versions")).to_contain_text("healthy")
+    expect(page.locator("#versions")).to_contain_text("ready")
     metrics = httpx.get(stack.url + "/api/metrics").json()
     assert metrics["totals"]["lists"] == 6 and metrics["totals"]["impressions"] == 60
     assert metrics["totals"]["purchases"] == 1 and metrics["totals"]["revenue"] > 0

@@ -31,7 +31,8 @@ SCRIPT = textwrap.dedent("""
     before = client.recommend("196", 10)
     client.track("196", "click", before.items[1].item_id)
     after = client.recommend("196", 10)
-    heavy = sorted(m for m in ("torch", "flask", "onnx", "server", "exporter") if m in sys.modules)
+    heavy = sorted(m for m in ("torch", "flask", "onnx", "server", "exporter", "pocketrank.server",
+                               "pocketrank.exporter") if m in sys.modules)
     print(json.dumps({"source": before.source, "n": len(before.items), "after": after.source,
                       "changed": before.item_ids != after.item_ids, "heavy": heavy}))
 """)

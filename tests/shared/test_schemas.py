@@ -144,3 +144,25 @@ def test_context_is_validated_and_round_trips():
         with pytest.raises(ValidationError) as err:
             validate_event({**GOOD, "context": bad})
         assert err.value.field == field
+
+
+def test_on_the_wire_a_number_without_a_fraction_is_an_integer():
+    """JSON Schema's integer (and all a JavaScript client can write): 7.0 is 7 in a request; a Python
+    caller's float stays a float, which no product id or year is."""
+    ev = validate_event({**GOOD, "item_id": 7.0}, wire=True)
+    assert ev.item_id == "7"
+    assert validate_item({"item_id": "p", "title": "Lamp", "category": "Home", "year": 1999.0, "stock": 2.0},
+                         wire=True).year == 1999
+    for wire in (True, False):
+        with pytest.raises(ValidationError) as err:
+            validate_event({**GOOD, "item_id": 7.5}, wire=wire)
+        assert err.value.message == "must be a string (the product's own id)"
+    with pytest.raises(ValidationError):
+        validate_event({**GOOD, "item_id": 7.0})
+
+
+def test_on_the_wire_ids_are_strings():
+    assert validate_event({**GOOD, "user_id": 196}).user_id == "196"  # a Python caller's convenience
+    with pytest.raises(ValidationError) as err:
+        validate_event({**GOOD, "user_id": 196}, wire=True)
+    assert (err.value.field, err.value.message) == ("user_id", "must be a string")

@@ -12,9 +12,10 @@ from tests.factories import event_dict
 ev = partial(event_dict, user="t-1", item=50, age=60)
 
 
-def test_healthz(api):
-    body = api.get("/healthz").get_json()
-    assert body["status"] == "ok" and body["bundle_version"] == 1 and body["model_version"]
+def test_healthz_is_liveness_and_readyz_names_the_versions(api):
+    assert api.get("/healthz").get_json() == {"status": "ok"}
+    body = api.get("/readyz").get_json()
+    assert body["status"] == "ready" and body["bundle_version"] == 1 and body["model_version"]
 
 
 def test_events_are_accepted_once_and_bad_ones_rejected_by_name(api, app):

@@ -55,7 +55,7 @@ BAD_EVENTS = [
     ("missing item_id", _without(ev("bad"), "item_id"), "item_id", "required"),
     ("unknown item", ev("bad", item=999_999), "item_id", "'999999' is not in the catalogue"),
     ("unknown product id", ev("bad", item="SKU-nope"), "item_id", "'SKU-nope' is not in the catalogue; add it"),
-    ("item id not a string", ev("bad", item=7.0), "item_id", "must be a string (the product's own id)"),
+    ("item id not a string", ev("bad", item=7.5), "item_id", "must be a string (the product's own id)"),
     ("malformed user id", ev("bad", user="no spaces allowed"), "user_id", ""),
     ("far-future timestamp", {**ev("bad"), "timestamp": time.time() + 3 * 86_400}, "timestamp", "in the future"),
     ("not an object", "not an object", "event", "JSON object"),

@@ -1,7 +1,7 @@
 """Re-basing the store on a promoted model (server/jobs/rebase.py), end to end on the trained home.
 
 After a canary is promoted, the store's item vectors, user states, segment vectors and
-current_model are the promoted model's: /healthz names it, a publish ships it, and every user's
+current_model are the promoted model's: /readyz names it, a publish ships it, and every user's
 state is the fold of their events with its vectors, also when events arrive during the re-base.
 """
 
@@ -107,9 +107,9 @@ def test_a_promoted_canary_becomes_the_stores_model_and_what_devices_get(home):
     recs = store.user_records(list(profiles), dim)
     want = compute_segments({u: user_vector(r.state) for u, r in recs.items() if r.state.w > 0}, profiles)
     assert set(segs) == set(want) and np.allclose(segs["gender=F"], want["gender=F"], atol=1e-5)
-    # /healthz and the serving path: the new model, native (a new user gets a segment answer).
+    # /readyz and the serving path: the new model, native (a new user gets a segment answer).
     api = create_app(Config(home=home)).test_client()
-    assert api.get("/healthz").get_json()["model_version"] == "m-next"
+    assert api.get("/readyz").get_json()["model_version"] == "m-next"
     body = api.get("/v1/recommendations?user_id=42&k=5").get_json()
     assert body["model_version"] == "m-next"
     cold = api.get("/v1/recommendations?user_id=newbie&k=5&gender=F").get_json()

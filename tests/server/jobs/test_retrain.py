@@ -13,6 +13,7 @@ from lab.simulator import CATEGORIES, SimConfig
 from pocketrank.cli import main as cli
 from server.home import Home
 from server.jobs import retrain
+from server.online.encoding import model_kind
 from server.release.registry import Registry
 from shared.errors import ValidationError
 from shared.schemas import Event
@@ -72,6 +73,10 @@ def test_retrain_registers_a_candidate_with_metrics_and_lineage(tmp_path, logs):
     rec = retrain.retrain_job(home, window_days=10, epochs=5, progress=False)
     assert rec["status"] == "candidate" and rec["state"] == "candidate"
     assert Registry(home.root).get(rec["version"])["state"] == "candidate"
+    # no live model: the sequence model, saved where serving, export and rebase read a version
+    assert rec["lineage"]["kind"] == "sequence" and model_kind(home.model_dir(rec["version"])) == "sequence"
+    assert {"encoder.onnx", "encoder.fp32.onnx", "item_vectors.npz", "content.npz"} <= {
+        p.name for p in home.model_dir(rec["version"]).iterdir()}
     lin, met = rec["lineage"], rec["metrics"]
     events = logs["taste"][1]
     assert lin["parent"] is None and lin["events_in_window"] == len(events)
@@ -258,6 +263,9 @@ def test_the_cli_takes_a_half_life_and_records_it(tmp_path, logs):
     home = _home(tmp_path, logs, "taste")
     out = CliRunner().invoke(cli, ["retrain", "--home", str(home.root), "--window-days", "10", "--epochs", "3",
                                    "--half-life-days", "2"])
+    assert out.exit_code == 1 and "fold model" in out.output  # the sequence model weighs recency itself
+    out = CliRunner().invoke(cli, ["retrain", "--home", str(home.root), "--window-days", "10", "--epochs", "3",
+                                   "--half-life-days", "2", "--model", "fold"])
     assert out.exit_code == 0, out.output
     (version,) = Registry(home.root).versions()
     lin = Registry(home.root).get(version)["lineage"]
@@ -265,7 +273,7 @@ def test_the_cli_takes_a_half_life_and_records_it(tmp_path, logs):
     assert lin["half_life_days"] == 2.0 and lin["train_weight"] < 0.5 * lin["train_events"]  # picks span ~9 days
     # 0 turns weighting off: a different setting, so a new version rather than "already trained"
     out = CliRunner().invoke(cli, ["retrain", "--home", str(home.root), "--window-days", "10", "--epochs", "3",
-                                   "--half-life-days", "0"])
+                                   "--half-life-days", "0", "--model", "fold"])
     assert out.exit_code == 0, out.output
     assert "already trained" not in out.output
     assert len(Registry(home.root).versions()) == 2
@@ -273,3 +281,17 @@ def test_the_cli_takes_a_half_life_and_records_it(tmp_path, logs):
     assert off["lineage"]["half_life_days"] is None and off["lineage"]["train_weight"] == len(events) - 250
     out = CliRunner().invoke(cli, ["retrain", "--home", str(home.root), "--half-life-days", "-1"])
     assert out.exit_code == 2 and "half-life-days" in out.output
+
+
+def test_a_live_fold_model_is_retrained_as_a_fold_model_and_gated_against_it(tmp_path, logs):
+    home = _home(tmp_path, logs, "taste")
+    first = retrain.retrain_job(home, window_days=10, epochs=5, progress=False, kind="fold")
+    assert first["status"] == "candidate", first.get("retired_reason")
+    assert first["lineage"]["kind"] == "fold" and model_kind(home.model_dir(first["version"])) == "fold"
+    _make_live(home, first["version"])
+    again = retrain.retrain_job(home, window_days=10, epochs=5, seed=7, progress=False)
+    assert again["lineage"]["kind"] == "fold" and again["lineage"]["parent"] == first["version"]
+    # a sequence candidate against the live fold model: both ranked on the same hold-out
+    seq = retrain.retrain_job(home, window_days=10, epochs=5, seed=8, progress=False, kind="sequence")
+    h = seq["metrics"]["holdout"]
+    assert seq["lineage"]["kind"] == "sequence" and h["live"]["users"] == h["candidate"]["users"] == 250

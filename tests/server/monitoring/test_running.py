@@ -183,3 +183,73 @@ def test_a_summary_is_recomputed_at_most_once_a_second_while_events_arrive():
     assert fresh is not first and fresh["overall"]["events"] == first["overall"]["events"] + 1
     assert running.recent_summary(86_400, 3_600, now=100.0) is fresh  # nothing new since: nothing to redo
     assert running.recent_summary(3_600, 3_600, now=100.0) is not fresh  # another window is its own
+
+
+def assert_same_summary(got: dict, want: dict) -> None:
+    assert got["window"] == want["window"]
+    assert_same_figures(got["overall"], want["overall"])
+    assert got["by_segment"].keys() == want["by_segment"].keys()
+    for key, values in want["by_segment"].items():
+        assert got["by_segment"][key].keys() == values.keys(), key
+        for value, figures in values.items():
+            assert_same_figures(got["by_segment"][key][value], figures)
+    assert [(b["start"], b["end"]) for b in got["timeseries"]] == [(b["start"], b["end"]) for b in want["timeseries"]]
+    for g, w in zip(got["timeseries"], want["timeseries"]):
+        assert_same_figures(g, w)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_running_totals_equal_a_recount_after_every_step_of_a_stream(seed):
+    """The windows' totals, kept event by event (sessions merging, starting earlier, leaving the window,
+    forgotten past the cap), equal a recount from the held sessions after every step."""
+    events = random_log(100 + seed, 1200)
+    running = RunningMetrics(max_sessions=150)
+    windows = ((6 * 3_600.0, 1_800.0), (86_400.0, 3_600.0))
+    for w, b in windows:
+        running.summary(w, b)  # kept from the start, so every event goes through the running totals
+    for pos, e in enumerate(events, 1):
+        running.add(e, pos, PRICES.get(e.item_id, 0.0) if e.type == "purchase" else 0.0)
+        if pos % 97 == 0:
+            running.look(EmptyLog())  # forgets the oldest sessions past the cap
+            for w, b in windows:
+                assert_same_summary(running.summary(w, b), running.summary_by_pass(w, b))
+    running.look(EmptyLog())
+    assert running.n_sessions <= 165
+    for w, b in windows:
+        assert_same_summary(running.summary(w, b), running.summary_by_pass(w, b))
+
+
+def test_a_gauge_equals_its_recount_from_the_log_after_a_stream_of_events():
+    """The overall CTR and bounce rate /metrics serves, after events arrived in many looks, equal
+    collector.summarize over the same events from scratch."""
+    log = ListLog()
+    events = random_log(42, 2000)
+    running = RunningMetrics(now=0.0)
+    running.look(log, now=0.0)
+    running.summary(10 * 86_400, 3_600)
+    for i in range(0, len(events), 50):
+        log.append(*events[i:i + 50])
+        running.look(log, now=i / 50)
+    got = running.summary(10 * 86_400, 3_600)["overall"]
+    want = collector.summarize(events, PRICES)["overall"]
+    assert got["ctr"] == pytest.approx(want["ctr"], rel=1e-12)
+    assert got["bounce_rate"] == pytest.approx(want["bounce_rate"], rel=1e-12)
+    assert_same_figures(got, want)
+
+
+@pytest.mark.parametrize("ratio", [0, 10**9])  # a large look drops the views / updates them entry by entry
+def test_a_large_look_gives_the_recount_whether_it_rebuilds_the_views_or_not(ratio, monkeypatch):
+    from server.monitoring import running as running_mod
+
+    monkeypatch.setattr(running_mod, "REBUILD_RATIO", ratio)
+    log = ListLog()
+    events = random_log(7, 12_000)
+    log.append(*events[:500])
+    running = RunningMetrics(now=0.0)
+    running.look(log, now=0.0)
+    running.summary(86_400, 3_600)
+    log.append(*events[500:])
+    assert running.look(log, now=1.0) == 11_500
+    assert bool(running._views) == (ratio > 0)
+    assert_same_summary(running.summary(86_400, 3_600), running.summary_by_pass(86_400, 3_600))
+    assert_same_figures(running.summary(10 * 86_400, 3_600)["overall"], collector.summarize(events, PRICES)["overall"])

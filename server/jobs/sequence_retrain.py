@@ -1,0 +1,147 @@
+"""`pocketrank retrain` with the sequence model: fit on the window's events, rank the hold-out as the server does.
+
+The retrain's procedure (window, newest-pick hold-out, accuracy gate: server/release/holdout.py) is the
+same for every model kind; this module gives it the sequence model's two halves:
+- `fit`: the window's engagements as per-user histories (product, event type, time; a run of one
+  product collapsed to its last event, as `pocketrank train` reads the store), each user's newest of
+  them picking the epoch, the rest learnt from; the content tower's vocabulary built from the catalogue,
+  so a product the window never saw still gets its content vector;
+- `SequenceCandidate.top_k`: the encoder over the case's history with its real types and times, scored
+  against every product (the history left out) or, where the log has impressions, the products shown.
+Recency weights (`--half-life-days`) are a fold-model option: a sequence model already weighs what
+came last.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.errors import ModelError
+from shared.schemas import Event
+from shared.sequence import SEQUENCE_TYPES
+
+from ..release.holdout import Case, engaged
+from ..stores.base import TYPE_CODE
+from ..training.content import ContentVocab
+from ..training.seqtrain import Histories
+
+
+def window_histories(events: Sequence[Event], index: dict[int, int]) -> tuple[list[str], Histories]:
+    """(user ids, their histories in model rows) from events in time order; products outside `index` are skipped."""
+    per_user: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
+    for e in events:
+        if e.type in SEQUENCE_TYPES and engaged(e) and int(e.item_id or 0) in index:
+            rows = per_user[e.user_id]
+            row = index[int(e.item_id or 0)]
+            if rows and rows[-1][0] == row:
+                rows.pop()  # a run of one product counts once, with its last event
+            rows.append((row, TYPE_CODE[e.type], e.timestamp))
+    users = sorted(per_user)
+    out = Histories([], [], [])
+    for u in users:
+        seq = per_user[u]
+        out.rows.append(np.array([r[0] for r in seq], dtype=np.int64))
+        out.types.append(np.array([r[1] for r in seq], dtype=np.int8))
+        out.times.append(np.array([r[2] for r in seq], dtype=np.float64))
+    return users, out
+
+
+@dataclass
+class SequenceCandidate:
+    """A trained SequenceRecommender with the store ids of its rows and its content vocabulary."""
+
+    model: Any
+    item_ids: np.ndarray
+    vocab: ContentVocab | None = None
+    index: dict[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            self.vecs = self.model.item_vectors().numpy()
+        self.index = {int(i): n for n, i in enumerate(self.item_ids)}
+
+    def user_vector(self, case: Case) -> tuple[np.ndarray | None, np.ndarray]:
+        from ..training.seqtrain import user_vectors
+
+        keep = [n for n, i in enumerate(case.history) if i in self.index]
+        rows = np.array([self.index[case.history[n]] for n in keep], dtype=np.int64)
+        if not rows.size:
+            return None, rows
+        types = case.types or ["click"] * len(case.history)
+        times = case.times or [0.0] * len(case.history)
+        h = Histories([rows], [np.array([TYPE_CODE[types[n]] for n in keep], dtype=np.int8)],
+                      [np.array([times[n] for n in keep], dtype=np.float64)])
+        return user_vectors(self.model, h)[0], rows
+
+    def top_k(self, case: Case, k: int) -> list[int]:
+        uv, rows = self.user_vector(case)
+        if case.shown is not None:  # ranked among what the user was shown; unknown products last
+            known = [i for i in case.shown if i in self.index]
+            s = self.vecs[[self.index[i] for i in known]] @ uv if (known and uv is not None) else np.zeros(len(known))
+            ranked = [known[j] for j in np.argsort(-s, kind="stable")]
+            return (ranked + [i for i in case.shown if i not in self.index])[:k]
+        if uv is None:
+            return []
+        s = self.vecs @ uv
+        s[rows] = -np.inf
+        top = np.argpartition(-s, k)[:k] if k < len(s) else np.arange(len(s))
+        return self.item_ids[top[np.argsort(-s[top], kind="stable")]].tolist()
+
+
+def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int,
+                 progress: bool) -> Callable[[list[Event], Any], SequenceCandidate]:
+    """fit(train_events, weights) for gated_retrain: a SequenceCandidate over `item_ids` (store indexes)."""
+    from ..training.seqmodel import SeqConfig
+    from ..training.seqtrain import fit as fit_model
+
+    index = {int(i): n for n, i in enumerate(item_ids)}
+    meta = {it.item_id: it for it in store.items()}
+    vocab = ContentVocab.build(meta[int(i)] for i in item_ids if int(i) in meta)
+    tokens = vocab.matrix([meta.get(int(i)) for i in item_ids])
+
+    def fit(train_events: list[Event], weights: Any = None) -> SequenceCandidate:
+        if weights is not None:
+            raise ModelError("--half-life-days weighs a fold model's loss; the sequence model reads recency "
+                             "from its history (retrain it without --half-life-days, or with --model fold)")
+        _users, hist = window_histories(train_events, index)
+        val = np.array([r[-1] if len(r) >= 2 else -1 for r in hist.rows], dtype=np.int64)
+        config = SeqConfig(n_items=len(item_ids), n_tokens=len(vocab), seed=seed)
+        if epochs is not None:
+            config.epochs = epochs
+        result = fit_model(hist.head(1), config, tokens, val=(hist.head(1), val), progress=progress)
+        return SequenceCandidate(result.model, item_ids, vocab)
+
+    return fit
+
+
+def load_candidate(model_dir: Path) -> SequenceCandidate:
+    from ..training import seqmodel
+    from ..training.content import ContentTower
+
+    m, meta = seqmodel.load(model_dir)
+    ids = np.asarray(meta.get("item_ids") or np.arange(1, m.config.n_items + 1), dtype=np.int64)
+    try:
+        tower = ContentTower.load(model_dir)
+    except (OSError, ValueError, KeyError):
+        tower = None
+    return SequenceCandidate(m, ids, tower.vocab if tower is not None else None)
+
+
+def save_candidate(cand: SequenceCandidate, out: Path, version: str) -> None:
+    """The candidate where serving, export and rebase read a sequence version: weights, tower, vectors."""
+    from ..online.versions import save_vectors
+    from .sequence import save_model
+
+    if cand.vocab is None:
+        raise ModelError(f"candidate {version} has no content vocabulary to save")
+    _tower, vecs = save_model(cand.model, cand.vocab, out, {"model_version": version,
+                                                             "item_ids": cand.item_ids.tolist()})
+    save_vectors(out, cand.item_ids, vecs)

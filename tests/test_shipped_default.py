@@ -1,0 +1,60 @@
+"""What `pocketrank train` makes by default (the sequence model), end to end through the real API."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pocketrank.cli import main as cli
+from server.online.encoding import model_kind
+from shared.wire import parse_manifest
+from tests.factories import event_dict
+
+pytestmark = pytest.mark.slow  # trains a model
+
+
+def test_train_on_a_file_of_your_own_makes_the_sequence_model(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "events.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "item_id", "timestamp"])
+        for u in range(300):  # four tastes of ten products each: something to learn, enough users to gate on
+            for n, item in enumerate(10 * (u % 4) + rng.choice(10, size=8, replace=False)):
+                w.writerow([f"u{u}", f"sku-{item}", 1_700_000_000 + 3600 * n + u])
+    out = CliRunner().invoke(cli, ["train", "--interactions", str(path), "--out", str(tmp_path / "mine"),
+                                   "--epochs", "6", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    (model,) = (tmp_path / "mine" / "models").iterdir()
+    assert model_kind(model) == "sequence" and (model / "encoder.fp32.onnx").exists()
+
+
+@pytest.fixture
+def api(sequence_home, tmp_path):
+    from server.api.app import create_app
+    from server.config import Config
+
+    home = tmp_path / "home"
+    shutil.copytree(sequence_home, home)
+    app = create_app(Config(home=home))
+    return app.test_client()
+
+
+def test_the_server_answers_with_the_sequence_model_and_an_event_moves_it_at_once(api):
+    body = api.get("/v1/sync?users=196").get_json()
+    manifest = parse_manifest(base64.b64decode(body["manifest"]))
+    assert manifest["model"]["kind"] == "sequence" and manifest["model"]["ranker_kind"] == "retrieval"
+    before = api.get("/v1/recommendations?user_id=196&k=10").get_json()
+    assert before["path"] == "personal" and len(before["items"]) == 10
+    # a click on a product far from the user's taste: the encoder reads it on the next request
+    item = before["items"][0]["item_id"]
+    resp = api.post("/v1/events", json={"events": [event_dict("seq-1", user="196", item=item, age=1)]})
+    assert resp.status_code == 200 and resp.get_json()["results"][0]["status"] == "accepted"
+    after = api.get("/v1/recommendations?user_id=196&k=10").get_json()
+    assert item not in [i["item_id"] for i in after["items"]]  # consumed, and the ranking moved
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]][1:]
