@@ -42,7 +42,8 @@ clean:
 
 # The sdist and wheel, checked as PyPI would (twine check --strict); .ci/run builds them on every run.
 dist: $(STAMP)
-	rm -rf dist
+	# A stale pocketrank.egg-info/SOURCES.txt would carry old paths into the sdist.
+	rm -rf dist build pocketrank.egg-info
 	$(PY) -m build -o dist .
 	$(VENV)/bin/twine check --strict dist/*
 
