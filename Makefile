@@ -17,7 +17,7 @@ data: $(STAMP)
 	$(PY) -m pocketrank data fetch
 
 demo: data
-	$(PY) -m demo_app
+	$(PY) -m pocketrank.demo_app
 
 # ruff and mypy, configured in pyproject.toml; `make test` (and so .ci/run) runs it first.
 lint: $(STAMP)
@@ -57,8 +57,8 @@ lock: $(STAMP)
 .PHONY: demo-app screenshots
 # The clickable phone app and operator page (sets up var/demo first if it has no bundle).
 demo-app: data
-	$(PY) -m demo_app --serve
+	$(PY) -m pocketrank.demo_app --serve
 
 # docs/screenshots/*.png for the README, from headless Debian Chromium.
 screenshots: data
-	$(PY) -m demo_app.screenshots
+	$(PY) -m pocketrank.demo_app.screenshots

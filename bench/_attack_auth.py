@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from demo_app.localserver import LocalServer, free_port
+from pocketrank.demo_app.localserver import LocalServer, free_port
 
 OPERATOR_CREDENTIAL = "auth: operator credential"
 BOLA = "auth: BOLA (token covers the user)"
@@ -39,10 +39,10 @@ BUDGET_MS = 150.0  # the SDK's default latency_budget for a server recommendatio
 
 
 def _trained_home(root: Path) -> Path:
-    from server.bundle.publish import publish_job
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    from pocketrank.server.bundle.publish import publish_job
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.train import export_job, train_job
 
     home = Home(root)
     import_movielens(home.store(), "100k", progress=False)
@@ -75,7 +75,7 @@ def _refuses_to_start(args: list[str], env_extra: dict[str, str], home: Path) ->
 
 def operator_credential(report, home: Path) -> None:
     serve = [sys.executable, "-m", "pocketrank", "serve", "--port", str(free_port())]
-    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf", "server.wsgi:app"]
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "python:pocketrank.server.gunicorn_conf", "pocketrank.server.wsgi:app"]
     for name, args, env in (
             ("tokens required, no operator key: pocketrank serve", serve, {"POCKETRANK_REQUIRE_DEVICE_TOKEN": "1"}),
             ("tokens required, no operator key: gunicorn", gunicorn, {"POCKETRANK_REQUIRE_DEVICE_TOKEN": "1"}),

@@ -27,7 +27,7 @@ CLOCK, DAMAGE, STORAGE = "device: wrong device clock", "device: damaged stored r
 
 
 def run(report) -> None:
-    from edge_runtime import PocketrankError
+    from pocketrank.edge_runtime import PocketrankError
 
     # Every damage the cases make is logged as a warning by the SDK: the report's table says it instead.
     logging.getLogger("edge_runtime").setLevel(logging.ERROR)
@@ -128,7 +128,7 @@ def _flush(report, root: Path, server, key, events) -> None:
         _Liar.mode = mode
         liar = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Liar)
         threading.Thread(target=liar.serve_forever, daemon=True).start()
-        from edge_runtime import EdgeClient
+        from pocketrank.edge_runtime import EdgeClient
 
         c = EdgeClient(root / f"liar-{mode}.sqlite", None, base_url=f"http://127.0.0.1:{liar.server_port}")
         for i in range(1, 6):
@@ -169,7 +169,7 @@ def _unreadable(report, root: Path, server, key, events) -> None:
 # --- a wrong device clock ---
 
 def _clock(report, root: Path, server, key, events) -> None:
-    from edge_runtime import SignatureError
+    from pocketrank.edge_runtime import SignatureError
 
     root.mkdir(parents=True)
     year = 365 * 86400

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from demo_app.localserver import free_port
+from pocketrank.demo_app.localserver import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR = {"X-Operator-Key": "attack-bench-operator-key"}
@@ -124,8 +124,8 @@ def input_bounds(report, url: str) -> None:
 
 
 def publish_any_product(report, root: Path, url: str) -> None:
-    from server.bundle.publish import publish_job
-    from server.home import Home
+    from pocketrank.server.bundle.publish import publish_job
+    from pocketrank.server.home import Home
 
     cls = "publish vs stored products"
     home = Home(root)
@@ -210,7 +210,7 @@ def across_workers(report, tmp: Path) -> None:
             env = {"POCKETRANK_HOME": str(tmp / f"home-{name}"), "POCKETRANK_BIND": f"127.0.0.1:{port}",
                    "POCKETRANK_WORKERS": "2", "POCKETRANK_OPERATOR_KEY": "attack-bench-operator-key", "POCKETRANK_REQUEST_BURST": "10",
                    "POCKETRANK_REQUEST_RATE": "0.1", "POCKETRANK_LOG_LEVEL": "warning", **extra}
-            server = Server([sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf", "server.wsgi:app"],
+            server = Server([sys.executable, "-m", "gunicorn", "-c", "python:pocketrank.server.gunicorn_conf", "pocketrank.server.wsgi:app"],
                             env, tmp / f"gunicorn-{name}.log", f"http://127.0.0.1:{port}")
             try:
                 reg = httpx.post(server.url + "/v1/devices", json={"device_id": "p", "users": ["u"]}, headers=OPERATOR)
@@ -296,10 +296,10 @@ def slow_clients(report, url: str, port: int) -> None:
 
 
 def _trained_home(root: Path) -> None:
-    from server.bundle.publish import publish_job
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    from pocketrank.server.bundle.publish import publish_job
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.train import export_job, train_job
 
     home = Home(root)
     import_movielens(home.store(), "100k", progress=False)

@@ -28,12 +28,12 @@ import httpx
 import numpy as np
 
 from bench._trained_home import trained_home
-from demo_app.localserver import LocalServer
-from demo_app.netproxy import NetProxy
-from edge_runtime import EdgeClient
-from shared import wire
-from shared.errors import PocketrankError
-from shared.features import UserState
+from pocketrank.demo_app.localserver import LocalServer
+from pocketrank.demo_app.netproxy import NetProxy
+from pocketrank.edge_runtime import EdgeClient
+from pocketrank.shared import wire
+from pocketrank.shared.errors import PocketrankError
+from pocketrank.shared.features import UserState
 
 USER = "196"
 OTHER = "186"
@@ -79,8 +79,8 @@ class Harness:
 
     def publish_new_prices(self, indexes: list[int], uid: str = USER) -> tuple[int, set[int]]:
         """Publish a version in which each of `indexes` costs 7 more; (the version, `uid`'s list in it)."""
-        from server.bundle.publish import publish_job
-        from server.home import Home
+        from pocketrank.server.bundle.publish import publish_job
+        from pocketrank.server.home import Home
 
         home = Home(self.root)
         store = home.store()
@@ -355,8 +355,8 @@ def malformed(h: Harness) -> None:
 
 
 def concurrent(h: Harness) -> None:
-    from server.bundle.publish import publish_job
-    from server.home import Home
+    from pocketrank.server.bundle.publish import publish_job
+    from pocketrank.server.home import Home
 
     h.mitm()
     path = h.tmp / "concurrent.sqlite"

@@ -23,7 +23,7 @@ def scratch_home(root: Path) -> Path:
 
 
 def start_server(home: Path):
-    from demo_app.localserver import LocalServer
+    from pocketrank.demo_app.localserver import LocalServer
 
     os.environ["POCKETRANK_SYNC_RATE"] = "0"  # many short syncs from one address: not the rate limit's test
     return LocalServer(home).start()
@@ -57,7 +57,7 @@ class Events:
 
 
 def device(path: Path, server, key: str | None, **kw):
-    from edge_runtime import EdgeClient
+    from pocketrank.edge_runtime import EdgeClient
 
     name = re.sub(r"[^A-Za-z0-9_.:-]", "-", path.stem)[:64]  # a valid device id from the file's name
     return EdgeClient(path, key, base_url=server.url, device_id=kw.pop("device_id", name), **kw)
@@ -79,7 +79,7 @@ def flip(conn: sqlite3.Connection, table: str, column: str, key: str, rng: rando
 
 def reseal(conn: sqlite3.Connection) -> None:
     """Recompute the queued rows' checksums after an edit that stands for what an SDK queued, not damage."""
-    from edge_runtime.rowsum import event_sum
+    from pocketrank.edge_runtime.rowsum import event_sum
 
     rows = conn.execute("SELECT rowid, event_id, user_id, type, body FROM outbox").fetchall()
     conn.executemany("UPDATE outbox SET checksum = ? WHERE rowid = ?", [(event_sum(e, u, t, b), r) for r, e, u, t, b in rows])

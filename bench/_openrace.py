@@ -16,7 +16,7 @@ DEAD = "http://127.0.0.1:9"  # nothing listens there: opening needs no network
 
 
 def open_once(path: str, barrier, out) -> None:
-    from edge_runtime import EdgeClient
+    from pocketrank.edge_runtime import EdgeClient
 
     barrier.wait(timeout=60)
     try:
@@ -28,7 +28,7 @@ def open_once(path: str, barrier, out) -> None:
 
 def context():
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["edge_runtime.client", "bench._openrace"])
+    ctx.set_forkserver_preload(["pocketrank.edge_runtime.client", "bench._openrace"])
     return ctx
 
 
@@ -46,8 +46,8 @@ def race(ctx, path: Path, processes: int = 4) -> list[str]:
 
 def old_format(path: Path, events: int) -> list[str]:
     """A database as the first release wrote it (schema v1, user_version 1) with `events` views queued."""
-    from edge_runtime import schema
-    from edge_runtime.artifacts import ArtifactFiles
+    from pocketrank.edge_runtime import schema
+    from pocketrank.edge_runtime.artifacts import ArtifactFiles
 
     conn = sqlite3.connect(path, isolation_level=None)
     schema.migrate(conn, ArtifactFiles(f"{path}-artifacts"), target=1)
@@ -68,8 +68,8 @@ def old_format(path: Path, events: int) -> list[str]:
 
 def broken_by_the_old_race(path: Path, events: int) -> list[str]:
     """What the old race left: a v4 schema whose user_version was set back to 1, with v1's `partials` back."""
-    from edge_runtime import schema
-    from edge_runtime.artifacts import ArtifactFiles
+    from pocketrank.edge_runtime import schema
+    from pocketrank.edge_runtime.artifacts import ArtifactFiles
 
     ids = old_format(path, events)
     conn = sqlite3.connect(path, isolation_level=None)
@@ -82,7 +82,7 @@ def broken_by_the_old_race(path: Path, events: int) -> list[str]:
 
 def opened(path: Path) -> tuple[str, list[str]]:
     """("ok", the queued event ids) once the file opens on the newest schema, or (what went wrong, [])."""
-    from edge_runtime import EdgeClient, schema
+    from pocketrank.edge_runtime import EdgeClient, schema
 
     try:
         c = EdgeClient(path, None, base_url=DEAD)

@@ -6,7 +6,7 @@ One run (a data set, a seed, a tie order):
    event, everything else imported into a fresh SQLite home with the real importers;
 2. `pocketrank train` (the sequence model, every user's newest stored product picking the epoch: the
    protocol's validation item), `pocketrank export`, `pocketrank publish`, as the CLI runs them;
-3. (a) the server's answer: server.online.serving.Serving.recommend for every test user, business rules
+3. (a) the server's answer: pocketrank.server.online.serving.Serving.recommend for every test user, business rules
    off (no category weight, no exposure penalty, no exploration slot), the user's history excluded as the
    server excludes what a user consumed; HR@10, nDCG@10, coverage@10 and the mean popularity percentile
    of what was shown;
@@ -25,7 +25,7 @@ import numpy as np
 
 from lab.quality import peers
 from lab.quality.defaults import DEFAULTS
-from server.training.ranking_metrics import ndcg_at_k
+from pocketrank.server.training.ranking_metrics import ndcg_at_k
 
 K = 10
 
@@ -34,7 +34,7 @@ def split_tables(size: str, seed: int, ties: str, relabel: int | None):
     """(tables with the test events removed, test event table) from the MovieLens importer's tables."""
     import pyarrow as pa
 
-    from server.data import movielens
+    from pocketrank.server.data import movielens
 
     t = movielens.tables(size, ties=ties, seed=seed, relabel=relabel)
     users = np.asarray(t.events.column("user_id").to_pylist(), dtype=object)
@@ -61,11 +61,11 @@ def _metrics(lists: dict[str, list[int]], truth: dict[str, int], pop_pct: dict[i
 
 def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, with_peers: bool = True,
         log=print) -> dict:
-    from server.config import Config
-    from server.data.importer import import_catalogue, import_events
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
-    from server.online.serving import Serving
+    from pocketrank.server.config import Config
+    from pocketrank.server.data.importer import import_catalogue, import_events
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.train import export_job, train_job
+    from pocketrank.server.online.serving import Serving
 
     t0 = time.perf_counter()
     tables, train_events, test_events = split_tables(size, seed, ties, relabel)
@@ -87,7 +87,7 @@ def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, 
         out["parity"] = {k: exported["parity"][k] for k in ("ndcg10_fp32", "ndcg10_int8", "int8_ndcg10_kept",
                                                               "int8_mean_top10_overlap")}
         t = time.perf_counter()
-        from server.bundle.publish import publish_job
+        from pocketrank.server.bundle.publish import publish_job
 
         publish_job(home, progress=False)
         out["timings"]["publish"] = time.perf_counter() - t
@@ -121,7 +121,7 @@ def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, 
 def _peers(store, truth: dict[str, int], seed: int, pop_pct, ids: list[int]) -> dict:
     """Popularity, EASE, ALS and the research sequence tower on the store's training events."""
     from lab.quality.seqrec import SeqConfig, fit, score
-    from server.training.history import load_history
+    from pocketrank.server.training.history import load_history
 
     h = load_history(store)
     n_items = h.n_items

@@ -3,7 +3,7 @@ and how it ranks products no training run has seen.
 
 Both start from MovieLens (ties in a seeded random order) imported with the real importers into a fresh
 home, then `train` (the sequence model), `export`, `features` (segment vectors from the warm users'
-profiles), as the CLI runs them; the answers are server.online.serving.Serving's with business rules off.
+profiles), as the CLI runs them; the answers are pocketrank.server.online.serving.Serving's with business rules off.
 
 Cold users: 10% of the users (seeded) are left out of the import entirely. For each, every product they
 rated is the truth, and the server answers
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.training.ranking_metrics import ndcg_at_k
+from pocketrank.server.training.ranking_metrics import ndcg_at_k
 
 K = 10
 
@@ -40,11 +40,11 @@ def _scores(ranked: list[int], truth: set[int]) -> tuple[float, float, float]:
 
 
 def _home(tmp: Path, tables, events, profiles: dict, seed: int):
-    from server.data.importer import import_catalogue, import_events
-    from server.home import Home
-    from server.jobs.features import features_job, latest_timestamp
-    from server.jobs.train import export_job, train_job
-    from server.online.encoding import record_vector_fn
+    from pocketrank.server.data.importer import import_catalogue, import_events
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.features import features_job, latest_timestamp
+    from pocketrank.server.jobs.train import export_job, train_job
+    from pocketrank.server.online.encoding import record_vector_fn
 
     home = Home(tmp / "home")
     store = home.store()
@@ -59,8 +59,8 @@ def _home(tmp: Path, tables, events, profiles: dict, seed: int):
 
 
 def _serving(home):
-    from server.config import Config
-    from server.online.serving import Serving
+    from pocketrank.server.config import Config
+    from pocketrank.server.online.serving import Serving
 
     return Serving(Config(home=home.root, category_weight=0.0, exposure_cap=10**9, exposure_penalty=0.0,
                           explore_position=0))
@@ -69,8 +69,8 @@ def _serving(home):
 def cold_users(size: str, seed: int, share: float = 0.1, log=print) -> dict:
     import pyarrow as pa
 
-    from server.data import movielens
-    from shared.schemas import Event
+    from pocketrank.server.data import movielens
+    from pocketrank.shared.schemas import Event
 
     tables = movielens.tables(size, ties="random", seed=seed)
     users = np.asarray(tables.events.column("user_id").to_pylist(), dtype=object)
@@ -121,7 +121,7 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print) -> dict:
 def new_items(size: str, seed: int, share: float = 0.1, log=print) -> dict:
     import pyarrow as pa
 
-    from server.data import movielens
+    from pocketrank.server.data import movielens
 
     tables = movielens.tables(size, ties="random", seed=seed)
     items = np.asarray(tables.events.column("item_id").to_pylist(), dtype=object)

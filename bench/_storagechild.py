@@ -66,7 +66,7 @@ def free(path: Path) -> None:
 
 
 def flush(c) -> dict:
-    from edge_runtime import StorageError
+    from pocketrank.edge_runtime import StorageError
 
     try:
         r = c.flush()
@@ -76,7 +76,7 @@ def flush(c) -> dict:
 
 
 def full(cmd: dict) -> dict:
-    from edge_runtime import EdgeClient, StorageError
+    from pocketrank.edge_runtime import EdgeClient, StorageError
 
     mnt = Path(cmd["dir"])
     mount(mnt, "4m")
@@ -99,7 +99,7 @@ def full(cmd: dict) -> dict:
 def readonly(cmd: dict) -> dict:
     """A database seen through a read-only mount (a bind mount of the same tmpfs, remounted read-only): while
     another client holds its WAL open it opens and answers; once that one closed, it cannot be opened at all."""
-    from edge_runtime import EdgeClient, StorageError
+    from pocketrank.edge_runtime import EdgeClient, StorageError
 
     mnt, ro = Path(cmd["dir"]), Path(cmd["dir"] + "-ro")
     mount(mnt, "4m")
@@ -133,7 +133,7 @@ def readonly(cmd: dict) -> dict:
 def loop(cmd: dict) -> dict:
     """Runs with the disk filling at a random point: track (an event is promised once track() returned),
     flush now and then, then free the space and flush until nothing is left."""
-    from edge_runtime import EdgeClient, StorageError
+    from pocketrank.edge_runtime import EdgeClient, StorageError
 
     rng = random.Random(cmd["seed"])
     mnt = Path(cmd["dir"])

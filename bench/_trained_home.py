@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from shared.wire import WIRE_VERSION
+from pocketrank.shared.wire import WIRE_VERSION
 
 EPOCHS = 2
 

@@ -28,7 +28,7 @@ from lab.simulate import (
     warmup,
 )
 from lab.simulator import SimConfig
-from server.monitoring import collector
+from pocketrank.server.monitoring import collector
 
 CONFIG = SimConfig(n_users=4000, n_items=1000, n_categories=12, dim=16, n_days=24, seed=11)
 WARMUP_DAYS = 10
@@ -159,7 +159,7 @@ def report(res: dict, meta: dict) -> str:
         "",
         "- **popular**: the most clicked products so far (counted from the log as events arrive).",
         "- **batch-only**: score = learned item bias + item vector . user vector, the user vector being",
-        "  the shared fold (`shared.features.update_user_state`) of the learned item vectors over the",
+        "  the shared fold (`pocketrank.shared.features.update_user_state`) of the learned item vectors over the",
         "  user's events up to the end of the previous day, recomputed once a day. Users without",
         "  history get popular items.",
         "- **real-time**: the same, with the user vector folded on every event as it happens.",

@@ -23,9 +23,9 @@ import numpy as np
 
 
 def _home(tmp: Path) -> Path:
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.train import export_job, train_job
 
     home = Home(tmp / "home")
     import_movielens(home.store(), "100k", progress=False)
@@ -35,8 +35,8 @@ def _home(tmp: Path) -> Path:
 
 
 def _copy(src: Path, dst: Path):
-    from server.config import Config
-    from server.stores import open_store
+    from pocketrank.server.config import Config
+    from pocketrank.server.stores import open_store
 
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst)
@@ -45,10 +45,10 @@ def _copy(src: Path, dst: Path):
 
 def latency(src: Path, work: Path) -> None:
     from lab.served_models import derive_version  # the same derived versions as the tests
-    from server.api.app import create_app
-    from server.config import Config
-    from server.jobs import rollout
-    from server.release.registry import Registry
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.config import Config
+    from pocketrank.server.jobs import rollout
+    from pocketrank.server.release.registry import Registry
 
     root = work / "latency"
     store = _copy(src, root)
@@ -89,10 +89,10 @@ def latency(src: Path, work: Path) -> None:
 
 def scenario(src: Path, work: Path) -> None:
     from lab.served_models import Tastes, derive_version, simulate_round
-    from server.api.app import create_app
-    from server.config import Config
-    from server.jobs import rollout
-    from server.release.registry import Registry
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.config import Config
+    from pocketrank.server.jobs import rollout
+    from pocketrank.server.release.registry import Registry
 
     print("\nCanary at 5%, 943 MovieLens users a round, a look after each:")
     for version, seed in (("m-broken", 1), ("m-good", None)):

@@ -55,11 +55,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--requests", type=int, default=2000, help="answers timed per row")
     args = p.parse_args(argv)
     from lab.served_models import derive_version
-    from server.api.app import create_app
-    from server.config import Config
-    from server.jobs import rollout
-    from server.release import canary
-    from server.release.registry import Registry
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.config import Config
+    from pocketrank.server.jobs import rollout
+    from pocketrank.server.release import canary
+    from pocketrank.server.release.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

@@ -63,7 +63,7 @@ PRODUCT = {"item_id": "SKU-1234", "title": "Folding chair", "category": "Garden 
 
 
 def validation_alone(ref: str, quick: bool) -> list[tuple[str, float, float]]:
-    from shared import schemas as contract
+    from pocketrank.shared import schemas as contract
 
     old = hand_written_schemas(ref)
     batch = [{**EVENT, "event_id": f"e-{i}"} for i in range(500)]
@@ -113,15 +113,15 @@ def tree_of(ref: str, into: Path) -> Path:
 
 
 class Gunicorn:
-    """The production entry point (gunicorn, server.gunicorn_conf) from the tree at `root`."""
+    """The production entry point (gunicorn, pocketrank.server.gunicorn_conf) from the tree at `root`."""
 
     def __init__(self, root: Path, home: Path, port: int):
         self.port = port
         env = {**os.environ, "PYTHONPATH": str(root), "POCKETRANK_HOME": str(home), "POCKETRANK_BIND":
                f"127.0.0.1:{port}", "POCKETRANK_WORKERS": "1", "POCKETRANK_ADDRESS_RATE": "0",
                "POCKETRANK_REQUEST_RATE": "0", "POCKETRANK_MAX_CLOCK_SKEW": "86400"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf",
-                                      "server.wsgi:app"], env=env, cwd=root,
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:pocketrank.server.gunicorn_conf",
+                                      "pocketrank.server.wsgi:app"], env=env, cwd=root,
                                      stdout=open(home / "gunicorn.log", "ab"), stderr=subprocess.STDOUT)
         client = Client("127.0.0.1", port)
         deadline = time.monotonic() + 120
@@ -162,8 +162,8 @@ def _recs_call(client: Client):
 
 
 def servers_side_by_side(ref: str, quick: bool, tmp: Path) -> dict[str, dict[str, list]]:
-    from demo_app.localserver import free_port
     from lab.homes import movielens_home
+    from pocketrank.demo_app.localserver import free_port
 
     t0 = time.perf_counter()
     home = movielens_home(tmp / "home", epochs=2).root

@@ -13,14 +13,14 @@ the same users, sessions and coins (lab.simulate.FeedbackSimulator):
 - no drift: that model serves to the end;
 - drift, stale model: from SHOCK_DAY the scenario's category is 3x as popular (demand moves to
   it: the other categories' click odds shrink so the catalogue's mean odds stay the same);
-- drift + retrain: the same drift; every CHECK_HOURS (6) the drift check (server.monitoring.drift.
+- drift + retrain: the same drift; every CHECK_HOURS (6) the drift check (pocketrank.server.monitoring.drift.
   check_drift: category mix (advisory: the log has impressions) and category CTR, the trailing CURRENT_HOURS (24) against the live
-  model's training window) runs, and on `act` the gated retrain of server.release.holdout (gated_retrain:
+  model's training window) runs, and on `act` the gated retrain of pocketrank.server.release.holdout (gated_retrain:
   the same window, leave-last-out hold-out and accuracy gate as `pocketrank retrain`) runs at once
   and serves from then if it passes; its window becomes the reference, and checks whose window
   overlaps it are skipped (as the job skips them). As `pocketrank retrain --if-drift` from a
   6-hourly cron. Every retrain (the scheduled one too) weights its training events by recency with
-  the job's half-life (server.jobs.retrain.SIMULATOR_HALF_LIFE_DAYS unless --half-life-days), via
+  the job's half-life (pocketrank.server.jobs.retrain.SIMULATOR_HALF_LIFE_DAYS unless --half-life-days), via
   gated_retrain. The other two arms run the same checks without acting: their calm checks count
   the false alarms. `--check-hours 24` is the once-a-day job (checks at midnight).
 
@@ -53,12 +53,12 @@ import numpy as np
 from bench._sections import write_section
 from lab.simulate import FeedbackSimulator, PersonalPolicy, fit_item_model, item_categories, warmup
 from lab.simulator import CATEGORIES, SimConfig
-from server.jobs import retrain
-from server.monitoring import drift
-from server.release import holdout
-from shared.errors import ValidationError
-from shared.features import UserState, update_user_state, user_vector
-from shared.schemas import Event
+from pocketrank.server.jobs import retrain
+from pocketrank.server.monitoring import drift
+from pocketrank.server.release import holdout
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.features import UserState, update_user_state, user_vector
+from pocketrank.shared.schemas import Event
 
 CONFIG = SimConfig(n_users=3000, n_items=800, n_categories=12, dim=16, n_days=20, seed=21)
 WARMUP_DAYS = 6  # the simulator's popularity feed: the first model's training log

@@ -37,9 +37,9 @@ GOALS = {"recommend_p50_ms": 0.5, "recommend_p99_ms": 2.0, "track_p99_ms": 2.0, 
 def _ranker(directory: Path) -> bytes:
     import torch
 
-    from exporter.onnx_export import export_ranker
-    from exporter.quantize import quantize_ranker
-    from server.training.model import ClickModel
+    from pocketrank.exporter.onnx_export import export_ranker
+    from pocketrank.exporter.quantize import quantize_ranker
+    from pocketrank.server.training.model import ClickModel
 
     torch.manual_seed(0)
     export_ranker(ClickModel(DIM, 128), directory / "ranker.fp32.onnx", DIM)
@@ -49,9 +49,9 @@ def _ranker(directory: Path) -> bytes:
 
 def synthetic_bundle(directory: Path) -> tuple[dict, dict[str, bytes], str]:
     """(sync answer for every user, artifact bytes by URL, public key hex), signed like a real publish."""
-    from exporter.signing import init_keys, load_private, public_key_hex, sign
-    from shared import wire
-    from shared.features import DECAY, TYPE_WEIGHTS, UserState
+    from pocketrank.exporter.signing import init_keys, load_private, public_key_hex, sign
+    from pocketrank.shared import wire
+    from pocketrank.shared.features import DECAY, TYPE_WEIGHTS, UserState
 
     rng = np.random.default_rng(6)
     ids = np.arange(1, N_ITEMS + 1, dtype=np.int64)
@@ -80,7 +80,7 @@ def synthetic_bundle(directory: Path) -> tuple[dict, dict[str, bytes], str]:
     keys = directory / "keys"
     init_keys(keys)
     signer = load_private(keys)  # each record signed for version 1, as a publish does (wire v2)
-    from server.bundle.item_entries import build_entries
+    from pocketrank.server.bundle.item_entries import build_entries
 
     # Item entries (wire 4), as a publish signs them; BundleAnswers sends each user's candidates' entries.
     items = build_entries(ids, vecs, {it["item_id"]: it for it in catalog["items"]}, "bench-untrained", 1, signer.sign)
@@ -109,7 +109,7 @@ class BundleAnswers:
         self.answer, self.files = answer, files
 
     def get_json(self, url, timeout, params=None, headers=None, limit=None):
-        from shared import wire
+        from pocketrank.shared import wire
 
         a, cursor = self.answer, int(params["cursor"])
         if cursor >= a["version"]:
@@ -143,9 +143,9 @@ RSS_SCRIPT = textwrap.dedent("""
         fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
         return {k: int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}
     import numpy, onnxruntime, httpx, sqlite_utils
-    import edge_runtime.client
+    import pocketrank.edge_runtime.client
     bare = rss()
-    from edge_runtime import EdgeClient
+    from pocketrank.edge_runtime import EdgeClient
     client = EdgeClient(sys.argv[1], None, base_url="http://127.0.0.1:9")
     users = client.cache.users()
     for u in users:
@@ -157,7 +157,7 @@ RSS_SCRIPT = textwrap.dedent("""
 MEASURE_SCRIPT = textwrap.dedent("""
     import json, os, statistics, sys, time
     import numpy as np
-    from edge_runtime import EdgeClient
+    from pocketrank.edge_runtime import EdgeClient
 
     def pct(xs, q):
         return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
@@ -223,7 +223,7 @@ def _line(label: str, m: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from edge_runtime import EdgeClient
+    from pocketrank.edge_runtime import EdgeClient
 
     print(__doc__.split("\n\n")[0])
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other work on it widens p99)")

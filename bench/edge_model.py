@@ -9,7 +9,7 @@ chosen against, and times everything in one run, interleaved in blocks of 50
 calls so that load from other processes falls on all of them alike. Every
 call is timed on its own; medians and p99 are over at least 2,000 calls per
 variant, single thread, with the device's session options. Gate figures are
-int8 against the shipped fp32 ONNX on held-out users (server.jobs.train.export_inputs).
+int8 against the shipped fp32 ONNX on held-out users (pocketrank.server.jobs.train.export_inputs).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ TARGETS = {"int8_over_fp32_bytes": 0.30, "model_set_bytes": 4 * 1024 * 1024, "se
 
 
 def _model(home_arg: str | None, tmp: Path):
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import train_job
-    from server.training import model as model_io
-    from shared.errors import ModelError
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.train import train_job
+    from pocketrank.server.training import model as model_io
+    from pocketrank.shared.errors import ModelError
 
     root = Path(home_arg or os.environ.get("POCKETRANK_HOME", "var"))
     if (root / "store.sqlite").exists():
@@ -127,7 +127,7 @@ def _once(f) -> float:
 
 def session_ms(blob: bytes, repeats: int = 30) -> tuple[float, float]:
     """Median and max ms to create the device's LocalRanker (its checks + the session) from bytes."""
-    from edge_runtime.rerank import LocalRanker
+    from pocketrank.edge_runtime.rerank import LocalRanker
 
     LocalRanker(blob)
     t = [_once(lambda: LocalRanker(blob)) * 1e3 for _ in range(repeats)]
@@ -182,9 +182,9 @@ TORCH = "torch eager, split (shipped)"
 
 def build(m, tmp: Path, calib) -> dict[str, tuple[Path, dict]]:
     """Every ONNX variant from the same trained click model: name -> (file, quantization info)."""
-    from exporter.onnx_export import export_ranker
-    from exporter.quantize import quantize_ranker
     from lab import quant_candidates
+    from pocketrank.exporter.onnx_export import export_ranker
+    from pocketrank.exporter.quantize import quantize_ranker
 
     fp32 = tmp / "ranker.fp32.onnx"
     export_ranker(m.click, fp32, m.config.dim)
@@ -203,7 +203,7 @@ def build(m, tmp: Path, calib) -> dict[str, tuple[Path, dict]]:
 
 def speed_table(m, variants: dict, gate, calls: int) -> tuple[dict, dict]:
     """Print size, speed and fidelity of every variant; return (per-call times, sizes)."""
-    from exporter.parity import compare, onnx_scores, session
+    from pocketrank.exporter.parity import compare, onnx_scores, session
 
     feed = next(gate.feeds())
     user_t, items_t = torch.from_numpy(feed["user"]), torch.from_numpy(feed["items"])
@@ -248,10 +248,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--candidates", type=int, default=200)
     args = p.parse_args(argv)
 
-    from exporter.onnx_export import export_encoder
-    from exporter.parity import check_encoder, check_parity, session
-    from server.jobs.train import export_inputs
-    from shared.errors import ModelError
+    from pocketrank.exporter.onnx_export import export_encoder
+    from pocketrank.exporter.parity import check_encoder, check_parity, session
+    from pocketrank.server.jobs.train import export_inputs
+    from pocketrank.shared.errors import ModelError
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -287,7 +287,7 @@ def main(argv: list[str]) -> int:
         enc_feed = {"items": np.ascontiguousarray(vectors[-50:]), "weights": np.ones(len(vectors[-50:]), np.float32)}
         enc_t = interleaved({"encoder": lambda: enc_sess.run(None, enc_feed)}, args.calls)["encoder"]
         print(f"\nuser encoder: {encoder.stat().st_size:,} B fp32, {np.median(enc_t):.1f} us median at 50 events; "
-              f"max |diff| against shared.features' fold {enc['max_abs_diff_vs_fold']:.1e} on {enc['sequences']} "
+              f"max |diff| against pocketrank.shared.features' fold {enc['max_abs_diff_vs_fold']:.1e} on {enc['sequences']} "
               f"real sequences (up to {enc['max_events']} events)")
         print(f"device session (edge_runtime LocalRanker from bytes, checks included): median {s_med:.2f} ms, "
               f"max {s_max:.2f} ms over 30")

@@ -57,7 +57,7 @@ def _run(args: list[str], home: Path) -> tuple[float, int, str]:
 def _files(n_events: int) -> dict[str, tuple[Path, Path]]:
     from lab.sim_files import write_marketplace
     from lab.simulator import MarketplaceSimulator, SimConfig
-    from server.data.movielens import cache_dir
+    from pocketrank.server.data.movielens import cache_dir
 
     # Enough users and days for n_events (about 5.5 events per user per day at these settings).
     users = max(2000, n_events // (30 * 5))

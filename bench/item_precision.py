@@ -7,7 +7,7 @@ on-device rerank, judged like the exporter's int8 parity gates
 (exporter/parity.py INT8_GATES: mean top-10 overlap >= 0.95, mean Kendall tau
 >= 0.98) against the same ranker fed f32 vectors.
 
-Users: `--users` simulated users, each the decayed fold (shared.features) of 5-40
+Users: `--users` simulated users, each the decayed fold (pocketrank.shared.features) of 5-40
 items drawn by popularity (Zipf over the catalogue order); candidates: the 200
 items nearest the user vector (dot product), as retrieval gives them. The user
 vector is folded from the vectors at the precision under test too, since the
@@ -28,17 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter import agreement
-from exporter.parity import INT8_GATES
-from shared import wire
-from shared.features import fold_events, user_vector
+from pocketrank.exporter import agreement
+from pocketrank.exporter.parity import INT8_GATES
+from pocketrank.shared import wire
+from pocketrank.shared.features import fold_events, user_vector
 
 PRECISIONS = ("f32", "f16", "i8")
 
 
 def _source(arg: str | None, tmp: Path) -> tuple[np.ndarray, np.ndarray, bytes, str]:
     """(item ids, f32 vectors, int8 ranker bytes, where from): the home's current model, else a scratch one."""
-    from server.home import Home
+    from pocketrank.server.home import Home
 
     root = Path(arg or os.environ.get("POCKETRANK_HOME", "var"))
     label = str(root)
@@ -48,8 +48,8 @@ def _source(arg: str | None, tmp: Path) -> tuple[np.ndarray, np.ndarray, bytes, 
         home = Home(root)
         version = home.current_model()
     except Exception:  # no trained model there: a small one, as the test suite trains
-        from server.data.datasets import import_movielens
-        from server.jobs.train import export_job, train_job
+        from pocketrank.server.data.datasets import import_movielens
+        from pocketrank.server.jobs.train import export_job, train_job
 
         home = Home(tmp / "home")
         import_movielens(home.store(), "100k", progress=False)
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--home", help="server home with a trained model (default $POCKETRANK_HOME or ./var)")
     p.add_argument("--users", type=int, default=300)
     args = p.parse_args(argv)
-    from edge_runtime.rerank import LocalRanker
+    from pocketrank.edge_runtime.rerank import LocalRanker
 
     with tempfile.TemporaryDirectory() as tmp:
         ids, vectors, blob, source = _source(args.home, Path(tmp))

@@ -48,7 +48,7 @@ CONTEXTS = ((("platform", "android"), ("source", "server")), (("platform", "ios"
 
 def make_events(n: int, start_id: int, rng: random.Random, now: float, span: float = 30 * 86_400.0):
     """`n` events in sessions of about 10, over `span` seconds ending a minute before `now`."""
-    from shared.schemas import Event
+    from pocketrank.shared.schemas import Event
 
     out, i = [], 0
     while i < n:
@@ -65,9 +65,9 @@ def make_events(n: int, start_id: int, rng: random.Random, now: float, span: flo
 
 
 def scratch_home(root: Path):
-    from server.config import Config
-    from server.stores import open_store
-    from shared.schemas import Item
+    from pocketrank.server.config import Config
+    from pocketrank.server.stores import open_store
+    from pocketrank.shared.schemas import Item
 
     # No updater in the app: this measures the scrape, not the fold (see mark_folded).
     config = Config(home=root, sqlite_synchronous="normal", updater="external")
@@ -90,7 +90,7 @@ def pct(values: list[float], q: float) -> float:
 
 def recompute_50k(store) -> None:
     """The pre-running-metrics scrape's figures: the newest 50,000 events, sessionized, per scrape."""
-    from server.monitoring import collector
+    from pocketrank.server.monitoring import collector
 
     head = store.log_head()
     events = [e.event for e in store.iter_log(max(0, head - 50_000))]  # SQLite positions are dense
@@ -125,7 +125,7 @@ def scrape_times(app, store, way: str, scrapes: int, rng: random.Random, next_id
 
 
 def main(argv: list[str]) -> int:
-    from server.api.app import create_app
+    from pocketrank.server.api.app import create_app
 
     p = argparse.ArgumentParser(prog="python -m bench metrics")
     p.add_argument("--sizes", default="10000,100000,1000000")

@@ -37,11 +37,11 @@ QUALITY = ("protocol1", "protocol2", "protocol3", "protocol4", "cold_users", "ne
 
 
 def _production(stages: list[tuple[str, float]]) -> None:
-    from server.bundle.publish import publish_job
-    from server.config import Config
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    from pocketrank.server.bundle.publish import publish_job
+    from pocketrank.server.config import Config
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.train import export_job, train_job
 
     root = Path(tempfile.mkdtemp(prefix="pocketrank-pipeline-"))
     try:

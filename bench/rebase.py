@@ -22,14 +22,14 @@ REPEATS = 3
 
 
 def main(argv: list[str]) -> int:
-    from server.config import Config
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.rebase import rebase
-    from server.jobs.train import export_job, train_job
-    from server.online.versions import save_vectors
-    from server.release.registry import Registry
-    from server.stores import open_store
+    from pocketrank.server.config import Config
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.rebase import rebase
+    from pocketrank.server.jobs.train import export_job, train_job
+    from pocketrank.server.online.versions import save_vectors
+    from pocketrank.server.release.registry import Registry
+    from pocketrank.server.stores import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rebase-"))
     try:

@@ -4,8 +4,8 @@
 
 Real data, the real model: 100 films with at least 30 ratings are held out of training (the
 Recommender is trained, as `pocketrank train` trains it, on every other rating). Each held-out film
-then "arrives": it gets server.online.catalogue.provisional_vector (genre centroid + title neighbours),
-collects its first N ratings (N = 3 and 10), and server.jobs.refresh_items refreshes its vector from
+then "arrives": it gets pocketrank.server.online.catalogue.provisional_vector (genre centroid + title neighbours),
+collects its first N ratings (N = 3 and 10), and pocketrank.server.jobs.refresh_items refreshes its vector from
 them. Judged on the film's next 20 ratings, each asked as the server asks it: the user's history
 (trained films rated before it) pooled into a user vector, every film ranked (the user's history
 excluded): HR@10 and nDCG@10 of the served list (retrieval top 200 reranked by the click model),
@@ -27,14 +27,14 @@ CHOSEN = "shrunk mean, shrink 2, 1 x typical length"  # what refresh_items_job d
 def main(argv: list[str]) -> int:
     import torch
 
-    from server.data import movielens
-    from server.jobs.refresh_items import engagement_vectors, gradient_steps, shrunk_mean
-    from server.online.catalogue import Catalogue, provisional_vector
-    from server.training import ranking_metrics as metrics
-    from server.training.evaluate import pooled_user
-    from server.training.model import ModelConfig
-    from server.training.train import train
-    from shared.schemas import Event
+    from pocketrank.server.data import movielens
+    from pocketrank.server.jobs.refresh_items import engagement_vectors, gradient_steps, shrunk_mean
+    from pocketrank.server.online.catalogue import Catalogue, provisional_vector
+    from pocketrank.server.training import ranking_metrics as metrics
+    from pocketrank.server.training.evaluate import pooled_user
+    from pocketrank.server.training.model import ModelConfig
+    from pocketrank.server.training.train import train
+    from pocketrank.shared.schemas import Event
 
     start = time.perf_counter()
     ml = movielens.load()

@@ -10,7 +10,7 @@ ann: retrieval at catalogue scale. At 200,000 and 1,000,000 products: the exact 
 below POCKETRANK_ANN_MIN_ITEMS) against the shipped index (server/online/ann.py: faiss HNSW on
 vectors augmented for inner product) at several efSearch widths; at the smallest size also the peer
 it was chosen over (hnswlib, same augmentation and parameters; when installed) and faiss HNSW on raw
-inner products (what the augmentation is for). Each query goes through server.online.retrieval.retrieve, the function the
+inner products (what the augmentation is for). Each query goes through pocketrank.server.online.retrieval.retrieve, the function the
 ranker calls: recall@200 against the exact top 200 with nothing excluded and with the user's 50
 history items excluded (the exact answer recomputed without them), p50/p99 per query on one thread,
 build time on BUILD_THREADS threads, and the index's size. Vectors: lab/catalogue_vectors.py (shaped
@@ -49,7 +49,7 @@ class HnswlibPeer:
     def __init__(self, ids: np.ndarray, vectors: np.ndarray, threads: int):
         import hnswlib
 
-        from server.online import ann
+        from pocketrank.server.online import ann
 
         self.ids = ids
         norms = np.linalg.norm(vectors, axis=1)
@@ -82,7 +82,7 @@ class RawInnerProduct:
     def __init__(self, ids: np.ndarray, vectors: np.ndarray, threads: int):
         import faiss
 
-        from server.online import ann
+        from pocketrank.server.online import ann
 
         self.ids = ids
         self.index = faiss.IndexHNSWFlat(vectors.shape[1], ann.M, faiss.METRIC_INNER_PRODUCT)
@@ -119,7 +119,7 @@ def exact_truth(items: np.ndarray, users: np.ndarray, history: np.ndarray) -> tu
 
 def measure(cat, users, history, truth, view) -> dict:
     """recall@K (plain, history excluded) and per-query latency of the shipped retrieve() with this view."""
-    from server.online.retrieval import retrieve
+    from pocketrank.server.online.retrieval import retrieve
 
     out: dict = {}
     for name, excluded in (("plain", False), ("excl", True)):
@@ -141,9 +141,9 @@ def ann_section(args) -> str:
     import faiss
 
     from lab.catalogue_vectors import synthetic_catalogue
-    from server.online import ann
-    from server.online.ann import AnnIndex, AnnView, view_of
-    from server.online.catalogue import Catalogue
+    from pocketrank.server.online import ann
+    from pocketrank.server.online.ann import AnnIndex, AnnView, view_of
+    from pocketrank.server.online.catalogue import Catalogue
 
     faiss.omp_set_num_threads(1)
     try:

@@ -37,14 +37,14 @@ def _times(fn, runs: int = RUNS) -> np.ndarray:
 def main(argv: list[str]) -> int:
     import torch
 
-    from exporter.parity import session
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
-    from server.training import seqmodel
-    from server.training.history import load_history
-    from shared.schemas import EVENT_TYPES
-    from shared.sequence import encoder_feed
+    from pocketrank.exporter.parity import session
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.train import export_job, train_job
+    from pocketrank.server.training import seqmodel
+    from pocketrank.server.training.history import load_history
+    from pocketrank.shared.schemas import EVENT_TYPES
+    from pocketrank.shared.sequence import encoder_feed
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="pocketrank-seqbench-") as tmp:

@@ -54,17 +54,17 @@ def build_catalogue(seed: int = 0):
 def export_fresh_ranker(path: Path) -> None:
     import torch
 
-    from exporter.onnx_export import export_ranker
-    from server.training.model import ClickModel
+    from pocketrank.exporter.onnx_export import export_ranker
+    from pocketrank.server.training.model import ClickModel
 
     torch.manual_seed(0)
     export_ranker(ClickModel(DIM, 128), path, DIM)
 
 
 def seed(store, items, vectors, users, tastes, ranker: Path, home: Path) -> None:
-    from server.online import segments
-    from server.stores.base import UserRecord
-    from shared.features import UserState
+    from pocketrank.server.online import segments
+    from pocketrank.server.stores.base import UserRecord
+    from pocketrank.shared.features import UserState
 
     store.put_items(items, vectors)
     records = {u["user_id"]: UserRecord(UserState(tastes[i] * 5.0, 5.0, 10), 0, updated_at=time.time())
@@ -86,8 +86,8 @@ class Server:
         env = {**env, "POCKETRANK_BIND": f"127.0.0.1:{port}", "POCKETRANK_WORKERS": "2",
                "POCKETRANK_UPDATER": "external" if external else "embedded", "PYTHONPATH": str(REPO),
                "POCKETRANK_ADDRESS_RATE": "0"}  # a load generator on one address, not a device
-        self.procs = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf",
-                                        "server.wsgi:app"], env=env, cwd=REPO,
+        self.procs = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:pocketrank.server.gunicorn_conf",
+                                        "pocketrank.server.wsgi:app"], env=env, cwd=REPO,
                                        stdout=open(logdir / "gunicorn.log", "ab"), stderr=subprocess.STDOUT)]
         if external:
             self.procs.append(subprocess.Popen([sys.executable, "-m", "pocketrank", "updater", "--idle-wait", "1"],
@@ -192,8 +192,8 @@ def bench_recommendations(client: Client, seconds: float, rates) -> list[dict]:
 
 def retrieval_cost(vectors: dict) -> dict:
     """Exact top-200 over the whole catalogue, one thread: why there is no ANN index."""
-    from server.online.catalogue import Catalogue
-    from server.online.ranker import Ranker
+    from pocketrank.server.online.catalogue import Catalogue
+    from pocketrank.server.online.ranker import Ranker
 
     ids = np.arange(1, N_ITEMS + 1, dtype=np.int64)
     cat = Catalogue(ids, np.stack([vectors[int(i)] for i in ids]), {}, {})
@@ -219,7 +219,7 @@ def start_redis(workdir: Path):
     binary = shutil.which("redis-server")
     if binary is None:
         return None, None
-    from demo_app.localserver import free_port
+    from pocketrank.demo_app.localserver import free_port
 
     port = free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
@@ -230,7 +230,7 @@ def start_redis(workdir: Path):
 
 
 def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, quick: bool) -> dict:
-    from demo_app.localserver import free_port
+    from pocketrank.demo_app.localserver import free_port
 
     t0 = time.perf_counter()
     seed(store, *data, ranker, home)
@@ -296,7 +296,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--backends", default="sqlite,redis")
     args = parser.parse_args(argv)
-    from server.stores import SQLiteStore
+    from pocketrank.server.stores import SQLiteStore
 
     load_at_start = os.getloadavg()[0]  # the figures mean little on a busy machine: say how busy it was
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
@@ -318,7 +318,7 @@ def main(argv: list[str]) -> int:
                 if url is None:
                     log("\n== redis: skipped (no redis-server binary; apt-get install redis-server)")
                     continue
-                from server.stores.redis import RedisStore
+                from pocketrank.server.stores.redis import RedisStore
 
                 env["POCKETRANK_REDIS_URL"] = url
                 store = RedisStore(url)

@@ -98,7 +98,7 @@ def _prc1_raw(ids: np.ndarray, scores: np.ndarray, dim: int = 64) -> bytes:
 
 
 def record_sizes(n_users: int = 1000, n_items: int = 50_000, n_cand: int = 200) -> dict:
-    from shared import wire
+    from pocketrank.shared import wire
 
     rng = np.random.default_rng(0)
     lists = zipf_lists(rng, n_items, n_cand)
@@ -151,7 +151,7 @@ def _change_items(root: Path, share: float = 0.01, seed: int = 3) -> list[int]:
     """Change the price of `share` of the catalogue's items (their vectors and the lists stay as they are)."""
     import dataclasses
 
-    from server.home import Home
+    from pocketrank.server.home import Home
 
     store = Home(root).store()
     items = store.items()
@@ -164,10 +164,10 @@ def _change_items(root: Path, share: float = 0.01, seed: int = 3) -> list[int]:
 def _change_one_percent(root: Path, version: int, users: list[str]) -> dict[str, int]:
     """Replace 2 of each user's 200 candidates in `version`'s records (signed as a publish would);
     returns each user's new full record size."""
-    from exporter.signing import load_private
-    from server.home import Home
-    from server.stores.base import RecordRow
-    from shared import wire
+    from pocketrank.exporter.signing import load_private
+    from pocketrank.server.home import Home
+    from pocketrank.server.stores.base import RecordRow
+    from pocketrank.shared import wire
 
     h = Home(root)
     store = h.store()
@@ -194,7 +194,7 @@ class Gunicorn:
     """The production command line (server/wsgi.py's docstring) on a loopback port."""
 
     def __init__(self, root: Path, log: Path, workers: int = 2):
-        from demo_app.localserver import free_port
+        from pocketrank.demo_app.localserver import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -205,8 +205,8 @@ class Gunicorn:
                # Production runs the updater as its own process; none is needed here.
                "POCKETRANK_UPDATER": "external"}
         self.log = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf",
-                                      "server.wsgi:app"], env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:pocketrank.server.gunicorn_conf",
+                                      "pocketrank.server.wsgi:app"], env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=Path(__file__).resolve().parents[1])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -311,8 +311,8 @@ def in_process(root: Path, scenarios: dict, profile: bool) -> dict:
     import cProfile
     import pstats
 
-    from server.api.app import create_app
-    from server.config import Config
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.config import Config
 
     api = create_app(Config(home=root, sync_rate=0, address_rate=0, updater="external")).test_client()
     out = {}
@@ -356,9 +356,9 @@ def scale(n_users: int, root: Path, n_items: int = 50_000, n_cand: int = 200) ->
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from tqdm import tqdm
 
-    from server.stores.base import RecordRow
-    from server.stores.sqlite import SQLiteStore
-    from shared import wire
+    from pocketrank.server.stores.base import RecordRow
+    from pocketrank.server.stores.sqlite import SQLiteStore
+    from pocketrank.shared import wire
 
     rng = np.random.default_rng(0)
     gen = zipf_lists(rng, n_items, n_cand)
@@ -417,9 +417,9 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-    from edge_runtime import EdgeClient
-    from server.bundle.publish import publish_job
-    from server.home import Home
+    from pocketrank.edge_runtime import EdgeClient
+    from pocketrank.server.bundle.publish import publish_job
+    from pocketrank.server.home import Home
 
     out: dict = {}
     rec = out["records"] = record_sizes()

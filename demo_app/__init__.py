@@ -1,1 +1,1 @@
-"""The offline demo: a scripted end-to-end scenario and a phone-shaped device app (demo_app.stack)."""
+"""The offline demo: a scripted end-to-end scenario and a phone-shaped device app (pocketrank.demo_app.stack)."""

@@ -18,8 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from edge_runtime import EdgeClient, PocketrankError
-from shared.schemas import check_item_id
+from pocketrank.edge_runtime import EdgeClient, PocketrankError
+from pocketrank.shared.schemas import check_item_id
 
 SOURCE_LABELS = {"server": "server", "edge": "on-device rerank", "cache": "cache", "popular": "popular"}
 

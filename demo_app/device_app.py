@@ -16,7 +16,7 @@ import httpx
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from edge_runtime import PocketrankError, ValidationError
+from pocketrank.edge_runtime import PocketrankError, ValidationError
 
 from . import metrics
 from .device import Device

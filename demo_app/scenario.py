@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_runtime import EdgeClient, Recommendation
+from pocketrank.edge_runtime import EdgeClient, Recommendation
 
 from .localserver import LocalServer, published
 
@@ -152,7 +152,7 @@ def run(home: Path | None = None, epochs: int | None = None, out=print) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo_app", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pocketrank.demo_app", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=None, help="server home (default: var/demo)")
     parser.add_argument("--epochs", type=int, default=None,
@@ -174,5 +174,5 @@ def main(argv: list[str] | None = None) -> int:
     # From a terminal, the story hands over to the clickable app; CI (no TTY) is done here.
     if code == 0 and not args.no_serve and sys.stdin.isatty():
         return serve(prepare(args.home, args.epochs, only_if_missing=True), port=port)
-    print("\n   the clickable phone app: .venv/bin/python -m demo_app --serve   (or: make demo-app)")
+    print("\n   the clickable phone app: .venv/bin/python -m pocketrank.demo_app --serve   (or: make demo-app)")
     return code

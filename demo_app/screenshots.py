@@ -1,4 +1,4 @@
-"""`python -m demo_app.screenshots`: refresh the README's screenshots of the demo app.
+"""`python -m pocketrank.demo_app.screenshots`: refresh the README's screenshots of the demo app.
 
 Starts the interactive stack on a published home (default var/demo, set up as
 `make demo` does when it has no bundle yet), clicks through a short session in
@@ -127,7 +127,7 @@ def capture(home: Path, out_dir: Path, out=print) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo_app.screenshots", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pocketrank.demo_app.screenshots", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=Path("var") / "demo", help="published server home (default: var/demo)")
     parser.add_argument("--out", type=Path, default=Path("docs") / "screenshots")

@@ -5,7 +5,7 @@
                                                                                         ^
                                                                                  browser: / and /operator
 
-`pocketrank demo` and `python -m demo_app --serve` run `serve()`; the browser
+`pocketrank demo` and `python -m pocketrank.demo_app --serve` run `serve()`; the browser
 tests and the screenshot command use `DemoStack` directly.
 """
 

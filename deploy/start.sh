@@ -17,7 +17,7 @@ sed -e "s|__LISTEN__|$port|" -e "s|__UPSTREAM__|$upstream|" -e "s|__RUN__|$run|g
 
 # nginx rewrites X-Forwarded-For with the peer's address: the app trusts exactly that one hop.
 export POCKETRANK_PROXY_HOPS="${POCKETRANK_PROXY_HOPS:-1}"
-POCKETRANK_BIND="$upstream" "${PYTHON:-python}" -m gunicorn -c python:server.gunicorn_conf server.wsgi:app &
+POCKETRANK_BIND="$upstream" "${PYTHON:-python}" -m gunicorn -c python:pocketrank.server.gunicorn_conf pocketrank.server.wsgi:app &
 app=$!
 nginx="$(command -v nginx || echo /usr/sbin/nginx)"  # Debian puts it in sbin, not always on PATH
 "$nginx" -e stderr -p "$run" -c "$run/nginx.conf" -g "daemon off;" &

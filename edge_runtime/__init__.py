@@ -5,7 +5,7 @@ Caches candidate lists, item vectors and the int8 ONNX ranker on the device
 locally when the network is poor, and uploads events exactly once. Never
 imports torch; onnxruntime is imported on the first rerank.
 
-The names below load on first use (PEP 562), so `edge_runtime.cli` can be
+The names below load on first use (PEP 562), so `pocketrank.edge_runtime.cli` can be
 imported by the `pocketrank` command without pulling in numpy or httpx.
 """
 

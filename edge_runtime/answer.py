@@ -2,7 +2,7 @@
 
 The manifest, each record and each item entry carry their own signatures (edge_runtime/trust.py,
 edge_runtime/items.py). What is only true of one answer is sealed by the server for it (wire 6,
-shared.wire.seal_message): the users' live states, which listed users have no record, and a digest of
+pocketrank.shared.wire.seal_message): the users' live states, which listed users have no record, and a digest of
 each list's current item entries. This module checks the envelope's shape before anything reads it (so
 a hostile answer is an IntegrityError, never a TypeError), verifies the seal, and compares each list's
 digest with the entries the device will hold once the answer applies. docs/sync-protocol.md §6.
@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared import wire
-from shared.errors import IntegrityError
+from pocketrank.shared import wire
+from pocketrank.shared.errors import IntegrityError
 
 from .trust import verify_seal
 

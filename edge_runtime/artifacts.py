@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.wire import sha256_hex
+from pocketrank.shared.wire import sha256_hex
 
 from .errors import IntegrityError, StorageError
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
-from shared.features import UserState
+from pocketrank.shared.features import UserState
 
 from . import schema
 from .artifacts import ArtifactFiles

@@ -1,7 +1,7 @@
 """`pocketrank device ...`: the SDK from a terminal, one device database standing in for a phone.
 
 Imports only click until a command runs, and never torch or flask, so it works
-on an edge install (`python -m edge_runtime.cli ...` where the server package
+on an edge install (`python -m pocketrank.edge_runtime.cli ...` where the server package
 is absent). Settings come from options or POCKETRANK_* environment variables.
 """
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from shared.schemas import check_id, check_item_id, validate_event
+from pocketrank.shared.schemas import check_id, check_item_id, validate_event
 
 from . import sequence
 from .cache import DeviceCache

@@ -1,4 +1,4 @@
-"""The SDK's errors: the project's one hierarchy (shared.errors) plus what only a device meets.
+"""The SDK's errors: the project's one hierarchy (pocketrank.shared.errors) plus what only a device meets.
 
 Every error an EdgeClient raises on purpose derives from PocketrankError, so an
 app can catch that one type.
@@ -6,7 +6,7 @@ app can catch that one type.
 
 from __future__ import annotations
 
-from shared.errors import (  # re-exported: the SDK's whole hierarchy in one place
+from pocketrank.shared.errors import (  # re-exported: the SDK's whole hierarchy in one place
     IntegrityError,
     ModelError,
     PocketrankError,

@@ -3,7 +3,7 @@
 Issue 7's last part replaces the whole-catalogue `items` and `catalog`
 artifacts with one signed entry per item that the device's candidate lists (or
 the cold-start popular list) reference. This module holds the device's pure
-checks: each entry's signature over shared.wire.item_message (the manifest's
+checks: each entry's signature over pocketrank.shared.wire.item_message (the manifest's
 model version, the item index, sha256 of the raw entry), its layout, its dim,
 its external id (the marketplace's own product id, wire 5), and the caps; and
 which items the held lists reference. edge_runtime/sync.py applies what passes,
@@ -27,9 +27,9 @@ import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared import wire
-from shared.errors import IntegrityError, SignatureError, ValidationError
-from shared.schemas import check_item_id
+from pocketrank.shared import wire
+from pocketrank.shared.errors import IntegrityError, SignatureError, ValidationError
+from pocketrank.shared.schemas import check_item_id
 
 # 50 users x 200 candidates, plus the popular list, fit with room to spare.
 MAX_ITEM_ENTRIES = 20_000
@@ -57,7 +57,7 @@ def verify_items(entries: object, model_version: str, dim: int, public_key: Ed25
     All or nothing: one bad entry refuses the whole answer (SignatureError for a
     signature that does not verify under this model version, IntegrityError for
     anything malformed), so the caller keeps its previous state. An entry's
-    external id must be a valid product id (shared.schemas.check_item_id; an
+    external id must be a valid product id (pocketrank.shared.schemas.check_item_id; an
     empty one is refused), and name one product only: two entries of the answer,
     or an entry and one of the `held` entries that stay (external id -> index),
     with the same external id and different indexes are refused (IntegrityError).

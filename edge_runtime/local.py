@@ -3,7 +3,7 @@
 In order: `edge` (the int8 ranker over the cached candidates with the
 on-device user state), `cache` (the candidates in the server's order, when
 there is no usable ranker or state), `popular` (no candidates for this user).
-Business rules (shared.rules, as on the server) drop items this user consumed
+Business rules (pocketrank.shared.rules, as on the server) drop items this user consumed
 on the device and cap items per category; dropping out-of-stock items is an
 option (off by default: the stock flags are as old as the bundle, and
 docs/wire-format.md §12 specifies the device without it). If the rules leave
@@ -22,8 +22,8 @@ from collections.abc import Callable, Set
 
 import numpy as np
 
-from shared.features import ranker_inputs, user_vector
-from shared.rules import apply_rules
+from pocketrank.shared.features import ranker_inputs, user_vector
+from pocketrank.shared.rules import apply_rules
 
 from .cache import DeviceCache, Snapshot
 from .rerank import LocalRanker, ModelSlot
@@ -106,7 +106,7 @@ class LocalRecommender:
             if not np.all(np.isfinite(scores)):  # a damaged model or state: the server's order, never NaN order
                 scores = None
         if scores is not None:
-            order = np.lexsort((cands.ids, -scores))  # best first, ties by id: as shared.rules.top_by_score
+            order = np.lexsort((cands.ids, -scores))  # best first, ties by id: as pocketrank.shared.rules.top_by_score
             source = "edge"
         else:
             scores, order, source = cands.scores, np.arange(len(cands.ids)), "cache"

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared.schemas import Event
+from pocketrank.shared.schemas import Event
 
 from .cache import DeviceCache
 from .errors import StorageError

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared import wire
-from shared.errors import IntegrityError
+from pocketrank.shared import wire
+from pocketrank.shared.errors import IntegrityError
 
 from .rowsum import blob_sum, packed_sum
 

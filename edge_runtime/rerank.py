@@ -13,8 +13,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from shared.errors import ModelError
-from shared.features import ranker_inputs
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.features import ranker_inputs
 
 EXPECTED_INPUTS = ("user", "items")
 EXPECTED_OUTPUTS = ("scores",)

@@ -4,7 +4,7 @@ A bundle whose manifest says `user_encoder: sequence` ships the model's
 encoder (the `encoder` artifact, int8 ONNX). The device keeps each user's
 history (table user_history): the server's recent events for the user as of
 the last sync, then every event tracked here since, so a click made offline
-moves the next ranking at once. The feed is shared.sequence.encoder_feed over
+moves the next ranking at once. The feed is pocketrank.shared.sequence.encoder_feed over
 the vectors of the held item entries, the function the server builds its own
 feed with, so the device's user vector is the server's for the same history
 (exporter/sequence_parity.py gates the int8 graph against the server's fp32
@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from shared.errors import ModelError
-from shared.sequence import encoder_feed
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.sequence import encoder_feed
 
 from .rerank import DEFAULT_MAX_BYTES, load_session
 from .rowsum import row_sum

@@ -42,9 +42,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared import wire
-from shared.features import DECAY, TYPE_WEIGHTS, UserState
-from shared.schemas import EVENT_TYPES
+from pocketrank.shared import wire
+from pocketrank.shared.features import DECAY, TYPE_WEIGHTS, UserState
+from pocketrank.shared.schemas import EVENT_TYPES
 
 from . import sequence as seq
 from .answer import StaleEntries, check_answered, check_envelope, stale_lists, verify_answer_seal

@@ -7,7 +7,7 @@ budget. A download cut off part-way raises TransportError with the bytes that
 did arrive in `partial`, so the caller can keep them and resume with Range.
 
 Every JSON answer is capped: in bytes while it streams (MAX_JSON_BYTES; a sync answer names its own,
-larger cap) and in nesting depth when parsed (shared.wire.loads, which also refuses NaN, Infinity and
+larger cap) and in nesting depth when parsed (pocketrank.shared.wire.loads, which also refuses NaN, Infinity and
 numbers that overflow to them). An endless or hostile answer costs at most the cap and is never held
 whole in memory; it is refused as a TransportError (the server's answer could not be used, like one
 that is not JSON at all), so every caller's retry and backoff applies: flush() keeps its batch,
@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
-from shared import wire
-from shared.errors import IntegrityError, TransportError
+from pocketrank.shared import wire
+from pocketrank.shared.errors import IntegrityError, TransportError
 
 # An upload's or a recommendation's answer is a few KB (100 results, 100 items); 4 MiB leaves room and
 # bounds what a hostile or endless answer costs.

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared.errors import SignatureError, ValidationError
-from shared.wire import parse_manifest, record_message, seal_message
+from pocketrank.shared.errors import SignatureError, ValidationError
+from pocketrank.shared.wire import parse_manifest, record_message, seal_message
 
 
 def load_public_key(hex_key: str) -> Ed25519PublicKey:
@@ -67,7 +67,7 @@ def _expired(manifest: dict, now: float, clock_offset: float | None) -> str:
 
 
 def verify_record(public_key: Ed25519PublicKey, version: int, user_id: str, raw_sha256: bytes, signature: bytes) -> None:
-    """Raise SignatureError unless `signature` signs (version, user_id, raw_sha256) as shared.wire.record_message.
+    """Raise SignatureError unless `signature` signs (version, user_id, raw_sha256) as pocketrank.shared.wire.record_message.
 
     `version` is the verified manifest's: a record signed for another version
     (a replayed or mixed-in list) or for another user does not verify.
@@ -81,10 +81,10 @@ def verify_record(public_key: Ed25519PublicKey, version: int, user_id: str, raw_
 
 def verify_seal(public_key: Ed25519PublicKey, version: int, cursor: int, model_version: str, block: bytes,
                 seal_b64: object) -> None:
-    """Raise SignatureError unless `seal_b64` signs shared.wire.seal_message(version, cursor, model, block).
+    """Raise SignatureError unless `seal_b64` signs pocketrank.shared.wire.seal_message(version, cursor, model, block).
 
     `version` and `model_version` are the verified manifest's, `cursor` the one the device asked with, and
-    `block` shared.wire.sealed_block of the answer's states, unknown users and list digests: a state forged
+    `block` pocketrank.shared.wire.sealed_block of the answer's states, unknown users and list digests: a state forged
     or taken from another answer, a user marked unknown, or a list digest changed does not verify."""
     try:
         signature = base64.b64decode(seal_b64, validate=True)  # type: ignore[arg-type]  # checked by the except

@@ -1,6 +1,6 @@
 """The device's real-time user state: every tracked event folded in at once, offline too.
 
-The fold is shared.features.update_user_state, the function the server's
+The fold is pocketrank.shared.features.update_user_state, the function the server's
 real-time layer runs on the same events, so the device and the server hold
 the same vector for the same history. Items the user clicked, carted or bought
 are remembered so the local rerank can leave them out.
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from shared.features import UserState, query_vector, update_user_state
+from pocketrank.shared.features import UserState, query_vector, update_user_state
 
 from .cache import DeviceCache, drop_damaged_state, state_ok
 from .rowsum import state_sum

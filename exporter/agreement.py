@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.training import ranking_metrics
+from pocketrank.server.training import ranking_metrics
 
 
 def order(scores: np.ndarray) -> np.ndarray:
@@ -53,6 +53,6 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
     """Binary-gain nDCG@k of the candidates ranked by `scores` (0 without positives):
-    server.training.ranking_metrics.ndcg_at_k over candidate positions."""
+    pocketrank.server.training.ranking_metrics.ndcg_at_k over candidate positions."""
     positives = set(np.flatnonzero(np.asarray(labels, dtype=bool)).tolist())
     return ranking_metrics.ndcg_at_k(order(scores)[:k].tolist(), positives, k)

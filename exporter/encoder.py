@@ -1,10 +1,10 @@
 """The user tower as a graph: recent events' item vectors -> the user vector.
 
-The user vector is not a learned network but shared.features' fold: a
+The user vector is not a learned network but pocketrank.shared.features' fold: a
 decayed, event-type weighted mean of the item vectors of the user's events.
 Folded over a sequence it has a closed form, S / W with S = sum(w_i v_i) and
-W = sum(w_i), where w_i are shared.features.sequence_weights of the events
-that move the fold (exporter.parity.encoder_inputs builds the feed). This
+W = sum(w_i), where w_i are pocketrank.shared.features.sequence_weights of the events
+that move the fold (pocketrank.exporter.parity.encoder_inputs builds the feed). This
 module is that closed form as a torch module, so it exports to ONNX beside the
 ranker and a device without Python (or without shared) computes the same
 vector.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# shared.features.user_vector returns zeros when the total weight is at most
+# pocketrank.shared.features.user_vector returns zeros when the total weight is at most
 # this (no weighted event yet); the graph does the same.
 EMPTY_WEIGHT = 1e-9
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from shared.errors import ModelError
+from pocketrank.shared.errors import ModelError
 
 from .encoder import SequenceEncoder
 
@@ -40,7 +40,7 @@ def export_ranker(click_model: torch.nn.Module, path: Path, dim: int) -> dict:
 
 
 def export_encoder(path: Path, dim: int) -> dict:
-    """(items (L, dim), weights (L,)) -> user (1, dim), L free: shared.features' fold as a graph."""
+    """(items (L, dim), weights (L,)) -> user (1, dim), L free: pocketrank.shared.features' fold as a graph."""
     length = torch.export.Dim("events", min=1, max=MAX_ROWS)
     example = (torch.randn(TRACE_ROWS, dim), torch.rand(TRACE_ROWS))
     _export(SequenceEncoder(), example, path, ENCODER_INPUTS, ENCODER_OUTPUTS,

@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from shared.errors import ModelError
-from shared.features import TYPE_WEIGHTS, fold_events, sequence_weights, user_vector
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.features import TYPE_WEIGHTS, fold_events, sequence_weights, user_vector
 
 from . import agreement
 
@@ -150,7 +150,7 @@ ENCODER_ATOL = 1e-5
 def encoder_inputs(vectors: np.ndarray, types: list[str]) -> dict[str, np.ndarray]:
     """The encoder's feed for events oldest first: only the events that move the fold.
 
-    shared.features.update_user_state neither adds nor decays on an event of
+    pocketrank.shared.features.update_user_state neither adds nor decays on an event of
     weight 0 (an impression), while sequence_weights counts it as a step of
     decay; so the weights are taken over the moving events alone.
     """
@@ -160,7 +160,7 @@ def encoder_inputs(vectors: np.ndarray, types: list[str]) -> dict[str, np.ndarra
 
 
 def check_encoder(path: Path, sequences: list[tuple[np.ndarray, list[str]]], dim: int) -> dict:
-    """The encoder graph against shared.features' event-by-event fold on real sequences.
+    """The encoder graph against pocketrank.shared.features' event-by-event fold on real sequences.
 
     `sequences` are (item vectors (L, dim), event types) oldest first. Raises
     ModelError beyond ENCODER_ATOL: the device's state must be the server's.
@@ -174,5 +174,5 @@ def check_encoder(path: Path, sequences: list[tuple[np.ndarray, list[str]]], dim
     report = {"max_abs_diff_vs_fold": worst, "sequences": len(sequences),
               "max_events": max((len(t) for _, t in sequences), default=0), "limit": ENCODER_ATOL}
     if worst > ENCODER_ATOL:
-        raise ModelError(f"encoder differs from shared.features' fold by {worst:.2e} > {ENCODER_ATOL}; not publishing")
+        raise ModelError(f"encoder differs from pocketrank.shared.features' fold by {worst:.2e} > {ENCODER_ATOL}; not publishing")
     return report

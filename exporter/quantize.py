@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from shared.errors import ModelError
+from pocketrank.shared.errors import ModelError
 
 QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "MatMulIntegerToFloat", "QGemm"}
 FLOAT_MATMULS = {"MatMul", "Gemm"}

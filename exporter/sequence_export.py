@@ -1,10 +1,10 @@
 """torch -> ONNX for the sequence model: its user encoder (fp32 and int8) and its retrieval-order ranker.
 
 The encoder graph takes one user's history as item vectors (1, L, dim), event
-type codes (1, L) and time-gap buckets (1, L) (shared.sequence.encoder_feed
+type codes (1, L) and time-gap buckets (1, L) (pocketrank.shared.sequence.encoder_feed
 builds the feed on both sides) and gives the user vector (1, dim); L is free
 up to the model's max_len. Its int8 version quantizes every constant weight
-matmul (exporter.quantize: the attention and feed-forward layers), the
+matmul (pocketrank.exporter.quantize: the attention and feed-forward layers), the
 compute the device runs per recommendation.
 
 When no learned ranker beats retrieval order on validation, the published

@@ -1,7 +1,7 @@
 """Parity gates of a sequence model: torch (training) vs fp32 ONNX (the server) vs int8 ONNX (the device).
 
 Judged on real users: each gate user's history before their last product,
-fed to the graphs through shared.sequence.encoder_feed (the function both
+fed to the graphs through pocketrank.shared.sequence.encoder_feed (the function both
 the server and the device build their feed with) and to torch through
 training's own padding. Each user vector ranks the whole catalogue (the
 history left out); the gates compare the top 10s and the nDCG@10 of the
@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from server.training.ranking_metrics import ndcg_at_k
-from shared.errors import ModelError
-from shared.schemas import EVENT_TYPES
-from shared.sequence import encoder_feed
+from pocketrank.server.training.ranking_metrics import ndcg_at_k
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.schemas import EVENT_TYPES
+from pocketrank.shared.sequence import encoder_feed
 
 from . import agreement
 from .parity import session

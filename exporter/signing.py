@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.errors import SignatureError
+from pocketrank.shared.errors import SignatureError
 
 PRIVATE_NAME = "signing.key"
 PUBLIC_NAME = "signing.pub"

@@ -13,11 +13,11 @@ from pathlib import Path
 def movielens_home(root: Path, epochs: int, kind: str = "sequence", n_users: int = 100, publish: bool = True,
                    seed: int = 42):
     """Import MovieLens-100k into a new home at `root`, train `kind` for `epochs`, export (gating on `n_users`
-    users) and publish; returns the server.home.Home."""
-    from server.bundle.publish import publish_job
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    users) and publish; returns the pocketrank.server.home.Home."""
+    from pocketrank.server.bundle.publish import publish_job
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.train import export_job, train_job
 
     home = Home(Path(root))
     store = home.store()

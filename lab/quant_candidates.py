@@ -1,4 +1,4 @@
-"""The quantization methods the shipped one (exporter.quantize) was measured against.
+"""The quantization methods the shipped one (pocketrank.exporter.quantize) was measured against.
 
 bench/edge_model.py builds each of these from the same fp32 ranker and prints
 size, speed and agreement with fp32 side by side, and how many of the weight
@@ -21,9 +21,9 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from exporter.onnx_export import strip
-from exporter.parity import HeldOut
-from exporter.quantize import _constant_weight, int8_matmuls, runtime_op_counts
+from pocketrank.exporter.onnx_export import strip
+from pocketrank.exporter.parity import HeldOut
+from pocketrank.exporter.quantize import _constant_weight, int8_matmuls, runtime_op_counts
 
 
 def weight_nodes(fp32_path: Path) -> tuple[list[str], list[str]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.online.versions import save_vectors
+from pocketrank.server.online.versions import save_vectors
 
 
 def derive_version(home: Path, store, name: str, shuffle_seed: int | None = None) -> str:

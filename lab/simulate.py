@@ -26,10 +26,10 @@ import numpy as np
 
 from lab import simulator as simmod
 from lab.simulator import CATEGORIES, MarketplaceSimulator, SimConfig
-from server.release.canary import bucket
-from shared.errors import ValidationError
-from shared.features import UserState, update_user_state, user_vector
-from shared.schemas import Event
+from pocketrank.server.release.canary import bucket
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.features import UserState, update_user_state, user_vector
+from pocketrank.shared.schemas import Event
 
 
 @dataclass
@@ -222,14 +222,14 @@ def fit_item_model(events: list[Event], item_category: dict[int, int], n_categor
     harder, so a new product starts from its category's vector. Logged events and the catalogue's
     categories are all it reads.
 
-    weights (aligned with events; server.release.holdout.recency_weights): each impression's loss term and
+    weights (aligned with events; pocketrank.server.release.holdout.recency_weights): each impression's loss term and
     each click's count in the popularity feature are weighted by its event's weight, so recent
     behaviour dominates; the user folds stay unweighted (serving folds the history unweighted too).
     category_bias: a popularity term per category (lightly regularised) on top of the item's own,
     so a category's shift in click odds is learned from all its items' impressions at once rather
     than item by item against the per-item shrinkage.
     """
-    from shared.features import TYPE_WEIGHTS
+    from pocketrank.shared.features import TYPE_WEIGHTS
 
     clicked = {(e.session_id, e.item_id) for e in events if e.type == "click"}
     sessions = {sid: n for n, sid in enumerate(sorted({e.session_id for e in events}))}

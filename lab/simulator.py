@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import ValidationError
-from shared.schemas import Event, Item
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.schemas import Event, Item
 
 CATEGORIES = ("Electronics", "Fashion", "Home", "Garden", "Sports", "Toys", "Beauty", "Books", "Grocery",
               "Automotive", "Pets", "Health", "Office", "Baby", "Jewelry", "Tools", "Music", "Outdoors")

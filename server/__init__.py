@@ -12,7 +12,7 @@
     monitoring/   CTR/bounce/revenue figures, drift, Prometheus metrics
     stores/       the store contract, SQLite and Redis
     data/         importers and MovieLens
-    wsgi, gunicorn_conf  the deployment entry (`gunicorn -c python:server.gunicorn_conf server.wsgi:app`)
+    wsgi, gunicorn_conf  the deployment entry (`gunicorn -c python:pocketrank.server.gunicorn_conf pocketrank.server.wsgi:app`)
 
 The `pocketrank` command is the top-level pocketrank package; research is in lab/ (not shipped).
 """

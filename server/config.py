@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ValidationError
+from pocketrank.shared.errors import ValidationError
 
 from . import default_home
 

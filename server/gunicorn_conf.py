@@ -1,4 +1,4 @@
-"""gunicorn settings for pocketrank (`-c python:server.gunicorn_conf`).
+"""gunicorn settings for pocketrank (`-c python:pocketrank.server.gunicorn_conf`).
 
 Workers are stateless (the state is in the store), so any number behind a
 load balancer answer alike. The app is not preloaded: each worker opens its own
@@ -28,8 +28,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 from gunicorn.glogging import Logger  # noqa: E402
 
-from server import logs  # noqa: E402
-from server.monitoring.service import mark_dead  # noqa: E402
+from pocketrank.server import logs  # noqa: E402
+from pocketrank.server.monitoring.service import mark_dead  # noqa: E402
 
 bind = os.environ.get("POCKETRANK_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("POCKETRANK_WORKERS", "2"))

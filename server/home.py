@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.errors import ModelError
+from pocketrank.shared.errors import ModelError
 
 from .stores.base import Store
 

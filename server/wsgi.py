@@ -1,4 +1,4 @@
-"""The WSGI entry point: `gunicorn -c python:server.gunicorn_conf server.wsgi:app`.
+"""The WSGI entry point: `gunicorn -c python:pocketrank.server.gunicorn_conf pocketrank.server.wsgi:app`.
 
 The Dockerfile's command and the tests' real server are this same line.
 Configuration comes from POCKETRANK_* environment variables (server/config.py).

@@ -45,7 +45,7 @@ class AuthError(PocketrankError):
 class TransportError(PocketrankError):
     """The server could not be reached, timed out, or answered with an error."""
 
-    # Set by edge_runtime.transport._error; class defaults for errors raised elsewhere.
+    # Set by pocketrank.edge_runtime.transport._error; class defaults for errors raised elsewhere.
     status_code: int | None = None
     retry_after: float | None = None
     partial: bytes = b""

@@ -44,8 +44,8 @@ def public_key(trained_home) -> str:
 
 @pytest.fixture
 def app(home):
-    from server.api.app import create_app
-    from server.config import Config
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.config import Config
 
     return create_app(Config(home=home))
 
@@ -60,8 +60,8 @@ def device(app, home, tmp_path):
     """An EdgeClient wired to the Flask app in-process (httpx's WSGI transport)."""
     import httpx
 
-    from edge_runtime import EdgeClient
-    from edge_runtime.transport import Transport
+    from pocketrank.edge_runtime import EdgeClient
+    from pocketrank.edge_runtime.transport import Transport
 
     transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://test"))
     key = (home / "keys" / "signing.pub").read_text().strip()

@@ -11,8 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from demo_app.localserver import free_port  # noqa: F401  (one copy: the demo's)
-from shared.schemas import Event, Item
+from pocketrank.demo_app.localserver import free_port  # noqa: F401  (one copy: the demo's)
+from pocketrank.shared.schemas import Event, Item
 
 _ids = itertools.count()
 

@@ -2,9 +2,9 @@
 
 import sqlite3
 
-from demo_app.localserver import LocalServer
-from demo_app.scenario import DEMO_USER, story
-from edge_runtime import EdgeClient
+from pocketrank.demo_app.localserver import LocalServer
+from pocketrank.demo_app.scenario import DEMO_USER, story
+from pocketrank.edge_runtime import EdgeClient
 
 
 def test_the_whole_loop(home, tmp_path):

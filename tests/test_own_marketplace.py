@@ -15,11 +15,11 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from demo_app.localserver import LocalServer
-from edge_runtime import EdgeClient
 from lab.sim_files import CATALOGUE_MAP, EVENTS_MAP, write_marketplace
 from lab.simulator import MarketplaceSimulator, SimConfig
 from pocketrank.cli import main
+from pocketrank.demo_app.localserver import LocalServer
+from pocketrank.edge_runtime import EdgeClient
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
 

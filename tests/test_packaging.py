@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import pocketrank
 from lab.installs import REPO, build_wheel, fresh_install
 from pocketrank import extras
 from tests.factories import free_port
@@ -28,20 +29,27 @@ def wheel(tmp_path_factory) -> Path:
 def test_the_wheel_carries_the_licence_type_markers_and_the_demo_files(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
-    assert {f"{p}/py.typed" for p in ("pocketrank", "server", "shared", "exporter", "edge_runtime")} <= names
-    assert {"demo_app/static/device.js", "demo_app/static/style.css", "demo_app/templates/device.html"} <= names
-    assert not any("__pycache__" in n or n.startswith(("tests/", "lab/", "bench/")) for n in names)
+    assert {f"pocketrank/{p}py.typed" for p in ("", "server/", "shared/", "exporter/", "edge_runtime/")} <= names
+    assert {"pocketrank/demo_app/static/device.js", "pocketrank/demo_app/static/style.css",
+            "pocketrank/demo_app/templates/device.html", "pocketrank/server/api/app.py"} <= names
+    assert not any("__pycache__" in n for n in names)
+
+
+def test_the_wheel_installs_one_import_package(wheel):
+    """Issue 18: no generic top-level server, shared, exporter, edge_runtime or demo_app in site-packages."""
+    tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"pocketrank", f"pocketrank-{pocketrank.__version__}.dist-info"}
 
 
 def _serving_third_party_modules() -> set[str]:
-    """Every third-party top-level module in the import graph of server.wsgi and the updater command,
+    """Every third-party top-level module in the import graph of pocketrank.server.wsgi and the updater command,
     read statically (module level and inside functions), except the lazy torch fallback for versions
     exported before item_vectors.npz existed (server/online/versions.py)."""
     project = ("server", "shared", "exporter", "edge_runtime", "pocketrank")  # pocketrank.server, installed
-    seen, queue, third = set(), ["server.wsgi", "server.online.serving", "server.stores.redis"], set()
+    seen, queue, third = set(), ["pocketrank.server.wsgi", "pocketrank.server.online.serving", "pocketrank.server.stores.redis"], set()
     while queue:
         name = queue.pop()
-        if name in seen or name == "server.training.model":
+        if name in seen or name == "pocketrank.server.training.model":
             continue
         seen.add(name)
         spec = importlib.util.find_spec(name)
@@ -110,7 +118,7 @@ def test_a_missing_dependency_names_the_extra_in_one_line(tmp_path):
 # Clean installs, from PyPI: minutes the first time, seconds from the pip cache in .pytest_cache.
 
 def _install(request, wheel, extra, tmp_path_factory):
-    cache = request.config.cache.mkdir("pip") if request.config.cache else None
+    cache = request.config.cache.mkdir("pip") if getattr(request.config, "cache", None) else None
     env = fresh_install(wheel, extra, tmp_path_factory.mktemp(f"venv-{extra}"), pip_cache=cache)
     print(f"\n[{extra}] installed in {env.seconds:.1f} s; site-packages {env.size_bytes() / 1e6:.1f} MB "
           f"({len(env.distributions())} distributions)")
@@ -134,7 +142,7 @@ def test_an_edge_only_install_runs_the_device_and_names_the_extra_for_server_com
         assert env.run(pocketrank, *args, "--help").returncode == 0  # help still works
     status = env.run(pocketrank, "device", "--db", str(tmp_path / "phone.sqlite"), "status")
     assert status.returncode == 0, status.stderr
-    probe = env.run(str(env.python), "-c", "import edge_runtime, importlib.util as u; "
+    probe = env.run(str(env.python), "-c", "import pocketrank.edge_runtime as edge_runtime, importlib.util as u; "
                     "print(u.find_spec('torch') is None, u.find_spec('flask') is None)")
     assert probe.stdout.split() == ["True", "True"], probe.stderr
 
@@ -143,12 +151,16 @@ def test_an_edge_only_install_runs_the_device_and_names_the_extra_for_server_com
 def test_a_serve_only_install_serves_a_trained_home_without_torch(request, wheel, tmp_path_factory, home, tmp_path):
     env = _install(request, wheel, "serve", tmp_path_factory)
     assert not {"torch", "scipy", "matplotlib", "pyarrow", "onnx", "optuna"} & env.distributions()
-    assert env.run(str(env.python), "-c", "import server.wsgi", env={"POCKETRANK_HOME": str(home)}).returncode == 0
+    assert env.run(str(env.python), "-c", "import pocketrank.server.wsgi", env={"POCKETRANK_HOME": str(home)}).returncode == 0
+    names = env.run(str(env.python), "-c", "import importlib.util as u; "
+                    "print([n for n in ('server', 'shared', 'exporter', 'edge_runtime', 'demo_app') if u.find_spec(n)])",
+                    cwd=tmp_path)
+    assert names.stdout.strip() == "[]", names.stderr  # only pocketrank.server and its siblings
     train = env.run(str(env.bin("pocketrank")), "train", "--home", str(home))
     assert train.returncode == 2 and "pip install 'pocketrank[server]'" in train.stderr
     port = free_port()
     log = tmp_path / "gunicorn.log"
-    proc = subprocess.Popen([str(env.bin("gunicorn")), "-c", "python:server.gunicorn_conf", "server.wsgi:app"],
+    proc = subprocess.Popen([str(env.bin("gunicorn")), "-c", "python:pocketrank.server.gunicorn_conf", "pocketrank.server.wsgi:app"],
                             cwd=tmp_path, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             env={"PATH": "/usr/bin:/bin", "POCKETRANK_HOME": str(home), "POCKETRANK_WORKERS": "1",
                                  "POCKETRANK_BIND": f"127.0.0.1:{port}"})

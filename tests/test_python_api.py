@@ -12,7 +12,7 @@ import pytest
 
 import pocketrank
 from pocketrank.cli import main
-from shared.errors import DataError
+from pocketrank.shared.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "python-api.md"
@@ -23,7 +23,7 @@ def python_blocks() -> list[str]:
 
 
 def test_importing_pocketrank_loads_no_server_code():
-    code = "import sys, pocketrank; pocketrank.__version__; print(sorted(m for m in sys.modules if m.startswith(('server', 'torch'))))"
+    code = "import sys, pocketrank; pocketrank.__version__; print(sorted(m for m in sys.modules if m.startswith(('pocketrank.server', 'server', 'torch'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from pocketrank.cli import main as cli
-from server.online.encoding import model_kind
-from shared.wire import parse_manifest
+from pocketrank.server.online.encoding import model_kind
+from pocketrank.shared.wire import parse_manifest
 from tests.factories import event_dict
 
 pytestmark = pytest.mark.slow  # trains a model
@@ -36,8 +36,8 @@ def test_train_on_a_file_of_your_own_makes_the_sequence_model(tmp_path):
 
 @pytest.fixture
 def api(sequence_home, tmp_path):
-    from server.api.app import create_app
-    from server.config import Config
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.config import Config
 
     home = tmp_path / "home"
     shutil.copytree(sequence_home, home)

@@ -31,10 +31,10 @@ import zstandard
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from shared import wire  # noqa: E402
-from shared.errors import ValidationError  # noqa: E402
-from shared.features import DECAY, TYPE_WEIGHTS, UserState, query_vector, update_user_state, user_vector  # noqa: E402
-from shared.schemas import validate_event, validate_item  # noqa: E402
+from pocketrank.shared import wire  # noqa: E402
+from pocketrank.shared.errors import ValidationError  # noqa: E402
+from pocketrank.shared.features import DECAY, TYPE_WEIGHTS, UserState, query_vector, update_user_state, user_vector  # noqa: E402
+from pocketrank.shared.schemas import validate_event, validate_item  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 

@@ -1,6 +1,6 @@
 """Beyond accuracy: vectorised top-k accuracy, coverage, popularity percentile, diversity, MMR.
 
-Accuracy here is the vectorised twin of server.training.ranking_metrics' pure functions (the
+Accuracy here is the vectorised twin of pocketrank.server.training.ranking_metrics' pure functions (the
 tests hold them together; nDCG@k is that module's own ndcg_at_k, row by row): P@k, R@k, binary-gain nDCG@k and MAP as Microsoft
 Recommenders defines it (precision at each hit in the top k, summed, over the
 user's number of relevant items).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from server.training.ranking_metrics import ndcg_at_k
+from pocketrank.server.training.ranking_metrics import ndcg_at_k
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from shared.errors import DataError, ModelError
+from pocketrank.shared.errors import DataError, ModelError
 
 from . import beyond
 from .data import read_csv, time_sorted_sequences

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.errors import DataError
+from pocketrank.shared.errors import DataError
 
 
 def _with_one(A: np.ndarray) -> np.ndarray:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from server.training.sequences import user_sequences
-from shared.errors import DataError
+from pocketrank.server.training.sequences import user_sequences
+from pocketrank.shared.errors import DataError
 
 
 @dataclass
@@ -53,7 +53,7 @@ def _index(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def movielens_100k(path: Path | None = None) -> Interactions:
     """MovieLens-100k ratings in u.data's row order, with user and item side data."""
-    from server.data import movielens
+    from pocketrank.server.data import movielens
 
     root = movielens.fetch(path)
     raw = np.loadtxt(root / "ml-100k.inter", skiprows=1, dtype=np.int64, delimiter="\t")
@@ -99,6 +99,6 @@ def read_csv(path: Path) -> Interactions:
 
 
 def time_sorted_sequences(data: Interactions) -> list[np.ndarray]:
-    """One item-index array per user, oldest first (ties: by item index, as server.data.movielens)."""
+    """One item-index array per user, oldest first (ties: by item index, as pocketrank.server.data.movielens)."""
     order = np.lexsort((data.items, data.users, data.timestamps))
     return user_sequences(data.users[order], data.items[order], data.n_users)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from shared.errors import DataError
+from pocketrank.shared.errors import DataError
 
 FIELDS = ("gender", "age_band", "occupation")
 
@@ -40,7 +40,7 @@ def zip_region(zip_code: str) -> str:
 
 def movielens_regions(path: Path | None = None) -> dict[str, str]:
     """External user id -> zip region, from MovieLens-100k's user file (the loader drops the zip)."""
-    from server.data import movielens
+    from pocketrank.server.data import movielens
 
     root = movielens.fetch(path)
     out = {}

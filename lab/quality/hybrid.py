@@ -41,7 +41,7 @@ def content_features(item_text: dict, item_ids: np.ndarray, min_token_count: int
                      title_weight: float = 0.5) -> np.ndarray:
     """(n_items, f) float features: genre multi-hot, year (scaled + decade one-hot), title tokens
     (each present token = title_weight: under a ridge, a smaller weight shrinks titles harder)."""
-    from shared.features import tokens
+    from pocketrank.shared.features import tokens
 
     rows = [item_text.get(str(i), ([], None, "")) for i in item_ids]
     genres = sorted({g for g, _, _ in rows for g in g})

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from server.training.ranking_metrics import ndcg_at_k
+from pocketrank.server.training.ranking_metrics import ndcg_at_k
 
 from . import beyond, peers
 from .content_rank import RankingContentMap, blend_vectors, content_profile
@@ -112,11 +112,11 @@ _FOLD_CACHE: dict = {}
 
 
 def _fold_model(train_seqs: list[np.ndarray], n_items: int, seed: int):
-    """The production model (server.training.train), memoised: protocols 2 and 4 share one fit per seed."""
+    """The production model (pocketrank.server.training.train), memoised: protocols 2 and 4 share one fit per seed."""
     import hashlib
 
-    from server.training.model import ModelConfig
-    from server.training.train import train
+    from pocketrank.server.training.model import ModelConfig
+    from pocketrank.server.training.train import train
 
     key = (n_items, seed, hashlib.sha1(b"".join(np.asarray(s, np.int64).tobytes() + b"|" for s in train_seqs)).hexdigest())
     if key not in _FOLD_CACHE:
@@ -126,7 +126,7 @@ def _fold_model(train_seqs: list[np.ndarray], n_items: int, seed: int):
 
 
 def _fold_scores(item_vecs: np.ndarray, histories: list[np.ndarray], length: int = 50) -> np.ndarray:
-    from server.training.evaluate import pooled_user
+    from pocketrank.server.training.evaluate import pooled_user
 
     U = np.stack([pooled_user(item_vecs, h, length) for h in histories])
     return U @ item_vecs.T
@@ -241,16 +241,16 @@ def protocol4(data: Interactions, seed: int, k: int = 10, n_users: int = 300, n_
     (minus items clicked since), reranked by the int8 ONNX ranker with the
     device's own up-to-date fold of the user state. Ratio of nDCG@k on the next item.
     """
-    from exporter.onnx_export import export_ranker
-    from exporter.parity import session
-    from exporter.quantize import quantize_ranker
+    from pocketrank.exporter.onnx_export import export_ranker
+    from pocketrank.exporter.parity import session
+    from pocketrank.exporter.quantize import quantize_ranker
 
     seqs = time_sorted_sequences(data)
     train, val, test = protocol2_split(seqs)
     fit_seqs = [np.append(t, v) if v >= 0 else t for t, v in zip(train, val)]
     model = _fold_model(fit_seqs, data.n_items, seed)  # protocol 2's model: all but the last item
     vecs = model.item_vectors().detach().numpy()
-    from server.training.evaluate import pooled_user, retrieve_and_rank
+    from pocketrank.server.training.evaluate import pooled_user, retrieve_and_rank
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "r.onnx", Path(tmp) / "r8.onnx"
@@ -330,7 +330,7 @@ def new_items(data: Interactions, seed: int, k: int = 10, beta: float | None = N
     Every score is a function of the new item's content alone. Random = the
     expected nDCG@k of a random order of the held-out items (20 seeded shuffles).
     """
-    from server.training.evaluate import pooled_user
+    from pocketrank.server.training.evaluate import pooled_user
 
     if new is None:
         new = new_items_mask(data.n_items, seed)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.training import sequences
+from pocketrank.server.training import sequences
 
 from .data import Interactions
 
@@ -47,7 +47,7 @@ def python_stratified_split(users: np.ndarray, items: np.ndarray, ratio: float =
 def protocol2_split(seqs: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Protocol 2: per user, train = all but the last two, val = one before last, test = last.
 
-    The same split training uses (server.training.sequences.split_last_two), as a tuple.
+    The same split training uses (pocketrank.server.training.sequences.split_last_two), as a tuple.
     Users with fewer than three events keep them all in training (val/test = -1).
     """
     split = sequences.split_last_two(seqs)

@@ -4,7 +4,7 @@ validation splits carved from training data (test never looked at); `python -m l
 
 from __future__ import annotations
 
-from server.training.ranking_metrics import ndcg_at_k
+from pocketrank.server.training.ranking_metrics import ndcg_at_k
 
 from .defaults import DEFAULTS
 

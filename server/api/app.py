@@ -1,4 +1,4 @@
-"""Flask application factory. Production: `gunicorn -c python:server.gunicorn_conf server.wsgi:app`."""
+"""Flask application factory. Production: `gunicorn -c python:pocketrank.server.gunicorn_conf pocketrank.server.wsgi:app`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared.errors import AuthError, PocketrankError, ValidationError
+from pocketrank.shared.errors import AuthError, PocketrankError, ValidationError
 
 from ..config import Config
 from ..monitoring.service import ServiceMetrics

@@ -1,6 +1,6 @@
 """Who may call what: device tokens for a device's own users, the operator key for everything else.
 
-Settings live in server.config.Config (README's settings table):
+Settings live in pocketrank.server.config.Config (README's settings table):
 
 - OPERATOR_KEY guards what only the operator may do: register and revoke devices, change the
   catalogue, read the business metrics (/metrics, /v1/metrics/*). It is sent as
@@ -20,7 +20,7 @@ import logging
 
 from flask import current_app, g, request
 
-from shared.errors import AuthError
+from pocketrank.shared.errors import AuthError
 
 from .device_registry import Device, DeviceRegistry
 

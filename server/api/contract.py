@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from shared.models import (
+from pocketrank.shared.models import (
     ID_PATTERN,
     ID_TEXT,
     Id,
@@ -138,7 +138,7 @@ def queries(default_k: int, max_k: int, max_users: int) -> dict[str, type[Query]
 
 
 def query_models(config) -> dict[str, type[Query]]:
-    """The query models with a server.config.Config's bounds."""
+    """The query models with a pocketrank.server.config.Config's bounds."""
     return queries(config.default_k, config.max_k, config.max_users_per_sync)
 
 

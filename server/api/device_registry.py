@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import AuthError, PocketrankError, ValidationError
-from shared.schemas import check_id
+from pocketrank.shared.errors import AuthError, PocketrankError, ValidationError
+from pocketrank.shared.schemas import check_id
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (

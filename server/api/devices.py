@@ -9,7 +9,7 @@ from __future__ import annotations
 import pydantic
 from flask import Blueprint, jsonify
 
-from shared.schemas import refusal
+from pocketrank.shared.schemas import refusal
 
 from .auth import check_operator_key, registry
 from .contract import DeviceRegistration

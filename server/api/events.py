@@ -40,8 +40,8 @@ from typing import cast
 
 from flask import Blueprint, current_app, jsonify
 
-from shared.errors import ValidationError
-from shared.schemas import validate_event
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.schemas import validate_event
 
 from .auth import current_device
 from .contract import EventBatch

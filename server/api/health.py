@@ -14,7 +14,7 @@ import logging
 
 from flask import Blueprint, current_app, jsonify
 
-from shared.errors import PocketrankError
+from pocketrank.shared.errors import PocketrankError
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)

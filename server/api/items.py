@@ -12,8 +12,8 @@ from dataclasses import replace
 
 from flask import Blueprint, abort, current_app, jsonify
 
-from shared.errors import ValidationError
-from shared.schemas import check_item_id, validate_item
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.schemas import check_item_id, validate_item
 
 from .auth import check_operator_key
 from .contract import ProductBatch

@@ -21,7 +21,7 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from shared.errors import ValidationError
+from pocketrank.shared.errors import ValidationError
 
 from ..monitoring import prom, source
 from ..monitoring.running import MAX_CLICKS, RunningMetrics

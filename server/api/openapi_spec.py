@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared.models import ID_PATTERN, PRODUCT_ID_PATTERN
+from pocketrank.shared.models import ID_PATTERN, PRODUCT_ID_PATTERN
 
 from ..config import Config
 from . import contract as c

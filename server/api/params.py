@@ -17,8 +17,8 @@ import pydantic
 from flask import request
 from flask.json.provider import DefaultJSONProvider
 
-from shared.errors import ValidationError
-from shared.schemas import refusal
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.schemas import refusal
 
 from .contract import Body, Query
 

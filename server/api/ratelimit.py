@@ -44,7 +44,7 @@ from typing import Any, cast
 from flask import Flask, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 
-from shared.errors import AuthError
+from pocketrank.shared.errors import AuthError
 
 from ..config import Config
 from .auth import current_device

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, request, send_file
 
-from shared.errors import BundleUnavailable, ValidationError
-from shared.wire import parse_manifest
+from pocketrank.shared.errors import BundleUnavailable, ValidationError
+from pocketrank.shared.wire import parse_manifest
 
 from ..bundle import variants
 from ..bundle.sync_answer import SyncRequest, answer

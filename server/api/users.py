@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, jsonify
 
-from shared.features import user_vector
-from shared.schemas import check_id
+from pocketrank.shared.features import user_vector
+from pocketrank.shared.schemas import check_id
 
 from .auth import authorize_users
 from .contract import query_models

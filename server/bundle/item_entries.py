@@ -1,8 +1,8 @@
 """Signed per-item entries (PRI2) and which of them a sync answer carries (docs/sync-protocol.md §5.3).
 
-- At publish, every catalogue item gets a raw PRI2 entry (shared.wire.pack_item_entry,
+- At publish, every catalogue item gets a raw PRI2 entry (pocketrank.shared.wire.pack_item_entry,
   f16 vector: bench/item_precision.py measured it within the exporter's int8 parity
-  gates) signed over shared.wire.item_message(model version, item id, sha256).
+  gates) signed over pocketrank.shared.wire.item_message(model version, item id, sha256).
   An entry whose bytes and model did not change keeps its signature and the
   version it last changed at (`changed`), so it is never re-sent to a device
   that already holds it.
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared import wire
-from shared.errors import ValidationError
-from shared.schemas import MAX_PRICE
+from pocketrank.shared import wire
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.schemas import MAX_PRICE
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def select(entries: Mapping[int, ItemEntry], now: Iterable[int], before: Iterabl
 
 
 def list_digest(entries: Mapping[int, ItemEntry], item_ids: Iterable[int]) -> bytes:
-    """shared.wire.items_digest of a list (a user's candidates, or the popular list) over this version's
+    """pocketrank.shared.wire.items_digest of a list (a user's candidates, or the popular list) over this version's
     entries: sealed into each answer, so a device can tell that it holds every entry of the list at its
     current revision (none dropped by a proxy, none replayed from an older revision)."""
     wanted = {int(i) for i in item_ids}

@@ -2,7 +2,7 @@
 server/bundle/publish.py) and for a canary variant (server/bundle/variants.py): its artifact files, their manifest
 entries, the "model" section from export.json, and the signing key.
 
-    from server.bundle.model_artifacts import manifest_artifacts, model_artifacts
+    from pocketrank.server.bundle.model_artifacts import manifest_artifacts, model_artifacts
     arts = model_artifacts("var/models/m-next")      # {"ranker": b"...", "encoder": b"..."}
     manifest_artifacts(arts)["ranker"]["file"]       # 'ranker.int8.onnx'
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.signing import init_keys, load_private
-from shared import wire
+from pocketrank.exporter.signing import init_keys, load_private
+from pocketrank.shared import wire
 
 # Manifest name -> file, in the model directory and in the bundle (or variant) directory alike. The ranker
 # int8; the user tower as a graph (fp32: it has no weights to quantize), for devices that fold their own
-# state without shared.features.
+# state without pocketrank.shared.features.
 MODEL_FILES = {"ranker": "ranker.int8.onnx", "encoder": "encoder.onnx"}
 
 

@@ -2,7 +2,7 @@
 
 A bundle is the unit a device syncs to. Its manifest (canonical JSON, signed
 with ed25519) lists every artifact's sha256 and length. Each user's candidate
-record is signed on its own (shared.wire.record_message: version, user id and
+record is signed on its own (pocketrank.shared.wire.record_message: version, user id and
 sha256 of the raw record), so a device verifies just its own users' records
 without an index of every user; the version in the signed message ties a
 record to the one manifest (and model) of that version.
@@ -24,8 +24,8 @@ from typing import cast
 import numpy as np
 from tqdm import tqdm
 
-from shared import wire
-from shared.features import DECAY, TYPE_WEIGHTS, user_vector
+from pocketrank.shared import wire
+from pocketrank.shared.features import DECAY, TYPE_WEIGHTS, user_vector
 
 from ..config import Config
 from ..home import Home

@@ -36,10 +36,10 @@ from typing import Literal, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from exporter.signing import PRIVATE_NAME, load_private
-from shared import wire
-from shared.errors import BundleUnavailable, IntegrityError, PocketrankError
-from shared.wire import pack_state, parse_manifest
+from pocketrank.exporter.signing import PRIVATE_NAME, load_private
+from pocketrank.shared import wire
+from pocketrank.shared.errors import BundleUnavailable, IntegrityError, PocketrankError
+from pocketrank.shared.wire import pack_state, parse_manifest
 
 from ..online.encoding import model_kind
 from ..stores.base import RECORDS_EPOCH, RecordRow
@@ -133,7 +133,7 @@ def answer(serving, req: SyncRequest) -> SyncAnswer:
     states = _states(serving, users, pre.model_version)
     unknown = [u for u in users if frags[u] is None]
     lists = {u: f.digest for u, f in frags.items() if f is not None}
-    # The seal (shared.wire.seal_message): the states, the unknown users and the digest of each list's current
+    # The seal (pocketrank.shared.wire.seal_message): the states, the unknown users and the digest of each list's current
     # item entries, signed for this version, cursor and model. It is what lets a device refuse a forged state
     # and notice an entry a proxy dropped, replayed or froze.
     block = wire.sealed_block(states, unknown, lists, items.popular_digest)
@@ -215,7 +215,7 @@ class Fragment:
     """One user's part of an answer for a (version, cursor) pair."""
     json: bytes  # `"user":{...}`: the record entry
     items: tuple[int, ...]  # the item entries to send with it
-    digest: str  # hex shared.wire.items_digest of the version's list and its current entries: sealed
+    digest: str  # hex pocketrank.shared.wire.items_digest of the version's list and its current entries: sealed
 
 
 # Each user's answer for a (version, cursor) pair, as its JSON fragment `"user":{...}` (None: no
@@ -310,7 +310,7 @@ class _Items:
     """A version's item entries and each one's JSON fragment `"id":{"data":...,"sig":...}`, encoded once."""
     entries: dict
     frags: dict
-    popular_digest: str  # hex shared.wire.items_digest of the popular list's entries
+    popular_digest: str  # hex pocketrank.shared.wire.items_digest of the popular list's entries
 
 
 _ITEMS: dict[tuple, _Items] = {}

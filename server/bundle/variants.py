@@ -16,8 +16,8 @@ choosing the variant (rollback: the live one serves) or chooses it for everyone 
 of the now-live model serves until the next publish builds the live bundle from it).
 Protocol: docs/sync-protocol.md, "Canary variants".
 
-    from server.home import Home
-    from server.bundle.variants import build_variant
+    from pocketrank.server.home import Home
+    from pocketrank.server.bundle.variants import build_variant
     build_variant(Home("var/home"), 7, "m-next", {"rollout_id": "m-next-canary-1", "share": 0.05})
 """
 
@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-from shared import wire
-from shared.errors import ValidationError
+from pocketrank.shared import wire
+from pocketrank.shared.errors import ValidationError
 
 from ..home import Home
 from ..online.catalogue import Catalogue, load_catalogue

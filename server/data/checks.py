@@ -1,15 +1,15 @@
-"""shared.schemas.validate_event's decisions, column-wise, for the importer.
+"""pocketrank.shared.schemas.validate_event's decisions, column-wise, for the importer.
 
 `event_text(column, ...)` turns a column as read (an Arrow array of any type, or Python values from
 the per-line JSON parser) into a `Text`: the values as strings where a string can be made of them
-the way shared.schemas does (a str as is, an int as its digits, a product id int only in
+the way pocketrank.shared.schemas does (a str as is, an int as its digits, a product id int only in
 1..MAX_ITEM_ID) and a code where one cannot (a float, a bool, an object...). `check_events` then
 gives each row the code of the first check it fails, in validate_event's order, so a row is rejected
 exactly when validate_event would reject it, and for the same field with the same message
 (tests/server/data/test_importers.py compares the two on tricky rows).
 
 The importer's own rules come first: a missing device_id is "import", a missing event_id gets the
-content key, a missing session_id is "", and the timestamp has been parsed by server.data.timestamps
+content key, a missing session_id is "", and the timestamp has been parsed by pocketrank.server.data.timestamps
 (whose per-row code is passed in) before the checks run.
 """
 
@@ -24,22 +24,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.schemas import EVENT_TYPES, MAX_ITEM_ID, MAX_ITEM_ID_BYTES, MAX_QUERY_LEN
+from pocketrank.shared.schemas import EVENT_TYPES, MAX_ITEM_ID, MAX_ITEM_ID_BYTES, MAX_QUERY_LEN
 
 from . import timestamps
 
 # Python's whitespace (str.isspace, re's \s, str.strip()), which RE2's \s is not: spelled out.
 WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
 _WS_CLASS = "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE)
-ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"  # shared.schemas.ID_RE, the length checked apart
-# shared.schemas.ITEM_ID_RE: no control characters, no whitespace at either end; length apart.
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"  # pocketrank.shared.schemas.ID_RE, the length checked apart
+# pocketrank.shared.schemas.ITEM_ID_RE: no control characters, no whitespace at either end; length apart.
 ITEM_ID_PATTERN = (rf"^[^\x00-\x1f\x7f{_WS_CLASS}](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f{_WS_CLASS}])?$")
 NOT_ONLY_SPACE = rf"[^{_WS_CLASS}]"
 
 # What a value's type allows (Text.bad).
 FINE, WRONG_TYPE, OUT_OF_RANGE = 0, 1, 2
 
-# Rejection codes: (field, message). The messages are shared.schemas' own.
+# Rejection codes: (field, message). The messages are pocketrank.shared.schemas' own.
 _ID_TEXT = "must be 1-64 characters of A-Z a-z 0-9 _ . : -"
 REASONS: list[tuple[str, str]] = [
     ("type", f"must be one of {', '.join(EVENT_TYPES)}"),
@@ -125,7 +125,7 @@ def event_text(column: pa.Array | pa.ChunkedArray | Sequence[Any] | None, n: int
             return Text(arr.cast(pa.string()), bad)
         except pa.ArrowInvalid:  # not all UTF-8: value by value
             return _python_text([None if v is None else _decode(v) for v in arr.to_pylist()], item_id, ints)
-    # A float, a bool, a list, an object...: shared.schemas takes none of them for an id.
+    # A float, a bool, a list, an object...: pocketrank.shared.schemas takes none of them for an id.
     bad[arr.is_valid().to_numpy(zero_copy_only=False)] = WRONG_TYPE
     return Text(pa.nulls(n, pa.string()), bad)
 
@@ -162,12 +162,12 @@ def _np(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def id_ok(values: pa.Array) -> np.ndarray:
-    """shared.schemas.check_id's regex, per string (null: False)."""
+    """pocketrank.shared.schemas.check_id's regex, per string (null: False)."""
     return _np(pc.and_(pc.match_substring_regex(values, ID_PATTERN), pc.less_equal(pc.binary_length(values), 64)))
 
 
 def item_id_ok(values: pa.Array) -> np.ndarray:
-    """shared.schemas.check_item_id for strings (null: False)."""
+    """pocketrank.shared.schemas.check_item_id for strings (null: False)."""
     return _np(pc.and_(pc.and_(pc.match_substring_regex(values, ITEM_ID_PATTERN), pc.less_equal(pc.utf8_length(values), 64)),
                        pc.less_equal(pc.binary_length(values), MAX_ITEM_ID_BYTES)))
 
@@ -186,7 +186,7 @@ class EventColumns:
     type: Text
     item_id: Text
     query: Text
-    time_code: np.ndarray  # server.data.timestamps codes
+    time_code: np.ndarray  # pocketrank.server.data.timestamps codes
 
 
 def event_columns(column: Callable[[str], Any], n: int, time_code: np.ndarray) -> EventColumns:

@@ -11,10 +11,10 @@ hands over). Canonical columns (docs/data.md has the details):
   separated by "|"), year, price, currency, in_stock or stock, attributes (a JSON object, as text or
   a struct), created_at (a timestamp).
 - events: event_id (optional), user_id, item_id (the product's own id; not needed on a search),
-  type (shared.schemas.EVENT_TYPES), timestamp, query (searches), session_id (optional),
+  type (pocketrank.shared.schemas.EVENT_TYPES), timestamp, query (searches), session_id (optional),
   device_id (optional, default "import").
 
-Every row is checked with shared.schemas' rules (validate_item row by row; for events the same
+Every row is checked with pocketrank.shared.schemas' rules (validate_item row by row; for events the same
 decisions column-wise, server/data/checks.py). A bad row is reported by its line and field and
 skipped; the rows around it are imported. Events naming a product the catalogue does not have are
 rejected. Importing a file twice adds nothing: an event's id is its event_id, or, where the file
@@ -41,8 +41,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.errors import DataError, ValidationError
-from shared.schemas import Event, Item, validate_item
+from pocketrank.shared.errors import DataError, ValidationError
+from pocketrank.shared.schemas import Event, Item, validate_item
 
 from . import checks, formats, timestamps
 from .report import ImportReport

@@ -13,7 +13,7 @@ Two views of the data:
 * `load()`: MovieLens-100k as the `MovieLens` dataclass of dense numpy arrays
   (research code and benches).
 * `tables(size)`: either size as pyarrow tables in the canonical import
-  schema (`CATALOGUE_SCHEMA`, `EVENTS_SCHEMA`) that `server.data.importer`
+  schema (`CATALOGUE_SCHEMA`, `EVENTS_SCHEMA`) that `pocketrank.server.data.importer`
   writes to the store, the way a marketplace's own export arrives.
 
 Source: F. Maxwell Harper and Joseph A. Konstan, "The MovieLens Datasets:
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.errors import DataError
-from shared.schemas import ID_RE, ITEM_ID_RE, MAX_TIMESTAMP, Item
+from pocketrank.shared.errors import DataError
+from pocketrank.shared.schemas import ID_RE, ITEM_ID_RE, MAX_TIMESTAMP, Item
 
 if TYPE_CHECKING:  # pyarrow is imported where it is used: load() and fetch() do not need it
     import pyarrow as pa
@@ -360,7 +360,7 @@ def title_id(title: str) -> str:
 
 
 # MovieLens-1M codes its users' age band and occupation (its README); values are
-# segment-safe (server.online.segments.VALUE_RE). Its bands above 44 differ from 100k's.
+# segment-safe (pocketrank.server.online.segments.VALUE_RE). Its bands above 44 differ from 100k's.
 _AGE_1M = {"1": "under18", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-49", "50": "50-55", "56": "56+"}
 _OCCUPATION_1M = (
     "other", "academic-educator", "artist", "clerical-admin", "college-grad-student", "customer-service",
@@ -462,7 +462,7 @@ def tables(size: str, dest: Path | None = None, ties: str = "random", seed: int 
     keeps the catalogue order, the variant reported beside it. `relabel`:
     a seed to import the catalogue in a random order (so the store gives the
     films other indexes), the control that must measure the same. Event ids are deterministic and unique:
-    "ml-<user>-<movie id>" for 100k (the ids `server.jobs.train` has always
+    "ml-<user>-<movie id>" for 100k (the ids `pocketrank.server.jobs.train` has always
     given these ratings) and "ml1m-<n>" for 1m, n the rating's 1-based row in
     ml-1m.inter. User ids are the data set's: "1".."943", "1m_1".."1m_6040".
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from shared.errors import DataError, ValidationError
-from shared.schemas import check_id
+from pocketrank.shared.errors import DataError, ValidationError
+from pocketrank.shared.schemas import check_id
 
 from ..online.segments import VALUE_RE
 from .formats import open_source

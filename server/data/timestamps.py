@@ -15,8 +15,8 @@ Accepted, per row:
   ``20240301`` is not read as a number of seconds).
 - Parquet/Arrow ``timestamp`` columns (a naive one is UTC) and ``date`` columns.
 
-Anything before 1970-01-01 or after 2100-01-01 (shared.schemas.MAX_TIMESTAMP) is rejected, like
-shared.schemas does for events on the wire.
+Anything before 1970-01-01 or after 2100-01-01 (pocketrank.shared.schemas.MAX_TIMESTAMP) is rejected, like
+pocketrank.shared.schemas does for events on the wire.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.schemas import MAX_TIMESTAMP
+from pocketrank.shared.schemas import MAX_TIMESTAMP
 
 UNITS = ("auto", "s", "ms", "iso")
 

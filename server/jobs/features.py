@@ -2,7 +2,7 @@
 
 Run it on a schedule (`pocketrank features`, say hourly). It reads the event
 log, computes every active user's 1/7/30-day aggregates with
-shared.features.window_aggregates (the one definition training uses too),
+pocketrank.shared.features.window_aggregates (the one definition training uses too),
 resets each item's exposure count to its impressions over the last day, and,
 given user profiles, recomputes the segment vectors cold-start users get.
 """
@@ -16,7 +16,7 @@ from typing import cast
 
 import numpy as np
 
-from shared.features import WINDOW_DAYS, user_vector, window_aggregates
+from pocketrank.shared.features import WINDOW_DAYS, user_vector, window_aggregates
 
 from ..online import segments as seg
 from ..stores.base import Store, UserRecord
@@ -36,7 +36,7 @@ def features_job(store: Store, as_of: float | None = None, profiles: Mapping[str
                  min_segment_users: int = 5, dim: int = 64,
                  user_vector_of: Callable[[UserRecord], np.ndarray | None] | None = None) -> dict:
     """Window aggregates, exposures and segment vectors. `user_vector_of`: how a user record becomes the
-    model's user vector (server.online.encoding.record_vector_fn for a sequence model); None: its state's."""
+    model's user vector (pocketrank.server.online.encoding.record_vector_fn for a sequence model); None: its state's."""
     as_of = time.time() if as_of is None else as_of
     since = as_of - max(WINDOW_DAYS) * DAY
     items = {it.item_id: it for it in store.items()}

@@ -3,7 +3,7 @@
 Thin on purpose: the file is imported into a new home by the same importer as
 `pocketrank import events`, trained and exported by the same jobs as `pocketrank
 train` and `export`, and recommendations come from the server's own ranking path
-(server.online.serving.Serving: retrieval, the exported ranker, business rules), so these
+(pocketrank.server.online.serving.Serving: retrieval, the exported ranker, business rules), so these
 commands can never drift from what the server and devices run.
 """
 
@@ -13,8 +13,8 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.errors import DataError
-from shared.schemas import check_id
+from pocketrank.shared.errors import DataError
+from pocketrank.shared.schemas import check_id
 
 from ..config import Config
 from ..home import Home

@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from shared.errors import ModelError, ValidationError
-from shared.features import user_vector
+from pocketrank.shared.errors import ModelError, ValidationError
+from pocketrank.shared.features import user_vector
 
 from ..home import Home
 from ..online import segments as seg

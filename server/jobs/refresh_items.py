@@ -1,7 +1,7 @@
 """`pocketrank refresh-items`: new products' vectors from the users who engaged with them, no retraining.
 
 A product added through POST /v1/items starts with a provisional, content-only vector
-(server.online.catalogue.provisional_vector: its category's centroid and title neighbours). Once users
+(pocketrank.server.online.catalogue.provisional_vector: its category's centroid and title neighbours). Once users
 click, cart or buy it, their taste says more than its title does. Between full training runs this
 job moves each provisional item's vector towards the users who engaged with it:
 
@@ -9,7 +9,7 @@ job moves each provisional item's vector towards the users who engaged with it:
 
 c the content vector, u_e the engaging user's vector just before the event (the shared fold of the
 trained items they engaged with earlier: what the model would have scored the item against), w_e the
-event's type weight (shared.features.TYPE_WEIGHTS: click 1, cart 2, purchase 3), s the shrinkage
+event's type weight (pocketrank.shared.features.TYPE_WEIGHTS: click 1, cart 2, purchase 3), s the shrinkage
 pseudo-count (2: with one or two clicks the content vector still counts), and the length the
 median norm of the trained item vectors. A mean of user vectors (themselves means of item vectors)
 is much shorter than an item vector, and in an inner-product contest length is half the score.
@@ -34,9 +34,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from shared.errors import ModelError
-from shared.features import TYPE_WEIGHTS, UserState, update_user_state, user_vector
-from shared.schemas import Event
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.features import TYPE_WEIGHTS, UserState, update_user_state, user_vector
+from pocketrank.shared.schemas import Event
 
 DEFAULT_SHRINK = 2.0
 

@@ -36,7 +36,7 @@ The procedure, in order:
    metrics and lineage (window, parent, data counts, gate figures). A failed gate registers it all
    the same, as rejected (state `retired`, with the reason): never silently dropped.
 
-5. Drift (`--if-drift`): server.monitoring.drift.check_drift compares the last `current_days` (1)
+5. Drift (`--if-drift`): pocketrank.server.monitoring.drift.check_drift compares the last `current_days` (1)
    with the live model's training window from its lineage (else the `window_days` before): the
    category mix of engagement (PSI) and each category's CTR (an exact test on its clicks). The
    decision and its figures are appended to `<home>/drift_log.jsonl` whatever it says; only `act`
@@ -68,8 +68,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from shared.errors import DataError, ModelError, ValidationError
-from shared.schemas import Event
+from pocketrank.shared.errors import DataError, ModelError, ValidationError
+from pocketrank.shared.schemas import Event
 
 from ..monitoring import drift
 from ..release.holdout import DEFAULT_MARGIN, MIN_EVENTS, Case, K, engaged, gated_retrain, in_window, iso
@@ -96,7 +96,7 @@ SIMULATOR_HALF_LIFE_DAYS = 1.0  # bench/drift's validated choice (above)
 # --- the torch pipeline -----------------------------------------------------------------------
 
 def torch_fit(item_ids: np.ndarray, epochs: int, seed: int, progress: bool) -> Callable[[list[Event], Any], Any]:
-    """Train the Recommender (server.training.train, as `pocketrank train`) on the engagements, in `item_ids`' index
+    """Train the Recommender (pocketrank.server.training.train, as `pocketrank train`) on the engagements, in `item_ids`' index
     space; with recency weights, each example's loss is weighted by its target engagement's weight."""
     from ..training.model import ModelConfig
     from ..training.train import train
@@ -156,7 +156,7 @@ class TorchModel:
 
 def parity_inputs(tm: TorchModel, cases: Sequence[Case], n_candidates: int = 200, max_users: int = 600):
     """The exporter's gate inputs from the hold-out: (calibration, gate queries, event sequences)."""
-    from exporter.parity import HeldOut
+    from pocketrank.exporter.parity import HeldOut
 
     from ..training.evaluate import pooled_user
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ValidationError
+from pocketrank.shared.errors import ValidationError
 
 from ..config import STAGES
 from ..monitoring import collector, source

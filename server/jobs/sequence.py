@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from exporter.sequence_export import export_retrieval_ranker, export_sequence_encoder
-from shared.errors import ModelError
+from pocketrank.exporter.sequence_export import export_retrieval_ranker, export_sequence_encoder
+from pocketrank.shared.errors import ModelError
 
 from ..home import Home
 from ..online.catalogue import Catalogue, provisional_vector
@@ -119,7 +119,7 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
 
 def export_sequence_job(home: Home, version: str, n_users: int | None = None) -> dict:
     """The encoder (fp32 for the server, int8 for the device) and the retrieval ranker, with parity figures."""
-    from exporter.sequence_parity import check_sequence_parity
+    from pocketrank.exporter.sequence_parity import check_sequence_parity
 
     out = home.model_dir(version)
     m, meta = seqmodel.load(out)

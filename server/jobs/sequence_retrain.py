@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import ModelError
-from shared.schemas import Event
-from shared.sequence import SEQUENCE_TYPES
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.schemas import Event
+from pocketrank.shared.sequence import SEQUENCE_TYPES
 
 from ..release.holdout import Case, engaged
 from ..stores.base import TYPE_CODE

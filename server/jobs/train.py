@@ -8,10 +8,10 @@ from dataclasses import asdict
 
 import numpy as np
 
-from exporter.onnx_export import export_encoder, export_ranker
-from exporter.parity import HeldOut, check_encoder, check_parity
-from exporter.quantize import quantize_ranker
-from shared.errors import ModelError
+from pocketrank.exporter.onnx_export import export_encoder, export_ranker
+from pocketrank.exporter.parity import HeldOut, check_encoder, check_parity
+from pocketrank.exporter.quantize import quantize_ranker
+from pocketrank.shared.errors import ModelError
 
 from ..home import Home
 from ..online.catalogue import Catalogue, provisional_vector
@@ -144,8 +144,8 @@ def export_job(home: Home, n_users: int | None = None, n_candidates: int = 200, 
     """fp32 and int8 ONNX ranker and the fp32 user encoder, each step gated.
 
     The ranker's export must match torch and its int8 version must keep the
-    fp32 ranking on held-out users (exporter.parity); the encoder must match
-    shared.features' fold on the same users' real event sequences. `n_users`
+    fp32 ranking on held-out users (pocketrank.exporter.parity); the encoder must match
+    pocketrank.shared.features' fold on the same users' real event sequences. `n_users`
     caps the gate users (default: all of them, about 630 users asking 1,260
     queries; the relative nDCG gate needs that many to be steadier than one
     user's hit moving a rank). `version` exports another model than the

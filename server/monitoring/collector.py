@@ -1,6 +1,6 @@
 """CTR, bounce rate, conversion and revenue per user, overall, per segment and per time bucket.
 
-Pure functions over an iterable of `shared.schemas.Event` (plus a price map and, optionally,
+Pure functions over an iterable of `pocketrank.shared.schemas.Event` (plus a price map and, optionally,
 a user -> segment map), so the server, the A/B bench and the tests compute one thing one way.
 
 Definitions (a session is the events sharing a `session_id`; events without one are grouped
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
-from shared.schemas import CONTEXT_KEYS, Event
+from pocketrank.shared.schemas import CONTEXT_KEYS, Event
 
 SESSION_GAP_S = 1800.0
 SHOWN = ("impression", "view")

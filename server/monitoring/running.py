@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.schemas import Event
+from pocketrank.shared.schemas import Event
 
 from .collector import ENGAGED, SEGMENT_KEYS, SESSION_GAP_S, SHOWN, UNKNOWN, Tally
 from .window import WindowView

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from shared.schemas import Event
+from pocketrank.shared.schemas import Event
 
 MAX_EVENTS = 200_000  # events_after's default bound
 

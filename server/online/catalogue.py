@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.features import tokens
-from shared.schemas import Item
+from pocketrank.shared.features import tokens
+from pocketrank.shared.schemas import Item
 
 from .titles import TitleIndex
 

@@ -3,7 +3,7 @@
 The user's embedding is recomputed from the store's recent-event rows when it
 is asked for, so it is fresh the moment the updater has appended an event (no
 separate state to keep in step) and costs one small onnxruntime call. The feed
-is shared.sequence.encoder_feed, the function the device builds its own with,
+is pocketrank.shared.sequence.encoder_feed, the function the device builds its own with,
 over the item vectors the server ranks with (so a product added after training
 enters a history through its content vector, as on the device).
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import ModelError
-from shared.sequence import encoder_feed
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.sequence import encoder_feed
 
 ENCODER_FP32 = "encoder.fp32.onnx"
 

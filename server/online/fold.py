@@ -1,5 +1,5 @@
 """Where an event becomes a user vector: the fold of log entries into user records
-(shared.features.update_user_state, the device's function), in chunks, and the full refold after item
+(pocketrank.shared.features.update_user_state, the device's function), in chunks, and the full refold after item
 vectors change. The real-time updater, `pocketrank rebase` and training all fold through here."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import cast
 import numpy as np
 from tqdm import tqdm
 
-from shared.features import update_user_state
+from pocketrank.shared.features import update_user_state
 
 from ..stores.base import CONSUMED_TYPES, NO_ITEM, TYPE_CODE, LogEntry, Store, Updates, UserRecord, append_recent
 from .titles import TitleIndex

@@ -19,8 +19,15 @@ from typing import cast
 import numpy as np
 import onnxruntime as ort
 
-from shared.features import category_shares, ranker_inputs
-from shared.rules import adjust_scores, apply_rules, pick_exploration, place_exploration, place_pins, top_by_score
+from pocketrank.shared.features import category_shares, ranker_inputs
+from pocketrank.shared.rules import (
+    adjust_scores,
+    apply_rules,
+    pick_exploration,
+    place_exploration,
+    place_pins,
+    top_by_score,
+)
 
 from .ann import AnnView, LiveView
 from .catalogue import Catalogue

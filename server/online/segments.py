@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from shared.errors import ValidationError
+from pocketrank.shared.errors import ValidationError
 
 SEGMENT_FIELDS = ("age_band", "gender", "occupation", "region")
 META_KEY = "segments"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.errors import PocketrankError
+from pocketrank.shared.errors import PocketrankError
 
 from ..config import Config
 from ..home import Home
@@ -259,7 +259,7 @@ class Serving:
     def new_product_vector(self, item, cat: Catalogue) -> np.ndarray:
         """A product no training run has seen: the current sequence model's content tower when its content
         has a known token (what id dropout trained it for), else the catalogue's estimate from its category
-        and title neighbours (server.online.catalogue.provisional_vector)."""
+        and title neighbours (pocketrank.server.online.catalogue.provisional_vector)."""
         version = self.catalogues.model_version or ""
         if self._tower_key != version:
             self._tower = ContentTower.load(self.home.model_dir(version)) if version else None

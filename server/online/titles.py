@@ -1,6 +1,6 @@
 """An inverted index over item titles, so a search event finds its items without a catalogue scan.
 
-shared.features.query_vector defines a search's vector (the mean vector of the
+pocketrank.shared.features.query_vector defines a search's vector (the mean vector of the
 first 20 items, by id, whose title holds every query token). It scans every
 title, which is fine on a device's few hundred cached items and too slow for
 the server's updater on 50,000 products. This index gives the same vector.
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from shared.features import tokens
+from pocketrank.shared.features import tokens
 
 
 class TitleIndex:

@@ -1,7 +1,7 @@
 """The real-time updater: folds the event log into each user's embedding, in log order.
 
 It claims the next unacknowledged events, loads their users' records, folds
-each event with the user tower (shared.features.update_user_state, the same
+each event with the user tower (pocketrank.shared.features.update_user_state, the same
 function the device runs), appends it to the user's recent sequence, and
 writes the records back while acknowledging the events, in one store
 transaction. A record remembers the position of the last event folded into it,

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ModelError
-from shared.features import UserState, fold_events, user_vector
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.features import UserState, fold_events, user_vector
 
 from ..home import Home
 from .ann import AnnIndexes

@@ -16,9 +16,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from shared.errors import DataError, ValidationError
-from shared.features import TYPE_WEIGHTS
-from shared.schemas import Event
+from pocketrank.shared.errors import DataError, ValidationError
+from pocketrank.shared.features import TYPE_WEIGHTS
+from pocketrank.shared.schemas import Event
 
 from ..training import ranking_metrics as rank
 

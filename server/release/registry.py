@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from shared.errors import ValidationError
+from pocketrank.shared.errors import ValidationError
 
 from .canary import in_canary
 

@@ -12,7 +12,7 @@ What is accumulated (per process; every worker reports its own sample):
 
 - agreement: top-k overlap (share of the served top k that is also in the shadow's top k) and
   Kendall's tau-b between the served scores and the shadow's scores of the same served items
-  (exporter.agreement.kendall_tau), averaged over compared requests;
+  (pocketrank.exporter.agreement.kendall_tau), averaged over compared requests;
 - offline hit rate per model: of the user's clicks logged after a compared request (and before
   their next compared one), the share that fall in the served list and in the shadow's list.
   Clicks come from what was shown, so the served model's hit rate is inflated by exposure (the
@@ -38,8 +38,8 @@ from typing import cast
 
 import numpy as np
 
-from exporter.agreement import kendall_tau
-from shared.schemas import Event
+from pocketrank.exporter.agreement import kendall_tau
+from pocketrank.shared.schemas import Event
 
 from .canary import bucket
 

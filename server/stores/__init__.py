@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.errors import ValidationError
+from pocketrank.shared.errors import ValidationError
 
 from .base import CONSUMED_TYPES, LogEntry, Store, Updates, UserContext, UserRecord
 from .sqlite import SQLiteStore

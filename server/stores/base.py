@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.features import UserState
-from shared.schemas import EVENT_TYPES, Event, Item
+from pocketrank.shared.features import UserState
+from pocketrank.shared.schemas import EVENT_TYPES, Event, Item
 
 # Actions after which an item is not recommended to that user again.
 CONSUMED_TYPES = ("click", "add_to_cart", "purchase")
@@ -27,7 +27,7 @@ CONSUMED_TYPES = ("click", "add_to_cart", "purchase")
 # One entry of a user's recent sequence: 13 bytes, so 50 events fit in 650.
 RECENT_DTYPE = np.dtype([("ts", "<f8"), ("item", "<i4"), ("type", "u1")])
 TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
-NO_ITEM = 0  # item ids start at 1 (shared.schemas), so 0 marks "no item" (a search)
+NO_ITEM = 0  # item ids start at 1 (pocketrank.shared.schemas), so 0 marks "no item" (a search)
 RECORDS_EPOCH = "records_epoch"  # meta key renewed by every put_records: what cached sync answers are keyed by
 
 
@@ -97,7 +97,7 @@ class RecordRow:
     version: int
     blob: bytes  # zstd frame of the raw PRC2 record (PRC1 in rows published before wire 3)
     sha256: bytes  # 32 bytes: sha256 of the raw (uncompressed) record, what record signatures cover
-    sig: bytes  # ed25519 over shared.wire.record_message(version, user_id, sha256)
+    sig: bytes  # ed25519 over pocketrank.shared.wire.record_message(version, user_id, sha256)
 
 
 @dataclass
@@ -180,7 +180,7 @@ class Store(ABC):
     @abstractmethod
     def import_events(self, events: Iterable[Event]) -> int:
         """Bulk-load a history (item ids resolved to indexes); an event_id already logged is
-        skipped. Returns how many were new. Call server.online.fold.rebuild_states after."""
+        skipped. Returns how many were new. Call pocketrank.server.online.fold.rebuild_states after."""
 
     def import_event_columns(self, event_id: list, user_id: list, device_id: list, type: list, item_id: list,
                              query: list, timestamp: list, session_id: list) -> int:
@@ -295,7 +295,7 @@ class Store(ABC):
     def reset_derived(self, records: dict[str, UserRecord], consumed: dict[str, set[int]],
                       popularity: dict[int, int], position: int) -> None:
         """Replace every user record and item counter, and set the updater's
-        position (used by server.online.fold.rebuild_states after retraining changes vectors)."""
+        position (used by pocketrank.server.online.fold.rebuild_states after retraining changes vectors)."""
 
     # --- item stats, window features, segments ---
 

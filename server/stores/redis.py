@@ -28,9 +28,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from shared.errors import PocketrankError
-from shared.features import UserState
-from shared.schemas import Event, Item
+from pocketrank.shared.errors import PocketrankError
+from pocketrank.shared.features import UserState
+from pocketrank.shared.schemas import Event, Item
 
 from .base import (
     RECORDS_EPOCH,

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.features import UserState
-from shared.schemas import Event, Item
+from pocketrank.shared.features import UserState
+from pocketrank.shared.schemas import Event, Item
 
 from .base import (
     RECORDS_EPOCH,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.features import tokens
-from shared.schemas import Item
+from pocketrank.shared.features import tokens
+from pocketrank.shared.schemas import Item
 
 MAX_TOKENS = 24  # per product; a long title's later words add little
 MIN_COUNT = 2  # a token only one product has is its id again, learnt by the id embedding

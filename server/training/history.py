@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.errors import DataError
+from pocketrank.shared.errors import DataError
 
 TRAINING_TYPES = ("view", "click", "add_to_cart", "purchase")
 
@@ -29,7 +29,7 @@ class History:
     item_index: np.ndarray  # (n_items,) int64, ascending
     user_ids: list[str]
     seqs: list[np.ndarray]  # per user, model rows, oldest first
-    types: list[np.ndarray]  # per user, the TYPE_CODE (server.stores.base) of each product's event, int8
+    types: list[np.ndarray]  # per user, the TYPE_CODE (pocketrank.server.stores.base) of each product's event, int8
     times: list[np.ndarray]  # per user, the timestamp of each product's event, float64
     events: int  # log events read (before collapsing repeats)
     first_ts: float

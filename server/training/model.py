@@ -1,6 +1,6 @@
 """The neural model: item embeddings, a sequence-pooled user tower, the click model.
 
-User vector = shared.features' decayed, type-weighted mean of the item vectors
+User vector = pocketrank.shared.features' decayed, type-weighted mean of the item vectors
 in the user's history, so the real-time updater and the device fold the same
 function event by event. The click model is the product brief's:
 concat(user 64, item 64) -> Linear(128, hidden) -> ReLU -> Linear(hidden, 1)
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from shared.errors import ModelError
+from pocketrank.shared.errors import ModelError
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Recommender(nn.Module):
         self.click = ClickModel(config.dim, config.hidden)
 
     def user_vectors(self, hist: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Pool (B, L) history indices with (B, L) weights; matches shared.features."""
+        """Pool (B, L) history indices with (B, L) weights; matches pocketrank.shared.features."""
         vecs = self.item_emb(hist)
         total = weights.sum(dim=1, keepdim=True).clamp_min(1e-9)
         return (vecs * weights.unsqueeze(-1)).sum(dim=1) / total

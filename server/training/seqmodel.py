@@ -1,6 +1,6 @@
 """The sequence model: an item tower with content, and a causal self-attention user encoder.
 
-Item vector = id embedding + W * mean(content token embeddings) (server.training.content);
+Item vector = id embedding + W * mean(content token embeddings) (pocketrank.server.training.content);
 during training the id part is dropped for a random share of products, so a
 product never seen in training gets a useful vector from content alone.
 
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.errors import ModelError
-from shared.sequence import N_GAPS, N_TYPE_INPUTS
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.sequence import N_GAPS, N_TYPE_INPUTS
 
 MASKED = -1e4  # additive attention mask: finite, so an int8 graph and fp16 never see inf - inf
 

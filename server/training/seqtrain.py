@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from shared.errors import DataError
-from shared.sequence import gap_buckets
+from pocketrank.shared.errors import DataError
+from pocketrank.shared.sequence import gap_buckets
 
 from .ranking_metrics import ndcg_at_k
 from .seqmodel import SeqConfig, SequenceRecommender

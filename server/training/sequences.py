@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.features import sequence_weights
+from pocketrank.shared.features import sequence_weights
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from shared.errors import DataError, ValidationError
+from pocketrank.shared.errors import DataError, ValidationError
 
 from .model import ModelConfig, Recommender
 from .sequences import training_examples
@@ -38,7 +38,7 @@ def _mean(loss: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
 
 def train(train_seqs: list[np.ndarray], config: ModelConfig, progress: bool = True,
           sample_weights: list[np.ndarray] | None = None) -> TrainResult:
-    """sample_weights: one per item of each sequence (server.jobs.retrain's recency weighting); an
+    """sample_weights: one per item of each sequence (pocketrank.server.jobs.retrain's recency weighting); an
     example's loss is weighted by its target's weight. None: every example counts the same."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

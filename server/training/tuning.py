@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from shared.errors import ModelError
+from pocketrank.shared.errors import ModelError
 
 from .seqmodel import SeqConfig
 from .seqtrain import Histories, fit

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from demo_app.screenshots import CHROMIUM, OPERATOR_VIEWPORT, PHONE_VIEWPORT, Phone, launch
-from demo_app.stack import DemoStack
+from pocketrank.demo_app.screenshots import CHROMIUM, OPERATOR_VIEWPORT, PHONE_VIEWPORT, Phone, launch
+from pocketrank.demo_app.stack import DemoStack
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(),

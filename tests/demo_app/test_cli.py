@@ -1,4 +1,4 @@
-"""How the demo is started: `pocketrank demo`, `python -m demo_app --serve`, and their guards."""
+"""How the demo is started: `pocketrank demo`, `python -m pocketrank.demo_app --serve`, and their guards."""
 
 import subprocess
 import sys
@@ -6,11 +6,11 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from demo_app.stack import DemoStack
+from pocketrank.demo_app.stack import DemoStack
 
 
 def test_the_server_does_not_import_demo_app():
-    code = "import sys, pocketrank.cli, server.api.app; sys.exit('demo_app' in sys.modules)"
+    code = "import sys, pocketrank.cli, pocketrank.server.api.app; sys.exit('pocketrank.demo_app' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -22,7 +22,7 @@ def test_pocketrank_demo_is_a_command():
 
 
 def test_python_m_demo_app_documents_both_modes():
-    out = subprocess.run([sys.executable, "-m", "demo_app", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "pocketrank.demo_app", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--serve" in out and "--no-serve" in out
 
 

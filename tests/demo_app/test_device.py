@@ -3,8 +3,8 @@ the SDK's sync answer comes from memory (tests/edge_runtime/test_product_ids.py'
 
 import pytest
 
-from demo_app.device import Device
-from edge_runtime import ValidationError
+from pocketrank.demo_app.device import Device
+from pocketrank.edge_runtime import ValidationError
 from tests.edge_runtime.test_product_ids import PUBLIC, USER, Memory, answer
 
 

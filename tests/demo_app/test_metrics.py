@@ -1,6 +1,6 @@
 """Operator metrics against hand-computed values."""
 
-from demo_app import metrics
+from pocketrank.demo_app import metrics
 
 
 def session():

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from demo_app.netproxy import NetProxy
+from pocketrank.demo_app.netproxy import NetProxy
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Helpers for tests that put an event the server will refuse into the outbox, as if the app had queued it."""
 
-from edge_runtime.rowsum import event_sum
+from pocketrank.edge_runtime.rowsum import event_sum
 
 
 def reseal(device) -> None:

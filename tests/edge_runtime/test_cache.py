@@ -5,8 +5,8 @@ import sqlite3
 
 import pytest
 
-from edge_runtime import EdgeClient, IntegrityError, StorageError, schema
-from edge_runtime.artifacts import ArtifactFiles
+from pocketrank.edge_runtime import EdgeClient, IntegrityError, StorageError, schema
+from pocketrank.edge_runtime.artifacts import ArtifactFiles
 
 USER = "196"
 DEAD = "http://127.0.0.1:9"
@@ -98,7 +98,7 @@ def test_a_failed_migration_leaves_the_database_on_its_version(device, tmp_path,
 
 
 def test_artifact_files_are_written_whole_and_checked_on_read(tmp_path):
-    from shared.wire import sha256_hex
+    from pocketrank.shared.wire import sha256_hex
 
     files = ArtifactFiles(tmp_path / "a")
     data = os.urandom(5000)

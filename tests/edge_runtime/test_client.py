@@ -10,13 +10,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edge_runtime import EdgeClient, IntegrityError, SignatureError, TransportError, ValidationError
-from edge_runtime.rerank import LocalRanker
-from server.bundle.publish import publish_job
-from server.home import Home
-from shared.errors import ModelError
-from shared.features import user_vector
-from shared.rules import top_by_score
+from pocketrank.edge_runtime import EdgeClient, IntegrityError, SignatureError, TransportError, ValidationError
+from pocketrank.edge_runtime.rerank import LocalRanker
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.home import Home
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.features import user_vector
+from pocketrank.shared.rules import top_by_score
 
 from .queued import reseal
 
@@ -230,7 +230,7 @@ def test_every_popular_item_fills_a_list_the_rules_emptied(device):
 def test_stale_candidates_are_still_shown_but_marked(tmp_path, app, home, public_key):
     import httpx
 
-    from edge_runtime.transport import Transport
+    from pocketrank.edge_runtime.transport import Transport
 
     now = [time.time()]
     transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://test"))

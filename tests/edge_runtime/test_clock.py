@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from edge_runtime import EdgeClient, SignatureError
-from edge_runtime.transport import Transport
+from pocketrank.edge_runtime import EdgeClient, SignatureError
+from pocketrank.edge_runtime.transport import Transport
 
 USER = "196"
 
@@ -61,7 +61,7 @@ def test_ten_years_ahead_the_sync_names_the_device_clock_not_the_server(app, pub
 def test_with_a_measured_offset_an_expiry_blames_the_clock(home, public_key):
     import json
 
-    from edge_runtime.trust import load_public_key, verify_manifest
+    from pocketrank.edge_runtime.trust import load_public_key, verify_manifest
 
     manifest = (home / "bundles" / "1" / "manifest.json").read_bytes()
     signature = (home / "bundles" / "1" / "manifest.sig").read_text().strip()

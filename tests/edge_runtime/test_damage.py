@@ -17,8 +17,8 @@ USER = "196"
 def app(home):
     """The shared fixture's app with the sync rate limit off: the damage loop syncs one device dozens of
     times in a few seconds, far past what a phone does (and what the limit is for)."""
-    from server.api.app import create_app
-    from server.config import Config
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.config import Config
 
     return create_app(Config(home=home, sync_rate=0))
 

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     except ImportError:
         pass
 
-    from edge_runtime import EdgeClient
+    from pocketrank.edge_runtime import EdgeClient
 
     db, key = sys.argv[1], sys.argv[2]
     client = EdgeClient(db, key, base_url="http://127.0.0.1:9", latency_budget=0.05)

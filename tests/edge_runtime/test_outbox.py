@@ -5,8 +5,8 @@ import sqlite3
 
 import pytest
 
-from edge_runtime import EdgeClient, StorageError
-from edge_runtime.outbox import DROP_ORDER
+from pocketrank.edge_runtime import EdgeClient, StorageError
+from pocketrank.edge_runtime.outbox import DROP_ORDER
 
 DEAD = "http://127.0.0.1:9"  # nothing listens there; these tests never reach the network
 
@@ -150,7 +150,7 @@ def test_a_clock_corrected_forwards_ages_no_event(tmp_path):
 
 
 def test_across_a_reboot_the_wall_clock_counts_at_most_a_day():
-    from edge_runtime.steadyclock import UNWITNESSED_CAP, SteadyClock
+    from pocketrank.edge_runtime.steadyclock import UNWITNESSED_CAP, SteadyClock
 
     wall, mono = [1_000.0], [50.0]
     before = SteadyClock(lambda: wall[0], lambda: mono[0], boot="boot-a")

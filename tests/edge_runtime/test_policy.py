@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from edge_runtime.policy import Connectivity
-from edge_runtime.transport import _retry_after
+from pocketrank.edge_runtime.policy import Connectivity
+from pocketrank.edge_runtime.transport import _retry_after
 
 
 def policy(**kw):

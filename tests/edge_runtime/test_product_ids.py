@@ -19,11 +19,11 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_runtime import EdgeClient, IntegrityError, TransportError, ValidationError, schema
-from edge_runtime.artifacts import ArtifactFiles
-from shared import wire
-from shared.features import DECAY, TYPE_WEIGHTS, UserState
-from shared.rules import top_by_score
+from pocketrank.edge_runtime import EdgeClient, IntegrityError, TransportError, ValidationError, schema
+from pocketrank.edge_runtime.artifacts import ArtifactFiles
+from pocketrank.shared import wire
+from pocketrank.shared.features import DECAY, TYPE_WEIGHTS, UserState
+from pocketrank.shared.rules import top_by_score
 from tests.factories import dot_ranker
 
 DIM = 8
@@ -155,8 +155,8 @@ def test_offline_recommend_names_every_product_by_its_own_id(phone):
     assert all(isinstance(i, str) for i in rec.item_ids) and set(rec.item_ids) <= own_ids()
     # The order is the ranker's over the indexes (ties by index), each index named by its entry.
     cands = phone.cache.packed(USER)
-    from edge_runtime.rerank import LocalRanker
-    from shared.features import user_vector
+    from pocketrank.edge_runtime.rerank import LocalRanker
+    from pocketrank.shared.features import user_vector
 
     scores = LocalRanker(RANKER).score(user_vector(phone.cache.user_state(USER)), cands.vectors)
     expected = [PRODUCTS[i][0] for i, _ in top_by_score(cands.ids, scores)[:10]]
@@ -301,7 +301,7 @@ def test_an_entry_naming_a_held_product_under_another_index_is_refused(phone):
 
 
 def test_the_cli_tracks_a_product_id_with_spaces(tmp_path):
-    from edge_runtime.cli import device
+    from pocketrank.edge_runtime.cli import device
 
     db = str(tmp_path / "cli.sqlite")
     result = CliRunner().invoke(device, ["--db", db, "track", "u1", "click", "Toy Story (1995)"])

@@ -9,9 +9,9 @@ import httpx
 import numpy as np
 import pytest
 
-from edge_runtime import EdgeClient
-from edge_runtime.transport import Transport
-from server.config import Config
+from pocketrank.edge_runtime import EdgeClient
+from pocketrank.edge_runtime.transport import Transport
+from pocketrank.server.config import Config
 
 pytestmark = pytest.mark.slow
 USERS = [str(u) for u in range(1, 41)]
@@ -26,7 +26,7 @@ def seq_published(tmp_path_factory):
 
 @pytest.fixture
 def stack(seq_published, tmp_path):
-    from server.api.app import create_app
+    from pocketrank.server.api.app import create_app
 
     home = tmp_path / "home"
     shutil.copytree(seq_published, home)

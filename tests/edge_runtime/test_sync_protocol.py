@@ -8,12 +8,12 @@ import hashlib
 import numpy as np
 import pytest
 
-from edge_runtime import IntegrityError, SignatureError, TransportError
-from exporter.signing import load_private
-from server.bundle.publish import publish_job
-from server.home import Home
-from server.stores.base import RecordRow
-from shared import wire
+from pocketrank.edge_runtime import IntegrityError, SignatureError, TransportError
+from pocketrank.exporter.signing import load_private
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.home import Home
+from pocketrank.server.stores.base import RecordRow
+from pocketrank.shared import wire
 
 USER = "196"
 

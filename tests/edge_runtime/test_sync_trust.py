@@ -23,13 +23,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from demo_app.localserver import LocalServer
-from demo_app.netproxy import NetProxy
-from edge_runtime import EdgeClient, IntegrityError, PocketrankError, SignatureError, TransportError
-from server.bundle.publish import publish_job
-from server.home import Home
-from shared import wire
-from shared.features import UserState
+from pocketrank.demo_app.localserver import LocalServer
+from pocketrank.demo_app.netproxy import NetProxy
+from pocketrank.edge_runtime import EdgeClient, IntegrityError, PocketrankError, SignatureError, TransportError
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.home import Home
+from pocketrank.shared import wire
+from pocketrank.shared.features import UserState
 
 USER = "196"
 

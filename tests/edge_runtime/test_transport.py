@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from edge_runtime import IntegrityError
-from edge_runtime.transport import Transport
+from pocketrank.edge_runtime import IntegrityError
+from pocketrank.edge_runtime.transport import Transport
 
 DECLARED = 10_000
 

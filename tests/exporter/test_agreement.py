@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from exporter import agreement
+from pocketrank.exporter import agreement
 
 
 def test_top_k_overlap_counts_shared_items_of_the_two_top_k():

@@ -1,18 +1,18 @@
-"""The user encoder graph computes shared.features' fold: same vector for the same events."""
+"""The user encoder graph computes pocketrank.shared.features' fold: same vector for the same events."""
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter.onnx_export import export_encoder
-from exporter.parity import check_encoder, encoder_inputs, session
-from server.data import movielens
-from server.home import Home
-from server.training import model as model_io
-from server.training.sequences import user_sequences
-from shared.errors import ModelError
-from shared.features import TYPE_WEIGHTS, fold_events, sequence_weights, user_vector
+from pocketrank.exporter.onnx_export import export_encoder
+from pocketrank.exporter.parity import check_encoder, encoder_inputs, session
+from pocketrank.server.data import movielens
+from pocketrank.server.home import Home
+from pocketrank.server.training import model as model_io
+from pocketrank.server.training.sequences import user_sequences
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.features import TYPE_WEIGHTS, fold_events, sequence_weights, user_vector
 
 TYPES = list(TYPE_WEIGHTS)  # every event type, impressions (weight 0) included
 

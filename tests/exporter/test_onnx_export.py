@@ -5,9 +5,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from exporter.onnx_export import check_signature
-from server.home import Home
-from shared.errors import ModelError
+from pocketrank.exporter.onnx_export import check_signature
+from pocketrank.server.home import Home
+from pocketrank.shared.errors import ModelError
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from exporter.onnx_export import export_ranker
-from exporter.parity import INT8_GATES, HeldOut, check_parity, session
-from exporter.quantize import quantize_ranker
-from server.home import Home
-from server.jobs.train import export_inputs
-from server.training import model as model_io
-from shared.errors import ModelError
-from shared.wire import sha256_hex
+from pocketrank.exporter.onnx_export import export_ranker
+from pocketrank.exporter.parity import INT8_GATES, HeldOut, check_parity, session
+from pocketrank.exporter.quantize import quantize_ranker
+from pocketrank.server.home import Home
+from pocketrank.server.jobs.train import export_inputs
+from pocketrank.server.training import model as model_io
+from pocketrank.shared.errors import ModelError
+from pocketrank.shared.wire import sha256_hex
 
 
 @pytest.fixture(scope="module")

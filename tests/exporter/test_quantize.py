@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 
-from exporter.quantize import (
+from pocketrank.exporter.quantize import (
     check_quantized,
     op_counts,
     quantize_ranker,
@@ -12,8 +12,8 @@ from exporter.quantize import (
     runtime_op_counts,
     unquantized_weights,
 )
-from server.home import Home
-from shared.errors import ModelError
+from pocketrank.server.home import Home
+from pocketrank.shared.errors import ModelError
 
 
 @pytest.fixture(scope="module")

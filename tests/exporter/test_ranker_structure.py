@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from server.training.model import ClickModel, ModelConfig, Recommender
+from pocketrank.server.training.model import ClickModel, ModelConfig, Recommender
 
 
 def test_forward_computes_the_user_half_once_and_equals_the_paired_training_path():

@@ -2,10 +2,10 @@ import base64
 
 import pytest
 
-from edge_runtime.trust import load_public_key, verify_manifest
-from exporter.signing import init_keys, public_key_hex, sign
-from shared.errors import SignatureError
-from shared.wire import WIRE_VERSION, canonical_json
+from pocketrank.edge_runtime.trust import load_public_key, verify_manifest
+from pocketrank.exporter.signing import init_keys, public_key_hex, sign
+from pocketrank.shared.errors import SignatureError
+from pocketrank.shared.wire import WIRE_VERSION, canonical_json
 
 MANIFEST = {"wire_version": WIRE_VERSION, "version": 3, "created_at": 0, "expires_at": 2e9, "model_version": "m",
             "embedding_dim": 64, "user_state": {}, "artifacts": {}, "popular": []}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from demo_app.netproxy import NetProxy
+from pocketrank.demo_app.netproxy import NetProxy
 
 from .liveserver import LiveServer
 

@@ -25,9 +25,9 @@ import time
 import httpx  # noqa: F401
 import onnxruntime  # noqa: F401
 
-import edge_runtime  # noqa: F401  (imported before forking: that is the point)
-from edge_runtime import EdgeClient
-from edge_runtime.artifacts import ArtifactFiles
+import pocketrank.edge_runtime as edge_runtime  # noqa: F401  (imported before forking: that is the point)
+from pocketrank.edge_runtime import EdgeClient
+from pocketrank.edge_runtime.artifacts import ArtifactFiles
 
 
 def child(cmd: dict, out: int) -> None:

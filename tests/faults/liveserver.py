@@ -14,8 +14,8 @@ from werkzeug.serving import make_server
 
 class LiveServer:
     def __init__(self, home: Path):
-        from server.api.app import create_app
-        from server.config import Config
+        from pocketrank.server.api.app import create_app
+        from pocketrank.server.config import Config
 
         self.app = create_app(Config(home=Path(home)))
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)

@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 
 from bench._openrace import broken_by_the_old_race, context, old_format, opened, race
-from edge_runtime import schema
+from pocketrank.edge_runtime import schema
 
 PROCESSES, EVENTS = 4, 300
 

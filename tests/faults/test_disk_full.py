@@ -5,9 +5,9 @@ import sqlite3
 import numpy as np
 import pytest
 
-from edge_runtime import StorageError
-from server.bundle.publish import publish_job
-from server.home import Home
+from pocketrank.edge_runtime import StorageError
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.home import Home
 
 from .storage import needs_namespaces, run_child
 

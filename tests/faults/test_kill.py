@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime import EdgeClient
-from server.bundle.publish import publish_job
-from server.home import Home
+from pocketrank.edge_runtime import EdgeClient
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.home import Home
 
 from .liveserver import LiveServer
 

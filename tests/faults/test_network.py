@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from edge_runtime import EdgeClient, TransportError
-from edge_runtime.policy import Connectivity
-from server.bundle.publish import publish_job
-from server.home import Home
+from pocketrank.edge_runtime import EdgeClient, TransportError
+from pocketrank.edge_runtime.policy import Connectivity
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.home import Home
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
 

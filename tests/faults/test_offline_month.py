@@ -6,9 +6,9 @@ import time
 
 import httpx
 
-from edge_runtime import EdgeClient
-from edge_runtime.outbox import DROP_ORDER
-from edge_runtime.transport import Transport
+from pocketrank.edge_runtime import EdgeClient
+from pocketrank.edge_runtime.outbox import DROP_ORDER
+from pocketrank.edge_runtime.transport import Transport
 
 USER = "196"
 MAX_EVENTS, MAX_BYTES = 600, 120_000

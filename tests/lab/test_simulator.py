@@ -20,9 +20,9 @@ from lab.simulator import (
     is_bounce,
     session_revenue,
 )
-from shared.errors import ValidationError
-from shared.features import tokens
-from shared.schemas import validate_event, validate_item
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.features import tokens
+from pocketrank.shared.schemas import validate_event, validate_item
 from tests.factories import event
 
 SMALL = SimConfig(n_users=400, n_items=300, n_days=6, new_items_per_day=4, seed=3)

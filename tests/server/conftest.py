@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.schemas import Item
+from pocketrank.shared.schemas import Item
 from tests.factories import dot_ranker, free_port, product
 
 DIM = 64
@@ -89,13 +89,13 @@ def backend(request) -> str:
 @pytest.fixture
 def store_config(backend, tmp_path, request):
     """A Config for a fresh, empty store of each backend (a unique Redis key prefix per test)."""
-    from server.config import Config
+    from pocketrank.server.config import Config
 
     if backend == "redis":
         url = request.getfixturevalue("redis_url")
         prefix = f"test-{uuid.uuid4().hex[:8]}:"
         yield Config(home=tmp_path / "home", store="redis", redis_url=url, redis_prefix=prefix)
-        from server.stores.redis import RedisStore
+        from pocketrank.server.stores.redis import RedisStore
 
         r = RedisStore(url, prefix).r
         keys = list(r.scan_iter(match=prefix.encode() + b"*", count=10_000))
@@ -108,7 +108,7 @@ def store_config(backend, tmp_path, request):
 
 @pytest.fixture
 def store(store_config):
-    from server.stores import open_store
+    from pocketrank.server.stores import open_store
 
     s = open_store(store_config)
     yield s
@@ -118,8 +118,8 @@ def store(store_config):
 @pytest.fixture
 def synthetic_app(store_config):
     """A Flask app on a seeded synthetic catalogue, on each backend."""
-    from server.api.app import create_app
-    from server.stores import open_store
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.stores import open_store
 
     s = open_store(store_config)
     seed_store(s, store_config.home)

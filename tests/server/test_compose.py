@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pocketrank.cli import main
-from server.config import check_environment
+from pocketrank.server.config import check_environment
 from tests.factories import free_port
 from tests.server.conftest import seed_store
 

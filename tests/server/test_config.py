@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Config, known_variables
-from shared.errors import ValidationError
+from pocketrank.server.config import Config, known_variables
+from pocketrank.shared.errors import ValidationError
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"

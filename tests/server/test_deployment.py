@@ -16,7 +16,7 @@ from tests.server.conftest import seed_store
 pytestmark = pytest.mark.slow  # see `make test-fast`
 
 REPO = Path(__file__).resolve().parents[2]
-GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf", "server.wsgi:app"]
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "python:pocketrank.server.gunicorn_conf", "pocketrank.server.wsgi:app"]
 
 
 def env_for(config, **extra):

@@ -23,8 +23,8 @@ REQUESTS = 40
 
 @pytest.fixture
 def sqlite_home(tmp_path):
-    from server.config import Config
-    from server.stores import open_store
+    from pocketrank.server.config import Config
+    from pocketrank.server.stores import open_store
 
     config = Config(home=tmp_path / "home")
     store = open_store(config)

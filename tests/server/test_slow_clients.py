@@ -30,8 +30,8 @@ BURST = 40  # requests per address per 400 s: the probes stay under it, the last
 def deployed(tmp_path):
     if shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"):
         pytest.skip("no nginx on this machine (apt-get install nginx); .ci/run installs it")
-    from server.config import Config
-    from server.stores import open_store
+    from pocketrank.server.config import Config
+    from pocketrank.server.stores import open_store
 
     config = Config(home=tmp_path / "home")
     store = open_store(config)

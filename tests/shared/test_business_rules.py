@@ -2,7 +2,7 @@
 
 import math
 
-from shared.rules import adjust_scores, exposure_penalty, pick_exploration, place_exploration, place_pins
+from pocketrank.shared.rules import adjust_scores, exposure_penalty, pick_exploration, place_exploration, place_pins
 
 
 def test_exposure_penalty_starts_at_the_cap_and_grows_per_doubling():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from shared.features import (
+from pocketrank.shared.features import (
     DECAY,
     TYPE_WEIGHTS,
     UserState,

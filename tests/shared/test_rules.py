@@ -1,4 +1,4 @@
-from shared.rules import apply_rules, top_by_score
+from pocketrank.shared.rules import apply_rules, top_by_score
 
 
 def test_rules_drop_excluded_out_of_stock_and_cap_categories():

@@ -1,8 +1,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from shared.errors import PocketrankError, ValidationError
-from shared.schemas import MAX_ITEM_ID, check_item_id, check_item_index, validate_event, validate_item
+from pocketrank.shared.errors import PocketrankError, ValidationError
+from pocketrank.shared.schemas import MAX_ITEM_ID, check_item_id, check_item_index, validate_event, validate_item
 
 GOOD = {"event_id": "e1", "user_id": "u1", "device_id": "d1", "type": "click", "item_id": 7,
         "timestamp": 1_700_000_000, "session_id": "s1"}

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import wire
-from shared.errors import IntegrityError, SignatureError, TransportError, ValidationError
-from shared.features import DECAY, TYPE_WEIGHTS, UserState, query_vector, update_user_state, user_vector
-from shared.schemas import validate_event, validate_item
+from pocketrank.shared import wire
+from pocketrank.shared.errors import IntegrityError, SignatureError, TransportError, ValidationError
+from pocketrank.shared.features import DECAY, TYPE_WEIGHTS, UserState, query_vector, update_user_state, user_vector
+from pocketrank.shared.schemas import validate_event, validate_item
 
 VECTORS = Path(__file__).resolve().parents[2] / "docs" / "vectors"
 
@@ -226,7 +226,7 @@ EXPECTED_ERRORS = {
 
 @pytest.mark.parametrize("check", load("manifest.json")["checks"], ids=lambda c: c["case"])
 def test_device_manifest_checks(check):
-    from edge_runtime.trust import load_public_key, verify_manifest
+    from pocketrank.edge_runtime.trust import load_public_key, verify_manifest
 
     vec = load("manifest.json")
     body = bytes.fromhex(check.get("manifest_hex", vec["canonical_hex"]))
@@ -408,7 +408,7 @@ class VectorTransport:
 def device(tmp_path, transport):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("sqlite_utils")
-    from edge_runtime.client import EdgeClient
+    from pocketrank.edge_runtime.client import EdgeClient
 
     return EdgeClient(tmp_path / "device.sqlite", load("manifest.json")["public_key_hex"], transport=transport)
 
@@ -492,8 +492,8 @@ def read_pri2(raw: bytes) -> dict:
 
 
 def test_item_entries_decode_re_encode_and_verify():
-    from edge_runtime.items import verify_items
-    from edge_runtime.trust import load_public_key
+    from pocketrank.edge_runtime.items import verify_items
+    from pocketrank.edge_runtime.trust import load_public_key
 
     vec = load("item_entry.json")
     key = load_public_key(load("keys.json")["public_key_hex"])

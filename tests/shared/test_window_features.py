@@ -1,6 +1,6 @@
 """Window aggregates (shared/features.py): what the features job stores and training can reuse."""
 
-from shared.features import category_shares, window_aggregates
+from pocketrank.shared.features import category_shares, window_aggregates
 
 DAY = 86_400.0
 NOW = 1_700_000_000.0

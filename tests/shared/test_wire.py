@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from shared import wire
-from shared.errors import IntegrityError, ValidationError
-from shared.features import UserState
+from pocketrank.shared import wire
+from pocketrank.shared.errors import IntegrityError, ValidationError
+from pocketrank.shared.features import UserState
 
 
 def _state(dim=8):

@@ -11,10 +11,10 @@ state then being the previous step's). artifacts.json holds the bytes served at
 each artifact URL. tests/vectors/test_sync_vectors.py replays them against the
 Python client; docs/sync-protocol.md explains every field.
 
-The record entries are built by the server's own code (server.bundle.sync_answer.entry),
+The record entries are built by the server's own code (pocketrank.server.bundle.sync_answer.entry),
 signatures with a TEST ONLY ed25519 key derived from a published seed (never
 deploy it). The catalogue's products carry the marketplace's own string ids
-(external_id below), validated by shared.schemas.validate_item; the item entries
+(external_id below), validated by pocketrank.shared.schemas.validate_item; the item entries
 (PRI2) carry them beside the item indexes, which name products everywhere else.
 Deterministic: ed25519 signatures are, and zstd/onnx bytes are for fixed
 library versions; the test checks that a fresh run gives identical bytes.
@@ -36,12 +36,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from server.bundle import item_entries  # noqa: E402
-from server.bundle.sync_answer import entry as _entry, ids as _ids, raw as _raw, snapshot_reason  # noqa: E402
-from server.stores.base import RecordRow  # noqa: E402
-from shared import wire  # noqa: E402
-from shared.features import DECAY, TYPE_WEIGHTS, UserState  # noqa: E402
-from shared.schemas import validate_item  # noqa: E402
+from pocketrank.server.bundle import item_entries  # noqa: E402
+from pocketrank.server.bundle.sync_answer import entry as _entry, ids as _ids, raw as _raw, snapshot_reason  # noqa: E402
+from pocketrank.server.stores.base import RecordRow  # noqa: E402
+from pocketrank.shared import wire  # noqa: E402
+from pocketrank.shared.features import DECAY, TYPE_WEIGHTS, UserState  # noqa: E402
+from pocketrank.shared.schemas import validate_item  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "sync"
 SEED_TEXT = b"pocketrank sync-protocol v2 test vectors -- TEST ONLY, never deploy"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import errors, wire
+from pocketrank.shared import errors, wire
 
 HERE = Path(__file__).resolve().parent
 SYNC = HERE / "sync"
@@ -100,7 +100,7 @@ def steps(name: str) -> list[dict]:
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_the_python_client_reaches_the_vector_state(name, tmp_path):
     pytest.importorskip("onnxruntime")
-    from edge_runtime.client import EdgeClient
+    from pocketrank.edge_runtime.client import EdgeClient
 
     keys = load("keys")
     replay = Replay()

@@ -14,7 +14,7 @@ from lab.quality import beyond
 from lab.quality.hybrid import DLAE, ContentMap, SegmentPrior
 from lab.quality.peers import EASE, ease_weights
 from lab.quality.splits import held_out, protocol2_split, python_stratified_split
-from server.training import ranking_metrics as metrics
+from pocketrank.server.training import ranking_metrics as metrics
 
 
 def test_vectorised_accuracy_matches_pure_functions():
@@ -186,7 +186,7 @@ def test_byo_hybrid_round_trip(tmp_path):
 
 def test_byo_hybrid_rejects_a_bad_file(tmp_path):
     from lab.quality import byo
-    from shared.errors import DataError
+    from pocketrank.shared.errors import DataError
 
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item\n1,2\n")

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 
 from lab.quality.content_rank import RankingContentMap, blend_vectors, content_profile
 from lab.quality.demographic import DemographicRidge, zip_region
-from shared.errors import DataError
+from pocketrank.shared.errors import DataError
 
 
 def _planted_profiles(n=60, seed=0):

@@ -8,14 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from server.online.ranker import Ranker
+from pocketrank.server.online.ranker import Ranker
 from tests.server.conftest import seed_store
 
 
 @pytest.fixture
 def app(store_config):
-    from server.api.app import create_app
-    from server.stores import open_store
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.stores import open_store
 
     config = dataclasses.replace(store_config, ann_min_items=100)  # the synthetic catalogue has 300 products
     s = open_store(config)

@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 
-from shared.wire import parse_manifest
+from pocketrank.shared.wire import parse_manifest
 from tests.factories import event_dict
 
 ev = partial(event_dict, user="t-1", item=50, age=60)

@@ -10,10 +10,10 @@ import time
 import httpx
 import pytest
 
-from demo_app.localserver import LocalServer
-from edge_runtime import EdgeClient
-from server.api.app import create_app
-from server.config import Config
+from pocketrank.demo_app.localserver import LocalServer
+from pocketrank.edge_runtime import EdgeClient
+from pocketrank.server.api.app import create_app
+from pocketrank.server.config import Config
 from tests.factories import event_dict
 
 KEY = "operator-key-for-the-tests-0123"

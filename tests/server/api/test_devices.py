@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from server.api.app import create_app
-from server.api.device_registry import DeviceRegistry, DeviceTaken
-from server.config import Config
-from shared.errors import ValidationError
+from pocketrank.server.api.app import create_app
+from pocketrank.server.api.device_registry import DeviceRegistry, DeviceTaken
+from pocketrank.server.config import Config
+from pocketrank.shared.errors import ValidationError
 
 KEY = "operator-secret-0123456789"
 OPERATOR = {"X-Operator-Key": KEY}
@@ -140,7 +140,7 @@ def test_a_server_process_refuses_to_start_with_tokens_and_no_operator_key(home,
     env = {"PATH": "/usr/bin:/bin", "POCKETRANK_HOME": str(home), "POCKETRANK_REQUIRE_DEVICE_TOKEN": "1",
            "POCKETRANK_BIND": "127.0.0.1:0", "PYTHONPATH": str(REPO)}
     args = ([sys.executable, "-m", "pocketrank", "serve", "--port", "0"] if command == "serve" else
-            [sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf", "server.wsgi:app"])
+            [sys.executable, "-m", "gunicorn", "-c", "python:pocketrank.server.gunicorn_conf", "pocketrank.server.wsgi:app"])
     done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "POCKETRANK_OPERATOR_KEY" in done.stdout + done.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from server.release.registry import Registry
+from pocketrank.server.release.registry import Registry
 from tests.factories import event_dict
 
 T0 = int(time.time()) - 600  # the server refuses events from the future
@@ -62,9 +62,9 @@ def test_bad_parameters_get_a_400(api):
 
 def test_a_running_canary_is_in_the_summary_and_in_prometheus(api, home):
     from lab.served_models import derive_version
-    from server.config import Config
-    from server.jobs import rollout
-    from server.stores import open_store
+    from pocketrank.server.config import Config
+    from pocketrank.server.jobs import rollout
+    from pocketrank.server.stores import open_store
 
     store = open_store(Config(home=home))
     derive_version(home, store, "m-next")

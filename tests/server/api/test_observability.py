@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from server import logs
-from server.api.app import create_app
-from server.config import Config
+from pocketrank.server import logs
+from pocketrank.server.api.app import create_app
+from pocketrank.server.config import Config
 from tests.factories import event_dict, free_port
 
 
@@ -142,7 +142,7 @@ def test_two_apps_in_one_process_count_apart(app, home):
 
 
 def test_readyz_is_503_naming_what_is_missing_then_200(home):
-    from server.stores import open_store
+    from pocketrank.server.stores import open_store
 
     app = create_app(Config(home=home))
     client = app.test_client()
@@ -190,7 +190,7 @@ def test_readyz_is_503_when_redis_stops_answering_and_healthz_stays_200(tmp_path
                 assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
                 time.sleep(0.05)
         config = Config(home=tmp_path / "home", store="redis", redis_url=f"redis://127.0.0.1:{port}/0")
-        from server.stores import open_store
+        from pocketrank.server.stores import open_store
 
         store = open_store(config)
         seed_store(store, config.home)

@@ -19,10 +19,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 
-from demo_app.localserver import LocalServer
-from server.api.app import create_app
-from server.api.openapi_spec import document
-from server.config import Config
+from pocketrank.demo_app.localserver import LocalServer
+from pocketrank.server.api.app import create_app
+from pocketrank.server.api.openapi_spec import document
+from pocketrank.server.config import Config
 
 ROOT = Path(__file__).resolve().parents[3]
 schema = schemathesis.openapi.from_dict(document())

@@ -5,8 +5,8 @@ Cross-process sharing (two real gunicorn workers, Redis or not) is in tests/serv
 
 import pytest
 
-from server.api.app import create_app
-from server.config import Config
+from pocketrank.server.api.app import create_app
+from pocketrank.server.config import Config
 from tests.factories import event_dict as ev
 
 OPERATOR = {"X-Operator-Key": "operator-secret-key"}
@@ -120,8 +120,8 @@ def test_defaults_leave_a_device_s_cadence_alone(make):
 def test_the_sdk_backs_off_for_the_retry_after_and_loses_nothing(make, tmp_path):
     import httpx
 
-    from edge_runtime import EdgeClient
-    from edge_runtime.transport import Transport
+    from pocketrank.edge_runtime import EdgeClient
+    from pocketrank.edge_runtime.transport import Transport
 
     api = make(address_burst=2, address_rate=0.1)  # 2 per 20 s for this address (the SDK sends no token here)
     transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=api.application),

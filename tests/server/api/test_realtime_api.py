@@ -128,8 +128,8 @@ def test_a_device_token_limits_events_to_the_devices_users(api, serving):
 
 
 def test_paths_personal_segment_and_popular_say_who_answered(api, serving):
-    from server.jobs.features import features_job
-    from server.online import segments
+    from pocketrank.server.jobs.features import features_job
+    from pocketrank.server.online import segments
 
     for u, cat in (("a1", 0), ("a2", 0), ("b1", 1)):
         post(api, [ev(f"{u}-{i}", user=u, item=6 * i + cat + 6) for i in range(5)])
@@ -164,7 +164,7 @@ def test_out_of_stock_and_purchased_items_are_dropped(api, serving):
 
 
 def test_rules_cap_categories_pin_boost_explore_and_penalise_exposure(synthetic_app, api, serving):
-    from server.online.ranker import Rules
+    from pocketrank.server.online.ranker import Rules
 
     post(api, [ev(f"r{i}", user="r1", item=6 * i + 6) for i in range(4)])
     base = api.get("/v1/recommendations?user_id=r1&k=10").get_json()["items"]
@@ -227,7 +227,7 @@ def test_a_new_product_gets_a_provisional_vector_and_is_recommended_at_once(api,
 
 
 def test_window_features_feed_the_ranker(api, serving):
-    from server.jobs.features import features_job
+    from pocketrank.server.jobs.features import features_job
 
     post(api, [ev(f"w{i}", user="w1", item=6 * i + 6 + (i % 2)) for i in range(6)])
     before = api.get("/v1/recommendations?user_id=w1&k=10").get_json()["items"]
@@ -235,7 +235,7 @@ def test_window_features_feed_the_ranker(api, serving):
     feats = api.get("/v1/users/w1").get_json()["features"]
     assert feats["1d"]["counts"]["click"] == 6 and feats["30d"]["counts"]["click"] == 6
     assert set(feats["7d"]["categories"]) == {CATEGORIES[0], CATEGORIES[1]}
-    from server.online.ranker import Rules
+    from pocketrank.server.online.ranker import Rules
 
     serving.rules, serving._ranker_key = Rules(category_weight=1.0), None
     after = api.get("/v1/recommendations?user_id=w1&k=10").get_json()["items"]

@@ -3,8 +3,8 @@
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.bundle.item_entries import build_entries, load, save, select
-from shared import wire
+from pocketrank.server.bundle.item_entries import build_entries, load, save, select
+from pocketrank.shared import wire
 
 _KEY = Ed25519PrivateKey.generate()  # one key for every _build call, as the old default argument was
 

@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from server.bundle.publish import publish_job
-from server.config import Config
-from server.home import Home
-from server.online.catalogue import load_catalogue
-from server.online.retrieval import retrieve
-from shared import wire
-from shared.features import user_vector
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.config import Config
+from pocketrank.server.home import Home
+from pocketrank.server.online.catalogue import load_catalogue
+from pocketrank.server.online.retrieval import retrieve
+from pocketrank.shared import wire
+from pocketrank.shared.features import user_vector
 
 
 def test_publish_retrieves_through_the_index_and_keeps_the_exact_candidates(home):

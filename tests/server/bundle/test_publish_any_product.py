@@ -3,10 +3,10 @@ import, a hand edit): one bad product never stops the bundle of every other one.
 
 from dataclasses import replace
 
-from server.bundle import item_entries
-from server.bundle.publish import publish_job
-from server.home import Home
-from shared import wire
+from pocketrank.server.bundle import item_entries
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.home import Home
+from pocketrank.shared import wire
 
 
 def test_publish_packs_unusable_prices_as_none_and_leaves_out_what_cannot_travel(home, caplog):

@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner
 
 from pocketrank.cli import main
-from server.config import Config
-from server.data import checks, formats, timestamps
-from server.data.importer import content_key, content_keys, import_catalogue, import_events
-from server.data.report import BadRow
-from server.home import Home
-from shared.errors import DataError, ValidationError
-from shared.schemas import check_id, validate_event
+from pocketrank.server.config import Config
+from pocketrank.server.data import checks, formats, timestamps
+from pocketrank.server.data.importer import content_key, content_keys, import_catalogue, import_events
+from pocketrank.server.data.report import BadRow
+from pocketrank.server.home import Home
+from pocketrank.shared.errors import DataError, ValidationError
+from pocketrank.shared.schemas import check_id, validate_event
 
 PRODUCTS = [
     {"item_id": "SKU-1", "title": "Chef knife", "category": "Home > Kitchen > Knives", "price": "39.90",
@@ -537,7 +537,7 @@ def test_vectorised_checks_decide_like_validate_event():
 
 
 def test_regexes_match_shared_schemas_on_every_character():
-    from shared.schemas import ID_RE, ITEM_ID_RE
+    from pocketrank.shared.schemas import ID_RE, ITEM_ID_RE
 
     chars = [chr(c) for c in range(0x3100)] + ["\U0001f600", "\ufeff", "\u2060"]
     chars = [c for c in chars if not 0xD800 <= ord(c) <= 0xDFFF]

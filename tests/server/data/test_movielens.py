@@ -3,8 +3,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from server.data import movielens
-from shared.errors import DataError
+from pocketrank.server.data import movielens
+from pocketrank.shared.errors import DataError
 
 
 def test_the_real_data_set_parses():

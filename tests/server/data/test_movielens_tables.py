@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from server.data import movielens
-from shared.errors import DataError
-from shared.schemas import ITEM_ID_RE, check_id, check_item_id, validate_item
+from pocketrank.server.data import movielens
+from pocketrank.shared.errors import DataError
+from pocketrank.shared.schemas import ITEM_ID_RE, check_id, check_item_id, validate_item
 
 CATALOGUE_TYPES = {
     "item_id": pa.string(), "title": pa.string(), "category": pa.string(), "categories": pa.list_(pa.string()),

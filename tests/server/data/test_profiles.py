@@ -3,7 +3,7 @@
 from click.testing import CliRunner
 
 from pocketrank.cli import main
-from server.home import Home
+from pocketrank.server.home import Home
 
 
 def test_users_are_imported_and_bad_rows_named(tmp_path):

@@ -18,21 +18,21 @@ import pytest
 from click.testing import CliRunner
 
 from pocketrank.cli import main
-from server.api.app import create_app
-from server.bundle.publish import publish_job
-from server.config import Config
-from server.home import Home
-from server.jobs import rollout
-from server.jobs.rebase import rebase
-from server.online.segments import compute_segments, loads
-from server.online.serving import Serving
-from server.online.versions import save_vectors, version_vectors
-from server.release import canary
-from server.release.registry import Registry
-from server.stores import open_store
-from shared.errors import ValidationError
-from shared.features import UserState, update_user_state, user_vector
-from shared.schemas import Event
+from pocketrank.server.api.app import create_app
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.config import Config
+from pocketrank.server.home import Home
+from pocketrank.server.jobs import rollout
+from pocketrank.server.jobs.rebase import rebase
+from pocketrank.server.online.segments import compute_segments, loads
+from pocketrank.server.online.serving import Serving
+from pocketrank.server.online.versions import save_vectors, version_vectors
+from pocketrank.server.release import canary
+from pocketrank.server.release.registry import Registry
+from pocketrank.server.stores import open_store
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.features import UserState, update_user_state, user_vector
+from pocketrank.shared.schemas import Event
 from tests.server.conftest import seed_store, write_dot_ranker
 from tests.server.release.test_canary_serving import _arm_events
 

@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from pocketrank.cli import main as cli
-from server.home import Home
-from server.jobs.refresh_items import shrunk_mean
-from server.online.catalogue import load_catalogue, provisional_vector
-from shared.features import fold_events, user_vector
-from shared.schemas import Event
+from pocketrank.server.home import Home
+from pocketrank.server.jobs.refresh_items import shrunk_mean
+from pocketrank.server.online.catalogue import load_catalogue, provisional_vector
+from pocketrank.shared.features import fold_events, user_vector
+from pocketrank.shared.schemas import Event
 from tests.factories import product
 from tests.server.conftest import synthetic_catalogue
 
@@ -104,7 +104,7 @@ def test_refresh_items_moves_new_vectors_and_improves_their_held_out_rank(world_
 
 
 def test_refresh_is_idempotent_and_leaves_unengaged_items_alone(world_home):
-    from server.jobs.refresh_items import refresh_items_job
+    from pocketrank.server.jobs.refresh_items import refresh_items_job
 
     home, _history, _held = world_home
     store = home.store()

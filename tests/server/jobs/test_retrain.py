@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from lab.simulate import FeedbackSimulator
 from lab.simulator import CATEGORIES, SimConfig
 from pocketrank.cli import main as cli
-from server.home import Home
-from server.jobs import retrain
-from server.online.encoding import model_kind
-from server.release.registry import Registry
-from shared.errors import ValidationError
-from shared.schemas import Event
+from pocketrank.server.home import Home
+from pocketrank.server.jobs import retrain
+from pocketrank.server.online.encoding import model_kind
+from pocketrank.server.release.registry import Registry
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.schemas import Event
 from tests.factories import product
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
@@ -215,7 +215,7 @@ def test_the_drift_check_reads_the_registry_once_and_skips_only_for_live_or_pend
 
 
 def test_a_second_run_while_one_holds_the_lock_is_refused(tmp_path, logs):
-    from shared.errors import ModelError
+    from pocketrank.shared.errors import ModelError
 
     home = _home(tmp_path, logs, "taste")
     with retrain.job_lock(home.root):
@@ -225,7 +225,7 @@ def test_a_second_run_while_one_holds_the_lock_is_refused(tmp_path, logs):
 
 
 def test_recency_weights_halve_every_half_life():
-    from server.release.holdout import recency_weights
+    from pocketrank.server.release.holdout import recency_weights
 
     end = 1_700_000_000.0
     evs = [Event(f"e{d}", "u", "d", "click", end - d * 86_400, 1) for d in (0, 1, 2, 4)]
@@ -241,7 +241,7 @@ def test_a_short_half_life_moves_the_retrained_model_further_toward_a_recent_shi
     over the rest when the last day weighs more: the bench's item model, weighted as gated_retrain does
     (bench/drift fits it with a popularity term per category; bench/ab without)."""
     from lab.simulate import fit_item_model
-    from server.release.holdout import recency_weights
+    from pocketrank.server.release.holdout import recency_weights
 
     items, events = logs["shock"]
     cats = {it.item_id: CATEGORIES.index(it.category) for it in items}

@@ -9,16 +9,16 @@ import time
 import numpy as np
 import pytest
 
-from server.config import Config
-from server.home import Home
+from pocketrank.server.config import Config
+from pocketrank.server.home import Home
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def seq_home(tmp_path_factory):
-    from server.data.datasets import import_movielens
-    from server.jobs.train import export_job, train_job
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.jobs.train import export_job, train_job
 
     root = tmp_path_factory.mktemp("seq-home")
     home = Home(root)
@@ -47,7 +47,7 @@ def test_server_answers_with_the_encoder_and_events_move_it(seq_home, tmp_path):
     root, trained, _ = seq_home
     home = tmp_path / "home"
     shutil.copytree(root, home)
-    from server.api.app import create_app
+    from pocketrank.server.api.app import create_app
 
     app = create_app(Config(home=home))
     api = app.test_client()
@@ -71,8 +71,8 @@ def test_a_new_product_gets_its_content_vector(seq_home, tmp_path):
     root, trained, _ = seq_home
     home = tmp_path / "home"
     shutil.copytree(root, home)
-    from server.api.app import create_app
-    from server.training.content import ContentTower
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.training.content import ContentTower
 
     app = create_app(Config(home=home))
     api = app.test_client()
@@ -85,7 +85,7 @@ def test_a_new_product_gets_its_content_vector(seq_home, tmp_path):
     serving.catalogues.invalidate()
     got = serving.catalogue.vector_map()[index]
     tower = ContentTower.load(home / "models" / trained["model_version"])
-    from shared.schemas import validate_item
+    from pocketrank.shared.schemas import validate_item
 
     want = tower.vector(validate_item(new))
     assert want is not None and np.allclose(got, want, atol=1e-6)

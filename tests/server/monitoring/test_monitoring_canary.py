@@ -7,11 +7,11 @@ import pytest
 
 from lab.simulate import CanaryPolicy, FeedbackSimulator, fit_item_model, item_categories, warmup
 from lab.simulator import SimConfig
-from server.monitoring import collector
-from server.monitoring.collector import UnitStats
-from server.release import canary
-from server.release.registry import Registry
-from shared.errors import ValidationError
+from pocketrank.server.monitoring import collector
+from pocketrank.server.monitoring.collector import UnitStats
+from pocketrank.server.release import canary
+from pocketrank.server.release.registry import Registry
+from pocketrank.shared.errors import ValidationError
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab.simulator import MarketplaceSimulator, SimConfig, is_bounce, session_revenue
-from server.monitoring import collector
+from pocketrank.server.monitoring import collector
 from tests.factories import event
 
 PRICES = {1: 10.0, 2: 5.0, 3: 2.5}

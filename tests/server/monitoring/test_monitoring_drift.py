@@ -9,7 +9,7 @@ import pytest
 
 from lab.simulate import FeedbackSimulator, item_categories
 from lab.simulator import CATEGORIES, SimConfig
-from server.monitoring import drift
+from pocketrank.server.monitoring import drift
 
 
 @pytest.mark.parametrize("x, df, p", [(3.841459, 1, 0.05), (5.991465, 2, 0.05), (16.918978, 9, 0.05),
@@ -75,7 +75,7 @@ def test_a_tripled_category_is_detected_within_one_window():
 
 def _ctr_events(imps: dict[str, int], clicks: dict[str, int], tag: str) -> tuple[list, dict]:
     """Impressions and clicks of one product per category, as Events; and the item -> category map."""
-    from shared.schemas import Event
+    from pocketrank.shared.schemas import Event
 
     cats = {n + 1: c for n, c in enumerate(sorted(imps))}
     ids = {c: i for i, c in cats.items()}
@@ -208,7 +208,7 @@ def test_with_impressions_the_mix_is_capped_even_when_the_category_ctr_acts():
 
 
 def test_without_impressions_a_big_mix_shift_still_acts():
-    from shared.schemas import Event
+    from pocketrank.shared.schemas import Event
 
     cats = {1: "a", 2: "b", 3: "c"}
 

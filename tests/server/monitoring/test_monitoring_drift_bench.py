@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import drift as bench_drift
-from shared.errors import ValidationError
+from pocketrank.shared.errors import ValidationError
 
 
 @pytest.mark.parametrize("hours", ["0", "-6", "25"])
@@ -30,8 +30,8 @@ def test_check_times_are_named_in_simulated_days_and_hours():
 def _tiny_warmup():
     """Five categories with 1, 3, 5, 7, 9 engagements (Books 1 ... Garden 9) and impressions that would
     rank them the other way round, so a rule that counted impressions would pick differently."""
-    from server.monitoring import drift
-    from shared.schemas import Event
+    from pocketrank.server.monitoring import drift
+    from pocketrank.shared.schemas import Event
 
     cats = ["Books", "Toys", "Pets", "Sports", "Garden"]
     item_category = {i: c for i, c in enumerate(cats)}
@@ -81,7 +81,7 @@ def test_one_scenario_cannot_rewrite_the_docs_that_report_both():
 def test_a_check_runs_only_once_its_window_is_past_the_live_models_training_data():
     """The bench's skip rule is the job's (retrain.overlaps): after a retrain at t, the 6-hourly checks at
     t + 6, 12 and 18 h would overlap its window (the trailing 24 h); the first to run is at t + 24 h."""
-    from server.jobs import retrain
+    from pocketrank.server.jobs import retrain
 
     policy = bench_drift.ServingPolicy(None, [], {}, [], watch_drift=True)
     t = bench_drift.CONFIG.start_time + 10 * bench_drift.DAY

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from lab.served_models import Tastes, derive_version, post_all, session_events
-from server.api.app import create_app
-from server.config import Config
-from server.monitoring import source
-from server.release import shadow
-from server.release.registry import Registry
-from server.stores import open_store
-from shared.errors import ValidationError
-from shared.schemas import Event
+from pocketrank.server.api.app import create_app
+from pocketrank.server.config import Config
+from pocketrank.server.monitoring import source
+from pocketrank.server.release import shadow
+from pocketrank.server.release.registry import Registry
+from pocketrank.server.stores import open_store
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.schemas import Event
 
 
 def test_compare_and_hit_rates_by_hand():

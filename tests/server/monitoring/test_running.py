@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from server.monitoring import collector
-from server.monitoring.running import RunningMetrics
-from server.stores.base import LogEntry
+from pocketrank.server.monitoring import collector
+from pocketrank.server.monitoring.running import RunningMetrics
+from pocketrank.server.stores.base import LogEntry
 from tests.factories import event
 
 PRICES = {i: float(5 + i) for i in range(1, 30)}
@@ -239,7 +239,7 @@ def test_a_gauge_equals_its_recount_from_the_log_after_a_stream_of_events():
 
 @pytest.mark.parametrize("ratio", [0, 10**9])  # a large look drops the views / updates them entry by entry
 def test_a_large_look_gives_the_recount_whether_it_rebuilds_the_views_or_not(ratio, monkeypatch):
-    from server.monitoring import running as running_mod
+    from pocketrank.server.monitoring import running as running_mod
 
     monkeypatch.setattr(running_mod, "REBUILD_RATIO", ratio)
     log = ListLog()

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from lab.catalogue_vectors import synthetic_catalogue
-from server.online import ann
-from server.online.ann import AnnIndex, AnnIndexes, AnnSlot, view_of
-from server.online.catalogue import Catalogue
-from server.online.ranker import Ranker, onnx_session
+from pocketrank.server.online import ann
+from pocketrank.server.online.ann import AnnIndex, AnnIndexes, AnnSlot, view_of
+from pocketrank.server.online.catalogue import Catalogue
+from pocketrank.server.online.ranker import Ranker, onnx_session
 from tests.server.conftest import write_dot_ranker
 
 N = 2_000

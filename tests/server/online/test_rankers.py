@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.home import Home
-from server.online.catalogue import Catalogue
-from server.online.versions import Rankers, catalogue_for, save_vectors, version_vectors
-from server.stores.base import UserContext, UserRecord, push_recent
-from shared.features import fold_events, user_vector
-from shared.schemas import Event
+from pocketrank.server.home import Home
+from pocketrank.server.online.catalogue import Catalogue
+from pocketrank.server.online.versions import Rankers, catalogue_for, save_vectors, version_vectors
+from pocketrank.server.stores.base import UserContext, UserRecord, push_recent
+from pocketrank.shared.features import fold_events, user_vector
+from pocketrank.shared.schemas import Event
 from tests.server.conftest import write_dot_ranker
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.online import segments as seg
+from pocketrank.server.online import segments as seg
 
 
 def test_each_attribute_segment_ranks_by_share_and_named_attributes_add_up():

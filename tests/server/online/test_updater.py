@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from server.online.catalogue import load_catalogue
-from server.online.updater import Updater
-from shared.features import fold_events, query_vector, user_vector
-from shared.schemas import Event
+from pocketrank.server.online.catalogue import load_catalogue
+from pocketrank.server.online.updater import Updater
+from pocketrank.shared.features import fold_events, query_vector, user_vector
+from pocketrank.shared.schemas import Event
 from tests.server.conftest import DIM, seed_store
 
 TYPES = ("view", "click", "add_to_cart", "purchase", "impression")
@@ -76,7 +76,7 @@ def test_a_crash_before_commit_folds_nothing_and_the_restart_folds_once(store, t
 
 def test_events_delivered_again_are_not_applied_twice(store, tmp_path):
     """A record remembers the last position folded into it; a replay below it is skipped."""
-    from server.stores.base import Updates
+    from pocketrank.server.stores.base import Updates
 
     seed_store(store, tmp_path)
     events = events_for(30)
@@ -87,7 +87,7 @@ def test_events_delivered_again_are_not_applied_twice(store, tmp_path):
     updater.drain()
     before = store.user_records(["u0", "u1"], DIM)
     # Replay the same entries through the fold, as a redelivery after a lost acknowledgement would.
-    from server.online.fold import fold_entries
+    from pocketrank.server.online.fold import fold_entries
 
     cat = load_catalogue(store)
     records = store.user_records({e.event.user_id for e in entries}, DIM)
@@ -152,8 +152,8 @@ def test_ingest_folds_what_was_pending_before_its_own_events_in_log_order(store,
 
 
 def test_the_recent_sequence_keeps_the_newest_events_across_batches():
-    from server.stores.base import RECENT_DTYPE, append_recent, push_recent
-    from shared.schemas import EVENT_TYPES
+    from pocketrank.server.stores.base import RECENT_DTYPE, append_recent, push_recent
+    from pocketrank.shared.schemas import EVENT_TYPES
 
     rows = [(1_700_000_000.0 + i, i + 1, i % len(EVENT_TYPES)) for i in range(70)]
     one_by_one = np.zeros(0, RECENT_DTYPE)

@@ -17,18 +17,18 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_runtime import EdgeClient, SignatureError
-from edge_runtime.transport import Transport
 from lab.served_models import derive_version
-from server.bundle import item_entries, sync_answer, variants
-from server.bundle.publish import publish_job
-from server.home import Home
-from server.jobs import rollout
-from server.monitoring import collector, source
-from server.online.versions import version_vectors
-from server.release import canary
-from server.release.registry import Registry
-from shared import wire
+from pocketrank.edge_runtime import EdgeClient, SignatureError
+from pocketrank.edge_runtime.transport import Transport
+from pocketrank.server.bundle import item_entries, sync_answer, variants
+from pocketrank.server.bundle.publish import publish_job
+from pocketrank.server.home import Home
+from pocketrank.server.jobs import rollout
+from pocketrank.server.monitoring import collector, source
+from pocketrank.server.online.versions import version_vectors
+from pocketrank.server.release import canary
+from pocketrank.server.release.registry import Registry
+from pocketrank.shared import wire
 from tests.edge_runtime.test_sync_protocol import Rewriting
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
@@ -371,7 +371,7 @@ def test_a_tampered_canary_answer_is_refused_and_the_held_live_state_serves(app,
 
 
 def test_the_variant_builder_refuses_what_it_cannot_build(home, canary_model):
-    from shared.errors import ValidationError
+    from pocketrank.shared.errors import ValidationError
 
     store, live = canary_model
     ro = {"rollout_id": "r", "share": 0.1}

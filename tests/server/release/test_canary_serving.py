@@ -18,15 +18,15 @@ from click.testing import CliRunner
 
 from lab.served_models import Tastes, derive_version, simulate_round
 from pocketrank.cli import main
-from server.api.app import create_app
-from server.config import STAGES, Config, parse_stages
-from server.jobs import rollout
-from server.monitoring import source
-from server.online.versions import VECTORS_FILE, version_vectors
-from server.release import canary
-from server.release.registry import Registry
-from server.stores import open_store
-from shared.errors import ValidationError
+from pocketrank.server.api.app import create_app
+from pocketrank.server.config import STAGES, Config, parse_stages
+from pocketrank.server.jobs import rollout
+from pocketrank.server.monitoring import source
+from pocketrank.server.online.versions import VECTORS_FILE, version_vectors
+from pocketrank.server.release import canary
+from pocketrank.server.release.registry import Registry
+from pocketrank.server.stores import open_store
+from pocketrank.shared.errors import ValidationError
 
 pytestmark = pytest.mark.slow  # see `make test-fast`
 
@@ -134,7 +134,7 @@ def test_the_watcher_in_serve_rolls_back_on_its_own(served, home):
 
 def _arm_events(store, tag: str, n_users: int = 1000, sessions: int = 3, seed: int = 0) -> None:
     """Logged sessions for synthetic users, the same CTR (0.3) and bounce rate (0.2) in both arms."""
-    from shared.schemas import Event
+    from pocketrank.shared.schemas import Event
 
     rng = np.random.default_rng(seed)
     t, out = time.time(), []
@@ -237,7 +237,7 @@ def test_a_version_saved_by_training_gets_its_vectors_file_when_shadowed(home):
 
 def test_a_rollout_reads_only_the_log_after_its_start(store):
     """On both stores: log_head marks where a rollout starts, events_after reads only what follows."""
-    from shared.schemas import Event
+    from pocketrank.shared.schemas import Event
 
     assert source.log_head(store) == 0 and source.events_after(store, 0) == []
     before = [Event(f"b{i}", "u1", "d", "click", 1000.0 + i, 1) for i in range(3)]

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from server.stores.sqlite import SQLiteStore
-from shared.errors import ValidationError
-from shared.schemas import Event
+from pocketrank.server.stores.sqlite import SQLiteStore
+from pocketrank.shared.errors import ValidationError
+from pocketrank.shared.schemas import Event
 
 
 def _events(batch: int, n: int = 200) -> list[Event]:
@@ -45,8 +45,8 @@ def test_commits_leave_checkpoints_to_the_thread_and_the_wal_is_bounded(tmp_path
 
 
 def test_commits_are_fsynced_unless_the_operator_chose_normal(tmp_path, monkeypatch):
-    from server.config import Config
-    from server.stores import open_store
+    from pocketrank.server.config import Config
+    from pocketrank.server.stores import open_store
 
     assert open_store(Config(home=tmp_path / "a")).db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     monkeypatch.setenv("POCKETRANK_SQLITE_SYNCHRONOUS", "normal")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from shared.schemas import Event, Item, validate_item
+from pocketrank.shared.schemas import Event, Item, validate_item
 
 
 def product(sku, title="A thing", category="Home > Kitchen", **kw):

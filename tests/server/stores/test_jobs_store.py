@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # see `make test-fast`
 @pytest.fixture
 def redis_env(redis_url, monkeypatch):
     """POCKETRANK_STORE=redis with a private key prefix, the way an operator configures a deployment."""
-    from server.stores.redis import RedisStore
+    from pocketrank.server.stores.redis import RedisStore
 
     prefix = f"test-jobs-{uuid.uuid4().hex[:8]}:"
     monkeypatch.setenv("POCKETRANK_STORE", "redis")
@@ -28,11 +28,11 @@ def redis_env(redis_url, monkeypatch):
 
 
 def test_train_export_publish_write_redis_and_the_server_serves_from_it(redis_env, tmp_path, monkeypatch):
-    from server.api.app import create_app
-    from server.bundle.publish import publish_job
-    from server.data.datasets import import_movielens
-    from server.home import Home
-    from server.jobs.train import export_job, train_job
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.bundle.publish import publish_job
+    from pocketrank.server.data.datasets import import_movielens
+    from pocketrank.server.home import Home
+    from pocketrank.server.jobs.train import export_job, train_job
 
     home = tmp_path / "home"
     monkeypatch.setenv("POCKETRANK_HOME", str(home))

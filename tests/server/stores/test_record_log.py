@@ -2,7 +2,7 @@
 
 import hashlib
 
-from server.stores.base import RecordRow
+from pocketrank.server.stores.base import RecordRow
 
 
 def row(version, payload: bytes) -> RecordRow:

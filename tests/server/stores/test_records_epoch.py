@@ -3,7 +3,7 @@ server worker caches (server/bundle/sync_answer.py), so no worker serves a recor
 
 import hashlib
 
-from server.stores.base import RecordRow
+from pocketrank.server.stores.base import RecordRow
 
 
 def test_every_record_log_write_renews_the_epoch(store):

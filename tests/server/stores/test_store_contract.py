@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from server.stores.base import Updates, UserRecord
-from shared.features import UserState
+from pocketrank.server.stores.base import Updates, UserRecord
+from pocketrank.shared.features import UserState
 from tests.factories import event as ev, product
 from tests.server.conftest import DIM, synthetic_catalogue
 
@@ -97,7 +97,7 @@ def test_user_context_reads_record_consumed_and_features_at_once(store):
 
 
 def test_recent_sequence_round_trips(store):
-    from server.stores.base import push_recent
+    from pocketrank.server.stores.base import push_recent
 
     rec = UserRecord.empty(DIM)
     for n in range(60):
@@ -141,7 +141,7 @@ def test_meta_features_exposures_and_bundle_records(store):
     store.set_exposures({1: 5, 2: 7})
     store.set_exposures({2: 1})
     assert store.exposures() == {2: 1}
-    from server.stores.base import RecordRow  # the record change log (more in test_record_log.py)
+    from pocketrank.server.stores.base import RecordRow  # the record change log (more in test_record_log.py)
 
     row = RecordRow(3, b"\x00\x01", b"s" * 32, b"g" * 64)
     store.put_records(3, {"a": row}, {"a": b"g" * 64})
@@ -149,9 +149,9 @@ def test_meta_features_exposures_and_bundle_records(store):
 
 
 def test_rebuild_states_equals_folding_event_by_event(store):
-    from server.online.catalogue import load_catalogue
-    from server.online.fold import rebuild_states
-    from server.online.updater import Updater
+    from pocketrank.server.online.catalogue import load_catalogue
+    from pocketrank.server.online.fold import rebuild_states
+    from pocketrank.server.online.updater import Updater
 
     items, vectors = synthetic_catalogue(30)
     store.put_items(items, vectors)

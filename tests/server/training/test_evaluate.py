@@ -1,4 +1,4 @@
-"""server.training.evaluate.retrieve_and_rank: the user's history never comes back as a candidate."""
+"""pocketrank.server.training.evaluate.retrieve_and_rank: the user's history never comes back as a candidate."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from server.training.evaluate import pooled_user, retrieve_and_rank
-from server.training.model import ModelConfig, Recommender
+from pocketrank.server.training.evaluate import pooled_user, retrieve_and_rank
+from pocketrank.server.training.model import ModelConfig, Recommender
 
 
 @pytest.mark.parametrize("n_items", [40, 200, 500])

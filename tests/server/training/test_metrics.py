@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from server.training import ranking_metrics as metrics
+from pocketrank.server.training import ranking_metrics as metrics
 
 
 def test_hand_computed_values():
@@ -38,8 +38,8 @@ def test_every_ndcg_in_the_project_is_this_one():
     import numpy as np
     import scipy.sparse as sp
 
-    from exporter import agreement
     from lab.quality import beyond, protocols
+    from pocketrank.exporter import agreement
 
     rng = np.random.default_rng(3)
     scores = rng.normal(size=(40, 30))

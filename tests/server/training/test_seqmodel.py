@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from server.training.content import ContentTower, ContentVocab, product_tokens
-from server.training.seqmodel import SeqConfig, SequenceRecommender
-from server.training.seqtrain import Histories, fit, padded, rank_metrics, user_vectors, windows
-from shared.schemas import EVENT_TYPES, Item
-from shared.sequence import N_GAPS, encoder_feed, gap_buckets, kept_events
+from pocketrank.server.training.content import ContentTower, ContentVocab, product_tokens
+from pocketrank.server.training.seqmodel import SeqConfig, SequenceRecommender
+from pocketrank.server.training.seqtrain import Histories, fit, padded, rank_metrics, user_vectors, windows
+from pocketrank.shared.schemas import EVENT_TYPES, Item
+from pocketrank.shared.sequence import N_GAPS, encoder_feed, gap_buckets, kept_events
 
 CLICK = EVENT_TYPES.index("click")
 
@@ -60,7 +60,7 @@ def test_user_vector_does_not_depend_on_padding():
 
 
 def test_feed_and_training_padding_agree():
-    """What the server and device feed the graph (shared.sequence) is what training's padding gives torch."""
+    """What the server and device feed the graph (pocketrank.shared.sequence) is what training's padding gives torch."""
     m = _model()
     h = Histories([np.array([1, 4, 9])], [np.array([CLICK, EVENT_TYPES.index("purchase"), CLICK], np.int8)],
                   [np.array([0.0, 4.0, 400.0])])
