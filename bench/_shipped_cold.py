@@ -140,6 +140,7 @@ def new_items(size: str, seed: int, share: float = 0.1, log=print) -> dict:
         for u, i in zip(new_ev.column("user_id").to_pylist(), new_ev.column("item_id").to_pylist()):
             truth.setdefault(u, set()).add(index[i])
         serving = _serving(home)
+        serving.refresh()
         vr = serving.version_ranker(serving.live_version())
         cat = serving.catalogue
         vecs = cat.vector_map()

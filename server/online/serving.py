@@ -91,11 +91,11 @@ class Serving:
         # The live version's ONNX sessions, and one encoder run (onnxruntime's first run is its slowest):
         # otherwise the first recommendation after a start pays for them and misses a device's budget.
         # Above ann_min_items products this also starts building (or loading) its ANN index, in a thread.
+        if not self.store.get_meta("current_model"):
+            return  # nothing trained yet
         try:
-            version = self.live_version()
-            if not version:
-                return  # nothing trained yet
-            vr = self.version_ranker(version)
+            self.refresh()  # the store's model first: the live version falls back to it
+            vr = self.version_ranker(self.live_version())
         except PocketrankError as exc:
             log.warning("could not load the live model at start: %s", exc)
             return
