@@ -365,11 +365,16 @@ def recommend(model_dir: Path, users_file: Path, k: int, out: Path) -> None:
 @_home_option
 @_store_option
 def export(home: Path | None, store: str | None) -> None:
-    """Export the ranker to fp32 and int8 ONNX; fail if parity gates fail."""
+    """Export the model to fp32 (the server's) and int8 (the device's) ONNX; fail if a parity gate fails."""
     from pocketrank.server.jobs.train import export_job
 
     result = export_job(_home(home, store))
     p, b = result["parity"], result["bytes"]
+    if result.get("kind") == "sequence":
+        click.echo(f"encoder fp32 ONNX {b['encoder_fp32_onnx']:,} B, int8 ONNX {b['encoder_onnx']:,} B; "
+                   f"fp32 max |diff| vs torch {p['fp32_max_abs_diff_vs_torch']:.1e}; on {p['users']} users int8 keeps "
+                   f"{p['int8_ndcg10_kept']:.3f} of fp32's nDCG@10, top-10 overlap {p['int8_mean_top10_overlap']:.3f}")
+        return
     click.echo(f"fp32 ONNX {b['fp32_onnx']:,} B, int8 ONNX {b['int8_onnx']:,} B; "
                f"fp32 max |diff| {p['fp32_max_abs_diff']:.1e}, int8 top-10 overlap {p['int8_mean_top10_overlap']:.3f}")
 

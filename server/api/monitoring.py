@@ -111,7 +111,7 @@ def summary():
 @bp.get("/v1/metrics/shadow")
 def shadow_report():
     check_operator_key("reading the metrics")
-    limit = int(number_arg("limit", MAX_CLICKS, 1, MAX_CLICKS))
+    limit = number_arg("limit", MAX_CLICKS, 1, MAX_CLICKS, cast=int)  # the document says integer: 2.5 is a 400
     return jsonify({"shadow": build_shadow(limit)})
 
 

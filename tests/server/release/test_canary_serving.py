@@ -169,7 +169,7 @@ def test_a_healthy_canary_widens_then_is_promoted_and_serves_everyone(served, ho
     # Promoted: the store is re-based on it (tests/server/jobs/test_rebase.py checks what that means), and
     # every user is answered by it now.
     assert second["rebase"]["status"] == "rebased" and store.get_meta("current_model") == "m-good"
-    assert api.get("/healthz").get_json()["model_version"] == "m-good"
+    assert api.get("/readyz").get_json()["model_version"] == "m-good"
     versions = {api.get(f"/v1/recommendations?user_id={u}&k=5").get_json()["model_version"] for u in tastes.users[:50]}
     assert versions == {"m-good"}
 
