@@ -134,7 +134,9 @@ def export_sequence_job(home: Home, version: str, n_users: int | None = None) ->
     row_of = {int(i): r for r, i in enumerate(meta["item_ids"])}
     remap = np.array([row_of.get(int(i), -1) for i in history.item_index], dtype=np.int64)
     rows = [remap[s] for s in history.seqs]
-    keep = [r >= 0 for r in rows]
+    # Left out, a product can leave two events of one product side by side: they are then one event (its
+    # newest), as shared.sequence.kept_events makes them for the ONNX feed the server and device build.
+    keep = [_last_of_runs(r) for r in rows]
     hist = Histories([r[k] for r, k in zip(rows, keep)], [t[k] for t, k in zip(history.types, keep)],
                      [t[k] for t, k in zip(history.times, keep)])
     _train, before_test, _val, test = held_out(hist)
@@ -155,3 +157,14 @@ def export_sequence_job(home: Home, version: str, n_users: int | None = None) ->
                         "encoder_onnx": (out / ENCODER_INT8).stat().st_size}}
     home.write_json(out / "export.json", result)
     return result
+
+
+def _last_of_runs(rows: np.ndarray) -> np.ndarray:
+    """Mask of the known rows (>= 0) that enter the encoder: of a run on one product, its last."""
+    known = np.flatnonzero(rows >= 0)
+    keep = np.zeros(len(rows), dtype=bool)
+    r = rows[known]
+    last = np.ones(len(r), dtype=bool)
+    last[:-1] = r[1:] != r[:-1]
+    keep[known[last]] = True
+    return keep
