@@ -58,6 +58,19 @@ def _home(tmp: Path, tables, events, profiles: dict, seed: int):
     return home, store, trained, time.perf_counter() - t
 
 
+def _held_out(size: str, seed: int, column: str, share: float, rng: np.random.Generator, at_least: int):
+    """(MovieLens tables, the `share` (at least `at_least`) of `column`'s values drawn by `rng`, the mask of
+    their events)."""
+    from pocketrank.server.data import movielens
+
+    tables = movielens.tables(size, ties="random", seed=seed)
+    values = np.asarray(tables.events.column(column).to_pylist(), dtype=object)
+    ids = sorted(set(values.tolist()))
+    drawn = rng.choice(ids, size=max(at_least, int(share * len(ids))), replace=False)
+    held = set(drawn.tolist())
+    return tables, held, np.array([v in held for v in values])
+
+
 def _serving(home):
     from pocketrank.server.config import Config
     from pocketrank.server.online.serving import Serving
@@ -69,15 +82,9 @@ def _serving(home):
 def cold_users(size: str, seed: int, share: float = 0.1, log=print) -> dict:
     import pyarrow as pa
 
-    from pocketrank.server.data import movielens
     from pocketrank.shared.schemas import Event
 
-    tables = movielens.tables(size, ties="random", seed=seed)
-    users = np.asarray(tables.events.column("user_id").to_pylist(), dtype=object)
-    ids = sorted(set(users.tolist()))
-    rng = np.random.default_rng(seed)
-    cold = set(rng.choice(ids, size=max(1, int(share * len(ids))), replace=False).tolist())
-    is_cold = np.array([u in cold for u in users])
+    tables, cold, is_cold = _held_out(size, seed, "user_id", share, np.random.default_rng(seed), 1)
     warm_profiles = {u: p for u, p in tables.user_features.items() if u not in cold}
     with tempfile.TemporaryDirectory(prefix="pocketrank-cold-") as tmp:
         home, store, trained, took = _home(Path(tmp), tables, tables.events.filter(pa.array(~is_cold)),
@@ -121,14 +128,9 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print) -> dict:
 def new_items(size: str, seed: int, share: float = 0.1, log=print) -> dict:
     import pyarrow as pa
 
-    from pocketrank.server.data import movielens
 
-    tables = movielens.tables(size, ties="random", seed=seed)
-    items = np.asarray(tables.events.column("item_id").to_pylist(), dtype=object)
-    rated = sorted(set(items.tolist()))
-    rng = np.random.default_rng(seed)
-    held = set(rng.choice(rated, size=max(2, int(share * len(rated))), replace=False).tolist())
-    is_new = np.array([i in held for i in items])
+    rng = np.random.default_rng(seed)  # draws the held-out products, then the random orders
+    tables, held, is_new = _held_out(size, seed, "item_id", share, rng, 2)
     with tempfile.TemporaryDirectory(prefix="pocketrank-new-") as tmp:
         home, store, trained, took = _home(Path(tmp), tables, tables.events.filter(pa.array(~is_new)),
                                            dict(tables.user_features), seed)

@@ -24,7 +24,7 @@ import numpy as np
 
 from pocketrank.shared.errors import ModelError
 from pocketrank.shared.schemas import Event
-from pocketrank.shared.sequence import SEQUENCE_TYPES
+from pocketrank.shared.sequence import kept_events
 
 from ..release.holdout import Case, engaged
 from ..stores.base import TYPE_CODE
@@ -33,21 +33,20 @@ from ..training.seqtrain import Histories
 
 
 def window_histories(events: Sequence[Event], index: dict[int, int]) -> tuple[list[str], Histories]:
-    """(user ids, their histories in model rows) from events in time order; products outside `index` are skipped."""
-    per_user: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
+    """(user ids, their histories in model rows) from events in time order; products outside `index` are skipped.
+    What enters is what the encoder's feed takes (shared.sequence.kept_events): a run of one product once."""
+    per_user: dict[str, list[tuple[str, int | None, float]]] = defaultdict(list)
     for e in events:
-        if e.type in SEQUENCE_TYPES and engaged(e) and int(e.item_id or 0) in index:
-            rows = per_user[e.user_id]
-            row = index[int(e.item_id or 0)]
-            if rows and rows[-1][0] == row:
-                rows.pop()  # a run of one product counts once, with its last event
-            rows.append((row, TYPE_CODE[e.type], e.timestamp))
-    users = sorted(per_user)
-    out = Histories([], [], [])
-    for u in users:
-        seq = per_user[u]
-        out.rows.append(np.array([r[0] for r in seq], dtype=np.int64))
-        out.types.append(np.array([r[1] for r in seq], dtype=np.int8))
+        if engaged(e):
+            per_user[e.user_id].append((e.type, index.get(int(e.item_id or 0)), e.timestamp))
+    users, out = [], Histories([], [], [])
+    for u in sorted(per_user):
+        seq = [per_user[u][k] for k in kept_events(per_user[u])]
+        if not seq:
+            continue
+        users.append(u)
+        out.rows.append(np.array([r[1] for r in seq], dtype=np.int64))
+        out.types.append(np.array([TYPE_CODE[r[0]] for r in seq], dtype=np.int8))
         out.times.append(np.array([r[2] for r in seq], dtype=np.float64))
     return users, out
 
