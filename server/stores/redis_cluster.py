@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import logging
 import math
 import random
 import time
@@ -52,8 +53,10 @@ from typing import Any, cast
 from pocketrank.shared.errors import PocketrankError, ValidationError
 from pocketrank.shared.schemas import Event
 
-from .base import LogEntry, Updates, UserRecord
+from .base import CONSUMED_TYPES, LogEntry, Updates, UserRecord
 from .redis import _EXTEND, _RELEASE, GROUP, LOCK_TTL_MS, RedisStore, _entry, _payload, _record_mapping, id_of, pos_of
+
+log = logging.getLogger(__name__)
 
 CONSUMER = b"updater"  # one name per partition: the next holder of a partition's lock re-reads what was pending
 _PART_MASK = (1 << 20) - 1
@@ -84,6 +87,33 @@ return out
 """
 
 
+# An updater step's writes for one partition: KEYS are its keys; ARGV per command: how many arguments
+# follow, the command, the index of its key in KEYS, the rest. Atomic, as MULTI/EXEC would be.
+_APPLY = """
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local cmd = {ARGV[i + 1], KEYS[tonumber(ARGV[i + 2])]}
+  for j = 3, n do cmd[#cmd + 1] = ARGV[i + j] end
+  redis.call(unpack(cmd))
+  i = i + n + 1
+end
+return 0
+"""
+
+
+class _Ops:
+    """The commands of one _APPLY script."""
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.args: list[Any] = []
+
+    def add(self, command: str, key: bytes, *rest: Any) -> None:
+        self.keys.append(key)
+        self.args += [2 + len(rest), command, len(self.keys), *rest]
+
+
 def partition_of(pos: int) -> int:
     return pos & _PART_MASK
 
@@ -112,7 +142,6 @@ class RedisClusterStore(RedisStore):
         elif int(made) != partitions:
             raise PocketrankError(f"the store under {prefix!r} was made with {made} log partitions; set "
                                   f"POCKETRANK_REDIS_PARTITIONS={made} (changing it needs a new prefix and an import)")
-        self._part_append = self.r.register_script(_PART_APPEND)
 
     def _connect(self, url: str) -> Any:
         import redis
@@ -174,27 +203,31 @@ class RedisClusterStore(RedisStore):
         # First the id's own key, whatever the user: the same id with other content (another user's
         # partition included) is refused here. A retry of the same event goes on to its partition,
         # whose script decides atomically with the XADD, so a crash between the two loses nothing.
+        # Two pipelined rounds (each one round trip per master): the ids' keys with a block of numbers
+        # (one per event, in request order, so a batch keeps its order in iter_log; a refused event leaves
+        # a gap), then one script per partition the batch touches.
         p = self.r.pipeline(transaction=False)
         for e, d in zip(events, digests):
             p.set(self.k("eid", e.event_id), d, nx=True, get=True, ex=self.dedupe_ttl)
-        olds = p.execute()
+        p.incrby(self.k("seq"), len(events))
+        *olds, top = p.execute()
+        first = int(top) - len(events) + 1
         out = [False] * len(events)
         todo: dict[int, list[int]] = {}
         for i, (old, d) in enumerate(zip(olds, digests)):
             if old is None or old.decode() == d:
                 todo.setdefault(self.part(events[i].user_id), []).append(i)
-        n = sum(len(v) for v in todo.values())
-        if not n:
+        if not todo:
             return out
-        # Numbers in request order, so a batch's events keep their order in iter_log across partitions.
-        first = int(cast("int", self.r.incrby(self.k("seq"), n))) - n + 1
-        number = {i: first + at for at, i in enumerate(sorted(i for idx in todo.values() for i in idx))}
+        p = self.r.pipeline(transaction=False)
         for part, idx in todo.items():
-            keys = [self.streams[part]] + [self.pk(part, "eid", events[i].event_id) for i in idx]
             args: list[Any] = [self.dedupe_ttl, part]
             for i in idx:
-                args += [number[i], payloads[i]]
-            got = self._part_append(keys=keys, args=args)
+                args += [first + i, payloads[i]]
+            # EVAL, not EVALSHA: a pipeline cannot load a script a master lost; Redis caches the compiled body.
+            p.execute_command("EVAL", _PART_APPEND, 1 + len(idx), self.streams[part],
+                              *[self.pk(part, "eid", events[i].event_id) for i in idx], *args)
+        for idx, got in zip(todo.values(), p.execute()):
             for i, x in zip(idx, got):
                 out[i] = bool(x)
         return out
@@ -318,9 +351,10 @@ class RedisClusterStore(RedisStore):
         yield
 
     def claim_events(self, limit: int, block: float = 0.0) -> list[LogEntry]:
-        # Entries of one partition per call, so commit_updates is one transaction on one slot. First, per
-        # partition, what was delivered but never acknowledged (a crash, or a session that ended with some
-        # read ahead); then what an earlier read fetched ahead; then one pipelined read of every held partition.
+        # First, per partition, what was delivered but never acknowledged (a crash, or a session that
+        # ended with some read ahead): one partition per call, since only there can the fold skip an
+        # entry (commit_updates relies on it). Then new entries of every held partition, read in one
+        # pipelined round; what does not fit in `limit` waits in the session for the next call.
         s = self._session
         deadline = time.monotonic() + block
         while True:
@@ -331,11 +365,17 @@ class RedisClusterStore(RedisStore):
                         s.recovered.add(n)
                     if got:
                         return got
-            for n in list(s.buffer):
-                got = s.buffer.pop(n)
-                if len(got) > limit:
-                    s.buffer[n] = got[limit:]
-                return got[:limit]
+            if s.buffer:
+                out: list[LogEntry] = []
+                for n in list(s.buffer):
+                    got = s.buffer.pop(n)
+                    room = limit - len(out)
+                    if len(got) > room:
+                        s.buffer[n] = got[room:]
+                    out += got[:room]
+                    if len(out) >= limit:
+                        break
+                return out
             p = self.r.pipeline(transaction=False)
             for n in s.held:
                 p.xreadgroup(GROUP, CONSUMER, {self.streams[n]: ">"}, count=limit)  # type: ignore[arg-type]  # bytes names
@@ -359,28 +399,62 @@ class RedisClusterStore(RedisStore):
         acks: dict[int, list[str]] = {}
         for e in entries:
             acks.setdefault(partition_of(e.pos), []).append(id_of(e.pos))
-        users = {self.part(u) for u in (*updates.records, *updates.consumed)}
-        # The item counters go with the entries' partition (claim_events hands out one at a time).
-        home = min(acks) if acks else min(users, default=0)
-        for n in sorted(users | set(acks) | {home}):
-            p = self.r.pipeline(transaction=True)
+        counters = self._counters_by_partition(updates, entries)
+        parts = sorted({self.part(u) for u in (*updates.records, *updates.consumed)} | set(acks) | set(counters))
+        # One script per partition, atomic on its slot like MULTI/EXEC, all sent in one pipelined round.
+        ops: dict[int, _Ops] = {n: _Ops() for n in parts}
+        for u, rec in updates.records.items():
+            o = ops[self.part(u)]
+            o.add("HSET", self.uk("u", u), *[x for kv in _record_mapping(rec).items() for x in kv])
+        for n in parts:
             mine = [u for u in updates.records if self.part(u) == n]
-            for u in mine:
-                p.hset(self.uk("u", u), mapping=_record_mapping(updates.records[u]))
             if mine:
-                p.sadd(self.pk(n, "users"), *mine)
-            for u, items in updates.consumed.items():
-                if self.part(u) == n:
-                    p.sadd(self.uk("c", u), *items)
-            if n == home:
-                for item_id, c in updates.popularity.items():
-                    p.hincrby(self.pk(n, "popularity"), item_id, c)
-                for item_id, c in updates.exposures.items():
-                    p.hincrby(self.pk(n, "exposures"), item_id, c)
-            if n in acks:
-                p.xack(self.streams[n], GROUP, *acks[n])
-            if len(p):
-                p.execute()
+                ops[n].add("SADD", self.pk(n, "users"), *mine)
+        for u, items in updates.consumed.items():
+            if items:
+                ops[self.part(u)].add("SADD", self.uk("c", u), *items)
+        for n, (pop, exp) in counters.items():
+            for item_id, c in pop.items():
+                ops[n].add("HINCRBY", self.pk(n, "popularity"), item_id, c)
+            for item_id, c in exp.items():
+                ops[n].add("HINCRBY", self.pk(n, "exposures"), item_id, c)
+        for n, ids in acks.items():
+            ops[n].add("XACK", self.streams[n], GROUP, *ids)
+        p = self.r.pipeline(transaction=False)
+        for o in ops.values():
+            if o.keys:
+                p.execute_command("EVAL", _APPLY, len(o.keys), *o.keys, *o.args)
+        p.execute()
+
+    def _counters_by_partition(self, updates: Updates, entries: list[LogEntry]
+                               ) -> dict[int, tuple[dict[int, int], dict[int, int]]]:
+        """The step's item counters, split by the partition of the entries that moved them (each
+        partition's share commits with its XACK). Entries of several partitions are all new (claim_events),
+        so the fold applied each and the split follows its rule; entries of one partition (redelivered ones
+        among them, which the fold may have skipped) take the step's counters as they are."""
+        parts = {partition_of(e.pos) for e in entries}
+        if len(parts) <= 1:
+            n = parts.pop() if parts else min((self.part(u) for u in updates.records), default=0)
+            return {n: (updates.popularity, updates.exposures)} if updates.popularity or updates.exposures else {}
+        out: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
+        for e in entries:
+            item = e.event.item_id
+            if item is None or (e.event.type not in CONSUMED_TYPES and e.event.type != "impression"):
+                continue
+            pop, exp = out.setdefault(partition_of(e.pos), ({}, {}))
+            into = pop if e.event.type in CONSUMED_TYPES else exp
+            into[int(item)] = into.get(int(item), 0) + 1
+        total_pop: dict[int, int] = {}
+        total_exp: dict[int, int] = {}
+        for pop, exp in out.values():
+            for i, c in pop.items():
+                total_pop[i] = total_pop.get(i, 0) + c
+            for i, c in exp.items():
+                total_exp[i] = total_exp.get(i, 0) + c
+        if total_pop != updates.popularity or total_exp != updates.exposures:  # not expected; stay exact in sum
+            log.warning("an updater step's item counters differ from its entries'; committing them in one partition")
+            return {min(parts): (updates.popularity, updates.exposures)}
+        return out
 
     def pending_count(self) -> int:
         total = 0
