@@ -168,8 +168,8 @@ def cluster_section(args) -> str:
     from pocketrank.server.stores.redis_cluster import RedisClusterStore
 
     seconds = args.seconds
-    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmpdir:
+        tmp = Path(tmpdir)
         ranker = tmp / "ranker.fp32.onnx"
         export_fresh_ranker(ranker)
         results: dict[str, dict] = {}

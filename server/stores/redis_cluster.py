@@ -459,7 +459,7 @@ class RedisClusterStore(RedisStore):
     def pending_count(self) -> int:
         total = 0
         for n, groups in enumerate(self._each_partition(lambda p, n: p.xinfo_groups(self.streams[n]))):
-            g = next((g for g in groups if g["name"] == GROUP), {})
+            g: dict[str, Any] = next((g for g in groups if g["name"] == GROUP), {})
             lag = g.get("lag")
             if lag is None:  # unknown after a SETID; count what follows the group's id
                 lag = len(cast("list[Any]", self.r.xrange(self.streams[n], min=b"(" + g["last-delivered-id"],
