@@ -65,11 +65,26 @@ def _catch_up(wait: float = 0.0) -> RunningMetrics:
     such as a new worker's whole log, is read by a background thread), then wait up to `wait` seconds for
     that thread."""
     running = _running()
-    with running.lock:
-        running.look(current_app.extensions["pocketrank"].store, until=time.monotonic() + INLINE_SECONDS)
+    if running.lock.acquire(timeout=INLINE_SECONDS):  # busy: a background read holds it, and reads the tail too
+        try:
+            running.look(current_app.extensions["pocketrank"].store, until=time.monotonic() + INLINE_SECONDS)
+        finally:
+            running.lock.release()
     if wait and running.following:
         running.wait(wait)
     return running
+
+
+def _window_figures(running: RunningMetrics, window: float, bucket: float, wait: float) -> dict:
+    """The window's figures; when the lock stays busy past `wait` (a background read's pass over the sessions),
+    the last ones computed, however old (pocketrank_business_figures_behind_seconds says by how much)."""
+    if not running.lock.acquire(timeout=wait if wait > 0 else -1):
+        running.want(window, bucket)
+        return running.last_summary(window, bucket) or {}
+    try:
+        return running.recent_summary(window, bucket)
+    finally:
+        running.lock.release()
 
 
 def _still_reading() -> None:
@@ -87,10 +102,13 @@ def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET
     running = _catch_up(wait)
     if not running.complete and not partial:
         _still_reading()
-    with running.lock:
-        figures = running.recent_summary(window, bucket) if running.complete else {}
-        eps = running.events_per_second()
-        shadow_report = _shadow(running, MAX_CLICKS)
+    if running.complete:
+        figures = _window_figures(running, window, bucket, INLINE_SECONDS if partial else -1)
+    else:
+        running.want(window, bucket)  # the background read computes them before it says it is done
+        figures = {}
+    eps = running.events_per_second()
+    shadow_report = _shadow(running, MAX_CLICKS)
     registry = Registry(serving.home.root)
     rollout = registry.rollout()
     return {

@@ -169,6 +169,7 @@ class RunningMetrics:
         self._views: dict[tuple[float, float], WindowView] = {}  # the most recently asked last
         self.fresh_seconds = FRESH_SECONDS
         self.complete = False  # the figures have reached the log's end at least once
+        self._wanted: dict[tuple[float, float], None] = {}  # (window, bucket) asked for lately, the newest last
         self.caught_up_at: float | None = None  # time.monotonic() of the last look that reached the log's end
         self._follower: threading.Thread | None = None
 
@@ -209,9 +210,15 @@ class RunningMetrics:
             while True:
                 with self.lock:
                     _, finished = self._fold_stream(store, entries, time.monotonic() + SLICE_SECONDS)
-                    if finished:
-                        self._end_look(None)
-                        return
+                if finished:
+                    break
+            # Before saying the figures are current, compute those last asked for (a pass over the sessions
+            # each, most of a second at 50,000), here rather than in the next request.
+            for window, bucket in list(self._wanted):
+                with self.lock:
+                    self.recent_summary(window, bucket, fresh=True)
+            with self.lock:
+                self._end_look(None)
         except Exception as exc:  # noqa: BLE001 - a store that fails mid-read: the next request's look retries
             log.warning("the metrics' background read of the event log stopped at position %d: %s: %s",
                         self.pos, type(exc).__name__, exc)
@@ -352,18 +359,32 @@ class RunningMetrics:
         (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
         return (n1 - n0) / max(RATE_WINDOW_S, t1 - t0)
 
-    def recent_summary(self, window: float, bucket: float, now: float | None = None) -> dict:
+    def recent_summary(self, window: float, bucket: float, now: float | None = None, fresh: bool = False) -> dict:
         """summary(window, bucket), or the one computed less than FRESH_SECONDS ago (or since which
-        nothing was folded): what the endpoints serve."""
+        nothing was folded): what the endpoints serve. `fresh` computes it anew regardless."""
         now = time.monotonic() if now is None else now
+        self.want(window, bucket)
         kept = self._kept.get((window, bucket))
-        if kept is not None and (kept[1] == self.pos or now - kept[0] < self.fresh_seconds):
+        if not fresh and kept is not None and (kept[1] == self.pos or now - kept[0] < self.fresh_seconds):
             return kept[2]
         figures = self.summary(window, bucket)
         if len(self._kept) >= MAX_KEPT_SUMMARIES:
             self._kept.pop(next(iter(self._kept)))
         self._kept[(window, bucket)] = (now, self.pos, figures)
         return figures
+
+    def want(self, window: float, bucket: float) -> None:
+        """Note that (window, bucket) is asked for: a background read computes it before it ends."""
+        self._wanted.pop((window, bucket), None)
+        self._wanted[(window, bucket)] = None
+        if len(self._wanted) > MAX_VIEWS:
+            self._wanted.pop(next(iter(self._wanted)))
+
+    def last_summary(self, window: float, bucket: float) -> dict | None:
+        """The summary last computed for (window, bucket), however old, without the lock: what a scrape serves
+        when the lock is busy (a background read's slice, or its pass over the sessions)."""
+        kept = self._kept.get((window, bucket))
+        return None if kept is None else kept[2]
 
     def summary(self, window: float, bucket: float) -> dict:
         """collector.summarize and collector.timeseries of the sessions that started in the window,
@@ -416,5 +437,6 @@ class RunningMetrics:
 
     def clicks_after(self, position: int, limit: int = MAX_CLICKS) -> list[Click]:
         """The newest `limit` clicks logged after `position` (those still held), oldest first."""
-        out = [(u, ts, item) for pos, u, ts, item in self.clicks if pos > position]
+        # list() copies the deque in one step: a background read may append to it meanwhile.
+        out = [(u, ts, item) for pos, u, ts, item in list(self.clicks) if pos > position]
         return out[-limit:] if limit < len(out) else out
