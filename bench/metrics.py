@@ -128,18 +128,18 @@ def scrape_times(app, store, way: str, scrapes: int, rng: random.Random, next_id
     return wall, cpu
 
 
-def burst_scrape(app, store, rng: random.Random, next_id: list[int]) -> float:
-    """Wall milliseconds of a scrape right after BURST events were logged at once (a client's backlog
+def burst_scrape(app, store, rng: random.Random, next_id: list[int]) -> tuple[float, float]:
+    """Wall and CPU milliseconds of a scrape right after BURST events were logged at once (a client's backlog
     arriving, a replay): the read goes to the background, the scrape answers with figures a little behind."""
     running = app.extensions["pocketrank.metrics"]
     store.append_events(make_events(BURST, next_id[0], rng, time.time(), span=600))
     next_id[0] += BURST
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     resp = app.test_client().get("/metrics")
-    ms = (time.perf_counter() - t0) * 1000
+    ms, cpu = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
     assert resp.status_code == 200 and b"pocketrank_sessions{" in resp.data  # figures stay, a little behind
     running.wait(3_600)
-    return ms
+    return ms, cpu
 
 
 def main(argv: list[str]) -> int:
@@ -169,9 +169,10 @@ def main(argv: list[str]) -> int:
             for way in ("recompute 50k", "pass over sessions", "running totals"):
                 app = create_app(config)
                 running = app.extensions["pocketrank.metrics"]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 first = app.test_client().get("/metrics")
                 first_ms = (time.perf_counter() - t0) * 1000
+                first_cpu = (time.process_time() - c0) * 1000  # includes the background read's first moments
                 assert first.status_code == 200
                 first_has = b"pocketrank_business_figures_complete 1.0" in first.data
                 assert running.wait(3_600) and running.complete  # the new worker's read of the whole log
@@ -179,32 +180,36 @@ def main(argv: list[str]) -> int:
                 wall, cpu = scrape_times(app, store, way, args.scrapes, rng, next_id)
                 sessions, size = running.n_sessions, store.log_head()
                 burst = burst_scrape(app, store, rng, next_id) if way == "running totals" else None
-                row = (size, way, first_ms, complete_s, pct(wall, 50), pct(wall, 99), pct(cpu, 50),
+                row = (size, way, (first_ms, first_cpu), complete_s, pct(wall, 50), pct(wall, 99), pct(cpu, 50),
                        pct(cpu, 99), burst)
                 rows.append(row)
-                print(f"  {way:<20} first scrape {first_ms:6.0f} ms ({'with' if first_has else 'without'} the "
+                print(f"  {way:<20} first scrape {first_ms:6.0f} ms, cpu {first_cpu:5.0f} ms "
+                      f"({'with' if first_has else 'without'} the "
                       f"figures; complete after {complete_s:5.1f} s)   wall p50 {row[4]:7.1f} p99 {row[5]:7.1f}   "
                       f"cpu p50 {row[6]:7.1f} p99 {row[7]:7.1f} ms   ({sessions:,} sessions held, "
-                      f"load {os.getloadavg()[0]:.1f})" + (f"   after a burst of {BURST:,}: {burst:.1f} ms"
-                                                             if burst is not None else ""), flush=True)
+                      f"load {os.getloadavg()[0]:.1f})" + (f"   after a burst of {BURST:,}: {burst[0]:.1f} ms, cpu "
+                                                             f"{burst[1]:.1f} ms" if burst is not None else ""),
+                      flush=True)
                 app.extensions["pocketrank"].store.close()
             logged = store.log_head()
         store.close()
     print(f"\nload after: {os.getloadavg()[0]:.2f}")
     print(f"\nmilliseconds per scrape ({args.scrapes} scrapes; wall time waits for the CPU on a shared machine,"
           " CPU time does not)")
-    print(f"{'events':>10}  {'way':<20} {'first':>7} {'complete':>9} {'wall p50':>9} {'wall p99':>9} {'cpu p50':>8} "
-          f"{'cpu p99':>8} {'burst':>7}")
-    for n, way, first_ms, complete_s, p50, p99, c50, c99, burst in rows:
-        print(f"{n:>10,}  {way:<20} {first_ms:>7.0f} {complete_s:>8.1f}s {p50:>9.1f} {p99:>9.1f} {c50:>8.1f} "
-              f"{c99:>8.1f} {'-' if burst is None else f'{burst:.1f}':>7}")
+    print("first and burst: wall / cpu ms of one scrape")
+    print(f"{'events':>10}  {'way':<20} {'first':>11} {'complete':>9} {'wall p50':>9} {'wall p99':>9} {'cpu p50':>8} "
+          f"{'cpu p99':>8} {'burst':>11}")
+    for n, way, first, complete_s, p50, p99, c50, c99, burst in rows:
+        b = "-" if burst is None else f"{burst[0]:.0f} / {burst[1]:.0f}"
+        print(f"{n:>10,}  {way:<20} {f'{first[0]:.0f} / {first[1]:.0f}':>11} {complete_s:>8.1f}s {p50:>9.1f} "
+              f"{p99:>9.1f} {c50:>8.1f} {c99:>8.1f} {b:>11}")
     final = [r for r in rows if r[1] == "running totals"]
-    worst = max(max(r[2], r[5], r[8]) for r in final)  # first scrape, wall p99, after a burst
-    verdict = "met" if worst < GOAL_MS else "NOT met (wall)" if final[-1][7] < GOAL_MS else "NOT met"
-    print(f"\nrunning totals at {final[-1][0]:,} events: first scrape {final[-1][2]:.1f} ms, wall p99 "
-          f"{final[-1][5]:.1f} ms, cpu p99 {final[-1][7]:.1f} ms, after a burst of {BURST:,} {final[-1][8]:.1f} ms "
-          f"(goal < {GOAL_MS:.0f} ms at every size, whatever the scrape: {verdict}); cpu p50 from "
-          f"{min(r[6] for r in final):.1f} to {max(r[6] for r in final):.1f} ms across sizes")
+    worst_cpu = max(max(r[2][1], r[7], r[8][1]) for r in final)  # first scrape, p99, after a burst
+    worst_wall = max(max(r[2][0], r[5], r[8][0]) for r in final)
+    verdict = "met" if worst_wall < GOAL_MS else "met in CPU time, NOT in wall time" if worst_cpu < GOAL_MS else "NOT met"
+    print(f"\nrunning totals, the worst at any size of the first scrape, p99 and a scrape after a burst of "
+          f"{BURST:,}: cpu {worst_cpu:.1f} ms, wall {worst_wall:.1f} ms (goal < {GOAL_MS:.0f} ms: {verdict}); "
+          f"cpu p50 from {min(r[6] for r in final):.1f} to {max(r[6] for r in final):.1f} ms across sizes")
     return 0
 
 

@@ -44,7 +44,7 @@ MAX_BUCKETS = 10_000
 # A scrape has a timeout (Prometheus' default is 10 s, and the goal is well under 50 ms): a request folds new
 # log entries for at most INLINE_SECONDS, so a backlog never lands on it. The JSON endpoints, asked by a person
 # or a script, wait up to JSON_WAIT_SECONDS for a backlog instead, then answer 503 with Retry-After.
-INLINE_SECONDS = 0.02
+INLINE_SECONDS = 0.01
 JSON_WAIT_SECONDS = 10.0
 RETRY_AFTER_SECONDS = 5
 

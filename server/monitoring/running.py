@@ -62,7 +62,7 @@ REBUILD_RATIO = 4  # a look reading more entries than this many times a view's s
 MAX_VIEWS = 4  # (window, bucket) pairs kept as running totals; each costs a few us per event folded
 READ_CHUNK = 5_000  # log entries priced and folded together (one price lookup per chunk)
 RATE_WINDOW_S = 60.0  # events_per_second: over about the last minute
-DEADLINE_CHUNK = 250  # entries folded between two looks at a deadline (about 10 ms)
+DEADLINE_CHUNK = 100  # entries folded between two looks at a deadline (a few ms)
 SLICE_SECONDS = 0.02  # the background read holds the lock this long at a time, so a summary waits at most that
 
 log = logging.getLogger(__name__)

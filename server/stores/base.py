@@ -213,7 +213,7 @@ class Store(ABC):
 
     @abstractmethod
     def iter_log(self, after: int = 0) -> Iterator[LogEntry]:
-        """Every logged event after position `after`, in log order."""
+        """Every logged event after position `after`, in log order (read in batches of `log_batches()`)."""
 
     # --- the updater's consumer position ---
 
@@ -364,3 +364,13 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for stores without connections
         """Release connections held by the calling thread."""
+
+
+def log_batches(first: int = 256, most: int = 10_000) -> Iterator[int]:
+    """Batch sizes for reading the log's tail: small first, so a reader that wants only the newest few
+    entries (a scrape with a deadline, a canary's look) does not wait for 10,000 rows, then growing to
+    `most`, so a long read makes few round trips."""
+    size = first
+    while True:
+        yield size
+        size = min(size * 4, most)

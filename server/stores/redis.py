@@ -40,6 +40,7 @@ from .base import (
     Updates,
     UserContext,
     UserRecord,
+    log_batches,
     pack_recent,
     unpack_recent,
 )
@@ -326,9 +327,9 @@ class RedisStore(Store):
 
     def iter_log(self, after: int = 0) -> Iterator[LogEntry]:
         start: str | bytes = "(" + id_of(after) if after else "-"
-        while True:
+        for batch in log_batches():
             rows = cast("list[tuple[bytes, dict[bytes, bytes]]]",
-                        self.r.xrange(self.stream, min=start, max="+", count=10_000))
+                        self.r.xrange(self.stream, min=start, max="+", count=batch))
             if not rows:
                 return
             for sid, fields in rows:

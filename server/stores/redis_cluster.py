@@ -53,7 +53,7 @@ from typing import Any, cast
 from pocketrank.shared.errors import PocketrankError, ValidationError
 from pocketrank.shared.schemas import Event
 
-from .base import CONSUMED_TYPES, LogEntry, Updates, UserRecord
+from .base import CONSUMED_TYPES, LogEntry, Updates, UserRecord, log_batches
 from .redis import _EXTEND, _RELEASE, GROUP, LOCK_TTL_MS, RedisStore, _entry, _payload, _record_mapping, id_of, pos_of
 
 log = logging.getLogger(__name__)
@@ -250,9 +250,9 @@ class RedisClusterStore(RedisStore):
 
     def _iter_partition(self, n: int, after: int) -> Iterator[LogEntry]:
         start: str | bytes = "(" + id_of(after) if after else "-"
-        while True:
+        for batch in log_batches(most=5_000):
             rows = cast("list[tuple[bytes, dict[bytes, bytes]]]",
-                        self.r.xrange(self.streams[n], min=start, max="+", count=5_000))
+                        self.r.xrange(self.streams[n], min=start, max="+", count=batch))
             if not rows:
                 return
             for sid, fields in rows:

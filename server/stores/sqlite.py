@@ -41,6 +41,7 @@ from .base import (
     Updates,
     UserContext,
     UserRecord,
+    log_batches,
     pack_recent,
     unpack_recent,
 )
@@ -440,9 +441,9 @@ class SQLiteStore(Store):
         return np.concatenate(users), np.concatenate(items), np.concatenate(ts), np.concatenate(codes)
 
     def iter_log(self, after: int = 0) -> Iterator[LogEntry]:
-        while True:
-            rows = self.db.execute(f"SELECT seq, {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 10000",
-                                   (after,)).fetchall()
+        for batch in log_batches():
+            rows = self.db.execute(f"SELECT seq, {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                   (after, batch)).fetchall()
             if not rows:
                 return
             for r in rows:
