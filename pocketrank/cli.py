@@ -30,6 +30,15 @@ def _store_option(f):
                              "Default: $POCKETRANK_STORE or sqlite, as the server reads it.")(f)
 
 
+def _ray_option(f):
+    """--ray-address, on the batch jobs that can run as Ray tasks; None: $POCKETRANK_RAY_ADDRESS, read with the
+    server's other settings (empty: one process)."""
+    return click.option("--ray-address", default=None, metavar="local|ADDRESS",
+                        help="Run as Ray tasks: local (a Ray on this machine) or a cluster's address (auto, "
+                             "ray://head:10001); needs pocketrank[ray]. Default: $POCKETRANK_RAY_ADDRESS, "
+                             "else one process.")(f)
+
+
 def _progress_option(f):
     return click.option("--no-progress", is_flag=True, help="No progress bar.")(f)
 
@@ -384,12 +393,14 @@ def export(home: Path | None, store: str | None) -> None:
 @_store_option
 @click.option("--candidates", default=200, show_default=True, type=click.IntRange(1),
               help="Candidates per user in the bundle.")
+@_ray_option
 @_progress_option
-def publish(home: Path | None, store: str | None, candidates: int, no_progress: bool) -> None:
+def publish(home: Path | None, store: str | None, candidates: int, ray_address: str | None, no_progress: bool) -> None:
     """Write a signed, versioned bundle for devices."""
     from pocketrank.server.bundle.publish import publish_job
 
-    result = publish_job(_home(home, store), n_candidates=candidates, progress=not no_progress)
+    result = publish_job(_home(home, store), n_candidates=candidates, progress=not no_progress,
+                         ray_address=ray_address)
     click.echo(json.dumps(result, indent=2))
 
 
