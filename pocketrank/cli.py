@@ -148,9 +148,11 @@ def import_group() -> None:
     Bad rows are reported by line and field and skipped; importing the same file again adds nothing."""
 
 
-def _import_options(f):
-    """The options of every `pocketrank import` command that reads a file."""
+def _import_options(f, many: bool = False):
+    """The options of every `pocketrank import` command that reads a file (`many`: one or more files, and
+    --ray-address to parse them as Ray tasks)."""
     options = [
+        click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path)) if many else
         click.argument("file", type=click.Path(path_type=Path)),
         _home_option,
         _store_option,
@@ -162,12 +164,17 @@ def _import_options(f):
         click.option("--time-unit", type=click.Choice(["auto", "s", "ms", "iso"]), default="auto", show_default=True,
                      help="How numeric timestamps are read: epoch seconds or milliseconds (auto: by magnitude), "
                           "or iso for ISO-8601 text only."),
+        *([_ray_option] if many else []),
         _progress_option,
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _import_files_options(f):
+    return _import_options(f, many=True)
 
 
 def _import_mapping(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -209,26 +216,43 @@ def _run_import(job, file: Path, home: Path | None, store: str | None, fmt: str 
     _import_report(report, as_json)
 
 
-@import_group.command("catalogue")
-@_import_options
-def import_catalogue_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
-                         time_unit: str, no_progress: bool, as_json: bool) -> None:
-    """Import (upsert) products from FILE, keyed by their item_id. Creates the home if needed."""
-    from pocketrank.server.data.importer import import_catalogue
+def _run_import_files(kind: str, files: tuple[Path, ...], home: Path | None, store: str | None, fmt: str | None,
+                      mapping: tuple[str, ...], as_json: bool, create: bool = False, **kwargs) -> None:
+    """The shared body of the catalogue and events imports: check the files, import each in order, report."""
+    from pocketrank.server.data.import_files import import_files
 
-    _run_import(import_catalogue, file, home, store, fmt, mapping, as_json, create=True, time_unit=time_unit,
-                progress=not no_progress)
+    renames = _import_mapping(mapping)
+    for file in files:
+        _import_source(file, fmt)
+    reports = import_files(_home(home, store, create=create), kind, files, fmt=fmt, mapping=renames, **kwargs)
+    if as_json:
+        out = [r.to_dict() for r in reports]
+        click.echo(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+    else:
+        for r in reports:
+            click.echo(r.summary())
+    if not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+@import_group.command("catalogue")
+@_import_files_options
+def import_catalogue_cmd(files: tuple[Path, ...], home: Path | None, store: str | None, fmt: str | None,
+                         mapping: tuple[str, ...], time_unit: str, ray_address: str | None, no_progress: bool,
+                         as_json: bool) -> None:
+    """Import (upsert) products from FILES (in order), keyed by their item_id. Creates the home if needed."""
+    _run_import_files("catalogue", files, home, store, fmt, mapping, as_json, create=True, time_unit=time_unit,
+                      progress=not no_progress, ray_address=ray_address)
 
 
 @import_group.command("events")
-@_import_options
-def import_events_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
-                      time_unit: str, no_progress: bool, as_json: bool) -> None:
-    """Import an event history from FILE (its products must be in the catalogue already)."""
-    from pocketrank.server.data.importer import import_events
-
-    _run_import(import_events, file, home, store, fmt, mapping, as_json, time_unit=time_unit,
-                progress=not no_progress)
+@_import_files_options
+def import_events_cmd(files: tuple[Path, ...], home: Path | None, store: str | None, fmt: str | None,
+                      mapping: tuple[str, ...], time_unit: str, ray_address: str | None, no_progress: bool,
+                      as_json: bool) -> None:
+    """Import an event history from FILES, in order (their products must be in the catalogue already)."""
+    _run_import_files("events", files, home, store, fmt, mapping, as_json, time_unit=time_unit,
+                      progress=not no_progress, ray_address=ray_address)
 
 
 @import_group.command("users")

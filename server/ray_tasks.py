@@ -91,16 +91,47 @@ def run_partitions(ray: Any, fn: Callable, partitions: Sequence, shared: tuple =
     remote = ray.remote(fn)
     futures = [remote.remote(*refs_shared, part) for part in partitions]
     out = []
-    try:
+    with _cancelled_on_error(ray, futures):
         for i, future in enumerate(futures):
-            out.append(ray.get(future))
+            out.append(_get(ray, future))
             if done is not None:
                 done(i)
+    return out
+
+
+def stream_partitions(ray: Any, fn: Callable, partitions: Sequence, shared: tuple = (), backlog: int = 8
+                      ) -> Iterator[tuple[int, Any]]:
+    """(i, value) for every value the generator fn(*shared, partition i) yields, partitions in order, each
+    partition's values in its order; every partition runs at once as a Ray task, each at most `backlog`
+    values ahead of the consumer (so memory stays bounded however long a partition's stream)."""
+    refs_shared = [ray.put(x) for x in shared]
+    remote = ray.remote(num_returns="streaming", _generator_backpressure_num_objects=backlog)(fn)
+    streams = [remote.remote(*refs_shared, part) for part in partitions]
+    with _cancelled_on_error(ray, streams):
+        for i, stream in enumerate(streams):
+            for ref in stream:
+                yield i, _get(ray, ref)
+
+
+@contextmanager
+def _cancelled_on_error(ray: Any, tasks: list) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        for task in tasks:
+            try:
+                ray.cancel(task)
+            except Exception:  # noqa: BLE001 - finished already, or its worker gone: nothing to stop
+                pass
+        raise
+
+
+def _get(ray: Any, ref: Any) -> Any:
+    """ray.get, a task's error raised as the error it was (its remote traceback is in the chain)."""
+    try:
+        return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
-        for future in futures:
-            ray.cancel(future)
         cause = getattr(exc, "cause", None)
         if isinstance(cause, BaseException):
-            raise cause from None
+            raise cause from exc
         raise
-    return out
