@@ -71,11 +71,13 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     ranker = make_ranker(catalogue, job)
     heads = store.record_heads()
     users = store.user_ids()
+    t0 = time.perf_counter()
     with tqdm(total=len(users), desc="candidates", unit="user", disable=not progress) as bar:
         if ray_address:
             parts = _on_ray(ray_address, catalogue, job, users, heads, bar)
         else:
             parts = [user_records(ranker, store, signer.sign, version, _counted(users, bar), heads)]
+    t1 = time.perf_counter()
     changed: dict[str, RecordRow] = {}
     sigs: dict[str, bytes] = {}
     sizes = []
@@ -88,6 +90,7 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
                 changed[user_id] = RecordRow(version, blob, digest, sig)
                 sizes.append(len(blob))
     store.put_records(version, changed, sigs)
+    t2 = time.perf_counter()
 
     # Item entries: one signed PRI2 entry per catalogue item, sent to a device only for the items its
     # lists (and the popular list) reference. An entry unchanged since the previous bundle of the same
@@ -99,6 +102,7 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, version, signer.sign,
                                          previous, prev_model)
     items_changed = sum(1 for e in entries.values() if e.changed == version)
+    t3 = time.perf_counter()
     artifacts = model_artifacts(model_dir)
     now = time.time() if now is None else now
     manifest = {
@@ -139,6 +143,9 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         "sign_us_per_record": sign_seconds / len(sigs) * 1e6 if sigs else 0.0,
         "bytes": {name: len(d) for name, d in artifacts.items()},
         "record_bytes_mean": float(np.mean(sizes)) if sizes else 0.0,
+        # Wall time of the steps: the users' records (what Ray partitions), writing them, the item entries.
+        "seconds": {"records": round(t1 - t0, 3), "write": round(t2 - t1, 3), "items": round(t3 - t2, 3),
+                    "after": round(time.perf_counter() - t3, 3)},
         **({"canary_variant": variant} if variant else {}),
     }
 

@@ -52,7 +52,8 @@ def test_publish_on_ray_is_byte_identical_to_one_process(trained_home, tmp_path,
     config = {"ann_min_items": 1_000}
     a = publish_job(Home(single, Config(home=single, **config)), progress=False, now=NOW)
     b = publish_job(Home(on_ray, Config(home=on_ray, ray_address="local", **config)), progress=False, now=NOW)
-    assert a == {**b, "sign_us_per_record": a["sign_us_per_record"]}
+    timings = ("sign_us_per_record", "seconds")
+    assert {k: v for k, v in a.items() if k not in timings} == {k: v for k, v in b.items() if k not in timings}
     assert 0 < a["records_changed"] <= 20 < a["users"]  # both paths taken: changed records and signature-only ones
     files_a, rows_a, sigs_a = _published(single, a["version"])
     files_b, rows_b, sigs_b = _published(on_ray, b["version"])
