@@ -102,7 +102,6 @@ def run(base: Path, work: Path, workers: int | None) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(base, work)
     out: dict = {"workers": workers, "init_s": 0.0}
-    ray = None
     if workers is not None:
         import ray
 
@@ -115,7 +114,7 @@ def run(base: Path, work: Path, workers: int | None) -> dict:
         result = publish_job(home, progress=False, now=NOW)
         out["publish_s"] = time.perf_counter() - t
     finally:
-        if ray is not None:
+        if workers is not None:
             ray.shutdown()
     out["steps"] = result["seconds"]
     out["users"] = result["users"]

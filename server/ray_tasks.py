@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pocketrank.shared.errors import PocketrankError
 
@@ -51,10 +51,10 @@ def ray_session(address: str) -> Iterator[Any]:
         yield ray
         return
     if address == LOCAL:
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
     else:
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise PocketrankError(f"could not join the Ray cluster at {address!r}: {exc}") from exc
     try:
@@ -67,27 +67,31 @@ def cluster_cpus(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def split(items: Sequence, parts: int) -> list[Sequence]:
+S = TypeVar("S", bound=Sequence)
+
+
+def split(items: S, parts: int) -> list[S]:
     """`items` in `parts` contiguous slices of near-equal length (the first ones longer), order kept."""
     parts = max(1, min(parts, len(items)))
     size, extra = divmod(len(items), parts)
-    out, lo = [], 0
+    out: list[S] = []
+    lo = 0
     for i in range(parts):
         hi = lo + size + (1 if i < extra else 0)
-        out.append(items[lo:hi])
+        out.append(cast(S, items[lo:hi]))  # a slice of a list is a list, of a range a range
         lo = hi
     return out
 
 
 def run_partitions(ray: Any, fn: Callable, partitions: Sequence, shared: tuple = (),
-                   done: Callable[[int], None] | None = None) -> list:
+                   done: Callable[[int], object] | None = None) -> list:
     """fn(*shared, partition) for every partition as Ray tasks; the results in partition order.
 
-    `shared` (large arrays) is put in the object store once and handed to every task by reference (a
+    `shared` (large arrays, or ObjectRefs of them) is put in the object store once and handed to every task by reference (a
     task on this machine reads numpy arrays from it without a copy). `done(i)` is called as partition i's
     result arrives, in order. An error in a task is raised here as the error it was (a PocketrankError
     stays one, so the command prints its one line)."""
-    refs_shared = [ray.put(x) for x in shared]
+    refs_shared = [x if isinstance(x, ray.ObjectRef) else ray.put(x) for x in shared]
     remote = ray.remote(fn)
     futures = [remote.remote(*refs_shared, part) for part in partitions]
     out = []

@@ -31,12 +31,13 @@ from pocketrank.shared.features import DECAY, TYPE_WEIGHTS
 
 from ..config import Config
 from ..home import Home
-from ..online.catalogue import Catalogue, load_catalogue
+from ..online.catalogue import load_catalogue
 from ..online.ranker import popular
 from ..stores.base import RecordRow
 from . import item_entries, variants
-from .candidates import RecordJob, Records, make_ranker, partition_records, user_records
+from .candidates import RecordJob, make_ranker, user_records
 from .model_artifacts import load_signer, manifest_artifacts, model_artifacts, model_section, write_bundle_dir
+from .on_ray import RayPublish
 
 DEFAULT_EXPIRY_DAYS = 30
 
@@ -49,7 +50,6 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     `ray_address` (default: the ray_address setting; "" = one process) computes the users' records as Ray
     tasks over partitions of the users (server/ray_tasks.py); the bundle and records are the same bytes.
     `now` (default: the clock) is the manifest's created_at: the one input that differs between two runs."""
-    store = home.store()
     config = home.config or Config.from_env(home=home.root)
     if keep_versions is None:
         keep_versions = config.sync_history
@@ -57,6 +57,17 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         ray_address = config.ray_address
     if keep_versions < 1:
         raise ValueError("keep_versions must be at least 1")
+    if not ray_address:
+        return _publish(home, config, n_candidates, expiry_days, progress, keep_versions, now, None)
+    from ..ray_tasks import ray_session
+
+    with ray_session(ray_address) as ray:
+        return _publish(home, config, n_candidates, expiry_days, progress, keep_versions, now, ray)
+
+
+def _publish(home: Home, config: Config, n_candidates: int, expiry_days: float, progress: bool, keep_versions: int,
+             now: float | None, ray) -> dict:
+    store = home.store()
     model_version = home.current_model(store)
     model_dir = home.model_dir(model_version)
     export = home.read_json(model_dir / "export.json")
@@ -69,12 +80,13 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     # Above ann_min_items products, each user's candidates come from the ANN index, as the server's do; built
     # (or loaded) here first, so that Ray tasks load the index saved under the model instead of building it.
     ranker = make_ranker(catalogue, job)
+    on_ray = RayPublish(ray, catalogue, job) if ray is not None else None
     heads = store.record_heads()
     users = store.user_ids()
     t0 = time.perf_counter()
     with tqdm(total=len(users), desc="candidates", unit="user", disable=not progress) as bar:
-        if ray_address:
-            parts = _on_ray(ray_address, catalogue, job, users, heads, bar)
+        if on_ray is not None:
+            parts = on_ray.records(users, heads, bar.update)
         else:
             parts = [user_records(ranker, store, signer.sign, version, _counted(users, bar), heads)]
     t1 = time.perf_counter()
@@ -99,8 +111,11 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     # the devices that held it keep their entries; server/bundle/variants.py.)
     previous, prev_model = variants.previous_live_entries(home, version, model_version)
     meta = {it.item_id: it.to_dict() for it in store.items()}
-    entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, version, signer.sign,
-                                         previous, prev_model)
+    if on_ray is not None:
+        entries = on_ray.entries(meta, previous, prev_model)
+    else:
+        entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, version,
+                                             signer.sign, previous, prev_model)
     items_changed = sum(1 for e in entries.values() if e.changed == version)
     t3 = time.perf_counter()
     artifacts = model_artifacts(model_dir)
@@ -148,23 +163,6 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
                     "after": round(time.perf_counter() - t3, 3)},
         **({"canary_variant": variant} if variant else {}),
     }
-
-
-# Users per Ray partition at most: a partition's results (about 600 bytes a user) travel back to the driver
-# whole; at least two partitions per worker CPU, so a slow partition does not leave the others idle.
-PARTITION_USERS = 50_000
-
-
-def _on_ray(address: str, catalogue: Catalogue, job: RecordJob, users: list[str], heads: dict[str, bytes],
-            bar) -> list[Records]:
-    from ..ray_tasks import cluster_cpus, ray_session, run_partitions, split
-
-    with ray_session(address) as ray:
-        n = max(2 * cluster_cpus(ray), -(-len(users) // PARTITION_USERS))
-        slices = split(users, n)
-        parts = [(list(s), {u: heads[u] for u in s if u in heads}) for s in slices]
-        return run_partitions(ray, partition_records, parts, shared=(catalogue.ids, catalogue.vectors, job),
-                              done=lambda i: bar.update(len(slices[i])))
 
 
 def _counted(users: Iterable[str], bar) -> Iterator[str]:

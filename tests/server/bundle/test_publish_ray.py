@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -21,12 +22,14 @@ def _files(bundle: Path) -> dict[str, bytes]:
     return {str(p.relative_to(bundle)): p.read_bytes() for p in sorted(bundle.rglob("*")) if p.is_file()}
 
 
-def _move_some_users(root: Path) -> None:
-    """Give 20 users another user's state, so their records change at the next publish and the rest do not."""
+def _change_some(root: Path) -> None:
+    """Give 20 users another user's state and 3 products a new price, so their records and entries change at
+    the next publish and the others' do not."""
     store = Home(root).store()
     users = store.user_ids()[:21]
     records = store.user_records(users, 64)
     store.put_user_records({u: records[users[i + 1]] for i, u in enumerate(users[:-1])})
+    store.put_items([dataclasses.replace(it, price=it.price + 1) for it in store.get_items([5, 500, 1500]).values()])
     store.close()
 
 
@@ -46,7 +49,7 @@ def test_publish_on_ray_is_byte_identical_to_one_process(trained_home, tmp_path,
     shutil.copytree(trained_home, single)
     shutil.copytree(trained_home, on_ray)
     for root in (single, on_ray):
-        _move_some_users(root)
+        _change_some(root)
     # ann_min_items below MovieLens' 1,682 products: candidates come from the ANN index the driver saves
     # and each worker loads.
     config = {"ann_min_items": 1_000}
@@ -54,7 +57,8 @@ def test_publish_on_ray_is_byte_identical_to_one_process(trained_home, tmp_path,
     b = publish_job(Home(on_ray, Config(home=on_ray, ray_address="local", **config)), progress=False, now=NOW)
     timings = ("sign_us_per_record", "seconds")
     assert {k: v for k, v in a.items() if k not in timings} == {k: v for k, v in b.items() if k not in timings}
-    assert 0 < a["records_changed"] <= 20 < a["users"]  # both paths taken: changed records and signature-only ones
+    # Both paths of each step taken: changed records and signature-only ones, new entries and kept ones.
+    assert 0 < a["records_changed"] <= 20 < a["users"] and a["items_changed"] == 3
     files_a, rows_a, sigs_a = _published(single, a["version"])
     files_b, rows_b, sigs_b = _published(on_ray, b["version"])
     assert {"manifest.json", "manifest.sig"} <= set(files_a)
