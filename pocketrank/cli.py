@@ -325,10 +325,14 @@ def keys_init(home: Path | None, force: bool) -> None:
                    "as usual. For `pocketrank recommend`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The home to create for --interactions.")
+@click.option("--ray-workers", default=0, show_default=True, type=click.IntRange(0, 1024),
+              help="Sequence model: train data-parallel on this many Ray Train workers (CPU, gradients averaged "
+                   "over them); needs pocketrank[ray] and ray[train]. 0: this process.")
+@_ray_option
 @_progress_option
 def train(home: Path | None, store: str | None, epochs: int | None, kind: str, tune_trials: int, seed: int,
-          window_days: float | None,
-          interactions: Path | None, out: Path | None, no_progress: bool) -> None:
+          window_days: float | None, interactions: Path | None, out: Path | None, ray_workers: int,
+          ray_address: str | None, no_progress: bool) -> None:
     """Train product embeddings, the user encoder and the click model on the store's events.
 
     Whatever was imported (`pocketrank import ...`) or arrived through the API is learnt from;
@@ -355,8 +359,12 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
             since = latest_timestamp(s) - window_days * 86400
     if tune_trials and kind != "sequence":
         raise click.UsageError("--tune is for --model sequence")
+    if ray_workers and kind != "sequence":
+        raise click.UsageError("--ray-workers is for --model sequence")
+    if ray_address and not ray_workers:
+        raise click.UsageError("--ray-address on train needs --ray-workers N (the Ray Train workers to use)")
     result = train_job(h, epochs=epochs, seed=seed, since=since, progress=not no_progress, kind=kind,
-                       tune_trials=tune_trials)
+                       tune_trials=tune_trials, ray_workers=ray_workers, ray_address=ray_address)
     ev = result["evaluation"]["test"]
     d = result["data"]
     click.echo(f"model {result['model_version']} trained in {result['train_seconds']:.1f}s on {d['events']} events "
