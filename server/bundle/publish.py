@@ -47,8 +47,9 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
                 now: float | None = None) -> dict:
     """Publish the next bundle version; `keep_versions` (default: the sync_history setting) bounds history.
 
-    `ray_address` (default: the ray_address setting; "" = one process) computes the users' records as Ray
-    tasks over partitions of the users (server/ray_tasks.py); the bundle and records are the same bytes.
+    `ray_address` (default: the ray_address setting; "" = one process) computes the users' records and the
+    item entries as Ray tasks over slices of the users and of the catalogue (server/bundle/on_ray.py); the
+    bundle, records and signatures are the same bytes.
     `now` (default: the clock) is the manifest's created_at: the one input that differs between two runs."""
     config = home.config or Config.from_env(home=home.root)
     if keep_versions is None:
