@@ -79,3 +79,75 @@ def test_without_ray_installed_the_error_names_the_extra(home, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where it is not installed
     with pytest.raises(PocketrankError, match=r"needs the 'ray' extra .*pip install 'pocketrank\[ray\]'"):
         publish_job(Home(home), progress=False, ray_address="local")
+
+
+def _synthetic_home(config: Config, keys: Path | None) -> Home:
+    """The seeded synthetic catalogue (tests/server/conftest.py) with 60 users, a dot-product ranker and
+    placeholder artifacts: a publishable home in either store, no training run."""
+    import json
+
+    import numpy as np
+
+    from pocketrank.server.stores.base import UserRecord
+    from pocketrank.shared.features import UserState
+    from tests.server.conftest import DIM, MODEL, seed_store
+
+    home = Home(config.home, config)
+    store = home.store()
+    items, _ = seed_store(store, config.home)
+    rng = np.random.default_rng(1)
+    users = {f"user-{u:03d}": UserRecord(UserState(rng.normal(size=DIM).astype(np.float32), 1.0, 5))
+             for u in range(60)}
+    consumed = {u: {int(i) for i in rng.choice(len(items), 5, replace=False) + 1} for u in users}
+    store.reset_derived(users, consumed, {i: i % 7 for i in range(1, len(items) + 1)}, 0)
+    store.close()
+    model = config.home / "models" / MODEL
+    (model / "ranker.int8.onnx").write_bytes((model / "ranker.fp32.onnx").read_bytes())
+    (model / "encoder.onnx").write_bytes(b"an encoder")
+    (model / "export.json").write_text(json.dumps({
+        "opset": 18, "exporter": "test", "quantization": {"method": "none"}, "parity": {},
+        "encoder": {"inputs": ["items", "weights"], "outputs": ["user"], "precision": "fp32", "parity": {}}}))
+    if keys is not None:
+        shutil.copytree(keys, home.keys)
+    return home
+
+
+@pytest.fixture
+def two_configs(backend, tmp_path, request):
+    """Two empty homes of the backend (Redis: two key prefixes, removed after)."""
+    import uuid
+
+    if backend == "sqlite":
+        yield [Config(home=tmp_path / n) for n in ("a", "b")]
+        return
+    from pocketrank.server.stores.redis import RedisStore
+
+    url = request.getfixturevalue("redis_url")
+    prefixes = [f"test-ray-{uuid.uuid4().hex[:8]}:" for _ in range(2)]
+    yield [Config(home=tmp_path / n, store="redis", redis_url=url, redis_prefix=p) for n, p in zip("ab", prefixes)]
+    r = RedisStore(url, prefixes[0]).r
+    for p in prefixes:
+        keys = list(r.scan_iter(match=p.encode() + b"*", count=10_000))
+        for i in range(0, len(keys), 10_000):
+            r.unlink(*keys[i:i + 10_000])
+    r.close()
+
+
+def test_ray_tasks_read_either_store(two_configs, ray_local):
+    """The tasks open the store the configuration names (SQLite in the home, or Redis) and publish the same bytes."""
+    from pocketrank.server.bundle.model_artifacts import load_signer
+
+    single = _synthetic_home(two_configs[0], None)
+    load_signer(single)
+    on_ray = _synthetic_home(dataclasses.replace(two_configs[1], ray_address="local"), single.keys)
+    a = publish_job(single, progress=False, now=NOW)
+    b = publish_job(on_ray, progress=False, now=NOW)
+    assert a["users"] == b["users"] == 60 and a["records_changed"] == 60 and a["items_changed"] == 300
+    assert _files(single.bundle_dir(1)) == _files(on_ray.bundle_dir(1))
+    rows = []
+    for home in (single, on_ray):
+        store = home.store()
+        users = store.user_ids()
+        rows.append((users, {u: (r.blob, r.sha256, r.sig) for u, r in store.records_at(1, users).items()}))
+        store.close()
+    assert rows[0] == rows[1] and len(rows[0][1]) == 60
