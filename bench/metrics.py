@@ -22,7 +22,10 @@ Three ways, side by side in one run:
 
 Each scrape's wall time and CPU time (time.process_time) are reported: on a shared machine the wall
 time includes waiting for a core, the CPU time is what the scrape itself costs.
-Also: the first scrape of a fresh app (a new worker), which reads the whole log once.
+Also, per size: the first scrape of a fresh app (a new worker), which leaves the read of the whole log
+to a background thread and answers without the window's figures; how long until they are complete
+(that read); and, for the running totals, a scrape right after a burst of BURST events logged at once
+(folded in the background too; the figures stay, a few seconds behind).
 Goal (issue 18): a scrape under 50 ms at 1 M events, and independent of the log's size.
 """
 
@@ -41,6 +44,7 @@ import numpy as np
 GOAL_MS = 50.0
 WINDOW, BUCKET = 86_400.0, 3_600.0
 N_ITEMS = 200
+BURST = 20_000
 TYPES = ("impression",) * 6 + ("view", "view", "click", "click", "add_to_cart", "purchase")
 CONTEXTS = ((("platform", "android"), ("source", "server")), (("platform", "ios"), ("source", "edge")),
             (("source", "cache"),), ())
@@ -124,6 +128,20 @@ def scrape_times(app, store, way: str, scrapes: int, rng: random.Random, next_id
     return wall, cpu
 
 
+def burst_scrape(app, store, rng: random.Random, next_id: list[int]) -> float:
+    """Wall milliseconds of a scrape right after BURST events were logged at once (a client's backlog
+    arriving, a replay): the read goes to the background, the scrape answers with figures a little behind."""
+    running = app.extensions["pocketrank.metrics"]
+    store.append_events(make_events(BURST, next_id[0], rng, time.time(), span=600))
+    next_id[0] += BURST
+    t0 = time.perf_counter()
+    resp = app.test_client().get("/metrics")
+    ms = (time.perf_counter() - t0) * 1000
+    assert resp.status_code == 200 and b"pocketrank_sessions{" in resp.data  # figures stay, a little behind
+    running.wait(3_600)
+    return ms
+
+
 def main(argv: list[str]) -> int:
     from pocketrank.server.api.app import create_app
 
@@ -150,31 +168,43 @@ def main(argv: list[str]) -> int:
             print(f"\n{store.log_head():,} events in the log (built in {time.perf_counter() - t0:.0f} s)")
             for way in ("recompute 50k", "pass over sessions", "running totals"):
                 app = create_app(config)
+                running = app.extensions["pocketrank.metrics"]
                 t0 = time.perf_counter()
                 first = app.test_client().get("/metrics")
                 first_ms = (time.perf_counter() - t0) * 1000
                 assert first.status_code == 200
+                first_has = b"pocketrank_business_figures_complete 1.0" in first.data
+                assert running.wait(3_600) and running.complete  # the new worker's read of the whole log
+                complete_s = time.perf_counter() - t0
                 wall, cpu = scrape_times(app, store, way, args.scrapes, rng, next_id)
-                sessions = app.extensions["pocketrank.metrics"].n_sessions
-                row = (store.log_head(), way, first_ms, pct(wall, 50), pct(wall, 99), pct(cpu, 50), pct(cpu, 99))
+                sessions, size = running.n_sessions, store.log_head()
+                burst = burst_scrape(app, store, rng, next_id) if way == "running totals" else None
+                row = (size, way, first_ms, complete_s, pct(wall, 50), pct(wall, 99), pct(cpu, 50),
+                       pct(cpu, 99), burst)
                 rows.append(row)
-                print(f"  {way:<20} first scrape {first_ms:8.0f} ms   wall p50 {row[3]:7.1f} p99 {row[4]:7.1f}   "
-                      f"cpu p50 {row[5]:7.1f} p99 {row[6]:7.1f} ms   ({sessions:,} sessions held, "
-                      f"load {os.getloadavg()[0]:.1f})", flush=True)
+                print(f"  {way:<20} first scrape {first_ms:6.0f} ms ({'with' if first_has else 'without'} the "
+                      f"figures; complete after {complete_s:5.1f} s)   wall p50 {row[4]:7.1f} p99 {row[5]:7.1f}   "
+                      f"cpu p50 {row[6]:7.1f} p99 {row[7]:7.1f} ms   ({sessions:,} sessions held, "
+                      f"load {os.getloadavg()[0]:.1f})" + (f"   after a burst of {BURST:,}: {burst:.1f} ms"
+                                                             if burst is not None else ""), flush=True)
                 app.extensions["pocketrank"].store.close()
             logged = store.log_head()
         store.close()
     print(f"\nload after: {os.getloadavg()[0]:.2f}")
     print(f"\nmilliseconds per scrape ({args.scrapes} scrapes; wall time waits for the CPU on a shared machine,"
           " CPU time does not)")
-    print(f"{'events':>10}  {'way':<20} {'first':>8} {'wall p50':>9} {'wall p99':>9} {'cpu p50':>8} {'cpu p99':>8}")
-    for n, way, first_ms, p50, p99, c50, c99 in rows:
-        print(f"{n:>10,}  {way:<20} {first_ms:>8.0f} {p50:>9.1f} {p99:>9.1f} {c50:>8.1f} {c99:>8.1f}")
+    print(f"{'events':>10}  {'way':<20} {'first':>7} {'complete':>9} {'wall p50':>9} {'wall p99':>9} {'cpu p50':>8} "
+          f"{'cpu p99':>8} {'burst':>7}")
+    for n, way, first_ms, complete_s, p50, p99, c50, c99, burst in rows:
+        print(f"{n:>10,}  {way:<20} {first_ms:>7.0f} {complete_s:>8.1f}s {p50:>9.1f} {p99:>9.1f} {c50:>8.1f} "
+              f"{c99:>8.1f} {'-' if burst is None else f'{burst:.1f}':>7}")
     final = [r for r in rows if r[1] == "running totals"]
-    verdict = "met" if final[-1][4] < GOAL_MS else "NOT met (wall)" if final[-1][6] < GOAL_MS else "NOT met"
-    print(f"\nrunning totals at {final[-1][0]:,} events: wall p99 {final[-1][4]:.1f} ms, cpu p99 {final[-1][6]:.1f} ms "
-          f"(goal < {GOAL_MS:.0f} ms: {verdict}); cpu p50 from {min(r[5] for r in final):.1f} to "
-          f"{max(r[5] for r in final):.1f} ms across sizes")
+    worst = max(max(r[2], r[5], r[8]) for r in final)  # first scrape, wall p99, after a burst
+    verdict = "met" if worst < GOAL_MS else "NOT met (wall)" if final[-1][7] < GOAL_MS else "NOT met"
+    print(f"\nrunning totals at {final[-1][0]:,} events: first scrape {final[-1][2]:.1f} ms, wall p99 "
+          f"{final[-1][5]:.1f} ms, cpu p99 {final[-1][7]:.1f} ms, after a burst of {BURST:,} {final[-1][8]:.1f} ms "
+          f"(goal < {GOAL_MS:.0f} ms at every size, whatever the scrape: {verdict}); cpu p50 from "
+          f"{min(r[6] for r in final):.1f} to {max(r[6] for r in final):.1f} ms across sizes")
     return 0
 
 

@@ -4,7 +4,11 @@
     python -m bench scale -- --only ann                    # one section
     python -m bench scale -- --only ann --sizes 20000 --users 100     # a quick look
 
-Sections (more come with the Redis Cluster work of issue 19):
+Sections:
+
+cluster: ingestion on a 3-master Redis Cluster beside one Redis in the same run, two API servers and
+two updater processes on each (bench/_scale_cluster.py): event-to-embedding p50/p99 at 1,000 events/s
+offered, events/s appended and folded. Figures go to docs/scaling.md.
 
 ann: retrieval at catalogue scale. At 200,000 and 1,000,000 products: the exact scan (what serves
 below POCKETRANK_ANN_MIN_ITEMS) against the shipped index (server/online/ann.py: faiss HNSW on
@@ -217,13 +221,19 @@ def report(rows: list[dict], args) -> str:
             f"own augmented copy of the vectors).\n\n{table}\n")
 
 
+def cluster_section(args) -> str:
+    from bench._scale_cluster import cluster_section as run
+
+    return run(args)
+
+
 def ray_section(args) -> str:
     from bench._scale_ray import ray_section as section
 
     return section(args)
 
 
-SECTIONS = {"ann": ann_section, "ray": ray_section}
+SECTIONS = {"ann": ann_section, "cluster": cluster_section, "ray": ray_section}
 
 
 def main(argv: list[str]) -> int:
@@ -232,6 +242,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000], help="catalogue sizes")
     parser.add_argument("--users", type=int, default=500, help="queries per size")
     parser.add_argument("--ef", type=int, nargs="+", default=[800, 1600, 3200], help="efSearch values to measure")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per load phase (cluster)")
     parser.add_argument("--ray-users", type=int, default=1_000_000, help="ray: users published")
     parser.add_argument("--ray-items", type=int, default=200_000, help="ray: products in the catalogue")
     parser.add_argument("--ray-tmp", default=None, help="ray: where the homes are built (default: the temp dir)")

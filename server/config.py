@@ -123,6 +123,10 @@ class Config:
     store: str = "sqlite"  # or "redis"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "pocketrank:"
+    # A Redis Cluster at POCKETRANK_REDIS_URL (any node's address) instead of one Redis; its event log is
+    # this many streams, users spread over them (server/stores/redis_cluster.py; fixed when the store is made).
+    redis_cluster: bool = False
+    redis_partitions: int = 16
     dedupe_ttl_days: float = 35.0  # Redis keeps each event id this long; a device outbox keeps 30 days
     sqlite_synchronous: str = "full"  # "full": an acknowledged event survives a power cut; "normal": a process crash
     # real-time updater
@@ -192,6 +196,10 @@ class Config:
     def check(self) -> None:
         if self.store not in ("sqlite", "redis"):
             raise ValidationError("POCKETRANK_STORE", "must be sqlite or redis")
+        if self.redis_cluster and self.store != "redis":
+            raise ValidationError("POCKETRANK_REDIS_CLUSTER", "needs POCKETRANK_STORE=redis")
+        if not 1 <= self.redis_partitions <= 1024:
+            raise ValidationError("POCKETRANK_REDIS_PARTITIONS", "must be between 1 and 1024")
         if self.sqlite_synchronous not in ("full", "normal"):
             raise ValidationError("POCKETRANK_SQLITE_SYNCHRONOUS", "must be full or normal")
         if self.updater not in ("embedded", "external"):

@@ -66,3 +66,14 @@ def dot_ranker(dim: int) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     return model.SerializeToString()
+
+
+def complete_scrape(client, query: str = "", timeout: float = 120.0) -> str:
+    """A /metrics page that carries the window's figures. A new app reads a long event log (the trained
+    home's 100,000 events) in the background first, and /metrics leaves the figures out until it has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = client.get("/metrics" + query).get_data(as_text=True)
+        if "pocketrank_business_figures_complete 1.0" in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)

@@ -70,7 +70,9 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
         if exc.code == 413:  # werkzeug's text names no limit; say which one and what to do
             message = (f"request body larger than {config.max_body_bytes} bytes (POCKETRANK_MAX_BODY_BYTES); "
                        "send smaller batches")
-        return jsonify(error=exc.name.lower().replace(" ", "_"), message=message), exc.code
+        # The exception's own headers (a 503's Retry-After), but the body is JSON, not werkzeug's HTML.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return jsonify(error=exc.name.lower().replace(" ", "_"), message=message), exc.code, headers
 
     @app.errorhandler(MethodNotAllowed)
     def _method(exc: MethodNotAllowed):

@@ -8,7 +8,10 @@ folds what was logged since the previous one, then reads the running totals of t
 a window ending at the newest event (`window` seconds, default a day; `bucket` seconds per time-series point,
 default an hour; server/monitoring/window.py). A request costs what was logged since the last look plus
 O(segment values + buckets), however long the log (the first request for a window: one pass over the
-sessions held); one look at a time per process. /metrics also carries the service's request metrics, summed
+sessions held); one look at a time per process. A request never reads a long backlog itself (a new
+worker's whole log, a burst): past INLINE_SECONDS a background thread reads the rest. Until a new
+worker's first read reaches the log's end, /metrics leaves the window's figures out and the JSON
+endpoints answer 503 with Retry-After (after waiting up to JSON_WAIT_SECONDS). /metrics also carries the service's request metrics, summed
 over every gunicorn worker, and gauges read from the store at scrape time (server/monitoring/service.py). The shadow report is this process's comparisons of the shadow model against
 the served one (server/release/shadow.py), with hit rates over the clicks logged since the shadow started
 (at most `limit` of the newest). Aggregates only, no user ids.
@@ -20,6 +23,7 @@ import logging
 import time
 
 from flask import Blueprint, Response, current_app, jsonify
+from werkzeug.exceptions import ServiceUnavailable
 
 from pocketrank.shared.errors import ValidationError
 
@@ -37,6 +41,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW, DEFAULT_BUCKET = 86_400.0, 3_600.0
 MAX_BUCKETS = 10_000
+# A scrape has a timeout (Prometheus' default is 10 s, and the goal is well under 50 ms): a request folds new
+# log entries for at most INLINE_SECONDS, so a backlog never lands on it. The JSON endpoints, asked by a person
+# or a script, wait up to JSON_WAIT_SECONDS for a backlog instead, then answer 503 with Retry-After.
+INLINE_SECONDS = 0.02
+JSON_WAIT_SECONDS = 10.0
+RETRY_AFTER_SECONDS = 5
 
 
 @bp.record_once
@@ -50,21 +60,61 @@ def _running() -> RunningMetrics:
     return current_app.extensions["pocketrank.metrics"]
 
 
-def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET) -> dict:
-    serving = current_app.extensions["pocketrank"]
-    store = serving.store
+def _catch_up(wait: float = 0.0) -> RunningMetrics:
+    """Fold what was logged since the last look, for at most INLINE_SECONDS of this request (a longer backlog,
+    such as a new worker's whole log, is read by a background thread), then wait up to `wait` seconds for
+    that thread."""
     running = _running()
-    with running.lock:
-        running.look(store)
-        figures = running.recent_summary(window, bucket)
-        eps = running.events_per_second()
-        shadow_report = _shadow(running, MAX_CLICKS)
+    if running.lock.acquire(timeout=INLINE_SECONDS):  # busy: a background read holds it, and reads the tail too
+        try:
+            running.look(current_app.extensions["pocketrank"].store, until=time.monotonic() + INLINE_SECONDS)
+        finally:
+            running.lock.release()
+    if wait and running.following:
+        running.wait(wait)
+    return running
+
+
+def _window_figures(running: RunningMetrics, window: float, bucket: float, wait: float) -> dict:
+    """The window's figures; when the lock stays busy past `wait` (a background read's pass over the sessions),
+    the last ones computed, however old (pocketrank_business_figures_behind_seconds says by how much)."""
+    if not running.lock.acquire(timeout=wait if wait > 0 else -1):
+        running.want(window, bucket)
+        return running.last_summary(window, bucket) or {}
+    try:
+        return running.recent_summary(window, bucket)
+    finally:
+        running.lock.release()
+
+
+def _still_reading() -> None:
+    """The JSON figures' answer while a new worker is still reading the log for the first time: a 503 that
+    says when to ask again (figures from part of the log would be wrong, not merely stale)."""
+    raise ServiceUnavailable("the metrics are still reading the event log for the first time; ask again shortly",
+                             retry_after=RETRY_AFTER_SECONDS)
+
+
+def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET, wait: float = JSON_WAIT_SECONDS,
+                  partial: bool = False) -> dict:
+    """The JSON summary's figures. Until the first read of the log has reached its end, the window's figures
+    are left out if `partial` (the /metrics page), else the answer is a 503 (`_still_reading`)."""
+    serving = current_app.extensions["pocketrank"]
+    running = _catch_up(wait)
+    if not running.complete and not partial:
+        _still_reading()
+    if running.complete:
+        figures = _window_figures(running, window, bucket, INLINE_SECONDS if partial else -1)
+    else:
+        running.want(window, bucket)  # the background read computes them before it says it is done
+        figures = {}
+    eps = running.events_per_second()
+    shadow_report = _shadow(running, MAX_CLICKS)
     registry = Registry(serving.home.root)
     rollout = registry.rollout()
     return {
         **figures,
         "events_per_second": eps,
-        "models": {"current": store.get_meta("current_model"), "live": registry.live(),
+        "models": {"current": serving.store.get_meta("current_model"), "live": registry.live(),
                    "canary": rollout["version"] if rollout else None},
         "canary": ({**{k: rollout[k] for k in ("rollout_id", "version", "share", "control", "started_at")},
                     "looks": sum(1 for d in rollout["decisions"] if "look" in d),
@@ -77,9 +127,10 @@ def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET
 
 def build_shadow(limit: int = MAX_CLICKS) -> dict | None:
     """The shadow report, or None when no shadow is set."""
-    running = _running()
+    running = _catch_up(JSON_WAIT_SECONDS)
+    if not running.complete:
+        _still_reading()
     with running.lock:
-        running.look(current_app.extensions["pocketrank"].store)
         return _shadow(running, limit)
 
 
@@ -128,6 +179,10 @@ def _store_figures() -> dict[str, float | None]:
     except Exception as exc:  # noqa: BLE001 - whatever the backend raises; /readyz says what is wrong
         log.warning("store gauges left out of this scrape: %s: %s", type(exc).__name__, exc)
     out["ready"] = 1.0 if readiness()["ready"] else 0.0
+    out["business_figures_complete"] = 1.0 if running.complete else 0.0
+    if running.caught_up_at is not None:
+        out["business_figures_behind_seconds"] = (max(0.0, time.monotonic() - running.caught_up_at)
+                                                  if running.following else 0.0)
     return out
 
 
@@ -137,5 +192,8 @@ def metrics():
     and the store's gauges, on one page."""
     check_operator_key("reading the metrics")
     service = current_app.extensions["pocketrank.service_metrics"]
-    body = prom.render(build_summary(*_args()), *service.collectors(), StoreGauges(_store_figures))
+    # Never waits for a backlog: until a new worker's first read of the log ends, the window's figures are left
+    # out (pocketrank_business_figures_complete 0) and the service's and store's gauges answer alone.
+    body = prom.render(build_summary(*_args(), wait=0.0, partial=True), *service.collectors(),
+                       StoreGauges(_store_figures))
     return Response(body, mimetype=None, content_type=prom.CONTENT_TYPE)

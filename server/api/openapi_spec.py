@@ -192,23 +192,27 @@ def _paths(queries: Mapping[str, type[BaseModel]]) -> dict:
                 "responses": {"200": _json(c.UserRecord), **_errors(400, 401, 403, 404, 503)}}},
             "/metrics": {"get": {
                 "operationId": "prometheusMetrics", "security": OPERATOR,
-                "description": "`window` / `bucket` may give at most 10,000 points (else a 400 naming bucket).",
+                "description": "`window` / `bucket` may give at most 10,000 points (else a 400 naming bucket). "
+                               "Never waits for the event log: until a new worker has read it once, the "
+                               "window's figures are left out (pocketrank_business_figures_complete 0).",
                 "parameters": _query(queries["metrics"]),
                 "responses": {"200": {"description": "Prometheus text exposition",
                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
                               **_errors(400, 401)}}},
             "/v1/metrics/summary": {"get": {
                 "operationId": "metricsSummary", "security": OPERATOR,
-                "description": "`window` / `bucket` may give at most 10,000 points (else a 400 naming bucket).",
+                "description": "`window` / `bucket` may give at most 10,000 points (else a 400 naming bucket). "
+                               "A worker started moments ago may still be reading the event log: then a 503 "
+                               "with Retry-After.",
                 "parameters": _query(queries["metrics"]),
-                "responses": {"200": _json(c.MetricsSummary), **_errors(400, 401)}}},
+                "responses": {"200": _json(c.MetricsSummary), **_errors(400, 401, 503)}}},
             "/v1/metrics/shadow": {"get": {
                 "operationId": "metricsShadow", "security": OPERATOR,
                 "description": "The shadow model's agreement with the served one (this process's sample) and "
                                "hit rates of later clicks; `shadow` is null when none is set "
                                "(pocketrank shadow start).",
                 "parameters": _query(queries["shadow"]),
-                "responses": {"200": _json(c.ShadowReport), **_errors(400, 401)}}},
+                "responses": {"200": _json(c.ShadowReport), **_errors(400, 401, 503)}}},
             "/v1/devices": {"post": {
                 "operationId": "registerDevice", "security": OPERATOR,
                 "description": "a new device id only: an id registered before (even revoked) is a 409",

@@ -40,6 +40,7 @@ import math
 import time
 from collections.abc import Callable
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
@@ -60,6 +61,8 @@ def limit_string(burst: int, rate: float) -> str | None:
 def storage_uri(config: Config) -> str:
     if config.rate_limit_storage:
         return config.rate_limit_storage
+    if config.store == "redis" and config.redis_cluster:  # limits names a cluster by its scheme
+        return "redis+cluster://" + urlsplit(config.redis_url).netloc
     return config.redis_url if config.store == "redis" else "memory://"
 
 

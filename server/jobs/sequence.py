@@ -143,7 +143,7 @@ def export_sequence_job(home: Home, version: str, n_users: int | None = None) ->
     remap = np.array([row_of.get(int(i), -1) for i in history.item_index], dtype=np.int64)
     rows = [remap[s] for s in history.seqs]
     # Left out, a product can leave two events of one product side by side: they are then one event (its
-    # newest), as shared.sequence.kept_events makes them for the ONNX feed the server and device build.
+    # newest), as pocketrank.shared.sequence.kept_events makes them for the ONNX feed the server and device build.
     keep = [_last_of_runs(r) for r in rows]
     hist = Histories([r[k] for r, k in zip(rows, keep)], [t[k] for t, k in zip(history.types, keep)],
                      [t[k] for t, k in zip(history.times, keep)])

@@ -34,7 +34,7 @@ from ..training.seqtrain import Histories
 
 def window_histories(events: Sequence[Event], index: dict[int, int]) -> tuple[list[str], Histories]:
     """(user ids, their histories in model rows) from events in time order; products outside `index` are skipped.
-    What enters is what the encoder's feed takes (shared.sequence.kept_events): a run of one product once."""
+    What enters is what the encoder's feed takes (pocketrank.shared.sequence.kept_events): a run of one product once."""
     per_user: dict[str, list[tuple[str, int | None, float]]] = defaultdict(list)
     for e in events:
         if engaged(e):

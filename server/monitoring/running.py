@@ -28,12 +28,19 @@ much as 4 sessions of a rebuild), and the next summary of each window rebuilds i
 over the held sessions. A summary is recomputed at most once per FRESH_SECONDS for one (window, bucket) while events keep
 arriving (and not at all while none do), so however many callers poll, a process spends at most
 about one pass over its sessions per second on each window they ask for.
-A new worker reads the log from its start once, at its first look; after that each look reads what
-was logged since the previous one.
+A new worker reads the log from its start once; after that each look reads what was logged since
+the previous one. Neither may hold a request up for long: a look given a deadline (`until`) folds in
+small chunks and, if the deadline passes before the log's end, hands the rest of the read to a
+background thread (`following`) and returns. While that thread runs, looks return at once (it owns
+the log's tail), a summary waits at most for one of its slices (it takes the lock per SLICE_SECONDS),
+and `complete` says whether the figures have ever reached the log's end: before that they hold only
+the log's oldest part, so /metrics leaves them out rather than publish a wrong CTR (server/api/monitoring.py).
+At 1 M events a new worker's first read takes about 40 s of CPU; a scrape meanwhile costs milliseconds.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from bisect import bisect_right
@@ -55,6 +62,10 @@ REBUILD_RATIO = 4  # a look reading more entries than this many times a view's s
 MAX_VIEWS = 4  # (window, bucket) pairs kept as running totals; each costs a few us per event folded
 READ_CHUNK = 5_000  # log entries priced and folded together (one price lookup per chunk)
 RATE_WINDOW_S = 60.0  # events_per_second: over about the last minute
+DEADLINE_CHUNK = 250  # entries folded between two looks at a deadline (about 10 ms)
+SLICE_SECONDS = 0.02  # the background read holds the lock this long at a time, so a summary waits at most that
+
+log = logging.getLogger(__name__)
 
 Click = tuple[str, float, int]  # user id, timestamp, item index
 
@@ -157,25 +168,90 @@ class RunningMetrics:
         self._kept: dict[tuple[float, float], tuple[float, int, dict]] = {}  # (window, bucket) -> (when, pos, summary)
         self._views: dict[tuple[float, float], WindowView] = {}  # the most recently asked last
         self.fresh_seconds = FRESH_SECONDS
+        self.complete = False  # the figures have reached the log's end at least once
+        self._wanted: dict[tuple[float, float], None] = {}  # (window, bucket) asked for lately, the newest last
+        self.caught_up_at: float | None = None  # time.monotonic() of the last look that reached the log's end
+        self._follower: threading.Thread | None = None
 
     # --- folding ---
 
-    def look(self, store: Any, now: float | None = None) -> int:
-        """Fold what was logged since the last look; returns how many entries that was."""
+    def look(self, store: Any, now: float | None = None, until: float | None = None) -> int:
+        """Fold what was logged since the last look; returns how many entries this call folded.
+
+        With `until` (a time.monotonic() deadline) it stops at the first chunk past the deadline and
+        leaves the rest of the read to a background thread. Callers hold `lock`."""
+        if self.following:
+            return 0  # the background read owns the log's tail until it reaches the end
+        entries = iter(store.iter_log(self.pos))
+        read, finished = self._fold_stream(store, entries, until)
+        if finished:
+            self._end_look(now)
+        else:
+            self._follower = threading.Thread(target=self._follow, args=(store, entries), daemon=True,
+                                              name="pocketrank-metrics-catch-up")
+            self._follower.start()
+        return read
+
+    @property
+    def following(self) -> bool:
+        """True while a background thread is reading a backlog a request had no time for."""
+        return self._follower is not None and self._follower.is_alive()
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the background read (call without the lock); True if none runs now."""
+        follower = self._follower
+        if follower is not None:
+            follower.join(seconds)
+        return not self.following
+
+    def _follow(self, store: Any, entries: Iterator) -> None:
+        """The background read: the rest of `entries`, a slice at a time under the lock."""
+        try:
+            while True:
+                with self.lock:
+                    _, finished = self._fold_stream(store, entries, time.monotonic() + SLICE_SECONDS)
+                if finished:
+                    break
+            # Before saying the figures are current, compute those last asked for (a pass over the sessions
+            # each, most of a second at 50,000), here rather than in the next request.
+            for window, bucket in list(self._wanted):
+                with self.lock:
+                    self.recent_summary(window, bucket, fresh=True)
+            with self.lock:
+                self._end_look(None)
+        except Exception as exc:  # noqa: BLE001 - a store that fails mid-read: the next request's look retries
+            log.warning("the metrics' background read of the event log stopped at position %d: %s: %s",
+                        self.pos, type(exc).__name__, exc)
+
+    def _fold_stream(self, store: Any, entries: Iterator, until: float | None) -> tuple[int, bool]:
+        """Fold entries in chunks until they end (True) or, with `until`, the first chunk past it (False)."""
+        size = READ_CHUNK if until is None else DEADLINE_CHUNK
         read, chunk = 0, []
-        for entry in store.iter_log(self.pos):
+        for entry in entries:
             chunk.append(entry)
-            if len(chunk) >= READ_CHUNK:
-                if self._views and read + len(chunk) > REBUILD_RATIO * max(v.size for v in self._views.values()):
-                    self._views.clear()  # cheaper to rebuild each from the sessions when next asked
-                read += self._fold(store, chunk)
+            if len(chunk) >= size:
+                read += self._fold_chunk(store, chunk, read, more=True)
                 chunk = []
-        read += self._fold(store, chunk)
+                if until is not None and time.monotonic() > until:
+                    return read, False
+        read += self._fold_chunk(store, chunk, read)
+        return read, True
+
+    def _fold_chunk(self, store: Any, chunk: list, read_before: int, more: bool = False) -> int:
+        if more and self._views and read_before + len(chunk) > REBUILD_RATIO * max(v.size for v in self._views.values()):
+            self._views.clear()  # cheaper to rebuild each from the sessions when next asked
+        read = self._fold(store, chunk)
+        if self.n_sessions > self.max_sessions * 2:  # a long read: keep memory bounded as it goes
+            self._forget_oldest()
+        return read
+
+    def _end_look(self, now: float | None) -> None:
         self._samples.append((time.monotonic() if now is None else now, self._new))
         self._trim_samples()
         if self.n_sessions > self.max_sessions * 1.1:  # amortized: a sort per tenth of the cap
             self._forget_oldest()
-        return read
+        self.complete = True
+        self.caught_up_at = time.monotonic()
 
     def _fold(self, store: Any, entries: list) -> int:
         if not entries:
@@ -283,18 +359,32 @@ class RunningMetrics:
         (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
         return (n1 - n0) / max(RATE_WINDOW_S, t1 - t0)
 
-    def recent_summary(self, window: float, bucket: float, now: float | None = None) -> dict:
+    def recent_summary(self, window: float, bucket: float, now: float | None = None, fresh: bool = False) -> dict:
         """summary(window, bucket), or the one computed less than FRESH_SECONDS ago (or since which
-        nothing was folded): what the endpoints serve."""
+        nothing was folded): what the endpoints serve. `fresh` computes it anew regardless."""
         now = time.monotonic() if now is None else now
+        self.want(window, bucket)
         kept = self._kept.get((window, bucket))
-        if kept is not None and (kept[1] == self.pos or now - kept[0] < self.fresh_seconds):
+        if not fresh and kept is not None and (kept[1] == self.pos or now - kept[0] < self.fresh_seconds):
             return kept[2]
         figures = self.summary(window, bucket)
         if len(self._kept) >= MAX_KEPT_SUMMARIES:
             self._kept.pop(next(iter(self._kept)))
         self._kept[(window, bucket)] = (now, self.pos, figures)
         return figures
+
+    def want(self, window: float, bucket: float) -> None:
+        """Note that (window, bucket) is asked for: a background read computes it before it ends."""
+        self._wanted.pop((window, bucket), None)
+        self._wanted[(window, bucket)] = None
+        if len(self._wanted) > MAX_VIEWS:
+            self._wanted.pop(next(iter(self._wanted)))
+
+    def last_summary(self, window: float, bucket: float) -> dict | None:
+        """The summary last computed for (window, bucket), however old, without the lock: what a scrape serves
+        when the lock is busy (a background read's slice, or its pass over the sessions)."""
+        kept = self._kept.get((window, bucket))
+        return None if kept is None else kept[2]
 
     def summary(self, window: float, bucket: float) -> dict:
         """collector.summarize and collector.timeseries of the sessions that started in the window,
@@ -347,5 +437,6 @@ class RunningMetrics:
 
     def clicks_after(self, position: int, limit: int = MAX_CLICKS) -> list[Click]:
         """The newest `limit` clicks logged after `position` (those still held), oldest first."""
-        out = [(u, ts, item) for pos, u, ts, item in self.clicks if pos > position]
+        # list() copies the deque in one step: a background read may append to it meanwhile.
+        out = [(u, ts, item) for pos, u, ts, item in list(self.clicks) if pos > position]
         return out[-limit:] if limit < len(out) else out

@@ -101,7 +101,13 @@ class StoreGauges:
                                                      "(the updater's lag, in events)"),
                           ("newest_event_age_seconds", "Now minus the newest logged event's timestamp"),
                           ("bundle_version", "The newest published bundle version"),
-                          ("ready", "1 when /readyz answers 200")):
+                          ("ready", "1 when /readyz answers 200"),
+                          ("business_figures_complete", "1 once this worker's first read of the event log has "
+                                                        "reached its end; until then the window's figures "
+                                                        "(CTR, revenue, ...) are left out"),
+                          ("business_figures_behind_seconds", "How long this worker's window figures have been "
+                                                              "behind the log (0 when current: a burst is being "
+                                                              "read in the background)")):
             if figures.get(name) is not None:
                 g = GaugeMetricFamily(f"pocketrank_{name}", doc)
                 g.add_metric([], float(figures[name]))

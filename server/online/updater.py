@@ -119,7 +119,7 @@ class Updater:
             with self.store.updater_step():
                 n = self._step()
             total += n
-            if n < self.batch:
+            if n == 0 or (n < self.batch and not self.store.partial_claims):
                 break
         return total
 
@@ -150,8 +150,9 @@ class Updater:
     def _consume(self, stop: threading.Event, idle_wait: float) -> None:
         # A consumer-group claim waits for new entries itself, so one call both
         # sleeps and wakes on the next event. The lock is let go every 2 s, well
-        # inside its expiry, so a second updater can take over if this one dies.
-        with self._lock, self.store.updater_session():
+        # inside its expiry, so a second updater can take over if this one dies
+        # (on a partitioned log, each process holds a share of the partitions).
+        with self._lock, self.store.consumer_session():
             until = time.monotonic() + 2.0
             while not stop.is_set() and time.monotonic() < until:
                 with self.store.updater_step():

@@ -1,4 +1,4 @@
-"""Stores behind one interface: SQLite (the embedded default) and Redis (scale-out)."""
+"""Stores behind one interface: SQLite (the embedded default) and Redis, one server or a cluster (scale-out)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ def open_store(config=None, *, home: Path | None = None) -> Store:
     from ..config import Config
 
     config = config or Config.from_env(**({"home": home} if home else {}))
+    if config.store == "redis" and config.redis_cluster:
+        from .redis_cluster import RedisClusterStore
+
+        return RedisClusterStore(config.redis_url, config.redis_prefix, config.dedupe_ttl_days,
+                                 config.redis_partitions)
     if config.store == "redis":
         from .redis import RedisStore
 

@@ -222,6 +222,12 @@ class Store(ABC):
         a time and every user's events are applied in log order."""
         return nullcontext()
 
+    def consumer_session(self, timeout: float = 30.0) -> AbstractContextManager:
+        """Held by one of several updater processes while it consumes (Updater.run): on a store
+        whose log is partitioned (Redis Cluster) a share of the partitions, so the processes fold
+        side by side; elsewhere the same as updater_session."""
+        return self.updater_session(timeout)
+
     def updater_step(self) -> AbstractContextManager:
         """Held around one step, from claim_events to commit_updates."""
         return nullcontext()
@@ -243,6 +249,10 @@ class Store(ABC):
 
     # True if claim_events can wait for new events itself (a Redis consumer group can).
     claim_blocks: bool = False
+
+    # True if claim_events may answer fewer than `limit` events while more wait (a partitioned log
+    # answers one partition per call): then the updater drains until a claim comes back empty.
+    partial_claims: bool = False
 
     # True if writers take turns at one lock anyway (SQLite): then concurrent requests of a
     # process gain by sharing one commit, even when they only append (Updater.ingest).

@@ -158,7 +158,7 @@ class RedisStore(Store):
         import redis
 
         self.url, self.prefix = url, prefix
-        self.r = redis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
+        self.r = self._connect(url)
         self.dedupe_ttl = int(dedupe_ttl_days * 86400)
         try:
             self.r.ping()
@@ -172,18 +172,37 @@ class RedisStore(Store):
         self._assign_script = self.r.register_script(_ASSIGN)
         self._raise = self.r.register_script(_RAISE)
         self.stream = self.k("log")
-        try:
-            self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        self.create_groups()
         self._warn_if_not_durable()
         if not self.r.exists(self.k("skus")) and self.r.hlen(self.k("items")):
             # A catalogue from before string ids: each product is keyed by its index's digits.
             self.put_items(self.items())
 
+    def _connect(self, url: str) -> Any:
+        import redis
+
+        return redis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
+
+    def create_groups(self) -> None:
+        """The updater's consumer group on the log stream (made with the stream; an existing one is kept)."""
+        import redis
+
+        try:
+            self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
     def k(self, *parts: str | int) -> bytes:
         return (self.prefix + ":".join(str(p) for p in parts)).encode()
+
+    def uk(self, kind: str, user_id: str) -> bytes:
+        """A key of one user's (`u`: record, `c`: consumed items): a Redis Cluster store puts it in the user's slot."""
+        return self.k(kind, user_id)
+
+    def fk(self, user_id: str) -> bytes:
+        """The hash that holds this user's window features."""
+        return self.k("features")
 
     def _warn_if_not_durable(self) -> None:
         try:
@@ -405,11 +424,11 @@ class RedisStore(Store):
         ids = list(dict.fromkeys(user_ids))
         p = self.r.pipeline(transaction=False)
         for u in ids:
-            p.hmget(self.k("u", u), _RECORD_FIELDS)
+            p.hmget(self.uk("u", u), _RECORD_FIELDS)
         return {u: _record(v, dim) for u, v in zip(ids, p.execute())}
 
     def has_user(self, user_id: str) -> bool:
-        return bool(self.r.exists(self.k("u", user_id)))
+        return bool(self.r.exists(self.uk("u", user_id)))
 
     def put_user_records(self, records: dict[str, UserRecord]) -> None:
         items = list(records.items())
@@ -424,13 +443,13 @@ class RedisStore(Store):
         return sorted(u.decode() for u in cast("set[bytes]", self.r.smembers(self.k("users"))))
 
     def consumed_items(self, user_id: str) -> set[int]:
-        return {int(i) for i in self.r.smembers(self.k("c", user_id))}
+        return {int(i) for i in self.r.smembers(self.uk("c", user_id))}
 
     def user_context(self, user_id: str, dim: int) -> UserContext:
         p = self.r.pipeline(transaction=False)
-        p.hmget(self.k("u", user_id), _RECORD_FIELDS)
-        p.smembers(self.k("c", user_id))
-        p.hget(self.k("features"), user_id)
+        p.hmget(self.uk("u", user_id), _RECORD_FIELDS)
+        p.smembers(self.uk("c", user_id))
+        p.hget(self.fk(user_id), user_id)
         rec, consumed, feats = p.execute()
         return UserContext(_record(rec, dim), {int(i) for i in consumed}, json.loads(feats) if feats else None)
 
@@ -485,7 +504,7 @@ class RedisStore(Store):
         p.execute()
 
     def features(self, user_id: str) -> dict | None:
-        raw = self.r.hget(self.k("features"), user_id)
+        raw = self.r.hget(self.fk(user_id), user_id)
         return json.loads(raw) if raw else None
 
     # --- bundle records ---
@@ -563,5 +582,5 @@ def flush_prefix(store: RedisStore) -> None:
     """Delete every key under the store's prefix (tests and benchmarks start clean)."""
     for key in store.r.scan_iter(match=store.prefix.encode() + b"*", count=1000):
         store.r.delete(key)
-    store.r.xgroup_create(store.stream, GROUP, id="0", mkstream=True)
+    store.create_groups()
 

@@ -81,6 +81,19 @@ def redis_url(tmp_path_factory) -> str:
     proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory) -> str:
+    """A real 3-master Redis Cluster on free loopback ports (bench/_redis_cluster.py), torn down after the session."""
+    from bench._redis_cluster import ClusterUnavailable, LocalCluster
+
+    try:
+        cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
+    except ClusterUnavailable as exc:
+        pytest.skip(str(exc))
+    with cluster:
+        yield cluster.url
+
+
 @pytest.fixture(params=["sqlite", "redis"])
 def backend(request) -> str:
     return request.param
@@ -88,7 +101,8 @@ def backend(request) -> str:
 
 @pytest.fixture
 def store_config(backend, tmp_path, request):
-    """A Config for a fresh, empty store of each backend (a unique Redis key prefix per test)."""
+    """A Config for a fresh, empty store of each backend (a unique Redis key prefix per test); "redis-cluster"
+    is the Redis store on a Redis Cluster, for the modules that parametrize `backend` with it."""
     from pocketrank.server.config import Config
 
     if backend == "redis":
@@ -102,6 +116,16 @@ def store_config(backend, tmp_path, request):
         for i in range(0, len(keys), 10_000):
             r.unlink(*keys[i:i + 10_000])
         r.close()
+    elif backend == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"
+        yield Config(home=tmp_path / "home", store="redis", redis_url=url, redis_prefix=prefix, redis_cluster=True)
+        from pocketrank.server.stores.redis_cluster import RedisClusterStore
+
+        rc = RedisClusterStore(url, prefix).r
+        for key in list(rc.scan_iter(match=prefix.encode() + b"*", count=10_000)):
+            rc.unlink(key)
+        rc.close()
     else:
         yield Config(home=tmp_path / "home")
 

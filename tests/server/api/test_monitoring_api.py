@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from pocketrank.server.release.registry import Registry
-from tests.factories import event_dict
+from tests.factories import complete_scrape, event_dict
 
 T0 = int(time.time()) - 600  # the server refuses events from the future
 
@@ -47,7 +47,7 @@ def test_metrics_is_prometheus_text(api):
     post_sessions(api)
     resp = api.get("/metrics?window=3600")
     assert resp.status_code == 200 and resp.content_type.startswith("text/plain")
-    text = resp.get_data(as_text=True)
+    text = complete_scrape(api, "?window=3600")
     assert 'pocketrank_ctr{key="all",value="all"} 0.25' in text
     assert 'pocketrank_bounce_rate{key="source",value="edge"} 1.0' in text
     assert "# TYPE pocketrank_revenue_per_user gauge" in text
@@ -78,3 +78,31 @@ def test_a_running_canary_is_in_the_summary_and_in_prometheus(api, home):
     text = api.get("/metrics").get_data(as_text=True)
     assert "pocketrank_canary_share 0.05" in text and "pocketrank_canary_looks 0.0" in text
     assert 'pocketrank_model_info{role="canary",version="m-next"} 1.0' in text
+
+
+def test_a_new_workers_first_scrape_does_not_wait_for_the_log(api, monkeypatch):
+    """The trained home's log holds 100,000 events: reading them takes seconds, a scrape must not."""
+    from pocketrank.server.api import monitoring
+
+    monkeypatch.setattr(monitoring, "INLINE_SECONDS", 0.0)  # however fast this machine, the read is left behind
+    running = api.application.extensions["pocketrank.metrics"]
+    t0 = time.monotonic()
+    resp = api.get("/metrics")
+    assert resp.status_code == 200 and running.following
+    text = resp.get_data(as_text=True)
+    assert "pocketrank_business_figures_complete 0.0" in text
+    assert 'pocketrank_sessions{' not in text  # figures from the log's oldest part would be wrong, not merely stale
+    assert "pocketrank_http_requests_total" in text and "pocketrank_bundle_version" in text
+    assert time.monotonic() - t0 < 5  # not the whole read (the bound itself is bench metrics' to measure)
+
+    monkeypatch.setattr(monitoring, "JSON_WAIT_SECONDS", 0.0)
+    busy = api.get("/v1/metrics/summary")
+    if running.following:  # still reading: a 503 that says when to ask again
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == str(monitoring.RETRY_AFTER_SECONDS)
+        assert "still reading the event log" in busy.get_json()["message"]
+    assert running.wait(120) and running.complete
+    s = api.get("/v1/metrics/summary").get_json()
+    assert s["window"]["events"] > 0 and running.pos == api.application.extensions["pocketrank"].store.log_head()
+    text = api.get("/metrics").get_data(as_text=True)
+    assert "pocketrank_business_figures_complete 1.0" in text and 'pocketrank_sessions{key="all"' in text
+    assert "pocketrank_business_figures_behind_seconds 0.0" in text

@@ -16,7 +16,7 @@ import pytest
 from pocketrank.server import logs
 from pocketrank.server.api.app import create_app
 from pocketrank.server.config import Config
-from tests.factories import event_dict, free_port
+from tests.factories import complete_scrape, event_dict, free_port
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_metrics_count_requests_by_route_rule_with_latency_sync_bytes_and_ingest
                                                    event_dict("lag-2", "196", 51, age=7_200.0),
                                                    {"event_id": "bad"}]}).get_json()
     assert body["accepted"] == 2
-    text = api.get("/metrics").get_data(as_text=True)
+    text = complete_scrape(api)
     route = "/v1/users/<user_id>"
     assert sample(text, "pocketrank_http_requests_total", method="GET", route=route, status=200) == 2
     assert sample(text, "pocketrank_http_requests_total", method="GET", route=route, status=404) == 1

@@ -253,3 +253,58 @@ def test_a_large_look_gives_the_recount_whether_it_rebuilds_the_views_or_not(rat
     assert bool(running._views) == (ratio > 0)
     assert_same_summary(running.summary(86_400, 3_600), running.summary_by_pass(86_400, 3_600))
     assert_same_figures(running.summary(10 * 86_400, 3_600)["overall"], collector.summarize(events, PRICES)["overall"])
+
+
+class SlowLog(ListLog):
+    """A ListLog whose every read takes a little time, as a long store read does."""
+
+    def iter_log(self, after):
+        for entry in super().iter_log(after):
+            time.sleep(0.0002)
+            yield entry
+
+
+def test_a_look_with_a_deadline_leaves_a_long_backlog_to_a_background_read():
+    log = SlowLog()
+    events = random_log(11, 3_000)
+    log.append(*events)
+    running = RunningMetrics(now=0.0)
+    started = time.monotonic()
+    with running.lock:
+        first = running.look(log, until=time.monotonic())  # no time at all: one chunk, then hand over
+    assert time.monotonic() - started < 0.5  # not the 3,000 entries' read (0.6 s of sleeps alone)
+    assert 0 < first < 3_000 and running.following and not running.complete
+    with running.lock:
+        assert running.look(log) == 0  # the background read owns the tail: nothing read twice
+    assert running.wait(60) and running.complete and not running.following
+    assert running.pos == 3_000 and log.read == 3_000  # every entry read exactly once
+    assert_same_figures(running.summary(10 * 86_400, 3_600)["overall"], fold(events).summary(10 * 86_400, 3_600)["overall"])
+    log.append(event("click", 1, ts=events[0].timestamp, session="after"))
+    with running.lock:
+        assert running.look(log, until=time.monotonic() + 10) == 1 and not running.following
+
+
+def test_a_background_read_that_fails_leaves_the_next_look_to_retry():
+    class FailingLog(ListLog):
+        fail_after = 600
+
+        def iter_log(self, after):
+            for n, entry in enumerate(super().iter_log(after)):
+                if self.fail_after is not None and n >= self.fail_after:
+                    raise ConnectionError("the store went away")
+                yield entry
+
+    log = FailingLog()
+    events = random_log(12, 1_000)
+    log.append(*events)
+    running = RunningMetrics(now=0.0)
+    with running.lock:
+        running.look(log, until=time.monotonic())
+    assert running.wait(60) and not running.complete  # stopped where the store failed
+    stopped = running.pos
+    assert 0 < stopped < 1_000
+    log.fail_after = None
+    with running.lock:
+        assert running.look(log) == 1_000 - stopped
+    assert running.complete
+    assert_same_figures(running.summary(10 * 86_400, 3_600)["overall"], fold(events).summary(10 * 86_400, 3_600)["overall"])

@@ -1,4 +1,4 @@
-"""One contract for every store: each test runs against SQLite and against a real redis-server."""
+"""One contract for every store: each test runs against SQLite, a real redis-server and a real Redis Cluster."""
 
 import threading
 import time
@@ -11,6 +11,12 @@ from pocketrank.server.stores.base import Updates, UserRecord
 from pocketrank.shared.features import UserState
 from tests.factories import event as ev, product
 from tests.server.conftest import DIM, synthetic_catalogue
+
+
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
+def backend(request) -> str:
+    """The contract holds on a Redis Cluster too (three masters: tests/server/conftest.py's redis_cluster_url)."""
+    return request.param
 
 
 def test_append_answers_new_or_duplicate_per_event(store):
