@@ -43,7 +43,6 @@ def _published(root: Path, version: int) -> tuple[dict[str, bytes], dict, dict]:
     return _files(root / "bundles" / str(version)), rows, sigs
 
 
-@pytest.mark.slow
 def test_publish_on_ray_is_byte_identical_to_one_process(trained_home, tmp_path, ray_local):
     single, on_ray = tmp_path / "single", tmp_path / "ray"
     shutil.copytree(trained_home, single)

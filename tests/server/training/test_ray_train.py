@@ -40,6 +40,7 @@ def data():
     return _histories()
 
 
+@pytest.mark.slow
 def test_one_ray_worker_trains_the_single_process_model(data, ray_local, tmp_path):
     train, targets = data
     alone = fit(train, _config(2), val=(train, targets), progress=False)
