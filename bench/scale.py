@@ -4,7 +4,7 @@
     python -m bench scale -- --only ann                    # one section
     python -m bench scale -- --only ann --sizes 20000 --users 100     # a quick look
 
-Sections (more come with the Ray work of issue 19):
+Sections:
 
 cluster: ingestion on a 3-master Redis Cluster beside one Redis in the same run, two API servers and
 two updater processes on each (bench/_scale_cluster.py): event-to-embedding p50/p99 at 1,000 events/s
@@ -19,6 +19,9 @@ ranker calls: recall@200 against the exact top 200 with nothing excluded and wit
 history items excluded (the exact answer recomputed without them), p50/p99 per query on one thread,
 build time on BUILD_THREADS threads, and the index's size. Vectors: lab/catalogue_vectors.py (shaped
 like a trained item table; users are folds of 50-item histories). Figures go to docs/scaling.md.
+
+ray: `publish` for N users x M products in one process, and on Ray with 1 and 2 workers: wall time,
+speed-up, byte-identical output, and the projection to 10 M users x 1 M products (bench/_scale_ray.py).
 """
 
 from __future__ import annotations
@@ -224,7 +227,13 @@ def cluster_section(args) -> str:
     return run(args)
 
 
-SECTIONS = {"ann": ann_section, "cluster": cluster_section}
+def ray_section(args) -> str:
+    from bench._scale_ray import ray_section as section
+
+    return section(args)
+
+
+SECTIONS = {"ann": ann_section, "cluster": cluster_section, "ray": ray_section}
 
 
 def main(argv: list[str]) -> int:
@@ -234,6 +243,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--users", type=int, default=500, help="queries per size")
     parser.add_argument("--ef", type=int, nargs="+", default=[800, 1600, 3200], help="efSearch values to measure")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per load phase (cluster)")
+    parser.add_argument("--ray-users", type=int, default=1_000_000, help="ray: users published")
+    parser.add_argument("--ray-items", type=int, default=200_000, help="ray: products in the catalogue")
+    parser.add_argument("--ray-tmp", default=None, help="ray: where the homes are built (default: the temp dir)")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/scaling.md as it is")
     args = parser.parse_args(argv)
     from bench._sections import write_section

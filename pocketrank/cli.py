@@ -30,6 +30,15 @@ def _store_option(f):
                              "Default: $POCKETRANK_STORE or sqlite, as the server reads it.")(f)
 
 
+def _ray_option(f):
+    """--ray-address, on the batch jobs that can run as Ray tasks; None: $POCKETRANK_RAY_ADDRESS, read with the
+    server's other settings (empty: one process)."""
+    return click.option("--ray-address", default=None, metavar="local|ADDRESS",
+                        help="Run as Ray tasks: local (a Ray on this machine) or a cluster's address (auto, "
+                             "ray://head:10001); needs pocketrank[ray]. Default: $POCKETRANK_RAY_ADDRESS, "
+                             "else one process.")(f)
+
+
 def _progress_option(f):
     return click.option("--no-progress", is_flag=True, help="No progress bar.")(f)
 
@@ -139,9 +148,11 @@ def import_group() -> None:
     Bad rows are reported by line and field and skipped; importing the same file again adds nothing."""
 
 
-def _import_options(f):
-    """The options of every `pocketrank import` command that reads a file."""
+def _import_options(f, many: bool = False):
+    """The options of every `pocketrank import` command that reads a file (`many`: one or more files, and
+    --ray-address to parse them as Ray tasks)."""
     options = [
+        click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path)) if many else
         click.argument("file", type=click.Path(path_type=Path)),
         _home_option,
         _store_option,
@@ -153,12 +164,17 @@ def _import_options(f):
         click.option("--time-unit", type=click.Choice(["auto", "s", "ms", "iso"]), default="auto", show_default=True,
                      help="How numeric timestamps are read: epoch seconds or milliseconds (auto: by magnitude), "
                           "or iso for ISO-8601 text only."),
+        *([_ray_option] if many else []),
         _progress_option,
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _import_files_options(f):
+    return _import_options(f, many=True)
 
 
 def _import_mapping(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -200,26 +216,43 @@ def _run_import(job, file: Path, home: Path | None, store: str | None, fmt: str 
     _import_report(report, as_json)
 
 
-@import_group.command("catalogue")
-@_import_options
-def import_catalogue_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
-                         time_unit: str, no_progress: bool, as_json: bool) -> None:
-    """Import (upsert) products from FILE, keyed by their item_id. Creates the home if needed."""
-    from pocketrank.server.data.importer import import_catalogue
+def _run_import_files(kind: str, files: tuple[Path, ...], home: Path | None, store: str | None, fmt: str | None,
+                      mapping: tuple[str, ...], as_json: bool, create: bool = False, **kwargs) -> None:
+    """The shared body of the catalogue and events imports: check the files, import each in order, report."""
+    from pocketrank.server.data.import_files import import_files
 
-    _run_import(import_catalogue, file, home, store, fmt, mapping, as_json, create=True, time_unit=time_unit,
-                progress=not no_progress)
+    renames = _import_mapping(mapping)
+    for file in files:
+        _import_source(file, fmt)
+    reports = import_files(_home(home, store, create=create), kind, files, fmt=fmt, mapping=renames, **kwargs)
+    if as_json:
+        out = [r.to_dict() for r in reports]
+        click.echo(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+    else:
+        for r in reports:
+            click.echo(r.summary())
+    if not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+@import_group.command("catalogue")
+@_import_files_options
+def import_catalogue_cmd(files: tuple[Path, ...], home: Path | None, store: str | None, fmt: str | None,
+                         mapping: tuple[str, ...], time_unit: str, ray_address: str | None, no_progress: bool,
+                         as_json: bool) -> None:
+    """Import (upsert) products from FILES (in order), keyed by their item_id. Creates the home if needed."""
+    _run_import_files("catalogue", files, home, store, fmt, mapping, as_json, create=True, time_unit=time_unit,
+                      progress=not no_progress, ray_address=ray_address)
 
 
 @import_group.command("events")
-@_import_options
-def import_events_cmd(file: Path, home: Path | None, store: str | None, fmt: str | None, mapping: tuple[str, ...],
-                      time_unit: str, no_progress: bool, as_json: bool) -> None:
-    """Import an event history from FILE (its products must be in the catalogue already)."""
-    from pocketrank.server.data.importer import import_events
-
-    _run_import(import_events, file, home, store, fmt, mapping, as_json, time_unit=time_unit,
-                progress=not no_progress)
+@_import_files_options
+def import_events_cmd(files: tuple[Path, ...], home: Path | None, store: str | None, fmt: str | None,
+                      mapping: tuple[str, ...], time_unit: str, ray_address: str | None, no_progress: bool,
+                      as_json: bool) -> None:
+    """Import an event history from FILES, in order (their products must be in the catalogue already)."""
+    _run_import_files("events", files, home, store, fmt, mapping, as_json, time_unit=time_unit,
+                      progress=not no_progress, ray_address=ray_address)
 
 
 @import_group.command("users")
@@ -292,10 +325,14 @@ def keys_init(home: Path | None, force: bool) -> None:
                    "as usual. For `pocketrank recommend`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The home to create for --interactions.")
+@click.option("--ray-workers", default=0, show_default=True, type=click.IntRange(0, 1024),
+              help="Sequence model: train data-parallel on this many Ray Train workers (CPU, gradients averaged "
+                   "over them); needs pocketrank[ray] and ray[train]. 0: this process.")
+@_ray_option
 @_progress_option
 def train(home: Path | None, store: str | None, epochs: int | None, kind: str, tune_trials: int, seed: int,
-          window_days: float | None,
-          interactions: Path | None, out: Path | None, no_progress: bool) -> None:
+          window_days: float | None, interactions: Path | None, out: Path | None, ray_workers: int,
+          ray_address: str | None, no_progress: bool) -> None:
     """Train product embeddings, the user encoder and the click model on the store's events.
 
     Whatever was imported (`pocketrank import ...`) or arrived through the API is learnt from;
@@ -322,8 +359,12 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
             since = latest_timestamp(s) - window_days * 86400
     if tune_trials and kind != "sequence":
         raise click.UsageError("--tune is for --model sequence")
+    if ray_workers and kind != "sequence":
+        raise click.UsageError("--ray-workers is for --model sequence")
+    if ray_address and not ray_workers:
+        raise click.UsageError("--ray-address on train needs --ray-workers N (the Ray Train workers to use)")
     result = train_job(h, epochs=epochs, seed=seed, since=since, progress=not no_progress, kind=kind,
-                       tune_trials=tune_trials)
+                       tune_trials=tune_trials, ray_workers=ray_workers, ray_address=ray_address)
     ev = result["evaluation"]["test"]
     d = result["data"]
     click.echo(f"model {result['model_version']} trained in {result['train_seconds']:.1f}s on {d['events']} events "
@@ -384,12 +425,14 @@ def export(home: Path | None, store: str | None) -> None:
 @_store_option
 @click.option("--candidates", default=200, show_default=True, type=click.IntRange(1),
               help="Candidates per user in the bundle.")
+@_ray_option
 @_progress_option
-def publish(home: Path | None, store: str | None, candidates: int, no_progress: bool) -> None:
+def publish(home: Path | None, store: str | None, candidates: int, ray_address: str | None, no_progress: bool) -> None:
     """Write a signed, versioned bundle for devices."""
     from pocketrank.server.bundle.publish import publish_job
 
-    result = publish_job(_home(home, store), n_candidates=candidates, progress=not no_progress)
+    result = publish_job(_home(home, store), n_candidates=candidates, progress=not no_progress,
+                         ray_address=ray_address)
     click.echo(json.dumps(result, indent=2))
 
 

@@ -84,7 +84,6 @@ OTHER_VARIABLES: dict[str, str] = {
     "PUBLIC_KEY": "edge_runtime/cli.py (pocketrank device --public-key)",
     "DEVICE_ID": "edge_runtime/cli.py (pocketrank device --device-id)",
     "DEVICE_TOKEN": "edge_runtime/cli.py (pocketrank device --token)",
-    "RAY_ADDRESS": "distributed training: the Ray cluster to join",
     "TEST_REDIS_URL": "tests: the Redis the store tests use (.ci/run sets db 15)",
     "FUZZ_EXAMPLES": "tests/server/api/test_openapi.py: schemathesis examples per operation",
     "KILL_REPEATS": "tests/faults/test_kill.py: kills per kill point",
@@ -169,6 +168,9 @@ class Config:
     rate_limit_storage: str = ""  # "" = the Redis URL with the Redis store, else memory:// (per worker)
     proxy_hops: int = 0  # trusted proxies in front that append to X-Forwarded-For (the Docker image: 1)
     sync_history: int = 10  # bundle versions whose record history is kept; older cursors get a full snapshot
+    # batch jobs (publish, file imports) as Ray tasks (server/ray_tasks.py): "" = one process (the default),
+    # "local" = a Ray started on this machine for the job, else a cluster's address (auto, ray://head:10001)
+    ray_address: str = ""
 
     @classmethod
     def from_env(cls, **overrides) -> Config:

@@ -19,35 +19,56 @@ is older gets a full snapshot (docs/sync-protocol.md).
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import cast
 
 import numpy as np
 from tqdm import tqdm
 
 from pocketrank.shared import wire
-from pocketrank.shared.features import DECAY, TYPE_WEIGHTS, user_vector
+from pocketrank.shared.features import DECAY, TYPE_WEIGHTS
 
 from ..config import Config
 from ..home import Home
-from ..online.ann import AnnIndexes
 from ..online.catalogue import load_catalogue
-from ..online.ranker import Ranker, popular
+from ..online.ranker import popular
 from ..stores.base import RecordRow
 from . import item_entries, variants
+from .candidates import RecordJob, make_ranker, user_records
 from .model_artifacts import load_signer, manifest_artifacts, model_artifacts, model_section, write_bundle_dir
+from .on_ray import RayPublish
 
 DEFAULT_EXPIRY_DAYS = 30
 
 
 def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAULT_EXPIRY_DAYS,
-                progress: bool = True, keep_versions: int | None = None) -> dict:
-    """Publish the next bundle version; `keep_versions` (default: the sync_history setting) bounds history."""
-    store = home.store()
+                progress: bool = True, keep_versions: int | None = None, ray_address: str | None = None,
+                now: float | None = None) -> dict:
+    """Publish the next bundle version; `keep_versions` (default: the sync_history setting) bounds history.
+
+    `ray_address` (default: the ray_address setting; "" = one process) computes the users' records and the
+    item entries as Ray tasks over slices of the users and of the catalogue (server/bundle/on_ray.py); the
+    bundle, records and signatures are the same bytes.
+    `now` (default: the clock) is the manifest's created_at: the one input that differs between two runs."""
     config = home.config or Config.from_env(home=home.root)
     if keep_versions is None:
         keep_versions = config.sync_history
+    if ray_address is None:
+        ray_address = config.ray_address
     if keep_versions < 1:
         raise ValueError("keep_versions must be at least 1")
+    if not ray_address:
+        return _publish(home, config, n_candidates, expiry_days, progress, keep_versions, now, None)
+    from ..ray_tasks import ray_session
+
+    with ray_session(ray_address) as ray:
+        return _publish(home, config, n_candidates, expiry_days, progress, keep_versions, now, ray)
+
+
+def _publish(home: Home, config: Config, n_candidates: int, expiry_days: float, progress: bool, keep_versions: int,
+             now: float | None, ray) -> dict:
+    store = home.store()
     model_version = home.current_model(store)
     model_dir = home.model_dir(model_version)
     export = home.read_json(model_dir / "export.json")
@@ -55,33 +76,34 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     out = home.bundle_dir(version)
 
     catalogue = load_catalogue(store)
-    # Above ann_min_items products, each user's candidates come from the ANN index, as the server's do.
-    indexes = AnnIndexes(config.ann_min_items, background=False)  # a batch job: build it here, then use it
-    ann = indexes.view("publish", catalogue.ids, catalogue.vectors, model_dir / "ann")
-    ranker = Ranker(catalogue, model_dir / "ranker.fp32.onnx", n_candidates=n_candidates, ann=ann)
-    dim = catalogue.vectors.shape[1]
     signer = load_signer(home)
+    job = RecordJob(home.root, config, model_version, version, n_candidates, uuid.uuid4().hex)
+    # Above ann_min_items products, each user's candidates come from the ANN index, as the server's do; built
+    # (or loaded) here first, so that Ray tasks load the index saved under the model instead of building it.
+    ranker = make_ranker(catalogue, job)
+    on_ray = RayPublish(ray, catalogue, job) if ray is not None else None
     heads = store.record_heads()
+    users = store.user_ids()
+    t0 = time.perf_counter()
+    with tqdm(total=len(users), desc="candidates", unit="user", disable=not progress) as bar:
+        if on_ray is not None:
+            parts = on_ray.records(users, heads, bar.update)
+        else:
+            parts = [user_records(ranker, store, signer.sign, version, _counted(users, bar), heads)]
+    t1 = time.perf_counter()
     changed: dict[str, RecordRow] = {}
     sigs: dict[str, bytes] = {}
     sizes = []
     sign_seconds = 0.0
-    for user_id in tqdm(store.user_ids(), desc="candidates", unit="user", disable=not progress):
-        state = store.user_state(user_id, dim)
-        uv = user_vector(state)
-        ids = ranker.retrieve(uv, store.consumed_items(user_id))
-        scores = ranker.score(uv, ids)
-        order = np.lexsort((ids, -scores))  # best first, ties by id
-        raw = wire.pack_candidates_raw(ids[order], scores[order])
-        digest = wire.sha256_digest(raw)
-        t0 = time.perf_counter()
-        sigs[user_id] = signer.sign(wire.record_message(version, user_id, digest))
-        sign_seconds += time.perf_counter() - t0
-        if heads.get(user_id) != digest:  # a row only when the record changed
-            blob = wire.compress(raw)
-            changed[user_id] = RecordRow(version, blob, digest, sigs[user_id])
-            sizes.append(len(blob))
+    for part in parts:  # in the users' order, however they were computed
+        sign_seconds += part.sign_seconds
+        for user_id, digest, sig, blob in zip(part.users, part.digests, part.sigs, part.blobs):
+            sigs[user_id] = sig
+            if blob is not None:  # a row only when the record changed
+                changed[user_id] = RecordRow(version, blob, digest, sig)
+                sizes.append(len(blob))
     store.put_records(version, changed, sigs)
+    t2 = time.perf_counter()
 
     # Item entries: one signed PRI2 entry per catalogue item, sent to a device only for the items its
     # lists (and the popular list) reference. An entry unchanged since the previous bundle of the same
@@ -90,18 +112,22 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
     # the devices that held it keep their entries; server/bundle/variants.py.)
     previous, prev_model = variants.previous_live_entries(home, version, model_version)
     meta = {it.item_id: it.to_dict() for it in store.items()}
-    entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, version, signer.sign,
-                                         previous, prev_model)
+    if on_ray is not None:
+        entries = on_ray.entries(meta, previous, prev_model)
+    else:
+        entries = item_entries.build_entries(catalogue.ids, catalogue.vectors, meta, model_version, version,
+                                             signer.sign, previous, prev_model)
     items_changed = sum(1 for e in entries.values() if e.changed == version)
+    t3 = time.perf_counter()
     artifacts = model_artifacts(model_dir)
-    now = time.time()
+    now = time.time() if now is None else now
     manifest = {
         "wire_version": wire.WIRE_VERSION,
         "version": version,
         "created_at": now,
         "expires_at": now + expiry_days * 86400,
         "model_version": model_version,
-        "embedding_dim": dim,
+        "embedding_dim": catalogue.vectors.shape[1],
         "user_state": {"decay": DECAY, "type_weights": dict(TYPE_WEIGHTS)},
         # The cold-start list, signed here; its items' entries come like any candidate list's.
         "popular": popular(store.item_counts(), catalogue.in_stock),
@@ -133,5 +159,14 @@ def publish_job(home: Home, n_candidates: int = 200, expiry_days: float = DEFAUL
         "sign_us_per_record": sign_seconds / len(sigs) * 1e6 if sigs else 0.0,
         "bytes": {name: len(d) for name, d in artifacts.items()},
         "record_bytes_mean": float(np.mean(sizes)) if sizes else 0.0,
+        # Wall time of the steps: the users' records (what Ray partitions), writing them, the item entries.
+        "seconds": {"records": round(t1 - t0, 3), "write": round(t2 - t1, 3), "items": round(t3 - t2, 3),
+                    "after": round(time.perf_counter() - t3, 3)},
         **({"canary_variant": variant} if variant else {}),
     }
+
+
+def _counted(users: Iterable[str], bar) -> Iterator[str]:
+    for user_id in users:
+        yield user_id
+        bar.update(1)

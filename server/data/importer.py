@@ -32,7 +32,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -144,6 +144,14 @@ def _progress(src: formats.Source, kind: str, enabled: bool):
 
 
 def _run(src: formats.Source, report: ImportReport, required: Sequence[str], progress: bool, step) -> ImportReport:
+    for _ in _steps(src, report, required, progress, step):
+        pass
+    return report
+
+
+def _steps(src: formats.Source, report: ImportReport, required: Sequence[str], progress: bool, step) -> Iterator[None]:
+    """Read the file batch by batch, `step(batch)` on each; yields after each step (a parse on Ray hands
+    the batch's rows on from there)."""
     start = time.perf_counter()
     checked = False
     if src.columns is not None:
@@ -156,12 +164,12 @@ def _run(src: formats.Source, report: ImportReport, required: Sequence[str], pro
                 _require(src, required, report.kind)
                 checked = True
             step(batch)
+            yield
             if batch.done > done:
                 bar.update(batch.done - done)
                 done = batch.done
     report.ignored_columns = list(src.ignored)
     report.seconds = time.perf_counter() - start
-    return report
 
 
 def _open(source, fmt, mapping, wanted, text_columns, batch_rows) -> formats.Source:
@@ -335,6 +343,78 @@ class _Writer:
             raise self.error
 
 
+# --- parsed elsewhere, written here (a Ray task parses a file, the driver writes: server/data/import_files.py) ---
+
+
+class _Collect:
+    """An event import's writer that keeps the accepted rows instead of writing them."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[dict, int]] = []
+
+    def submit(self, columns: dict, m: int) -> None:
+        self.rows.append((columns, m))
+
+
+def parse_file(store, kind: str, source: str | Path, *, fmt: str | None = None,
+               mapping: Mapping[str, str] | None = None, time_unit: str = "auto",
+               batch_rows: int | None = None) -> Iterator[tuple[str, Any]]:
+    """A file checked as import_events or import_catalogue check it, without writing: yields ("rows",
+    (columns, n)) per batch of accepted events or ("items", [Item]) per batch of products, then ("report",
+    ImportReport) with what was read and rejected. `store` is only read (events: product ids to indexes).
+    write_parsed writes what it yields."""
+    times = timestamps.TimeParser(time_unit)
+    if kind == "events":
+        mapping = _check_mapping(mapping, EVENT_COLUMNS, "events")
+        src = _open(source, fmt, mapping, EVENT_COLUMNS,
+                    ("event_id", "user_id", "device_id", "session_id", "item_id"), batch_rows or EVENT_BATCH_ROWS)
+        report = ImportReport("events", _name(source), src.format, src.position)
+        job = _EventImport(store, report, times, src.position)
+        collect = job.writer = _Collect()  # type: ignore[assignment]
+        required = ("user_id", "type", "timestamp") + (() if src.format == "jsonl" else ("item_id",))
+        for _ in _steps(src, report, required, False, job.batch):
+            while collect.rows:
+                yield "rows", collect.rows.pop(0)
+        report.time_unit = times.unit if times.unit in ("s", "ms") else None
+        yield "report", report
+        return
+    mapping = _check_mapping(mapping, CATALOGUE_COLUMNS, "products")
+    src = _open(source, fmt, mapping, CATALOGUE_COLUMNS, ("item_id",), batch_rows or CATALOGUE_BATCH_ROWS)
+    report = ImportReport("catalogue", _name(source), src.format, src.position)
+    cat = _CatalogueImport(store, report, times, src.position)
+    parsed: list[list[Item]] = []
+    for _ in _steps(src, report, ("item_id", "title", "category"), False, lambda b: parsed.append(cat.parse(b))):
+        while parsed:
+            items = parsed.pop(0)
+            if items:
+                yield "items", items
+    report.time_unit = times.unit if times.unit in ("s", "ms") else None
+    yield "report", report
+
+
+def write_parsed(store, parts: Iterator[tuple[str, Any]]) -> ImportReport:
+    """Write what parse_file yielded, in its order; the report is parse_file's with the writes counted."""
+    written = ImportReport("", "", "")
+    catalogue = _CatalogueImport(store, written, timestamps.TimeParser("auto"), "line")
+    start = time.perf_counter()
+    for what, value in parts:
+        if what == "rows":
+            columns, m = value
+            new = write_events(store, columns)
+            written.accepted += new
+            written.duplicates += m - new
+        elif what == "items":
+            catalogue.write(value)
+        else:
+            report: ImportReport = value
+            report.accepted += written.accepted
+            report.updated += written.updated
+            report.duplicates += written.duplicates
+            report.seconds = max(report.seconds, time.perf_counter() - start)
+            return report
+    raise DataError("a parsed file ended without its report")
+
+
 # --- catalogue ---
 
 
@@ -398,6 +478,12 @@ class _CatalogueImport:
         self.malformed = "line" if position == "line" else "row"
 
     def batch(self, batch: formats.Batch) -> None:
+        items = self.parse(batch)
+        if items:
+            self.write(items)
+
+    def parse(self, batch: formats.Batch) -> list[Item]:
+        """The batch's valid products (the last of each id repeated in it), its bad rows counted."""
         n = batch.num_rows
         report = self.report
         report.rows_read += n + len(batch.bad)
@@ -432,8 +518,7 @@ class _CatalogueImport:
             items[item.sku] = item
         rejects.sort(key=lambda r: r[0])
         report.reject(rejects)
-        if items:
-            self.write(list(items.values()))
+        return list(items.values())
 
     def write(self, items: list[Item]) -> None:
         known = {}

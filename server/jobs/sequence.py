@@ -20,6 +20,7 @@ import torch
 from pocketrank.exporter.sequence_export import export_retrieval_ranker, export_sequence_encoder
 from pocketrank.shared.errors import ModelError
 
+from ..config import Config
 from ..home import Home
 from ..online.catalogue import Catalogue, provisional_vector
 from ..online.encoding import ENCODER_FP32
@@ -59,7 +60,8 @@ def save_model(m, vocab: ContentVocab, out, meta: dict) -> tuple[ContentTower, n
 
 def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
                        since: float | None = None, until: float | None = None,
-                       settings: dict | None = None, holdout: int = 2, tune_trials: int = 0) -> dict:
+                       settings: dict | None = None, holdout: int = 2, tune_trials: int = 0, ray_workers: int = 0,
+                       ray_address: str | None = None) -> dict:
     if holdout not in (1, 2):
         raise ModelError(f"holdout must be 1 or 2 products per user, not {holdout}")
     store = home.store()
@@ -79,7 +81,13 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
     config = SeqConfig(n_items=history.n_items, n_tokens=len(vocab), seed=seed, **(settings or {}))
     if epochs is not None:
         config.epochs = epochs
-    result = fit(train, config, tokens, val=(train, val), progress=progress)
+    if ray_workers > 0:
+        from ..training.ray_train import fit_on_ray
+
+        address = ray_address or (home.config or Config.from_env(home=home.root)).ray_address or "local"
+        result = fit_on_ray(train, config, tokens, (train, val), ray_workers, address, home.root / "ray_train")
+    else:
+        result = fit(train, config, tokens, val=(train, val), progress=progress)
     m = result.model
     evaluation = {"val": {"retrieval": rank_metrics(m, train, val)},
                   "test": {"retrieval": rank_metrics(m, before_test, test)}}
@@ -87,7 +95,7 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
     digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in m.parameters())).hexdigest()
     version = time.strftime("m%Y%m%d-%H%M%S-", time.gmtime()) + digest[:6]
     out = home.model_dir(version)
-    metrics = {"train_seconds": result.seconds, "best_epoch": result.best_epoch, "history": result.history,
+    metrics = {"train_seconds": result.seconds, "ray_workers": ray_workers, "best_epoch": result.best_epoch, "history": result.history,
                "evaluation": evaluation, "losses": [row["loss"] for row in result.history],
                "protocol": "the store's events, temporal leave-last-out, full ranking, k=10",
                "data": {"events": history.events, "users": len(history.user_ids), "items": history.n_items,

@@ -29,7 +29,8 @@ MODEL_KINDS = ("sequence", "fold")
 
 def train_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
               since: float | None = None, until: float | None = None, kind: str = "sequence",
-              settings: dict | None = None, holdout: int = 2, tune_trials: int = 0) -> dict:
+              settings: dict | None = None, holdout: int = 2, tune_trials: int = 0, ray_workers: int = 0,
+              ray_address: str | None = None) -> dict:
     """Train on whatever the store holds (all but each user's last two products), evaluate, refold every user.
 
     `kind`: "sequence" (server/training/seqmodel.py, early-stopped on validation; `epochs` caps it)
@@ -38,11 +39,17 @@ def train_job(home: Home, epochs: int | None = None, seed: int = 42, progress: b
     `since`/`until` (unix seconds) limit the events learnt from. Products the window
     never saw keep a content-only (provisional) vector from their title and category,
     as a product added through the API does, until a training run sees them.
+
+    `ray_workers` > 0 (the sequence model only) trains data-parallel on that many Ray Train workers
+    (server/training/ray_train.py) on `ray_address` (default: the ray_address setting, else "local").
     """
     if kind == "sequence":
         from .sequence import train_sequence_job
 
-        return train_sequence_job(home, epochs, seed, progress, since, until, settings, holdout, tune_trials)
+        return train_sequence_job(home, epochs, seed, progress, since, until, settings, holdout, tune_trials,
+                                  ray_workers, ray_address)
+    if ray_workers:
+        raise ModelError("training on Ray workers is for the sequence model (--model sequence)")
     if kind != "fold":
         raise ModelError(f"model kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
     store = home.store()

@@ -128,31 +128,55 @@ class SeqTrainResult:
     history: list[dict]
 
 
+class TrainStep(torch.nn.Module):
+    """One forward of training: the item table (with id dropout) and every position's user state. A module of
+    its own so that a data-parallel wrapper (DDP, through Ray Train) sees the forward and syncs gradients."""
+
+    def __init__(self, model: SequenceRecommender):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, types: torch.Tensor, gaps: torch.Tensor, id_dropout: float):
+        table = self.model.table(id_dropout)
+        return table, self.model.user_states(table, x, types, gaps)
+
+
 def fit(train: Histories, c: SeqConfig, item_tokens: np.ndarray | None = None,
         val: tuple[Histories, np.ndarray] | None = None, progress: bool = True,
-        log: Callable[[dict], None] | None = None, eval_every: int = 2) -> SeqTrainResult:
-    """Train on `train`; with `val` = (histories, next product per user, -1 = none), stop early on its nDCG@10."""
+        log: Callable[[dict], None] | None = None, eval_every: int = 2, shard: tuple[int, int] = (0, 1),
+        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> SeqTrainResult:
+    """Train on `train`; with `val` = (histories, next product per user, -1 = none), stop early on its nDCG@10.
+
+    Data-parallel (server/training/ray_train.py): `shard` = (rank, workers) trains on this worker's share of
+    each epoch's shuffled windows, batches of batch_size / workers (gradients averaged over the workers make
+    one batch of batch_size), and `wrap` makes the step module data-parallel. Every worker draws the same
+    shuffle and stops at the same epoch (their weights are the same after each step)."""
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     X, T, G, Y = (torch.from_numpy(a) for a in windows(train, c.max_len))
     model = SequenceRecommender(c, item_tokens)
-    opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    step: torch.nn.Module = TrainStep(model)
+    if wrap is not None:
+        step = wrap(step)
+    opt = torch.optim.AdamW(step.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     sampled = c.n_items > c.full_softmax_max
     if sampled:
         counts = np.bincount(np.concatenate(train.rows), minlength=c.n_items).astype(np.float64) + 1.0
         q = torch.from_numpy(counts / counts.sum())
     best, best_state, best_epoch, history = -1.0, None, 0, []
+    rank, workers = shard
     start, n = time.perf_counter(), len(X)
-    steps = (n + c.batch_size - 1) // c.batch_size
+    local, batch = n // workers if workers > 1 else n, max(1, c.batch_size // workers)  # equal steps on every worker
+    steps = (local + batch - 1) // batch
     bar = tqdm(total=c.epochs * steps, desc="train", unit="batch", disable=not progress)
     for epoch in range(1, c.epochs + 1):
-        model.train()
-        perm = torch.from_numpy(rng.permutation(n))
+        step.train()
+        order = rng.permutation(n)
+        perm = torch.from_numpy(order[rank::workers][:local] if workers > 1 else order)
         total = 0.0
-        for lo in range(0, n, c.batch_size):
-            b = perm[lo:lo + c.batch_size]
-            table = model.table(c.id_dropout)
-            hid = model.user_states(table, X[b], T[b], G[b])
+        for lo in range(0, local, batch):
+            b = perm[lo:lo + batch]
+            table, hid = step(X[b], T[b], G[b], c.id_dropout)
             y = Y[b]
             keep = y > 0
             h, target = hid[keep], y[keep] - 1
@@ -169,7 +193,7 @@ def fit(train: Histories, c: SeqConfig, item_tokens: np.ndarray | None = None,
             opt.step()
             total += float(loss.detach()) * len(b)
             bar.update(1)
-        row: dict = {"epoch": epoch, "loss": total / n}
+        row: dict = {"epoch": epoch, "loss": total / local}
         if val is not None and (epoch % eval_every == 0 or epoch == c.epochs):
             row.update({f"val_{k}": v for k, v in rank_metrics(model, val[0], val[1]).items() if k != "users"})
             if row["val_nDCG@10"] > best:

@@ -149,3 +149,14 @@ def synthetic_app(store_config):
     seed_store(s, store_config.home)
     s.close()
     return create_app(store_config)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real local Ray with 2 worker CPUs for one test module (starting one takes seconds); jobs given
+    ray_address="local" use it instead of starting their own."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
