@@ -45,6 +45,7 @@ class DeviceAnswer:
     cached: list[int]  # the cached list in the server's order with the SDK's rules: a device without a model
     candidates: list[int]  # the cached candidates the device holds for the user
     offline_known: int  # offline events whose product the device holds an entry (a vector) for
+    version: int | None  # the bundle version the phone holds
 
 
 def offline_split(events, k: int, min_left: int = MIN_LEFT):
@@ -121,7 +122,7 @@ def device_answer(app, key: str, db: Path, user: str, offline: list[tuple[str, s
         cands = client.cache.packed(user)
         known = sum(1 for _, i, _ in offline if i in index and client.cache.vector(index[i]) is not None)
         return DeviceAnswer([index[i] for i in rec.item_ids], rec.source, [index[i] for i in cached.item_ids],
-                            [] if cands is None else cands.ids.tolist(), known)
+                            [] if cands is None else cands.ids.tolist(), known, client.cache.snapshot().version)
     finally:
         client.close()
 
@@ -276,6 +277,9 @@ def stale(size: str, seed: int, ks: tuple[int, ...] = KS, log=print, epochs: int
             phones.mkdir()
             t = time.perf_counter()
             answers[k] = devices(app, key, phones, eligible, offline)
+            published = int(store.get_meta("bundle_version", "0") or 0)
+            if any(a.version != published for a in answers[k].values()):  # a phone on an older list: not k stale
+                raise RuntimeError(f"a phone {k} events stale holds another bundle than version {published}")
             log(f"    {size} seed {seed}: {len(eligible)} phones {k} events stale answered offline "
                 f"({_sources(answers[k])}) in {time.perf_counter() - t:.0f} s")
         served = server_answers(app, eligible)
