@@ -170,6 +170,26 @@ def server_pool(app, users: list[str]) -> dict[str, list[int]]:
     return pool
 
 
+def server_over(app, cached: dict[str, list[int]], k: int = K) -> dict[str, list[int]]:
+    """The server's own ranking (fp32 encoder over its records, its ranker) of each user's cached candidates
+    only, consumed products left out: where the device's loss comes from, the candidate list or the int8
+    encoder over the device's history."""
+    serving = app.extensions["pocketrank"]
+    serving.refresh()
+    vr = serving.version_ranker(serving.live_version())
+    out: dict[str, list[int]] = {}
+    for u, cands in cached.items():
+        ctx = serving.store.user_context(u, serving.catalogue.dim)
+        uv = vr.user_vector(ctx)
+        ids = np.array([i for i in cands if i not in ctx.consumed], dtype=np.int64)
+        if uv is None or not len(ids):
+            out[u] = []
+            continue
+        scores = vr.ranker.score(uv, ids)
+        out[u] = ids[np.lexsort((ids, -scores))][:k].tolist()  # best first, ties by id, as the SDK and server
+    return out
+
+
 def ingest(app, held: dict[str, list[tuple[str, str, float]]], start: int, stop: int, index: dict[str, int]) -> int:
     """Events [start, stop) of each user's held-back ones into the server through its real-time updater (as
     POST /v1/events does), each user's in their order. Returns how many."""
@@ -225,12 +245,15 @@ def fresh(home, truth: dict[str, int], served: dict[str, list[int]], pop_pct: di
            "server": figures(served, truth, pop_pct, n_items),
            "candidates_recall": _recall({u: a.candidates for u, a in answers.items()}, truth)}
     out["server_pool_recall"] = _recall(server_pool(app, users), truth)
+    out["server_over_cached"] = figures(server_over(app, {u: a.candidates for u, a in answers.items()}), truth,
+                                        pop_pct, n_items, served)
     out["ratio"] = _ratio(out["device"]["nDCG@10"], out["server"]["nDCG@10"])
     out["seconds"] = time.perf_counter() - t0
     log(f"    device, fresh cache: nDCG@10 {out['device']['nDCG@10']:.4f} = {out['ratio']:.3f} x the server's "
         f"{out['server']['nDCG@10']:.4f}; top-10 overlap {out['device']['overlap@10']:.3f}; sources "
         f"{out['sources']}; test item in the cached list {out['candidates_recall']:.3f} (server's retrieval "
-        f"{out['server_pool_recall']:.3f}); {out['seconds']:.0f} s")
+        f"{out['server_pool_recall']:.3f}); the server's ranking of the cached list "
+        f"{out['server_over_cached']['nDCG@10']:.4f}; {out['seconds']:.0f} s")
     return out
 
 
@@ -284,6 +307,7 @@ def stale(size: str, seed: int, ks: tuple[int, ...] = KS, log=print, epochs: int
                 f"({_sources(answers[k])}) in {time.perf_counter() - t:.0f} s")
         served = server_answers(app, eligible)
         pool = server_pool(app, eligible)
+        over = {k: server_over(app, {u: a.candidates for u, a in ans.items()}) for k, ans in answers.items()}
         counts = store.item_counts()
         ids = sorted(index.values())
         pop = np.array([counts.get(i, 0) for i in ids], dtype=np.float64)
@@ -294,13 +318,15 @@ def stale(size: str, seed: int, ks: tuple[int, ...] = KS, log=print, epochs: int
     for k, ans in answers.items():
         out[k] = {"device": figures({u: a.reranked for u, a in ans.items()}, truth, pop_pct, len(ids), served),
                   "cache": figures({u: a.cached for u, a in ans.items()}, truth, pop_pct, len(ids), served),
+                  "server_over_cached": figures(over[k], truth, pop_pct, len(ids), served),
                   "sources": _sources(ans), "candidates_recall": _recall({u: a.candidates for u, a in ans.items()},
                                                                          truth),
                   "offline_known": sum(a.offline_known for a in ans.values()) / max(k * len(ans), 1) if k else 1.0}
         out[k]["ratio"] = _ratio(out[k]["device"]["nDCG@10"], out["server"]["nDCG@10"])
         log(f"    {size} seed {seed}, {k} offline events: device nDCG@10 {out[k]['device']['nDCG@10']:.4f} "
             f"({out[k]['ratio']:.3f} x the server's {out['server']['nDCG@10']:.4f}), cached list unreranked "
-            f"{out[k]['cache']['nDCG@10']:.4f}; offline events the device holds a vector for "
+            f"{out[k]['cache']['nDCG@10']:.4f}, the server's ranking of it {out[k]['server_over_cached']['nDCG@10']:.4f}; "
+            f"offline events the device holds a vector for "
             f"{out[k]['offline_known']:.3f}")
     out["seconds"] = time.perf_counter() - t0
     return out
