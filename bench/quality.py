@@ -18,6 +18,11 @@ and relabelling controls, beside the peers on the same splits, and writes its
 own section of docs/benchmarks.md (`--sizes 100k`, `--seeds 0`,
 `--no-controls` for a shorter run). The research protocols above are the
 peers' and the lab's figures.
+
+Its device sub-section (protocol 4 on the shipped path, bench/_shipped_device.py:
+real phones answering offline, fresh and 5 / 20 events stale) is part of
+`shipped` (`--no-device` skips it) and runs alone with
+`python -m bench quality -- device --sizes 100k --seeds 0` (printed only).
 """
 
 from __future__ import annotations
