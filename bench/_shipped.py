@@ -10,6 +10,7 @@ One run (a data set, a seed, a tie order):
    off (no category weight, no exposure penalty, no exploration slot), the user's history excluded as the
    server excludes what a user consumed; HR@10, nDCG@10, coverage@10 and the mean popularity percentile
    of what was shown;
+   (b) with `with_device`, the device's answer offline right after a sync (bench/_shipped_device.py);
 4. the peers on the same split in the same run: popularity, EASE, implicit ALS (their tuned settings,
    lab/quality/defaults.py) and the research sequence tower (lab/quality/seqrec.py), full ranking with the
    history excluded.
@@ -60,7 +61,7 @@ def _metrics(lists: dict[str, list[int]], truth: dict[str, int], pop_pct: dict[i
 
 
 def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, with_peers: bool = True,
-        log=print) -> dict:
+        log=print, with_device: bool = False) -> dict:
     from pocketrank.server.config import Config
     from pocketrank.server.data.importer import import_catalogue, import_events
     from pocketrank.server.home import Home
@@ -109,6 +110,10 @@ def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, 
         log(f"    {size} seed {seed} ties {ties}{'' if relabel is None else ' relabelled'}: server "
             f"HR@10 {out['server']['HR@10']:.4f} nDCG@10 {out['server']['nDCG@10']:.4f} "
             f"(epoch {out['best_epoch']}, train {out['timings']['train']:.0f} s)")
+        if with_device:  # protocol 4, fresh cache: each test user's phone synced against this home, offline
+            from bench import _shipped_device
+
+            out["device"] = _shipped_device.fresh(home, truth, served, pop_pct, len(ids), log)
         if with_peers:
             out["peers"] = _peers(store, truth, seed, pop_pct, ids)
             for name, m in out["peers"].items():

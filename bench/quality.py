@@ -18,6 +18,11 @@ and relabelling controls, beside the peers on the same splits, and writes its
 own section of docs/benchmarks.md (`--sizes 100k`, `--seeds 0`,
 `--no-controls` for a shorter run). The research protocols above are the
 peers' and the lab's figures.
+
+Its device sub-section (protocol 4 on the shipped path, bench/_shipped_device.py:
+real phones answering offline, fresh and 5 / 20 events stale) is part of
+`shipped` (`--no-device` skips it) and runs alone with
+`python -m bench quality -- device --sizes 100k --seeds 0` (printed only).
 """
 
 from __future__ import annotations
@@ -165,7 +170,8 @@ def shipped(argv: list[str]) -> list[str]:
     relabelling controls on 100k; returns the page section's lines.
 
     `--sizes 100k,1m` and `--seeds 0,1,2` choose the runs; `--no-controls` skips the file-order and
-    relabelled 100k runs; `--no-cold` the cold-start users and new products."""
+    relabelled 100k runs; `--no-cold` the cold-start users and new products; `--no-device` the device's
+    offline answers (protocol 4, bench/_shipped_device.py)."""
     from bench import _shipped
 
     def opt(name: str, default: str) -> str:
@@ -186,9 +192,14 @@ def shipped(argv: list[str]) -> list[str]:
              "(`random`), or in file order (`file`); `relabelled`: the catalogue imported in a random order.",
              "", "| data | ties | model | " + " | ".join(cols) + " |", "| --- | --- | --- |" + " --- |" * len(cols)]
     checks = []
+    with_device = "--no-device" not in argv
+    fresh: dict[str, list[dict]] = {}  # size -> each seed's fresh-cache device figures
     for size, ties, relabel in plan:
-        runs = [_shipped.run(size, seed, ties, relabel, with_peers=relabel is None and ties == "random")
+        main_run = relabel is None and ties == "random"
+        runs = [_shipped.run(size, seed, ties, relabel, with_peers=main_run, with_device=with_device and main_run)
                 for seed in seeds]
+        if with_device and main_run:
+            fresh[size] = [r["device"] for r in runs]
         label = ties + (" relabelled" if relabel is not None else "")
         rows = {"pocketrank (server)": [r["server"] for r in runs]}
         for name in (runs[0].get("peers") or {}):
@@ -209,9 +220,87 @@ def shipped(argv: list[str]) -> list[str]:
                           f"{p['int8_ndcg10_kept']:.4f} of fp32's nDCG@10, top-10 overlap "
                           f"{p['int8_mean_top10_overlap']:.4f}")
     lines += ["", *[f"- {c}" for c in checks], ""]
+    if with_device:
+        lines += device_section(sizes, seeds, fresh)
     if "--no-cold" not in argv:
         lines += cold_start(sizes, seeds)
     return lines
+
+
+def device(argv: list[str]) -> list[str]:
+    """`python -m bench quality -- device [--sizes 100k] [--seeds 0]`: the device's section alone (the fresh
+    cache needs the shipped home: bench/_shipped.py's run without its peers)."""
+    from bench import _shipped
+
+    def opt(name: str, default: str) -> str:
+        return argv[argv.index(name) + 1] if name in argv else default
+
+    sizes = opt("--sizes", "100k").split(",")
+    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    fresh = {size: [_shipped.run(size, seed, with_peers=False, with_device=True)["device"] for seed in seeds]
+             for size in sizes}
+    return device_section(sizes, seeds, fresh)
+
+
+def device_section(sizes: list[str], seeds: list[int], fresh: dict[str, list[dict]]) -> list[str]:
+    """Protocol 4 on the shipped path (bench/_shipped_device.py): the section's lines. `fresh`: each size's
+    fresh-cache figures per seed, measured on the home that ships; the stale caches get their own home."""
+    from bench import _shipped_device as dev
+
+    cols = ["HR@10", "nDCG@10", "overlap@10"]
+    lines = ["### The device's answer offline (protocol 4, shipped path)", "",
+             "One phone per user: a real EdgeClient (its own database) synced against the published home, then "
+             "offline: `recommend(allow_server=False)`, the int8 encoder over the history the phone holds "
+             "reranking its cached candidates. `fresh`: every test user's phone right after a sync, on the home "
+             "that ships. `k stale`: a second home of the same split imports the log without each user's last "
+             f"{max(dev.KS)} training events (users with at least {max(dev.KS) + dev.MIN_LEFT}), trains once, then "
+             "those events reach the server through its real-time updater; before the last k the home "
+             "publishes again and a new phone syncs, then tracks the last k offline (`track()`) and answers. "
+             "`cached list` = the same phone without a model (the SDK's `cache` answer: the published order); "
+             "`server's ranking of the cached list` = the server's fp32 encoder over every event ranking only "
+             "the phone's cached candidates (the loss from the list itself, apart from the int8 encoder); "
+             "`server` = `Serving.recommend` with every event (rules off). Truth: the held-out test item; "
+             "overlap = mean share of the server's top 10. Mean ± standard deviation over seeds "
+             f"{', '.join(map(str, seeds))}.", "",
+             "| data | cache | answer | users | " + " | ".join(cols) + " | nDCG@10 / server's |",
+             "| --- | --- | --- | --- |" + " --- |" * (len(cols) + 1)]
+    checks = []
+    for size in sizes:
+        f = fresh[size]
+        row = f"| MovieLens-{size} | fresh |"
+        lines.append(f"{row} server | {f[0]['users']} | " + " | ".join(_fmt([r['server'].get(c) for r in f])
+                                                                        for c in cols) + " | 1 |")
+        for name, label in (("device", "device int8 rerank"), ("cache", "cached list, no rerank"),
+                            ("server_over_cached", "server's ranking of the cached list")):
+            lines.append(f"{row} {label} | {f[0]['users']} | " + " | ".join(_fmt([r[name].get(c) for r in f])
+                                                                            for c in cols)
+                         + f" | {_fmt([dev._ratio(r[name]['nDCG@10'], r['server']['nDCG@10']) for r in f])} |")
+        ratio = float(np.mean([r["ratio"] for r in f]))
+        checks.append(f"MovieLens-{size} fresh cache: the device keeps {ratio:.3f} of the server's nDCG@10 (goal "
+                      f">= 0.98): {'met' if ratio >= 0.98 else '**not met**'}; top-10 overlap "
+                      f"{np.mean([r['device']['overlap@10'] for r in f]):.3f}; the test item is in the cached list "
+                      f"for {np.mean([r['candidates_recall'] for r in f]):.3f} of users, in the server's own 200 "
+                      f"candidates for {np.mean([r['server_pool_recall'] for r in f]):.3f}; answers by source "
+                      f"{f[0]['sources']} (seed {seeds[0]})")
+        st = [dev.stale(size, seed) for seed in seeds]
+        users = st[0]["users"]
+        lines.append(f"| MovieLens-{size} | any | server, every event | {users} | "
+                     + " | ".join(_fmt([r['server'].get(c) for r in st]) for c in cols) + " | 1 |")
+        for k in st[0]["ks"]:
+            for name, label in (("device", "device int8 rerank"), ("cache", "cached list, no rerank"),
+                                ("server_over_cached", "server's ranking of the cached list")):
+                lines.append(f"| MovieLens-{size} | {k} stale | {label} | {users} | "
+                             + " | ".join(_fmt([r[k][name].get(c) for r in st]) for c in cols)
+                             + f" | {_fmt([dev._ratio(r[k][name]['nDCG@10'], r['server']['nDCG@10']) for r in st])} |")
+        checks.append(f"MovieLens-{size} stale caches: {users} users ({st[0]['users_left_out']} with fewer events left "
+                      "out); the device keeps " + ", ".join(
+                          f"{np.mean([r[k]['ratio'] for r in st]):.3f} ({k} stale)" for k in st[0]["ks"])
+                      + " of the server's nDCG@10; offline events whose product the phone holds a vector for "
+                      + ", ".join(f"{np.mean([r[k]['offline_known'] for r in st]):.3f} ({k})" for k in st[0]["ks"]
+                                  if k) + " (the others cannot enter its encoder); test item in the cached list "
+                      + ", ".join(f"{np.mean([r[k]['candidates_recall'] for r in st]):.3f} ({k})" for k in st[0]["ks"])
+                      + f", in the server's 200 candidates {np.mean([r['server_pool_recall'] for r in st]):.3f}")
+    return lines + ["", *[f"- {c}" for c in checks], ""]
 
 
 def cold_start(sizes: list[str], seeds: list[int]) -> list[str]:
@@ -256,6 +345,9 @@ def main(argv: list[str]) -> int:
     from lab.quality.defaults import DEFAULTS
 
     torch.set_num_threads(1)
+    if "device" in argv and "shipped" not in argv:  # python -m bench quality -- device [--sizes 100k] [--seeds 0]
+        print("\n".join(device(argv)), flush=True)
+        return 0
     if "shipped" in argv:  # python -m bench quality -- shipped [--sizes 100k] [--seeds 0] [--no-controls]
         from bench._sections import write_section
 

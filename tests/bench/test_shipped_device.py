@@ -1,0 +1,106 @@
+"""bench/_shipped_device.py's pieces: the offline split, and that the answers it measures are the SDK's own."""
+
+from __future__ import annotations
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from bench import _shipped_device as dev
+from bench._shipped import split_tables
+from pocketrank.edge_runtime import EdgeClient
+from pocketrank.edge_runtime.transport import Transport
+
+USERS = 8
+
+
+def _log(rows: list[tuple[str, str, float]]) -> pa.Table:
+    return pa.table({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                     "timestamp": [r[2] for r in rows], "type": ["click"] * len(rows)})
+
+
+def test_offline_split_holds_back_exactly_each_eligible_users_last_k_events():
+    # Interleaved users: "a" has 9 events, "b" 7 (k + min_left exactly), "c" 6 (one short: keeps them all).
+    rows = []
+    for t in range(9):
+        rows.append(("a", f"a{t}", float(t)))
+        if t < 7:
+            rows.append(("b", f"b{t}", float(t)))
+        if t < 6:
+            rows.append(("c", f"c{t}", float(t)))
+    kept, held = dev.offline_split(_log(rows), 3, min_left=4)
+    assert sorted(held) == ["a", "b"]
+    assert [i for _, i, _ in held["a"]] == ["a6", "a7", "a8"]
+    assert [i for _, i, _ in held["b"]] == ["b4", "b5", "b6"]
+    assert all(t == "click" for rows_ in held.values() for t, _, _ in rows_)
+    left = list(zip(kept.column("user_id").to_pylist(), kept.column("item_id").to_pylist()))
+    assert [i for u, i in left if u == "a"] == [f"a{t}" for t in range(6)]
+    assert [i for u, i in left if u == "c"] == [f"c{t}" for t in range(6)]
+    assert len(kept) + sum(map(len, held.values())) == len(rows)
+    # The kept rows are the log's rows in the log's order.
+    assert left == [(u, i) for u, i, _ in rows if (u, i) not in {(u2, i2) for u2 in held for _, i2, _ in held[u2]}]
+    kept0, held0 = dev.offline_split(_log(rows), 0)
+    assert held0 == {} and len(kept0) == len(rows)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """MovieLens-100k's first few users (held-back split as `stale` makes it), one epoch, published."""
+    tables, train_events, test_events = split_tables("100k", 0, "random", None)
+    users = sorted(set(train_events.column("user_id").to_pylist()))[:USERS]
+    keep = set(users)
+    train_events = train_events.filter(pa.array([u in keep for u in train_events.column("user_id").to_pylist()]))
+    kept, held = dev.offline_split(train_events, 5)
+    home, _ = dev.build_home(tmp_path_factory.mktemp("tiny") / "home", tables, kept, seed=0, epochs=1)
+    store = home.store()
+    index = {it.external_id: it.item_id for it in store.items()}
+    store.close()
+    app = dev.server_app(home.root)
+    key = (home.root / "keys" / "signing.pub").read_text().strip()
+    return app, key, held, index
+
+
+def _phone(app, key, path) -> EdgeClient:
+    transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://test"))
+    return EdgeClient(path, key, transport=transport, device_id="test-phone")
+
+
+@pytest.mark.slow  # the tiny home's import, training, export and publish: ~15 s idle, longer on a busy machine
+def test_the_measured_answer_is_the_sdks_offline_answer(tiny, tmp_path):
+    app, key, held, index = tiny
+    user = sorted(held)[0]
+    offline = held[user]
+    got = dev.device_answer(app, key, tmp_path / "bench.sqlite", user, offline)
+    # The same phone driven by hand, as an app would.
+    client = _phone(app, key, tmp_path / "own.sqlite")
+    try:
+        client.sync([user])
+        cands = client.cache.packed(user)
+        assert cands is not None
+        published = cands.ids.tolist()
+        for etype, item, ts in offline:
+            client.track(user, etype, item, timestamp=ts)
+        rec = client.recommend(user, dev.K, allow_server=False)
+    finally:
+        client.close()
+    assert rec.source == got.source == "edge"
+    assert got.reranked == [index[i] for i in rec.item_ids]
+    assert got.candidates == published and len(published) > dev.K
+    # Without a model: the published order, less what the user clicked offline (the SDK's rules).
+    clicked = {index[i] for _, i, _ in offline}
+    assert got.cached == [i for i in published if i not in clicked][: dev.K]
+    assert not clicked & set(got.reranked)
+    # Every candidate's entry is held, so an offline event on one has a vector; others may or may not.
+    assert sum(1 for _, i, _ in offline if index[i] in set(published)) <= got.offline_known <= len(offline)
+
+
+@pytest.mark.slow
+def test_offline_events_reach_the_server_through_its_updater_in_order(tiny):
+    app, _key, held, index = tiny
+    held = {u: rows for u, rows in held.items() if u != sorted(held)[0]}  # not the other test's phone's user
+    assert dev.ingest(app, held, 0, 2, index) == 2 * len(held)
+    store = app.extensions["pocketrank"].store
+    for u, rows in held.items():
+        recent = store.user_context(u, app.extensions["pocketrank"].catalogue.dim).record.recent
+        assert [int(i) for i in recent["item"][-2:]] == [index[i] for _, i, _ in rows[:2]]
+        assert index[rows[0][1]] in store.consumed_items(u)
