@@ -27,6 +27,7 @@ from ..config import Config
 from ..home import Home
 from ..online.ann import AnnIndexes
 from ..online.catalogue import Catalogue
+from ..online.encoding import SequenceEncoder, load_encoder
 from ..online.ranker import Ranker
 
 
@@ -40,6 +41,25 @@ class Records:
     sigs: list[bytes] = field(default_factory=list)
     blobs: list[bytes | None] = field(default_factory=list)
     sign_seconds: float = 0.0
+
+
+class UserVectors:
+    """Each user's vector as the server's answer computes it for this version (online/versions.VersionRanker):
+    a sequence model's encoder over the user's recent events; a fold model's (or a user none of whose events
+    the encoder can read) the vector of the user's folded state. A device reranks the list published here,
+    so a list retrieved with any other vector is a weaker list than the server would answer."""
+
+    def __init__(self, catalogue: Catalogue, encoder: SequenceEncoder | None):
+        self.encoder, self.dim = encoder, catalogue.vectors.shape[1]
+        self.vectors = catalogue.vector_map() if encoder is not None else None
+
+    def __call__(self, store, user_id: str) -> np.ndarray:
+        record = store.user_records([user_id], self.dim)[user_id]
+        if self.encoder is not None:
+            uv = self.encoder.user_vector(record.recent_events(), self.vectors or {})
+            if uv is not None:
+                return uv
+        return user_vector(record.state)
 
 
 @dataclass(frozen=True)
@@ -63,14 +83,18 @@ def make_ranker(catalogue: Catalogue, job: RecordJob) -> Ranker:
     return Ranker(catalogue, model_dir / "ranker.fp32.onnx", n_candidates=job.n_candidates, ann=ann)
 
 
-def user_records(ranker: Ranker, store, sign, version: int, users: Iterable[str], heads: dict[str, bytes]
-                 ) -> Records:
-    """The records of `users` at `version`: top candidates by the ranker, best first (ties by id), packed,
-    signed with `sign`; compressed only where the digest differs from the user's head."""
-    dim = ranker.catalogue.vectors.shape[1]
+def make_user_vectors(catalogue: Catalogue, job: RecordJob) -> UserVectors:
+    return UserVectors(catalogue, load_encoder(Home(job.home, job.config).model_dir(job.model_version)))
+
+
+def user_records(ranker: Ranker, vector_of: UserVectors, store, sign, version: int, users: Iterable[str],
+                 heads: dict[str, bytes]) -> Records:
+    """The records of `users` at `version`: top candidates by the ranker for the user's vector (`vector_of`),
+    best first (ties by id), packed, signed with `sign`; compressed only where the digest differs from the
+    user's head."""
     out = Records()
     for user_id in users:
-        uv = user_vector(store.user_state(user_id, dim))
+        uv = vector_of(store, user_id)
         ids = ranker.retrieve(uv, store.consumed_items(user_id))
         scores = ranker.score(uv, ids)
         order = np.lexsort((ids, -scores))  # best first, ties by id
@@ -86,8 +110,9 @@ def user_records(ranker: Ranker, store, sign, version: int, users: Iterable[str]
     return out
 
 
-# A Ray worker runs many partitions of one publish: the ranker (ONNX session, ANN index) is made once.
-_worker_ranker: dict[str, Ranker] = {}
+# A Ray worker runs many partitions of one publish: the ranker (ONNX session, ANN index) and the user
+# vectors (the encoder's session) are made once.
+_worker_ranker: dict[str, tuple[Ranker, UserVectors]] = {}
 
 
 def partition_records(ids: np.ndarray, vectors: np.ndarray, job: RecordJob,
@@ -95,13 +120,15 @@ def partition_records(ids: np.ndarray, vectors: np.ndarray, job: RecordJob,
     """A Ray task: the records of one partition of users (`part`: the users and their heads)."""
     from pocketrank.exporter.signing import load_private  # never a new key: a worker must sign with the home's
 
-    ranker = _worker_ranker.get(job.run)
-    if ranker is None:
+    made = _worker_ranker.get(job.run)
+    if made is None:
         _worker_ranker.clear()
-        ranker = _worker_ranker[job.run] = make_ranker(Catalogue(ids, vectors, {}, {}), job)
+        catalogue = Catalogue(ids, vectors, {}, {})
+        made = _worker_ranker[job.run] = (make_ranker(catalogue, job), make_user_vectors(catalogue, job))
+    ranker, vector_of = made
     home = Home(job.home, job.config)
     store = home.store()
     try:
-        return user_records(ranker, store, load_private(home.keys).sign, job.version, part[0], part[1])
+        return user_records(ranker, vector_of, store, load_private(home.keys).sign, job.version, part[0], part[1])
     finally:
         store.close()

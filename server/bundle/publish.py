@@ -35,7 +35,7 @@ from ..online.catalogue import load_catalogue
 from ..online.ranker import popular
 from ..stores.base import RecordRow
 from . import item_entries, variants
-from .candidates import RecordJob, make_ranker, user_records
+from .candidates import RecordJob, make_ranker, make_user_vectors, user_records
 from .model_artifacts import load_signer, manifest_artifacts, model_artifacts, model_section, write_bundle_dir
 from .on_ray import RayPublish
 
@@ -89,7 +89,8 @@ def _publish(home: Home, config: Config, n_candidates: int, expiry_days: float, 
         if on_ray is not None:
             parts = on_ray.records(users, heads, bar.update)
         else:
-            parts = [user_records(ranker, store, signer.sign, version, _counted(users, bar), heads)]
+            parts = [user_records(ranker, make_user_vectors(catalogue, job), store, signer.sign, version,
+                                  _counted(users, bar), heads)]
     t1 = time.perf_counter()
     changed: dict[str, RecordRow] = {}
     sigs: dict[str, bytes] = {}
