@@ -78,9 +78,10 @@ def _catch_up(wait: float = 0.0) -> RunningMetrics:
 def _window_figures(running: RunningMetrics, window: float, bucket: float, wait: float) -> dict:
     """The window's figures; when the lock stays busy past `wait` (a background read's pass over the sessions),
     the last ones computed, however old (pocketrank_business_figures_behind_seconds says by how much)."""
-    if not running.lock.acquire(timeout=wait if wait > 0 else -1):
-        running.want(window, bucket)
-        return running.last_summary(window, bucket) or {}
+    last = running.last_summary(window, bucket)
+    # Never computed (a window asked for the first time): nothing to serve but what the pass computes.
+    if not running.lock.acquire(timeout=wait if wait > 0 and last is not None else -1):
+        return last or {}
     try:
         return running.recent_summary(window, bucket)
     finally:
@@ -99,14 +100,11 @@ def build_summary(window: float = DEFAULT_WINDOW, bucket: float = DEFAULT_BUCKET
     """The JSON summary's figures. Until the first read of the log has reached its end, the window's figures
     are left out if `partial` (the /metrics page), else the answer is a 503 (`_still_reading`)."""
     serving = current_app.extensions["pocketrank"]
+    _running().want(window, bucket)  # first: a background read computes these before it says it is done
     running = _catch_up(wait)
     if not running.complete and not partial:
         _still_reading()
-    if running.complete:
-        figures = _window_figures(running, window, bucket, INLINE_SECONDS if partial else -1)
-    else:
-        running.want(window, bucket)  # the background read computes them before it says it is done
-        figures = {}
+    figures = _window_figures(running, window, bucket, INLINE_SECONDS if partial else -1) if running.complete else {}
     eps = running.events_per_second()
     shadow_report = _shadow(running, MAX_CLICKS)
     registry = Registry(serving.home.root)
