@@ -24,6 +24,8 @@ from pathlib import Path
 from pocketrank.shared.errors import AuthError, PocketrankError, ValidationError
 from pocketrank.shared.schemas import check_id
 
+from ..stores.sqlite import enable_wal
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, users TEXT NOT NULL,
@@ -63,7 +65,7 @@ class DeviceRegistry:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn)  # two servers starting on one home open this file at once
             self._local.conn = conn
         return conn
 

@@ -157,6 +157,20 @@ _WRITE_LOCKS: dict[str, _WriteLock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
+def enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Put the file in WAL mode. Switching needs the file to itself, and SQLite answers "database is locked"
+    at once, without waiting out the busy timeout, when another process opens the same new file at the same
+    moment (two API servers starting on one home): so try again a few times, briefly."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+
+
 def _write_lock(path: str) -> _WriteLock:
     with _WRITE_LOCKS_GUARD:
         return _WRITE_LOCKS.setdefault(os.path.abspath(path), _WriteLock(os.path.abspath(path)))
@@ -225,7 +239,7 @@ class SQLiteStore(Store):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn)
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it, off the request path
             conn.execute(f"PRAGMA journal_size_limit={64 << 20}")  # a restarted WAL is cut back to 64 MiB
