@@ -164,7 +164,7 @@ def shadow_report():
     return jsonify({"shadow": build_shadow(limit)})
 
 
-def _store_figures() -> dict[str, float | None]:
+def _store_figures(complete: bool) -> dict[str, float | None]:
     """The gauges read from the store at scrape time (service.StoreGauges); a store that does not answer
     leaves them out rather than failing the whole scrape."""
     serving = current_app.extensions["pocketrank"]
@@ -177,7 +177,7 @@ def _store_figures() -> dict[str, float | None]:
     except Exception as exc:  # noqa: BLE001 - whatever the backend raises; /readyz says what is wrong
         log.warning("store gauges left out of this scrape: %s: %s", type(exc).__name__, exc)
     out["ready"] = 1.0 if readiness()["ready"] else 0.0
-    out["business_figures_complete"] = 1.0 if running.complete else 0.0
+    out["business_figures_complete"] = 1.0 if complete else 0.0
     if running.caught_up_at is not None:
         out["business_figures_behind_seconds"] = (max(0.0, time.monotonic() - running.caught_up_at)
                                                   if running.following else 0.0)
@@ -192,6 +192,8 @@ def metrics():
     service = current_app.extensions["pocketrank.service_metrics"]
     # Never waits for a backlog: until a new worker's first read of the log ends, the window's figures are left
     # out (pocketrank_business_figures_complete 0) and the service's and store's gauges answer alone.
-    body = prom.render(build_summary(*_args(), wait=0.0, partial=True), *service.collectors(),
-                       StoreGauges(_store_figures))
+    summary = build_summary(*_args(), wait=0.0, partial=True)
+    # `complete` says whether this page carries the window's figures, not what `running.complete` says by the
+    # time the gauges render: a background read that ends in between would make a page claim figures it lacks.
+    body = prom.render(summary, *service.collectors(), StoreGauges(lambda: _store_figures("overall" in summary)))
     return Response(body, mimetype=None, content_type=prom.CONTENT_TYPE)
