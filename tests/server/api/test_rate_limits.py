@@ -1,5 +1,4 @@
 """Rate limits on every endpoint, per device token (per address without one), through the real Flask app.
-# Windows of thousands of seconds: a sliding window that turns over during a test lets an extra request through.
 
 Cross-process sharing (two real gunicorn workers, Redis or not) is in tests/server/test_limits_live.py.
 """
@@ -15,6 +14,7 @@ OPERATOR = {"X-Operator-Key": "operator-secret-key"}
 
 @pytest.fixture
 def make(synthetic_app, store_config):
+    # Windows of thousands of seconds: a sliding window turning over during a test lets one more request in.
     """An app on the seeded synthetic home with small limits (the defaults are far above a device's needs)."""
     def build(**limits):
         settings = {"operator_key": "operator-secret-key", "request_rate": 0.001, "request_burst": 5, "address_rate": 0.001,
