@@ -61,7 +61,8 @@ def _metrics(lists: dict[str, list[int]], truth: dict[str, int], pop_pct: dict[i
 
 
 def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, with_peers: bool = True,
-        log=print, with_device: bool = False) -> dict:
+        log=print, with_device: bool = False, train: dict | None = None) -> dict:
+    """The shipped path on one split; `train`: more train_job arguments (epochs, ray_workers)."""
     from pocketrank.server.config import Config
     from pocketrank.server.data.importer import import_catalogue, import_events
     from pocketrank.server.home import Home
@@ -79,7 +80,7 @@ def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, 
         store.put_profiles(tables.user_features)
         out["timings"]["import"] = time.perf_counter() - t0
         t = time.perf_counter()
-        trained = train_job(home, kind="sequence", seed=seed, progress=False, holdout=1)
+        trained = train_job(home, kind="sequence", seed=seed, progress=False, holdout=1, **(train or {}))
         out["timings"]["train"] = time.perf_counter() - t
         out["best_epoch"], out["val_nDCG@10"] = trained["best_epoch"], trained["evaluation"]["val"]["retrieval"]["nDCG@10"]
         t = time.perf_counter()

@@ -22,6 +22,10 @@ like a trained item table; users are folds of 50-item histories). Figures go to 
 
 ray: `publish` for N users x M products in one process, and on Ray with 1 and 2 workers: wall time,
 speed-up, byte-identical output, and the projection to 10 M users x 1 M products (bench/_scale_ray.py).
+
+ray_train: `train` (the sequence model) on MovieLens in one process and on Ray Train with 1 and 2 workers,
+the same recipe and epochs: wall time and the server's quality against the one process's
+(bench/_scale_ray_train.py).
 """
 
 from __future__ import annotations
@@ -233,7 +237,13 @@ def ray_section(args) -> str:
     return section(args)
 
 
-SECTIONS = {"ann": ann_section, "cluster": cluster_section, "ray": ray_section}
+def ray_train_section(args) -> str:
+    from bench._scale_ray_train import ray_train_section as section
+
+    return section(args)
+
+
+SECTIONS = {"ann": ann_section, "cluster": cluster_section, "ray": ray_section, "ray_train": ray_train_section}
 
 
 def main(argv: list[str]) -> int:
@@ -246,6 +256,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ray-users", type=int, default=1_000_000, help="ray: users published")
     parser.add_argument("--ray-items", type=int, default=200_000, help="ray: products in the catalogue")
     parser.add_argument("--ray-tmp", default=None, help="ray: where the homes are built (default: the temp dir)")
+    parser.add_argument("--train-size", choices=("100k", "1m"), default="1m", help="ray_train: MovieLens size")
+    parser.add_argument("--train-epochs", type=int, default=10, help="ray_train: epochs at most, every run")
+    parser.add_argument("--train-seed", type=int, default=0, help="ray_train: the split's and the model's seed")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/scaling.md as it is")
     args = parser.parse_args(argv)
     from bench._sections import write_section
