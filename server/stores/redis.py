@@ -456,20 +456,29 @@ class RedisStore(Store):
 
     def reset_derived(self, records: dict[str, UserRecord], consumed: dict[str, set[int]],
                       popularity: dict[int, int], position: int) -> None:
-        old = [u.decode() for u in cast("set[bytes]", self.r.smembers(self.k("users")))]
+        old = self.user_ids()
         for i in range(0, len(old), 1000):
             chunk = old[i:i + 1000]
-            self.r.delete(*[self.k("u", u) for u in chunk], *[self.k("c", u) for u in chunk])
-        self.r.delete(self.k("users"), self.k("popularity"))
+            self.r.delete(*[self.uk("u", u) for u in chunk], *[self.uk("c", u) for u in chunk])
+        self.r.delete(*self.shared_keys("users"), *self.shared_keys("popularity"))
         self.put_user_records(records)
         items = list(consumed.items())
         for i in range(0, len(items), 1000):
             p = self.r.pipeline(transaction=False)
             for user_id, its in items[i:i + 1000]:
-                p.sadd(self.k("c", user_id), *its)
+                p.sadd(self.uk("c", user_id), *its)
             p.execute()
-        if popularity:
-            self.r.hset(self.k("popularity"), mapping=cast("dict[Any, int]", popularity))  # Mapping keys are invariant
+        if popularity:  # Mapping keys are invariant
+            self.r.hset(self.shared_keys("popularity")[0], mapping=cast("dict[Any, int]", popularity))
+        self.reset_groups(position)
+
+    def shared_keys(self, kind: str) -> list[bytes]:
+        """The keys of a store-wide set or counter (`users`, `popularity`, `exposures`): one here; a cluster
+        store spreads it over its partitions. A whole count is written to the first."""
+        return [self.k(kind)]
+
+    def reset_groups(self, position: int) -> None:
+        """The updater's consumer group resumes after log position `position` (0: from the start)."""
         self.r.xgroup_setid(self.stream, GROUP, id_of(position) if position else "0")
 
     # --- item stats, window features ---

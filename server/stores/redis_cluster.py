@@ -492,22 +492,10 @@ class RedisClusterStore(RedisStore):
         return sorted(u.decode() for members in self._each_partition(lambda p, n: p.smembers(self.pk(n, "users")))
                       for u in members)
 
-    def reset_derived(self, records: dict[str, UserRecord], consumed: dict[str, set[int]],
-                      popularity: dict[int, int], position: int) -> None:
-        old = self.user_ids()
-        for i in range(0, len(old), 1000):
-            chunk = old[i:i + 1000]
-            self.r.delete(*[self.uk("u", u) for u in chunk], *[self.uk("c", u) for u in chunk])
-        self.r.delete(*[self.pk(n, t) for n in range(self.partitions) for t in ("users", "popularity")])
-        self.put_user_records(records)
-        items = list(consumed.items())
-        for i in range(0, len(items), 1000):
-            p = self.r.pipeline(transaction=False)
-            for user_id, its in items[i:i + 1000]:
-                p.sadd(self.uk("c", user_id), *its)
-            p.execute()
-        if popularity:
-            self.r.hset(self.pk(0, "popularity"), mapping=cast("dict[Any, int]", popularity))
+    def shared_keys(self, kind: str) -> list[bytes]:
+        return [self.pk(n, kind) for n in range(self.partitions)]
+
+    def reset_groups(self, position: int) -> None:
         # Each group resumes after its partition's last entry at or before `position`: an entry
         # that exists, so every later XADD (always past the stream's last id) is delivered.
         tops = self._each_partition(lambda p, n: p.xrevrange(self.streams[n], max=id_of(position), min="-", count=1))
@@ -528,9 +516,9 @@ class RedisClusterStore(RedisStore):
         return self._summed("exposures")
 
     def set_exposures(self, counts: dict[int, int]) -> None:
-        self.r.delete(*[self.pk(n, "exposures") for n in range(self.partitions)])
+        self.r.delete(*self.shared_keys("exposures"))
         if counts:
-            self.r.hset(self.pk(0, "exposures"), mapping=cast("dict[Any, int]", counts))
+            self.r.hset(self.shared_keys("exposures")[0], mapping=cast("dict[Any, int]", counts))
 
     def put_features(self, features: dict[str, dict]) -> None:
         self.r.delete(*[self.pk(n, "features") for n in range(self.partitions)])
