@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -167,3 +168,38 @@ class FreshnessProbe:
         self.stop.set()
         self.thread.join()
         return len(self.pending)
+
+
+def wait_ready(client: Client, procs: list, path: str, deadline: float, failure: str) -> None:
+    """Poll `path` until it answers 200; RuntimeError(failure) past `deadline` (monotonic) or once a process exited."""
+    while True:
+        try:
+            if client.request("GET", path)[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(failure)
+        time.sleep(0.2)
+
+
+def warm_event(client: Client, tag: str, deadline: float, failure: str) -> None:
+    """One click through the API until an updater has folded it (user `tag` answers): measure a warm system."""
+    event = {"event_id": tag, "user_id": tag, "device_id": "bench", "type": "click", "item_id": 1,
+             "timestamp": time.time()}
+    client.post_json("/v1/events", json.dumps({"events": [event]}).encode())
+    while client.request("GET", f"/v1/users/{tag}")[0] != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.05)
+
+
+def stop_processes(procs: list) -> None:
+    """Terminate, then kill what has not exited after 30 s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._loadgen import Client, FreshnessProbe, closed_loop, open_loop, pct
+from bench._loadgen import Client, FreshnessProbe, closed_loop, open_loop, pct, stop_processes, wait_ready, warm_event
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS, DIM, MODEL = 50_000, 64, "bench-random-init"
@@ -72,35 +72,17 @@ class Deployment:
                                         stderr=subprocess.STDOUT) for i in range(2)]
         self.clients = [Client("127.0.0.1", p) for p in self.ports]
         deadline = time.monotonic() + 90
-        for i, c in enumerate(self.clients):  # each server up, and an event through each to an updater
-            while True:
-                try:
-                    if c.request("GET", "/healthz")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                    self.stop()
-                    raise RuntimeError(f"a server did not start; see {logdir}")
-                time.sleep(0.2)
-            warm = {"event_id": f"warm-{i}", "user_id": f"warm-{i}", "device_id": "bench", "type": "click",
-                    "item_id": 1, "timestamp": time.time()}
-            c.post_json("/v1/events", json.dumps({"events": [warm]}).encode())
-            while c.request("GET", f"/v1/users/warm-{i}")[0] != 200:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"the updaters did not fold an event; see {logdir}")
-                time.sleep(0.05)
+        try:  # each server up, and an event through each to an updater
+            for i, c in enumerate(self.clients):
+                wait_ready(c, self.procs, "/healthz", deadline, f"a server did not start; see {logdir}")
+                warm_event(c, f"warm-{i}", deadline, f"the updaters did not fold an event; see {logdir}")
+        except RuntimeError:
+            self.stop()
+            raise
         time.sleep(2.5)  # past the first consumer session: both updaters hold a share of the partitions
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs)
 
 
 def freshness(dep: Deployment, store, seconds: float, tag: str) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._loadgen import Client, FreshnessProbe, closed_loop, open_loop, pct
+from bench._loadgen import Client, FreshnessProbe, closed_loop, open_loop, pct, stop_processes, wait_ready, warm_event
 
 REPO = Path(__file__).resolve().parents[1]
 DIM, N_ITEMS, N_USERS, MODEL = 64, 50_000, 100_000, "bench-random-init"
@@ -95,34 +95,16 @@ class Server:
                                                stderr=subprocess.STDOUT))
         client = Client("127.0.0.1", port)
         deadline = time.monotonic() + 90
-        while True:
-            try:
-                if client.request("GET", "/v1/recommendations?user_id=s1&k=20")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                self.stop()
-                raise RuntimeError(f"server did not start; see {logdir}/gunicorn.log")
-            time.sleep(0.2)
-        # Measure a warm system: one event through the updater before the clock starts.
-        warm = json.dumps({"events": [{"event_id": f"warm-{port}", "user_id": f"warm-{port}", "device_id": "bench",
-                                       "type": "click", "item_id": 1, "timestamp": time.time()}]}).encode()
-        client.post_json("/v1/events", warm)
-        while client.request("GET", f"/v1/users/warm-{port}")[0] != 200:
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the updater did not fold an event; see {logdir}/updater.log")
-            time.sleep(0.05)
+        try:  # a warm system: one event through the updater before the clock starts
+            wait_ready(client, self.procs, "/v1/recommendations?user_id=s1&k=20", deadline,
+                       f"server did not start; see {logdir}/gunicorn.log")
+            warm_event(client, f"warm-{port}", deadline, f"the updater did not fold an event; see {logdir}/updater.log")
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs)
 
 
 def events_body(prefix: str, n: int, rng, users: int = N_USERS, user: str | None = None) -> bytes:
@@ -193,12 +175,10 @@ def bench_recommendations(client: Client, seconds: float, rates) -> list[dict]:
 def retrieval_cost(vectors: dict) -> dict:
     """Exact top-200 over the whole catalogue, one thread: why there is no ANN index."""
     from pocketrank.server.online.catalogue import Catalogue
-    from pocketrank.server.online.ranker import Ranker
+    from pocketrank.server.online.retrieval import retrieve
 
     ids = np.arange(1, N_ITEMS + 1, dtype=np.int64)
     cat = Catalogue(ids, np.stack([vectors[int(i)] for i in ids]), {}, {})
-    ranker = Ranker.__new__(Ranker)
-    ranker.catalogue, ranker.n_candidates = cat, 200
     rng = np.random.default_rng(2)
     lat = []
     try:
@@ -210,7 +190,7 @@ def retrieval_cost(vectors: dict) -> dict:
         for _ in range(300):
             u = rng.normal(size=DIM).astype(np.float32)
             t0 = time.perf_counter()
-            ranker.retrieve(u, set(), in_stock_only=True)
+            retrieve(cat, u, set(), 200, True, None)  # what Ranker.retrieve runs below the ANN threshold
             lat.append((time.perf_counter() - t0) * 1000)
     return {"items": N_ITEMS, "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2)}
 
