@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,25 +62,25 @@ def _metrics(lists: dict[str, list[int]], truth: dict[str, int], pop_pct: dict[i
             "coverage@10": len(shown) / n_items, "pop_pct": float(np.mean(pct)) if pct else 0.0}
 
 
-def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, with_peers: bool = True,
-        log=print, with_device: bool = False, train: dict | None = None) -> dict:
-    """The shipped path on one split; `train`: more train_job arguments (epochs, ray_workers)."""
-    from pocketrank.server.config import Config
+@contextmanager
+def shipped_home(tables, train_events, seed: int, train: dict | None = None):
+    """A fresh home through the shipped steps: import (the catalogue, `train_events`, the users' attributes),
+    `train` (the sequence model; `train`: more train_job arguments), `export`, `publish`. Yields (home, store,
+    out) with out's timings, best epoch, validation nDCG@10 and encoder parity; the home is gone after."""
+    from pocketrank.server.bundle.publish import publish_job
     from pocketrank.server.data.importer import import_catalogue, import_events
     from pocketrank.server.home import Home
     from pocketrank.server.jobs.train import export_job, train_job
-    from pocketrank.server.online.serving import Serving
 
-    t0 = time.perf_counter()
-    tables, train_events, test_events = split_tables(size, seed, ties, relabel)
     out: dict = {"timings": {}}
     with tempfile.TemporaryDirectory(prefix="pocketrank-shipped-") as tmp:
+        t = time.perf_counter()
         home = Home(Path(tmp) / "home")
         store = home.store()
         import_catalogue(store, tables.catalogue, progress=False)
         import_events(store, train_events, progress=False)
         store.put_profiles(tables.user_features)
-        out["timings"]["import"] = time.perf_counter() - t0
+        out["timings"]["import"] = time.perf_counter() - t
         t = time.perf_counter()
         trained = train_job(home, kind="sequence", seed=seed, progress=False, holdout=1, **(train or {}))
         out["timings"]["train"] = time.perf_counter() - t
@@ -89,37 +91,65 @@ def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, 
         out["parity"] = {k: exported["parity"][k] for k in ("ndcg10_fp32", "ndcg10_int8", "int8_ndcg10_kept",
                                                               "int8_mean_top10_overlap")}
         t = time.perf_counter()
-        from pocketrank.server.bundle.publish import publish_job
-
         publish_job(home, progress=False)
         out["timings"]["publish"] = time.perf_counter() - t
+        try:
+            yield home, store, out
+        finally:
+            store.close()
 
-        index = dict(zip((it.external_id for it in store.items()), (it.item_id for it in store.items())))
+
+@dataclass
+class Served:
+    lists: dict[str, list[int]]  # user -> the server's top K item ids
+    index: dict[str, int]  # the catalogue's external id -> item id
+    pop_pct: dict[int, float]  # item id -> popularity percentile among the training events
+    ids: list[int]  # every item id, ascending
+    ms_per_user: float
+
+
+def served(home, store, users) -> Served:
+    """The server's answers (Serving.recommend, business rules off) for `users`, and what scoring them needs."""
+    from pocketrank.server.config import Config
+    from pocketrank.server.online.serving import Serving
+
+    items = store.items()
+    index = {it.external_id: it.item_id for it in items}
+    counts = store.item_counts()
+    ids = sorted(index.values())
+    pop = np.array([counts.get(i, 0) for i in ids], dtype=np.float64)
+    pop_pct = dict(zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1)))
+    serving = Serving(Config(home=home.root, category_weight=0.0, exposure_cap=10**9, exposure_penalty=0.0,
+                             explore_position=0))
+    t = time.perf_counter()
+    lists = {u: [i for i, _ in serving.recommend(u, K).items] for u in users}
+    return Served(lists, index, pop_pct, ids, (time.perf_counter() - t) / max(len(lists), 1) * 1000)
+
+
+def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, with_peers: bool = True,
+        log=print, with_device: bool = False, train: dict | None = None) -> dict:
+    """The shipped path on one split; `train`: more train_job arguments (epochs, ray_workers)."""
+    t0 = time.perf_counter()
+    tables, train_events, test_events = split_tables(size, seed, ties, relabel)
+    split = time.perf_counter() - t0
+    with shipped_home(tables, train_events, seed, train) as (home, store, out):
+        out["timings"]["import"] += split  # reading MovieLens's files is part of its import
         test_users = test_events.column("user_id").to_pylist()
-        truth = {u: index[i] for u, i in zip(test_users, test_events.column("item_id").to_pylist())}
-        counts = store.item_counts()
-        ids = sorted(index.values())
-        pop = np.array([counts.get(i, 0) for i in ids], dtype=np.float64)
-        pop_pct = dict(zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1)))
-        config = Config(home=home.root, category_weight=0.0, exposure_cap=10**9, exposure_penalty=0.0,
-                        explore_position=0)
-        serving = Serving(config)
-        t = time.perf_counter()
-        served = {u: [i for i, _ in serving.recommend(u, K).items] for u in truth}
-        out["timings"]["serve_per_user_ms"] = (time.perf_counter() - t) / max(len(truth), 1) * 1000
-        out["server"] = _metrics(served, truth, pop_pct, len(ids))
+        ans = served(home, store, test_users)
+        truth = {u: ans.index[i] for u, i in zip(test_users, test_events.column("item_id").to_pylist())}
+        out["timings"]["serve_per_user_ms"] = ans.ms_per_user
+        out["server"] = _metrics(ans.lists, truth, ans.pop_pct, len(ans.ids))
         log(f"    {size} seed {seed} ties {ties}{'' if relabel is None else ' relabelled'}: server "
             f"HR@10 {out['server']['HR@10']:.4f} nDCG@10 {out['server']['nDCG@10']:.4f} "
             f"(epoch {out['best_epoch']}, train {out['timings']['train']:.0f} s)")
         if with_device:  # protocol 4, fresh cache: each test user's phone synced against this home, offline
             from bench import _shipped_device
 
-            out["device"] = _shipped_device.fresh(home, truth, served, pop_pct, len(ids), log)
+            out["device"] = _shipped_device.fresh(home, truth, ans.lists, ans.pop_pct, len(ans.ids), log)
         if with_peers:
-            out["peers"] = _peers(store, truth, seed, pop_pct, ids)
+            out["peers"] = _peers(store, truth, seed, ans.pop_pct, ans.ids)
             for name, m in out["peers"].items():
                 log(f"      {name:22s} HR@10 {m['HR@10']:.4f} nDCG@10 {m['nDCG@10']:.4f}")
-        store.close()
     out["timings"]["total"] = time.perf_counter() - t0
     return out
 

@@ -19,6 +19,9 @@ own section of docs/benchmarks.md (`--sizes 100k`, `--seeds 0`,
 `--no-controls` for a shorter run). The research protocols above are the
 peers' and the lab's figures.
 
+`python -m bench quality -- p1 --update-docs` runs protocol 1 on the shipped path
+(bench/_shipped_p1.py) over the 3 seeds and writes its own section.
+
 Its device sub-section (protocol 4 on the shipped path, bench/_shipped_device.py:
 real phones answering offline, fresh and 5 / 20 events stale) is part of
 `shipped` (`--no-device` skips it) and runs alone with
@@ -227,6 +230,38 @@ def shipped(argv: list[str]) -> list[str]:
     return lines
 
 
+def p1(argv: list[str]) -> list[str]:
+    """`python -m bench quality -- p1 [--sizes 100k] [--seeds 0,1,2]`: protocol 1 on the shipped path
+    (bench/_shipped_p1.py); returns the page section's lines."""
+    from bench import _shipped_p1
+
+    def opt(name: str, default: str) -> str:
+        return argv[argv.index(name) + 1] if name in argv else default
+
+    sizes = opt("--sizes", "100k").split(",")
+    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    cols = ["nDCG@10", "P@10", "R@10", "coverage@10", "pop_pct"]
+    lines = ["### Protocol 1 on the shipped path", "",
+             "Microsoft Recommenders' split (per product, 75% of its ratings to training, seed 42: the split of "
+             "the protocol 1 table above) through import, `train`, `export`, `publish`; the server's top 10 "
+             "(rules off, training ratings left out) against every held-out rating of the user "
+             f"(bench/_shipped_p1.py). Mean ± standard deviation over seeds {', '.join(map(str, seeds))} "
+             "(ties and training).", "", "| data | model | " + " | ".join(cols) + " |",
+             "| --- | --- |" + " --- |" * len(cols)]
+    checks = []
+    for size in sizes:
+        runs = [_shipped_p1.run(size, seed) for seed in seeds]
+        rows = {"pocketrank (server)": [r["server"] for r in runs],
+                **{name: [r["peers"][name] for r in runs] for name in runs[0]["peers"]}}
+        for name, ms in rows.items():
+            lines.append(f"| MovieLens-{size} | {name} | " + " | ".join(_fmt([m[c] for m in ms]) for c in cols) + " |")
+        nd = float(np.mean([r["server"]["nDCG@10"] for r in runs]))
+        train = float(np.mean([r["timings"]["train"] for r in runs]))
+        checks.append(f"MovieLens-{size}: the server's nDCG@10 {nd:.4f} (goal >= 0.48, issue 15): "
+                      f"{'met' if nd >= 0.48 else '**not met**'}; train {train:.0f} s (mean)")
+    return lines + ["", *[f"- {c}" for c in checks], ""]
+
+
 def device(argv: list[str]) -> list[str]:
     """`python -m bench quality -- device [--sizes 100k] [--seeds 0]`: the device's section alone (the fresh
     cache needs the shipped home: bench/_shipped.py's run without its peers)."""
@@ -347,6 +382,14 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     if "device" in argv and "shipped" not in argv:  # python -m bench quality -- device [--sizes 100k] [--seeds 0]
         print("\n".join(device(argv)), flush=True)
+        return 0
+    if "p1" in argv:  # python -m bench quality -- p1 [--sizes 100k] [--seeds 0] [--update-docs]
+        from bench._sections import write_section
+
+        lines = p1(argv)
+        print("\n".join(lines), flush=True)
+        if "--update-docs" in argv:
+            write_section(ROOT / "docs" / "benchmarks.md", "shipped-p1", "\n".join(lines))
         return 0
     if "shipped" in argv:  # python -m bench quality -- shipped [--sizes 100k] [--seeds 0] [--no-controls]
         from bench._sections import write_section
