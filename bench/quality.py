@@ -20,7 +20,8 @@ own section of docs/benchmarks.md (`--sizes 100k`, `--seeds 0`,
 peers' and the lab's figures.
 
 `python -m bench quality -- p1 --update-docs` runs protocol 1 on the shipped path
-(bench/_shipped_p1.py) over the 3 seeds and writes its own section.
+(bench/_shipped_p1.py) over the 3 seeds and writes its own section; `p3` protocol 3
+(freshness: the real-time updater against a frozen state, bench/_shipped_p3.py).
 
 Its device sub-section (protocol 4 on the shipped path, bench/_shipped_device.py:
 real phones answering offline, fresh and 5 / 20 events stale) is part of
@@ -262,6 +263,34 @@ def p1(argv: list[str]) -> list[str]:
     return lines + ["", *[f"- {c}" for c in checks], ""]
 
 
+def p3(argv: list[str]) -> list[str]:
+    """`python -m bench quality -- p3 [--sizes 100k] [--seeds 0,1,2]`: protocol 3 (freshness) on the shipped
+    path (bench/_shipped_p3.py); returns the page section's lines."""
+    from bench import _shipped_p3
+
+    def opt(name: str, default: str) -> str:
+        return argv[argv.index(name) + 1] if name in argv else default
+
+    sizes = opt("--sizes", "100k").split(",")
+    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    cols = ["HR@10", "nDCG@10"]
+    lines = ["### Protocol 3 (freshness) on the shipped path", "",
+             "The log split at the 80% quantile of its timestamps; the earlier events through import, `train`, "
+             "`export`, `publish`; the later ones replayed into the server's real-time updater in the log's "
+             f"order. For up to {_shipped_p3.MAX_EVENTS:,} later events (seeded sample) of users known before "
+             "the split, the next product over the whole catalogue, everything the user touched before it left "
+             "out: `real-time` = the server's answer just before the event; `frozen` = the same server's answer "
+             "as of the training run (bench/_shipped_p3.py). Mean ± standard deviation over seeds "
+             f"{', '.join(map(str, seeds))}.", "", "| data | answer | " + " | ".join(cols) + " |",
+             "| --- | --- |" + " --- |" * len(cols)]
+    for size in sizes:
+        runs = [_shipped_p3.run(size, seed) for seed in seeds]
+        for name in runs[0]["models"]:
+            lines.append(f"| MovieLens-{size} | {name} | "
+                         + " | ".join(_fmt([r["models"][name][c] for r in runs]) for c in cols) + " |")
+    return lines + [""]
+
+
 def device(argv: list[str]) -> list[str]:
     """`python -m bench quality -- device [--sizes 100k] [--seeds 0]`: the device's section alone (the fresh
     cache needs the shipped home: bench/_shipped.py's run without its peers)."""
@@ -383,14 +412,15 @@ def main(argv: list[str]) -> int:
     if "device" in argv and "shipped" not in argv:  # python -m bench quality -- device [--sizes 100k] [--seeds 0]
         print("\n".join(device(argv)), flush=True)
         return 0
-    if "p1" in argv:  # python -m bench quality -- p1 [--sizes 100k] [--seeds 0] [--update-docs]
-        from bench._sections import write_section
+    for name, section in (("p1", p1), ("p3", p3)):  # python -m bench quality -- p1 [--sizes 100k] [--seeds 0]
+        if name in argv:
+            from bench._sections import write_section
 
-        lines = p1(argv)
-        print("\n".join(lines), flush=True)
-        if "--update-docs" in argv:
-            write_section(ROOT / "docs" / "benchmarks.md", "shipped-p1", "\n".join(lines))
-        return 0
+            lines = section(argv)
+            print("\n".join(lines), flush=True)
+            if "--update-docs" in argv:
+                write_section(ROOT / "docs" / "benchmarks.md", f"shipped-{name}", "\n".join(lines))
+            return 0
     if "shipped" in argv:  # python -m bench quality -- shipped [--sizes 100k] [--seeds 0] [--no-controls]
         from bench._sections import write_section
 
