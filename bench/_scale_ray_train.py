@@ -26,7 +26,10 @@ def log(msg: str) -> None:
 
 
 RUNS = (("one process (default)", 0), ("Ray Train, 1 worker", 1), ("Ray Train, 2 workers", 2))
-TOLERANCE = 0.01  # the bar: within 1% of the one process's quality
+# The bar: the one process's quality within 1%. A model trained on 2 workers is a different model
+# (other dropout draws), so it lands above or below; the check is that neither the test nor the validation
+# nDCG@10 falls more than 1% below, and the table prints both ratios.
+TOLERANCE = 0.01
 
 
 def ray_train_section(args) -> str:
@@ -56,12 +59,14 @@ def report(rows: list[dict], size: str, seed: int, epochs: int) -> str:
         "Quality: the server's HR@10 / nDCG@10 on each user's held-out newest rating; ratio: to the one "
         "process's. Train: train_job's wall time (Ray's start included).",
         "",
-        "| run | train | speed-up | best epoch | val nDCG@10 | HR@10 | nDCG@10 | nDCG@10 ratio | within 1% |",
+        "| run | train | speed-up | best epoch | val nDCG@10 (ratio) | HR@10 | nDCG@10 | nDCG@10 ratio | "
+        "no more than 1% below |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         ratio = r["nDCG@10"] / base["nDCG@10"] if base["nDCG@10"] else float("nan")
+        val = r["val"] / base["val"] if base["val"] else float("nan")
         lines.append(f"| {r['name']} | {r['train']:.0f} s | {base['train'] / r['train']:.2f}x | {r['epoch']} | "
-                     f"{r['val']:.4f} | {r['HR@10']:.4f} | {r['nDCG@10']:.4f} | {ratio:.3f} | "
-                     f"{'yes' if abs(ratio - 1) <= TOLERANCE else 'no'} |")
+                     f"{r['val']:.4f} ({val:.3f}) | {r['HR@10']:.4f} | {r['nDCG@10']:.4f} | {ratio:.3f} | "
+                     f"{'yes' if min(ratio, val) >= 1 - TOLERANCE else 'no'} |")
     return "\n".join(lines)
