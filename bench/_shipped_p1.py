@@ -1,8 +1,9 @@
 """Protocol 1 on the shipped path: Microsoft Recommenders' split, answered by the server as it ships.
 
 The split is the one `bench quality`'s protocol 1 table uses (lab/quality/splits.python_stratified_split:
-per product, a seeded 75% of its ratings to training, seed 42, whatever the run's seed); the run's seed
-orders equal timestamps and seeds training. The training rows go through the shipped steps
+per product, a seeded 75% of its ratings to training, seed 42), drawn over the ratings in their file's
+order as the library draws it (`train_rows`), so every seed has the same split; the run's seed orders
+equal timestamps and seeds training. The training rows go through the shipped steps
 (bench/_shipped.shipped_home: import, `train`, `export`, `publish`); then the server's top 10
 (Serving.recommend, business rules off, what the user rated in training left out) for every user with a
 held-out rating, scored against all of that user's held-out ratings: nDCG@10, P@10, R@10 (binary gains,
@@ -37,6 +38,27 @@ def metrics(lists: dict[str, list[int]], truth: dict[str, set[int]], pop_pct: di
             "coverage@10": len(shown) / n_items, "pop_pct": float(np.mean(pct)) if pct else 0.0}
 
 
+def train_rows(size: str, events) -> np.ndarray:
+    """The training mask over the importer's event rows (log order): the library's split, drawn over the
+    ratings in their file's order. MovieLens-100k: u.data's order (lab/quality/data.movielens_100k, the
+    protocol 1 table's rows), matched by (user, film); MovieLens-1M: ratings.dat's, from the event ids'
+    row numbers (ml1m-<row>)."""
+    users = events.column("user_id").to_pylist()
+    items = events.column("item_id").to_pylist()
+    if size == "100k":
+        from lab.quality.data import movielens_100k
+
+        d = movielens_100k()
+        mask = python_stratified_split(d.users, d.items, 0.75, "item", SPLIT_SEED)
+        train = {(d.user_ids[u], d.item_ids[i]) for u, i in zip(d.users[mask], d.items[mask])}
+        return np.array([(u, i) in train for u, i in zip(users, items)], dtype=bool)
+    order = np.argsort([int(e.rsplit("-", 1)[1]) for e in events.column("event_id").to_pylist()], kind="stable")
+    keys = np.unique(np.asarray(items, dtype=object)[order], return_inverse=True)[1]
+    mask = np.zeros(len(users), dtype=bool)
+    mask[order] = python_stratified_split(np.zeros(len(order), np.int64), keys, 0.75, "item", SPLIT_SEED)
+    return mask
+
+
 def run(size: str, seed: int, log=print, train: dict | None = None) -> dict:
     """One seed's figures; `train`: more train_job arguments (a quick look: {"epochs": 1})."""
     import pyarrow as pa
@@ -46,8 +68,7 @@ def run(size: str, seed: int, log=print, train: dict | None = None) -> dict:
     tables = movielens.tables(size, ties="random", seed=seed)
     users = np.asarray(tables.events.column("user_id").to_pylist(), dtype=object)
     items = np.asarray(tables.events.column("item_id").to_pylist(), dtype=object)
-    keep = python_stratified_split(np.unique(users, return_inverse=True)[1], np.unique(items, return_inverse=True)[1],
-                                   0.75, "item", SPLIT_SEED)
+    keep = train_rows(size, tables.events)
     with shipped_home(tables, tables.events.filter(pa.array(keep)), seed, train) as (home, store, out):
         held: dict[str, set[str]] = {}
         for u, i in zip(users[~keep], items[~keep]):

@@ -280,15 +280,19 @@ def p3(argv: list[str]) -> list[str]:
              f"order. For up to {_shipped_p3.MAX_EVENTS:,} later events (seeded sample) of users known before "
              "the split, the next product over the whole catalogue, everything the user touched before it left "
              "out: `real-time` = the server's answer just before the event; `frozen` = the same server's answer "
-             "as of the training run (bench/_shipped_p3.py). Mean ± standard deviation over seeds "
+             "as of the training run, what was touched since left out (bench/_shipped_p3.py). Mean ± standard "
+             "deviation over seeds "
              f"{', '.join(map(str, seeds))}.", "", "| data | answer | " + " | ".join(cols) + " |",
              "| --- | --- |" + " --- |" * len(cols)]
+    notes = []
     for size in sizes:
         runs = [_shipped_p3.run(size, seed) for seed in seeds]
         for name in runs[0]["models"]:
             lines.append(f"| MovieLens-{size} | {name} | "
                          + " | ".join(_fmt([r["models"][name][c] for r in runs]) for c in cols) + " |")
-    return lines + [""]
+        notes.append(f"MovieLens-{size}: {runs[0]['events']:,} later events asked per seed; frozen lists shorter "
+                     f"than 10: {sum(r['frozen_short'] for r in runs)} in all")
+    return lines + ["", *[f"- {n}" for n in notes], ""]
 
 
 def device(argv: list[str]) -> list[str]:
