@@ -21,7 +21,8 @@ peers' and the lab's figures.
 
 `python -m bench quality -- p1 --update-docs` runs protocol 1 on the shipped path
 (bench/_shipped_p1.py) over the 3 seeds and writes its own section; `p3` protocol 3
-(freshness: the real-time updater against a frozen state, bench/_shipped_p3.py).
+(freshness: the real-time updater against a frozen state, bench/_shipped_p3.py);
+`controls` the tie-order and relabelling controls of the shipped path alone.
 
 Its device sub-section (protocol 4 on the shipped path, bench/_shipped_device.py:
 real phones answering offline, fresh and 5 / 20 events stale) is part of
@@ -263,6 +264,34 @@ def p1(argv: list[str]) -> list[str]:
     return lines + ["", *[f"- {c}" for c in checks], ""]
 
 
+def controls(argv: list[str]) -> list[str]:
+    """`python -m bench quality -- controls [--seeds 0,1,2] [--only file|relabelled]`: the shipped path's
+    tie-order and relabelling controls on MovieLens-100k alone (the `shipped` section runs them with
+    everything else); returns the page section's lines."""
+    from bench import _shipped
+
+    def opt(name: str, default: str) -> str:
+        return argv[argv.index(name) + 1] if name in argv else default
+
+    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    plan = {"file": ("file", None), "relabelled": ("random", 7)}
+    chosen = [opt("--only", "")] if "--only" in argv else list(plan)
+    cols = ["HR@10", "nDCG@10", "coverage@10", "pop_pct"]
+    lines = ["### Controls on the shipped path (MovieLens-100k)", "",
+             "The shipped path of the table above (bench/_shipped.py, no peers), with equal timestamps in the "
+             "file's order (`file`: the order a model could learn if ties were sorted), and with the catalogue "
+             "imported in a random order (`relabelled`, permutation 7: item ids that rise with time in "
+             "MovieLens carry no signal the model may use). Compare with the `random` rows above (the same "
+             f"seeds); mean ± standard deviation over seeds {', '.join(map(str, seeds))}.", "",
+             "| ties | model | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
+    for label in chosen:
+        ties, relabel = plan[label]
+        runs = [_shipped.run("100k", seed, ties, relabel, with_peers=False) for seed in seeds]
+        lines.append(f"| {label} | pocketrank (server) | "
+                     + " | ".join(_fmt([r["server"][c] for r in runs]) for c in cols) + " |")
+    return lines + [""]
+
+
 def p3(argv: list[str]) -> list[str]:
     """`python -m bench quality -- p3 [--sizes 100k] [--seeds 0,1,2]`: protocol 3 (freshness) on the shipped
     path (bench/_shipped_p3.py); returns the page section's lines."""
@@ -416,7 +445,7 @@ def main(argv: list[str]) -> int:
     if "device" in argv and "shipped" not in argv:  # python -m bench quality -- device [--sizes 100k] [--seeds 0]
         print("\n".join(device(argv)), flush=True)
         return 0
-    for name, section in (("p1", p1), ("p3", p3)):  # python -m bench quality -- p1 [--sizes 100k] [--seeds 0]
+    for name, section in (("p1", p1), ("p3", p3), ("controls", controls)):  # python -m bench quality -- p1 [--sizes 100k] [--seeds 0]
         if name in argv:
             from bench._sections import write_section
 
