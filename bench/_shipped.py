@@ -31,6 +31,9 @@ from lab.quality.defaults import DEFAULTS
 from pocketrank.server.training.ranking_metrics import ndcg_at_k
 
 K = 10
+# The server's business rules off (no category weight, no exposure penalty, no exploration slot): the
+# figures are the model's.
+RULES_OFF = {"category_weight": 0.0, "exposure_cap": 10**9, "exposure_penalty": 0.0, "explore_position": 0}
 
 
 def split_tables(size: str, seed: int, ties: str, relabel: int | None):
@@ -119,8 +122,7 @@ def served(home, store, users) -> Served:
     ids = sorted(index.values())
     pop = np.array([counts.get(i, 0) for i in ids], dtype=np.float64)
     pop_pct = dict(zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1)))
-    serving = Serving(Config(home=home.root, category_weight=0.0, exposure_cap=10**9, exposure_penalty=0.0,
-                             explore_position=0))
+    serving = Serving(Config(home=home.root, **RULES_OFF))
     t = time.perf_counter()
     lists = {u: [i for i, _ in serving.recommend(u, K).items] for u in users}
     return Served(lists, index, pop_pct, ids, (time.perf_counter() - t) / max(len(lists), 1) * 1000)
@@ -154,31 +156,41 @@ def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, 
     return out
 
 
+def history_matrix(h):
+    """The users x products 0/1 matrix of a training.history.History (rows: its users, columns: model rows)."""
+    return peers.binary_matrix(np.repeat(np.arange(len(h.seqs)), [len(s) for s in h.seqs]),
+                               np.concatenate(h.seqs), len(h.seqs), h.n_items)
+
+
+def peer_lists(h, users: list[int], scores_of: dict) -> dict[str, dict[str, list[int]]]:
+    """Each peer's top K (item ids) per user from its (len(users), products) scores, the user's stored
+    history left out, ties by model row."""
+    out = {}
+    for name, s in scores_of.items():
+        s = np.array(s, dtype=np.float64, copy=True)
+        for j, u in enumerate(users):
+            s[j, h.seqs[u]] = -np.inf
+        top = np.argsort(-s, axis=1, kind="stable")[:, :K]
+        out[name] = {h.user_ids[u]: [int(h.item_index[c]) for c in top[j]] for j, u in enumerate(users)}
+    return out
+
+
 def _peers(store, truth: dict[str, int], seed: int, pop_pct, ids: list[int]) -> dict:
     """Popularity, EASE, ALS and the research sequence tower on the store's training events."""
     from lab.quality.seqrec import SeqConfig, fit, score
     from pocketrank.server.training.history import load_history
 
     h = load_history(store)
-    n_items = h.n_items
-    rows = [(u, int(i)) for u, s in enumerate(h.seqs) for i in s]
-    X = peers.binary_matrix(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), len(h.seqs), n_items)
+    X = history_matrix(h)
     users = [k for k, u in enumerate(h.user_ids) if u in truth]
-    out = {}
     models = {"popularity": peers.Popularity(), "EASE": peers.EASE(DEFAULTS["ease_lambda"]),
               "implicit ALS": peers.ImplicitALS(seed=seed, **DEFAULTS["als"])}
     scores_of = {name: m.fit(X).scores(np.array(users)) for name, m in models.items()}
     # Its validation item is each user's newest stored product, as the shipped model's; then it ranks
     # from the whole stored history, as the server does.
     head = [s[:-1] if len(s) >= 2 else s for s in h.seqs]
-    tower, _ = fit(head, SeqConfig(n_items=n_items, seed=seed, epochs=60),
+    tower, _ = fit(head, SeqConfig(n_items=h.n_items, seed=seed, epochs=60),
                    val=(head, np.array([s[-1] if len(s) >= 2 else -1 for s in h.seqs])))
     scores_of["research seq tower"] = score(tower, [h.seqs[u] for u in users])
-    for name, s in scores_of.items():
-        s = np.array(s, dtype=np.float64, copy=True)
-        for j, u in enumerate(users):
-            s[j, h.seqs[u]] = -np.inf
-        top = np.argsort(-s, axis=1, kind="stable")[:, :K]
-        lists = {h.user_ids[u]: [int(h.item_index[c]) for c in top[j]] for j, u in enumerate(users)}
-        out[name] = _metrics(lists, {h.user_ids[u]: truth[h.user_ids[u]] for u in users}, pop_pct, len(ids))
-    return out
+    truth_of = {h.user_ids[u]: truth[h.user_ids[u]] for u in users}
+    return {name: _metrics(lists, truth_of, pop_pct, len(ids)) for name, lists in peer_lists(h, users, scores_of).items()}

@@ -94,11 +94,11 @@ def build_home(root: Path, tables, events, seed: int, epochs: int | None = None,
 def server_app(home_root: Path):
     """The server's app on the home, business rules off (as bench/_shipped.py) and no rate limits (one
     bench process stands for many phones)."""
+    from bench._shipped import RULES_OFF
     from pocketrank.server.api.app import create_app
     from pocketrank.server.config import Config
 
-    return create_app(Config(home=home_root, category_weight=0.0, exposure_cap=10**9, exposure_penalty=0.0,
-                             explore_position=0, sync_rate=0.0, request_rate=0.0, address_rate=0.0))
+    return create_app(Config(home=home_root, sync_rate=0.0, request_rate=0.0, address_rate=0.0, **RULES_OFF))
 
 
 def device_answer(app, key: str, db: Path, user: str, offline: list[tuple[str, str, float]] | tuple = (),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench._shipped import K, served, shipped_home
+from bench._shipped import K, history_matrix, peer_lists, served, shipped_home
 from lab.quality import peers
 from lab.quality.defaults import DEFAULTS
 from lab.quality.splits import python_stratified_split
@@ -87,15 +87,9 @@ def _peers(store, truth: dict[str, set[int]], ans) -> dict:
     from pocketrank.server.training.history import load_history
 
     h = load_history(store)
-    X = peers.binary_matrix(np.repeat(np.arange(len(h.seqs)), [len(s) for s in h.seqs]),
-                            np.concatenate(h.seqs), len(h.seqs), h.n_items)
-    users = np.array([k for k, u in enumerate(h.user_ids) if u in truth])
-    out = {}
-    for name, model in (("popularity", peers.Popularity()), ("EASE", peers.EASE(DEFAULTS["ease_lambda"]))):
-        s = np.array(model.fit(X).scores(users), dtype=np.float64, copy=True)
-        for j, u in enumerate(users):
-            s[j, h.seqs[u]] = -np.inf
-        top = np.argsort(-s, axis=1, kind="stable")[:, :K]
-        lists = {h.user_ids[u]: [int(h.item_index[c]) for c in top[j]] for j, u in enumerate(users)}
-        out[name] = metrics(lists, truth, ans.pop_pct, len(ans.ids))
-    return out
+    X = history_matrix(h)
+    users = [k for k, u in enumerate(h.user_ids) if u in truth]
+    scores_of = {name: model.fit(X).scores(np.array(users))
+                 for name, model in (("popularity", peers.Popularity()), ("EASE", peers.EASE(DEFAULTS["ease_lambda"])))}
+    return {name: metrics(lists, truth, ans.pop_pct, len(ans.ids))
+            for name, lists in peer_lists(h, users, scores_of).items()}

@@ -73,6 +73,13 @@ def _run(args: list[str], home: Path) -> tuple[float, int, str]:
     return seconds, int(peak), text
 
 
+def run_steps(home: Path, steps):
+    """Each (name, pocketrank ARGS) step in turn on `home`, as its own process: yields (name, wall s, peak RSS B)."""
+    for name, args in steps:
+        wall, rss, _out = _run(args, home)
+        yield name, wall, rss
+
+
 def _files(n_events: int) -> dict[str, tuple[Path, Path]]:
     from lab.sim_files import write_marketplace
     from lab.simulator import MarketplaceSimulator, SimConfig
@@ -130,11 +137,10 @@ def movielens_1m(epochs: int) -> list[tuple[str, float]]:
     stages = []
     try:
         _run(["data", "fetch", "--size", "1m"], home)  # the download is not the import
-        for name, args in (("import", ["import", "movielens", "--size", "1m", "--no-progress"]),
-                           ("train", ["train", "--epochs", str(epochs)]),
-                           ("export", ["export"]),
-                           ("publish", ["publish"])):
-            wall, _rss, _out = _run(args, home)
+        for name, wall, _rss in run_steps(home, (("import", ["import", "movielens", "--size", "1m", "--no-progress"]),
+                                                 ("train", ["train", "--epochs", str(epochs)]),
+                                                 ("export", ["export"]),
+                                                 ("publish", ["publish"]))):
             stages.append((name, wall))
             print(f"  MovieLens-1M {name}: {wall:.1f} s", flush=True)
     finally:

@@ -78,6 +78,16 @@ NOTES = {
 }
 
 
+def _opt(argv: list[str], name: str, default: str) -> str:
+    """The value after `name` in a section's arguments (`--sizes 100k`), else `default`."""
+    return argv[argv.index(name) + 1] if name in argv else default
+
+
+def _seeds(argv: list[str]) -> list[int]:
+    """`--seeds 0,1,2` (default: the bench seeds)."""
+    return [int(x) for x in _opt(argv, "--seeds", ",".join(map(str, SEEDS))).split(",")]
+
+
 def _fmt(vals: list[float]) -> str:
     vals = [v for v in vals if v is not None]
     if not vals:
@@ -179,11 +189,8 @@ def shipped(argv: list[str]) -> list[str]:
     offline answers (protocol 4, bench/_shipped_device.py)."""
     from bench import _shipped
 
-    def opt(name: str, default: str) -> str:
-        return argv[argv.index(name) + 1] if name in argv else default
-
-    sizes = opt("--sizes", "100k,1m").split(",")
-    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    sizes = _opt(argv, "--sizes", "100k,1m").split(",")
+    seeds = _seeds(argv)
     plan = [(size, "random", None) for size in sizes]
     if "100k" in sizes and "--no-controls" not in argv:
         plan += [("100k", "file", None), ("100k", "random", 7)]
@@ -237,11 +244,8 @@ def p1(argv: list[str]) -> list[str]:
     (bench/_shipped_p1.py); returns the page section's lines."""
     from bench import _shipped_p1
 
-    def opt(name: str, default: str) -> str:
-        return argv[argv.index(name) + 1] if name in argv else default
-
-    sizes = opt("--sizes", "100k").split(",")
-    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    sizes = _opt(argv, "--sizes", "100k").split(",")
+    seeds = _seeds(argv)
     cols = ["nDCG@10", "P@10", "R@10", "coverage@10", "pop_pct"]
     lines = ["### Protocol 1 on the shipped path", "",
              "Microsoft Recommenders' split (per product, 75% of its ratings to training, seed 42: the split of "
@@ -270,12 +274,9 @@ def controls(argv: list[str]) -> list[str]:
     everything else); returns the page section's lines."""
     from bench import _shipped
 
-    def opt(name: str, default: str) -> str:
-        return argv[argv.index(name) + 1] if name in argv else default
-
-    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    seeds = _seeds(argv)
     plan = {"file": ("file", None), "relabelled": ("random", 7)}
-    chosen = [opt("--only", "")] if "--only" in argv else list(plan)
+    chosen = [_opt(argv, "--only", "")] if "--only" in argv else list(plan)
     cols = ["HR@10", "nDCG@10", "coverage@10", "pop_pct"]
     lines = ["### Controls on the shipped path (MovieLens-100k)", "",
              "The shipped path of the table above (bench/_shipped.py, no peers), with equal timestamps in the "
@@ -297,11 +298,8 @@ def p3(argv: list[str]) -> list[str]:
     path (bench/_shipped_p3.py); returns the page section's lines."""
     from bench import _shipped_p3
 
-    def opt(name: str, default: str) -> str:
-        return argv[argv.index(name) + 1] if name in argv else default
-
-    sizes = opt("--sizes", "100k").split(",")
-    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    sizes = _opt(argv, "--sizes", "100k").split(",")
+    seeds = _seeds(argv)
     cols = ["HR@10", "nDCG@10"]
     lines = ["### Protocol 3 (freshness) on the shipped path", "",
              "The log split at the 80% quantile of its timestamps; the earlier events through import, `train`, "
@@ -329,11 +327,8 @@ def device(argv: list[str]) -> list[str]:
     cache needs the shipped home: bench/_shipped.py's run without its peers)."""
     from bench import _shipped
 
-    def opt(name: str, default: str) -> str:
-        return argv[argv.index(name) + 1] if name in argv else default
-
-    sizes = opt("--sizes", "100k").split(",")
-    seeds = [int(x) for x in opt("--seeds", ",".join(map(str, SEEDS))).split(",")]
+    sizes = _opt(argv, "--sizes", "100k").split(",")
+    seeds = _seeds(argv)
     fresh = {size: [_shipped.run(size, seed, with_peers=False, with_device=True)["device"] for seed in seeds]
              for size in sizes}
     return device_section(sizes, seeds, fresh)

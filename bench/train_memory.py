@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench._sections import write_section
-from bench.imports import DOCS, _maps, _run
+from bench.imports import DOCS, _maps, run_steps
 
 RSS_GOAL = 8 * 1024**3
 
@@ -56,12 +56,11 @@ def measure(n_events: int, n_items: int, epochs: int) -> list[dict]:
     home = Path(tempfile.mkdtemp(prefix="pocketrank-train-memory-"))
     rows = []
     try:
-        for name, args in (("import catalogue", ["import", "catalogue", str(catalogue), "--no-progress",
-                                                 *_maps(CATALOGUE_MAP)]),
-                           ("import events", ["import", "events", str(events), "--no-progress", *_maps(EVENTS_MAP)]),
-                           ("train (sequence)", ["train", "--epochs", str(epochs)]),
-                           ("train --model fold", ["train", "--model", "fold", "--epochs", str(epochs)])):
-            wall, rss, _out = _run(args, home)
+        steps = (("import catalogue", ["import", "catalogue", str(catalogue), "--no-progress", *_maps(CATALOGUE_MAP)]),
+                 ("import events", ["import", "events", str(events), "--no-progress", *_maps(EVENTS_MAP)]),
+                 ("train (sequence)", ["train", "--epochs", str(epochs)]),
+                 ("train --model fold", ["train", "--model", "fold", "--epochs", str(epochs)]))
+        for name, wall, rss in run_steps(home, steps):
             rows.append({"step": name, "seconds": wall, "peak_rss": rss})
             goal = "" if not name.startswith("train") else \
                 f"  goal < 8 GB: {'met' if rss < RSS_GOAL else 'NOT met'}"

@@ -14,8 +14,8 @@ OPERATOR = {"X-Operator-Key": "operator-secret-key"}
 
 @pytest.fixture
 def make(synthetic_app, store_config):
-    # Windows of thousands of seconds: a sliding window turning over during a test lets one more request in.
     """An app on the seeded synthetic home with small limits (the defaults are far above a device's needs)."""
+    # Windows of thousands of seconds: a sliding window turning over during a test lets one more request in.
     def build(**limits):
         settings = {"operator_key": "operator-secret-key", "request_rate": 0.001, "request_burst": 5, "address_rate": 0.001,
                     "address_burst": 5, **limits}
