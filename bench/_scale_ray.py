@@ -2,6 +2,7 @@
 
     python -m bench scale -- --only ray                                   # 1 M users x 200,000 products
     python -m bench scale -- --only ray --ray-users 100000 --ray-items 50000
+    python -m bench scale -- --only ray --ray-runs 1,2                    # Ray with 1 and 2 workers only
 
 The home: a synthetic catalogue of M products (lab/catalogue_vectors.py: vectors shaped like a trained
 item table) and N users whose states are the decayed mean of a 50-item history (their last 20 items
@@ -11,8 +12,11 @@ POCKETRANK_ANN_MIN_ITEMS products the candidates come from the ANN index, built 
 
 Each run publishes version 1 of its own copy of the home with the same `now`; the output (the bundle
 directory's files, and every user's record row and signature from the store) is hashed, and the hashes
-must agree. Ray's start (ray.init with 1 or 2 CPUs) is timed apart from the publish. The projection to
-10 M users x 1 M products is arithmetic from the measured costs, printed with its formula.
+must agree. Ray's start (ray.init with 1 or 2 CPUs) is timed apart from the publish. The first run is the
+baseline of the ratios and of the projection to 10 M users x 1 M products (arithmetic from its
+measured costs, printed with its formula); `--ray-runs` picks the runs ("one": one process; a number:
+Ray with that many workers), so that at full size, where a run takes most of an hour on 2 cores, the
+one-process run can be left to the smaller size's table.
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ def run(base: Path, work: Path, workers: int | None) -> dict:
     try:
         home = Home(work, Config(home=work, sqlite_synchronous="normal", ray_address="local" if workers else ""))
         t = time.perf_counter()
-        result = publish_job(home, progress=False, now=NOW)
+        result = publish_job(home, progress=True, now=NOW)  # a bar on stderr: a full-size run takes most of an hour
         out["publish_s"] = time.perf_counter() - t
     finally:
         if workers is not None:
@@ -159,12 +163,26 @@ def ray_section(args) -> str:
         retrieval = retrieval_ms(base)
         log(f"retrieval: {retrieval:.2f} ms per user (mean of 500)")
         runs = []
-        for workers in (None, 1, 2):
+        for workers in parse_runs(args.ray_runs):
             r = run(base, Path(tmp) / "run", workers)
             runs.append(r)
             log(f"  {label(r)}: publish {r['publish_s']:.1f} s (steps {r['steps']}), Ray start {r['init_s']:.1f} s, "
                 f"output {r['hash'][:16]}")
     return report(runs, n_users, n_items, retrieval)
+
+
+def parse_runs(text: str) -> list[int | None]:
+    """"one,1,2" -> [None, 1, 2]: None is the one process, a number Ray's worker CPUs."""
+    runs = [None if part.strip() == "one" else int(part) for part in text.split(",") if part.strip()]
+    if not runs or any(w is not None and w < 1 for w in runs):
+        raise SystemExit(f"--ray-runs: a comma-separated list of 'one' and worker counts, not {text!r}")
+    return runs
+
+
+def section_name(args) -> str:
+    """The full size (the defaults) writes section scale-ray; any other size its own, so both tables stay."""
+    default = (args.ray_users, args.ray_items) == (1_000_000, 200_000)
+    return "scale-ray" if default else f"scale-ray-{args.ray_users}x{args.ray_items}"
 
 
 def label(r: dict) -> str:
@@ -174,23 +192,25 @@ def label(r: dict) -> str:
 def report(runs: list[dict], n_users: int, n_items: int, retrieval: float) -> str:
     from pocketrank.server.config import Config
 
-    single = runs[0]
-    same = all(r["hash"] == single["hash"] for r in runs)
+    base = runs[0]
+    same = all(r["hash"] == base["hash"] for r in runs)
     lines = []
     for r in runs:
         s = r["steps"]
-        lines.append(f"| {label(r)} | {r['publish_s']:.1f} s | {single['publish_s'] / r['publish_s']:.2f}x | "
-                     f"{s['records']:.1f} s ({single['steps']['records'] / s['records']:.2f}x) | "
+        lines.append(f"| {label(r)} | {r['publish_s']:.1f} s | {base['publish_s'] / r['publish_s']:.2f}x | "
+                     f"{s['records']:.1f} s ({base['steps']['records'] / s['records']:.2f}x) | "
                      f"{s['write']:.1f} s | {s['items']:.1f} s | {r['init_s']:.1f} s | "
-                     f"`{r['hash'][:12]}` {'same' if r['hash'] == single['hash'] else 'DIFFERENT'} |")
+                     f"`{r['hash'][:12]}` {'same' if r['hash'] == base['hash'] else 'DIFFERENT'} |")
     # The projection: the records and item-entry steps divide over the cluster's cores (at the parallel
-    # efficiency measured here with 2 workers); writing the records stays in the driver.
-    measured_per_user = single["steps"]["records"] / n_users
+    # efficiency measured here with 2 workers against the baseline's 1 core); writing the records stays
+    # in the driver.
+    measured_per_user = base["steps"]["records"] / n_users
     per_user = measured_per_user - retrieval / 1e3 + ANN_1M_P50_MS / 1e3  # retrieval as at 1 M products
-    write_per_user = single["steps"]["write"] / n_users
-    per_item = single["steps"]["items"] / n_items
-    two = runs[2]["steps"]
-    efficiency = (single["steps"]["records"] + single["steps"]["items"]) / (two["records"] + two["items"]) / 2
+    write_per_user = base["steps"]["write"] / n_users
+    per_item = base["steps"]["items"] / n_items
+    two = next((r["steps"] for r in runs if r["workers"] == 2), None)
+    efficiency = 1.0 if two is None else (
+        (base["steps"]["records"] + base["steps"]["items"]) / (two["records"] + two["items"]) / 2)
     cores = 16
     serial = TARGET_USERS * write_per_user
     projection = []
@@ -198,9 +218,10 @@ def report(runs: list[dict], n_users: int, n_items: int, retrieval: float) -> st
         parallel = (TARGET_USERS * per_user + TARGET_ITEMS * per_item) / (machines * cores * efficiency)
         projection.append(f"| {machines} | {machines * cores} | {parallel / 60:.1f} min | {serial / 60:.1f} min | "
                           f"{(parallel + serial) / 60:.1f} min |")
+    runs_arg = ",".join("one" if r["workers"] is None else str(r["workers"]) for r in runs)
     ann = "the ANN index" if 0 < Config().ann_min_items <= n_items else "the exact scan"
     load = os.getloadavg()
-    return f"""### Measured: publish on Ray (`python -m bench scale -- --only ray --ray-users {n_users} --ray-items {n_items}`)
+    return f"""### Measured: publish on Ray (`python -m bench scale -- --only ray --ray-users {n_users} --ray-items {n_items} --ray-runs {runs_arg}`)
 
 {n_users:,} users x {n_items:,} products (retrieval: {ann}), 200 candidates each, version 1 of a fresh
 copy of the same home per run, same `now`. One machine with {os.cpu_count()} cores shared with other work
@@ -209,18 +230,18 @@ steps: "records" (each user's candidates, scores, record and signature; partitio
 "items" (the signed item entries; partitions of the catalogue); "write" (the records into the store)
 runs in the driver either way. The output hash covers
 the bundle directory's files and every user's record row and signature: byte-identical across the
-runs: **{'yes' if same else 'NO'}**.
+runs: **{'yes' if same else 'NO'}**. Ratios are to the first run ({label(base)}).
 
 | run | publish | speed-up | records step (speed-up) | write | items | Ray start | output (sha256) |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |
 {chr(10).join(lines)}
 
 Projection to {TARGET_USERS:,} users x {TARGET_ITEMS:,} products on N machines of {cores} cores, from
-the single process's measured costs: records {measured_per_user * 1e3:.3f} ms per user here, of which
+the first run's measured costs ({label(base)}): records {measured_per_user * 1e3:.3f} ms per user here, of which
 retrieval {retrieval:.2f} ms (mean of 500 users), taken as {per_user * 1e3:.3f} ms with retrieval at 1 M
 products instead ({ANN_1M_P50_MS} ms p50 per query through the index, the ann section above); item entries
 {per_item * 1e6:.1f} us per product, write {write_per_user * 1e6:.1f} us per user, and the parallel
-efficiency of the two partitioned steps at 2 workers here ({efficiency:.2f}):
+efficiency of the two partitioned steps at 2 workers here ({efficiency:.2f}{'' if two else ', not measured: taken as 1'}):
 
     T(N) = (users x {per_user * 1e3:.3f} ms + products x {per_item * 1e6:.1f} us) / (N x {cores} x {efficiency:.2f})  +  users x {write_per_user * 1e6:.1f} us
 

@@ -246,6 +246,14 @@ def ray_train_section(args) -> str:
 SECTIONS = {"ann": ann_section, "cluster": cluster_section, "ray": ray_section, "ray_train": ray_train_section}
 
 
+def section_name(name: str, args) -> str:
+    if name == "ray":
+        from bench._scale_ray import section_name as ray_name
+
+        return ray_name(args)
+    return f"scale-{name}"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench scale")
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append", help="run just these sections")
@@ -255,6 +263,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per load phase (cluster)")
     parser.add_argument("--ray-users", type=int, default=1_000_000, help="ray: users published")
     parser.add_argument("--ray-items", type=int, default=200_000, help="ray: products in the catalogue")
+    parser.add_argument("--ray-runs", default="one,1,2",
+                        help="ray: the runs, first the baseline: 'one' (one process) or Ray's worker count")
     parser.add_argument("--ray-tmp", default=None, help="ray: where the homes are built (default: the temp dir)")
     parser.add_argument("--train-size", choices=("100k", "1m"), default="1m", help="ray_train: MovieLens size")
     parser.add_argument("--train-epochs", type=int, default=10, help="ray_train: epochs at most, every run")
@@ -268,7 +278,7 @@ def main(argv: list[str]) -> int:
         body = SECTIONS[name](args)
         log(body)
         if not args.no_docs:
-            write_section(DOCS, f"scale-{name}", body)
+            write_section(DOCS, section_name(name, args), body)
             log(f"wrote the {name} section of {DOCS.relative_to(REPO)}")
     return 0
 
