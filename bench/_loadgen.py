@@ -131,10 +131,11 @@ def closed_loop(workers: int, seconds: float, call: Callable[[int, int], int]) -
 
 
 class FreshnessProbe:
-    """Polls the store until each registered user's record has folded the expected events."""
+    """Polls the store until each registered user's record has folded the expected events; with `encode`
+    (record -> vector: a sequence model's embedding, computed from the record when read), until that ran too."""
 
-    def __init__(self, store, dim: int):
-        self.store, self.dim = store, dim
+    def __init__(self, store, dim: int, encode=None):
+        self.store, self.dim, self.encode = store, dim, encode
         self.pending: dict[str, tuple[float, int]] = {}  # user -> (answer time, n_events expected)
         self.latencies_ms: list[float] = []
         self.lock = threading.Lock()
@@ -154,11 +155,17 @@ class FreshnessProbe:
                 records = self.store.user_records(users, self.dim)
                 now = time.perf_counter()
                 with self.lock:
-                    for u in users:
-                        at, want = self.pending[u]
-                        if records[u].state.n_events >= want:
-                            self.latencies_ms.append(max(0.0, (now - at) * 1000))
-                            del self.pending[u]
+                    ready = [(u, self.pending[u][0]) for u in users if records[u].state.n_events >= self.pending[u][1]]
+                done = []
+                for u, at in ready:  # outside the lock: the load's threads register users meanwhile
+                    if self.encode is not None:
+                        self.encode(records[u])
+                        now = time.perf_counter()
+                    done.append((u, max(0.0, (now - at) * 1000)))
+                with self.lock:
+                    for u, ms in done:
+                        self.latencies_ms.append(ms)
+                        del self.pending[u]
             time.sleep(0.0005)
 
     def finish(self, timeout: float = 10.0) -> int:

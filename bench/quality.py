@@ -22,7 +22,8 @@ peers' and the lab's figures.
 `python -m bench quality -- p1 --update-docs` runs protocol 1 on the shipped path
 (bench/_shipped_p1.py) over the 3 seeds and writes its own section; `p3` protocol 3
 (freshness: the real-time updater against a frozen state, bench/_shipped_p3.py);
-`controls` the tie-order and relabelling controls of the shipped path alone.
+`controls` the tie-order and relabelling controls of the shipped path alone; `knob` the
+per-category cap's trade-off on the shipped model, server and device (bench/_shipped_knob.py).
 
 Its device sub-section (protocol 4 on the shipped path, bench/_shipped_device.py:
 real phones answering offline, fresh and 5 / 20 events stale) is part of
@@ -322,6 +323,73 @@ def p3(argv: list[str]) -> list[str]:
     return lines + ["", *[f"- {n}" for n in notes], ""]
 
 
+def knob(argv: list[str]) -> list[str]:
+    """`python -m bench quality -- knob [--sizes 100k] [--seeds 0,1,2]`: the per-category cap's trade-off on
+    the shipped model, the server's answers and the device's (bench/_shipped_knob.py); returns the page
+    section's lines and draws docs/knob_tradeoff.png."""
+    from bench import _shipped_knob
+
+    sizes = _opt(argv, "--sizes", "100k").split(",")
+    seeds = _seeds(argv)
+    cols = ["HR@10", "nDCG@10", "coverage@10", "pop_pct", "categories@10", "ILD@10"]
+    lines = ["### The diversity knob on the shipped path", "",
+             "The per-category cap (`POCKETRANK_MAX_PER_CATEGORY`; at most N products of one category in a "
+             "list; MovieLens: a film's first genre) is the one list rule the server and the device apply with "
+             "the same function, and the server's setting reaches devices in the signed manifest (`rules`). "
+             "The shipped model of the table above, trained once per seed; then every test user's answer for "
+             "each cap: the server's (`Serving.recommend`, the other rules off), and the device's (each "
+             "user's phone synced once, answering offline with its int8 encoder and the cap; "
+             "bench/_shipped_knob.py). `categories@10`: distinct categories in the top 10; `ILD@10`: the "
+             "share of its pairs of different categories. Mean ± standard deviation over seeds "
+             f"{', '.join(map(str, seeds))}.", "", "| data | answer | cap | " + " | ".join(cols) + " |",
+             "| --- | --- | --- |" + " --- |" * len(cols)]
+    notes, curves = [], {}
+    for size in sizes:
+        runs = [_shipped_knob.run(size, seed) for seed in seeds]
+        for side in ("server", "device"):
+            for cap in _shipped_knob.CAPS:
+                lines.append(f"| MovieLens-{size} | {side} | {cap or 'none'} | "
+                             + " | ".join(_fmt([r[side][cap][c] for r in runs]) for c in cols) + " |")
+            curves[(size, side)] = [(float(np.mean([r[side][cap]["coverage@10"] for r in runs])),
+                                     float(np.mean([r[side][cap]["nDCG@10"] for r in runs])), cap)
+                                    for cap in _shipped_knob.CAPS]
+        ratios = [float(np.mean([r["device"][cap]["nDCG@10"] / r["server"][cap]["nDCG@10"] for r in runs]))
+                  for cap in _shipped_knob.CAPS]
+        sources: dict[str, int] = {}
+        for r in runs:
+            for k, v in r["sources"].items():
+                sources[k] = sources.get(k, 0) + v
+        notes.append(f"MovieLens-{size}: the device's nDCG@10 over the server's, per cap ("
+                     + ", ".join(f"{c or 'none'}: {x:.3f}" for c, x in zip(_shipped_knob.CAPS, ratios))
+                     + f"); the device's answers' items by source: {sources}")
+    _knob_plot(curves, ROOT / "docs" / "knob_tradeoff.png")
+    return lines + ["", *[f"- {n}" for n in notes], "", "![nDCG@10 against coverage@10, per cap](knob_tradeoff.png)", ""]
+
+
+def _knob_plot(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (size, side), points in curves.items():
+        xs, ys, caps = zip(*points)
+        ax.plot(xs, ys, marker="o" if side == "server" else "s", linestyle="-" if side == "server" else "--",
+                label=f"MovieLens-{size}, {side}")
+        if side == "server":
+            for x, y, cap in points:
+                ax.annotate(f"cap {cap or 'none'}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("coverage@10 (share of the catalogue shown to someone)")
+    ax.set_ylabel("nDCG@10 (leave-last-out)")
+    ax.set_title("The per-category cap on the shipped model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def device(argv: list[str]) -> list[str]:
     """`python -m bench quality -- device [--sizes 100k] [--seeds 0]`: the device's section alone (the fresh
     cache needs the shipped home: bench/_shipped.py's run without its peers)."""
@@ -440,7 +508,7 @@ def main(argv: list[str]) -> int:
     if "device" in argv and "shipped" not in argv:  # python -m bench quality -- device [--sizes 100k] [--seeds 0]
         print("\n".join(device(argv)), flush=True)
         return 0
-    for name, section in (("p1", p1), ("p3", p3), ("controls", controls)):  # python -m bench quality -- p1 [--sizes 100k] [--seeds 0]
+    for name, section in (("p1", p1), ("p3", p3), ("controls", controls), ("knob", knob)):  # python -m bench quality -- p1 [--sizes 100k] [--seeds 0]
         if name in argv:
             from bench._sections import write_section
 

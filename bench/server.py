@@ -1,14 +1,22 @@
 """The real-time server under load, on loopback: ingestion, event-to-embedding freshness, and
 recommendation latency against offered load, on SQLite and on Redis side by side.
 
-    python -m bench server            # both stores (Redis if a redis-server binary exists)
-    python -m bench.server --quick    # shorter runs, for a smoke check
+    python -m bench server                      # both stores (Redis if a redis-server binary exists)
+    python -m bench.server --quick              # shorter runs, for a smoke check
+    python -m bench server -- --model sequence  # the sequence model: its encoder in every answer and embedding
 
 Catalogue: the marketplace simulator's 50,000 products (categories, prices,
 stock) and 100,000 users (segments). The simulator has no trained vectors, so
 items get SEEDED RANDOM UNIT VECTORS (dim 64) and users random unit tastes;
 the ranker is a freshly initialised click model exported to fp32 ONNX (the
 same graph and cost as a trained one). Latency, not quality, is measured here.
+With `--model sequence` the model is the sequence model `pocketrank train` makes by
+default: its user encoder freshly initialised (server/training/seqmodel.UserEncoder,
+dim 64, 2 layers, max_len 50) and exported by the exporter's own function. A user's
+embedding is then the encoder over their recent events, computed when it is read, so
+"event -> embedding" is the updater's append plus that encoder call on the record
+the store then holds (the probe runs server/online/encoding.SequenceEncoder, the
+server's class, on it before it stops the clock).
 The server is the production entry point (gunicorn, 2 workers x 4 threads);
 the load generator runs on the same machine and shares its cores.
 """
@@ -61,7 +69,27 @@ def export_fresh_ranker(path: Path) -> None:
     export_ranker(ClickModel(DIM, 128), path, DIM)
 
 
-def seed(store, items, vectors, users, tastes, ranker: Path, home: Path) -> None:
+def export_fresh_encoder(model_dir: Path) -> None:
+    """A freshly initialised sequence model's encoder and config.json: the shipped graph and cost."""
+    import json
+
+    import torch
+
+    from pocketrank.exporter.sequence_export import export_sequence_encoder
+    from pocketrank.server.online.encoding import ENCODER_FP32
+    from pocketrank.server.training.seqmodel import SeqConfig, UserEncoder
+
+    torch.manual_seed(0)
+    config = SeqConfig(n_items=N_ITEMS, dim=DIM)
+    encoder = UserEncoder(config)
+    for emb in (encoder.type_emb, encoder.gap_emb):  # trained ones are not zero: the same arithmetic either way
+        torch.nn.init.normal_(emb.weight, std=0.02)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    export_sequence_encoder(encoder, model_dir / ENCODER_FP32, model_dir / "encoder.int8.onnx", DIM, config.max_len)
+    (model_dir / "config.json").write_text(json.dumps({"config": config.to_dict()}))
+
+
+def seed(store, items, vectors, users, tastes, ranker: Path, home: Path, model: str = "fold") -> None:
     from pocketrank.server.online import segments
     from pocketrank.server.stores.base import UserRecord
     from pocketrank.shared.features import UserState
@@ -76,6 +104,8 @@ def seed(store, items, vectors, users, tastes, ranker: Path, home: Path) -> None
     store.set_meta("current_model", MODEL)
     (home / "models" / MODEL).mkdir(parents=True, exist_ok=True)
     shutil.copy(ranker, home / "models" / MODEL / "ranker.fp32.onnx")
+    if model == "sequence":
+        export_fresh_encoder(home / "models" / MODEL)
 
 
 class Server:
@@ -130,9 +160,10 @@ def bench_ingestion(client: Client, seconds: float, tag: str = "ing") -> dict:
             "post_p50_ms": round(pct(lats, 50), 1), "post_p99_ms": round(pct(lats, 99), 1)}
 
 
-def bench_freshness(client: Client, store, seconds: float, tag: str) -> dict:
-    """1,000 events/s as 100 POSTs/s of 10 events, each event for a user with no record yet."""
-    probe = FreshnessProbe(store, DIM)
+def bench_freshness(client: Client, store, seconds: float, tag: str, encode=None) -> dict:
+    """1,000 events/s as 100 POSTs/s of 10 events, each event for a user with no record yet. `encode`
+    (record -> vector): a sequence model's encoder, run on each record before the clock stops."""
+    probe = FreshnessProbe(store, DIM, encode)
     posts = []
 
     def call(i: int) -> None:
@@ -209,11 +240,35 @@ def start_redis(workdir: Path):
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, quick: bool) -> dict:
+def encoder_fn(home: Path, store):
+    """record -> the user's vector, as the server computes it for the home's sequence model (None: fold):
+    the encoder over the record's recent events with the store catalogue's vectors (keyed by store index,
+    as the record's events are). A record none of whose products it knows would cost no encoder call and
+    flatter the figure: that raises, and the probe then reports the user as never seen."""
+    from pocketrank.server.online.catalogue import load_catalogue
+    from pocketrank.server.online.encoding import load_encoder
+
+    encoder = load_encoder(home / "models" / MODEL)
+    if encoder is None:
+        return None
+    vectors = load_catalogue(store).vector_map()
+
+    def encode(record):
+        uv = encoder.user_vector(record.recent_events(), vectors)
+        if uv is None:
+            raise RuntimeError("the encoder read none of the record's products")
+        return uv
+
+    return encode
+
+
+def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, quick: bool,
+                model: str = "fold") -> dict:
     from pocketrank.demo_app.localserver import free_port
 
     t0 = time.perf_counter()
-    seed(store, *data, ranker, home)
+    seed(store, *data, ranker, home, model)
+    encode = encoder_fn(home, store)
     log(f"  seeded {N_ITEMS:,} items and {N_USERS:,} users in {time.perf_counter() - t0:.1f} s")
     out: dict = {}
     secs = 3 if quick else 6
@@ -222,7 +277,7 @@ def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, qui
         client = Client("127.0.0.1", server.port)
         out["ingestion"] = bench_ingestion(client, secs)
         log(f"  ingestion (embedded updater folds each batch before answering): {out['ingestion']}")
-        out["freshness_embedded"] = bench_freshness(client, store, secs, "emb")
+        out["freshness_embedded"] = bench_freshness(client, store, secs, "emb", encode)
         log(f"  freshness, embedded updater: {out['freshness_embedded']}")
         log("  recommendations, k=20, p50/p99 against offered load:")
         rates = (50, 200, 400) if quick else (50, 100, 200, 400, 800, 1600)
@@ -232,7 +287,7 @@ def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, qui
     server = Server(env, free_port(), external=True, logdir=home)
     try:
         client = Client("127.0.0.1", server.port)
-        out["freshness_external"] = bench_freshness(client, store, secs, "ext")
+        out["freshness_external"] = bench_freshness(client, store, secs, "ext", encode)
         log(f"  freshness, updater as its own process: {out['freshness_external']}")
         out["ingestion_external"] = bench_ingestion(client, secs, "ing-ext")
         t0, backlog = time.perf_counter(), store.pending_count()
@@ -275,6 +330,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench server", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--backends", default="sqlite,redis")
+    parser.add_argument("--model", choices=("fold", "sequence"), default="fold",
+                        help="the served model: the fold (a click model over the folded state) or the sequence model")
     args = parser.parse_args(argv)
     from pocketrank.server.stores import SQLiteStore
 
@@ -306,12 +363,13 @@ def main(argv: list[str]) -> int:
                 store = SQLiteStore(home / "store.sqlite")
             log(f"\n== {name}")
             try:
-                results[name] = run_backend(name, env, store, data, ranker, home, args.quick)
+                results[name] = run_backend(name, env, store, data, ranker, home, args.quick, args.model)
             finally:
                 store.close()
                 if redis_proc:
                     redis_proc.terminate()
                     redis_proc.wait(10)
+        log(f"\n== model: {args.model}")
         report(results, load_at_start)
     return 0
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from pocketrank.cli import main as cli
 from pocketrank.server.online.encoding import model_kind
+from pocketrank.shared.features import user_vector
 from pocketrank.shared.wire import parse_manifest
 from tests.factories import event_dict
 
@@ -58,3 +59,20 @@ def test_the_server_answers_with_the_sequence_model_and_an_event_moves_it_at_onc
     after = api.get("/v1/recommendations?user_id=196&k=10").get_json()
     assert item not in [i["item_id"] for i in after["items"]]  # consumed, and the ranking moved
     assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]][1:]
+
+
+def test_the_users_endpoint_shows_the_encoders_vector_the_answer_ranks_with(api):
+    serving = api.application.extensions["pocketrank"]
+    body = api.get("/v1/users/196").get_json()
+    assert body["embedding_from"] == "encoder" and body["model_version"] == serving.model_version
+    ctx = serving.store.user_context("196", serving.dim)
+    encoder = serving.version_ranker(serving.model_version).encoder
+    want = encoder.user_vector(ctx.record.recent_events(), serving.catalogue.vector_map())
+    np.testing.assert_allclose(body["embedding"], want, atol=1e-5)
+    assert not np.allclose(body["embedding"], user_vector(ctx.record.state), atol=1e-3)  # not the fold's
+    # an event moves it in the same request that reads it
+    resp = api.post("/v1/events", json={"events": [event_dict("seq-emb", user="196", item="50", age=1)]})
+    assert resp.get_json()["results"][0]["status"] == "accepted"
+    after = api.get("/v1/users/196").get_json()
+    assert after["n_events"] == body["n_events"] + 1
+    assert not np.allclose(after["embedding"], body["embedding"], atol=1e-4)

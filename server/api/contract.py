@@ -305,6 +305,8 @@ class UserRecord(Answer):
     user_id: str
     n_events: int
     embedding: list[float]
+    embedding_from: Literal["encoder", "state"] | None = None
+    model_version: str | None = None
     updated_at: float | None = None
     log_position: int | None = None
     recent: list[dict[str, Any]] | None = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, jsonify
 
-from pocketrank.shared.features import user_vector
 from pocketrank.shared.schemas import check_id
 
 from .auth import authorize_users
@@ -23,7 +22,9 @@ def get_user(user_id: str):
         abort(404, description=f"no events folded for user {user_id!r} yet")
     config = current_app.config["POCKETRANK"]
     recent = query(query_models(config)["user"]).recent
-    rec = serving.store.user_records([user_id], serving.dim)[user_id]
+    ctx = serving.store.user_context(user_id, serving.dim)
+    rec = ctx.record
+    embedding, version, source = serving.user_embedding(ctx, user_id)
     cat = serving.catalogue  # the record holds the store's item indexes; the API speaks product ids
     events = [{**e, "item_id": None if e["item_id"] is None else cat.external_id(e["item_id"])}
               for e in (rec.recent_events()[-recent:] if recent else [])]
@@ -32,7 +33,9 @@ def get_user(user_id: str):
         n_events=rec.state.n_events,
         updated_at=rec.updated_at,
         log_position=rec.last_pos,
-        embedding=[round(float(x), 6) for x in user_vector(rec.state)],
+        embedding=[round(float(x), 6) for x in embedding],
+        embedding_from=source,  # "encoder": the sequence model's output over `recent`; "state": the fold
+        model_version=version,
         recent=events,
-        features=serving.store.features(user_id),
+        features=ctx.features,
     )

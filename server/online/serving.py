@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pocketrank.shared.errors import PocketrankError
+from pocketrank.shared.features import user_vector
 
 from ..config import Config
 from ..home import Home
@@ -196,6 +197,18 @@ class Serving:
             self.segment_popular = seg.loads_popular(self.store.get_meta(seg.POPULAR_KEY))
             self.cached_bundle_version = self.bundle_version
             self._stats_at = time.monotonic()
+
+    def user_embedding(self, ctx, user_id: str) -> tuple[np.ndarray, str, str]:
+        """(vector, model version, "encoder" | "state"): the vector this user's answers rank with now (their
+        version's: a sequence model's encoder over the recent events, else the folded state), so that
+        GET /v1/users shows what the ranking reads. The folded state's vector when the version has none for
+        them (no event on a product it knows)."""
+        version = self.model_for(user_id)
+        vr = self.version_ranker(version)
+        uv = vr.user_vector(ctx)
+        if uv is not None and vr.encoder is not None:
+            return uv, version, "encoder"
+        return (uv if uv is not None else user_vector(ctx.record.state)), version, "state"
 
     def recommend(self, user_id: str, k: int, attrs: dict[str, str] | None = None) -> Recommendation:
         """Personal ranking if the user has a state; else their segment's prior (server/online/segments.py);

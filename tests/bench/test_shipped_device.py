@@ -57,7 +57,7 @@ def tiny(tmp_path_factory):
     store.close()
     app = dev.server_app(home.root)
     key = (home.root / "keys" / "signing.pub").read_text().strip()
-    return app, key, held, index
+    return app, key, held, index, home.root
 
 
 def _phone(app, key, path) -> EdgeClient:
@@ -67,7 +67,7 @@ def _phone(app, key, path) -> EdgeClient:
 
 @pytest.mark.slow  # the tiny home's import, training, export and publish: ~15 s idle, longer on a busy machine
 def test_the_measured_answer_is_the_sdks_offline_answer(tiny, tmp_path):
-    app, key, held, index = tiny
+    app, key, held, index, _root = tiny
     user = sorted(held)[0]
     offline = held[user]
     got = dev.device_answer(app, key, tmp_path / "bench.sqlite", user, offline)
@@ -96,7 +96,7 @@ def test_the_measured_answer_is_the_sdks_offline_answer(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_offline_events_reach_the_server_through_its_updater_in_order(tiny):
-    app, _key, held, index = tiny
+    app, _key, held, index, _root = tiny
     held = {u: rows for u, rows in held.items() if u != sorted(held)[0]}  # not the other test's phone's user
     assert dev.ingest(app, held, 0, 2, index) == 2 * len(held)
     store = app.extensions["pocketrank"].store
@@ -104,3 +104,29 @@ def test_offline_events_reach_the_server_through_its_updater_in_order(tiny):
         recent = store.user_context(u, app.extensions["pocketrank"].catalogue.dim).record.recent
         assert [int(i) for i in recent["item"][-2:]] == [index[i] for _, i, _ in rows[:2]]
         assert index[rows[0][1]] in store.consumed_items(u)
+
+
+def test_knob_diversity_counts_categories_and_pairs_of_the_top_10():
+    from bench._shipped_knob import diversity
+
+    got = diversity({"a": [1, 2, 3], "b": [4, 5]}, {1: "x", 2: "x", 3: "y", 4: "z", 5: "w"})
+    assert got["categories@10"] == 2.0
+    assert got["ILD@10"] == pytest.approx((2 / 3 + 1.0) / 2)
+
+
+@pytest.mark.slow
+def test_the_knobs_answers_keep_the_cap_on_the_server_and_the_device(tiny):
+    from bench import _shipped_knob as knob
+
+    _app, _key, held, _index, root = tiny
+    users = sorted(held)[:3]
+    store = _app.extensions["pocketrank"].store
+    category = {it.item_id: it.category for it in store.items()}
+    phones, sources = knob.device_lists(root, users, caps=(None, 1))
+    assert set(sources) <= {"edge", "popular"} and sources.get("edge", 0) > 0
+    for lists in (phones[1], knob.server_lists(root, users, 1)):
+        for u in users:
+            cats = [category[i] for i in lists[u]]
+            assert len(lists[u]) == knob.K and len(set(cats)) == len(cats)
+    uncapped = knob.server_lists(root, users, None)
+    assert any(len({category[i] for i in uncapped[u]}) < knob.K for u in users)  # the cap changed something

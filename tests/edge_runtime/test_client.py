@@ -56,6 +56,23 @@ def test_the_local_order_is_shared_top_by_score_over_the_int8_ranker(device):
     assert [(it.item_id, pytest.approx(it.score, abs=1e-6)) for it in rec.items] == expected
 
 
+def test_the_servers_category_cap_travels_in_the_signed_manifest_and_binds_offline_answers(device, home):
+    from pocketrank.server.config import Config
+
+    device.sync([USER])
+    assert "rules" not in device.cache.manifest()  # no cap set: none published
+    uncapped = device.recommend(USER, 20, allow_server=False)
+    cats = [it.category for it in uncapped.items if it.source == "edge"]
+    assert len(cats) > len(set(cats))  # this user's list repeats a category when nothing caps it
+    publish_job(Home(home, Config(home=home, max_per_category=1)), progress=False)
+    assert device.sync([USER]).version == 2
+    assert device.cache.manifest()["rules"] == {"max_per_category": 1}
+    capped = device.recommend(USER, 20, allow_server=False)
+    cats = [it.category for it in capped.items if it.source == "edge"]
+    assert cats and len(cats) == len(set(cats))
+    assert device.recommend(USER, 20, context={"max_per_category": 3}, allow_server=False).item_ids != capped.item_ids
+
+
 def test_server_answers_when_reachable(device):
     device.sync([USER])
     rec = device.recommend(USER, 5)
