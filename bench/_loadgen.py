@@ -138,6 +138,7 @@ class FreshnessProbe:
         self.store, self.dim, self.encode = store, dim, encode
         self.pending: dict[str, tuple[float, int]] = {}  # user -> (answer time, n_events expected)
         self.latencies_ms: list[float] = []
+        self.failures = 0  # users whose record `encode` raised on: dropped, without a latency
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -156,15 +157,24 @@ class FreshnessProbe:
                 now = time.perf_counter()
                 with self.lock:
                     ready = [(u, self.pending[u][0]) for u in users if records[u].state.n_events >= self.pending[u][1]]
-                done = []
+                done, failed = [], []
                 for u, at in ready:  # outside the lock: the load's threads register users meanwhile
+                    own = 0.0  # a user's own encoder call, not those of the users read in the same pass
                     if self.encode is not None:
-                        self.encode(records[u])
-                        now = time.perf_counter()
-                    done.append((u, max(0.0, (now - at) * 1000)))
+                        t = time.perf_counter()
+                        try:
+                            self.encode(records[u])
+                        except Exception:  # noqa: BLE001  (counted and reported; the probe goes on)
+                            failed.append(u)
+                            continue
+                        own = time.perf_counter() - t
+                    done.append((u, max(0.0, (now + own - at) * 1000)))
                 with self.lock:
                     for u, ms in done:
                         self.latencies_ms.append(ms)
+                        del self.pending[u]
+                    for u in failed:
+                        self.failures += 1
                         del self.pending[u]
             time.sleep(0.0005)
 

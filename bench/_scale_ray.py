@@ -33,6 +33,7 @@ import numpy as np
 NOW = 1_790_000_000.0
 HISTORY, CONSUMED = 50, 20
 TARGET_USERS, TARGET_ITEMS = 10_000_000, 1_000_000
+DEFAULT_USERS, DEFAULT_ITEMS = 1_000_000, 200_000  # the issue's size: `--ray-users`, `--ray-items` by default
 # Retrieval per query at 1,000,000 products through the shipped index (efSearch 3,200), p50 in ms: the ann
 # section of docs/scaling.md (`bench scale -- --only ann`, December 2026 run). Building a 1 M-product home
 # here would take the index's 500 s build alone; the projection swaps this in for this run's retrieval.
@@ -172,16 +173,22 @@ def ray_section(args) -> str:
 
 
 def parse_runs(text: str) -> list[int | None]:
-    """"one,1,2" -> [None, 1, 2]: None is the one process, a number Ray's worker CPUs."""
-    runs = [None if part.strip() == "one" else int(part) for part in text.split(",") if part.strip()]
+    """"one,1,2" -> [None, 1, 2]: None is the one process, a number Ray's worker CPUs. The first run is the
+    baseline whose costs are taken as one core's (the ratios, the projection): "one" or 1."""
+    try:
+        runs = [None if part.strip() == "one" else int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        runs = []
     if not runs or any(w is not None and w < 1 for w in runs):
         raise SystemExit(f"--ray-runs: a comma-separated list of 'one' and worker counts, not {text!r}")
+    if runs[0] not in (None, 1):
+        raise SystemExit("--ray-runs: the first run is the one-core baseline: 'one' or 1")
     return runs
 
 
 def section_name(args) -> str:
     """The full size (the defaults) writes section scale-ray; any other size its own, so both tables stay."""
-    default = (args.ray_users, args.ray_items) == (1_000_000, 200_000)
+    default = (args.ray_users, args.ray_items) == (DEFAULT_USERS, DEFAULT_ITEMS)
     return "scale-ray" if default else f"scale-ray-{args.ray_users}x{args.ray_items}"
 
 

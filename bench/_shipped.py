@@ -111,21 +111,30 @@ class Served:
     ms_per_user: float
 
 
-def served(home, store, users) -> Served:
-    """The server's answers (Serving.recommend, business rules off) for `users`, and what scoring them needs."""
-    from pocketrank.server.config import Config
-    from pocketrank.server.online.serving import Serving
-
-    items = store.items()
-    index = {it.external_id: it.item_id for it in items}
+def scoring_inputs(store) -> tuple[dict[str, int], dict[int, float], list[int]]:
+    """(the catalogue's external id -> item id, item id -> popularity percentile among the stored events,
+    every item id ascending): what scoring a list needs besides the truth."""
+    index = {it.external_id: it.item_id for it in store.items()}
     counts = store.item_counts()
     ids = sorted(index.values())
     pop = np.array([counts.get(i, 0) for i in ids], dtype=np.float64)
-    pop_pct = dict(zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1)))
-    serving = Serving(Config(home=home.root, **RULES_OFF))
-    t = time.perf_counter()
-    lists = {u: [i for i, _ in serving.recommend(u, K).items] for u in users}
-    return Served(lists, index, pop_pct, ids, (time.perf_counter() - t) / max(len(lists), 1) * 1000)
+    return index, dict(zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1))), ids
+
+
+def served(home, store, users, max_per_category: int | None = None) -> Served:
+    """The server's answers (Serving.recommend, business rules off but for the per-category cap, if given) for
+    `users`, and what scoring them needs."""
+    from pocketrank.server.config import Config
+    from pocketrank.server.online.serving import Serving
+
+    index, pop_pct, ids = scoring_inputs(store)
+    serving = Serving(Config(home=home.root, max_per_category=max_per_category, **RULES_OFF))
+    try:
+        t = time.perf_counter()
+        lists = {u: [i for i, _ in serving.recommend(u, K).items] for u in users}
+        return Served(lists, index, pop_pct, ids, (time.perf_counter() - t) / max(len(lists), 1) * 1000)
+    finally:
+        serving.store.close()
 
 
 def run(size: str, seed: int, ties: str = "random", relabel: int | None = None, with_peers: bool = True,

@@ -101,16 +101,21 @@ def server_app(home_root: Path):
     return create_app(Config(home=home_root, sync_rate=0.0, request_rate=0.0, address_rate=0.0, **RULES_OFF))
 
 
-def device_answer(app, key: str, db: Path, user: str, offline: list[tuple[str, str, float]] | tuple = (),
-                  k: int = K) -> DeviceAnswer:
-    """A new phone for `user`: sync, track `offline` without a network, answer offline."""
+def phone(app, key: str, db: Path):
+    """A new phone (the SDK's EdgeClient on its own database) talking to `app` in-process."""
     import httpx
 
     from pocketrank.edge_runtime import EdgeClient
     from pocketrank.edge_runtime.transport import Transport
 
     transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://bench"))
-    client = EdgeClient(db, key, transport=transport, device_id="bench-phone")
+    return EdgeClient(db, key, transport=transport, device_id="bench-phone")
+
+
+def device_answer(app, key: str, db: Path, user: str, offline: list[tuple[str, str, float]] | tuple = (),
+                  k: int = K) -> DeviceAnswer:
+    """A new phone for `user`: sync, track `offline` without a network, answer offline."""
+    client = phone(app, key, db)
     try:
         client.sync([user])
         for etype, item, ts in offline:
@@ -308,10 +313,9 @@ def stale(size: str, seed: int, ks: tuple[int, ...] = KS, log=print, epochs: int
         served = server_answers(app, eligible)
         pool = server_pool(app, eligible)
         over = {k: server_over(app, {u: a.candidates for u, a in ans.items()}) for k, ans in answers.items()}
-        counts = store.item_counts()
-        ids = sorted(index.values())
-        pop = np.array([counts.get(i, 0) for i in ids], dtype=np.float64)
-        pop_pct = dict(zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1)))
+        from bench._shipped import scoring_inputs
+
+        _, pop_pct, ids = scoring_inputs(store)
         store.close()
     out["server"] = figures(served, truth, pop_pct, len(ids))
     out["server_pool_recall"] = _recall(pool, truth)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._shipped import RULES_OFF, K, _metrics, shipped_home, split_tables
+from bench._shipped import K, _metrics, served, shipped_home, split_tables
 
 CAPS: tuple[int | None, ...] = (None, 5, 3, 2, 1)
 
@@ -40,21 +40,9 @@ def diversity(lists: dict[str, list[int]], category: dict[int, str]) -> dict:
     return {"categories@10": float(np.mean(distinct)), "ILD@10": float(np.mean(ild))}
 
 
-def server_lists(home_root: Path, users: list[str], cap: int | None) -> dict[str, list[int]]:
-    from pocketrank.server.config import Config
-    from pocketrank.server.online.serving import Serving
-
-    serving = Serving(Config(home=home_root, max_per_category=cap, **RULES_OFF))
-    return {u: [i for i, _ in serving.recommend(u, K).items] for u in users}
-
-
 def device_lists(home_root: Path, users: list[str], caps=CAPS) -> tuple[dict, dict[str, int]]:
     """{cap: {user: item ids}} of each user's phone, offline, one sync per phone; and the answers' sources."""
-    import httpx
-
-    from bench._shipped_device import server_app
-    from pocketrank.edge_runtime import EdgeClient
-    from pocketrank.edge_runtime.transport import Transport
+    from bench._shipped_device import phone, server_app
 
     app = server_app(home_root)
     key = (home_root / "keys" / "signing.pub").read_text().strip()
@@ -62,10 +50,9 @@ def device_lists(home_root: Path, users: list[str], caps=CAPS) -> tuple[dict, di
     sources: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="pocketrank-phones-") as tmp:
         for n, u in enumerate(users):
-            phone = Path(tmp) / f"phone-{n}"
-            phone.mkdir()
-            transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://bench"))
-            client = EdgeClient(phone / "device.sqlite", key, transport=transport, device_id="bench-phone")
+            db = Path(tmp) / f"phone-{n}" / "device.sqlite"
+            db.parent.mkdir()
+            client = phone(app, key, db)
             try:
                 client.sync([u])
                 for cap in caps:
@@ -77,7 +64,7 @@ def device_lists(home_root: Path, users: list[str], caps=CAPS) -> tuple[dict, di
                         sources[it.source] = sources.get(it.source, 0) + 1
             finally:
                 client.close()
-                shutil.rmtree(phone)
+                shutil.rmtree(db.parent)
     return out, sources
 
 
@@ -85,22 +72,15 @@ def run(size: str, seed: int, log=print, caps=CAPS, train: dict | None = None) -
     """One seed: {"server": {cap: figures}, "device": {cap: figures}, "sources": ..., "timings": ...}."""
     tables, train_events, test_events = split_tables(size, seed, "random", None)
     with shipped_home(tables, train_events, seed, train) as (home, store, out):
-        items = store.items()
-        index = {it.external_id: it.item_id for it in items}
-        category = {it.item_id: it.category or "" for it in items}
-        counts = store.item_counts()
-        ids = sorted(index.values())
-        pop = np.array([counts.get(i, 0) for i in ids], dtype=np.float64)
-        pop_pct = dict(zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1)))
         users = test_events.column("user_id").to_pylist()
-        truth = {u: index[i] for u, i in zip(users, test_events.column("item_id").to_pylist())}
+        category = {it.item_id: it.category or "" for it in store.items()}
         phones, out["sources"] = device_lists(home.root, users, caps)
-        for side in ("server", "device"):
-            out[side] = {}
-            for cap in caps:
-                lists = server_lists(home.root, users, cap) if side == "server" else phones[cap]
-                out[side][cap] = {**_metrics(lists, truth, pop_pct, len(ids)), **diversity(lists, category)}
-                m = out[side][cap]
+        out["server"], out["device"] = {}, {}
+        for cap in caps:
+            ans = served(home, store, users, cap)
+            truth = {u: ans.index[i] for u, i in zip(users, test_events.column("item_id").to_pylist())}
+            for side, lists in (("server", ans.lists), ("device", phones[cap])):
+                m = out[side][cap] = {**_metrics(lists, truth, ans.pop_pct, len(ans.ids)), **diversity(lists, category)}
                 log(f"    knob {size} seed {seed} {side} cap {cap}: nDCG@10 {m['nDCG@10']:.4f} coverage@10 "
                     f"{m['coverage@10']:.4f} pop_pct {m['pop_pct']:.1f} categories@10 {m['categories@10']:.2f}")
     return out

@@ -255,14 +255,16 @@ def section_name(name: str, args) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from bench._scale_ray import DEFAULT_ITEMS, DEFAULT_USERS
+
     parser = argparse.ArgumentParser(prog="python -m bench scale")
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append", help="run just these sections")
     parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000], help="catalogue sizes")
     parser.add_argument("--users", type=int, default=500, help="queries per size")
     parser.add_argument("--ef", type=int, nargs="+", default=[800, 1600, 3200], help="efSearch values to measure")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per load phase (cluster)")
-    parser.add_argument("--ray-users", type=int, default=1_000_000, help="ray: users published")
-    parser.add_argument("--ray-items", type=int, default=200_000, help="ray: products in the catalogue")
+    parser.add_argument("--ray-users", type=int, default=DEFAULT_USERS, help="ray: users published")
+    parser.add_argument("--ray-items", type=int, default=DEFAULT_ITEMS, help="ray: products in the catalogue")
     parser.add_argument("--ray-runs", default="one,1,2",
                         help="ray: the runs, first the baseline: 'one' (one process) or Ray's worker count")
     parser.add_argument("--ray-tmp", default=None, help="ray: where the homes are built (default: the temp dir)")

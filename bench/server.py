@@ -12,11 +12,14 @@ the ranker is a freshly initialised click model exported to fp32 ONNX (the
 same graph and cost as a trained one). Latency, not quality, is measured here.
 With `--model sequence` the model is the sequence model `pocketrank train` makes by
 default: its user encoder freshly initialised (server/training/seqmodel.UserEncoder,
-dim 64, 2 layers, max_len 50) and exported by the exporter's own function. A user's
-embedding is then the encoder over their recent events, computed when it is read, so
-"event -> embedding" is the updater's append plus that encoder call on the record
-the store then holds (the probe runs server/online/encoding.SequenceEncoder, the
-server's class, on it before it stops the clock).
+dim 64, 2 layers, max_len 50) and exported by the exporter's own function, and the
+ranker it ships when no learned ranker beats retrieval order (sigmoid of the inner
+product). Every seeded user holds a full recent history (50 clicks), so every answer
+runs the encoder over 50 events. A user's embedding is the encoder over their recent
+events, computed when it is read, so "event -> embedding" is the updater's append
+plus that encoder call on the record the store then holds: the freshness users are
+seeded with 50 events too, and the probe runs server/online/encoding.SequenceEncoder
+(the server's class) on each record, adding its own time to the user's.
 The server is the production entry point (gunicorn, 2 workers x 4 threads);
 the load generator runs on the same machine and shares its cores.
 """
@@ -41,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 DIM, N_ITEMS, N_USERS, MODEL = 64, 50_000, 100_000, "bench-random-init"
 TARGETS = {"freshness_p99_ms": 50.0, "ingest_events_per_s": 20_000, "recs_p99_ms_at_200": 25.0}
 TYPES = ("impression",) * 6 + ("view", "view", "click", "add_to_cart", "purchase")
+HISTORY = 50  # --model sequence: the recent events each seeded user holds (the encoder's max_len)
+FRESH_POOL = 20_000  # --model sequence: users with a history kept apart for the freshness runs
 
 
 def log(msg: str) -> None:
@@ -70,12 +75,13 @@ def export_fresh_ranker(path: Path) -> None:
 
 
 def export_fresh_encoder(model_dir: Path) -> None:
-    """A freshly initialised sequence model's encoder and config.json: the shipped graph and cost."""
+    """A freshly initialised sequence model's encoder and config.json, and the retrieval-order ranker it ships
+    with (exporter/sequence_export.py): the shipped graphs and their cost."""
     import json
 
     import torch
 
-    from pocketrank.exporter.sequence_export import export_sequence_encoder
+    from pocketrank.exporter.sequence_export import export_retrieval_ranker, export_sequence_encoder
     from pocketrank.server.online.encoding import ENCODER_FP32
     from pocketrank.server.training.seqmodel import SeqConfig, UserEncoder
 
@@ -86,6 +92,7 @@ def export_fresh_encoder(model_dir: Path) -> None:
         torch.nn.init.normal_(emb.weight, std=0.02)
     model_dir.mkdir(parents=True, exist_ok=True)
     export_sequence_encoder(encoder, model_dir / ENCODER_FP32, model_dir / "encoder.int8.onnx", DIM, config.max_len)
+    export_retrieval_ranker(model_dir / "ranker.fp32.onnx", model_dir / "ranker.int8.onnx", DIM)
     (model_dir / "config.json").write_text(json.dumps({"config": config.to_dict()}))
 
 
@@ -97,15 +104,38 @@ def seed(store, items, vectors, users, tastes, ranker: Path, home: Path, model: 
     store.put_items(items, vectors)
     records = {u["user_id"]: UserRecord(UserState(tastes[i] * 5.0, 5.0, 10), 0, updated_at=time.time())
                for i, u in enumerate(users)}
+    if model == "sequence":  # every answer reads a full history; the freshness users' too
+        histories(store, records, [f"fh{j}" for j in range(FRESH_POOL)])
     store.put_user_records(records)
     profiles = {u["user_id"]: u["segment"] for u in users}
     store.set_meta(segments.META_KEY, segments.dumps(segments.compute_segments(
-        {u: r.state.s / r.state.w for u, r in records.items()}, profiles)))
+        {u: r.state.s / r.state.w for u, r in records.items() if u in profiles}, profiles)))
     store.set_meta("current_model", MODEL)
     (home / "models" / MODEL).mkdir(parents=True, exist_ok=True)
-    shutil.copy(ranker, home / "models" / MODEL / "ranker.fp32.onnx")
     if model == "sequence":
         export_fresh_encoder(home / "models" / MODEL)
+    else:
+        shutil.copy(ranker, home / "models" / MODEL / "ranker.fp32.onnx")
+
+
+def histories(store, records: dict, extra: list[str]) -> None:
+    """Give every record (and `extra` new users) HISTORY recent clicks on random products, a minute apart."""
+    from pocketrank.server.online.catalogue import load_catalogue
+    from pocketrank.server.stores.base import RECENT_DTYPE, TYPE_CODE, UserRecord
+    from pocketrank.shared.features import UserState
+
+    ids = load_catalogue(store).ids  # store indexes: what a record's events hold
+    rng = np.random.default_rng(3)
+    now = time.time()
+    for u in extra:
+        records[u] = UserRecord(UserState(rng.normal(size=DIM).astype(np.float32), 5.0, 10), 0, updated_at=now)
+    for rec in records.values():
+        recent = np.zeros(HISTORY, RECENT_DTYPE)
+        recent["ts"] = now - 60.0 * np.arange(HISTORY, 0, -1)
+        recent["item"] = ids[rng.integers(len(ids), size=HISTORY)]
+        recent["type"] = TYPE_CODE["click"]
+        rec.recent = recent
+        rec.state = UserState(rec.state.s, rec.state.w, HISTORY)
 
 
 class Server:
@@ -160,15 +190,19 @@ def bench_ingestion(client: Client, seconds: float, tag: str = "ing") -> dict:
             "post_p50_ms": round(pct(lats, 50), 1), "post_p99_ms": round(pct(lats, 99), 1)}
 
 
-def bench_freshness(client: Client, store, seconds: float, tag: str, encode=None) -> dict:
-    """1,000 events/s as 100 POSTs/s of 10 events, each event for a user with no record yet. `encode`
-    (record -> vector): a sequence model's encoder, run on each record before the clock stops."""
+def bench_freshness(client: Client, store, seconds: float, tag: str, encode=None, pool: list[str] | None = None) -> dict:
+    """1,000 events/s as 100 POSTs/s of 10 events, each for a user with no record yet; or, with `pool` (users
+    seeded with HISTORY events), each for the pool's next user. `encode` (record -> vector): a sequence
+    model's encoder, run on each record before its user's clock stops."""
     probe = FreshnessProbe(store, DIM, encode)
     posts = []
+    need = int(seconds * 100 * 1.2) * 10
+    if pool is not None and len(pool) < need:
+        raise SystemExit(f"the freshness pool has {len(pool):,} users, this run needs up to {need:,}")
 
     def call(i: int) -> None:
         rng = np.random.default_rng(i)
-        users = [f"fresh-{tag}-{i}-{j}" for j in range(10)]
+        users = [f"fresh-{tag}-{i}-{j}" for j in range(10)] if pool is None else pool[10 * i:10 * i + 10]
         evs = [{"event_id": f"fr-{tag}-{i}-{j}", "user_id": u, "device_id": "bench", "type": "click",
                 "item_id": int(rng.integers(1, N_ITEMS + 1)), "timestamp": time.time()} for j, u in enumerate(users)]
         t0 = time.perf_counter()
@@ -176,12 +210,12 @@ def bench_freshness(client: Client, store, seconds: float, tag: str, encode=None
         answered = time.perf_counter()
         posts.append((answered - t0) * 1000)
         for u in users:
-            probe.expect(u, answered)
+            probe.expect(u, answered, 1 if pool is None else HISTORY + 1)
 
     res = open_loop(100, seconds, call, threads=16)
     missing = probe.finish()
     lat = probe.latencies_ms
-    return {"events_per_s": 1000, "events": len(lat), "never_seen": missing,
+    return {"events_per_s": 1000, "events": len(lat), "never_seen": missing, "encode_failures": probe.failures,
             "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2),
             "post_p50_ms": round(pct(posts, 50), 2), "post_p99_ms": round(pct(posts, 99), 2), "errors": res.errors}
 
@@ -189,15 +223,20 @@ def bench_freshness(client: Client, store, seconds: float, tag: str, encode=None
 def bench_recommendations(client: Client, seconds: float, rates) -> list[dict]:
     curve = []
     for rate in rates:
+        paths: dict[str, int] = {}
+
         def call(i: int) -> None:
-            status, _ = client.request("GET", f"/v1/recommendations?user_id=s{1 + (i * 7919) % N_USERS}&k=20")
+            status, body = client.request("GET", f"/v1/recommendations?user_id=s{1 + (i * 7919) % N_USERS}&k=20")
             if status != 200:
                 raise RuntimeError(status)
+            path = json.loads(body)["path"]
+            paths[path] = paths.get(path, 0) + 1  # a share only: a lost increment between threads is noise
 
         row = open_loop(rate, seconds, call).summary()
+        row["personal"] = round(paths.get("personal", 0) / max(sum(paths.values()), 1), 3)
         curve.append(row)
         log(f"    offered {rate:>5} req/s: achieved {row['achieved']:>7} p50 {row['p50_ms']:>7} ms "
-            f"p99 {row['p99_ms']:>8} ms errors {row['errors']}")
+            f"p99 {row['p99_ms']:>8} ms errors {row['errors']} personal {row['personal']:.0%}")
         if row["achieved"] < 0.9 * rate or row["p99_ms"] > 2000:
             break  # saturated: past here only the queue grows
     return curve
@@ -244,7 +283,7 @@ def encoder_fn(home: Path, store):
     """record -> the user's vector, as the server computes it for the home's sequence model (None: fold):
     the encoder over the record's recent events with the store catalogue's vectors (keyed by store index,
     as the record's events are). A record none of whose products it knows would cost no encoder call and
-    flatter the figure: that raises, and the probe then reports the user as never seen."""
+    flatter the figure: that raises, and the probe counts the user as an encoder failure."""
     from pocketrank.server.online.catalogue import load_catalogue
     from pocketrank.server.online.encoding import load_encoder
 
@@ -269,6 +308,9 @@ def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, qui
     t0 = time.perf_counter()
     seed(store, *data, ranker, home, model)
     encode = encoder_fn(home, store)
+    half = FRESH_POOL // 2  # the embedded and the external run each their own users
+    pools = ([f"fh{j}" for j in range(half)], [f"fh{j}" for j in range(half, FRESH_POOL)]) \
+        if model == "sequence" else (None, None)
     log(f"  seeded {N_ITEMS:,} items and {N_USERS:,} users in {time.perf_counter() - t0:.1f} s")
     out: dict = {}
     secs = 3 if quick else 6
@@ -277,7 +319,7 @@ def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, qui
         client = Client("127.0.0.1", server.port)
         out["ingestion"] = bench_ingestion(client, secs)
         log(f"  ingestion (embedded updater folds each batch before answering): {out['ingestion']}")
-        out["freshness_embedded"] = bench_freshness(client, store, secs, "emb", encode)
+        out["freshness_embedded"] = bench_freshness(client, store, secs, "emb", encode, pools[0])
         log(f"  freshness, embedded updater: {out['freshness_embedded']}")
         log("  recommendations, k=20, p50/p99 against offered load:")
         rates = (50, 200, 400) if quick else (50, 100, 200, 400, 800, 1600)
@@ -287,7 +329,7 @@ def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, qui
     server = Server(env, free_port(), external=True, logdir=home)
     try:
         client = Client("127.0.0.1", server.port)
-        out["freshness_external"] = bench_freshness(client, store, secs, "ext", encode)
+        out["freshness_external"] = bench_freshness(client, store, secs, "ext", encode, pools[1])
         log(f"  freshness, updater as its own process: {out['freshness_external']}")
         out["ingestion_external"] = bench_ingestion(client, secs, "ing-ext")
         t0, backlog = time.perf_counter(), store.pending_count()
@@ -315,6 +357,9 @@ def report(results: dict, load_at_start: float) -> None:
     row("event -> embedding p99, embedded, ms", lambda r: r["freshness_embedded"]["p99_ms"], "< 50")
     row("event -> embedding p99, updater process, ms", lambda r: r["freshness_external"]["p99_ms"], "< 50")
     row("event -> embedding p50, updater process, ms", lambda r: r["freshness_external"]["p50_ms"])
+    row("  events never seen / encoder failures", lambda r: "{} / {}".format(
+        r["freshness_embedded"]["never_seen"] + r["freshness_external"]["never_seen"],
+        r["freshness_embedded"]["encode_failures"] + r["freshness_external"]["encode_failures"]))
 
     def at(r, rate, key):
         hit = [c for c in r["recommendations"] if c["offered"] == rate]
@@ -322,6 +367,7 @@ def report(results: dict, load_at_start: float) -> None:
 
     row("recommendations p50 at 200 req/s, ms", lambda r: at(r, 200, "p50_ms"))
     row("recommendations p99 at 200 req/s, ms", lambda r: at(r, 200, "p99_ms"), "< 25")
+    row("  answers on the personal path at 200 req/s", lambda r: at(r, 200, "personal"))
     row("recommendations, highest rate sustained", lambda r: max(
         (c["offered"] for c in r["recommendations"] if c["achieved"] >= 0.9 * c["offered"]), default=0))
 

@@ -90,7 +90,7 @@ class LocalRecommender:
             t1 = time.perf_counter()
             stages.update(read=t1 - t0, features=0.0, model=0.0)
             stale = expired or snap.synced_at is None or now - snap.synced_at > self.stale_after
-            picked = self._top_up([], k, consumed)
+            picked = self._top_up([], k, consumed, cap, None)
             stages["rules"] = time.perf_counter() - t1
             return self._answer(picked, "popular", snap, snap.version or None, stale)
         ranker = self.slot.get(snap.ranker_sha, self._load)
@@ -119,19 +119,25 @@ class LocalRecommender:
             category = dict(zip(ids, (snap.categories[c] if c < len(snap.categories) else "" for c in cands.cats.tolist())))
         picked = [(i, s, source) for i, s in apply_rules(ranked, k, consumed, stock, category, cap)]
         if len(picked) < k and len(ranked):  # an empty list published for this user is the server's answer
-            picked = self._top_up(picked, k, consumed)
+            picked = self._top_up(picked, k, consumed, cap, category)
         stale = expired or now - cands.received_at > self.stale_after
         rec = self._answer(picked, source, snap, cands.version, stale)
         stages.update(read=t1 - t0, features=t3 - t1 - model, model=model, rules=time.perf_counter() - t3)
         return rec
 
-    def _top_up(self, picked: list[tuple[int, float, str]], k: int, consumed: set[int]) -> list[tuple[int, float, str]]:
-        """Fill up to k with popular items, so a user never sees a short (or empty) list while any are left."""
-        have = consumed | {i for i, _, _ in picked}
+    def _top_up(self, picked: list[tuple[int, float, str]], k: int, consumed: set[int], cap: int | None,
+                category: dict[int, str] | None) -> list[tuple[int, float, str]]:
+        """Fill up to k with popular items, so a user never sees a short (or empty) list while any are left that
+        the rules allow: the same rules as the picked items (the server applies them to its popular list too),
+        the per-category cap counting what is already picked (`category`: the picked items', when capped)."""
         popular = self.cache.popular()
         named = self.cache.item_meta(popular)  # only items with a held entry can be named to the app
-        extra = apply_rules([(i, 0.0) for i in popular if i in named], k - len(picked), have)
-        return picked + [(i, s, "popular") for i, s in extra]
+        held = {i for i, _, _ in picked}
+        cats = None if cap is None else {**(category or {}), **{i: m["category"] or "" for i, m in named.items()}}
+        stock = {i: m["in_stock"] for i, m in named.items()} if self.drop_out_of_stock else None
+        ranked = [(i, s) for i, s, _ in picked] + [(i, 0.0) for i in popular if i in named and i not in held]
+        source = {i: src for i, _, src in picked}
+        return [(i, s, source.get(i, "popular")) for i, s in apply_rules(ranked, k, consumed, stock, cats, cap)]
 
     def _answer(self, picked: list[tuple[int, float, str]], source: str, snap: Snapshot, version: int | None,
                 stale: bool) -> Recommendation:

@@ -206,6 +206,8 @@ class Config:
             raise ValidationError("POCKETRANK_UPDATER", "must be embedded or external")
         if self.sync_history < 1:
             raise ValidationError("POCKETRANK_SYNC_HISTORY", "must be at least 1 (bundle versions kept)")
+        if self.max_per_category is not None and self.max_per_category < 1:
+            raise ValidationError("POCKETRANK_MAX_PER_CATEGORY", "must be unset (no cap) or at least 1")
         if self.explore_position < 0:
             raise ValidationError("POCKETRANK_EXPLORE_POSITION", "must be 0 (off) or a 1-based slot")
         if min(self.request_rate, self.request_burst, self.address_rate, self.address_burst, self.sync_rate,

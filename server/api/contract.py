@@ -305,7 +305,7 @@ class UserRecord(Answer):
     user_id: str
     n_events: int
     embedding: list[float]
-    embedding_from: Literal["encoder", "state"] | None = None
+    embedding_from: Literal["encoder", "state", "none"] | None = None
     model_version: str | None = None
     updated_at: float | None = None
     log_position: int | None = None

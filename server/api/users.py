@@ -34,7 +34,9 @@ def get_user(user_id: str):
         updated_at=rec.updated_at,
         log_position=rec.last_pos,
         embedding=[round(float(x), 6) for x in embedding],
-        embedding_from=source,  # "encoder": the sequence model's output over `recent`; "state": the fold
+        # "encoder": the sequence model's output over the stored history; "state": the folded state's; "none":
+        # the answers have no personal vector for this user (the folded state's is shown)
+        embedding_from=source,
         model_version=version,
         recent=events,
         features=ctx.features,

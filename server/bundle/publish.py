@@ -137,7 +137,7 @@ def _publish(home: Home, config: Config, n_candidates: int, expiry_days: float, 
         "model": model_section(export),
         # The server's list rules a device applies too (edge_runtime/local.py), so that an offline answer
         # keeps the cap the server's answers keep; absent when the server sets none.
-        **({"rules": {"max_per_category": config.max_per_category}} if config.max_per_category else {}),
+        **({"rules": {"max_per_category": config.max_per_category}} if config.max_per_category is not None else {}),
     }
     body = wire.canonical_json(manifest)
     write_bundle_dir(out, entries, artifacts, body, signer.sign(body))

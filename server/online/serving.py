@@ -198,17 +198,24 @@ class Serving:
             self.cached_bundle_version = self.bundle_version
             self._stats_at = time.monotonic()
 
-    def user_embedding(self, ctx, user_id: str) -> tuple[np.ndarray, str, str]:
-        """(vector, model version, "encoder" | "state"): the vector this user's answers rank with now (their
-        version's: a sequence model's encoder over the recent events, else the folded state), so that
-        GET /v1/users shows what the ranking reads. The folded state's vector when the version has none for
-        them (no event on a product it knows)."""
-        version = self.model_for(user_id)
-        vr = self.version_ranker(version)
-        uv = vr.user_vector(ctx)
-        if uv is not None and vr.encoder is not None:
-            return uv, version, "encoder"
-        return (uv if uv is not None else user_vector(ctx.record.state)), version, "state"
+    def user_embedding(self, ctx, user_id: str) -> tuple[np.ndarray, str | None, str]:
+        """(vector, model version, source): the vector this user's personal answers rank with now, so that
+        GET /v1/users shows what the ranking reads. Source "encoder" (a sequence model's output over the
+        recent events) or "state" (the folded state's), in the model version's space; "none" when the user's
+        version has no vector for them (no weighted event, or none on a product it knows: their answers come
+        from the segment prior or popularity), or no model is loaded: then the folded state's vector, in the
+        store's space."""
+        try:
+            self.refresh()  # the routing and the store's model, as a recommendation would read them
+            version = self.model_for(user_id, self._routing)
+            vr = self.version_ranker(version)
+            uv = vr.user_vector(ctx)
+        except PocketrankError as exc:  # no model yet, or its files are missing: the store's record still stands
+            log.debug("user %s: no model vector (%s)", user_id, exc)
+            uv, vr = None, None
+        if uv is None or vr is None:
+            return user_vector(ctx.record.state), self.model_version or None, "none"
+        return uv, version, "encoder" if vr.encoder is not None else "state"
 
     def recommend(self, user_id: str, k: int, attrs: dict[str, str] | None = None) -> Recommendation:
         """Personal ranking if the user has a state; else their segment's prior (server/online/segments.py);

@@ -117,16 +117,20 @@ def test_knob_diversity_counts_categories_and_pairs_of_the_top_10():
 @pytest.mark.slow
 def test_the_knobs_answers_keep_the_cap_on_the_server_and_the_device(tiny):
     from bench import _shipped_knob as knob
+    from bench._shipped import served
+    from pocketrank.server.home import Home
 
-    _app, _key, held, _index, root = tiny
+    app, _key, held, _index, root = tiny
     users = sorted(held)[:3]
-    store = _app.extensions["pocketrank"].store
+    store = app.extensions["pocketrank"].store
     category = {it.item_id: it.category for it in store.items()}
     phones, sources = knob.device_lists(root, users, caps=(None, 1))
     assert set(sources) <= {"edge", "popular"} and sources.get("edge", 0) > 0
-    for lists in (phones[1], knob.server_lists(root, users, 1)):
+    home = Home(root)
+    for lists in (phones[1], served(home, store, users, 1).lists):
         for u in users:
             cats = [category[i] for i in lists[u]]
             assert len(lists[u]) == knob.K and len(set(cats)) == len(cats)
-    uncapped = knob.server_lists(root, users, None)
+    uncapped = served(home, store, users).lists
     assert any(len({category[i] for i in uncapped[u]}) < knob.K for u in users)  # the cap changed something
+    assert phones[None] != phones[1]
