@@ -89,6 +89,11 @@ def _seeds(argv: list[str]) -> list[int]:
     return [int(x) for x in _opt(argv, "--seeds", ",".join(map(str, SEEDS))).split(",")]
 
 
+def _head(title: str, text: str, keys: list[str], cols: list[str]) -> list[str]:
+    """A page section's title, its text and its table's header rows (`keys` first, then the figure columns)."""
+    return [title, "", text, "", "| " + " | ".join(keys + cols) + " |", "|" + " --- |" * (len(keys) + len(cols))]
+
+
 def _fmt(vals: list[float]) -> str:
     vals = [v for v in vals if v is not None]
     if not vals:
@@ -248,13 +253,12 @@ def p1(argv: list[str]) -> list[str]:
     sizes = _opt(argv, "--sizes", "100k").split(",")
     seeds = _seeds(argv)
     cols = ["nDCG@10", "P@10", "R@10", "coverage@10", "pop_pct"]
-    lines = ["### Protocol 1 on the shipped path", "",
-             "Microsoft Recommenders' split (per product, 75% of its ratings to training, seed 42: the split of "
-             "the protocol 1 table above) through import, `train`, `export`, `publish`; the server's top 10 "
-             "(rules off, training ratings left out) against every held-out rating of the user "
-             f"(bench/_shipped_p1.py). Mean ± standard deviation over seeds {', '.join(map(str, seeds))} "
-             "(ties and training).", "", "| data | model | " + " | ".join(cols) + " |",
-             "| --- | --- |" + " --- |" * len(cols)]
+    lines = _head("### Protocol 1 on the shipped path",
+                  "Microsoft Recommenders' split (per product, 75% of its ratings to training, seed 42: the split of "
+                  "the protocol 1 table above) through import, `train`, `export`, `publish`; the server's top 10 "
+                  "(rules off, training ratings left out) against every held-out rating of the user "
+                  f"(bench/_shipped_p1.py). Mean ± standard deviation over seeds {', '.join(map(str, seeds))} "
+                  "(ties and training).", ["data", "model"], cols)
     checks = []
     for size in sizes:
         runs = [_shipped_p1.run(size, seed) for seed in seeds]
@@ -279,13 +283,12 @@ def controls(argv: list[str]) -> list[str]:
     plan = {"file": ("file", None), "relabelled": ("random", 7)}
     chosen = [_opt(argv, "--only", "")] if "--only" in argv else list(plan)
     cols = ["HR@10", "nDCG@10", "coverage@10", "pop_pct"]
-    lines = ["### Controls on the shipped path (MovieLens-100k)", "",
-             "The shipped path of the table above (bench/_shipped.py, no peers), with equal timestamps in the "
-             "file's order (`file`: the order a model could learn if ties were sorted), and with the catalogue "
-             "imported in a random order (`relabelled`, permutation 7: item ids that rise with time in "
-             "MovieLens carry no signal the model may use). Compare with the `random` rows above (the same "
-             f"seeds); mean ± standard deviation over seeds {', '.join(map(str, seeds))}.", "",
-             "| ties | model | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
+    lines = _head("### Controls on the shipped path (MovieLens-100k)",
+                  "The shipped path of the table above (bench/_shipped.py, no peers), with equal timestamps in the "
+                  "file's order (`file`: the order a model could learn if ties were sorted), and with the catalogue "
+                  "imported in a random order (`relabelled`, permutation 7: item ids that rise with time in "
+                  "MovieLens carry no signal the model may use). Compare with the `random` rows above (the same "
+                  f"seeds); mean ± standard deviation over seeds {', '.join(map(str, seeds))}.", ["ties", "model"], cols)
     for label in chosen:
         ties, relabel = plan[label]
         runs = [_shipped.run("100k", seed, ties, relabel, with_peers=False) for seed in seeds]
@@ -302,16 +305,14 @@ def p3(argv: list[str]) -> list[str]:
     sizes = _opt(argv, "--sizes", "100k").split(",")
     seeds = _seeds(argv)
     cols = ["HR@10", "nDCG@10"]
-    lines = ["### Protocol 3 (freshness) on the shipped path", "",
-             "The log split at the 80% quantile of its timestamps; the earlier events through import, `train`, "
-             "`export`, `publish`; the later ones replayed into the server's real-time updater in the log's "
-             f"order. For up to {_shipped_p3.MAX_EVENTS:,} later events (seeded sample) of users known before "
-             "the split, the next product over the whole catalogue, everything the user touched before it left "
-             "out: `real-time` = the server's answer just before the event; `frozen` = the same server's answer "
-             "as of the training run, what was touched since left out (bench/_shipped_p3.py). Mean ± standard "
-             "deviation over seeds "
-             f"{', '.join(map(str, seeds))}.", "", "| data | answer | " + " | ".join(cols) + " |",
-             "| --- | --- |" + " --- |" * len(cols)]
+    lines = _head("### Protocol 3 (freshness) on the shipped path",
+                  "The log split at the 80% quantile of its timestamps; the earlier events through import, `train`, "
+                  "`export`, `publish`; the later ones replayed into the server's real-time updater in the log's "
+                  f"order. For up to {_shipped_p3.MAX_EVENTS:,} later events (seeded sample) of users known before "
+                  "the split, the next product over the whole catalogue, everything the user touched before it left "
+                  "out: `real-time` = the server's answer just before the event; `frozen` = the same server's answer "
+                  "as of the training run, what was touched since left out (bench/_shipped_p3.py). Mean ± standard "
+                  f"deviation over seeds {', '.join(map(str, seeds))}.", ["data", "answer"], cols)
     notes = []
     for size in sizes:
         runs = [_shipped_p3.run(size, seed) for seed in seeds]
@@ -332,17 +333,16 @@ def knob(argv: list[str]) -> list[str]:
     sizes = _opt(argv, "--sizes", "100k").split(",")
     seeds = _seeds(argv)
     cols = ["HR@10", "nDCG@10", "coverage@10", "pop_pct", "categories@10", "ILD@10"]
-    lines = ["### The diversity knob on the shipped path", "",
-             "The per-category cap (`POCKETRANK_MAX_PER_CATEGORY`; at most N products of one category in a "
-             "list; MovieLens: a film's first genre) is the one list rule the server and the device apply with "
-             "the same function, and the server's setting reaches devices in the signed manifest (`rules`). "
-             "The shipped model of the table above, trained once per seed; then every test user's answer for "
-             "each cap: the server's (`Serving.recommend`, the other rules off), and the device's (each "
-             "user's phone synced once, answering offline with its int8 encoder and the cap; "
-             "bench/_shipped_knob.py). `categories@10`: distinct categories in the top 10; `ILD@10`: the "
-             "share of its pairs of different categories. Mean ± standard deviation over seeds "
-             f"{', '.join(map(str, seeds))}.", "", "| data | answer | cap | " + " | ".join(cols) + " |",
-             "| --- | --- | --- |" + " --- |" * len(cols)]
+    lines = _head("### The diversity knob on the shipped path",
+                  "The per-category cap (`POCKETRANK_MAX_PER_CATEGORY`; at most N products of one category in a "
+                  "list; MovieLens: a film's first genre) is the one list rule the server and the device apply with "
+                  "the same function, and the server's setting reaches devices in the signed manifest (`rules`). "
+                  "The shipped model of the table above, trained once per seed; then every test user's answer for "
+                  "each cap: the server's (`Serving.recommend`, the other rules off), and the device's (each "
+                  "user's phone synced once, answering offline with its int8 encoder and the cap; "
+                  "bench/_shipped_knob.py). `categories@10`: distinct categories in the top 10; `ILD@10`: the "
+                  "share of its pairs of different categories. Mean ± standard deviation over seeds "
+                  f"{', '.join(map(str, seeds))}.", ["data", "answer", "cap"], cols)
     notes, curves = [], {}
     for size in sizes:
         runs = [_shipped_knob.run(size, seed) for seed in seeds]

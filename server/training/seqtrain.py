@@ -130,14 +130,21 @@ class SeqTrainResult:
 
 class TrainStep(torch.nn.Module):
     """One forward of training: the item table (with id dropout) and every position's user state. A module of
-    its own so that a data-parallel wrapper (DDP, through Ray Train) sees the forward and syncs gradients."""
+    its own so that a data-parallel wrapper (DDP, through Ray Train) sees the forward and syncs gradients.
+
+    With `rows` (sorted, unique table rows: a sampled softmax's inputs, targets and negatives), the table is
+    those rows alone and `x` is read through them; the loss reads no other row, so the gradients are the
+    full table's."""
 
     def __init__(self, model: SequenceRecommender):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, types: torch.Tensor, gaps: torch.Tensor, id_dropout: float):
-        table = self.model.table(id_dropout)
+    def forward(self, x: torch.Tensor, types: torch.Tensor, gaps: torch.Tensor, id_dropout: float,
+                rows: torch.Tensor | None = None):
+        table = self.model.table(id_dropout, rows)
+        if rows is not None:
+            x = torch.searchsorted(rows, x)
         return table, self.model.user_states(table, x, types, gaps)
 
 
@@ -176,16 +183,21 @@ def fit(train: Histories, c: SeqConfig, item_tokens: np.ndarray | None = None,
         total = 0.0
         for lo in range(0, local, batch):
             b = perm[lo:lo + batch]
-            table, hid = step(X[b], T[b], G[b], c.id_dropout)
             y = Y[b]
             keep = y > 0
-            h, target = hid[keep], y[keep] - 1
             if not sampled:
+                table, hid = step(X[b], T[b], G[b], c.id_dropout)
+                h, target = hid[keep], y[keep] - 1
                 loss = F.cross_entropy(h @ table[1:].T, target)
             else:
                 neg = torch.multinomial(q, c.negatives, replacement=True)
-                pos = (h * table[target + 1]).sum(1, keepdim=True) - torch.log(q[target]).float().unsqueeze(1)
-                negl = h @ table[neg + 1].T - torch.log(q[neg]).float().unsqueeze(0)
+                target = y[keep] - 1
+                rows = torch.unique(torch.cat([X[b].flatten(), target + 1, neg + 1]))  # sorted
+                table, hid = step(X[b], T[b], G[b], c.id_dropout, rows)
+                h = hid[keep]
+                pos = ((h * table[torch.searchsorted(rows, target + 1)]).sum(1, keepdim=True)
+                       - torch.log(q[target]).float().unsqueeze(1))
+                negl = h @ table[torch.searchsorted(rows, neg + 1)].T - torch.log(q[neg]).float().unsqueeze(0)
                 negl = negl.masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), -1e9)  # a target is not its own negative
                 loss = F.cross_entropy(torch.cat([pos, negl], 1), torch.zeros(len(target), dtype=torch.long))
             opt.zero_grad()

@@ -149,3 +149,16 @@ def test_early_stopping_keeps_the_best_epoch():
     best = max(row["val_nDCG@10"] for row in r.history)
     assert r.history[r.best_epoch - 1]["val_nDCG@10"] == best
     assert rank_metrics(r.model, h.head(1), val)["nDCG@10"] == pytest.approx(best)
+
+
+def test_the_table_of_some_rows_is_those_rows_of_the_whole_table():
+    torch.manual_seed(0)
+    tokens = np.random.default_rng(0).integers(0, 9, size=(30, 4))  # 0 = no token
+    model = SequenceRecommender(SeqConfig(n_items=30, n_tokens=8, dim=8), tokens)
+    rows = torch.tensor([0, 3, 4, 17, 30])
+    whole = model.table()
+    part = model.table(rows=rows)
+    assert part.shape == (5, 8) and torch.allclose(part, whole[rows], atol=1e-6)
+    assert torch.count_nonzero(part[0]) == 0  # the padding row
+    # Id dropout of every row (rand < 1 always): what is left is each row's content part.
+    assert torch.allclose(model.table(1.0, rows), model.content(rows), atol=1e-6)
