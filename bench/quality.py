@@ -327,7 +327,7 @@ def p3(argv: list[str]) -> list[str]:
 def knob(argv: list[str]) -> list[str]:
     """`python -m bench quality -- knob [--sizes 100k] [--seeds 0,1,2]`: the per-category cap's trade-off on
     the shipped model, the server's answers and the device's (bench/_shipped_knob.py); returns the page
-    section's lines and draws docs/knob_tradeoff.png."""
+    section's lines (and, with --update-docs, draws docs/knob_tradeoff.png)."""
     from bench import _shipped_knob
 
     sizes = _opt(argv, "--sizes", "100k").split(",")
@@ -350,9 +350,9 @@ def knob(argv: list[str]) -> list[str]:
             for cap in _shipped_knob.CAPS:
                 lines.append(f"| MovieLens-{size} | {side} | {cap or 'none'} | "
                              + " | ".join(_fmt([r[side][cap][c] for r in runs]) for c in cols) + " |")
-            curves[(size, side)] = [(float(np.mean([r[side][cap]["coverage@10"] for r in runs])),
-                                     float(np.mean([r[side][cap]["nDCG@10"] for r in runs])), cap)
-                                    for cap in _shipped_knob.CAPS]
+            curves[(size, side)] = [
+                {k: float(np.mean([r[side][cap][k] for r in runs])) for k in ("nDCG@10", "categories@10", "coverage@10")}
+                | {"cap": cap} for cap in _shipped_knob.CAPS]
         ratios = [float(np.mean([r["device"][cap]["nDCG@10"] / r["server"][cap]["nDCG@10"] for r in runs]))
                   for cap in _shipped_knob.CAPS]
         sources: dict[str, int] = {}
@@ -362,29 +362,35 @@ def knob(argv: list[str]) -> list[str]:
         notes.append(f"MovieLens-{size}: the device's nDCG@10 over the server's, per cap ("
                      + ", ".join(f"{c or 'none'}: {x:.3f}" for c, x in zip(_shipped_knob.CAPS, ratios))
                      + f"); the device's answers' items by source: {sources}")
-    _knob_plot(curves, ROOT / "docs" / "knob_tradeoff.png")
-    return lines + ["", *[f"- {n}" for n in notes], "", "![nDCG@10 against coverage@10, per cap](knob_tradeoff.png)", ""]
+    if "--update-docs" in argv:  # the page's picture, beside the section the same flag writes
+        _knob_plot(curves, ROOT / "docs" / "knob_tradeoff.png")
+    return lines + ["", *[f"- {n}" for n in notes], "", "![nDCG@10 against distinct categories and coverage@10, per cap](knob_tradeoff.png)", ""]
 
 
 def _knob_plot(curves: dict, path: Path) -> None:
+    """nDCG@10 against the lists' distinct categories (what the cap buys) and against coverage@10 (what it
+    does to the catalogue's exposure), one line per data set and answer, one point per cap."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (size, side), points in curves.items():
-        xs, ys, caps = zip(*points)
-        ax.plot(xs, ys, marker="o" if side == "server" else "s", linestyle="-" if side == "server" else "--",
-                label=f"MovieLens-{size}, {side}")
-        if side == "server":
-            for x, y, cap in points:
-                ax.annotate(f"cap {cap or 'none'}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("coverage@10 (share of the catalogue shown to someone)")
-    ax.set_ylabel("nDCG@10 (leave-last-out)")
-    ax.set_title("The per-category cap on the shipped model")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, x, label in ((axes[0], "categories@10", "distinct categories in the top 10"),
+                         (axes[1], "coverage@10", "coverage@10 (share of the catalogue shown to someone)")):
+        for (size, side), points in curves.items():
+            server = side == "server"
+            ax.plot([p[x] for p in points], [p["nDCG@10"] for p in points], marker="o" if server else "s",
+                    linestyle="-" if server else "--", label=f"MovieLens-{size}, {side}")
+            if server:
+                for p in points:
+                    ax.annotate(f"cap {p['cap'] or 'none'}", (p[x], p["nDCG@10"]), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("nDCG@10 (leave-last-out)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("The per-category cap on the shipped model, server and device")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
