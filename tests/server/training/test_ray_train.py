@@ -30,9 +30,9 @@ def _histories(n_users: int = 240, length: int = 14, seed: int = 0) -> tuple[His
     return Histories(rows, types, times), np.array(targets)
 
 
-def _config(epochs: int = 6) -> SeqConfig:
+def _config(epochs: int = 6, full_softmax_max: int = 50_000) -> SeqConfig:
     return SeqConfig(n_items=N_ITEMS, dim=16, layers=1, heads=2, max_len=8, batch_size=64, epochs=epochs,
-                     patience=100, lr=5e-3, seed=3)
+                     patience=100, lr=5e-3, seed=3, full_softmax_max=full_softmax_max, negatives=32)
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,17 @@ def data():
 
 
 @pytest.mark.slow
-def test_one_ray_worker_trains_the_single_process_model(data, ray_local, tmp_path):
+@pytest.mark.parametrize("full_softmax_max", [50_000, 40])  # 40: the sampled softmax, its step's rows only
+def test_one_ray_worker_trains_the_single_process_model(data, ray_local, tmp_path, full_softmax_max):
     train, targets = data
+    config = _config(2, full_softmax_max)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the worker does: sums taken in another order differ in the last bits, and grow
     try:
-        alone = fit(train, _config(2), val=(train, targets), progress=False)
+        alone = fit(train, config, val=(train, targets), progress=False)
     finally:
         torch.set_num_threads(threads)
-    ray1 = fit_on_ray(train, _config(2), None, (train, targets), workers=1, address="local", storage=tmp_path)
+    ray1 = fit_on_ray(train, config, None, (train, targets), workers=1, address="local", storage=tmp_path)
     assert ray1.best_epoch == alone.best_epoch
     for (name, a), b in zip(alone.model.state_dict().items(), ray1.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), name
