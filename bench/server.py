@@ -45,7 +45,8 @@ DIM, N_ITEMS, N_USERS, MODEL = 64, 50_000, 100_000, "bench-random-init"
 TARGETS = {"freshness_p99_ms": 50.0, "ingest_events_per_s": 20_000, "recs_p99_ms_at_200": 25.0}
 TYPES = ("impression",) * 6 + ("view", "view", "click", "add_to_cart", "purchase")
 HISTORY = 50  # --model sequence: the recent events each seeded user holds (the encoder's max_len)
-FRESH_POOL = 20_000  # --model sequence: users with a history kept apart for the freshness runs
+# --model sequence: users with a history kept apart for the freshness runs, half for each of the two runs
+FRESH_POOL = [f"fh{j}" for j in range(20_000)]
 
 
 def log(msg: str) -> None:
@@ -105,7 +106,7 @@ def seed(store, items, vectors, users, tastes, ranker: Path, home: Path, model: 
     records = {u["user_id"]: UserRecord(UserState(tastes[i] * 5.0, 5.0, 10), 0, updated_at=time.time())
                for i, u in enumerate(users)}
     if model == "sequence":  # every answer reads a full history; the freshness users' too
-        histories(store, records, [f"fh{j}" for j in range(FRESH_POOL)])
+        histories(store, records, FRESH_POOL)
     store.put_user_records(records)
     profiles = {u["user_id"]: u["segment"] for u in users}
     store.set_meta(segments.META_KEY, segments.dumps(segments.compute_segments(
@@ -280,20 +281,19 @@ def start_redis(workdir: Path):
 
 
 def encoder_fn(home: Path, store):
-    """record -> the user's vector, as the server computes it for the home's sequence model (None: fold):
-    the encoder over the record's recent events with the store catalogue's vectors (keyed by store index,
-    as the record's events are). A record none of whose products it knows would cost no encoder call and
-    flatter the figure: that raises, and the probe counts the user as an encoder failure."""
-    from pocketrank.server.online.catalogue import load_catalogue
-    from pocketrank.server.online.encoding import load_encoder
+    """record -> the user's vector as the server computes it for the home's sequence model (the shipped
+    server/online/encoding.record_vector_fn; None: a fold model). A record none of whose products it knows
+    would cost no encoder call and flatter the figure: that raises, and the probe counts the user as an
+    encoder failure."""
+    from pocketrank.server.home import Home
+    from pocketrank.server.online.encoding import record_vector_fn
 
-    encoder = load_encoder(home / "models" / MODEL)
-    if encoder is None:
+    vector_of = record_vector_fn(Home(home), store)
+    if vector_of is None:
         return None
-    vectors = load_catalogue(store).vector_map()
 
     def encode(record):
-        uv = encoder.user_vector(record.recent_events(), vectors)
+        uv = vector_of(record)
         if uv is None:
             raise RuntimeError("the encoder read none of the record's products")
         return uv
@@ -308,9 +308,8 @@ def run_backend(name: str, env: dict, store, data, ranker: Path, home: Path, qui
     t0 = time.perf_counter()
     seed(store, *data, ranker, home, model)
     encode = encoder_fn(home, store)
-    half = FRESH_POOL // 2  # the embedded and the external run each their own users
-    pools = ([f"fh{j}" for j in range(half)], [f"fh{j}" for j in range(half, FRESH_POOL)]) \
-        if model == "sequence" else (None, None)
+    half = len(FRESH_POOL) // 2  # the embedded and the external run each their own users
+    pools = (FRESH_POOL[:half], FRESH_POOL[half:]) if model == "sequence" else (None, None)
     log(f"  seeded {N_ITEMS:,} items and {N_USERS:,} users in {time.perf_counter() - t0:.1f} s")
     out: dict = {}
     secs = 3 if quick else 6
