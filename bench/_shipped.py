@@ -121,14 +121,15 @@ def scoring_inputs(store) -> tuple[dict[str, int], dict[int, float], list[int]]:
     return index, dict(zip(ids, 100.0 * pop.argsort().argsort() / max(len(ids) - 1, 1))), ids
 
 
-def served(home, store, users, max_per_category: int | None = None) -> Served:
-    """The server's answers (Serving.recommend, business rules off but for the per-category cap, if given) for
-    `users`, and what scoring them needs."""
+def served(home, store, users, max_per_category: int | None = None, popular_penalty: float = 0.0) -> Served:
+    """The server's answers (Serving.recommend, business rules off but for the per-category cap and the
+    popularity knob, if given) for `users`, and what scoring them needs."""
     from pocketrank.server.config import Config
     from pocketrank.server.online.serving import Serving
 
     index, pop_pct, ids = scoring_inputs(store)
-    serving = Serving(Config(home=home.root, max_per_category=max_per_category, **RULES_OFF))
+    serving = Serving(Config(home=home.root, max_per_category=max_per_category, popular_penalty=popular_penalty,
+                             **RULES_OFF))
     try:
         t = time.perf_counter()
         lists = {u: [i for i, _ in serving.recommend(u, K).items] for u in users}

@@ -1,15 +1,19 @@
-"""The diversity knob on the shipped path: the per-category cap, on the server's answers and the device's.
+"""The list knobs on the shipped path, on the server's answers and the device's.
 
-The cap (`max_per_category`: at most N products of one category in a list) is the one list rule the server
-and the device both apply, with the same function (pocketrank.shared.rules.apply_rules); the server's
-setting travels to devices in the signed manifest's `rules`. Its trade-off curve on the model that ships:
+Two knobs the server and the device both apply with the same function, the server's setting travelling to
+devices in the signed manifest's `rules`:
+- the per-category cap (`max_per_category`: at most N products of one category in a list;
+  pocketrank.shared.rules.apply_rules): diversity within a list;
+- the popularity knob (`popular_penalty`: score taken off the signed popular list's products, the most
+  popular the most; pocketrank.shared.rules.demote_popular): exposure across the catalogue.
+Their trade-off curves on the model that ships:
 
 per seed, the shipped path of bench/_shipped.py (MovieLens leave-last-out, ties by the seed's permutation:
-import, `train`, `export`, `publish`) trained once; then for each cap in CAPS (None: no cap)
-- server: Serving.recommend with that cap, the other rules off (bench/_shipped.RULES_OFF), every test user;
+import, `train`, `export`, `publish`) trained once; then for each setting of KNOBS (the knob off first)
+- server: Serving.recommend with that setting, the other rules off (bench/_shipped.RULES_OFF), every test user;
 - device: each test user's phone (a real EdgeClient, synced once against the home) answering offline with
-  that cap (the request's `max_per_category`, which the SDK takes before the manifest's: the same
-  function either way).
+  that setting (the request's context, which the SDK takes before the manifest's: the same function either
+  way).
 Figures: HR@10, nDCG@10, coverage@10, the mean popularity percentile (bench/_shipped._metrics), and the
 category diversity of the top 10: distinct categories (MovieLens: the film's first genre) and ILD@10, the
 share of the list's pairs whose categories differ.
@@ -27,6 +31,17 @@ import numpy as np
 from bench._shipped import K, _metrics, served, shipped_home, split_tables
 
 CAPS: tuple[int | None, ...] = (None, 5, 3, 2, 1)
+PENALTIES: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)  # score units: the encoder's inner products
+# Each knob's settings, off first; a setting is its value (None / 0: off).
+KNOBS: dict[str, tuple] = {"max_per_category": CAPS, "popular_penalty": PENALTIES}
+
+
+def settings(knobs=KNOBS) -> list[tuple[str, object]]:
+    """(knob, value) pairs to measure: one shared "off" point, then each knob's other values."""
+    out: list[tuple[str, object]] = [("off", None)]
+    for name, values in knobs.items():
+        out += [(name, v) for v in values if v]
+    return out
 
 
 def diversity(lists: dict[str, list[int]], category: dict[int, str]) -> dict:
@@ -40,13 +55,14 @@ def diversity(lists: dict[str, list[int]], category: dict[int, str]) -> dict:
     return {"categories@10": float(np.mean(distinct)), "ILD@10": float(np.mean(ild))}
 
 
-def device_lists(home_root: Path, users: list[str], caps=CAPS) -> tuple[dict, dict[str, int]]:
-    """{cap: {user: item ids}} of each user's phone, offline, one sync per phone; and the answers' sources."""
+def device_lists(home_root: Path, users: list[str], points) -> tuple[dict, dict[str, int]]:
+    """{(knob, value): {user: item ids}} of each user's phone, offline, one sync per phone; and the answers'
+    sources."""
     from bench._shipped_device import phone, server_app
 
     app = server_app(home_root)
     key = (home_root / "keys" / "signing.pub").read_text().strip()
-    out: dict = {cap: {} for cap in caps}
+    out: dict = {p: {} for p in points}
     sources: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="pocketrank-phones-") as tmp:
         for n, u in enumerate(users):
@@ -55,11 +71,10 @@ def device_lists(home_root: Path, users: list[str], caps=CAPS) -> tuple[dict, di
             client = phone(app, key, db)
             try:
                 client.sync([u])
-                for cap in caps:
-                    rec = client.recommend(u, K, context={} if cap is None else {"max_per_category": cap},
-                                           allow_server=False)
+                for knob, value in points:
+                    rec = client.recommend(u, K, context={} if value is None else {knob: value}, allow_server=False)
                     index = client.cache.indexes(rec.item_ids)
-                    out[cap][u] = [index[i] for i in rec.item_ids]
+                    out[(knob, value)][u] = [index[i] for i in rec.item_ids]
                     for it in rec.items:
                         sources[it.source] = sources.get(it.source, 0) + 1
             finally:
@@ -68,19 +83,22 @@ def device_lists(home_root: Path, users: list[str], caps=CAPS) -> tuple[dict, di
     return out, sources
 
 
-def run(size: str, seed: int, log=print, caps=CAPS, train: dict | None = None) -> dict:
-    """One seed: {"server": {cap: figures}, "device": {cap: figures}, "sources": ..., "timings": ...}."""
+def run(size: str, seed: int, log=print, knobs=KNOBS, train: dict | None = None) -> dict:
+    """One seed: {"server": {(knob, value): figures}, "device": {(knob, value): figures}, "sources": ...,
+    "timings": ...}."""
+    points = settings(knobs)
     tables, train_events, test_events = split_tables(size, seed, "random", None)
     with shipped_home(tables, train_events, seed, train) as (home, store, out):
         users = test_events.column("user_id").to_pylist()
         category = {it.item_id: it.category or "" for it in store.items()}
-        phones, out["sources"] = device_lists(home.root, users, caps)
+        phones, out["sources"] = device_lists(home.root, users, points)
         out["server"], out["device"] = {}, {}
-        for cap in caps:
-            ans = served(home, store, users, cap)
+        for knob, value in points:
+            ans = served(home, store, users, **({} if value is None else {knob: value}))
             truth = {u: ans.index[i] for u, i in zip(users, test_events.column("item_id").to_pylist())}
-            for side, lists in (("server", ans.lists), ("device", phones[cap])):
-                m = out[side][cap] = {**_metrics(lists, truth, ans.pop_pct, len(ans.ids)), **diversity(lists, category)}
-                log(f"    knob {size} seed {seed} {side} cap {cap}: nDCG@10 {m['nDCG@10']:.4f} coverage@10 "
+            for side, lists in (("server", ans.lists), ("device", phones[(knob, value)])):
+                m = out[side][(knob, value)] = {**_metrics(lists, truth, ans.pop_pct, len(ans.ids)),
+                                                **diversity(lists, category)}
+                log(f"    knob {size} seed {seed} {side} {knob} {value}: nDCG@10 {m['nDCG@10']:.4f} coverage@10 "
                     f"{m['coverage@10']:.4f} pop_pct {m['pop_pct']:.1f} categories@10 {m['categories@10']:.2f}")
     return out

@@ -23,7 +23,8 @@ peers' and the lab's figures.
 (bench/_shipped_p1.py) over the 3 seeds and writes its own section; `p3` protocol 3
 (freshness: the real-time updater against a frozen state, bench/_shipped_p3.py);
 `controls` the tie-order and relabelling controls of the shipped path alone; `knob` the
-per-category cap's trade-off on the shipped model, server and device (bench/_shipped_knob.py).
+trade-offs of the per-category cap and the popularity knob on the shipped model, server and
+device (bench/_shipped_knob.py).
 
 Its device sub-section (protocol 4 on the shipped path, bench/_shipped_device.py:
 real phones answering offline, fresh and 5 / 20 events stale) is part of
@@ -325,72 +326,87 @@ def p3(argv: list[str]) -> list[str]:
 
 
 def knob(argv: list[str]) -> list[str]:
-    """`python -m bench quality -- knob [--sizes 100k] [--seeds 0,1,2]`: the per-category cap's trade-off on
-    the shipped model, the server's answers and the device's (bench/_shipped_knob.py); returns the page
-    section's lines (and, with --update-docs, draws docs/knob_tradeoff.png)."""
+    """`python -m bench quality -- knob [--sizes 100k] [--seeds 0,1,2]`: the two list knobs' trade-offs on the
+    shipped model (the per-category cap and the popularity knob), the server's answers and the device's
+    (bench/_shipped_knob.py); returns the page section's lines (and, with --update-docs, draws
+    docs/knob_tradeoff.png)."""
     from bench import _shipped_knob
 
     sizes = _opt(argv, "--sizes", "100k").split(",")
     seeds = _seeds(argv)
     cols = ["HR@10", "nDCG@10", "coverage@10", "pop_pct", "categories@10", "ILD@10"]
-    lines = _head("### The diversity knob on the shipped path",
-                  "The per-category cap (`POCKETRANK_MAX_PER_CATEGORY`; at most N products of one category in a "
-                  "list; MovieLens: a film's first genre) is the one list rule the server and the device apply with "
-                  "the same function, and the server's setting reaches devices in the signed manifest (`rules`). "
-                  "The shipped model of the table above, trained once per seed; then every test user's answer for "
-                  "each cap: the server's (`Serving.recommend`, the other rules off), and the device's (each "
-                  "user's phone synced once, answering offline with its int8 encoder and the cap; "
-                  "bench/_shipped_knob.py). `categories@10`: distinct categories in the top 10; `ILD@10`: the "
-                  "share of its pairs of different categories. Mean ± standard deviation over seeds "
-                  f"{', '.join(map(str, seeds))}.", ["data", "answer", "cap"], cols)
+    lines = _head("### The list knobs on the shipped path",
+                  "Two knobs the server and the device apply with the same function, the server's setting reaching "
+                  "devices in the signed manifest (`rules`): the per-category cap (`POCKETRANK_MAX_PER_CATEGORY`; at "
+                  "most N products of one category in a list; MovieLens: a film's first genre) and the popularity "
+                  "knob (`POCKETRANK_POPULAR_PENALTY`; score taken off the products of the signed popular list, the "
+                  "whole value off the most popular, a 1/n share off the n-th of its 100). The shipped model of the "
+                  "table above, trained once per seed; then every test user's answer for each setting: the "
+                  "server's (`Serving.recommend`, the other rules off), and the device's (each user's phone synced "
+                  "once, answering offline with its int8 encoder and the setting; bench/_shipped_knob.py). "
+                  "`categories@10`: distinct categories in the top 10; `ILD@10`: the share of its pairs of "
+                  "different categories; `pop_pct`: the listed products' mean popularity percentile. Mean ± "
+                  f"standard deviation over seeds {', '.join(map(str, seeds))}.", ["data", "answer", "knob"], cols)
+    points = _shipped_knob.settings()
     notes, curves = [], {}
     for size in sizes:
         runs = [_shipped_knob.run(size, seed) for seed in seeds]
         for side in ("server", "device"):
-            for cap in _shipped_knob.CAPS:
-                lines.append(f"| MovieLens-{size} | {side} | {cap or 'none'} | "
-                             + " | ".join(_fmt([r[side][cap][c] for r in runs]) for c in cols) + " |")
-            curves[(size, side)] = [
-                {k: float(np.mean([r[side][cap][k] for r in runs])) for k in ("nDCG@10", "categories@10", "coverage@10")}
-                | {"cap": cap} for cap in _shipped_knob.CAPS]
-        ratios = [float(np.mean([r["device"][cap]["nDCG@10"] / r["server"][cap]["nDCG@10"] for r in runs]))
-                  for cap in _shipped_knob.CAPS]
+            for p in points:
+                lines.append(f"| MovieLens-{size} | {side} | {_knob_label(p)} | "
+                             + " | ".join(_fmt([r[side][p][c] for r in runs]) for c in cols) + " |")
+            for name in _shipped_knob.KNOBS:
+                curves[(size, side, name)] = [
+                    {k: float(np.mean([r[side][p][k] for r in runs])) for k in ("nDCG@10", "categories@10",
+                                                                                "coverage@10", "pop_pct")}
+                    | {"label": _knob_label(p)} for p in points if p[0] in ("off", name)]
+        ratios = [float(np.mean([r["device"][p]["nDCG@10"] / r["server"][p]["nDCG@10"] for r in runs])) for p in points]
         sources: dict[str, int] = {}
         for r in runs:
             for k, v in r["sources"].items():
                 sources[k] = sources.get(k, 0) + v
-        notes.append(f"MovieLens-{size}: the device's nDCG@10 over the server's, per cap ("
-                     + ", ".join(f"{c or 'none'}: {x:.3f}" for c, x in zip(_shipped_knob.CAPS, ratios))
+        notes.append(f"MovieLens-{size}: the device's nDCG@10 over the server's, per setting ("
+                     + ", ".join(f"{_knob_label(p)}: {x:.3f}" for p, x in zip(points, ratios))
                      + f"); the device's answers' items by source: {sources}")
     if "--update-docs" in argv:  # the page's picture, beside the section the same flag writes
         _knob_plot(curves, ROOT / "docs" / "knob_tradeoff.png")
-    return lines + ["", *[f"- {n}" for n in notes], "", "![nDCG@10 against distinct categories and coverage@10, per cap](knob_tradeoff.png)", ""]
+    return lines + ["", *[f"- {n}" for n in notes], "",
+                    "![nDCG@10 against distinct categories, coverage@10 and popularity, per setting](knob_tradeoff.png)",
+                    ""]
+
+
+def _knob_label(point) -> str:
+    knob, value = point
+    return "off" if value is None else {"max_per_category": "cap", "popular_penalty": "popularity"}[knob] + f" {value:g}"
 
 
 def _knob_plot(curves: dict, path: Path) -> None:
-    """nDCG@10 against the lists' distinct categories (what the cap buys) and against coverage@10 (what it
-    does to the catalogue's exposure), one line per data set and answer, one point per cap."""
+    """nDCG@10 against the lists' distinct categories (what the cap buys), coverage@10 (the catalogue's
+    exposure) and the mean popularity percentile (what the popularity knob moves): one line per data set,
+    answer and knob, one point per setting."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharey=True)
     for ax, x, label in ((axes[0], "categories@10", "distinct categories in the top 10"),
-                         (axes[1], "coverage@10", "coverage@10 (share of the catalogue shown to someone)")):
-        for (size, side), points in curves.items():
+                         (axes[1], "coverage@10", "coverage@10 (share of the catalogue shown to someone)"),
+                         (axes[2], "pop_pct", "mean popularity percentile of the listed products")):
+        for (size, side, name), points in curves.items():
             server = side == "server"
+            knob = "cap" if name == "max_per_category" else "popularity knob"
             ax.plot([p[x] for p in points], [p["nDCG@10"] for p in points], marker="o" if server else "s",
-                    linestyle="-" if server else "--", label=f"MovieLens-{size}, {side}")
+                    linestyle="-" if server else "--", label=f"MovieLens-{size}, {side}, {knob}")
             if server:
-                for p in points:
-                    ax.annotate(f"cap {p['cap'] or 'none'}", (p[x], p["nDCG@10"]), textcoords="offset points",
-                                xytext=(4, 4), fontsize=7)
+                for p in points[1:]:
+                    ax.annotate(p["label"], (p[x], p["nDCG@10"]), textcoords="offset points", xytext=(4, 4),
+                                fontsize=7)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("nDCG@10 (leave-last-out)")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("The per-category cap on the shipped model, server and device")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("The list knobs on the shipped model, server and device")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

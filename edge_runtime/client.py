@@ -34,7 +34,7 @@ from .transport import Transport
 from .trust import load_public_key
 from .userstate import SearchIndex, fold
 
-CONTEXT_KEYS = ("exclude", "max_per_category")
+CONTEXT_KEYS = ("exclude", "max_per_category", "popular_penalty")
 
 
 class EdgeClient:
@@ -300,12 +300,14 @@ class EdgeClient:
         """The user's top k, never blank while anything is cached; see Recommendation.source and .reason.
 
         context: {"exclude": [product ids not to show, e.g. the one on screen],
-        "max_per_category": n}. Every item is named by the product's own id.
+        "max_per_category": n, "popular_penalty": x}; the last two bind the device's own answers (offline, or
+        the server unreachable) in place of the server's settings from the manifest. Every item is named by the
+        product's own id.
         """
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
             raise ValidationError("k", "must be an integer between 1 and 100")
         user_id = check_id("user_id", user_id)
-        exclude, cap = _context(context)
+        exclude, cap, tilt = _context(context)
         start = time.perf_counter()
         reason = "server not asked"
         if allow_server and self.connectivity.allow():
@@ -318,7 +320,7 @@ class EdgeClient:
                 reason = str(exc)
         elif allow_server:
             reason = f"server in backoff after recent failures (next try in {self.connectivity.delay():.1f} s)"
-        rec = self.local.recommend(user_id, k, exclude, cap)
+        rec = self.local.recommend(user_id, k, exclude, cap, tilt)
         rec.reason = reason
         return self._remember(user_id, _timed(rec, start))
 
@@ -401,9 +403,9 @@ class EdgeClient:
         self.close()
 
 
-def _context(context: dict | None) -> tuple[set[str], int | None]:
+def _context(context: dict | None) -> tuple[set[str], int | None, float | None]:
     if context is None:
-        return set(), None
+        return set(), None, None
     if not isinstance(context, dict):
         raise ValidationError("context", "must be a dict")
     unknown = sorted(set(context) - set(CONTEXT_KEYS))
@@ -419,7 +421,10 @@ def _context(context: dict | None) -> tuple[set[str], int | None]:
     cap = context.get("max_per_category")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise ValidationError("context", "max_per_category must be a positive integer")
-    return exclude, cap
+    tilt = context.get("popular_penalty")
+    if tilt is not None and not (_number(tilt) and tilt >= 0):
+        raise ValidationError("context", "popular_penalty must be a number >= 0 (0: off)")
+    return exclude, cap, tilt
 
 
 def _number(value: object) -> bool:

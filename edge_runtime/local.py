@@ -4,7 +4,8 @@ In order: `edge` (the int8 ranker over the cached candidates with the
 on-device user state), `cache` (the candidates in the server's order, when
 there is no usable ranker or state), `popular` (no candidates for this user).
 Business rules (pocketrank.shared.rules, as on the server) drop items this user consumed
-on the device and cap items per category; dropping out-of-stock items is an
+on the device, cap items per category and tilt scores away from the popular list (the server's
+popularity knob, from the manifest's `rules`); dropping out-of-stock items is an
 option (off by default: the stock flags are as old as the bundle, and
 docs/wire-format.md §12 specifies the device without it). If the rules leave
 fewer than k, popular items fill the list, each marked as such.
@@ -17,13 +18,14 @@ never shown (packed rows already leave such candidates out; popular ones too).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Set
 
 import numpy as np
 
 from pocketrank.shared.features import ranker_inputs, user_vector
-from pocketrank.shared.rules import apply_rules
+from pocketrank.shared.rules import apply_rules, demote_popular
 
 from .cache import DeviceCache, Snapshot
 from .rerank import LocalRanker, ModelSlot
@@ -73,9 +75,19 @@ class LocalRecommender:
             return self.max_per_category
         return (snap.manifest.get("rules") or {}).get("max_per_category")
 
+    @staticmethod
+    def _popular_penalty(snap: Snapshot, override: float | None) -> float:
+        """The popularity knob's strength: the caller's, else the server's (the manifest's `rules`); 0 = off.
+        A value that is not a finite number >= 0 is taken as off: the manifest is signed, so only a server's
+        bug could write one, and the device answers rather than raising."""
+        value = override if override is not None else (snap.manifest.get("rules") or {}).get("popular_penalty", 0.0)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        return float(value) if ok else 0.0
+
     def recommend(self, user_id: str, k: int, exclude: Set[str] = frozenset(),
-                  max_per_category: int | None = None) -> Recommendation:
-        """`exclude`: products (their own ids) not to show."""
+                  max_per_category: int | None = None, popular_penalty: float | None = None) -> Recommendation:
+        """`exclude`: products (their own ids) not to show; `max_per_category`, `popular_penalty`: the app's
+        own setting instead of the server's."""
         t0 = time.perf_counter()
         snap = self.cache.snapshot()
         now = self.clock()
@@ -106,10 +118,16 @@ class LocalRecommender:
             if not np.all(np.isfinite(scores)):  # a damaged model or state: the server's order, never NaN order
                 scores = None
         if scores is not None:
-            order = np.lexsort((cands.ids, -scores))  # best first, ties by id: as pocketrank.shared.rules.top_by_score
             source = "edge"
         else:
-            scores, order, source = cands.scores, np.arange(len(cands.ids)), "cache"
+            scores, source = cands.scores, "cache"
+        tilt = self._popular_penalty(snap, popular_penalty)
+        if tilt > 0:
+            scores = np.asarray(demote_popular(cands.ids.tolist(), scores.tolist(), snap.popular, tilt), np.float64)
+        if source == "edge" or tilt > 0:
+            order = np.lexsort((cands.ids, -scores))  # best first, ties by id: as pocketrank.shared.rules.top_by_score
+        else:
+            order = np.arange(len(cands.ids))  # the server's order
         t3 = time.perf_counter()
         ids = cands.ids.tolist()
         ranked = list(zip(cands.ids[order].tolist(), scores[order].tolist()))

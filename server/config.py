@@ -7,6 +7,7 @@ name in capitals. The README's "Command line" section has the table.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -150,6 +151,9 @@ class Config:
     pinned_items: tuple[int, ...] = ()
     boosts: dict[int, float] = field(default_factory=dict)
     category_weight: float = 0.05  # weight of the user's 7-day category share (window features)
+    # The popularity knob: score taken off the popular list's items (all of it off the most popular, a
+    # 1/n share off the n-th); devices apply it too (the manifest's rules). 0 = off.
+    popular_penalty: float = 0.0
     # canary rollouts (server/jobs/rollout.py)
     canary_check_seconds: float = 0.0  # `pocketrank serve` looks at a running canary this often; 0 = off
     canary_stages: str = "0.05,0.25,0.5"  # shares a healthy canary widens through before it is promoted
@@ -208,6 +212,8 @@ class Config:
             raise ValidationError("POCKETRANK_SYNC_HISTORY", "must be at least 1 (bundle versions kept)")
         if self.max_per_category is not None and self.max_per_category < 1:
             raise ValidationError("POCKETRANK_MAX_PER_CATEGORY", "must be unset (no cap) or at least 1")
+        if not (math.isfinite(self.popular_penalty) and self.popular_penalty >= 0):
+            raise ValidationError("POCKETRANK_POPULAR_PENALTY", "must be 0 (off) or a positive number (score units)")
         if self.explore_position < 0:
             raise ValidationError("POCKETRANK_EXPLORE_POSITION", "must be 0 (off) or a 1-based slot")
         if min(self.request_rate, self.request_burst, self.address_rate, self.address_burst, self.sync_rate,

@@ -44,7 +44,24 @@ def top_by_score(item_ids: Sequence[int], scores: Sequence[float]) -> list[tuple
     return pairs
 
 
-# --- score adjustments and slots (server side; the device applies apply_rules only) ---
+def demote_popular(item_ids: Sequence[int], scores: Sequence[float], popular: Sequence[int],
+                   strength: float) -> list[float]:
+    """Scores after the popularity knob: the item at 0-based rank r of the n-item popular list loses
+    `strength * (n - r) / n` (the most popular item the whole strength, the n-th a 1/n share), every
+    other item keeps its score.
+
+    The popularity knob the device can apply as the server does: it needs nothing but the popular list,
+    which every sync answer signs (the manifest's `popular`), so an offline answer tilts away from the
+    head as the server's does. `strength` is in score units (the model's inner product), 0 = off."""
+    if strength <= 0 or not popular:
+        return [float(s) for s in scores]
+    n = len(popular)
+    rank = {int(i): r for r, i in enumerate(popular)}
+    return [float(s) - (strength * (n - rank[int(i)]) / n if int(i) in rank else 0.0)
+            for i, s in zip(item_ids, scores)]
+
+
+# --- score adjustments and slots (server side; the device applies apply_rules and demote_popular only) ---
 
 
 def exposure_penalty(shown: float, cap: float, strength: float) -> float:

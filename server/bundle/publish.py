@@ -135,9 +135,8 @@ def _publish(home: Home, config: Config, n_candidates: int, expiry_days: float, 
         "items": {"count": len(entries), "precision": "f16"},
         "artifacts": manifest_artifacts(artifacts),
         "model": model_section(export),
-        # The server's list rules a device applies too (edge_runtime/local.py), so that an offline answer
-        # keeps the cap the server's answers keep; absent when the server sets none.
-        **({"rules": {"max_per_category": config.max_per_category}} if config.max_per_category is not None else {}),
+        # The server's list rules a device applies too (edge_runtime/local.py): absent when none is set.
+        **({"rules": rules} if (rules := device_rules(config)) else {}),
     }
     body = wire.canonical_json(manifest)
     write_bundle_dir(out, entries, artifacts, body, signer.sign(body))
@@ -168,6 +167,18 @@ def _publish(home: Home, config: Config, n_candidates: int, expiry_days: float, 
                     "after": round(time.perf_counter() - t3, 3)},
         **({"canary_variant": variant} if variant else {}),
     }
+
+
+def device_rules(config: Config) -> dict:
+    """The server's list rules that devices apply to their own answers (docs/wire-format.md §8): the
+    per-category cap and the popularity knob, each only when the server sets it, so that an offline
+    answer keeps what the server's answers keep."""
+    out: dict = {}
+    if config.max_per_category is not None:
+        out["max_per_category"] = config.max_per_category
+    if config.popular_penalty > 0:
+        out["popular_penalty"] = config.popular_penalty
+    return out
 
 
 def _counted(users: Iterable[str], bar) -> Iterator[str]:

@@ -23,6 +23,7 @@ from pocketrank.shared.features import category_shares, ranker_inputs
 from pocketrank.shared.rules import (
     adjust_scores,
     apply_rules,
+    demote_popular,
     pick_exploration,
     place_exploration,
     place_pins,
@@ -52,11 +53,12 @@ class Rules:
     pinned: tuple[int, ...] = ()
     boosts: Mapping[int, float] = field(default_factory=dict)
     category_weight: float = 0.0
+    popular_penalty: float = 0.0
 
     @classmethod
     def from_config(cls, config) -> Rules:
         return cls(config.max_per_category, config.exposure_cap, config.exposure_penalty, config.explore_position,
-                   tuple(config.pinned_items), dict(config.boosts), config.category_weight)
+                   tuple(config.pinned_items), dict(config.boosts), config.category_weight, config.popular_penalty)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Signals:
     features: dict | None = None  # the user's window aggregates
     exposures: Mapping[int, float] | None = None
     rng: random.Random | None = None
+    popular: Sequence[int] = ()  # the popular list, most popular first: what the popularity knob demotes
 
 
 class Ranker:
@@ -110,6 +113,7 @@ class Ranker:
             candidates.tolist(), cast("Sequence[float]", raw), boosts=r.boosts, exposures=signals.exposures, exposure_cap=r.exposure_cap,
             exposure_strength=r.exposure_penalty, category=cat.category,
             category_share=category_shares(signals.features), category_weight=r.category_weight)
+        adjusted = demote_popular(candidates.tolist(), adjusted, signals.popular, r.popular_penalty)
         # 1-d arrays read as sequences here
         return self.finish(top_by_score(cast("Sequence[int]", candidates), adjusted), k, signals)
 

@@ -226,7 +226,7 @@ class Serving:
         ranker = vr.ranker
         ctx = self.store.user_context(user_id, self.catalogue.dim)
         signals = Signals(exclude=ctx.consumed, features=ctx.features, exposures=self.exposures,
-                          rng=self.rng if self.rules.explore_position else None)
+                          rng=self.rng if self.rules.explore_position else None, popular=self.popular)
         segment = None
         uv = vr.user_vector(ctx)
         listed = seg.lookup_popular(self.segment_popular, attrs or {}) if uv is None else None
@@ -261,7 +261,8 @@ class Serving:
         served = [i for i, _ in ranking.items]
         scores = [float(s) for _, s in ranking.items]
         at = time.time()
-        quiet = Signals(exclude=signals.exclude, features=signals.features, exposures=signals.exposures)
+        quiet = Signals(exclude=signals.exclude, features=signals.features, exposures=signals.exposures,
+                        popular=signals.popular)
         cat, native = self.catalogues.get(), sh["version"] == self.model_version  # no store reads off-thread
         rules = self.rules
 

@@ -115,7 +115,7 @@ def test_knob_diversity_counts_categories_and_pairs_of_the_top_10():
 
 
 @pytest.mark.slow
-def test_the_knobs_answers_keep_the_cap_on_the_server_and_the_device(tiny):
+def test_the_knobs_answers_keep_the_cap_and_the_tilt_on_the_server_and_the_device(tiny, tmp_path):
     from bench import _shipped_knob as knob
     from bench._shipped import served
     from pocketrank.server.home import Home
@@ -124,13 +124,29 @@ def test_the_knobs_answers_keep_the_cap_on_the_server_and_the_device(tiny):
     users = sorted(held)[:3]
     store = app.extensions["pocketrank"].store
     category = {it.item_id: it.category for it in store.items()}
-    phones, sources = knob.device_lists(root, users, caps=(None, 1))
+    off, cap, tilt = ("off", None), ("max_per_category", 1), ("popular_penalty", 100.0)
+    phones, sources = knob.device_lists(root, users, [off, cap, tilt])
     assert set(sources) <= {"edge", "popular"} and sources.get("edge", 0) > 0
     home = Home(root)
-    for lists in (phones[1], served(home, store, users, 1).lists):
+    for lists in (phones[cap], served(home, store, users, 1).lists):
         for u in users:
             cats = [category[i] for i in lists[u]]
             assert len(lists[u]) == knob.K and len(set(cats)) == len(cats)
     uncapped = served(home, store, users).lists
     assert any(len({category[i] for i in uncapped[u]}) < knob.K for u in users)  # the cap changed something
-    assert phones[None] != phones[1]
+    assert phones[off] != phones[cap]
+    # The popularity knob: at this strength no product of the popular list stays in a list, on either side
+    # (each side's list: the server's from the store's counts now, the phone's from the signed manifest, which
+    # other tests' events may have moved apart); without it some do.
+    from pocketrank.server.online.ranker import popular as popular_list
+
+    client = _phone(app, _key, tmp_path / "phone.sqlite")
+    try:
+        client.sync(users[:1])
+        signed = set(client.cache.popular())
+    finally:
+        client.close()
+    assert signed and not any(set(phones[tilt][u]) & signed for u in users)
+    live = set(popular_list(store.item_counts(), {}))
+    assert any(set(phones[off][u]) & live for u in users)
+    assert not any(set(served(home, store, users, popular_penalty=100.0).lists[u]) & live for u in users)

@@ -32,7 +32,8 @@ def test_environment_variables_set_typed_values(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("name, value", [("MAX_K", "ten"), ("BOOSTS", "12"), ("STORE", "postgres"),
                                          ("UPDATER", "sometimes"), ("EXPLORE_POSITION", "-1"),
-                                         ("ANN_MIN_ITEMS", "-1"), ("MAX_PER_CATEGORY", "0")])
+                                         ("ANN_MIN_ITEMS", "-1"), ("MAX_PER_CATEGORY", "0"),
+                                         ("POPULAR_PENALTY", "-0.5"), ("POPULAR_PENALTY", "nan")])
 def test_a_bad_value_names_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(f"POCKETRANK_{name}", value)
     with pytest.raises(ValidationError) as err:

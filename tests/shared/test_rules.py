@@ -1,4 +1,4 @@
-from pocketrank.shared.rules import apply_rules, top_by_score
+from pocketrank.shared.rules import apply_rules, demote_popular, top_by_score
 
 
 def test_rules_drop_excluded_out_of_stock_and_cap_categories():
@@ -11,3 +11,11 @@ def test_rules_drop_excluded_out_of_stock_and_cap_categories():
 
 def test_ties_break_by_item_id():
     assert top_by_score([5, 3, 9], [0.5, 0.5, 0.7]) == [(9, 0.7), (3, 0.5), (5, 0.5)]
+
+
+def test_the_popularity_knob_takes_a_share_of_its_strength_by_rank_in_the_popular_list():
+    popular = [7, 3, 9, 1]  # 7 the most popular; n = 4
+    out = demote_popular([1, 2, 3, 7], [1.0, 1.0, 1.0, 1.0], popular, 2.0)
+    assert out == [1.0 - 2.0 * 1 / 4, 1.0, 1.0 - 2.0 * 3 / 4, 1.0 - 2.0]  # 2 is not popular: untouched
+    assert demote_popular([1, 7], [0.5, 0.25], popular, 0.0) == [0.5, 0.25]  # 0: off
+    assert demote_popular([1, 7], [0.5, 0.25], [], 3.0) == [0.5, 0.25]  # no popular list: nothing to demote

@@ -202,6 +202,15 @@ def test_rules_cap_categories_pin_boost_explore_and_penalise_exposure(synthetic_
     penalised = ranked(exposure_cap=10, exposure_penalty=1.0)
     assert base_ids[0] not in [i["item_id"] for i in penalised[:3]]
 
+    # The popularity knob: the popular list's items lose score, the most popular the most.
+    post(api, [ev(f"pop{n}", user=f"fan{n % 5}", item=base_ids[n % 3], etype="click") for n in range(15)])
+    serving.refresh_stats()
+    popular = set(serving.popular)
+    head = {i["item_id"] for i in ranked() if index_of[i["item_id"]] in popular}
+    assert head >= set(base_ids[:3])  # this user's list holds popular products when nothing tilts it
+    tilted = [i["item_id"] for i in ranked(popular_penalty=100.0)]
+    assert len(tilted) == 10 and not head & set(tilted)
+
 
 def test_a_new_product_gets_a_provisional_vector_and_is_recommended_at_once(api, serving):
     user_items = [6 * i + 12 for i in range(6)]  # all in CATEGORIES[0]
