@@ -11,8 +11,12 @@ rated is the truth, and the server answers
 - with their profile (age band, gender, occupation: what a first request's attributes carry): the segment's
   vector, the mean of the warm users of that segment;
 - after their first rating, posted as an event through the embedded updater: the encoder over that one event
-  (the truth is then the rest), against the popular list without that product.
+  (the truth is then the rest), against the popular list without that product, and beside a peer that reads
+  that one rating as well as anything can on this data: the products most often rated by the warm users who
+  rated it (item co-occurrence, ties by popularity).
 MovieLens carries age, gender and occupation, no locale, device or query: those are not measured here.
+`train` caps the training run (its epochs) where a full one does not fit: the popularity, segment and
+co-occurrence rows do not depend on the model.
 
 New products: 10% of the rated products (seeded) have every event left out of the import, so training never
 sees them; their vectors are the content tower's (title tokens, category, price: what `POST /v1/items`
@@ -39,7 +43,7 @@ def _scores(ranked: list[int], truth: set[int]) -> tuple[float, float, float]:
     return ndcg_at_k(ranked, truth, K), hits / K, hits / max(len(truth), 1)
 
 
-def _home(tmp: Path, tables, events, profiles: dict, seed: int):
+def _home(tmp: Path, tables, events, profiles: dict, seed: int, train: dict | None = None):
     from pocketrank.server.data.importer import import_catalogue, import_events
     from pocketrank.server.home import Home
     from pocketrank.server.jobs.features import features_job, latest_timestamp
@@ -52,7 +56,7 @@ def _home(tmp: Path, tables, events, profiles: dict, seed: int):
     import_events(store, events, progress=False)
     store.put_profiles(profiles)
     t = time.perf_counter()
-    trained = train_job(home, kind="sequence", seed=seed, progress=False, holdout=1)
+    trained = train_job(home, kind="sequence", seed=seed, progress=False, holdout=1, **(train or {}))
     export_job(home, n_users=200)
     features_job(store, latest_timestamp(store) + 1, profiles, user_vector_of=record_vector_fn(home, store))
     return home, store, trained, time.perf_counter() - t
@@ -79,7 +83,19 @@ def _serving(home):
                           explore_position=0))
 
 
-def cold_users(size: str, seed: int, share: float = 0.1, log=print) -> dict:
+def _cooccurrence(events, index: dict, n: int):
+    """The warm users x products 0/1 matrix (scipy CSR, columns: store item ids) of `events`."""
+    from scipy import sparse
+
+    users = {u: k for k, u in enumerate(sorted(set(events.column("user_id").to_pylist())))}
+    rows = [users[u] for u in events.column("user_id").to_pylist()]
+    cols = [index[i] for i in events.column("item_id").to_pylist()]
+    m = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), n))
+    m.data[:] = 1.0  # a user rating a product twice is one co-rating
+    return m
+
+
+def cold_users(size: str, seed: int, share: float = 0.1, log=print, train: dict | None = None) -> dict:
     import pyarrow as pa
 
     from pocketrank.shared.schemas import Event
@@ -87,9 +103,11 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print) -> dict:
     tables, cold, is_cold = _held_out(size, seed, "user_id", share, np.random.default_rng(seed), 1)
     warm_profiles = {u: p for u, p in tables.user_features.items() if u not in cold}
     with tempfile.TemporaryDirectory(prefix="pocketrank-cold-") as tmp:
-        home, store, trained, took = _home(Path(tmp), tables, tables.events.filter(pa.array(~is_cold)),
-                                           warm_profiles, seed)
+        warm_ev = tables.events.filter(pa.array(~is_cold))
+        home, store, trained, took = _home(Path(tmp), tables, warm_ev, warm_profiles, seed, train)
         index = {it.external_id: it.item_id for it in store.items()}
+        m = _cooccurrence(warm_ev, index, max(index.values()) + 1)
+        mt = m.T.tocsr()
         cold_ev = tables.events.filter(pa.array(is_cold))
         per_user: dict[str, list[tuple[float, int]]] = {}
         for u, i, t in zip(cold_ev.column("user_id").to_pylist(), cold_ev.column("item_id").to_pylist(),
@@ -100,7 +118,8 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print) -> dict:
         serving = _serving(home)
         rows: dict[str, list[tuple[float, float, float]]] = {"popularity": [], "segment prior": [],
                                                              "popularity, after 1 rating": [],
-                                                             "encoder, after 1 rating": []}
+                                                             "encoder, after 1 rating": [],
+                                                             "co-occurrence, after 1 rating (peer)": []}
         paths = {"segment": 0, "popular": 0}
         for u, evs in sorted(per_user.items()):
             truth = {i for _, i in evs}
@@ -115,6 +134,10 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print) -> dict:
             rest = truth - {first}
             rows["popularity, after 1 rating"].append(_scores([i for i in popular if i != first][:K], rest))
             rows["encoder, after 1 rating"].append(_scores([i for i, _ in serving.recommend(u, K).items], rest))
+            co = np.asarray((mt @ m[:, first]).todense()).ravel()  # warm users who rated `first`, per product
+            rank = {i: r for r, i in enumerate(popular)}
+            ranked = sorted((i for i in range(len(co)) if i != first and i in rank), key=lambda i: (-co[i], rank[i]))
+            rows["co-occurrence, after 1 rating (peer)"].append(_scores(ranked[:K], rest))
         store.close()
     out = {name: {"nDCG@10": float(np.mean([r[0] for r in rs])), "P@10": float(np.mean([r[1] for r in rs])),
                   "R@10": float(np.mean([r[2] for r in rs])), "users": len(rs)} for name, rs in rows.items()}
@@ -125,7 +148,7 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print) -> dict:
     return out
 
 
-def new_items(size: str, seed: int, share: float = 0.1, log=print) -> dict:
+def new_items(size: str, seed: int, share: float = 0.1, log=print, train: dict | None = None) -> dict:
     import pyarrow as pa
 
 
@@ -133,7 +156,7 @@ def new_items(size: str, seed: int, share: float = 0.1, log=print) -> dict:
     tables, held, is_new = _held_out(size, seed, "item_id", share, rng, 2)
     with tempfile.TemporaryDirectory(prefix="pocketrank-new-") as tmp:
         home, store, trained, took = _home(Path(tmp), tables, tables.events.filter(pa.array(~is_new)),
-                                           dict(tables.user_features), seed)
+                                           dict(tables.user_features), seed, train)
         index = {it.external_id: it.item_id for it in store.items()}
         new_ids = np.array(sorted(index[i] for i in held), dtype=np.int64)
         provisional = store.provisional_items()
