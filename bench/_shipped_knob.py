@@ -4,8 +4,9 @@ Two knobs the server and the device both apply with the same function, the serve
 devices in the signed manifest's `rules`:
 - the per-category cap (`max_per_category`: at most N products of one category in a list;
   pocketrank.shared.rules.apply_rules): diversity within a list;
-- the popularity knob (`popular_penalty`: score taken off the signed popular list's products, the most
-  popular the most; pocketrank.shared.rules.demote_popular): exposure across the catalogue.
+- the popularity knob (`popular_penalty`: the signed popular list's products have their click odds divided by
+  up to e^value, the most popular the most; pocketrank.shared.rules.demote_popular): exposure across the
+  catalogue.
 Their trade-off curves on the model that ships:
 
 per seed, the shipped path of bench/_shipped.py (MovieLens leave-last-out, ties by the seed's permutation:
@@ -31,7 +32,7 @@ import numpy as np
 from bench._shipped import K, _metrics, served, shipped_home, split_tables
 
 CAPS: tuple[int | None, ...] = (None, 5, 3, 2, 1)
-PENALTIES: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)  # score units: the encoder's inner products
+PENALTIES: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)  # log-odds: the most popular's odds / e^value
 # Each knob's settings, off first; a setting is its value (None / 0: off).
 KNOBS: dict[str, tuple] = {"max_per_category": CAPS, "popular_penalty": PENALTIES}
 

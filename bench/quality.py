@@ -339,8 +339,8 @@ def knob(argv: list[str]) -> list[str]:
                   "Two knobs the server and the device apply with the same function, the server's setting reaching "
                   "devices in the signed manifest (`rules`): the per-category cap (`POCKETRANK_MAX_PER_CATEGORY`; at "
                   "most N products of one category in a list; MovieLens: a film's first genre) and the popularity "
-                  "knob (`POCKETRANK_POPULAR_PENALTY`; score taken off the products of the signed popular list, the "
-                  "whole value off the most popular, a 1/n share off the n-th of its 100). The shipped model of the "
+                  "knob (`POCKETRANK_POPULAR_PENALTY`; the products of the signed popular list have their click odds "
+                  "divided by e^(value x share), the most popular's share 1, the n-th's of its 100 1/n). The shipped model of the "
                   "table above, trained once per seed; then every test user's answer for each setting: the "
                   "server's (`Serving.recommend`, the other rules off), and the device's (each user's phone synced "
                   "once, answering offline with its int8 encoder and the setting; bench/_shipped_knob.py). "
@@ -485,12 +485,14 @@ def device_section(sizes: list[str], seeds: list[int], fresh: dict[str, list[dic
     return lines + ["", *[f"- {c}" for c in checks], ""]
 
 
-def cold_start(sizes: list[str], seeds: list[int], epochs: int | None = None) -> list[str]:
+def cold_start(sizes: list[str], seeds: list[int], epochs: dict[str, int] | None = None) -> list[str]:
     """Cold users and new products on the shipped path (bench/_shipped_cold.py): the section's lines.
-    `epochs`: cap each training run (the encoder's and new products' rows then come from a shorter run)."""
+    `epochs`: {size: cap} on each training run of that size (its encoder and new-product rows then come
+    from a shorter run)."""
     from bench import _shipped_cold
 
-    train = None if epochs is None else {"epochs": epochs}
+    epochs = epochs or {}
+    capped = "; ".join(f"MovieLens-{s}: training capped at {epochs[s]} epochs" for s in sizes if s in epochs)
     lines = ["### Cold-start users and new products (shipped path)", "",
              "Cold users: 10% of users left out of the import; the server's answer with nothing, with the "
              "profile a first request carries (the segment prior), and after one posted rating (the encoder over "
@@ -498,13 +500,14 @@ def cold_start(sizes: list[str], seeds: list[int], epochs: int | None = None) ->
              "products never seen in training, ranked by the server's user vector against their content-tower "
              "vectors, beside a random order. Mean ± standard deviation over seeds "
              f"{', '.join(map(str, seeds))}"
-             + ("." if epochs is None else f"; training capped at {epochs} epochs (the popularity, segment and "
-                "co-occurrence rows do not depend on the model).") + "", "",
+             + (f" ({capped}; the popularity, segment and co-occurrence rows do not depend on the model)."
+                if capped else "."), "",
              "| data | answer | users | nDCG@10 | P@10 | R@10 |", "| --- | --- | --- | --- | --- | --- |"]
     checks = []
     names = ("popularity", "segment prior", "popularity, after 1 rating", "encoder, after 1 rating",
              "co-occurrence, after 1 rating (peer)")
     for size in sizes:
+        train = {"epochs": epochs[size]} if size in epochs else None
         cold = [_shipped_cold.cold_users(size, seed, train=train) for seed in seeds]
         for name in names:
             lines.append(f"| MovieLens-{size} | {name} | {cold[0][name]['users']} | "
@@ -530,10 +533,10 @@ def cold_start(sizes: list[str], seeds: list[int], epochs: int | None = None) ->
 
 
 def cold(argv: list[str]) -> list[str]:
-    """`python -m bench quality -- cold [--sizes 100k,1m] [--seeds 0,1,2] [--train-epochs N]`: the cold-start
-    section alone (it is part of `shipped` too)."""
-    epochs = _opt(argv, "--train-epochs", "")
-    return cold_start(_opt(argv, "--sizes", "100k").split(","), _seeds(argv), int(epochs) if epochs else None)
+    """`python -m bench quality -- cold [--sizes 100k,1m] [--seeds 0,1,2] [--train-epochs 1m=3]`: the
+    cold-start section alone (it is part of `shipped` too); `--train-epochs` caps a size's training runs."""
+    caps = dict(p.split("=") for p in _opt(argv, "--train-epochs", "").split(",") if p)
+    return cold_start(_opt(argv, "--sizes", "100k").split(","), _seeds(argv), {s: int(n) for s, n in caps.items()})
 
 
 def main(argv: list[str]) -> int:

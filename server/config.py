@@ -151,8 +151,8 @@ class Config:
     pinned_items: tuple[int, ...] = ()
     boosts: dict[int, float] = field(default_factory=dict)
     category_weight: float = 0.05  # weight of the user's 7-day category share (window features)
-    # The popularity knob: score taken off the popular list's items (all of it off the most popular, a
-    # 1/n share off the n-th); devices apply it too (the manifest's rules). 0 = off.
+    # The popularity knob: the popular list's items have their click odds divided by e^(value * share), the
+    # most popular's share 1, the n-th's 1/n; devices apply it too (the manifest's rules). 0 = off.
     popular_penalty: float = 0.0
     # canary rollouts (server/jobs/rollout.py)
     canary_check_seconds: float = 0.0  # `pocketrank serve` looks at a running canary this often; 0 = off

@@ -44,21 +44,34 @@ def top_by_score(item_ids: Sequence[int], scores: Sequence[float]) -> list[tuple
     return pairs
 
 
+_ODDS_EPS = 1e-7  # a probability this close to 0 or 1 is taken as that far from it: its log-odds stay finite
+
+
 def demote_popular(item_ids: Sequence[int], scores: Sequence[float], popular: Sequence[int],
                    strength: float) -> list[float]:
-    """Scores after the popularity knob: the item at 0-based rank r of the n-item popular list loses
-    `strength * (n - r) / n` (the most popular item the whole strength, the n-th a 1/n share), every
-    other item keeps its score.
+    """Scores after the popularity knob: the item at 0-based rank r of the n-item popular list has its odds
+    divided by exp(strength * (n - r) / n) (the most popular item by e^strength, the n-th by e^(strength/n));
+    every other item keeps its score exactly.
 
     The popularity knob the device can apply as the server does: it needs nothing but the popular list,
     which every sync answer signs (the manifest's `popular`), so an offline answer tilts away from the
-    head as the server's does. `strength` is in score units (the model's inner product), 0 = off."""
+    head as the server's does. Scores are click probabilities (every ranker's output), so the knob acts
+    on their log-odds: a shift in probability would mean little near 1, where a good model's top
+    candidates sit, and `strength` 1 costs the head as much whatever the model's calibration. 0 = off."""
     if strength <= 0 or not popular:
         return [float(s) for s in scores]
     n = len(popular)
     rank = {int(i): r for r, i in enumerate(popular)}
-    return [float(s) - (strength * (n - rank[int(i)]) / n if int(i) in rank else 0.0)
-            for i, s in zip(item_ids, scores)]
+    out = []
+    for i, s in zip(item_ids, scores):
+        s = float(s)
+        r = rank.get(int(i))
+        if r is not None:
+            p = min(max(s, _ODDS_EPS), 1.0 - _ODDS_EPS)
+            z = math.log(p / (1.0 - p)) - strength * (n - r) / n
+            s = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))  # no overflow either way
+        out.append(s)
+    return out
 
 
 # --- score adjustments and slots (server side; the device applies apply_rules and demote_popular only) ---

@@ -109,11 +109,12 @@ class Ranker:
         candidates = self.retrieve(user_vec, signals.exclude, in_stock_only=True)
         raw = self.score(user_vec, candidates)
         r, cat = self.rules, self.catalogue
+        # The popularity knob first, on the model's probabilities (the device applies it to the same ones).
+        tilted = demote_popular(candidates.tolist(), cast("Sequence[float]", raw), signals.popular, r.popular_penalty)
         adjusted = adjust_scores(
-            candidates.tolist(), cast("Sequence[float]", raw), boosts=r.boosts, exposures=signals.exposures, exposure_cap=r.exposure_cap,
+            candidates.tolist(), tilted, boosts=r.boosts, exposures=signals.exposures, exposure_cap=r.exposure_cap,
             exposure_strength=r.exposure_penalty, category=cat.category,
             category_share=category_shares(signals.features), category_weight=r.category_weight)
-        adjusted = demote_popular(candidates.tolist(), adjusted, signals.popular, r.popular_penalty)
         # 1-d arrays read as sequences here
         return self.finish(top_by_score(cast("Sequence[int]", candidates), adjusted), k, signals)
 

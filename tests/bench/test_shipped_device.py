@@ -124,7 +124,7 @@ def test_the_knobs_answers_keep_the_cap_and_the_tilt_on_the_server_and_the_devic
     users = sorted(held)[:3]
     store = app.extensions["pocketrank"].store
     category = {it.item_id: it.category for it in store.items()}
-    off, cap, tilt = ("off", None), ("max_per_category", 1), ("popular_penalty", 100.0)
+    off, cap, tilt = ("off", None), ("max_per_category", 1), ("popular_penalty", 5000.0)
     phones, sources = knob.device_lists(root, users, [off, cap, tilt])
     assert set(sources) <= {"edge", "popular"} and sources.get("edge", 0) > 0
     home = Home(root)
@@ -149,4 +149,4 @@ def test_the_knobs_answers_keep_the_cap_and_the_tilt_on_the_server_and_the_devic
     assert signed and not any(set(phones[tilt][u]) & signed for u in users)
     live = set(popular_list(store.item_counts(), {}))
     assert any(set(phones[off][u]) & live for u in users)
-    assert not any(set(served(home, store, users, popular_penalty=100.0).lists[u]) & live for u in users)
+    assert not any(set(served(home, store, users, popular_penalty=5000.0).lists[u]) & live for u in users)

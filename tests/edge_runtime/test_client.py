@@ -94,11 +94,11 @@ def test_the_servers_popularity_knob_travels_in_the_signed_manifest_and_tilts_of
     index = device.cache.indexes(plain.item_ids)
     rest = [e for e in plain.item_ids if index[e] not in popular]
     assert 0 < len(rest) < len(plain.item_ids)  # this user's offline list holds products of the signed popular list
-    publish_job(Home(home, Config(home=home, popular_penalty=50.0)), progress=False)
+    publish_job(Home(home, Config(home=home, popular_penalty=5000.0)), progress=False)
     assert device.sync([USER]).version == 2
-    assert device.cache.manifest()["rules"] == {"popular_penalty": 50.0}
+    assert device.cache.manifest()["rules"] == {"popular_penalty": 5000.0}
     tilted = device.recommend(USER, 100, allow_server=False)
-    # Every popular product falls below every other candidate, which keep their order.
+    # Every popular product falls below every other candidate (its odds / e^50 at least), which keep their order.
     assert tilted.source == "edge" and tilted.item_ids[:len(rest)] == rest
     # The request's strength wins over the manifest's; 0 turns the knob off.
     assert device.recommend(USER, 100, context={"popular_penalty": 0}, allow_server=False).item_ids == plain.item_ids

@@ -208,7 +208,7 @@ def test_rules_cap_categories_pin_boost_explore_and_penalise_exposure(synthetic_
     popular = set(serving.popular)
     head = {i["item_id"] for i in ranked() if index_of[i["item_id"]] in popular}
     assert head >= set(base_ids[:3])  # this user's list holds popular products when nothing tilts it
-    tilted = [i["item_id"] for i in ranked(popular_penalty=100.0)]
+    tilted = [i["item_id"] for i in ranked(popular_penalty=5000.0)]
     assert len(tilted) == 10 and not head & set(tilted)
 
 
