@@ -115,6 +115,7 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print, train: dict 
             per_user.setdefault(u, []).append((t, index[i]))
         counts = store.item_counts()
         popular = sorted(counts, key=lambda i: (-counts[i], i))
+        rank = {i: r for r, i in enumerate(popular)}
         serving = _serving(home)
         rows: dict[str, list[tuple[float, float, float]]] = {"popularity": [], "segment prior": [],
                                                              "popularity, after 1 rating": [],
@@ -135,7 +136,6 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print, train: dict 
             rows["popularity, after 1 rating"].append(_scores([i for i in popular if i != first][:K], rest))
             rows["encoder, after 1 rating"].append(_scores([i for i, _ in serving.recommend(u, K).items], rest))
             co = np.asarray((mt @ m[:, first]).todense()).ravel()  # warm users who rated `first`, per product
-            rank = {i: r for r, i in enumerate(popular)}
             ranked = sorted((i for i in range(len(co)) if i != first and i in rank), key=lambda i: (-co[i], rank[i]))
             rows["co-occurrence, after 1 rating (peer)"].append(_scores(ranked[:K], rest))
         store.close()

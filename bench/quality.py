@@ -343,7 +343,10 @@ def knob(argv: list[str]) -> list[str]:
                   "divided by e^(value x share), the most popular's share 1, the n-th's of its 100 1/n). The shipped model of the "
                   "table above, trained once per seed; then every test user's answer for each setting: the "
                   "server's (`Serving.recommend`, the other rules off), and the device's (each user's phone synced "
-                  "once, answering offline with its int8 encoder and the setting; bench/_shipped_knob.py). "
+                  "once, answering offline with its int8 encoder and the setting, given in the request's context: the "
+                  "function the manifest's setting feeds; bench/_shipped_knob.py). No event reaches the server "
+                  "between the publish and the answers, so both sides tilt by the same popular list; in production "
+                  "the server's moves with its counts between publishes. "
                   "`categories@10`: distinct categories in the top 10; `ILD@10`: the share of its pairs of "
                   "different categories; `pop_pct`: the listed products' mean popularity percentile. Mean ± "
                   f"standard deviation over seeds {', '.join(map(str, seeds))}.", ["data", "answer", "knob"], cols)
@@ -535,8 +538,13 @@ def cold_start(sizes: list[str], seeds: list[int], epochs: dict[str, int] | None
 def cold(argv: list[str]) -> list[str]:
     """`python -m bench quality -- cold [--sizes 100k,1m] [--seeds 0,1,2] [--train-epochs 1m=3]`: the
     cold-start section alone (it is part of `shipped` too); `--train-epochs` caps a size's training runs."""
-    caps = dict(p.split("=") for p in _opt(argv, "--train-epochs", "").split(",") if p)
-    return cold_start(_opt(argv, "--sizes", "100k").split(","), _seeds(argv), {s: int(n) for s, n in caps.items()})
+    caps = {}
+    for part in filter(None, _opt(argv, "--train-epochs", "").split(",")):
+        size, _, n = part.partition("=")
+        if not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"--train-epochs: {part!r} is not SIZE=EPOCHS (e.g. 1m=3)")
+        caps[size] = int(n)
+    return cold_start(_opt(argv, "--sizes", "100k").split(","), _seeds(argv), caps)
 
 
 def main(argv: list[str]) -> int:

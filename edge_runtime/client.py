@@ -10,7 +10,6 @@ asked for one: recommend() with the server allowed, sync() and flush().
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 import uuid
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from pocketrank.shared.schemas import check_id, check_item_id, validate_event
+from pocketrank.shared.schemas import check_id, check_item_id, finite_number, validate_event
 
 from . import sequence
 from .cache import DeviceCache
@@ -422,13 +421,13 @@ def _context(context: dict | None) -> tuple[set[str], int | None, float | None]:
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise ValidationError("context", "max_per_category must be a positive integer")
     tilt = context.get("popular_penalty")
-    if tilt is not None and not (_number(tilt) and tilt >= 0):
+    if tilt is not None and not ((x := finite_number(tilt)) is not None and x >= 0):
         raise ValidationError("context", "popular_penalty must be a number >= 0 (0: off)")
     return exclude, cap, tilt
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return finite_number(value) is not None
 
 
 def _server_items(body: object) -> tuple[list[tuple[str, float]], dict[str, dict]]:
@@ -454,10 +453,8 @@ def _server_items(body: object) -> tuple[list[tuple[str, float]], dict[str, dict
 
 def _server_time(answer: object) -> float | None:
     """The server's clock from an upload answer (`server_time`, unix seconds), if it sent a plausible one."""
-    value = answer.get("server_time") if isinstance(answer, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        return None
-    return float(value)
+    value = finite_number(answer.get("server_time") if isinstance(answer, dict) else None)
+    return value if value is not None and value > 0 else None
 
 
 def _unremoved(n: int, exc: StorageError) -> str:

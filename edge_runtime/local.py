@@ -18,7 +18,6 @@ never shown (packed rows already leave such candidates out; popular ones too).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Set
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from pocketrank.shared.features import ranker_inputs, user_vector
 from pocketrank.shared.rules import apply_rules, demote_popular
+from pocketrank.shared.schemas import finite_number
 
 from .cache import DeviceCache, Snapshot
 from .rerank import LocalRanker, ModelSlot
@@ -68,21 +68,22 @@ class LocalRecommender:
         state = self.cache.user_state(user_id)
         return user_vector(state) if state is not None and state.w > 0 else None
 
+    # The manifest's `rules` are signed, so only a server's bug could write a malformed one; the device then
+    # answers without that rule rather than raising.
+
     def _cap(self, snap: Snapshot, override: int | None) -> int | None:
         if override is not None:
             return override
         if self.max_per_category is not None:
             return self.max_per_category
-        return (snap.manifest.get("rules") or {}).get("max_per_category")
+        cap = _rules(snap).get("max_per_category")
+        return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1 else None
 
     @staticmethod
     def _popular_penalty(snap: Snapshot, override: float | None) -> float:
-        """The popularity knob's strength: the caller's, else the server's (the manifest's `rules`); 0 = off.
-        A value that is not a finite number >= 0 is taken as off: the manifest is signed, so only a server's
-        bug could write one, and the device answers rather than raising."""
-        value = override if override is not None else (snap.manifest.get("rules") or {}).get("popular_penalty", 0.0)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-        return float(value) if ok else 0.0
+        """The popularity knob's strength: the caller's, else the server's (the manifest's `rules`); 0 = off."""
+        value = finite_number(override if override is not None else _rules(snap).get("popular_penalty"))
+        return value if value is not None and value > 0 else 0.0
 
     def recommend(self, user_id: str, k: int, exclude: Set[str] = frozenset(),
                   max_per_category: int | None = None, popular_penalty: float | None = None) -> Recommendation:
@@ -122,14 +123,14 @@ class LocalRecommender:
         else:
             scores, source = cands.scores, "cache"
         tilt = self._popular_penalty(snap, popular_penalty)
-        if tilt > 0:
-            scores = np.asarray(demote_popular(cands.ids.tolist(), scores.tolist(), snap.popular, tilt), np.float64)
-        if source == "edge" or tilt > 0:
-            order = np.lexsort((cands.ids, -scores))  # best first, ties by id: as pocketrank.shared.rules.top_by_score
-        else:
-            order = np.arange(len(cands.ids))  # the server's order
-        t3 = time.perf_counter()
         ids = cands.ids.tolist()
+        if tilt > 0:
+            scores = np.asarray(demote_popular(ids, scores.tolist(), snap.popular, tilt), np.float64)
+        if source == "edge":
+            order = np.lexsort((cands.ids, -scores))  # best first, ties by id: as pocketrank.shared.rules.top_by_score
+        else:  # the server's order; tilted, still the server's among equal f16 scores
+            order = np.argsort(-scores, kind="stable") if tilt > 0 else np.arange(len(ids))
+        t3 = time.perf_counter()
         ranked = list(zip(cands.ids[order].tolist(), scores[order].tolist()))
         stock = dict(zip(ids, cands.in_stock.tolist())) if self.drop_out_of_stock else None
         category = None
@@ -164,3 +165,9 @@ class LocalRecommender:
         items = [RecommendedItem(m["external_id"], float(s), r + 1, m["title"] or "", m["category"] or "", src, stale,
                                  m["price"]) for r, (m, s, src) in enumerate(named)]
         return Recommendation(items, source, snap.model_version, version, stale)
+
+
+def _rules(snap: Snapshot) -> dict:
+    """The manifest's `rules` object ({} when absent or not an object)."""
+    rules = snap.manifest.get("rules")
+    return rules if isinstance(rules, dict) else {}

@@ -61,15 +61,18 @@ def demote_popular(item_ids: Sequence[int], scores: Sequence[float], popular: Se
     if strength <= 0 or not popular:
         return [float(s) for s in scores]
     n = len(popular)
-    rank = {int(i): r for r, i in enumerate(popular)}
+    rank: dict[int, int] = {}
+    for pos, i in enumerate(popular):
+        rank.setdefault(int(i), pos)  # a product listed twice keeps its better rank
     out = []
     for i, s in zip(item_ids, scores):
         s = float(s)
-        r = rank.get(int(i))
-        if r is not None:
+        at = rank.get(int(i))
+        if at is not None:
             p = min(max(s, _ODDS_EPS), 1.0 - _ODDS_EPS)
-            z = math.log(p / (1.0 - p)) - strength * (n - r) / n
-            s = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))  # no overflow either way
+            z = math.log(p / (1.0 - p)) - strength * (n - at) / n
+            demoted = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))  # no overflow
+            s = min(s, demoted)  # the clamp must not lift a score below 1e-7 above its neighbours
         out.append(s)
     return out
 

@@ -14,6 +14,7 @@ its digits, and a tuple of categories as a list.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -237,6 +238,19 @@ def _unknown_first(obj: Mapping[str, Any], known: frozenset[str], model: type[Ba
 _ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)
 _PRODUCT_ID_ADAPTER: TypeAdapter[str | int] = TypeAdapter(ProductId)
 _ID_SAYS = _says_in(Id)
+
+
+def finite_number(value: Any) -> float | None:
+    """`value` as a float when it is an int or a float (not a bool) and finite as a float, else None. For
+    numbers read from JSON that a caller must not trust to be sane: an integer of 400 digits overflows
+    a float, and math.isfinite raises on it rather than answering."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        x = float(value)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
 
 
 def check_id(name: str, value: Any) -> str:

@@ -103,6 +103,7 @@ class Ranker:
         return self.session.run(None, ranker_inputs(user_vec, self.catalogue.rows(item_ids)))[0]
 
     def rank(self, user_vec: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:
+        """The configured rules without per-request signals (no exposures, no popular list: that knob is off)."""
         return self.rank_with_rules(user_vec, k, Signals(exclude=exclude)).items
 
     def rank_with_rules(self, user_vec: np.ndarray, k: int, signals: Signals) -> Ranking:

@@ -114,6 +114,13 @@ def test_knob_diversity_counts_categories_and_pairs_of_the_top_10():
     assert got["ILD@10"] == pytest.approx((2 / 3 + 1.0) / 2)
 
 
+def test_the_knob_settings_share_one_off_point_then_each_knobs_values():
+    from bench._shipped_knob import settings
+
+    got = settings({"max_per_category": (None, 3, 1), "popular_penalty": (0.0, 2.0)})
+    assert got == [("off", None), ("max_per_category", 3), ("max_per_category", 1), ("popular_penalty", 2.0)]
+
+
 @pytest.mark.slow
 def test_the_knobs_answers_keep_the_cap_and_the_tilt_on_the_server_and_the_device(tiny, tmp_path):
     from bench import _shipped_knob as knob

@@ -16,7 +16,7 @@ from pocketrank.server.bundle.publish import publish_job
 from pocketrank.server.home import Home
 from pocketrank.shared.errors import ModelError
 from pocketrank.shared.features import user_vector
-from pocketrank.shared.rules import top_by_score
+from pocketrank.shared.rules import demote_popular, top_by_score
 
 from .queued import reseal
 
@@ -102,9 +102,48 @@ def test_the_servers_popularity_knob_travels_in_the_signed_manifest_and_tilts_of
     assert tilted.source == "edge" and tilted.item_ids[:len(rest)] == rest
     # The request's strength wins over the manifest's; 0 turns the knob off.
     assert device.recommend(USER, 100, context={"popular_penalty": 0}, allow_server=False).item_ids == plain.item_ids
-    for bad in (-1.0, float("nan"), "strong", True):
+    for bad in (-1.0, float("nan"), "strong", True, 10**400):
         with pytest.raises(ValidationError):
             device.recommend(USER, 10, context={"popular_penalty": bad}, allow_server=False)
+
+
+def test_a_mid_strength_tilt_is_the_shared_function_over_the_rankers_scores_on_both_device_paths(device, monkeypatch):
+    device.sync([USER])
+    popular = device.cache.popular()
+    cands = device.cache.packed(USER)
+    ranker = LocalRanker(device.cache.artifact("ranker")[1])
+    scores = ranker.score(user_vector(device.cache.user_state(USER)), cands.vectors)
+    expected = top_by_score(cands.ids, demote_popular(cands.ids.tolist(), scores.tolist(), popular, 1.0))[:100]
+    rec = device.recommend(USER, 100, context={"popular_penalty": 1.0}, allow_server=False)
+    names = device.cache.item_meta([i for i, _ in expected])
+    assert rec.source == "edge"
+    assert [(it.item_id, pytest.approx(it.score, abs=1e-6)) for it in rec.items] == [
+        (names[i]["external_id"], s) for i, s in expected]
+    plain = device.recommend(USER, 100, allow_server=False).item_ids
+    assert rec.item_ids != plain  # strength 1 reorders, without emptying the head from the list
+    assert any(device.cache.indexes([e])[e] in set(popular) for e in rec.item_ids)
+    # Without a usable state: the record's f16 scores in the server's order, tilted by the same function, equal
+    # scores keeping the server's order.
+    monkeypatch.setattr(device.local, "user_vector", lambda snap, user: None)
+    cached = device.recommend(USER, 100, context={"popular_penalty": 1.0}, allow_server=False)
+    tilted = demote_popular(cands.ids.tolist(), cands.scores.tolist(), popular, 1.0)
+    order = sorted(range(len(tilted)), key=lambda n: -tilted[n])  # stable: the record's order among ties
+    names = device.cache.item_meta(cands.ids.tolist())
+    assert cached.source == "cache"
+    assert cached.item_ids == [names[int(cands.ids[n])]["external_id"] for n in order][:100]
+
+
+@pytest.mark.parametrize("rules", [[1], "x", {"popular_penalty": 10**400}, {"popular_penalty": "high"},
+                                   {"popular_penalty": True, "max_per_category": "two"},
+                                   {"max_per_category": 0, "popular_penalty": float("nan")}])
+def test_a_malformed_manifest_rule_is_read_as_off_not_raised(device, monkeypatch, rules):
+    import dataclasses
+
+    device.sync([USER])
+    plain = device.recommend(USER, 20, allow_server=False)
+    snap = dataclasses.replace(device.cache.snapshot(), manifest={**device.cache.manifest(), "rules": rules})
+    monkeypatch.setattr(device.cache, "snapshot", lambda: snap)
+    assert device.recommend(USER, 20, allow_server=False).item_ids == plain.item_ids
 
 
 def test_server_answers_when_reachable(device):

@@ -27,5 +27,8 @@ def test_the_popularity_knob_divides_the_odds_by_rank_in_the_popular_list():
     assert odds[3] == pytest.approx(math.exp(-2.0))
     assert demote_popular([7], [1.0], popular, 1.0)[0] < 1.0  # a saturated score is tilted too
     assert demote_popular([7, 1], [0.9, 0.9], popular, 1e6) == [0.0, 0.0]  # any finite strength: no overflow
+    low = demote_popular([7, 2], [1e-9, 1e-8], popular, 0.5)
+    assert low[0] <= 1e-9 < low[1] == 1e-8  # a score below the clamp is never lifted above its neighbours
+    assert demote_popular([3], [0.5], [3, 7, 3], 3.0) == demote_popular([3], [0.5], [3, 7, 9], 3.0)  # first rank wins
     assert demote_popular([1, 7], [0.5, 0.25], popular, 0.0) == [0.5, 0.25]  # 0: off
     assert demote_popular([1, 7], [0.5, 0.25], [], 3.0) == [0.5, 0.25]  # no popular list: nothing to demote
