@@ -340,7 +340,8 @@ def knob(argv: list[str]) -> list[str]:
                   "devices in the signed manifest (`rules`): the per-category cap (`POCKETRANK_MAX_PER_CATEGORY`; at "
                   "most N products of one category in a list; MovieLens: a film's first genre) and the popularity "
                   "knob (`POCKETRANK_POPULAR_PENALTY`; the products of the signed popular list have their click odds "
-                  "divided by e^(value x share), the most popular's share 1, the n-th's of its 100 1/n). The shipped model of the "
+                  "divided by e^(value x share), the share falling in a straight line from 1 for the most popular to 1/n "
+                  "for the last of its n, up to 100). The shipped model of the "
                   "table above, trained once per seed; then every test user's answer for each setting: the "
                   "server's (`Serving.recommend`, the other rules off), and the device's (each user's phone synced "
                   "once, answering offline with its int8 encoder and the setting, given in the request's context: the "
@@ -408,7 +409,7 @@ def _knob_plot(curves: dict, path: Path) -> None:
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("nDCG@10 (leave-last-out)")
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper left")
     fig.suptitle("The list knobs on the shipped model, server and device")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
