@@ -13,7 +13,10 @@ rated is the truth, and the server answers
 - after their first rating, posted as an event through the embedded updater: the encoder over that one event
   (the truth is then the rest), against the popular list without that product, and beside a peer that reads
   that one rating as well as anything can on this data: the products most often rated by the warm users who
-  rated it (item co-occurrence, ties by popularity).
+  rated it (item co-occurrence, ties by popularity); and, the same answers, against the one rating that came
+  next (what a sequence model is trained to rank), not the whole rest.
+The first rating is the earliest, ratings in the same second taken in the import's seeded order (never the
+product ids' order, which in MovieLens rises with time).
 MovieLens carries age, gender and occupation, no locale, device or query: those are not measured here.
 `train` caps the training run (its epochs) where a full one does not fit: the popularity, segment and
 co-occurrence rows do not depend on the model.
@@ -120,7 +123,10 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print, train: dict 
         rows: dict[str, list[tuple[float, float, float]]] = {"popularity": [], "segment prior": [],
                                                              "popularity, after 1 rating": [],
                                                              "encoder, after 1 rating": [],
-                                                             "co-occurrence, after 1 rating (peer)": []}
+                                                             "co-occurrence, after 1 rating (peer)": [],
+                                                             "popularity, after 1 rating: the next": [],
+                                                             "encoder, after 1 rating: the next": [],
+                                                             "co-occurrence, after 1 rating: the next (peer)": []}
         paths = {"segment": 0, "popular": 0}
         for u, evs in sorted(per_user.items()):
             truth = {i for _, i in evs}
@@ -130,14 +136,19 @@ def cold_users(size: str, seed: int, share: float = 0.1, log=print, train: dict 
             rows["segment prior"].append(_scores([i for i, _ in rec.items], truth))
             if len(truth) < 2:
                 continue
-            t0, first = min(evs)
+            ordered = sorted(evs, key=lambda e: e[0])  # stable: ties stay in the import's seeded order
+            (t0, first), nxt = ordered[0], {ordered[1][1]}
             serving.updater.ingest([Event(f"cold-{u}-0", u, "bench", "click", float(t0), int(first))])
             rest = truth - {first}
-            rows["popularity, after 1 rating"].append(_scores([i for i in popular if i != first][:K], rest))
-            rows["encoder, after 1 rating"].append(_scores([i for i, _ in serving.recommend(u, K).items], rest))
             co = np.asarray((mt @ m[:, first]).todense()).ravel()  # warm users who rated `first`, per product
-            ranked = sorted((i for i in range(len(co)) if i != first and i in rank), key=lambda i: (-co[i], rank[i]))
-            rows["co-occurrence, after 1 rating (peer)"].append(_scores(ranked[:K], rest))
+            lists = {"popularity": [i for i in popular if i != first][:K],
+                     "encoder": [i for i, _ in serving.recommend(u, K).items],
+                     "co-occurrence": sorted((i for i in range(len(co)) if i != first and i in rank),
+                                             key=lambda i: (-co[i], rank[i]))[:K]}
+            for name, ranked in lists.items():
+                peer = " (peer)" if name == "co-occurrence" else ""
+                rows[f"{name}, after 1 rating{peer}"].append(_scores(ranked, rest))
+                rows[f"{name}, after 1 rating: the next{peer}"].append(_scores(ranked, nxt))
         store.close()
     out = {name: {"nDCG@10": float(np.mean([r[0] for r in rs])), "P@10": float(np.mean([r[1] for r in rs])),
                   "R@10": float(np.mean([r[2] for r in rs])), "users": len(rs)} for name, rs in rows.items()}
