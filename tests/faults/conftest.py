@@ -10,10 +10,9 @@ from .liveserver import LiveServer
 
 
 @pytest.fixture
-def live_server(home, monkeypatch):
+def live_server(home):
     # Many short syncs from one loopback address: the per-device rate limit is not under test here.
-    monkeypatch.setenv("POCKETRANK_SYNC_RATE", "0")
-    server = LiveServer(home)
+    server = LiveServer(home, sync_rate=0.0)
     yield server
     server.close()
 

@@ -13,11 +13,13 @@ from werkzeug.serving import make_server
 
 
 class LiveServer:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, **settings):
         from pocketrank.server.api.app import create_app
         from pocketrank.server.config import Config
 
-        self.app = create_app(Config(home=Path(home)))
+        # `settings`: Config fields (sync_rate=0: a test syncing faster than a phone may). The environment is not
+        # read: a POCKETRANK_SYNC_RATE set here once had no effect, and a kill loop on a quiet machine hit 429s.
+        self.app = create_app(Config(home=Path(home), **settings))
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
