@@ -213,7 +213,7 @@ class Config:
         if self.max_per_category is not None and self.max_per_category < 1:
             raise ValidationError("POCKETRANK_MAX_PER_CATEGORY", "must be unset (no cap) or at least 1")
         if not (math.isfinite(self.popular_penalty) and self.popular_penalty >= 0):
-            raise ValidationError("POCKETRANK_POPULAR_PENALTY", "must be 0 (off) or a positive number (score units)")
+            raise ValidationError("POCKETRANK_POPULAR_PENALTY", "must be 0 (off) or a positive number (log-odds)")
         if self.explore_position < 0:
             raise ValidationError("POCKETRANK_EXPLORE_POSITION", "must be 0 (off) or a 1-based slot")
         if min(self.request_rate, self.request_burst, self.address_rate, self.address_burst, self.sync_rate,

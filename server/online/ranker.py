@@ -110,8 +110,11 @@ class Ranker:
         candidates = self.retrieve(user_vec, signals.exclude, in_stock_only=True)
         raw = self.score(user_vec, candidates)
         r, cat = self.rules, self.catalogue
-        # The popularity knob first, on the model's probabilities (the device applies it to the same ones).
-        tilted = demote_popular(candidates.tolist(), cast("Sequence[float]", raw), signals.popular, r.popular_penalty)
+        # The popularity knob first, on the model's probabilities (the device applies it to the same ones);
+        # off, the request pays nothing for it.
+        tilted = cast("Sequence[float]", raw)
+        if r.popular_penalty > 0:
+            tilted = demote_popular(candidates.tolist(), tilted, signals.popular, r.popular_penalty)
         adjusted = adjust_scores(
             candidates.tolist(), tilted, boosts=r.boosts, exposures=signals.exposures, exposure_cap=r.exposure_cap,
             exposure_strength=r.exposure_penalty, category=cat.category,
