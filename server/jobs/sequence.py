@@ -12,6 +12,7 @@ order the model was trained to give.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 
 import numpy as np
@@ -27,7 +28,7 @@ from ..online.encoding import ENCODER_FP32
 from ..online.fold import rebuild_states
 from ..online.versions import save_vectors
 from ..training import seqmodel
-from ..training.content import ContentTower, ContentVocab
+from ..training.content import ContentTower, ContentVocab, fit_content_map
 from ..training.history import load_history
 from ..training.seqmodel import SeqConfig
 from ..training.seqtrain import Histories, fit, rank_metrics, user_vectors
@@ -48,14 +49,29 @@ def held_out(history, holdout: int = 2) -> tuple[Histories, Histories, np.ndarra
     return full.head(2), full.head(1), val, test
 
 
-def save_model(m, vocab: ContentVocab, out, meta: dict) -> tuple[ContentTower, np.ndarray]:
-    """The model (weights, config, metadata) beside its content tower; returns (tower, item vectors)."""
-    seqmodel.save(m, out, meta)
+def save_model(m, vocab: ContentVocab, out, meta: dict, trained: np.ndarray | None = None
+               ) -> tuple[ContentTower, np.ndarray, dict | None]:
+    """The model (weights, config, metadata) beside its content tower; returns (tower, item vectors, the
+    content map's fit or None).
+
+    With `content_ridge` > 0 (the default) the tower is the content map fitted to the vectors of the rows
+    training saw (`trained`, a boolean mask; None: every row), else the trained token table."""
     with torch.no_grad():
-        tower = ContentTower(vocab, m.token.weight.numpy().copy(), m.content_proj.weight.numpy().copy())
         vecs = m.item_vectors().numpy()
+        tokens = m.item_tokens.numpy()[1:]
+        ridge, fit = float(m.config.content_ridge), None
+        if not (math.isfinite(ridge) and ridge >= 0):
+            raise ModelError(f"content_ridge must be a finite number >= 0 (0 keeps the trained tower), not {ridge!r}")
+        if ridge > 0:
+            rows = np.ones(len(vecs), bool) if trained is None else np.asarray(trained, bool)
+            table, fit = fit_content_map(tokens[rows], vecs[rows], len(vocab), ridge)
+            tower = ContentTower(vocab, table, np.eye(vecs.shape[1], dtype=np.float32))
+            meta = {**meta, "content_map": fit}
+        else:
+            tower = ContentTower(vocab, m.token.weight.numpy().copy(), m.content_proj.weight.numpy().copy())
+    seqmodel.save(m, out, meta)
     tower.save(out)
-    return tower, vecs
+    return tower, vecs, fit
 
 
 def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
@@ -101,7 +117,8 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
                "data": {"events": history.events, "users": len(history.user_ids), "items": history.n_items,
                         "from": history.first_ts, "to": history.last_ts},
                "config": config.to_dict(), "ranker_kind": "retrieval", "tuning": tuning}
-    tower, vecs = save_model(m, vocab, out, {"model_version": version, "item_ids": history.item_index.tolist()})
+    tower, vecs, metrics["content_map"] = save_model(m, vocab, out, {"model_version": version,
+                                                                     "item_ids": history.item_index.tolist()})
     home.write_json(out / "metrics.json", metrics)
 
     by_id = {int(i): vecs[k] for k, i in enumerate(history.item_index)}

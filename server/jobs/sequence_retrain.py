@@ -58,6 +58,7 @@ class SequenceCandidate:
     model: Any
     item_ids: np.ndarray
     vocab: ContentVocab | None = None
+    trained: np.ndarray | None = None  # rows the window had events for (None: every row); the content map fits to them
     index: dict[int, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -116,7 +117,10 @@ def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int,
         if epochs is not None:
             config.epochs = epochs
         result = fit_model(hist.head(1), config, tokens, val=(hist.head(1), val), progress=progress)
-        return SequenceCandidate(result.model, item_ids, vocab)
+        seen = np.zeros(len(item_ids), bool)
+        for r in hist.rows:
+            seen[r] = True  # rows of an untrained id part (products the window never saw) are no fitting target
+        return SequenceCandidate(result.model, item_ids, vocab, seen)
 
     return fit
 
@@ -141,6 +145,7 @@ def save_candidate(cand: SequenceCandidate, out: Path, version: str) -> None:
 
     if cand.vocab is None:
         raise ModelError(f"candidate {version} has no content vocabulary to save")
-    _tower, vecs = save_model(cand.model, cand.vocab, out, {"model_version": version,
-                                                             "item_ids": cand.item_ids.tolist()})
+    _tower, vecs, _fit = save_model(cand.model, cand.vocab, out, {"model_version": version,
+                                                                   "item_ids": cand.item_ids.tolist()},
+                                    trained=cand.trained)
     save_vectors(out, cand.item_ids, vecs)

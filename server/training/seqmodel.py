@@ -47,6 +47,7 @@ class SeqConfig:
     max_len: int = 50
     dropout: float = 0.3
     id_dropout: float = 0.1  # share of products whose id part is dropped per batch
+    content_ridge: float = 0.1  # after training, the content map refitted to the vectors (0: keep the trained tower)
     lr: float = 2e-3
     weight_decay: float = 0.0
     batch_size: int = 128

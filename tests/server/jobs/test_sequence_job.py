@@ -89,6 +89,10 @@ def test_a_new_product_gets_its_content_vector(seq_home, tmp_path):
 
     want = tower.vector(validate_item(new))
     assert want is not None and np.allclose(got, want, atol=1e-6)
+    # The tower is the content map fitted to the trained vectors (identity projection), as metrics say.
+    assert np.allclose(tower.projection, np.eye(tower.projection.shape[0]))
+    fit = trained["content_map"]
+    assert fit["ridge"] > 0 and fit["products"] > 1500 and 0.0 < fit["r2"] < 1.0
     # It is retrievable: a user whose history is Sci-Fi films ranks it above most of the catalogue.
     vecs = serving.catalogue.vectors
     assert np.isfinite(vecs @ got).all()

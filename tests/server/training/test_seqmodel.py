@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pocketrank.server.training.content import ContentTower, ContentVocab, product_tokens
+from pocketrank.server.training.content import ContentTower, ContentVocab, fit_content_map, product_tokens
 from pocketrank.server.training.seqmodel import SeqConfig, SequenceRecommender
 from pocketrank.server.training.seqtrain import Histories, fit, padded, rank_metrics, user_vectors, windows
 from pocketrank.shared.schemas import EVENT_TYPES, Item
@@ -112,6 +112,57 @@ def test_content_vector_is_the_towers_content_part(tmp_path):
     assert np.allclose(loaded.vector(items[3]), torch_content[3], atol=1e-5)
     assert loaded.vector(Item(item_id=100, title="zzz", category="", sku="X")) is None  # nothing known: no guess
     assert ContentTower.load(tmp_path / "nothing") is None
+
+
+def test_content_map_is_the_ridge_solution_and_skips_tokenless_products():
+    rng = np.random.default_rng(0)
+    n, n_tokens, dim, ridge = 40, 7, 5, 0.1
+    tokens = np.zeros((n, 4), np.int64)
+    for k in range(n - 3):  # the last 3 products have no known token: no row of the fit
+        picked = rng.choice(np.arange(1, n_tokens + 1), size=rng.integers(1, 5), replace=False)
+        tokens[k, : len(picked)] = picked
+    vectors = rng.normal(size=(n, dim))
+    vectors[n - 3:] = 1e6  # were they fitted, they would swamp every row
+    table, fit = fit_content_map(tokens, vectors, n_tokens, ridge)
+    shares = np.zeros((n - 3, n_tokens + 1))
+    for k in range(n - 3):
+        picked = tokens[k][tokens[k] > 0]
+        shares[k, picked] = 1.0 / len(picked)
+    want = np.linalg.solve(shares.T @ shares + ridge * np.eye(n_tokens + 1), shares.T @ vectors[: n - 3])
+    assert table.shape == (n_tokens + 1, dim) and np.allclose(table, want, atol=1e-4)
+    assert np.allclose(table[0], 0.0)  # the padding row has no product: the ridge keeps it at 0
+    assert fit["products"] == n - 3 and 0.0 < fit["r2"] < 1.0
+    # Through the serving code: a product's vector is the mean of its tokens' fitted rows.
+    items = _items()
+    vocab = ContentVocab.build(items)
+    t2, _ = fit_content_map(vocab.matrix(items), rng.normal(size=(len(items), dim)), len(vocab), ridge)
+    tower = ContentTower(vocab, t2, np.eye(dim, dtype=np.float32))
+    rows = vocab.rows(items[1])
+    assert np.allclose(tower.vector(items[1]), t2[rows].mean(axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="ridge"):
+        fit_content_map(tokens, vectors, n_tokens, float("nan"))
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.1])
+def test_saved_tower_is_the_fit_or_the_trained_table(tmp_path, ridge):
+    from pocketrank.server.jobs.sequence import save_model
+    from pocketrank.shared.errors import ModelError
+
+    items = _items()
+    vocab = ContentVocab.build(items)
+    m = _model(n_items=len(items), n_tokens=len(vocab), tokens=vocab.matrix(items), content_ridge=ridge)
+    trained = np.array([True] * 4 + [False] * 2)  # two rows training never saw: not fitting targets
+    tower, vecs, fit = save_model(m, vocab, tmp_path, {"item_ids": [it.item_id for it in items]}, trained=trained)
+    loaded = ContentTower.load(tmp_path)
+    assert loaded is not None and np.allclose(loaded.table, tower.table)
+    if ridge == 0:  # the trained tower, as before the fit existed
+        assert fit is None and np.allclose(loaded.table, m.token.weight.detach().numpy())
+    else:
+        want, _ = fit_content_map(vocab.matrix(items)[trained], vecs[trained], len(vocab), ridge)
+        assert fit is not None and fit["products"] == 4 and np.allclose(loaded.table, want)
+    m.config.content_ridge = -1.0
+    with pytest.raises(ModelError, match="content_ridge"):
+        save_model(m, vocab, tmp_path, {})
 
 
 def _toy_histories(n_users=60, n_items=20, seed=0) -> Histories:
