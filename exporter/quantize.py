@@ -12,7 +12,7 @@ half, which onnxruntime will not fuse, so a broadcast Add remains) and QUInt8
 the item matmul in float (its bias is not constant) and the quantized inner
 product input cut Kendall tau to 0.984 and top-10 overlap to 0.952.
 
-Weights use 7 of the 8 bits (-63..63, onnxruntime's `reduce_range`): on x86
+Weights use 7 of the 8 bits (-63..63, like onnxruntime's `reduce_range`): on x86
 CPUs with AVX2 but no VNNI, onnxruntime's u8 x s8 kernel adds pairs of
 products in 16 bits with saturation, and full-range weights overflow it
 (measured on an AMD EPYC: 4.6% relative error on one matmul, and a retrained

@@ -12,7 +12,6 @@ order the model was trained to give.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 
 import numpy as np
@@ -28,7 +27,7 @@ from ..online.encoding import ENCODER_FP32
 from ..online.fold import rebuild_states
 from ..online.versions import save_vectors
 from ..training import seqmodel
-from ..training.content import ContentTower, ContentVocab, fit_content_map
+from ..training.content import ContentTower, ContentVocab, content_vectors, fit_content_map
 from ..training.history import load_history
 from ..training.seqmodel import SeqConfig
 from ..training.seqtrain import Histories, fit, rank_metrics, user_vectors
@@ -51,27 +50,41 @@ def held_out(history, holdout: int = 2) -> tuple[Histories, Histories, np.ndarra
 
 def save_model(m, vocab: ContentVocab, out, meta: dict, trained: np.ndarray | None = None
                ) -> tuple[ContentTower, np.ndarray, dict | None]:
-    """The model (weights, config, metadata) beside its content tower; returns (tower, item vectors, the
-    content map's fit or None).
+    """The model (weights, config, metadata) beside its content tower; returns (tower, item vectors to
+    publish, the content map's fit or None).
 
-    With `content_ridge` > 0 (the default) the tower is the content map fitted to the vectors of the rows
-    training saw (`trained`, a boolean mask; None: every row), else the trained token table."""
+    `trained`: a boolean mask of the rows training saw (None: every row). With `content_ridge` > 0 (the
+    default) the tower is the content map fitted to those rows' vectors (tokens no fitted product carries
+    keep the trained tower's row), else the trained tower. A row training never saw has an untrained id
+    part, so it is published with its content vector, as a product added since training is."""
     with torch.no_grad():
-        vecs = m.item_vectors().numpy()
+        vecs = m.item_vectors().numpy().copy()
         tokens = m.item_tokens.numpy()[1:]
-        ridge, fit = float(m.config.content_ridge), None
-        if not (math.isfinite(ridge) and ridge >= 0):
-            raise ModelError(f"content_ridge must be a finite number >= 0 (0 keeps the trained tower), not {ridge!r}")
-        if ridge > 0:
-            rows = np.ones(len(vecs), bool) if trained is None else np.asarray(trained, bool)
-            table, fit = fit_content_map(tokens[rows], vecs[rows], len(vocab), ridge)
+        trained_table, proj = m.token.weight.numpy().copy(), m.content_proj.weight.numpy().copy()
+    tower, fit = ContentTower(vocab, trained_table, proj), None
+    rows = np.ones(len(vecs), bool) if trained is None else np.asarray(trained, bool)
+    if m.config.content_ridge > 0:
+        got = fit_content_map(tokens[rows], vecs[rows], len(vocab), float(m.config.content_ridge))
+        if got is not None:
+            table, supported, fit = got
+            table[~supported] = trained_table[~supported] @ proj.T
             tower = ContentTower(vocab, table, np.eye(vecs.shape[1], dtype=np.float32))
             meta = {**meta, "content_map": fit}
-        else:
-            tower = ContentTower(vocab, m.token.weight.numpy().copy(), m.content_proj.weight.numpy().copy())
+    if not rows.all():
+        guess = content_vectors(tokens[~rows], tower.table, tower.projection)
+        known = np.isfinite(guess).all(axis=1)
+        vecs[np.flatnonzero(~rows)[known]] = guess[known]
     seqmodel.save(m, out, meta)
     tower.save(out)
     return tower, vecs, fit
+
+
+def trained_rows(h: Histories, n_items: int) -> np.ndarray:
+    """The rows (0-based) a training run's histories hold: the products whose vectors it learnt."""
+    seen = np.zeros(n_items, bool)
+    for r in h.rows:
+        seen[r] = True
+    return seen
 
 
 def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
@@ -118,7 +131,8 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
                         "from": history.first_ts, "to": history.last_ts},
                "config": config.to_dict(), "ranker_kind": "retrieval", "tuning": tuning}
     tower, vecs, metrics["content_map"] = save_model(m, vocab, out, {"model_version": version,
-                                                                     "item_ids": history.item_index.tolist()})
+                                                                     "item_ids": history.item_index.tolist()},
+                                                     trained=trained_rows(train, history.n_items))
     home.write_json(out / "metrics.json", metrics)
 
     by_id = {int(i): vecs[k] for k, i in enumerate(history.item_index)}

@@ -101,6 +101,7 @@ def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int,
     """fit(train_events, weights) for gated_retrain: a SequenceCandidate over `item_ids` (store indexes)."""
     from ..training.seqmodel import SeqConfig
     from ..training.seqtrain import fit as fit_model
+    from .sequence import trained_rows
 
     index = {int(i): n for n, i in enumerate(item_ids)}
     meta = {it.item_id: it for it in store.items()}
@@ -117,10 +118,9 @@ def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int,
         if epochs is not None:
             config.epochs = epochs
         result = fit_model(hist.head(1), config, tokens, val=(hist.head(1), val), progress=progress)
-        seen = np.zeros(len(item_ids), bool)
-        for r in hist.rows:
-            seen[r] = True  # rows of an untrained id part (products the window never saw) are no fitting target
-        return SequenceCandidate(result.model, item_ids, vocab, seen)
+        # Rows of an untrained id part (products the window never saw, or saw only as a user's newest) are no
+        # fitting target, and are published with their content vector (jobs/sequence.py's save_model).
+        return SequenceCandidate(result.model, item_ids, vocab, trained_rows(hist.head(1), len(item_ids)))
 
     return fit
 

@@ -58,6 +58,12 @@ class SeqConfig:
     seed: int = 42
     kind: str = field(default="sequence")
 
+    def __post_init__(self) -> None:
+        # Checked here, not after a run: a bad value found at save time would throw the whole run away.
+        r = self.content_ridge
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
+            raise ModelError(f"content_ridge must be a finite number >= 0 (0 keeps the trained tower), not {r!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

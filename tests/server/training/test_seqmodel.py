@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from pocketrank.server.training.content import ContentTower, ContentVocab, fit_content_map, product_tokens
+from pocketrank.server.training.content import (
+    ContentTower,
+    ContentVocab,
+    content_vector,
+    content_vectors,
+    fit_content_map,
+    product_tokens,
+)
 from pocketrank.server.training.seqmodel import SeqConfig, SequenceRecommender
 from pocketrank.server.training.seqtrain import Histories, fit, padded, rank_metrics, user_vectors, windows
 from pocketrank.shared.schemas import EVENT_TYPES, Item
@@ -116,29 +123,38 @@ def test_content_vector_is_the_towers_content_part(tmp_path):
 
 def test_content_map_is_the_ridge_solution_and_skips_tokenless_products():
     rng = np.random.default_rng(0)
-    n, n_tokens, dim, ridge = 40, 7, 5, 0.1
+    n, n_tokens, dim, ridge = 40, 8, 5, 0.1
     tokens = np.zeros((n, 4), np.int64)
-    for k in range(n - 3):  # the last 3 products have no known token: no row of the fit
-        picked = rng.choice(np.arange(1, n_tokens + 1), size=rng.integers(1, 5), replace=False)
+    for k in range(n - 4):  # the last 4 products: no known token, or a vector that is not finite
+        picked = rng.choice(np.arange(1, n_tokens), size=rng.integers(1, 5), replace=False)
         tokens[k, : len(picked)] = picked
+    tokens[n - 1, 0] = n_tokens  # token 8 is carried only by a product whose vector is NaN
     vectors = rng.normal(size=(n, dim))
-    vectors[n - 3:] = 1e6  # were they fitted, they would swamp every row
-    table, fit = fit_content_map(tokens, vectors, n_tokens, ridge)
-    shares = np.zeros((n - 3, n_tokens + 1))
-    for k in range(n - 3):
+    vectors[n - 4: n - 1] = 1e6  # were they fitted, they would swamp every row
+    vectors[n - 1] = np.nan
+    got = fit_content_map(tokens, vectors, n_tokens, ridge)
+    assert got is not None
+    table, supported, fit = got
+    shares = np.zeros((n - 4, n_tokens + 1))
+    for k in range(n - 4):
         picked = tokens[k][tokens[k] > 0]
         shares[k, picked] = 1.0 / len(picked)
-    want = np.linalg.solve(shares.T @ shares + ridge * np.eye(n_tokens + 1), shares.T @ vectors[: n - 3])
+    want = np.linalg.solve(shares.T @ shares + ridge * np.eye(n_tokens + 1), shares.T @ vectors[: n - 4])
     assert table.shape == (n_tokens + 1, dim) and np.allclose(table, want, atol=1e-4)
-    assert np.allclose(table[0], 0.0)  # the padding row has no product: the ridge keeps it at 0
-    assert fit["products"] == n - 3 and 0.0 < fit["r2"] < 1.0
-    # Through the serving code: a product's vector is the mean of its tokens' fitted rows.
-    items = _items()
-    vocab = ContentVocab.build(items)
-    t2, _ = fit_content_map(vocab.matrix(items), rng.normal(size=(len(items), dim)), len(vocab), ridge)
-    tower = ContentTower(vocab, t2, np.eye(dim, dtype=np.float32))
-    rows = vocab.rows(items[1])
-    assert np.allclose(tower.vector(items[1]), t2[rows].mean(axis=0), atol=1e-6)
+    assert np.allclose(table[0], 0.0) and not supported[0]  # the padding row has no product
+    assert not supported[n_tokens] and np.allclose(table[n_tokens], 0.0)  # only the NaN product carries it
+    assert fit["products"] == n - 4 and 0.0 < fit["r2"] < 1.0 and fit["converged"]
+    # content_vectors is content_vector for token rows; NaN where a product has no known token.
+    vocab = ContentVocab.build(_items())
+    t2 = rng.normal(size=(len(vocab) + 1, dim)).astype(np.float32)
+    t2[0] = 0.0
+    proj = rng.normal(size=(dim, dim)).astype(np.float32)
+    rows = vocab.matrix(_items() + [Item(item_id=99, title="zzz", category="", sku="Z")])
+    many = content_vectors(rows, t2, proj)
+    assert np.allclose(many[1], content_vector(_items()[1], vocab, t2, proj), atol=1e-5)
+    assert np.isnan(many[-1]).all()
+    # Nothing to fit (fewer than two products with content and a finite vector): the caller keeps its tower.
+    assert fit_content_map(tokens[n - 5: n - 3], vectors[n - 5: n - 3], n_tokens, ridge) is None
     with pytest.raises(ValueError, match="ridge"):
         fit_content_map(tokens, vectors, n_tokens, float("nan"))
 
@@ -151,6 +167,9 @@ def test_saved_tower_is_the_fit_or_the_trained_table(tmp_path, ridge):
     items = _items()
     vocab = ContentVocab.build(items)
     m = _model(n_items=len(items), n_tokens=len(vocab), tokens=vocab.matrix(items), content_ridge=ridge)
+    with torch.no_grad():
+        model_vecs = m.item_vectors().numpy()
+        trained_table = m.token.weight.numpy() @ m.content_proj.weight.numpy().T
     trained = np.array([True] * 4 + [False] * 2)  # two rows training never saw: not fitting targets
     tower, vecs, fit = save_model(m, vocab, tmp_path, {"item_ids": [it.item_id for it in items]}, trained=trained)
     loaded = ContentTower.load(tmp_path)
@@ -158,11 +177,18 @@ def test_saved_tower_is_the_fit_or_the_trained_table(tmp_path, ridge):
     if ridge == 0:  # the trained tower, as before the fit existed
         assert fit is None and np.allclose(loaded.table, m.token.weight.detach().numpy())
     else:
-        want, _ = fit_content_map(vocab.matrix(items)[trained], vecs[trained], len(vocab), ridge)
-        assert fit is not None and fit["products"] == 4 and np.allclose(loaded.table, want)
-    m.config.content_ridge = -1.0
+        got = fit_content_map(vocab.matrix(items)[trained], model_vecs[trained], len(vocab), ridge)
+        assert got is not None and fit is not None and fit["products"] == 4
+        table, supported, _ = got
+        assert np.allclose(loaded.table[supported], table[supported])
+        # a token only unseen products carry keeps the trained tower's row (projected): no evidence to refit it
+        assert np.allclose(loaded.table[~supported], trained_table[~supported], atol=1e-6)
+    # Seen rows publish the model's vectors; unseen ones their content vector, as a product new since training.
+    assert np.allclose(vecs[trained], model_vecs[trained])
+    for k in np.flatnonzero(~trained):
+        assert np.allclose(vecs[k], loaded.vector(items[k]), atol=1e-5)
     with pytest.raises(ModelError, match="content_ridge"):
-        save_model(m, vocab, tmp_path, {})
+        SeqConfig(n_items=3, content_ridge=-1.0)
 
 
 def _toy_histories(n_users=60, n_items=20, seed=0) -> Histories:
