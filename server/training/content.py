@@ -25,7 +25,7 @@ from pocketrank.shared.schemas import Item
 
 MAX_TOKENS = 24  # per product; a long title's later words add little
 MIN_COUNT = 2  # a token only one product has is its id again, learnt by the id embedding
-# The content map's ridge, on token shares (each product's tokens weigh 1/len): chosen on a validation
+# The content map's ridge, on token shares (each product's tokens weigh 1/len): chosen on validation
 # draws of MovieLens-100k products new in no benchmark seed (0.01 to 10 tried; docs/benchmarks.md, "New products").
 CONTENT_RIDGE = 0.1
 
