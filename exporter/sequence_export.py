@@ -65,7 +65,10 @@ def export_sequence_encoder(encoder: nn.Module, fp32: Path, int8: Path, dim: int
             {"items": {1: length}, "types": {1: length}, "gaps": {1: length}})
     check_signature(onnx.load(str(fp32)), {"items": [1, "L", dim], "types": [1, "L"], "gaps": [1, "L"]},
                     {"user": [1, dim]})
-    quant = quantize_ranker(fp32, int8)
+    # One scale per output column: with 7-bit weights (quantize.py) a scale per tensor cost the encoder
+    # fidelity (a 2-epoch MovieLens-100k model on 600 users: int8 kept 0.995 of fp32's nDCG@10, top-10
+    # overlap 0.996, against 1.000 and 0.996 per column; on 100 users per tensor failed the 0.98 gate).
+    quant = quantize_ranker(fp32, int8, per_channel=True)
     return {"opset": OPSET, "exporter": EXPORTER, "inputs": list(SEQ_ENCODER_INPUTS),
             "outputs": list(SEQ_ENCODER_OUTPUTS), "kind": "sequence", "max_len": max_len, "precision": "int8",
             "quantization": quant}

@@ -27,7 +27,8 @@ from ..online.encoding import ENCODER_FP32
 from ..online.fold import rebuild_states
 from ..online.versions import save_vectors
 from ..training import seqmodel
-from ..training.content import ContentTower, ContentVocab, content_vectors, fit_content_map
+from ..training.content import ContentTower, ContentVocab, content_vectors
+from ..training.content_fit import fit_content_map
 from ..training.history import load_history
 from ..training.seqmodel import SeqConfig
 from ..training.seqtrain import Histories, fit, rank_metrics, user_vectors

@@ -11,9 +11,9 @@ from pocketrank.server.training.content import (
     ContentVocab,
     content_vector,
     content_vectors,
-    fit_content_map,
     product_tokens,
 )
+from pocketrank.server.training.content_fit import fit_content_map
 from pocketrank.server.training.seqmodel import SeqConfig, SequenceRecommender
 from pocketrank.server.training.seqtrain import Histories, fit, padded, rank_metrics, user_vectors, windows
 from pocketrank.shared.schemas import EVENT_TYPES, Item
