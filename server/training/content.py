@@ -83,7 +83,7 @@ def content_vector(item: Item, vocab: ContentVocab, table: np.ndarray, projectio
     rows = vocab.rows(item)
     if not rows:
         return None
-    return (np.asarray(table, np.float32)[rows].mean(axis=0) @ np.asarray(projection, np.float32).T).astype(np.float32)
+    return content_vectors(np.array([rows], np.int64), table, projection)[0]
 
 
 def content_vectors(item_tokens: np.ndarray, table: np.ndarray, projection: np.ndarray) -> np.ndarray:
