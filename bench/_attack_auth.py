@@ -16,7 +16,6 @@ Three classes, every case against `pocketrank serve` or gunicorn on a trained Mo
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from lab.homes import copy_home
 from pocketrank.demo_app.localserver import LocalServer, free_port
 
 OPERATOR_CREDENTIAL = "auth: operator credential"
@@ -233,7 +233,7 @@ def run(report) -> None:
         os.environ.update(POCKETRANK_OPERATOR_KEY=KEY, POCKETRANK_REQUIRE_DEVICE_TOKEN="1")
         try:
             home = Path(tmp) / "served"
-            shutil.copytree(root, home)
+            copy_home(root, home)
             with LocalServer(home) as server:
                 device_attacks(report, server.url)
                 operator_surfaces(report, server.url)

@@ -35,11 +35,12 @@ def _home(tmp: Path) -> Path:
 
 
 def _copy(src: Path, dst: Path):
+    from lab.homes import copy_home
     from pocketrank.server.config import Config
     from pocketrank.server.stores import open_store
 
     shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst)
+    copy_home(src, dst)
     return open_store(Config(home=dst))
 
 

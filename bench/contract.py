@@ -22,7 +22,6 @@ import argparse
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -162,14 +161,14 @@ def _recs_call(client: Client):
 
 
 def servers_side_by_side(ref: str, quick: bool, tmp: Path) -> dict[str, dict[str, list]]:
-    from lab.homes import movielens_home
+    from lab.homes import copy_home, movielens_home
     from pocketrank.demo_app.localserver import free_port
 
     t0 = time.perf_counter()
     home = movielens_home(tmp / "home", epochs=2).root
     log(f"  MovieLens-100k home trained and published in {time.perf_counter() - t0:.0f} s")
     trees = {"hand": tree_of(ref, tmp / "hand-tree"), "contract": REPO}
-    homes = {name: shutil.copytree(home, tmp / f"home-{name}") for name in trees}
+    homes = {name: copy_home(home, tmp / f"home-{name}") for name in trees}
     secs = 3 if quick else 8
     lat: dict[str, dict[str, list]] = {name: {"recs": [], "events": [], "errors": []} for name in trees}
     for round_ in range(2):

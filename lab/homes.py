@@ -28,3 +28,26 @@ def movielens_home(root: Path, epochs: int, kind: str = "sequence", n_users: int
     if publish:
         publish_job(home, progress=False)
     return home
+
+
+def copy_home(src: Path, dst: Path) -> Path:
+    """Copy a home to `dst` (which must not exist), its SQLite files through SQLite's backup API.
+
+    A plain file copy races whatever else has the store open: the WAL is checkpointed and deleted when the
+    last connection closes, which may be between listing the directory and copying the file. The backup
+    API reads one consistent snapshot, WAL included, and the copy gets no -wal or -shm files of its own."""
+    import shutil
+    import sqlite3
+
+    src, dst = Path(src), Path(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.sqlite", "*.sqlite-wal", "*.sqlite-shm",
+                                                            "*.sqlite-journal"))
+    for db in src.rglob("*.sqlite"):
+        source = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        target = sqlite3.connect(dst / db.relative_to(src))
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+    return dst

@@ -57,7 +57,14 @@ class Home:
         return self.root / "bundles" / str(version)
 
     def current_model(self, store: Store | None = None) -> str:
-        version = (store or self.store()).get_meta("current_model")
+        if store is None:
+            # Close what we open rather than leave it to the garbage collector (a Redis pool, a SQLite file).
+            own = self.store()
+            try:
+                return self.current_model(own)
+            finally:
+                own.close()
+        version = store.get_meta("current_model")
         if not version:
             raise ModelError(f"no trained model in {self.root}; run `pocketrank train` first")
         return version

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+
+from lab.homes import copy_home
 
 TEST_EPOCHS = 2  # enough for meaningful rankings; quality is measured by the benchmark, not here
 
@@ -33,8 +34,7 @@ def sequence_home(tmp_path_factory) -> Path:
 def home(trained_home, tmp_path) -> Path:
     """A private copy of the trained home, so a test may change it freely."""
     dst = tmp_path / "home"
-    shutil.copytree(trained_home, dst)
-    return dst
+    return copy_home(trained_home, dst)
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ import dataclasses
 import json
 import os
 import resource
-import shutil
 import threading
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from lab.homes import copy_home
 from pocketrank.demo_app.localserver import LocalServer
 from pocketrank.demo_app.netproxy import NetProxy
 from pocketrank.edge_runtime import EdgeClient, IntegrityError, PocketrankError, SignatureError, TransportError
@@ -37,7 +37,7 @@ USER = "196"
 @pytest.fixture(scope="module")
 def served(trained_home, tmp_path_factory):
     root = tmp_path_factory.mktemp("trust") / "home"
-    shutil.copytree(trained_home, root)
+    copy_home(trained_home, root)
     before = os.environ.get("POCKETRANK_SYNC_RATE")
     os.environ["POCKETRANK_SYNC_RATE"] = "0"  # many syncs from one address: the rate limit is not under test
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lab.homes import copy_home
 from pocketrank.edge_runtime import EdgeClient
 from pocketrank.server.bundle.publish import publish_job
 from pocketrank.server.home import Home
@@ -82,7 +83,7 @@ class World:
 def world(trained_home, tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
     home = root / "home"
-    shutil.copytree(trained_home, home)
+    copy_home(trained_home, home)
     server = LiveServer(home, sync_rate=0.0)  # a kill loop syncs far faster than a phone may
     key = (home / "keys" / "signing.pub").read_text().strip()
     template = root / "template"

@@ -8,7 +8,6 @@ token's own users; plus fast checks that the document is generated from the cont
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 
+from lab.homes import copy_home
 from pocketrank.demo_app.localserver import LocalServer
 from pocketrank.server.api.app import create_app
 from pocketrank.server.api.openapi_spec import document
@@ -38,7 +38,7 @@ def live(request, trained_home, tmp_path_factory):
     operator key, every call carrying a real device token and the key (so the fuzzer gets past the door
     and reaches what lies behind it)."""
     home = tmp_path_factory.mktemp(f"fuzz-{request.param}") / "home"
-    shutil.copytree(trained_home, home)
+    copy_home(trained_home, home)
     with pytest.MonkeyPatch.context() as env:
         headers = {}
         # Thousands of requests from one token in a minute: the limits (tests/server/api/test_rate_limits.py)

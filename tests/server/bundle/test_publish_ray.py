@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from lab.homes import copy_home
 from pocketrank.server.bundle.publish import publish_job
 from pocketrank.server.config import Config
 from pocketrank.server.home import Home
@@ -45,8 +46,8 @@ def _published(root: Path, version: int) -> tuple[dict[str, bytes], dict, dict]:
 
 def test_publish_on_ray_is_byte_identical_to_one_process(trained_home, tmp_path, ray_local):
     single, on_ray = tmp_path / "single", tmp_path / "ray"
-    shutil.copytree(trained_home, single)
-    shutil.copytree(trained_home, on_ray)
+    copy_home(trained_home, single)
+    copy_home(trained_home, on_ray)
     for root in (single, on_ray):
         _change_some(root)
     # ann_min_items below MovieLens' 1,682 products: candidates come from the ANN index the driver saves

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
+from lab.homes import copy_home
 from pocketrank.server.config import Config
 from pocketrank.server.online.serving import Serving
 from pocketrank.shared import wire
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.slow  # the sequence home trains a model
 
 def test_each_published_list_is_the_servers_retrieval_for_that_user(sequence_home, tmp_path):
     home = tmp_path / "home"
-    shutil.copytree(sequence_home, home)
+    copy_home(sequence_home, home)
     serving = Serving(Config(home=home))
     store = serving.store
     version = int(store.get_meta("bundle_version"))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import numpy as np
 import pytest
 
+from lab.homes import copy_home
 from pocketrank.server.config import Config
 from pocketrank.server.home import Home
 
@@ -46,7 +46,7 @@ def test_train_and_export_write_the_sequence_model(seq_home):
 def test_server_answers_with_the_encoder_and_events_move_it(seq_home, tmp_path):
     root, trained, _ = seq_home
     home = tmp_path / "home"
-    shutil.copytree(root, home)
+    copy_home(root, home)
     from pocketrank.server.api.app import create_app
 
     app = create_app(Config(home=home))
@@ -70,7 +70,7 @@ def test_server_answers_with_the_encoder_and_events_move_it(seq_home, tmp_path):
 def test_a_new_product_gets_its_content_vector(seq_home, tmp_path):
     root, trained, _ = seq_home
     home = tmp_path / "home"
-    shutil.copytree(root, home)
+    copy_home(root, home)
     from pocketrank.server.api.app import create_app
     from pocketrank.server.training.content import ContentTower
 
