@@ -37,6 +37,9 @@ from pocketrank.shared.sequence import N_GAPS, N_TYPE_INPUTS
 MASKED = -1e4  # additive attention mask: finite, so an int8 graph and fp16 never see inf - inf
 
 
+LR_SCHEDULES = ("constant", "linear")
+
+
 @dataclass
 class SeqConfig:
     n_items: int
@@ -49,6 +52,7 @@ class SeqConfig:
     id_dropout: float = 0.1  # share of products whose id part is dropped per batch
     content_ridge: float = 0.1  # after training, the content map refitted to the vectors (0: keep the trained tower)
     lr: float = 2e-3
+    lr_schedule: str = "constant"  # or "linear": decays to 0 at the last epoch (a fixed budget of epochs)
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 60  # at most; early stopping on a validation carve picks the epoch
@@ -63,6 +67,8 @@ class SeqConfig:
         r = self.content_ridge
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
             raise ModelError(f"content_ridge must be a finite number >= 0 (0 keeps the trained tower), not {r!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ModelError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,6 +16,7 @@ from pocketrank.server.training.content import (
 from pocketrank.server.training.content_fit import fit_content_map
 from pocketrank.server.training.seqmodel import SeqConfig, SequenceRecommender
 from pocketrank.server.training.seqtrain import Histories, fit, padded, rank_metrics, user_vectors, windows
+from pocketrank.shared.errors import ModelError
 from pocketrank.shared.schemas import EVENT_TYPES, Item
 from pocketrank.shared.sequence import N_GAPS, encoder_feed, gap_buckets, kept_events
 
@@ -226,6 +227,21 @@ def test_early_stopping_keeps_the_best_epoch():
     best = max(row["val_nDCG@10"] for row in r.history)
     assert r.history[r.best_epoch - 1]["val_nDCG@10"] == best
     assert rank_metrics(r.model, h.head(1), val)["nDCG@10"] == pytest.approx(best)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_the_linear_schedule_spends_the_rate_by_the_last_epoch(schedule):
+    c = SeqConfig(n_items=20, max_len=8, epochs=4, dim=16, lr=1e-2, batch_size=16, lr_schedule=schedule)
+    rates = [row["lr"] for row in fit(_toy_histories().head(1), c, progress=False).history]
+    if schedule == "constant":
+        assert rates == [1e-2] * 4
+    else:  # falls by a quarter of the rate an epoch, to 0 after the last step
+        assert rates == pytest.approx([7.5e-3, 5e-3, 2.5e-3, 0.0], abs=1e-12)
+
+
+def test_an_unknown_schedule_is_refused_before_training():
+    with pytest.raises(ModelError, match="lr_schedule must be one of constant, linear"):
+        SeqConfig(n_items=20, lr_schedule="cosine")
 
 
 def test_the_table_of_some_rows_is_those_rows_of_the_whole_table():
