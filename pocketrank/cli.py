@@ -316,6 +316,11 @@ def keys_init(home: Path | None, force: bool) -> None:
 @click.option("--tune", "tune_trials", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Sequence model: first run an Optuna study of this many trials on a validation carve of the "
                    "training data (the held-out products never enter it), then train with its best settings.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "linear"]), default=None,  # seqmodel.LR_SCHEDULES
+              help="Sequence model: constant (the default) keeps the learning rate and stops early; linear spends "
+                   "it by the last of --epochs, for a fixed time budget (docs/benchmarks.md measures both).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True, max=1), default=None,
+              help="Sequence model: the (peak) learning rate (default 2e-3, or the --tune study's).")
 @click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
 @click.option("--window-days", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learn only from the last N days of the log (ending at its newest event). Default: all of it.")
@@ -330,8 +335,8 @@ def keys_init(home: Path | None, force: bool) -> None:
                    "over them); needs pocketrank[ray] and ray[train]. 0: this process.")
 @_ray_option
 @_progress_option
-def train(home: Path | None, store: str | None, epochs: int | None, kind: str, tune_trials: int, seed: int,
-          window_days: float | None, interactions: Path | None, out: Path | None, ray_workers: int,
+def train(home: Path | None, store: str | None, epochs: int | None, kind: str, tune_trials: int,
+          lr_schedule: str | None, lr: float | None, seed: int, window_days: float | None, interactions: Path | None, out: Path | None, ray_workers: int,
           ray_address: str | None, no_progress: bool) -> None:
     """Train product embeddings, the user encoder and the click model on the store's events.
 
@@ -359,12 +364,16 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
             since = latest_timestamp(s) - window_days * 86400
     if tune_trials and kind != "sequence":
         raise click.UsageError("--tune is for --model sequence")
+    settings = {k: v for k, v in (("lr_schedule", lr_schedule), ("lr", lr)) if v is not None}
+    if settings and kind != "sequence":
+        raise click.UsageError("--lr-schedule and --lr are for --model sequence")
     if ray_workers and kind != "sequence":
         raise click.UsageError("--ray-workers is for --model sequence")
     if ray_address and not ray_workers:
         raise click.UsageError("--ray-address on train needs --ray-workers N (the Ray Train workers to use)")
     result = train_job(h, epochs=epochs, seed=seed, since=since, progress=not no_progress, kind=kind,
-                       tune_trials=tune_trials, ray_workers=ray_workers, ray_address=ray_address)
+                       tune_trials=tune_trials, ray_workers=ray_workers, ray_address=ray_address,
+                       settings=settings or None)
     ev = result["evaluation"]["test"]
     d = result["data"]
     click.echo(f"model {result['model_version']} trained in {result['train_seconds']:.1f}s on {d['events']} events "
@@ -377,7 +386,7 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
         c = result["config"]
         click.echo(f"  settings: epoch {result['best_epoch']} of at most {c['epochs']} (best on validation), "
                    + ", ".join(f"{k} {c[k]}" for k in ("dim", "layers", "heads", "max_len", "dropout", "id_dropout",
-                                                        "lr", "batch_size"))
+                                                        "lr", "lr_schedule", "batch_size"))
                    + f"; ranker: {result['ranker_kind']}"
                    + (f"; tuned over {result['tuning']['trials']} trials (validation nDCG@10 "
                       f"{result['tuning']['val_nDCG@10']:.4f})" if result.get("tuning") else ""))

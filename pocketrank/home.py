@@ -113,9 +113,11 @@ class Home:
     # the model: `pocketrank train`, `export`, `publish`, `retrain`
 
     def train(self, *, kind: str = "fold", epochs: int | None = None, seed: int = 42, window_days: float | None = None,
-              tune_trials: int = 0, progress: bool = False) -> dict:
+              tune_trials: int = 0, lr_schedule: str | None = None, lr: float | None = None,
+              progress: bool = False) -> dict:
         """Train on the store's events (the last `window_days` only, if given); returns the version, data counts,
-        test metrics and timings (`pocketrank train` prints them)."""
+        test metrics and timings (`pocketrank train` prints them). `lr_schedule="linear"` (sequence model) spends
+        the learning rate by the last of `epochs`, for a fixed time budget; `lr` sets its (peak) rate."""
         from pocketrank.server.jobs.train import train_job
 
         home = self._existing()
@@ -126,7 +128,8 @@ class Home:
             with self.store() as s:
                 since = latest_timestamp(s) - window_days * 86400
         return train_job(home, epochs=epochs, seed=seed, since=since, progress=progress, kind=kind,
-                         tune_trials=tune_trials)
+                         tune_trials=tune_trials,
+                         settings={k: v for k, v in (("lr_schedule", lr_schedule), ("lr", lr)) if v is not None} or None)
 
     def export(self) -> dict:
         """Export the current model to fp32 and int8 ONNX, gated on parity (a ModelError if a gate fails)."""

@@ -126,3 +126,28 @@ def test_a_model_trained_on_a_window_exports_against_the_whole_log(shop_home, tm
     result = CliRunner().invoke(main, ["train", "--home", home, "--window-days", "0.001", "--no-progress"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "nothing to learn from" in result.output or "no view/click" in result.output
+
+
+def test_train_spends_a_linear_schedule_by_the_last_epoch(shop_home, tmp_path):
+    _, _, _, (catalogue, events) = shop_home
+    home = str(tmp_path / "budget")
+    _cli("import", "catalogue", str(catalogue), "--home", home, "--no-progress", *_maps(CATALOGUE_MAP))
+    _cli("import", "events", str(events), "--home", home, "--no-progress", *_maps(EVENTS_MAP))
+    out = _cli("train", "--home", home, "--epochs", "2", "--lr-schedule", "linear", "--lr", "0.004", "--no-progress")
+    assert "lr 0.004, lr_schedule linear" in out
+    from pocketrank.server.home import Home
+
+    h = Home(tmp_path / "budget")
+    metrics = json.loads((h.model_dir(h.current_model()) / "metrics.json").read_text())
+    assert metrics["config"]["lr_schedule"] == "linear" and metrics["config"]["lr"] == 0.004
+    assert [row["lr"] for row in metrics["history"]][-1] == 0.0  # spent by the last epoch
+    # The fold model has no such schedule: a usage error, not a traceback.
+    result = CliRunner().invoke(main, ["train", "--home", home, "--model", "fold", "--lr-schedule", "linear"])
+    assert result.exit_code == 2 and "--lr-schedule and --lr are for --model sequence" in result.output
+
+
+def test_the_commands_schedules_are_the_models():
+    from pocketrank.server.training.seqmodel import LR_SCHEDULES
+
+    (option,) = [p for p in main.commands["train"].params if p.name == "lr_schedule"]
+    assert tuple(option.type.choices) == LR_SCHEDULES

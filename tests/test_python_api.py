@@ -12,7 +12,7 @@ import pytest
 
 import pocketrank
 from pocketrank.cli import main
-from pocketrank.shared.errors import DataError
+from pocketrank.shared.errors import DataError, ModelError
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "python-api.md"
@@ -60,3 +60,10 @@ def test_the_pages_examples_run_in_order(tmp_path):
     assert re.search(r"^r\S+ (candidate|retired)$", out, re.M)
     assert "2 products; 3 events, 1 rejected" in out
     assert "3 events in the store" in out
+
+
+def test_the_fold_model_refuses_the_sequence_models_schedule(tmp_path):
+    home = pocketrank.Home(tmp_path / "shop")
+    home.import_movielens("100k")
+    with pytest.raises(ModelError, match="are for the sequence model"):
+        home.train(kind="fold", epochs=1, lr_schedule="linear", lr=4e-3)
