@@ -126,12 +126,13 @@ def output_hash(root: Path) -> str:
 
 def run(base: Path, work: Path, workers: int | None) -> dict:
     """Publish a fresh copy of the home: one process (workers None) or Ray with this many worker CPUs."""
+    from lab.homes import copy_home
     from pocketrank.server.bundle.publish import publish_job
     from pocketrank.server.config import Config
     from pocketrank.server.home import Home
 
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(base, work)
+    copy_home(base, work)
     out: dict = {"workers": workers, "init_s": 0.0}
     if workers is not None:
         import ray
@@ -160,7 +161,7 @@ def ray_section(args) -> str:
         t = time.perf_counter()
         build_home(base, n_users, n_items)
         log(f"home: {n_users:,} users x {n_items:,} products built in {time.perf_counter() - t:.0f} s "
-            f"(store {sum(p.stat().st_size for p in base.glob('store.sqlite*')) / 2**20:.0f} MiB)")
+            f"(store {(base / 'store.sqlite').stat().st_size / 2**20:.0f} MiB)")
         retrieval = retrieval_ms(base)
         log(f"retrieval: {retrieval:.2f} ms per user (mean of 500)")
         runs = []

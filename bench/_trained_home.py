@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+from lab.homes import copy_home
 from pocketrank.shared.wire import WIRE_VERSION
 
 EPOCHS = 2
@@ -30,7 +31,7 @@ def trained_home(dst: Path) -> Path:
     cache = _cache_dir()
     if not (cache / ".complete").exists():
         _build(cache)
-    shutil.copytree(cache, dst, ignore=shutil.ignore_patterns(".complete"))
+    copy_home(cache, dst, ignore=shutil.ignore_patterns(".complete"))
     return dst
 
 

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lab.homes import copy_home
+
 SHARE = 0.5
 
 
@@ -33,7 +35,7 @@ def _home(tmp: Path, src: str | None) -> Path:
     """A copy of `src`, else a scratch home trained and published as bench/sync.py makes one."""
     if src:
         dst = tmp / "home"
-        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.log", "devices.sqlite*"))
+        copy_home(src, dst, ignore=shutil.ignore_patterns("*.log", "devices.sqlite*"))
         return dst
     from bench.sync import _home as trained_home
 

@@ -30,24 +30,37 @@ def movielens_home(root: Path, epochs: int, kind: str = "sequence", n_users: int
     return home
 
 
-def copy_home(src: Path, dst: Path) -> Path:
-    """Copy a home to `dst` (which must not exist), its SQLite files through SQLite's backup API.
 
-    A plain file copy races whatever else has the store open: the WAL is checkpointed and deleted when the
-    last connection closes, which may be between listing the directory and copying the file. The backup
-    API reads one consistent snapshot, WAL included, and the copy gets no -wal or -shm files of its own."""
+def copy_home(src: Path, dst: Path, ignore=None) -> Path:
+    """Copy a home to `dst` (which must not exist), its SQLite databases through SQLite's backup API.
+
+    A plain file copy races whatever else has a store open: the WAL is checkpointed and deleted when the
+    last connection closes (the store's checkpointer thread closes its own 30 s after the last write), which
+    may fall between listing the directory and copying the file. The backup reads one consistent snapshot,
+    WAL included, so the copy has no -wal, -shm or -journal files. `ignore`: as shutil.copytree's."""
     import shutil
     import sqlite3
 
-    src, dst = Path(src), Path(dst)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.sqlite", "*.sqlite-wal", "*.sqlite-shm",
-                                                            "*.sqlite-journal"))
-    for db in src.rglob("*.sqlite"):
-        source = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        target = sqlite3.connect(dst / db.relative_to(src))
+    def side_files(folder: str, names: list[str]) -> set[str]:
+        present = set(names)
+        skip = {n for n in names if any(n.endswith(sfx) and n[:-len(sfx)] in present for sfx in _SIDE)}
+        return skip | (set(ignore(folder, names)) if ignore else set())
+
+    def copy(a: str, b: str) -> None:
+        with open(a, "rb") as f:
+            is_db = f.read(16) == b"SQLite format 3\x00"
+        if not is_db:
+            shutil.copy2(a, b)
+            return
+        source = sqlite3.connect(Path(a).resolve().as_uri() + "?mode=ro", uri=True)
+        target = sqlite3.connect(b)
         try:
             source.backup(target)
         finally:
             target.close()
             source.close()
-    return dst
+
+    return Path(shutil.copytree(src, dst, ignore=side_files, copy_function=copy))
+
+
+_SIDE = ("-wal", "-shm", "-journal")  # SQLite's files beside a database, named after it

@@ -317,8 +317,9 @@ def keys_init(home: Path | None, force: bool) -> None:
               help="Sequence model: first run an Optuna study of this many trials on a validation carve of the "
                    "training data (the held-out products never enter it), then train with its best settings.")
 @click.option("--lr-schedule", type=click.Choice(["constant", "linear"]), default=None,  # seqmodel.LR_SCHEDULES
-              help="Sequence model: constant (the default) keeps the learning rate and stops early; linear spends "
-                   "it by the last of --epochs, for a fixed time budget (docs/benchmarks.md measures both).")
+              help="Sequence model: constant (the default) keeps the learning rate and stops early on validation; "
+                   "linear lets it fall to 0 by the last of --epochs (default 60) and runs them all, keeping "
+                   "the epoch best on validation: a fixed time budget. --tune's trials run at a constant rate.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True, max=1), default=None,
               help="Sequence model: the (peak) learning rate (default 2e-3, or the --tune study's).")
 @click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
@@ -346,12 +347,16 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
     """
     from pocketrank.server.jobs.train import train_job
 
+    settings = {k: v for k, v in (("lr_schedule", lr_schedule), ("lr", lr)) if v is not None}
+    if settings and kind != "sequence":
+        raise click.UsageError("--lr-schedule and --lr are for --model sequence")
     if interactions is not None:
         if out is None:
             raise click.UsageError("--interactions needs --out HOME (a new home to import into)")
         from pocketrank.server.jobs.quickstart import train_on_file
 
-        r = train_on_file(interactions, out, epochs=epochs, seed=seed, progress=not no_progress, kind=kind)
+        r = train_on_file(interactions, out, epochs=epochs, seed=seed, progress=not no_progress, kind=kind,
+                          settings=settings or None)
         click.echo(f"imported {r['import']['accepted']} events, model {r['model_version']} trained and exported "
                    f"into {out}; next: pocketrank recommend --model {out} --users USERS.txt --out recs.csv")
         return
@@ -364,9 +369,6 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
             since = latest_timestamp(s) - window_days * 86400
     if tune_trials and kind != "sequence":
         raise click.UsageError("--tune is for --model sequence")
-    settings = {k: v for k, v in (("lr_schedule", lr_schedule), ("lr", lr)) if v is not None}
-    if settings and kind != "sequence":
-        raise click.UsageError("--lr-schedule and --lr are for --model sequence")
     if ray_workers and kind != "sequence":
         raise click.UsageError("--ray-workers is for --model sequence")
     if ray_address and not ray_workers:

@@ -142,8 +142,9 @@ def test_train_spends_a_linear_schedule_by_the_last_epoch(shop_home, tmp_path):
     assert metrics["config"]["lr_schedule"] == "linear" and metrics["config"]["lr"] == 0.004
     assert [row["lr"] for row in metrics["history"]][-1] == 0.0  # spent by the last epoch
     # The fold model has no such schedule: a usage error, not a traceback.
-    result = CliRunner().invoke(main, ["train", "--home", home, "--model", "fold", "--lr-schedule", "linear"])
-    assert result.exit_code == 2 and "--lr-schedule and --lr are for --model sequence" in result.output
+    for where in (["--home", home], ["--interactions", str(events), "--out", str(tmp_path / "o")]):
+        result = CliRunner().invoke(main, ["train", *where, "--model", "fold", "--lr-schedule", "linear"])
+        assert result.exit_code == 2 and "--lr-schedule and --lr are for --model sequence" in result.output
 
 
 def test_the_commands_schedules_are_the_models():

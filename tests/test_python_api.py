@@ -62,8 +62,10 @@ def test_the_pages_examples_run_in_order(tmp_path):
     assert "3 events in the store" in out
 
 
-def test_the_fold_model_refuses_the_sequence_models_schedule(tmp_path):
-    home = pocketrank.Home(tmp_path / "shop")
-    home.import_movielens("100k")
+def test_settings_are_checked_before_any_data_is_read(tmp_path):
+    (tmp_path / "shop").mkdir()
+    home = pocketrank.Home(tmp_path / "shop")  # no data: each refusal comes first
     with pytest.raises(ModelError, match="are for the sequence model"):
         home.train(kind="fold", epochs=1, lr_schedule="linear", lr=4e-3)
+    with pytest.raises(ModelError, match="lr_schedule must be one of constant, linear"):
+        home.train(kind="sequence", tune_trials=20, lr_schedule="Linear")  # before the study, not after it

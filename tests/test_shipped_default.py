@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import csv
-import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from lab.homes import copy_home
 from pocketrank.cli import main as cli
 from pocketrank.server.online.encoding import model_kind
 from pocketrank.shared.features import user_vector
@@ -41,7 +41,7 @@ def api(sequence_home, tmp_path):
     from pocketrank.server.config import Config
 
     home = tmp_path / "home"
-    shutil.copytree(sequence_home, home)
+    copy_home(sequence_home, home)
     app = create_app(Config(home=home))
     return app.test_client()
 

@@ -80,8 +80,9 @@ def _read_all(path: Path) -> pa.Table:
 
 
 def train_on_file(interactions: Path, out: Path, epochs: int | None = None, seed: int = 42, progress: bool = True,
-                  kind: str = "sequence") -> dict:
-    """Import a file of events into the new home `out` (a product per item id, named by it), train, export.
+                  kind: str = "sequence", settings: dict | None = None) -> dict:
+    """Import a file of events into the new home `out` (a product per item id, named by it), train (`settings`:
+    the sequence model's, as train_job takes them), export.
 
     The file needs user_id, item_id and timestamp; `type` defaults to click. For a real catalogue
     (titles, categories, prices), import it first with `pocketrank import catalogue` instead.
@@ -109,6 +110,6 @@ def train_on_file(interactions: Path, out: Path, epochs: int | None = None, seed
     report = import_events(store, table, progress=progress)
     if report.accepted == 0:
         raise DataError(f"no event of {interactions} could be imported: {report.summary()}")
-    trained = train_job(home, epochs=epochs, seed=seed, progress=progress, kind=kind)
+    trained = train_job(home, epochs=epochs, seed=seed, progress=progress, kind=kind, settings=settings)
     export_job(home)
     return {"import": report.to_dict(), "catalogue": cat_report.to_dict(), **trained}

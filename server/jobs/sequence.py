@@ -11,6 +11,7 @@ order the model was trained to give.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 
@@ -94,6 +95,12 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
                        ray_address: str | None = None) -> dict:
     if holdout not in (1, 2):
         raise ModelError(f"holdout must be 1 or 2 products per user, not {holdout}")
+    if settings:  # checked now, not after a study or a training run
+        own = {"n_items", "n_tokens", "seed"}  # the data's and the run's, not settings
+        unknown = sorted(set(settings) - ({f.name for f in dataclasses.fields(SeqConfig)} - own))
+        if unknown:
+            raise ModelError(f"not sequence-model settings: {', '.join(unknown)}")
+        SeqConfig(n_items=1, **settings)
     store = home.store()
     history = load_history(store, since, until)
     catalogue = store.items()

@@ -51,7 +51,7 @@ def train_job(home: Home, epochs: int | None = None, seed: int = 42, progress: b
     if ray_workers:
         raise ModelError("training on Ray workers is for the sequence model (--model sequence)")
     if settings:  # the fold model has its own config; silently ignoring a setting would hide a typo'd kind
-        raise ModelError(f"settings ({', '.join(sorted(settings))}) are for the sequence model (--model sequence)")
+        raise ModelError(f"settings ({', '.join(sorted(settings))}) are for the sequence model (--model sequence, kind='sequence')")
     if kind != "fold":
         raise ModelError(f"model kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
     store = home.store()

@@ -211,13 +211,15 @@ def fit(train: Histories, c: SeqConfig, item_tokens: np.ndarray | None = None,
                 sched.step()
             total += float(loss.detach()) * len(b)
             bar.update(1)
-        row: dict = {"epoch": epoch, "loss": total / local, "lr": opt.param_groups[0]["lr"]}  # the rate it ended on
+        # "lr": the rate after the epoch's last step (what the next epoch starts at; 0 once linear is spent)
+        row: dict = {"epoch": epoch, "loss": total / local, "lr": opt.param_groups[0]["lr"]}
         if val is not None and (epoch % eval_every == 0 or epoch == c.epochs):
             row.update({f"val_{k}": v for k, v in rank_metrics(model, val[0], val[1]).items() if k != "users"})
             if row["val_nDCG@10"] > best:
                 best, best_epoch = row["val_nDCG@10"], epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            elif epoch - best_epoch >= c.patience * eval_every:
+            elif c.lr_schedule == "constant" and epoch - best_epoch >= c.patience * eval_every:
+                # A decaying rate runs its budget: its best epochs come late, as the rate falls.
                 history.append(row)
                 break
         history.append(row)

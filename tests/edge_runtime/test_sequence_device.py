@@ -3,12 +3,11 @@ and the device's own events change its ranking at once, offline."""
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import numpy as np
 import pytest
 
+from lab.homes import copy_home
 from pocketrank.edge_runtime import EdgeClient
 from pocketrank.edge_runtime.transport import Transport
 from pocketrank.server.config import Config
@@ -29,7 +28,7 @@ def stack(seq_published, tmp_path):
     from pocketrank.server.api.app import create_app
 
     home = tmp_path / "home"
-    shutil.copytree(seq_published, home)
+    copy_home(seq_published, home)
     app = create_app(Config(home=home))
     transport = Transport(client=httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://test"))
     key = (home / "keys" / "signing.pub").read_text().strip()

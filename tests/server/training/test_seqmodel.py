@@ -239,6 +239,16 @@ def test_the_linear_schedule_spends_the_rate_by_the_last_epoch(schedule):
         assert rates == pytest.approx([7.5e-3, 5e-3, 2.5e-3, 0.0], abs=1e-12)
 
 
+def test_a_linear_schedule_runs_its_budget_and_keeps_the_best_epoch():
+    h = _toy_histories(seed=1)
+    val = np.array([r[-1] for r in h.rows])
+    c = SeqConfig(n_items=20, max_len=8, epochs=6, dim=16, patience=1, batch_size=32, lr_schedule="linear")
+    r = fit(h.head(1), c, val=(h.head(1), val), progress=False, eval_every=1)
+    assert [row["epoch"] for row in r.history] == [1, 2, 3, 4, 5, 6]  # patience does not cut a decaying rate
+    assert rank_metrics(r.model, h.head(1), val)["nDCG@10"] == pytest.approx(
+        max(row["val_nDCG@10"] for row in r.history))
+
+
 def test_an_unknown_schedule_is_refused_before_training():
     with pytest.raises(ModelError, match="lr_schedule must be one of constant, linear"):
         SeqConfig(n_items=20, lr_schedule="cosine")
