@@ -30,7 +30,6 @@ def movielens_home(root: Path, epochs: int, kind: str = "sequence", n_users: int
     return home
 
 
-
 def copy_home(src: Path, dst: Path, ignore=None) -> Path:
     """Copy a home to `dst` (which must not exist), its SQLite databases through SQLite's backup API.
 

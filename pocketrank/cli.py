@@ -337,8 +337,9 @@ def keys_init(home: Path | None, force: bool) -> None:
 @_ray_option
 @_progress_option
 def train(home: Path | None, store: str | None, epochs: int | None, kind: str, tune_trials: int,
-          lr_schedule: str | None, lr: float | None, seed: int, window_days: float | None, interactions: Path | None, out: Path | None, ray_workers: int,
-          ray_address: str | None, no_progress: bool) -> None:
+          lr_schedule: str | None, lr: float | None, seed: int, window_days: float | None,
+          interactions: Path | None, out: Path | None, ray_workers: int, ray_address: str | None,
+          no_progress: bool) -> None:
     """Train product embeddings, the user encoder and the click model on the store's events.
 
     Whatever was imported (`pocketrank import ...`) or arrived through the API is learnt from;
