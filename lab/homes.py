@@ -30,6 +30,9 @@ def movielens_home(root: Path, epochs: int, kind: str = "sequence", n_users: int
     return home
 
 
+_SIDE = ("-wal", "-shm", "-journal")  # SQLite's files beside a database, named after it
+
+
 def copy_home(src: Path, dst: Path, ignore=None) -> Path:
     """Copy a home to `dst` (which must not exist), its SQLite databases through SQLite's backup API.
 
@@ -60,6 +63,3 @@ def copy_home(src: Path, dst: Path, ignore=None) -> Path:
             source.close()
 
     return Path(shutil.copytree(src, dst, ignore=side_files, copy_function=copy))
-
-
-_SIDE = ("-wal", "-shm", "-journal")  # SQLite's files beside a database, named after it

@@ -34,6 +34,8 @@ from torch import nn
 from pocketrank.shared.errors import ModelError
 from pocketrank.shared.sequence import N_GAPS, N_TYPE_INPUTS
 
+from .content_fit import CONTENT_RIDGE
+
 MASKED = -1e4  # additive attention mask: finite, so an int8 graph and fp16 never see inf - inf
 
 
@@ -50,7 +52,7 @@ class SeqConfig:
     max_len: int = 50
     dropout: float = 0.3
     id_dropout: float = 0.1  # share of products whose id part is dropped per batch
-    content_ridge: float = 0.1  # after training, the content map refitted to the vectors (0: keep the trained tower)
+    content_ridge: float = CONTENT_RIDGE  # after training, the content map refitted to the vectors (0: keep the trained tower)
     lr: float = 2e-3
     lr_schedule: str = "constant"  # or "linear": decays to 0 at the last epoch (a fixed budget of epochs)
     weight_decay: float = 0.0
