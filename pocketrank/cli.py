@@ -315,11 +315,12 @@ def keys_init(home: Path | None, force: bool) -> None:
                    "and device run the same encoder); fold: the older decayed mean of item vectors and a click model.")
 @click.option("--tune", "tune_trials", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Sequence model: first run an Optuna study of this many trials on a validation carve of the "
-                   "training data (the held-out products never enter it), then train with its best settings.")
+                   "training data (the held-out products never enter it), then train with its best settings. "
+                   "What you set (--epochs, --lr, --lr-schedule) every trial uses, and is not searched.")
 @click.option("--lr-schedule", type=click.Choice(["constant", "linear"]), default=None,  # seqmodel.LR_SCHEDULES
               help="Sequence model: constant (the default) keeps the learning rate and stops early on validation; "
                    "linear lets it fall to 0 by the last of --epochs (default 60) and runs them all, keeping "
-                   "the epoch best on validation: a fixed time budget. --tune's trials run at a constant rate.")
+                   "the epoch best on validation: a fixed time budget. --tune's trials run with it too.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True, max=1), default=None,
               help="Sequence model: the (peak) learning rate (default 2e-3, or the --tune study's).")
 @click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
@@ -536,8 +537,9 @@ def features(home: Path | None, as_of: str, profiles: str, store: str | None) ->
 @click.option("--margin", default=0.05, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Gate: the candidate's HR@10 and nDCG@10 on the hold-out must reach (1 - margin) x the live model's.")
 @click.option("--epochs", default=None, type=click.IntRange(1, 1000),
-              help="Training epochs: at most this many for the sequence model (it stops early; default 60), "
-                   "exactly this many for the fold model (default 8).")
+              help="Training epochs: for the sequence model at most this many at a constant rate (it stops early; "
+                   "default 60), or the linear schedule's budget (default: the live model's); exactly this many "
+                   "for the fold model (default 8).")
 @click.option("--model", "kind", type=click.Choice(["sequence", "fold"]), default=None, show_default="the live model's",
               help="The model kind to train (the live model's, or sequence when there is none).")
 @click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")

@@ -6,7 +6,7 @@ the same defaults, and returns what the command prints as a dict or report inste
     home = pocketrank.Home("var/shop")              # created by the first import
     home.import_catalogue("products.csv", mapping={"item_id": "sku"})
     home.import_events("events.parquet")
-    home.train()                                     # the fold model; kind="sequence" for the encoder
+    home.train()                                     # the sequence model; kind="fold" for the older one
     home.export()
     home.publish()
     home.retrain(if_drift=True)                      # from a scheduler, every 6 h
@@ -112,11 +112,12 @@ class Home:
 
     # the model: `pocketrank train`, `export`, `publish`, `retrain`
 
-    def train(self, *, kind: str = "fold", epochs: int | None = None, seed: int = 42, window_days: float | None = None,
+    def train(self, *, kind: str = "sequence", epochs: int | None = None, seed: int = 42, window_days: float | None = None,
               tune_trials: int = 0, lr_schedule: str | None = None, lr: float | None = None,
               progress: bool = False) -> dict:
         """Train on the store's events (the last `window_days` only, if given); returns the version, data counts,
-        test metrics and timings (`pocketrank train` prints them). `lr_schedule="linear"` (sequence model) spends
+        test metrics and timings (`pocketrank train` prints them). `kind`: "sequence" (the default, as the CLI's:
+        the model the server and the device run) or "fold". `lr_schedule="linear"` (sequence model) spends
         the learning rate by the last of `epochs`, for a fixed time budget; `lr` sets its (peak) rate."""
         from pocketrank.server.jobs.train import train_job
 
@@ -144,11 +145,12 @@ class Home:
         return publish_job(self._existing(), n_candidates=candidates, progress=progress)
 
     def retrain(self, *, if_drift: bool = False, window_days: float = 30.0, as_of: str | float = "latest",
-                margin: float = 0.05, epochs: int = 8, seed: int = 42, current_days: float = 1.0,
+                margin: float = 0.05, epochs: int | None = None, seed: int = 42, current_days: float = 1.0,
                 half_life_days: float | None = None, progress: bool = False) -> dict:
         """Train on a recent window, gate on its hold-out, register a candidate (or a rejected version).
 
-        With if_drift=True, check drift first and retrain only if the decision is 'act': returns
+        The live model's kind, and for a sequence model its recipe (settings, schedule, epochs); `epochs` replaces
+        the recipe's (a fold model's default: 8). With if_drift=True, check drift first and retrain only if the decision is 'act': returns
         {"drift": ..., "retrained": record or None}. Otherwise returns the registry record."""
         from pocketrank.server.jobs.retrain import retrain_if_drift, retrain_job
 

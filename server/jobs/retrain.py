@@ -268,9 +268,11 @@ def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | flo
     """Train, gate and register one candidate; see the module docstring. Returns the registry record.
 
     `kind`: "sequence" or "fold"; None trains the live model's kind (a sequence model when there is none).
-    `epochs`: the fold model's 8 when None; the sequence model stops early on its validation products and
-    `epochs` caps it."""
-    from .sequence_retrain import SequenceCandidate, save_candidate, sequence_fit
+    `epochs`: the fold model's 8 when None. A sequence candidate takes the live sequence model's recipe (the
+    settings it was trained with that are not the defaults, a linear schedule's epochs included:
+    sequence_retrain.live_recipe), and `epochs` replaces the epochs: the cap of early stopping (60 when None),
+    or a linear schedule's budget."""
+    from .sequence_retrain import SequenceCandidate, live_recipe, save_candidate, sequence_fit
     from .train import MODEL_KINDS, export_job
 
     if not window_days > 0:
@@ -294,8 +296,11 @@ def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | flo
                                   "from its history (omit it, or retrain with --model fold)")
         if kind == "fold" and epochs is None:
             epochs = 8
-        settings = {"kind": kind, "epochs": epochs, "seed": int(seed), "margin": float(margin),
+        recipe = live_recipe(live) if kind == "sequence" else {}
+        settings: dict[str, Any] = {"kind": kind, "epochs": epochs, "seed": int(seed), "margin": float(margin),
                     "window_days": float(window_days), "half_life_days": half_life_days}
+        if recipe:  # only then: a default-recipe or fold home keeps its versions' names ("already trained")
+            settings["recipe"] = recipe
         version = _version(window, win, parent, settings)
         if version in registry.versions():
             rec = registry.get(version)
@@ -303,7 +308,7 @@ def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | flo
         item_ids = np.array(sorted({it.item_id for it in store.items()} | {cast(int, e.item_id) for e in win if engaged(e)}),
                             dtype=np.int64)
         if kind == "sequence":
-            out = gated_retrain(win, window, sequence_fit(store, item_ids, epochs, seed, progress), _top_k, live,
+            out = gated_retrain(win, window, sequence_fit(store, item_ids, epochs, seed, progress, recipe), _top_k, live,
                                 margin)
         else:
             fit = torch_fit(item_ids, cast(int, epochs), seed, progress)
@@ -334,7 +339,7 @@ def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | flo
         lineage = {"parent": parent, "window": list(window), "window_days": window_days,
                    "holdout": f"leave-last-out per user: newest pick (>= {MIN_EVENTS} distinct items)", **out.counts,
                    "n_items": int(item_ids.size), "kind": kind, "epochs": epochs, "seed": seed,
-                   "half_life_days": half_life_days,
+                   "half_life_days": half_life_days, "recipe": recipe,
                    "trigger": trigger or {"kind": "manual"}}
         home.write_json(path / "metrics.json", metrics)
         registry.register(version, metrics=metrics, lineage=lineage)

@@ -112,8 +112,10 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
     if tune_trials > 0:
         from ..training.tuning import tune
 
+        # What the user set (a budget, a rate) every trial runs with; the study picks the rest for that recipe.
+        fixed = {**(settings or {}), **({"epochs": epochs} if epochs is not None else {})}
         tuning = tune(train, history.n_items, tokens, len(vocab), tune_trials, seed,
-                      log=(lambda line: print(line, flush=True)) if progress else None)
+                      log=(lambda line: print(line, flush=True)) if progress else None, fixed=fixed)
         settings = {**tuning["settings"], **(settings or {})}
     config = SeqConfig(n_items=history.n_items, n_tokens=len(vocab), seed=seed, **(settings or {}))
     if epochs is not None:

@@ -96,9 +96,32 @@ class SequenceCandidate:
         return self.item_ids[top[np.argsort(-s[top], kind="stable")]].tolist()
 
 
-def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int,
-                 progress: bool) -> Callable[[list[Event], Any], SequenceCandidate]:
-    """fit(train_events, weights) for gated_retrain: a SequenceCandidate over `item_ids` (store indexes)."""
+# A SeqConfig's fields that belong to the data or to the run, not to the recipe a retrain carries over.
+NOT_RECIPE = frozenset({"n_items", "n_tokens", "seed", "kind"})
+
+
+def live_recipe(live: Any) -> dict:
+    """The live sequence model's recipe: the SeqConfig settings it was trained with that differ from the
+    defaults, but the data's and the run's. A model trained with tuned settings or a budget (`train --tune`,
+    `--lr-schedule linear`) is retrained the same way, not at the defaults. Its epochs only under a linear
+    schedule, where they are the budget; at a constant rate they were a cap (a one-off `retrain --epochs 2`
+    must not become every later retrain's). {} when the live model is none or not a sequence model."""
+    from ..training.seqmodel import SeqConfig
+
+    if not isinstance(live, SequenceCandidate):
+        return {}
+    default = SeqConfig(n_items=1).to_dict()
+    config = live.model.config.to_dict()
+    recipe = {k: v for k, v in config.items() if k not in NOT_RECIPE and v != default.get(k)}
+    if config.get("lr_schedule") != "linear":
+        recipe.pop("epochs", None)
+    return recipe
+
+
+def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int, progress: bool,
+                 recipe: dict | None = None) -> Callable[[list[Event], Any], SequenceCandidate]:
+    """fit(train_events, weights) for gated_retrain: a SequenceCandidate over `item_ids` (store indexes), trained
+    with `recipe` (SeqConfig fields; `live_recipe`) and, when given, `epochs` in place of the recipe's."""
     from ..training.seqmodel import SeqConfig
     from ..training.seqtrain import fit as fit_model
     from .sequence import trained_rows
@@ -114,7 +137,7 @@ def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int,
                              "from its history (retrain it without --half-life-days, or with --model fold)")
         _users, hist = window_histories(train_events, index)
         val = np.array([r[-1] if len(r) >= 2 else -1 for r in hist.rows], dtype=np.int64)
-        config = SeqConfig(n_items=len(item_ids), n_tokens=len(vocab), seed=seed)
+        config = SeqConfig(n_items=len(item_ids), n_tokens=len(vocab), seed=seed, **(recipe or {}))
         if epochs is not None:
             config.epochs = epochs
         result = fit_model(hist.head(1), config, tokens, val=(hist.head(1), val), progress=progress)

@@ -31,6 +31,7 @@ from pocketrank.shared.sequence import gap_buckets
 
 from .ranking_metrics import ndcg_at_k
 from .seqmodel import SeqConfig, SequenceRecommender
+from .softmax_loss import softmax_cross_entropy
 
 
 @dataclass
@@ -191,8 +192,7 @@ def fit(train: Histories, c: SeqConfig, item_tokens: np.ndarray | None = None,
             keep = y > 0
             if not sampled:
                 table, hid = step(X[b], T[b], G[b], c.id_dropout)
-                h, target = hid[keep], y[keep] - 1
-                loss = F.cross_entropy(h @ table[1:].T, target)
+                loss = softmax_cross_entropy(hid[keep], table[1:], y[keep] - 1)
             else:
                 neg = torch.multinomial(q, c.negatives, replacement=True)
                 target = y[keep] - 1

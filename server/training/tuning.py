@@ -9,7 +9,10 @@ that trail; the best trial's settings are what the real training then uses,
 and they are stored with the model (config.json) and printed by `train`.
 
 The width (dim 64) and the history length (50 events) are not searched: they
-are the wire's vector size and the device's speed budget.
+are the wire's vector size and the device's speed budget. What the user fixed
+(`train --tune N --lr 3e-3 --epochs 16 --lr-schedule linear`) is not searched
+either: every trial runs with it, so the study chooses the rest for the
+recipe that will actually train.
 """
 
 from __future__ import annotations
@@ -26,21 +29,27 @@ from .seqtrain import Histories, fit
 SEARCHED = ("dropout", "id_dropout", "lr", "layers", "heads", "weight_decay", "batch_size")
 
 
-def suggest(trial) -> dict:
-    return {
-        "dropout": trial.suggest_float("dropout", 0.1, 0.6),
-        "id_dropout": trial.suggest_float("id_dropout", 0.0, 0.4),
-        "lr": trial.suggest_float("lr", 3e-4, 5e-3, log=True),
-        "layers": trial.suggest_int("layers", 1, 3),
-        "heads": trial.suggest_categorical("heads", [1, 2, 4]),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256]),
+def suggest(trial, fixed: frozenset[str] = frozenset(), dim: int = 64) -> dict:
+    """The trial's values of the SEARCHED settings not in `fixed`; heads divide `dim` (a fixed width)."""
+    space = {
+        "dropout": lambda: trial.suggest_float("dropout", 0.1, 0.6),
+        "id_dropout": lambda: trial.suggest_float("id_dropout", 0.0, 0.4),
+        "lr": lambda: trial.suggest_float("lr", 3e-4, 5e-3, log=True),
+        "layers": lambda: trial.suggest_int("layers", 1, 3),
+        "heads": lambda: trial.suggest_categorical("heads", [h for h in (1, 2, 4) if dim % h == 0]),
+        "weight_decay": lambda: trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True),
+        "batch_size": lambda: trial.suggest_categorical("batch_size", [64, 128, 256]),
     }
+    return {k: draw() for k, draw in space.items() if k not in fixed}
 
 
 def tune(train: Histories, n_items: int, tokens: np.ndarray | None, n_tokens: int, n_trials: int,
-         seed: int = 42, max_epochs: int = 60, log: Callable[[str], None] | None = None) -> dict:
-    """Best settings (SEARCHED keys) and a summary of the study; ModelError if the data cannot be carved."""
+         seed: int = 42, max_epochs: int = 60, log: Callable[[str], None] | None = None,
+         fixed: dict | None = None) -> dict:
+    """Best settings (the SEARCHED keys not in `fixed`) and a summary of the study; ModelError if the data cannot
+    be carved. `fixed`: SeqConfig settings every trial uses and the study leaves alone ("epochs" caps a trial
+    in place of `max_epochs`)."""
+    fixed = dict(fixed or {})
     try:
         import optuna
     except ImportError as exc:  # the server extra installs it; a bare edge install does not
@@ -52,8 +61,8 @@ def tune(train: Histories, n_items: int, tokens: np.ndarray | None, n_tokens: in
         raise ModelError("too few users with two training products to carve a validation split for tuning")
 
     def objective(trial) -> float:
-        settings = suggest(trial)
-        c = SeqConfig(n_items=n_items, n_tokens=n_tokens, seed=seed, epochs=max_epochs, **settings)
+        settings = suggest(trial, frozenset(fixed), int(fixed.get("dim", SeqConfig.dim)))
+        c = SeqConfig(n_items=n_items, n_tokens=n_tokens, seed=seed, **{"epochs": max_epochs, **fixed, **settings})
 
         def report(row: dict) -> None:
             if "val_nDCG@10" in row:
@@ -75,5 +84,5 @@ def tune(train: Histories, n_items: int, tokens: np.ndarray | None, n_tokens: in
     best = study.best_trial
     return {"settings": dict(best.params), "val_nDCG@10": best.value, "trials": len(study.trials),
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
-            "best_epoch": best.user_attrs.get("best_epoch"),
+            "best_epoch": best.user_attrs.get("best_epoch"), "fixed": fixed,
             "protocol": "each user's newest training product as the validation target; test products unseen"}

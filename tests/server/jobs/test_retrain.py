@@ -295,3 +295,45 @@ def test_a_live_fold_model_is_retrained_as_a_fold_model_and_gated_against_it(tmp
     seq = retrain.retrain_job(home, window_days=10, epochs=5, seed=8, progress=False, kind="sequence")
     h = seq["metrics"]["holdout"]
     assert seq["lineage"]["kind"] == "sequence" and h["live"]["users"] == h["candidate"]["users"] == 250
+
+
+def test_a_sequence_retrain_keeps_the_live_models_recipe(tmp_path, logs):
+    """A model trained with its own settings and budget is retrained with them, not at the defaults; --epochs
+    replaces the budget alone."""
+    import json as _json
+
+    from pocketrank.server.jobs.sequence import train_sequence_job
+
+    home = _home(tmp_path, logs, "taste")
+    recipe = {"dim": 32, "lr": 3e-3, "lr_schedule": "linear", "dropout": 0.2}
+    train_sequence_job(home, epochs=3, seed=1, progress=False, settings=recipe)
+
+    def config(rec):
+        return _json.loads((home.model_dir(rec["version"]) / "config.json").read_text())["config"]
+
+    first = retrain.retrain_job(home, window_days=10, progress=False)
+    same = config(first)
+    assert {k: same[k] for k in recipe} == recipe and same["epochs"] == 3  # a linear budget carries its epochs
+    capped = retrain.retrain_job(home, window_days=10, epochs=2, progress=False)  # saved, gated in or out
+    assert capped["version"] != first["version"]  # another setting, another version
+    got = config(capped)
+    assert {k: got[k] for k in recipe} == recipe and got["epochs"] == 2
+    assert got["n_items"] == same["n_items"] and got["seed"] == 42  # the run's own, not the live model's
+
+
+def test_the_recipe_is_what_differs_from_the_defaults_and_a_budget_only_under_a_linear_rate():
+    import torch
+
+    from pocketrank.server.jobs.sequence_retrain import SequenceCandidate, live_recipe
+    from pocketrank.server.training.seqmodel import SeqConfig, SequenceRecommender
+
+    def live(**kw):
+        torch.manual_seed(0)
+        model = SequenceRecommender(SeqConfig(n_items=5, n_tokens=0, seed=3, **kw)).eval()
+        return SequenceCandidate(model, np.arange(1, 6))
+
+    assert live_recipe(live()) == {}  # the defaults: nothing to carry, the version names stay as they were
+    assert live_recipe(live(dropout=0.2, epochs=2)) == {"dropout": 0.2}  # a constant rate's epochs were a cap
+    assert live_recipe(live(lr_schedule="linear", epochs=16, lr=4e-3)) == {"lr_schedule": "linear", "epochs": 16,
+                                                                          "lr": 4e-3}
+    assert live_recipe(None) == {}

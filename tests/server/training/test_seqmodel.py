@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pocketrank.server.training import seqmodel
 from pocketrank.server.training.content import (
     ContentTower,
     ContentVocab,
@@ -14,7 +15,7 @@ from pocketrank.server.training.content import (
     product_tokens,
 )
 from pocketrank.server.training.content_fit import fit_content_map
-from pocketrank.server.training.seqmodel import SeqConfig, SequenceRecommender
+from pocketrank.server.training.seqmodel import MaskDropout, SeqConfig, SequenceRecommender
 from pocketrank.server.training.seqtrain import Histories, fit, padded, rank_metrics, user_vectors, windows
 from pocketrank.shared.errors import ModelError
 from pocketrank.shared.schemas import EVENT_TYPES, Item
@@ -265,3 +266,36 @@ def test_the_table_of_some_rows_is_those_rows_of_the_whole_table():
     assert torch.count_nonzero(part[0]) == 0  # the padding row
     # Id dropout of every row (rand < 1 always): what is left is each row's content part.
     assert torch.allclose(model.table(1.0, rows), model.content(rows), atol=1e-6)
+
+
+def test_mask_dropout_is_dropout():
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    d = MaskDropout(0.3)
+    y = d(x)
+    kept = y > 0
+    assert abs(float(kept.float().mean()) - 0.7) < 0.01  # a share p of the entries is zeroed
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))  # the rest scaled to keep the mean
+    assert abs(float(y.mean()) - 1.0) < 0.01
+    assert torch.equal(d.eval()(x), x)  # identity in eval, as in the exported graph
+    assert torch.equal(MaskDropout(0.0).train()(x), x)
+    assert float(MaskDropout(1.0).train()(x).abs().sum()) == 0.0
+    assert MaskDropout(0.3).state_dict() == {}  # nothing in the saved model changes
+    with pytest.raises(ModelError, match="dropout"):
+        MaskDropout(1.5)
+
+
+def test_width_must_divide_into_heads():
+    with pytest.raises(ModelError, match="multiple of heads"):
+        SeqConfig(n_items=3, dim=30, heads=4)
+
+
+def test_a_model_with_a_setting_this_version_does_not_know_is_a_model_error(tmp_path):
+    import json
+
+    seqmodel.save(_model(), tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["config"]["from_the_future"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="another pocketrank version"):
+        seqmodel.load(tmp_path)
