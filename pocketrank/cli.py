@@ -347,9 +347,9 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
     every user's state is then refolded. `--interactions FILE --out HOME` is the same in one step
     on a file of your own, in a new home.
     """
-    from pocketrank.server.jobs.train import train_job
+    from pocketrank.server.jobs.train import schedule_settings, train_job
 
-    settings = {k: v for k, v in (("lr_schedule", lr_schedule), ("lr", lr)) if v is not None}
+    settings = schedule_settings(lr_schedule, lr)
     if settings and kind != "sequence":
         raise click.UsageError("--lr-schedule and --lr are for --model sequence")
     if interactions is not None:

@@ -119,7 +119,7 @@ class Home:
         test metrics and timings (`pocketrank train` prints them). `kind`: "sequence" (the default, as the CLI's:
         the model the server and the device run) or "fold". `lr_schedule="linear"` (sequence model) spends
         the learning rate by the last of `epochs`, for a fixed time budget; `lr` sets its (peak) rate."""
-        from pocketrank.server.jobs.train import train_job
+        from pocketrank.server.jobs.train import schedule_settings, train_job
 
         home = self._existing()
         since = None
@@ -130,7 +130,7 @@ class Home:
                 since = latest_timestamp(s) - window_days * 86400
         return train_job(home, epochs=epochs, seed=seed, since=since, progress=progress, kind=kind,
                          tune_trials=tune_trials,
-                         settings={k: v for k, v in (("lr_schedule", lr_schedule), ("lr", lr)) if v is not None} or None)
+                         settings=schedule_settings(lr_schedule, lr) or None)
 
     def export(self) -> dict:
         """Export the current model to fp32 and int8 ONNX, gated on parity (a ModelError if a gate fails)."""

@@ -31,7 +31,7 @@ from ..training import seqmodel
 from ..training.content import ContentTower, ContentVocab, content_vectors
 from ..training.content_fit import fit_content_map
 from ..training.history import load_history
-from ..training.seqmodel import SeqConfig
+from ..training.seqmodel import NOT_SETTINGS, SeqConfig
 from ..training.seqtrain import Histories, fit, rank_metrics, user_vectors
 
 ENCODER_INT8 = "encoder.onnx"  # the name the bundle ships to devices (server/bundle/model_artifacts.py)
@@ -96,8 +96,7 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
     if holdout not in (1, 2):
         raise ModelError(f"holdout must be 1 or 2 products per user, not {holdout}")
     if settings:  # checked now, not after a study or a training run
-        own = {"n_items", "n_tokens", "seed"}  # the data's and the run's, not settings
-        unknown = sorted(set(settings) - ({f.name for f in dataclasses.fields(SeqConfig)} - own))
+        unknown = sorted(set(settings) - ({f.name for f in dataclasses.fields(SeqConfig)} - NOT_SETTINGS))
         if unknown:
             raise ModelError(f"not sequence-model settings: {', '.join(unknown)}")
         SeqConfig(n_items=1, **settings)

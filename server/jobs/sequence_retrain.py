@@ -96,23 +96,19 @@ class SequenceCandidate:
         return self.item_ids[top[np.argsort(-s[top], kind="stable")]].tolist()
 
 
-# A SeqConfig's fields that belong to the data or to the run, not to the recipe a retrain carries over.
-NOT_RECIPE = frozenset({"n_items", "n_tokens", "seed", "kind"})
-
-
 def live_recipe(live: Any) -> dict:
     """The live sequence model's recipe: the SeqConfig settings it was trained with that differ from the
     defaults, but the data's and the run's. A model trained with tuned settings or a budget (`train --tune`,
     `--lr-schedule linear`) is retrained the same way, not at the defaults. Its epochs only under a linear
     schedule, where they are the budget; at a constant rate they were a cap (a one-off `retrain --epochs 2`
     must not become every later retrain's). {} when the live model is none or not a sequence model."""
-    from ..training.seqmodel import SeqConfig
+    from ..training.seqmodel import NOT_SETTINGS, SeqConfig
 
     if not isinstance(live, SequenceCandidate):
         return {}
     default = SeqConfig(n_items=1).to_dict()
     config = live.model.config.to_dict()
-    recipe = {k: v for k, v in config.items() if k not in NOT_RECIPE and v != default.get(k)}
+    recipe = {k: v for k, v in config.items() if k not in NOT_SETTINGS and v != default.get(k)}
     if config.get("lr_schedule") != "linear":
         recipe.pop("epochs", None)
     return recipe

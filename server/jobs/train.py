@@ -27,6 +27,11 @@ from ..training.train import train
 MODEL_KINDS = ("sequence", "fold")
 
 
+def schedule_settings(lr_schedule: str | None = None, lr: float | None = None) -> dict:
+    """The sequence-model settings `train --lr-schedule / --lr` give (those not left to the default)."""
+    return {k: v for k, v in (("lr_schedule", lr_schedule), ("lr", lr)) if v is not None}
+
+
 def train_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
               since: float | None = None, until: float | None = None, kind: str = "sequence",
               settings: dict | None = None, holdout: int = 2, tune_trials: int = 0, ray_workers: int = 0,

@@ -40,6 +40,8 @@ MASKED = -1e4  # additive attention mask: finite, so an int8 graph and fp16 neve
 
 
 LR_SCHEDULES = ("constant", "linear")
+# SeqConfig's fields that belong to the data or to the run, not to the settings a user gives or a retrain carries.
+NOT_SETTINGS = frozenset({"n_items", "n_tokens", "seed", "kind"})
 
 
 @dataclass

@@ -29,8 +29,10 @@ from .seqtrain import Histories, fit
 SEARCHED = ("dropout", "id_dropout", "lr", "layers", "heads", "weight_decay", "batch_size")
 
 
-def suggest(trial, fixed: frozenset[str] = frozenset(), dim: int = 64) -> dict:
-    """The trial's values of the SEARCHED settings not in `fixed`; heads divide `dim` (a fixed width)."""
+def suggest(trial, fixed: dict | None = None) -> dict:
+    """The trial's values of the SEARCHED settings not in `fixed`; heads divide the width (a fixed one too)."""
+    fixed = fixed or {}
+    dim = int(fixed.get("dim", SeqConfig.dim))
     space = {
         "dropout": lambda: trial.suggest_float("dropout", 0.1, 0.6),
         "id_dropout": lambda: trial.suggest_float("id_dropout", 0.0, 0.4),
@@ -61,7 +63,7 @@ def tune(train: Histories, n_items: int, tokens: np.ndarray | None, n_tokens: in
         raise ModelError("too few users with two training products to carve a validation split for tuning")
 
     def objective(trial) -> float:
-        settings = suggest(trial, frozenset(fixed), int(fixed.get("dim", SeqConfig.dim)))
+        settings = suggest(trial, fixed)
         c = SeqConfig(n_items=n_items, n_tokens=n_tokens, seed=seed, **{"epochs": max_epochs, **fixed, **settings})
 
         def report(row: dict) -> None:

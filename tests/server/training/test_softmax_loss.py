@@ -68,7 +68,7 @@ def test_a_view_of_a_larger_table_gets_its_gradient():
     assert torch.allclose(table.grad, ref.grad, atol=1e-6) and float(table.grad[0].abs().sum()) == 0.0
 
 
-def test_without_gradients_the_loss_alone_is_the_same():
+def test_without_gradients_the_loss_is_the_same():
     h, items, target = _inputs(70)
     with torch.no_grad():
         got = softmax_cross_entropy(h, items, target, 16)
