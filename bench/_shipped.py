@@ -88,6 +88,10 @@ def shipped_home(tables, train_events, seed: int, train: dict | None = None):
         trained = train_job(home, kind="sequence", seed=seed, progress=False, holdout=1, **(train or {}))
         out["timings"]["train"] = time.perf_counter() - t
         out["best_epoch"], out["val_nDCG@10"] = trained["best_epoch"], trained["evaluation"]["val"]["retrieval"]["nDCG@10"]
+        r = trained["ranker"]
+        out["ranker"] = {"kind": r["kind"], **({"val_retrieval_nDCG@10": r["val"]["retrieval"]["nDCG@10"],
+                                                 "val_ranker_nDCG@10": r["val"]["ranker"]["nDCG@10"],
+                                                 "seconds": r["seconds"]} if "val" in r else {})}
         t = time.perf_counter()
         exported = export_job(home)
         out["timings"]["export"] = time.perf_counter() - t

@@ -116,8 +116,10 @@ def _gate(value: float, limit: float, kind: str) -> dict:
     return {"value": value, "limit": limit, "must_be": "at least" if kind == "min" else "at most", "passed": passed}
 
 
-def check_parity(click_model: torch.nn.Module, fp32_path: Path, int8_path: Path, held: HeldOut) -> ParityReport:
-    """Score every held-out user's candidates with torch, fp32 ONNX and int8 ONNX; gate the result.
+def check_parity(click_model: torch.nn.Module, fp32_path: Path, int8_path: Path, held: HeldOut,
+                 gates: dict[str, tuple[float, str]] | None = None) -> ParityReport:
+    """Score every held-out user's candidates with torch, fp32 ONNX and int8 ONNX; gate the result
+    (`gates`: INT8_GATES unless given).
 
     Raises ModelError when fp32 differs from torch by more than FP32_ATOL or
     any INT8_GATES figure misses its limit; the message names each failure.
@@ -136,7 +138,8 @@ def check_parity(click_model: torch.nn.Module, fp32_path: Path, int8_path: Path,
         users=len(held.users), candidates=int(np.mean([len(x) for x in held.candidates])),
     )
     report.gates = {"fp32_max_abs_diff": _gate(fp_diff, FP32_ATOL, "max")}
-    report.gates.update({name: _gate(getattr(report, name), limit, kind) for name, (limit, kind) in INT8_GATES.items()})
+    report.gates.update({name: _gate(getattr(report, name), limit, kind)
+                         for name, (limit, kind) in (INT8_GATES if gates is None else gates).items()})
     if report.failed:
         reasons = "; ".join(f"{n} {report.gates[n]['value']:.4g} (must be {report.gates[n]['must_be']} "
                             f"{report.gates[n]['limit']})" for n in report.failed)

@@ -7,11 +7,12 @@ up to the model's max_len. Its int8 version quantizes every constant weight
 matmul (pocketrank.exporter.quantize: the attention and feed-forward layers), the
 compute the device runs per recommendation.
 
-When no learned ranker beats retrieval order on validation, the published
-"ranker" is the retrieval score itself, sigmoid(<user, item>), as a graph with
-the ranker's signature: the device and the server run it as they run any
-ranker, and the manifest says `ranker_kind: retrieval`. It has no weights, so
-its int8 file is the same graph.
+The ranker is the hard-negative ranker when it beat retrieval order on
+validation (`ranker_kind: learned`; its weight products int8 on the device).
+Otherwise the published "ranker" is the retrieval score itself,
+sigmoid(<user, item>), as a graph with the ranker's signature: the device and
+the server run it as they run any ranker, and the manifest says
+`ranker_kind: retrieval`. It has no weights, so its int8 file is the same graph.
 """
 
 from __future__ import annotations
@@ -45,14 +46,27 @@ class _LastState(nn.Module):
         return self.encoder(items, types, gaps)
 
 
-def export_retrieval_ranker(fp32: Path, int8: Path, dim: int) -> dict:
+def _ranker_graph(module: nn.Module, fp32: Path, dim: int) -> None:
     n = torch.export.Dim("candidates", min=1, max=100_000)
-    _export(RetrievalRanker(), (torch.randn(1, dim), torch.randn(TRACE_ROWS, dim)), fp32, RANKER_INPUTS,
+    _export(module.eval(), (torch.randn(1, dim), torch.randn(TRACE_ROWS, dim)), fp32, RANKER_INPUTS,
             RANKER_OUTPUTS, {"user": None, "items": {0: n}})
     check_signature(onnx.load(str(fp32)), {"user": [1, dim], "items": ["n", dim]}, {"scores": ["n"]})
+
+
+def export_retrieval_ranker(fp32: Path, int8: Path, dim: int) -> dict:
+    _ranker_graph(RetrievalRanker(), fp32, dim)
     shutil.copyfile(fp32, int8)  # no weights to quantize: the device runs the same graph
     return {"opset": OPSET, "exporter": EXPORTER, "inputs": list(RANKER_INPUTS), "outputs": list(RANKER_OUTPUTS),
             "kind": "retrieval", "precision": "fp32 (no weights)"}
+
+
+def export_learned_ranker(ranker: nn.Module, fp32: Path, int8: Path, dim: int) -> dict:
+    """The hard-negative ranker (server/training/seqranker.py), with the retrieval ranker's signature: fp32 for
+    the server, int8 for the device (its weight products; the inner product of the two inputs stays fp32)."""
+    _ranker_graph(ranker, fp32, dim)
+    quant = quantize_ranker(fp32, int8, per_channel=True)
+    return {"opset": OPSET, "exporter": EXPORTER, "inputs": list(RANKER_INPUTS), "outputs": list(RANKER_OUTPUTS),
+            "kind": "learned", "precision": "int8", "quantization": quant}
 
 
 def export_sequence_encoder(encoder: nn.Module, fp32: Path, int8: Path, dim: int, max_len: int) -> dict:

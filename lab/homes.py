@@ -11,9 +11,9 @@ from pathlib import Path
 
 
 def movielens_home(root: Path, epochs: int, kind: str = "sequence", n_users: int = 100, publish: bool = True,
-                   seed: int = 42):
-    """Import MovieLens-100k into a new home at `root`, train `kind` for `epochs`, export (gating on `n_users`
-    users) and publish; returns the pocketrank.server.home.Home."""
+                   seed: int = 42, settings: dict | None = None):
+    """Import MovieLens-100k into a new home at `root`, train `kind` for `epochs` (with the model's `settings`),
+    export (gating on `n_users` users) and publish; returns the pocketrank.server.home.Home."""
     from pocketrank.server.bundle.publish import publish_job
     from pocketrank.server.data.datasets import import_movielens
     from pocketrank.server.home import Home
@@ -23,7 +23,7 @@ def movielens_home(root: Path, epochs: int, kind: str = "sequence", n_users: int
     store = home.store()
     import_movielens(store, "100k", progress=False)
     store.close()
-    train_job(home, epochs=epochs, kind=kind, seed=seed, progress=False)
+    train_job(home, epochs=epochs, kind=kind, seed=seed, progress=False, settings=settings)
     export_job(home, n_users=n_users)
     if publish:
         publish_job(home, progress=False)

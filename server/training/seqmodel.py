@@ -40,6 +40,8 @@ MASKED = -1e4  # additive attention mask: finite, so an int8 graph and fp16 neve
 
 
 LR_SCHEDULES = ("constant", "linear")
+# auto: the hard-negative ranker ships if it beats retrieval order on validation (server/training/seqranker.py)
+RANKER_CHOICES = ("auto", "learned", "retrieval")
 # SeqConfig's fields that belong to the data or to the run, not to the settings a user gives or a retrain carries.
 NOT_SETTINGS = frozenset({"n_items", "n_tokens", "seed", "kind"})
 
@@ -63,6 +65,7 @@ class SeqConfig:
     patience: int = 6
     full_softmax_max: int = 50_000
     negatives: int = 1024  # sampled softmax's shared negatives above full_softmax_max
+    ranker: str = "auto"  # RANKER_CHOICES
     seed: int = 42
     kind: str = field(default="sequence")
 
@@ -75,6 +78,8 @@ class SeqConfig:
             raise ModelError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ModelError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
+        if self.ranker not in RANKER_CHOICES:
+            raise ModelError(f"ranker must be one of {', '.join(RANKER_CHOICES)}, not {self.ranker!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

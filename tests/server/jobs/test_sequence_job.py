@@ -96,3 +96,56 @@ def test_a_new_product_gets_its_content_vector(seq_home, tmp_path):
     # It is retrievable: a user whose history is Sci-Fi films ranks it above most of the catalogue.
     vecs = serving.catalogue.vectors
     assert np.isfinite(vecs @ got).all()
+
+
+@pytest.fixture(scope="module")
+def ranked_home(tmp_path_factory):
+    """A home whose model ships its hard-negative ranker whatever validation says (`ranker: learned`)."""
+    from lab.homes import movielens_home
+
+    return movielens_home(tmp_path_factory.mktemp("ranked-home"), 2, settings={"ranker": "learned"}).root
+
+
+def test_a_learned_ranker_is_gated_signed_and_ranks_the_servers_answer(ranked_home, tmp_path):
+    import base64
+    import hashlib
+
+    import torch
+
+    from pocketrank.server.api.app import create_app
+    from pocketrank.server.training.seqranker import load_ranker
+    from pocketrank.shared.wire import parse_manifest
+
+    home = tmp_path / "home"
+    copy_home(ranked_home, home)
+    app = create_app(Config(home=home))
+    api = app.test_client()
+    serving = app.extensions["pocketrank"]
+    serving.refresh()
+    out = Home(home).model_dir(serving.model_version)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ranker_kind"] == "learned" and metrics["ranker"]["examples"] > 1000
+    assert set(metrics["evaluation"]["test"]) == {"retrieval", "ranker"}  # what `train` prints
+    export = json.loads((out / "export.json").read_text())
+    gates = export["ranker_parity"]["gates"]
+    assert export["ranker_kind"] == "learned" and all(g["passed"] for g in gates.values()) and len(gates) == 5
+    assert export["quantization"]["method"]["ranker"]["quantized_matmuls"] >= 3  # the device's graph is int8
+    manifest = parse_manifest(base64.b64decode(api.get("/v1/sync?users=196").get_json()["manifest"]))
+    assert manifest["model"]["ranker_kind"] == "learned"
+    assert manifest["artifacts"]["ranker"]["sha256"] == hashlib.sha256((out / "ranker.int8.onnx").read_bytes()).hexdigest()
+    # The server scores retrieval's candidates with the learned graph: torch's scores, not sigmoid(<user, item>).
+    ranker = load_ranker(out)
+    assert ranker is not None
+    emb = np.asarray(api.get("/v1/users/196").get_json()["embedding"], dtype=np.float32)
+    vr = serving.version_ranker(serving.model_version).ranker
+    ctx = serving.store.user_context("196", serving.dim)
+    cands = vr.retrieve(emb, ctx.consumed, in_stock_only=True)
+    rows = serving.catalogue.rows(cands)
+    with torch.no_grad():
+        want = ranker(torch.from_numpy(emb).unsqueeze(0), torch.from_numpy(rows)).numpy()
+    got = vr.score(emb, cands)
+    assert np.allclose(got, want, atol=1e-5)
+    assert not np.allclose(got, 1 / (1 + np.exp(-(rows @ emb))), atol=1e-3)  # the correction is not zero
+    answer = [serving.catalogue.index_of[i["item_id"]] for i in
+              api.get("/v1/recommendations?user_id=196&k=10").get_json()["items"]]
+    assert set(answer) <= set(cands.tolist()) and len(answer) == 10
