@@ -148,9 +148,9 @@ def main(argv: list[str]) -> int:
                  "(the MovieLens-100k run is the default recipe, against issue 3's 5 minutes)")
     load = os.getloadavg()
     stages: list[tuple[str, float]] = []
-    from pocketrank.server.jobs.train import schedule_settings
+    from pocketrank.server.jobs.train import train_settings
 
-    settings = schedule_settings(args.lr_schedule, args.lr) or None
+    settings = train_settings(args.lr_schedule, args.lr) or None
     trained = _production(stages, args.size, args.epochs, settings)
     if args.size == "1m":
         text = report_1m(stages, trained, argv, load, os.getloadavg())

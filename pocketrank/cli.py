@@ -323,6 +323,9 @@ def keys_init(home: Path | None, force: bool) -> None:
                    "the epoch best on validation: a fixed time budget. --tune's trials run with it too.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True, max=1), default=None,
               help="Sequence model: the (peak) learning rate (default 2e-3, or the --tune study's).")
+@click.option("--ranker", type=click.Choice(["auto", "learned", "retrieval"]), default=None,  # seqmodel.RANKER_CHOICES
+              help="Sequence model: auto (the default) trains a ranker on retrieval's top 200 and ships it only if "
+                   "it beats retrieval order on validation; learned ships it regardless; retrieval trains none.")
 @click.option("--seed", default=42, show_default=True, help="Random seed (the same seed, the same model).")
 @click.option("--window-days", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learn only from the last N days of the log (ending at its newest event). Default: all of it.")
@@ -338,7 +341,7 @@ def keys_init(home: Path | None, force: bool) -> None:
 @_ray_option
 @_progress_option
 def train(home: Path | None, store: str | None, epochs: int | None, kind: str, tune_trials: int,
-          lr_schedule: str | None, lr: float | None, seed: int, window_days: float | None,
+          lr_schedule: str | None, lr: float | None, ranker: str | None, seed: int, window_days: float | None,
           interactions: Path | None, out: Path | None, ray_workers: int, ray_address: str | None,
           no_progress: bool) -> None:
     """Train product embeddings, the user encoder and the click model on the store's events.
@@ -347,11 +350,11 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
     every user's state is then refolded. `--interactions FILE --out HOME` is the same in one step
     on a file of your own, in a new home.
     """
-    from pocketrank.server.jobs.train import schedule_settings, train_job
+    from pocketrank.server.jobs.train import train_job, train_settings
 
-    settings = schedule_settings(lr_schedule, lr)
+    settings = train_settings(lr_schedule, lr, ranker)
     if settings and kind != "sequence":
-        raise click.UsageError("--lr-schedule and --lr are for --model sequence")
+        raise click.UsageError("--lr-schedule, --lr and --ranker are for --model sequence")
     if interactions is not None:
         if out is None:
             raise click.UsageError("--interactions needs --out HOME (a new home to import into)")
@@ -392,6 +395,8 @@ def train(home: Path | None, store: str | None, epochs: int | None, kind: str, t
                    + ", ".join(f"{k} {c[k]}" for k in ("dim", "layers", "heads", "max_len", "dropout", "id_dropout",
                                                         "lr", "lr_schedule", "batch_size"))
                    + f"; ranker: {result['ranker_kind']}"
+                   + (f" (validation nDCG@10 {result['ranker']['val_gain']:+.1%} against retrieval order)"
+                      if "val_gain" in result.get("ranker", {}) else "")
                    + (f"; tuned over {result['tuning']['trials']} trials (validation nDCG@10 "
                       f"{result['tuning']['val_nDCG@10']:.4f})" if result.get("tuning") else ""))
 

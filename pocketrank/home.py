@@ -114,12 +114,14 @@ class Home:
 
     def train(self, *, kind: str = "sequence", epochs: int | None = None, seed: int = 42, window_days: float | None = None,
               tune_trials: int = 0, lr_schedule: str | None = None, lr: float | None = None,
-              progress: bool = False) -> dict:
+              ranker: str | None = None, progress: bool = False) -> dict:
         """Train on the store's events (the last `window_days` only, if given); returns the version, data counts,
         test metrics and timings (`pocketrank train` prints them). `kind`: "sequence" (the default, as the CLI's:
         the model the server and the device run) or "fold". `lr_schedule="linear"` (sequence model) spends
-        the learning rate by the last of `epochs`, for a fixed time budget; `lr` sets its (peak) rate."""
-        from pocketrank.server.jobs.train import schedule_settings, train_job
+        the learning rate by the last of `epochs`, for a fixed time budget; `lr` sets its (peak) rate. `ranker`:
+        "auto" (the default: the hard-negative ranker ships if it beats retrieval order on validation), "learned"
+        or "retrieval"."""
+        from pocketrank.server.jobs.train import train_job, train_settings
 
         home = self._existing()
         since = None
@@ -130,7 +132,7 @@ class Home:
                 since = latest_timestamp(s) - window_days * 86400
         return train_job(home, epochs=epochs, seed=seed, since=since, progress=progress, kind=kind,
                          tune_trials=tune_trials,
-                         settings=schedule_settings(lr_schedule, lr) or None)
+                         settings=train_settings(lr_schedule, lr, ranker) or None)
 
     def export(self) -> dict:
         """Export the current model to fp32 and int8 ONNX, gated on parity (a ModelError if a gate fails)."""

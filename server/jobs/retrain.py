@@ -330,12 +330,15 @@ def retrain_job(home, window_days: float = DEFAULT_WINDOW_DAYS, as_of: str | flo
                 exp = export_job(home, version=version, n_users=parity_users if kind == "sequence" else None,
                                  inputs=None if kind == "sequence" else
                                  parity_inputs(cand, out.extra["split"].cases, max_users=parity_users))
-                parity = {"ranker": exp["parity"], "encoder": exp["encoder"]["parity"], "bytes": exp["bytes"]}
+                parity = {"ranker": exp["parity"], "encoder": exp["encoder"]["parity"], "bytes": exp["bytes"],
+                          **({"learned_ranker": exp["ranker_parity"]} if exp.get("ranker_parity") else {})}
             except ModelError as exc:
                 reasons.append(str(exc))
         metrics = {"holdout": out.holdout, "gates": {"accuracy": out.gate, "parity": parity or "not run"},
                    "train_seconds": round(out.seconds, 2),
                    "protocol": f"window leave-last-out per user, full ranking (retrieval 200 + click model), k={K}"}
+        if isinstance(cand, SequenceCandidate):  # the holdout above ranked in this order
+            metrics["ranker_kind"] = "learned" if cand.ranker is not None else "retrieval"
         lineage = {"parent": parent, "window": list(window), "window_days": window_days,
                    "holdout": f"leave-last-out per user: newest pick (>= {MIN_EVENTS} distinct items)", **out.counts,
                    "n_items": int(item_ids.size), "kind": kind, "epochs": epochs, "seed": seed,

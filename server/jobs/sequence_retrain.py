@@ -59,6 +59,7 @@ class SequenceCandidate:
     item_ids: np.ndarray
     vocab: ContentVocab | None = None
     trained: np.ndarray | None = None  # rows the window had events for (None: every row); the content map fits to them
+    ranker: Any = None  # its hard-negative ranker (server/training/seqranker.py), None: retrieval order
     index: dict[int, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,19 +82,38 @@ class SequenceCandidate:
                       [np.array([times[n] for n in keep], dtype=np.float64)])
         return user_vectors(self.model, h)[0], rows
 
+    def _scores(self, uv: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The shipped order's scores of these rows: the ranker's when there is one, else the inner product."""
+        if self.ranker is None or not len(rows):
+            return self.vecs[rows] @ uv
+        import torch
+
+        with torch.no_grad():
+            return self.ranker.logits(torch.from_numpy(uv).unsqueeze(0),
+                                      torch.from_numpy(self.vecs[rows]).unsqueeze(0))[0].numpy()
+
     def top_k(self, case: Case, k: int) -> list[int]:
+        """What the candidate would show: retrieval's top CANDIDATES (the history left out) in the ranker's order,
+        or among what the user was shown (`case.shown`; products it does not know last)."""
+        from ..training.seqranker import CANDIDATES
+
         uv, rows = self.user_vector(case)
         if case.shown is not None:  # ranked among what the user was shown; unknown products last
             known = [i for i in case.shown if i in self.index]
-            s = self.vecs[[self.index[i] for i in known]] @ uv if (known and uv is not None) else np.zeros(len(known))
+            s = (self._scores(uv, np.array([self.index[i] for i in known], dtype=np.int64))
+                 if (known and uv is not None) else np.zeros(len(known)))
             ranked = [known[j] for j in np.argsort(-s, kind="stable")]
             return (ranked + [i for i in case.shown if i not in self.index])[:k]
         if uv is None:
             return []
         s = self.vecs @ uv
         s[rows] = -np.inf
-        top = np.argpartition(-s, k)[:k] if k < len(s) else np.arange(len(s))
-        return self.item_ids[top[np.argsort(-s[top], kind="stable")]].tolist()
+        n = max(k, CANDIDATES) if self.ranker is not None else k
+        top = np.argpartition(-s, n)[:n] if n < len(s) else np.arange(len(s))
+        top = top[np.argsort(-s[top], kind="stable")]
+        top = top[np.isfinite(s[top])] if self.ranker is not None else top
+        top = top[np.argsort(-self._scores(uv, top), kind="stable")]
+        return self.item_ids[top[:k]].tolist()
 
 
 def live_recipe(live: Any) -> dict:
@@ -119,6 +139,7 @@ def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int, pro
     """fit(train_events, weights) for gated_retrain: a SequenceCandidate over `item_ids` (store indexes), trained
     with `recipe` (SeqConfig fields; `live_recipe`) and, when given, `epochs` in place of the recipe's."""
     from ..training.seqmodel import SeqConfig
+    from ..training.seqranker import fit_ranker
     from ..training.seqtrain import fit as fit_model
     from .sequence import trained_rows
 
@@ -137,9 +158,11 @@ def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int, pro
         if epochs is not None:
             config.epochs = epochs
         result = fit_model(hist.head(1), config, tokens, val=(hist.head(1), val), progress=progress)
+        ranked = fit_ranker(result.model, hist.head(1), (hist.head(1), val), seed, config.ranker)
         # Rows of an untrained id part (products the window never saw, or saw only as a user's newest) are no
         # fitting target, and are published with their content vector (jobs/sequence.py's save_model).
-        return SequenceCandidate(result.model, item_ids, vocab, trained_rows(hist.head(1), len(item_ids)))
+        return SequenceCandidate(result.model, item_ids, vocab, trained_rows(hist.head(1), len(item_ids)),
+                                 ranked.ranker)
 
     return fit
 
@@ -147,6 +170,7 @@ def sequence_fit(store, item_ids: np.ndarray, epochs: int | None, seed: int, pro
 def load_candidate(model_dir: Path) -> SequenceCandidate:
     from ..training import seqmodel
     from ..training.content import ContentTower
+    from ..training.seqranker import load_ranker
 
     m, meta = seqmodel.load(model_dir)
     ids = np.asarray(meta.get("item_ids") or np.arange(1, m.config.n_items + 1), dtype=np.int64)
@@ -154,12 +178,13 @@ def load_candidate(model_dir: Path) -> SequenceCandidate:
         tower = ContentTower.load(model_dir)
     except (OSError, ValueError, KeyError):
         tower = None
-    return SequenceCandidate(m, ids, tower.vocab if tower is not None else None)
+    return SequenceCandidate(m, ids, tower.vocab if tower is not None else None, ranker=load_ranker(model_dir))
 
 
 def save_candidate(cand: SequenceCandidate, out: Path, version: str) -> None:
     """The candidate where serving, export and rebase read a sequence version: weights, tower, vectors."""
     from ..online.versions import save_vectors
+    from ..training.seqranker import save_ranker
     from .sequence import save_model
 
     if cand.vocab is None:
@@ -167,4 +192,6 @@ def save_candidate(cand: SequenceCandidate, out: Path, version: str) -> None:
     _tower, vecs, _fit = save_model(cand.model, cand.vocab, out, {"model_version": version,
                                                                    "item_ids": cand.item_ids.tolist()},
                                     trained=cand.trained)
+    if cand.ranker is not None:
+        save_ranker(cand.ranker, out)
     save_vectors(out, cand.item_ids, vecs)

@@ -27,9 +27,9 @@ from ..training.train import train
 MODEL_KINDS = ("sequence", "fold")
 
 
-def schedule_settings(lr_schedule: str | None = None, lr: float | None = None) -> dict:
-    """The sequence-model settings `train --lr-schedule / --lr` give (those not left to the default)."""
-    return {k: v for k, v in (("lr_schedule", lr_schedule), ("lr", lr)) if v is not None}
+def train_settings(lr_schedule: str | None = None, lr: float | None = None, ranker: str | None = None) -> dict:
+    """The sequence-model settings `train --lr-schedule / --lr / --ranker` give (those not left to the default)."""
+    return {k: v for k, v in (("lr_schedule", lr_schedule), ("lr", lr), ("ranker", ranker)) if v is not None}
 
 
 def train_job(home: Home, epochs: int | None = None, seed: int = 42, progress: bool = True,
