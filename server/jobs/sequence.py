@@ -134,9 +134,13 @@ def train_sequence_job(home: Home, epochs: int | None = None, seed: int = 42, pr
                   "test": {"retrieval": rank_metrics(m, before_test, test)}}
     ranked = fit_ranker(m, train, (train, val), seed, config.ranker,
                         log=(lambda line: print(line, flush=True)) if progress else None)
-    if ranked.ranker is not None:  # what the server answers: retrieval's candidates in the ranker's order
-        evaluation["val"]["ranker"] = ranked.report["val"]["ranker"]
-        evaluation["test"]["ranker"] = order_metrics(m, ranked.ranker, before_test, test)["ranker"]
+    if ranked.trained is not None:
+        tested = order_metrics(m, ranked.trained, before_test, test)["ranker"]
+        if ranked.ranker is not None:  # what the server answers: retrieval's candidates in the ranker's order
+            evaluation["val"]["ranker"] = ranked.report["val"]["ranker"]
+            evaluation["test"]["ranker"] = tested
+        else:  # recorded, not used: what the gate turned down would have given
+            ranked.report["test_not_shipped"] = tested
 
     digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in m.parameters())).hexdigest()
     version = time.strftime("m%Y%m%d-%H%M%S-", time.gmtime()) + digest[:6]
@@ -188,6 +192,8 @@ def export_sequence_job(home: Home, version: str, n_users: int | None = None) ->
     if len(meta.get("item_ids", [])) != c.n_items:
         raise ModelError(f"model {version} has {c.n_items} items but its metadata names {len(meta.get('item_ids', []))}")
     learned = load_ranker(out)
+    if learned is not None and learned.dim != c.dim:
+        raise ModelError(f"model {version}'s ranker takes {learned.dim}-d vectors, its encoder gives {c.dim}-d")
     ranker = (export_retrieval_ranker(out / "ranker.fp32.onnx", out / "ranker.int8.onnx", c.dim) if learned is None
               else export_learned_ranker(learned, out / "ranker.fp32.onnx", out / "ranker.int8.onnx", c.dim))
     enc = export_sequence_encoder(m.encoder, out / ENCODER_FP32, out / ENCODER_INT8, c.dim, c.max_len)
@@ -209,16 +215,24 @@ def export_sequence_job(home: Home, version: str, n_users: int | None = None) ->
         lambda users: user_vectors(m, before_test, users), items, out / ENCODER_FP32, out / ENCODER_INT8,
         list(zip(before_test.rows, before_test.types, before_test.times)), test, c.max_len,
         n_users=n_users or 600)
-    ranker_parity = None
+    ranker_parity, fallback = None, None
     if learned is not None:
-        ranker_parity = check_parity(learned, out / "ranker.fp32.onnx", out / "ranker.int8.onnx",
-                                     ranker_gate_users(m, before_test, test, items, RANKER_GATE_USERS),
-                                     RANKER_GATES).to_dict()
+        try:
+            ranker_parity = check_parity(learned, out / "ranker.fp32.onnx", out / "ranker.int8.onnx",
+                                         ranker_gate_users(m, before_test, test, items, RANKER_GATE_USERS),
+                                         RANKER_GATES).to_dict()
+        except ModelError as e:
+            if c.ranker == "learned":  # asked for: no silent substitute
+                raise ModelError(f"{e} (the learned ranker; `train --ranker auto` falls back to retrieval order)") from e
+            # Chosen by validation only: the device must rank as the server does, so both rank by retrieval.
+            fallback = f"the learned ranker failed its int8 parity gate, retrieval order ships: {e}"
+            ranker = export_retrieval_ranker(out / "ranker.fp32.onnx", out / "ranker.int8.onnx", c.dim)
     result = {"model_version": version, **ranker, "kind": "sequence", "ranker_kind": ranker["kind"],
               "quantization": {"method": {"ranker": ranker.get("quantization", "none (the retrieval score has no "
                                                                                   "weights)"),
                                           "encoder": enc["quantization"]}},
               "encoder": {**enc, "parity": parity}, "parity": parity, "ranker_parity": ranker_parity,
+              **({"ranker_fallback": fallback} if fallback else {}),
               "bytes": {"torch_state": (out / "model.pt").stat().st_size,
                         "fp32_onnx": (out / "ranker.fp32.onnx").stat().st_size,
                         "int8_onnx": (out / "ranker.int8.onnx").stat().st_size,
@@ -252,7 +266,8 @@ def ranker_gate_users(m, h: Histories, targets: np.ndarray, items: np.ndarray, n
         top = top[np.isfinite(s[top])]  # a catalogue smaller than the history and CANDIDATES together
         cands.append(items[top])
         labels.append(top == targets[u])
-    return HeldOut(vecs, cands, labels)
+    keep = [j for j, c in enumerate(cands) if len(c)]
+    return HeldOut(vecs[keep], [cands[j] for j in keep], [labels[j] for j in keep])
 
 
 def _last_of_runs(rows: np.ndarray) -> np.ndarray:

@@ -111,8 +111,9 @@ class SequenceCandidate:
         n = max(k, CANDIDATES) if self.ranker is not None else k
         top = np.argpartition(-s, n)[:n] if n < len(s) else np.arange(len(s))
         top = top[np.argsort(-s[top], kind="stable")]
-        top = top[np.isfinite(s[top])] if self.ranker is not None else top
-        top = top[np.argsort(-self._scores(uv, top), kind="stable")]
+        if self.ranker is not None:  # its order over the candidates the server would hand it
+            top = top[np.isfinite(s[top])]
+            top = top[np.argsort(-self._scores(uv, top), kind="stable")]
         return self.item_ids[top[:k]].tolist()
 
 

@@ -13,8 +13,11 @@ server and the device rank by the retrieval score. Its inputs are the user vecto
 which the server and the device already hold, so it has the retrieval ranker's ONNX signature and runs where
 that runs (server/online/ranker.py, edge_runtime/rerank.py).
 
-Its training positions are drawn from the training histories the encoder learnt from. The gate is what keeps
-an over-fitted ranker out: it is judged only on products no training step saw.
+Its training examples are prefixes of the training histories the encoder learnt from, each read into a user
+vector as the server reads a history. The gate is what keeps an over-fitted ranker out: it is judged on
+products no training step saw, the validation products. Those also picked the encoder's epoch, so the gate's
+retrieval figure is slightly flattering to retrieval, not to the ranker; the test figure `train` prints (and
+records for a ranker that did not ship) is the unbiased one.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from pocketrank.shared.errors import ModelError
 
 from .ranking_metrics import ndcg_at_k
 from .seqmodel import SequenceRecommender
-from .seqtrain import Histories, padded, user_vectors
+from .seqtrain import Histories, user_vectors
 
 CANDIDATES = 200  # what the server's retrieval hands its ranker (Ranker.n_candidates)
 PER_USER = 20  # training positions drawn per user's history, at most
-MAX_EXAMPLES = 30_000  # positions in all: fewer per user on a large log (MovieLens-1M: 5 a user)
+MAX_EXAMPLES = 30_000  # prefixes in all: fewer per user on a large log (MovieLens-1M: 4 a user)
 TRAIN_LIST = 64  # each step's list: the product chosen and 63 of the other candidates, drawn anew each epoch
 HIDDEN = 64
 EPOCHS = 4  # fixed, not chosen on validation: validation only decides whether the ranker ships
@@ -98,45 +101,52 @@ def top_candidates(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(scores, min(k, scores.shape[1]), dim=1).indices
 
 
+def _prefixes(h: Histories, pairs: list[tuple[int, int]]) -> Histories:
+    """Each (user, p): the user's first p events, as a history of its own."""
+    return Histories([h.rows[u][:p] for u, p in pairs], [h.types[u][:p] for u, p in pairs],
+                     [h.times[u][:p] for u, p in pairs])
+
+
 @torch.no_grad()
 def hard_negatives(model: SequenceRecommender, h: Histories, rng: np.random.Generator,
-                   per_user: int = PER_USER, k: int = CANDIDATES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training examples from the histories: (user states (N, dim), candidate rows (N, k), the chosen product's
-    place among them (N,)). Each is a state after a prefix of a history, retrieval's top k for it (the prefix
-    left out) and the product that came next, kept only when retrieval put it among the k."""
+                   per_user: int = PER_USER, k: int = CANDIDATES,
+                   max_examples: int = MAX_EXAMPLES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training examples from the histories: (user vectors (N, dim), candidate rows (N, k), the chosen product's
+    place among them (N,)). Each is the user vector after a prefix of a history, computed as the server computes
+    it (seqtrain.user_vectors: the prefix's newest max_len events, the newest at the last position), retrieval's
+    top k for it (the prefix left out) and the product that came next, kept only when retrieval put it among
+    the k. At most `max_examples` prefixes: `per_user` a user, fewer when there are many users, and a sample
+    of the users when there are more users than that."""
     model.eval()
-    table, items = model.table(), model.item_vectors()
-    length = model.config.max_len
+    items = model.item_vectors()
     # Never more candidates than the catalogue has products outside the longest history: a list padded with
     # left-out products would teach the ranker about products the server never shows.
     k = min(k, len(items) - max((len(r) for r in h.rows), default=0))
-    if k < 2:
-        return torch.zeros(0, model.config.dim), torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    users = np.array([u for u, r in enumerate(h.rows) if len(r) >= 2], dtype=np.int64)
+    empty = (torch.zeros(0, model.config.dim), torch.zeros(0, max(k, 0), dtype=torch.long),
+             torch.zeros(0, dtype=torch.long))
+    if k < 2 or not len(users):
+        return empty
+    if len(users) > max_examples:
+        users = np.sort(rng.choice(users, size=max_examples, replace=False))
+    each = max(1, min(per_user, max_examples // len(users)))
+    pairs = [(int(u), int(p)) for u in users
+             for p in np.sort(rng.choice(np.arange(1, len(h.rows[u])), size=min(each, len(h.rows[u]) - 1),
+                                         replace=False))]
     states, cands, places = [], [], []
-    for lo in range(0, len(h), 256):
-        users = np.arange(lo, min(lo + 256, len(h)))
-        x, types, gaps = (torch.from_numpy(a) for a in padded(h, users, length))
-        hid = model.user_states(table, x, types, gaps)
-        for j, u in enumerate(users):
-            full = h.rows[u]
-            n = min(len(full), length)
-            if n < 2:
-                continue
-            offset = len(full) - n  # the window's first event in the full history
-            pos = rng.choice(np.arange(1, n), size=min(per_user, n - 1), replace=False)
-            st = hid[j, torch.from_numpy(length - n + pos - 1)]  # the state after events [.., offset + p) predicts event offset + p
-            s = st @ items.T
-            for r, p in enumerate(pos):
-                s[r, torch.from_numpy(full[: offset + p])] = -torch.inf
-            top = top_candidates(s, k)
-            target = torch.from_numpy(full[offset + pos])
-            hit = top == target.unsqueeze(1)
-            found = hit.any(1)
-            states.append(st[found])
-            cands.append(top[found])
-            places.append(hit[found].int().argmax(1))
-    if not states:
-        return torch.zeros(0, model.config.dim), torch.zeros(0, k, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    for lo in range(0, len(pairs), 1024):
+        chunk = pairs[lo:lo + 1024]
+        uv = torch.from_numpy(user_vectors(model, _prefixes(h, chunk)))
+        s = uv @ items.T
+        for r, (u, p) in enumerate(chunk):
+            s[r, torch.from_numpy(h.rows[u][:p])] = -torch.inf
+        top = top_candidates(s, k)
+        target = torch.tensor([int(h.rows[u][p]) for u, p in chunk])
+        hit = top == target.unsqueeze(1)
+        found = hit.any(1)
+        states.append(uv[found])
+        cands.append(top[found])
+        places.append(hit[found].int().argmax(1))
     return torch.cat(states), torch.cat(cands), torch.cat(places)
 
 
@@ -158,6 +168,7 @@ def order_metrics(model: SequenceRecommender, ranker: ResidualRanker | None, h: 
         orders = {"retrieval": top}
         if ranker is not None:
             scores = ranker.logits(uv, items[top])
+            scores[torch.gather(s, 1, top) == -torch.inf] = -torch.inf  # left out stays out (small catalogues)
             orders["ranker"] = torch.gather(top, 1, torch.argsort(-scores, dim=1, stable=True))
         for name, o in orders.items():
             for row, u in zip(o[:, :10].tolist(), us):
@@ -170,6 +181,7 @@ def order_metrics(model: SequenceRecommender, ranker: ResidualRanker | None, h: 
 class RankerFit:
     ranker: ResidualRanker | None  # None: retrieval order ships
     report: dict
+    trained: ResidualRanker | None = None  # the ranker trained, shipped or not (None: none was)
 
 
 def fit_ranker(model: SequenceRecommender, train: Histories, val: tuple[Histories, np.ndarray], seed: int,
@@ -182,7 +194,7 @@ def fit_ranker(model: SequenceRecommender, train: Histories, val: tuple[Historie
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    states, cands, places = hard_negatives(model, train, rng, per_user=max(1, min(PER_USER, MAX_EXAMPLES // len(train))))
+    states, cands, places = hard_negatives(model, train, rng)
     if len(states) == 0:
         return RankerFit(None, {"kind": "retrieval", "reason": "no training position had its product in "
                                                                  "retrieval's candidates", "examples": 0})
@@ -219,4 +231,4 @@ def fit_ranker(model: SequenceRecommender, train: Histories, val: tuple[Historie
     if log:
         log(f"ranker on {len(states)} hard-negative lists: validation nDCG@10 {learned:.4f} against retrieval "
             f"order's {base:.4f} ({gain:+.1%}): " + ("ships" if ships else "retrieval order ships"))
-    return RankerFit(ranker if ships else None, report)
+    return RankerFit(ranker if ships else None, report, ranker)

@@ -11,7 +11,7 @@ from pocketrank.exporter.sequence_export import export_learned_ranker
 from pocketrank.server.training import seqranker
 from pocketrank.server.training.seqmodel import SeqConfig, SequenceRecommender
 from pocketrank.server.training.seqranker import ResidualRanker, fit_ranker, hard_negatives, order_metrics
-from pocketrank.server.training.seqtrain import Histories, rank_metrics
+from pocketrank.server.training.seqtrain import Histories, rank_metrics, user_vectors
 from pocketrank.shared.errors import ModelError
 
 
@@ -33,23 +33,33 @@ def test_an_untrained_ranker_is_retrieval_order_exactly():
         assert torch.allclose(r(user, items), torch.sigmoid(items @ user[0]), atol=1e-7)
 
 
-def test_examples_hold_the_next_product_among_candidates_that_leave_out_the_past():
-    seq = [3, 17, 5, 29, 11, 0, 8, 22]  # longer than max_len: positions come from the last 6 events
+def test_examples_are_the_servers_user_vectors_after_a_prefix_and_retrievals_top_k_without_it():
+    seqs = [[3, 17, 5, 29, 11, 0, 8, 22], [1, 2, 4, 6], [9, 30]]  # the first longer than max_len (6)
     m = _model()
-    states, cands, places = hard_negatives(m, _histories([seq]), np.random.default_rng(0), per_user=50, k=40)
-    window = seq[-6:]
-    assert len(states) == len(window) - 1  # every position, each next product found (k: all that is left)
-    assert cands.shape[1] == 40 - len(seq)  # never wider than what the longest history leaves
-    targets = cands[torch.arange(len(cands)), places].tolist()
-    assert sorted(targets) == sorted(window[1:])
-    for row, target in zip(cands.tolist(), targets):
-        past = seq[: seq.index(target)]
-        assert len(set(row)) == len(row) and not set(row) & set(past)
-    # The state is the encoder's after the past: the target's place is its rank by that state's scores.
+    h = _histories(seqs)
+    states, cands, places = hard_negatives(m, h, np.random.default_rng(0), per_user=50, k=40)
+    assert cands.shape[1] == 40 - 8  # never wider than what the longest history leaves
+    assert 0 < len(states) <= 7 + 3 + 1  # at most every prefix; the next product found or the prefix dropped
     items = m.item_vectors().detach()
-    for s, row, p in zip(states, cands, places):
-        scores = items[row] @ s
-        assert int(torch.argsort(-scores, stable=True).tolist().index(int(p))) == int(p)
+    seen = set()
+    for state, row, place in zip(states, cands.tolist(), places.tolist()):
+        target = row[place]
+        u = next(j for j, s in enumerate(seqs) if target in s[1:])
+        p = seqs[u].index(target)
+        seen.add((u, p))
+        past = seqs[u][:p]
+        # the vector the server computes from the prefix (its newest max_len events, the newest last)
+        want = user_vectors(m, _histories([past]))[0]
+        assert np.allclose(state.numpy(), want, atol=1e-5)
+        # retrieval's top k for it, best first, the prefix left out
+        s = items @ state
+        s[past] = -np.inf
+        assert row == torch.topk(s, len(row)).indices.tolist() and not set(row) & set(past)
+    assert len(seen) == len(states)
+    # A cap on the examples: a sample of users, one prefix each.
+    many = _histories([[i % 40, (i + 1) % 40, (i + 2) % 40] for i in range(50)])
+    capped = hard_negatives(m, many, np.random.default_rng(0), max_examples=10)[0]
+    assert len(capped) <= 10
 
 
 def test_order_metrics_in_retrieval_order_are_the_full_rankings():
@@ -64,6 +74,12 @@ def test_order_metrics_in_retrieval_order_are_the_full_rankings():
     assert set(got) == {"retrieval"} and got["retrieval"]["users"] == 35
     assert got["retrieval"]["HR@10"] == pytest.approx(want["HR@10"]) and got["retrieval"]["nDCG@10"] == pytest.approx(
         want["nDCG@10"])
+    # A catalogue smaller than a history and the candidates together: an untrained ranker (retrieval order)
+    # gives retrieval's figures, the history kept out of its lists too.
+    small = _model(14)
+    hist = _histories([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [10, 11, 0, 1, 2, 3, 4, 5]])
+    both = order_metrics(small, ResidualRanker(8).eval(), hist, np.array([12, 13]))
+    assert both["ranker"] == both["retrieval"]
 
 
 def test_the_ranker_ships_only_as_chosen_or_when_it_beats_retrieval_on_validation():
