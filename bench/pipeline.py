@@ -8,7 +8,7 @@ Issue 3 asks that training and evaluation of the full pipeline take under 5 minu
 "The full pipeline" here is everything a release of the model goes through, on MovieLens-100k:
 
 1. production: `pocketrank train` (the sequence model, early-stopped on validation, with its own
-   leave-last-out evaluation), `pocketrank export` (fp32 and int8 ONNX encoder, the retrieval ranker,
+   leave-last-out evaluation), `pocketrank export` (fp32 and int8 ONNX encoder, the ranker,
    every parity gate) and `pocketrank publish` (candidates, signatures, item entries for 943 users),
    into a fresh home on the embedded SQLite store, exactly as `make demo` runs them;
 2. quality: every quality protocol (docs/architecture.md) for one seed (`lab.quality.protocols`: 1 to 4, cold
