@@ -143,12 +143,15 @@ def test_train_spends_a_linear_schedule_by_the_last_epoch(shop_home, tmp_path):
     assert [row["lr"] for row in metrics["history"]][-1] == 0.0  # spent by the last epoch
     # The fold model has no such schedule: a usage error, not a traceback.
     for where in (["--home", home], ["--interactions", str(events), "--out", str(tmp_path / "o")]):
-        result = CliRunner().invoke(main, ["train", *where, "--model", "fold", "--lr-schedule", "linear"])
-        assert result.exit_code == 2 and "--lr-schedule and --lr are for --model sequence" in result.output
+        for extra in (["--lr-schedule", "linear"], ["--ranker", "learned"]):
+            result = CliRunner().invoke(main, ["train", *where, "--model", "fold", *extra])
+            assert result.exit_code == 2 and "--lr-schedule, --lr and --ranker are for --model sequence" in result.output
 
 
-def test_the_commands_schedules_are_the_models():
-    from pocketrank.server.training.seqmodel import LR_SCHEDULES
+def test_the_commands_schedules_and_rankers_are_the_models():
+    from pocketrank.server.training.seqmodel import LR_SCHEDULES, RANKER_CHOICES
 
     (option,) = [p for p in main.commands["train"].params if p.name == "lr_schedule"]
     assert tuple(option.type.choices) == LR_SCHEDULES
+    (option,) = [p for p in main.commands["train"].params if p.name == "ranker"]
+    assert tuple(option.type.choices) == RANKER_CHOICES
